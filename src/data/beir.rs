@@ -1,0 +1,177 @@
+//! BEIR layout: `corpus.jsonl` (`_id`, `title`, `text`), `queries.jsonl`
+//! (`_id`, `text`), `qrels/<split>.tsv` (`query-id corpus-id score`).
+//! Malformed lines are errors naming file and line.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}:{line}: {msg}", path.display())]
+    Line { path: PathBuf, line: usize, msg: String },
+    #[error("{}: {msg}", path.display())]
+    Invalid { path: PathBuf, msg: String },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Document {
+    #[serde(rename = "_id")]
+    pub id: String,
+    #[serde(default)]
+    pub title: String,
+    #[serde(default)]
+    pub text: String,
+}
+
+impl Document {
+    /// What the encoder and BM25 read: title and text joined by a space.
+    pub fn full_text(&self) -> String {
+        match (self.title.trim().is_empty(), self.text.trim().is_empty()) {
+            (true, _) => self.text.clone(),
+            (false, true) => self.title.clone(),
+            _ => format!("{} {}", self.title, self.text),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Query {
+    #[serde(rename = "_id")]
+    pub id: String,
+    pub text: String,
+}
+
+/// Relevance judgements: query id → (doc id → graded relevance).
+pub type Qrels = HashMap<String, HashMap<String, i32>>;
+
+fn lines(path: &Path) -> Result<impl Iterator<Item = (usize, Result<String, DataError>)>, DataError> {
+    let f = File::open(path).map_err(|e| DataError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
+    let p = path.to_path_buf();
+    Ok(BufReader::new(f).split(b'\n').enumerate().map(move |(i, l)| {
+        let line = i + 1;
+        let r = l
+            .map_err(|e| DataError::Io {
+                path: p.clone(),
+                source: e,
+            })
+            .and_then(|bytes| {
+                String::from_utf8(bytes).map_err(|e| DataError::Line {
+                    path: p.clone(),
+                    line,
+                    msg: format!("not UTF-8 (byte {})", e.utf8_error().valid_up_to()),
+                })
+            })
+            .map(|s| s.trim_end_matches('\r').to_string());
+        (line, r)
+    }))
+}
+
+fn read_jsonl<T: for<'de> Deserialize<'de>>(path: &Path, id_of: impl Fn(&T) -> &str) -> Result<Vec<T>, DataError> {
+    let mut out = Vec::new();
+    let mut seen = HashSet::new();
+    for (line, text) in lines(path)? {
+        let text = text?;
+        if text.trim().is_empty() {
+            continue;
+        }
+        let item: T = serde_json::from_str(&text).map_err(|e| DataError::Line {
+            path: path.to_path_buf(),
+            line,
+            msg: format!("malformed JSON record: {e}"),
+        })?;
+        let id = id_of(&item).to_string();
+        if id.is_empty() {
+            return Err(DataError::Line {
+                path: path.to_path_buf(),
+                line,
+                msg: "empty _id".into(),
+            });
+        }
+        if !seen.insert(id.clone()) {
+            return Err(DataError::Line {
+                path: path.to_path_buf(),
+                line,
+                msg: format!("duplicate _id {id:?}"),
+            });
+        }
+        out.push(item);
+    }
+    Ok(out)
+}
+
+/// `corpus.jsonl`; an empty corpus is an error.
+pub fn read_corpus(dir: &Path) -> Result<Vec<Document>, DataError> {
+    let path = dir.join("corpus.jsonl");
+    let docs = read_jsonl::<Document>(&path, |d| &d.id)?;
+    if docs.is_empty() {
+        return Err(DataError::Invalid {
+            path,
+            msg: "the corpus holds no documents".into(),
+        });
+    }
+    Ok(docs)
+}
+
+pub fn read_queries(dir: &Path) -> Result<Vec<Query>, DataError> {
+    read_jsonl::<Query>(&dir.join("queries.jsonl"), |q| &q.id)
+}
+
+/// `qrels/<split>.tsv`, with its header line.
+pub fn read_qrels(dir: &Path, split: &str) -> Result<Qrels, DataError> {
+    let path = dir.join("qrels").join(format!("{split}.tsv"));
+    let mut qrels: Qrels = HashMap::new();
+    for (line, text) in lines(&path)? {
+        let text = text?;
+        if text.trim().is_empty() {
+            continue;
+        }
+        let cols: Vec<&str> = text.split('\t').collect();
+        if line == 1 && cols.first().is_some_and(|c| c.trim() == "query-id") {
+            continue;
+        }
+        let bad = |msg: String| DataError::Line {
+            path: path.clone(),
+            line,
+            msg,
+        };
+        if cols.len() != 3 {
+            return Err(bad(format!("expected 3 tab-separated columns, found {}", cols.len())));
+        }
+        let score: i32 = cols[2]
+            .trim()
+            .parse()
+            .map_err(|_| bad(format!("relevance {:?} is not an integer", cols[2])))?;
+        qrels
+            .entry(cols[0].trim().to_string())
+            .or_default()
+            .insert(cols[1].trim().to_string(), score);
+    }
+    Ok(qrels)
+}
+
+/// Judgements naming documents or queries that do not exist: `(query, doc)`
+/// pairs, reported to the user rather than silently dropped.
+pub fn unknown_judgements(qrels: &Qrels, docs: &HashSet<&str>, queries: &HashSet<&str>) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (q, judged) in qrels {
+        for d in judged.keys() {
+            if !docs.contains(d.as_str()) || !queries.contains(q.as_str()) {
+                out.push((q.clone(), d.clone()));
+            }
+        }
+    }
+    out.sort();
+    out
+}

@@ -1,0 +1,281 @@
+//! The CSPLADE encoder: text → token ids → backbone → per-position vocabulary
+//! scores → max-pool over the pooled positions → `log(1 + ReLU(·))`.
+//!
+//! Variants (paper §3): `causal` (standard mask), `echo` (the input repeated
+//! twice, pooling only the second copy, so every pooled position has seen the
+//! whole text), `bi` (causal mask removed). Texts are length-sorted into
+//! batches and right-padded; padding never changes a vector. The LM head runs
+//! only on pooled positions, in chunks of rows, so memory stays bounded.
+
+use std::fmt;
+use std::str::FromStr;
+
+use candle_core::{Storage, Tensor};
+use serde::{Deserialize, Serialize};
+
+use super::sparse::SparseVec;
+use crate::model::{AttentionMask, LoadedModel, ModelError};
+
+/// How the backbone reads a text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Variant {
+    #[default]
+    Causal,
+    Echo,
+    Bi,
+}
+
+impl Variant {
+    pub fn mask(self) -> AttentionMask {
+        match self {
+            Variant::Bi => AttentionMask::Bidirectional,
+            _ => AttentionMask::Causal,
+        }
+    }
+}
+
+impl fmt::Display for Variant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Variant::Causal => "causal",
+            Variant::Echo => "echo",
+            Variant::Bi => "bi",
+        })
+    }
+}
+
+impl FromStr for Variant {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "causal" => Ok(Variant::Causal),
+            "echo" => Ok(Variant::Echo),
+            "bi" => Ok(Variant::Bi),
+            other => Err(format!("unknown variant {other:?} (causal, echo, bi)")),
+        }
+    }
+}
+
+/// What the sparse head pools.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Head {
+    /// The paper's head: w_v = log(1 + ReLU(max_t logit[t, v])).
+    RawLogits,
+    /// Log-probability head: w_v = log(1 + ReLU(max_t log_softmax(logit[t])_v + shift)).
+    LogProb { shift: f32 },
+}
+
+impl Default for Head {
+    fn default() -> Self {
+        Head::RawLogits
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EncoderConfig {
+    pub variant: Variant,
+    pub head: Head,
+    /// Maximum tokens kept from each text (echo then doubles them).
+    pub max_len: usize,
+    /// Texts per forward pass.
+    pub batch_size: usize,
+}
+
+impl Default for EncoderConfig {
+    fn default() -> Self {
+        Self {
+            variant: Variant::Causal,
+            head: Head::RawLogits,
+            max_len: 256,
+            batch_size: 8,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EncodeError {
+    #[error("empty text: nothing to encode")]
+    EmptyText,
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error("tensor computation: {0}")]
+    Candle(#[from] candle_core::Error),
+}
+
+/// One encoded text.
+#[derive(Clone, Debug)]
+pub struct Encoded {
+    /// The (possibly truncated) input tokens, without echo repetition.
+    pub token_ids: Vec<u32>,
+    /// Tokens dropped by `max_len`.
+    pub truncated_tokens: usize,
+    pub vector: SparseVec,
+}
+
+/// Rows of logits computed at once by the LM head (× vocabulary × 4 bytes).
+const HEAD_CHUNK_ROWS: usize = 256;
+
+pub struct Encoder<'m> {
+    pub model: &'m LoadedModel,
+    pub config: EncoderConfig,
+}
+
+impl<'m> Encoder<'m> {
+    pub fn new(model: &'m LoadedModel, config: EncoderConfig) -> Self {
+        Self { model, config }
+    }
+
+    /// Tokenize and truncate; `(ids, tokens dropped)`.
+    pub fn tokenize(&self, text: &str) -> Result<(Vec<u32>, usize), EncodeError> {
+        if text.trim().is_empty() {
+            return Err(EncodeError::EmptyText);
+        }
+        let mut ids = self.model.tokenizer.encode(text)?;
+        if ids.is_empty() {
+            return Err(EncodeError::EmptyText);
+        }
+        let cap = self.max_tokens();
+        let dropped = ids.len().saturating_sub(cap);
+        ids.truncate(cap);
+        Ok((ids, dropped))
+    }
+
+    /// Tokens kept per text, bounded by the model context (halved for echo).
+    pub fn max_tokens(&self) -> usize {
+        let ctx = self.model.config().max_position_embeddings;
+        let ctx = if self.config.variant == Variant::Echo { ctx / 2 } else { ctx };
+        self.config.max_len.clamp(1, ctx.max(1))
+    }
+
+    pub fn encode_one(&self, text: &str) -> Result<Encoded, EncodeError> {
+        Ok(self.encode(&[text])?.remove(0))
+    }
+
+    /// Encode texts, batching by length; results in input order.
+    pub fn encode(&self, texts: &[&str]) -> Result<Vec<Encoded>, EncodeError> {
+        let prepared = texts
+            .iter()
+            .map(|t| self.tokenize(t))
+            .collect::<Result<Vec<_>, _>>()?;
+        let ids: Vec<Vec<u32>> = prepared.iter().map(|p| p.0.clone()).collect();
+        let vectors = self.encode_ids(&ids)?;
+        Ok(prepared
+            .into_iter()
+            .zip(vectors)
+            .map(|((token_ids, truncated_tokens), vector)| Encoded {
+                token_ids,
+                truncated_tokens,
+                vector,
+            })
+            .collect())
+    }
+
+    /// Encode pre-tokenized texts (already truncated), in input order.
+    pub fn encode_ids(&self, seqs: &[Vec<u32>]) -> Result<Vec<SparseVec>, EncodeError> {
+        if seqs.iter().any(|s| s.is_empty()) {
+            return Err(EncodeError::EmptyText);
+        }
+        let mut order: Vec<usize> = (0..seqs.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(seqs[i].len()));
+        let mut out: Vec<Option<SparseVec>> = vec![None; seqs.len()];
+        for chunk in order.chunks(self.config.batch_size.max(1)) {
+            let batch: Vec<&[u32]> = chunk.iter().map(|&i| seqs[i].as_slice()).collect();
+            for (&i, v) in chunk.iter().zip(self.encode_batch(&batch)?) {
+                out[i] = Some(v);
+            }
+        }
+        Ok(out.into_iter().map(|v| v.unwrap_or_default()).collect())
+    }
+
+    /// Input layout of one text and the positions pooled: `(ids, pool_start)`.
+    fn layout(&self, ids: &[u32]) -> (Vec<u32>, usize) {
+        match self.config.variant {
+            Variant::Echo => {
+                let mut v = Vec::with_capacity(ids.len() * 2);
+                v.extend_from_slice(ids);
+                v.extend_from_slice(ids);
+                (v, ids.len())
+            }
+            _ => (ids.to_vec(), 0),
+        }
+    }
+
+    /// One padded forward pass over a batch.
+    pub fn encode_batch(&self, batch: &[&[u32]]) -> Result<Vec<SparseVec>, EncodeError> {
+        let dev = self.model.llama.device();
+        let laid: Vec<(Vec<u32>, usize)> = batch.iter().map(|ids| self.layout(ids)).collect();
+        let t = laid.iter().map(|l| l.0.len()).max().unwrap_or(0);
+        let lengths: Vec<usize> = laid.iter().map(|l| l.0.len()).collect();
+        let mut flat = Vec::with_capacity(batch.len() * t);
+        for (ids, _) in &laid {
+            flat.extend_from_slice(ids);
+            flat.extend(std::iter::repeat_n(0u32, t - ids.len()));
+        }
+        let ids = Tensor::from_vec(flat, (batch.len(), t), dev)?;
+        let hidden = self
+            .model
+            .llama
+            .hidden_states(&ids, &lengths, self.config.variant.mask())?;
+        let d = hidden.dim(2)?;
+        let hidden = hidden.reshape((batch.len() * t, d))?;
+        // Rows to pool, grouped by text.
+        let mut rows = Vec::new();
+        let mut owner = Vec::new();
+        for (b, (ids, start)) in laid.iter().enumerate() {
+            for p in *start..ids.len() {
+                rows.push((b * t + p) as u32);
+                owner.push(b);
+            }
+        }
+        let rows_t = Tensor::from_vec(rows.clone(), rows.len(), dev)?;
+        let pooled_hidden = hidden.index_select(&rows_t, 0)?;
+        let vocab = self.model.config().vocab_size;
+        let mut maxes = vec![vec![f32::NEG_INFINITY; vocab]; batch.len()];
+        let mut start = 0;
+        while start < rows.len() {
+            let n = HEAD_CHUNK_ROWS.min(rows.len() - start);
+            let logits = self.model.llama.head(&pooled_hidden.narrow(0, start, n)?)?;
+            let logits = match self.config.head {
+                Head::RawLogits => logits,
+                Head::LogProb { shift } => {
+                    (candle_nn::ops::log_softmax(&logits, candle_core::D::Minus1)? + shift as f64)?
+                }
+            };
+            let logits = logits.contiguous()?;
+            with_f32_slice(&logits, |data| {
+                for r in 0..n {
+                    let acc = &mut maxes[owner[start + r]];
+                    let row = &data[r * vocab..(r + 1) * vocab];
+                    for (a, &x) in acc.iter_mut().zip(row) {
+                        if x > *a {
+                            *a = x;
+                        }
+                    }
+                }
+            })?;
+            start += n;
+        }
+        Ok(maxes
+            .into_iter()
+            .map(|m| {
+                let w: Vec<f32> = m.iter().map(|&x| if x > 0.0 { x.ln_1p() } else { 0.0 }).collect();
+                SparseVec::from_dense(&w)
+            })
+            .collect())
+    }
+}
+
+/// Run `f` over the f32 data of a contiguous CPU tensor without copying it.
+pub fn with_f32_slice<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> candle_core::Result<R> {
+    let (storage, layout) = t.storage_and_layout();
+    match &*storage {
+        Storage::Cpu(cpu) => {
+            let data = cpu.as_slice::<f32>()?;
+            let start = layout.start_offset();
+            Ok(f(&data[start..start + t.elem_count()]))
+        }
+        _ => candle_core::bail!("expected a CPU tensor"),
+    }
+}

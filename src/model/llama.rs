@@ -1,0 +1,337 @@
+//! Llama-family backbone (Llama, Mistral, Qwen2, SmolLM2): GQA attention,
+//! RMSNorm, SwiGLU, RoPE — returning hidden states and logits at **every**
+//! position, with a causal or a bidirectional mask and right padding.
+//!
+//! Written in candle-transformers' style (a serde `Config`, weights through
+//! `VarBuilder` prefixes, `forward`), because candle's causal-LM heads return
+//! only the last position.
+
+use candle_core::{DType, Device, Module, Result, Tensor, D};
+use candle_nn::VarBuilder;
+use serde::{Deserialize, Serialize};
+
+use super::linear::Linear;
+
+/// How RoPE rotates a head: GGUF files from llama.cpp store Q/K rows permuted
+/// for adjacent pairs; HF checkpoints rotate the two halves of the head.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RopeStyle {
+    Interleaved,
+    HalfRotation,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Config {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub num_key_value_heads: usize,
+    pub rms_norm_eps: f64,
+    pub rope_theta: f64,
+    pub max_position_embeddings: usize,
+    pub tie_word_embeddings: bool,
+    pub attention_bias: bool,
+    pub rope_style: RopeStyle,
+}
+
+impl Config {
+    pub fn head_dim(&self) -> usize {
+        self.hidden_size / self.num_attention_heads
+    }
+
+    /// Multiply-adds per token of one forward pass, LM head included (×2 = FLOPs).
+    pub fn macs_per_token(&self) -> usize {
+        let h = self.hidden_size;
+        let kv = self.num_key_value_heads * self.head_dim();
+        let per_layer = h * h * 2 + h * kv * 2 + 3 * h * self.intermediate_size;
+        per_layer * self.num_hidden_layers + h * self.vocab_size
+    }
+}
+
+/// Which positions a token may attend to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttentionMask {
+    /// Standard decoder mask: position t sees positions ≤ t.
+    Causal,
+    /// Mask removed (CSPLADE-Bi): every non-padding position is visible.
+    Bidirectional,
+}
+
+struct RmsNorm {
+    weight: Tensor,
+    eps: f32,
+}
+
+impl RmsNorm {
+    fn load(vb: VarBuilder, dim: usize, eps: f64) -> Result<Self> {
+        Ok(Self {
+            weight: vb.get(dim, "weight")?,
+            eps: eps as f32,
+        })
+    }
+}
+
+impl Module for RmsNorm {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        candle_nn::ops::rms_norm(x, &self.weight, self.eps)
+    }
+}
+
+struct Rope {
+    cos: Tensor,
+    sin: Tensor,
+    style: RopeStyle,
+}
+
+impl Rope {
+    fn new(cfg: &Config, dev: &Device) -> Result<Self> {
+        let d = cfg.head_dim();
+        let max = cfg.max_position_embeddings.max(1);
+        let inv: Vec<f32> = (0..d / 2)
+            .map(|i| 1.0 / cfg.rope_theta.powf(2.0 * i as f64 / d as f64) as f32)
+            .collect();
+        let inv = Tensor::from_vec(inv, (1, d / 2), dev)?;
+        let pos = Tensor::arange(0u32, max as u32, dev)?
+            .to_dtype(DType::F32)?
+            .reshape((max, 1))?;
+        let freqs = pos.broadcast_mul(&inv)?;
+        Ok(Self {
+            cos: freqs.cos()?,
+            sin: freqs.sin()?,
+            style: cfg.rope_style,
+        })
+    }
+
+    fn apply(&self, x: &Tensor) -> Result<Tensor> {
+        let t = x.dim(2)?;
+        let cos = self.cos.narrow(0, 0, t)?;
+        let sin = self.sin.narrow(0, 0, t)?;
+        match self.style {
+            RopeStyle::Interleaved => candle_nn::rotary_emb::rope_i(x, &cos, &sin),
+            RopeStyle::HalfRotation => candle_nn::rotary_emb::rope(x, &cos, &sin),
+        }
+    }
+}
+
+pub struct Attention {
+    pub q_proj: Linear,
+    pub k_proj: Linear,
+    pub v_proj: Linear,
+    pub o_proj: Linear,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+}
+
+impl Attention {
+    fn load(vb: VarBuilder, cfg: &Config) -> Result<Self> {
+        let h = cfg.hidden_size;
+        let d = cfg.head_dim();
+        let kv = cfg.num_key_value_heads * d;
+        let b = cfg.attention_bias;
+        Ok(Self {
+            q_proj: Linear::load(vb.pp("q_proj"), h, cfg.num_attention_heads * d, b)?,
+            k_proj: Linear::load(vb.pp("k_proj"), h, kv, b)?,
+            v_proj: Linear::load(vb.pp("v_proj"), h, kv, b)?,
+            o_proj: Linear::load(vb.pp("o_proj"), cfg.num_attention_heads * d, h, false)?,
+            heads: cfg.num_attention_heads,
+            kv_heads: cfg.num_key_value_heads,
+            head_dim: d,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, rope: &Rope, mask: &Tensor) -> Result<Tensor> {
+        let (b, t, _) = x.dims3()?;
+        let (h, kvh, d) = (self.heads, self.kv_heads, self.head_dim);
+        let q = self.q_proj.forward(x)?.reshape((b, t, h, d))?.transpose(1, 2)?.contiguous()?;
+        let k = self.k_proj.forward(x)?.reshape((b, t, kvh, d))?.transpose(1, 2)?.contiguous()?;
+        let v = self.v_proj.forward(x)?.reshape((b, t, kvh, d))?.transpose(1, 2)?.contiguous()?;
+        let q = rope.apply(&q)?;
+        let k = rope.apply(&k)?;
+        // Grouped-query attention without copying K/V: the `rep` query heads
+        // sharing one KV head are stacked along the position axis.
+        let rep = h / kvh;
+        let q = (q.reshape((b, kvh, rep * t, d))? * (1.0 / (d as f64).sqrt()))?;
+        let scores = q.matmul(&k.t()?)?.reshape((b, h, t, t))?;
+        let scores = scores.broadcast_add(mask)?;
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let ctx = probs.reshape((b, kvh, rep * t, t))?.matmul(&v)?;
+        let ctx = ctx.reshape((b, h, t, d))?.transpose(1, 2)?.reshape((b, t, h * d))?;
+        self.o_proj.forward(&ctx)
+    }
+}
+
+pub struct Mlp {
+    pub gate_proj: Linear,
+    pub up_proj: Linear,
+    pub down_proj: Linear,
+}
+
+impl Mlp {
+    fn load(vb: VarBuilder, cfg: &Config) -> Result<Self> {
+        let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
+        Ok(Self {
+            gate_proj: Linear::load(vb.pp("gate_proj"), h, i, false)?,
+            up_proj: Linear::load(vb.pp("up_proj"), h, i, false)?,
+            down_proj: Linear::load(vb.pp("down_proj"), i, h, false)?,
+        })
+    }
+}
+
+impl Module for Mlp {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let g = candle_nn::ops::silu(&self.gate_proj.forward(x)?)?;
+        let u = self.up_proj.forward(x)?;
+        self.down_proj.forward(&(g * u)?)
+    }
+}
+
+pub struct Block {
+    input_layernorm: RmsNorm,
+    pub self_attn: Attention,
+    post_attention_layernorm: RmsNorm,
+    pub mlp: Mlp,
+}
+
+impl Block {
+    fn load(vb: VarBuilder, cfg: &Config) -> Result<Self> {
+        Ok(Self {
+            input_layernorm: RmsNorm::load(vb.pp("input_layernorm"), cfg.hidden_size, cfg.rms_norm_eps)?,
+            self_attn: Attention::load(vb.pp("self_attn"), cfg)?,
+            post_attention_layernorm: RmsNorm::load(
+                vb.pp("post_attention_layernorm"),
+                cfg.hidden_size,
+                cfg.rms_norm_eps,
+            )?,
+            mlp: Mlp::load(vb.pp("mlp"), cfg)?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, rope: &Rope, mask: &Tensor) -> Result<Tensor> {
+        let a = self.self_attn.forward(&self.input_layernorm.forward(x)?, rope, mask)?;
+        let x = (x + a)?;
+        let m = self.mlp.forward(&self.post_attention_layernorm.forward(&x)?)?;
+        x + m
+    }
+}
+
+/// The backbone: embeddings, blocks, final norm and LM head.
+pub struct Llama {
+    pub config: Config,
+    embed: Tensor,
+    pub layers: Vec<Block>,
+    norm: RmsNorm,
+    lm_head: Tensor,
+    rope: Rope,
+    device: Device,
+}
+
+impl Llama {
+    pub fn load(vb: VarBuilder, cfg: &Config) -> Result<Self> {
+        let m = vb.pp("model");
+        let embed = m.get((cfg.vocab_size, cfg.hidden_size), "embed_tokens.weight")?;
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| Block::load(m.pp(format!("layers.{i}")), cfg))
+            .collect::<Result<Vec<_>>>()?;
+        let norm = RmsNorm::load(m.pp("norm"), cfg.hidden_size, cfg.rms_norm_eps)?;
+        let lm_head = if cfg.tie_word_embeddings || !vb.contains_tensor("lm_head.weight") {
+            embed.clone()
+        } else {
+            vb.get((cfg.vocab_size, cfg.hidden_size), "lm_head.weight")?
+        };
+        let device = embed.device().clone();
+        Ok(Self {
+            config: cfg.clone(),
+            rope: Rope::new(cfg, &device)?,
+            embed,
+            layers,
+            norm,
+            lm_head,
+            device,
+        })
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// `[vocab, hidden]`: row v scores vocabulary entry v.
+    pub fn lm_head_weight(&self) -> &Tensor {
+        &self.lm_head
+    }
+
+    /// Additive attention mask `[B, 1, T, T]`: 0 where allowed, a large
+    /// negative number where a query may not see a key (future positions
+    /// under `Causal`, padding keys always).
+    pub fn attention_mask(&self, lengths: &[usize], t: usize, kind: AttentionMask) -> Result<Tensor> {
+        const BLOCKED: f32 = -1e30;
+        let b = lengths.len();
+        let mut m = vec![0f32; b * t * t];
+        for (bi, &len) in lengths.iter().enumerate() {
+            for i in 0..t {
+                let row = &mut m[(bi * t + i) * t..(bi * t + i + 1) * t];
+                for (j, cell) in row.iter_mut().enumerate() {
+                    let future = kind == AttentionMask::Causal && j > i;
+                    let pad = j >= len && !(i >= len && j == i);
+                    if future || pad {
+                        *cell = BLOCKED;
+                    }
+                }
+            }
+        }
+        Tensor::from_vec(m, (b, 1, t, t), &self.device)
+    }
+
+    /// Final-norm hidden states `[B, T, hidden]` for right-padded `ids [B, T]`
+    /// whose true lengths are `lengths`.
+    pub fn hidden_states(&self, ids: &Tensor, lengths: &[usize], kind: AttentionMask) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        if lengths.len() != b {
+            candle_core::bail!("{} lengths for a batch of {b}", lengths.len());
+        }
+        if t > self.config.max_position_embeddings {
+            candle_core::bail!(
+                "sequence of {t} tokens exceeds the model's context of {}",
+                self.config.max_position_embeddings
+            );
+        }
+        let mask = self.attention_mask(lengths, t, kind)?;
+        let mut x = self
+            .embed
+            .index_select(&ids.flatten_all()?, 0)?
+            .reshape((b, t, self.config.hidden_size))?;
+        for layer in &self.layers {
+            x = layer.forward(&x, &self.rope, &mask)?;
+        }
+        self.norm.forward(&x)
+    }
+
+    /// Logits `[rows, vocab]` for hidden rows `[rows, hidden]`.
+    pub fn head(&self, rows: &Tensor) -> Result<Tensor> {
+        rows.matmul(&self.lm_head.t()?)
+    }
+
+    /// Logits at every position, `[B, T, vocab]`.
+    pub fn forward(&self, ids: &Tensor, lengths: &[usize], kind: AttentionMask) -> Result<Tensor> {
+        let h = self.hidden_states(ids, lengths, kind)?;
+        let (b, t, d) = h.dims3()?;
+        self.head(&h.reshape((b * t, d))?)?.reshape((b, t, self.config.vocab_size))
+    }
+
+    /// Mean next-token negative log-likelihood of one unpadded sequence.
+    pub fn mean_nll(&self, ids: &[u32]) -> Result<f32> {
+        if ids.len() < 2 {
+            candle_core::bail!("need at least two tokens to score a continuation");
+        }
+        let t = Tensor::new(ids, &self.device)?.unsqueeze(0)?;
+        let logits = self.forward(&t, &[ids.len()], AttentionMask::Causal)?.squeeze(0)?;
+        let n = ids.len() - 1;
+        let logp = candle_nn::ops::log_softmax(&logits.narrow(0, 0, n)?, D::Minus1)?;
+        let targets = Tensor::new(&ids[1..], &self.device)?.unsqueeze(1)?;
+        let picked = logp.gather(&targets, 1)?;
+        Ok(-(picked.mean_all()?.to_scalar::<f32>()?))
+    }
+}

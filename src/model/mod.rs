@@ -1,0 +1,124 @@
+//! The backbone and everything needed to load it: model fetch (pip + sha256),
+//! GGUF and HF loaders, tokenizer, the Llama-family transformer.
+
+pub mod fetch;
+pub mod gguf;
+pub mod hf;
+pub mod linear;
+pub mod llama;
+pub mod tiny;
+pub mod tokenizer;
+
+use std::path::{Path, PathBuf};
+
+use candle_core::Device;
+use serde::{Deserialize, Serialize};
+
+pub use llama::{AttentionMask, Config, Llama, RopeStyle};
+pub use tokenizer::TextTokenizer;
+
+/// Why a model could not be fetched or loaded; callers tell these apart
+/// (a missing file is fixable by fetching, a checksum mismatch is not).
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {msg}", path.display())]
+    Format { path: PathBuf, msg: String },
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    #[error("{0}")]
+    Fetch(String),
+    #[error("{}: sha256 is {actual}, expected {expected}; the file is corrupt or not the model csplade expects — delete it and run again to re-fetch", path.display())]
+    Checksum {
+        path: PathBuf,
+        expected: String,
+        actual: String,
+    },
+    #[error("tensor computation: {0}")]
+    Candle(#[from] candle_core::Error),
+}
+
+/// What a model is, for index metadata and refusal of mismatched indexes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelIdentity {
+    /// Human name: `smollm2-135m-instruct` or the file / directory name.
+    pub id: String,
+    /// sha256 of the weights (of the concatenated per-file hashes for HF dirs).
+    pub sha256: String,
+}
+
+/// A loaded backbone with its tokenizer.
+pub struct LoadedModel {
+    pub llama: Llama,
+    pub tokenizer: TextTokenizer,
+    pub identity: ModelIdentity,
+}
+
+impl LoadedModel {
+    pub fn config(&self) -> &Config {
+        &self.llama.config
+    }
+}
+
+/// `base` (the fetched SmolLM2 GGUF), a `.gguf` file, or an HF directory.
+pub fn load(spec: &str, device: &Device) -> Result<LoadedModel, ModelError> {
+    if spec == "base" {
+        let path = fetch::base_model_path()?;
+        let mut m = load_gguf(&path, device)?;
+        m.identity.id = fetch::BASE_ID.to_string();
+        return Ok(m);
+    }
+    let path = Path::new(spec);
+    if path.is_dir() {
+        hf::load(path, device)
+    } else if path.is_file() {
+        load_gguf(path, device)
+    } else {
+        Err(ModelError::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no such model file or directory (give `base`, a .gguf file or an HF model directory)",
+            ),
+        })
+    }
+}
+
+/// A llama-architecture GGUF file with its embedded tokenizer.
+pub fn load_gguf(path: &Path, device: &Device) -> Result<LoadedModel, ModelError> {
+    let mut g = gguf::GgufFile::open(path)?;
+    let config = g.llama_config()?;
+    let tokenizer = TextTokenizer::from_gguf(&g)?;
+    if tokenizer.vocab_size() != config.vocab_size {
+        return Err(ModelError::Format {
+            path: path.to_path_buf(),
+            msg: format!(
+                "tokenizer has {} entries, model vocabulary {}",
+                tokenizer.vocab_size(),
+                config.vocab_size
+            ),
+        });
+    }
+    let tensors = g.hf_tensors(device)?;
+    let vb = candle_nn::VarBuilder::from_tensors(tensors, candle_core::DType::F32, device);
+    let llama = Llama::load(vb, &config).map_err(|e| ModelError::Format {
+        path: path.to_path_buf(),
+        msg: format!("weights do not fit the llama config: {e}"),
+    })?;
+    let sha256 = fetch::sha256_cached(path)?;
+    let id = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_else(|| "model".into());
+    Ok(LoadedModel {
+        llama,
+        tokenizer,
+        identity: ModelIdentity { id, sha256 },
+    })
+}
