@@ -12,7 +12,10 @@ use csplade::model::AttentionMask;
 fn tokenizer_matches_the_known_vector() {
     let m = common::base_model();
     assert_eq!(m.tokenizer.vocab_size(), 49_152);
-    assert_eq!(m.tokenizer.encode("The capital of France is").unwrap(), vec![504, 3575, 282, 4649, 314]);
+    assert_eq!(
+        m.tokenizer.encode("The capital of France is").unwrap(),
+        vec![504, 3575, 282, 4649, 314]
+    );
     // Digits are split one by one (tokenizer.ggml.pre = smollm).
     let ids = m.tokenizer.encode("2025").unwrap();
     assert_eq!(ids.len(), 4);
@@ -22,7 +25,15 @@ fn tokenizer_matches_the_known_vector() {
 #[test]
 fn model_shape_is_smollm2_135m() {
     let c = common::base_model().config();
-    assert_eq!((c.num_hidden_layers, c.hidden_size, c.num_attention_heads, c.num_key_value_heads), (30, 576, 9, 3));
+    assert_eq!(
+        (
+            c.num_hidden_layers,
+            c.hidden_size,
+            c.num_attention_heads,
+            c.num_key_value_heads
+        ),
+        (30, 576, 9, 3)
+    );
     assert_eq!((c.intermediate_size, c.vocab_size), (1536, 49_152));
     assert!(c.tie_word_embeddings);
     assert_eq!(c.rope_theta, 100_000.0);
@@ -32,16 +43,35 @@ fn model_shape_is_smollm2_135m() {
 fn greedy_continuation_of_the_capital_of_france_is_paris() {
     let m = common::base_model();
     let ids = m.tokenizer.encode("The capital of France is").unwrap();
-    let t = Tensor::new(ids.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap();
-    let logits = m.llama.forward(&t, &[ids.len()], AttentionMask::Causal).unwrap();
-    let last: Vec<f32> = logits.squeeze(0).unwrap().get(ids.len() - 1).unwrap().to_vec1().unwrap();
-    let best = last.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0 as u32;
+    let t = Tensor::new(ids.as_slice(), &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    let logits = m
+        .llama
+        .forward(&t, &[ids.len()], AttentionMask::Causal)
+        .unwrap();
+    let last: Vec<f32> = logits
+        .squeeze(0)
+        .unwrap()
+        .get(ids.len() - 1)
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let best = last
+        .iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .unwrap()
+        .0 as u32;
     assert_eq!(m.tokenizer.token(best), " Paris");
 }
 
 #[test]
 fn perplexity_on_scifact_doc_4983() {
-    let Some(data) = common::data_dir() else { return };
+    let Some(data) = common::data_dir() else {
+        return;
+    };
     let docs = beir::read_corpus(&data.join("scifact")).unwrap();
     assert_eq!(docs[0].id, "4983");
     let m = common::base_model();
@@ -58,19 +88,46 @@ fn untrained_expansions_are_dense_and_echo_weights_the_input_more() {
     let m = common::base_model();
     let q = "what causes hypertension in adults";
     // Raw logits of the untrained model are positive almost everywhere.
-    let raw = Encoder::new(m, EncoderConfig::default()).encode_one(q).unwrap();
+    let raw = Encoder::new(m, EncoderConfig::default())
+        .encode_one(q)
+        .unwrap();
     assert!(raw.vector.active() > 40_000, "{}", raw.vector.active());
     // With the log-probability head (shift 6) the expansion is sparse, and
     // echo moves weight onto the query's own words.
     let head = Head::LogProb { shift: 6.0 };
-    let causal = Encoder::new(m, EncoderConfig { head, ..Default::default() }).encode_one(q).unwrap();
-    let echo = Encoder::new(m, EncoderConfig { variant: Variant::Echo, head, ..Default::default() }).encode_one(q).unwrap();
+    let causal = Encoder::new(
+        m,
+        EncoderConfig {
+            head,
+            ..Default::default()
+        },
+    )
+    .encode_one(q)
+    .unwrap();
+    let echo = Encoder::new(
+        m,
+        EncoderConfig {
+            variant: Variant::Echo,
+            head,
+            ..Default::default()
+        },
+    )
+    .encode_one(q)
+    .unwrap();
     assert!(causal.vector.active() < 1000, "{}", causal.vector.active());
     let input_mass = |e: &csplade::encode::Encoded| {
         let ids: std::collections::HashSet<u32> = e.token_ids.iter().copied().collect();
-        e.vector.iter().filter(|(i, _)| ids.contains(i)).map(|(_, w)| w).sum::<f32>() / e.vector.l1()
+        e.vector
+            .iter()
+            .filter(|(i, _)| ids.contains(i))
+            .map(|(_, w)| w)
+            .sum::<f32>()
+            / e.vector.l1()
     };
     let (c, e) = (input_mass(&causal), input_mass(&echo));
     eprintln!("input-token share of L1 mass: causal {c:.4}, echo {e:.4}");
-    assert!(e > c, "echo {e} should weight input tokens more than causal {c}");
+    assert!(
+        e > c,
+        "echo {e} should weight input tokens more than causal {c}"
+    );
 }

@@ -15,8 +15,17 @@ fn tiny() -> (tempfile::TempDir, LoadedModel, LoadedModel) {
 }
 
 fn logits(m: &LoadedModel, ids: &[u32], mask: AttentionMask) -> Vec<Vec<f32>> {
-    let t = Tensor::new(ids, &Device::Cpu).unwrap().unsqueeze(0).unwrap();
-    m.llama.forward(&t, &[ids.len()], mask).unwrap().squeeze(0).unwrap().to_vec2().unwrap()
+    let t = Tensor::new(ids, &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    m.llama
+        .forward(&t, &[ids.len()], mask)
+        .unwrap()
+        .squeeze(0)
+        .unwrap()
+        .to_vec2()
+        .unwrap()
 }
 
 fn max_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
@@ -43,7 +52,11 @@ fn gguf_and_hf_loaders_agree_with_their_rope_layouts() {
     assert_eq!(ids, h.tokenizer.encode("the thin otter ran on").unwrap());
     let a = logits(&g, &ids, AttentionMask::Causal);
     let b = logits(&h, &ids, AttentionMask::Causal);
-    assert!(max_diff(&a, &b) < 1e-4, "GGUF vs HF logits differ by {}", max_diff(&a, &b));
+    assert!(
+        max_diff(&a, &b) < 1e-4,
+        "GGUF vs HF logits differ by {}",
+        max_diff(&a, &b)
+    );
     // Pairing the permuted weights with the wrong rotation must change the output.
     let mut wrong = g.llama.config.clone();
     wrong.rope_style = model::RopeStyle::HalfRotation;
@@ -62,9 +75,25 @@ fn wrong_rope_pairing_changes_logits() {
     let vb = candle_nn::VarBuilder::from_tensors(tensors, candle_core::DType::F32, &Device::Cpu);
     let wrong = model::Llama::load(vb, &cfg).unwrap();
     let ids: Vec<u32> = g.tokenizer.encode("rotary positions matter here").unwrap();
-    let t = Tensor::new(ids.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap();
-    let a: Vec<Vec<f32>> = g.llama.forward(&t, &[ids.len()], AttentionMask::Causal).unwrap().squeeze(0).unwrap().to_vec2().unwrap();
-    let b: Vec<Vec<f32>> = wrong.forward(&t, &[ids.len()], AttentionMask::Causal).unwrap().squeeze(0).unwrap().to_vec2().unwrap();
+    let t = Tensor::new(ids.as_slice(), &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    let a: Vec<Vec<f32>> = g
+        .llama
+        .forward(&t, &[ids.len()], AttentionMask::Causal)
+        .unwrap()
+        .squeeze(0)
+        .unwrap()
+        .to_vec2()
+        .unwrap();
+    let b: Vec<Vec<f32>> = wrong
+        .forward(&t, &[ids.len()], AttentionMask::Causal)
+        .unwrap()
+        .squeeze(0)
+        .unwrap()
+        .to_vec2()
+        .unwrap();
     // Position 0 has no rotation; later positions must differ.
     assert!(max_diff(&a[..1], &b[..1]) < 1e-4);
     assert!(max_diff(&a[1..], &b[1..]) > 1e-3);
@@ -88,7 +117,12 @@ fn causal_mask_hides_the_future_and_bi_does_not() {
     assert!(max_diff(&b1[..1], &b2[..1]) > 1e-4);
     // A one-token text has nothing to hide: both masks agree.
     let one = &ids[..1];
-    assert!(max_diff(&logits(&g, one, AttentionMask::Causal), &logits(&g, one, AttentionMask::Bidirectional)) < 1e-6);
+    assert!(
+        max_diff(
+            &logits(&g, one, AttentionMask::Causal),
+            &logits(&g, one, AttentionMask::Bidirectional)
+        ) < 1e-6
+    );
 }
 
 fn dense_pool(m: &LoadedModel, ids: &[u32], from: usize, mask: AttentionMask) -> Vec<f32> {
@@ -96,7 +130,10 @@ fn dense_pool(m: &LoadedModel, ids: &[u32], from: usize, mask: AttentionMask) ->
     let v = l[0].len();
     (0..v)
         .map(|j| {
-            let mx = l[from..].iter().map(|r| r[j]).fold(f32::NEG_INFINITY, f32::max);
+            let mx = l[from..]
+                .iter()
+                .map(|r| r[j])
+                .fold(f32::NEG_INFINITY, f32::max);
             if mx > 0.0 {
                 mx.ln_1p()
             } else {
@@ -112,7 +149,13 @@ fn every_variant_pools_the_right_positions() {
     let text = "then the otter ran";
     let ids = g.tokenizer.encode(text).unwrap();
     for variant in [Variant::Causal, Variant::Echo, Variant::Bi] {
-        let enc = Encoder::new(&g, EncoderConfig { variant, ..Default::default() });
+        let enc = Encoder::new(
+            &g,
+            EncoderConfig {
+                variant,
+                ..Default::default()
+            },
+        );
         let got = enc.encode_one(text).unwrap();
         assert_eq!(got.token_ids, ids);
         let expected = match variant {
@@ -126,7 +169,13 @@ fn every_variant_pools_the_right_positions() {
         assert_close(&got.vector, &SparseVec::from_dense(&expected), 1e-4);
     }
     // Echo differs from pooling the whole doubled sequence.
-    let enc = Encoder::new(&g, EncoderConfig { variant: Variant::Echo, ..Default::default() });
+    let enc = Encoder::new(
+        &g,
+        EncoderConfig {
+            variant: Variant::Echo,
+            ..Default::default()
+        },
+    );
     let twice: Vec<u32> = ids.iter().chain(ids.iter()).copied().collect();
     let all = SparseVec::from_dense(&dense_pool(&g, &twice, 0, AttentionMask::Causal));
     assert_ne!(enc.encode_one(text).unwrap().vector, all);
@@ -135,10 +184,23 @@ fn every_variant_pools_the_right_positions() {
 #[test]
 fn a_text_alone_and_in_a_padded_batch_gives_the_same_vector() {
     let (_d, g, _h) = tiny();
-    let texts = ["a", "the thin otter ran on the other bank", "inner", "on and on and on"];
+    let texts = [
+        "a",
+        "the thin otter ran on the other bank",
+        "inner",
+        "on and on and on",
+    ];
     for variant in [Variant::Causal, Variant::Echo, Variant::Bi] {
         for head in [Head::RawLogits, Head::LogProb { shift: 4.0 }] {
-            let enc = Encoder::new(&g, EncoderConfig { variant, head, batch_size: 4, ..Default::default() });
+            let enc = Encoder::new(
+                &g,
+                EncoderConfig {
+                    variant,
+                    head,
+                    batch_size: 4,
+                    ..Default::default()
+                },
+            );
             let batch = enc.encode(&texts).unwrap();
             for (t, b) in texts.iter().zip(&batch) {
                 let alone = enc.encode_one(t).unwrap();
@@ -151,9 +213,20 @@ fn a_text_alone_and_in_a_padded_batch_gives_the_same_vector() {
 #[test]
 fn empty_and_overlong_text() {
     let (_d, g, _h) = tiny();
-    let enc = Encoder::new(&g, EncoderConfig { max_len: 5, ..Default::default() });
-    assert!(matches!(enc.encode_one("   "), Err(csplade::encode::EncodeError::EmptyText)));
-    let e = enc.encode_one("the other one then the other two and three").unwrap();
+    let enc = Encoder::new(
+        &g,
+        EncoderConfig {
+            max_len: 5,
+            ..Default::default()
+        },
+    );
+    assert!(matches!(
+        enc.encode_one("   "),
+        Err(csplade::encode::EncodeError::EmptyText)
+    ));
+    let e = enc
+        .encode_one("the other one then the other two and three")
+        .unwrap();
     assert_eq!(e.token_ids.len(), 5);
     assert!(e.truncated_tokens > 0);
 }
@@ -161,10 +234,18 @@ fn empty_and_overlong_text() {
 #[test]
 fn logprob_head_is_sparser_than_raw() {
     let (_d, g, _h) = tiny();
-    let raw = Encoder::new(&g, EncoderConfig::default()).encode_one("the otter").unwrap();
-    let lp = Encoder::new(&g, EncoderConfig { head: Head::LogProb { shift: 2.0 }, ..Default::default() })
+    let raw = Encoder::new(&g, EncoderConfig::default())
         .encode_one("the otter")
         .unwrap();
+    let lp = Encoder::new(
+        &g,
+        EncoderConfig {
+            head: Head::LogProb { shift: 2.0 },
+            ..Default::default()
+        },
+    )
+    .encode_one("the otter")
+    .unwrap();
     assert!(lp.vector.active() < raw.vector.active());
     // log_softmax ≤ 0, so every weight is at most log(1 + shift).
     assert!(lp.vector.weights.iter().all(|&w| w <= 3f32.ln() + 1e-5));
@@ -184,16 +265,30 @@ fn gguf_written_and_read_back_is_identical() {
     names.sort();
     for n in names {
         let hf = match n.as_str() {
-            x if x.ends_with("q_proj.weight") => model::gguf::unpermute_from_interleaved(&ta[n], cfg.num_attention_heads).unwrap(),
-            x if x.ends_with("k_proj.weight") => model::gguf::unpermute_from_interleaved(&ta[n], cfg.num_key_value_heads).unwrap(),
+            x if x.ends_with("q_proj.weight") => {
+                model::gguf::unpermute_from_interleaved(&ta[n], cfg.num_attention_heads).unwrap()
+            }
+            x if x.ends_with("k_proj.weight") => {
+                model::gguf::unpermute_from_interleaved(&ta[n], cfg.num_key_value_heads).unwrap()
+            }
             _ => ta[n].clone(),
         };
         let g = model::gguf::to_gguf_layout(n, &hf, &cfg).unwrap();
-        q.push((n.clone(), candle_core::quantized::QTensor::quantize(&g, candle_core::quantized::GgmlDType::F32).unwrap()));
+        q.push((
+            n.clone(),
+            candle_core::quantized::QTensor::quantize(&g, candle_core::quantized::GgmlDType::F32)
+                .unwrap(),
+        ));
     }
     let (tokens, merges, types) = model::tiny::tiny_vocab();
     let out = dir.path().join("again.gguf");
-    model::gguf::write_llama(&out, &cfg, &model::tiny::tokenizer_metadata(&tokens, &merges, &types), &q).unwrap();
+    model::gguf::write_llama(
+        &out,
+        &cfg,
+        &model::tiny::tokenizer_metadata(&tokens, &merges, &types),
+        &q,
+    )
+    .unwrap();
     let mut b = model::gguf::GgufFile::open(&out).unwrap();
     assert_eq!(b.llama_config().unwrap(), cfg);
     let tb = b.hf_tensors(&Device::Cpu).unwrap();
@@ -213,16 +308,27 @@ fn corrupt_and_truncated_gguf_are_clear_errors() {
     let bytes = std::fs::read(&path).unwrap();
     let cut = dir.path().join("cut.gguf");
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
-    let err = model::load(cut.to_str().unwrap(), &Device::Cpu).err().expect("truncated file must fail");
+    let err = model::load(cut.to_str().unwrap(), &Device::Cpu)
+        .err()
+        .expect("truncated file must fail");
     assert!(err.to_string().contains("cut.gguf"), "{err}");
     let junk = dir.path().join("junk.gguf");
     std::fs::write(&junk, b"definitely not a model file at all").unwrap();
-    let err = model::load(junk.to_str().unwrap(), &Device::Cpu).err().expect("junk must fail");
+    let err = model::load(junk.to_str().unwrap(), &Device::Cpu)
+        .err()
+        .expect("junk must fail");
     assert!(err.to_string().contains("GGUF"), "{err}");
-    let err = model::load(dir.path().join("missing.gguf").to_str().unwrap(), &Device::Cpu).err().expect("missing must fail");
+    let err = model::load(
+        dir.path().join("missing.gguf").to_str().unwrap(),
+        &Device::Cpu,
+    )
+    .err()
+    .expect("missing must fail");
     assert!(err.to_string().contains("no such model"), "{err}");
     // HF dir without tokenizer.json
     std::fs::remove_file(dir.path().join("hf/tokenizer.json")).unwrap();
-    let err = model::load(dir.path().join("hf").to_str().unwrap(), &Device::Cpu).err().expect("no tokenizer must fail");
+    let err = model::load(dir.path().join("hf").to_str().unwrap(), &Device::Cpu)
+        .err()
+        .expect("no tokenizer must fail");
     assert!(err.to_string().contains("tokenizer"), "{err}");
 }

@@ -59,10 +59,20 @@ pub fn run(a: EncodeArgs) -> Result<()> {
                 model.config().vocab_size,
                 encoder.config.variant
             );
-            println!("{:>4}  {:>8}  {:>6}  {:<5}  token", "rank", "weight", "id", "input");
+            println!(
+                "{:>4}  {:>8}  {:>6}  {:<5}  token",
+                "rank", "weight", "id", "input"
+            );
             for (r, &(id, w)) in top.iter().enumerate() {
                 let mark = if input.contains(&id) { "yes" } else { "" };
-                println!("{:>4}  {:>8.4}  {:>6}  {:<5}  {:?}", r + 1, w, id, mark, model.tokenizer.token(id));
+                println!(
+                    "{:>4}  {:>8.4}  {:>6}  {:<5}  {:?}",
+                    r + 1,
+                    w,
+                    id,
+                    mark,
+                    model.tokenizer.token(id)
+                );
             }
             println!();
         }

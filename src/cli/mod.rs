@@ -11,7 +11,11 @@ use csplade::encode::{EncoderConfig, Head, Variant};
 use csplade::model::{self, LoadedModel};
 
 #[derive(Parser)]
-#[command(name = "csplade", version, about = "Learned sparse retrieval with causal language models (CSPLADE)")]
+#[command(
+    name = "csplade",
+    version,
+    about = "Learned sparse retrieval with causal language models (CSPLADE)"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -73,7 +77,8 @@ impl ModelArgs {
     }
 
     pub fn load(&self) -> Result<LoadedModel> {
-        model::load(&self.model, &Device::Cpu).with_context(|| format!("loading model {:?}", self.model))
+        model::load(&self.model, &Device::Cpu)
+            .with_context(|| format!("loading model {:?}", self.model))
     }
 }
 

@@ -17,7 +17,11 @@ pub enum DataError {
         source: std::io::Error,
     },
     #[error("{}:{line}: {msg}", path.display())]
-    Line { path: PathBuf, line: usize, msg: String },
+    Line {
+        path: PathBuf,
+        line: usize,
+        msg: String,
+    },
     #[error("{}: {msg}", path.display())]
     Invalid { path: PathBuf, msg: String },
 }
@@ -53,32 +57,40 @@ pub struct Query {
 /// Relevance judgements: query id → (doc id → graded relevance).
 pub type Qrels = HashMap<String, HashMap<String, i32>>;
 
-fn lines(path: &Path) -> Result<impl Iterator<Item = (usize, Result<String, DataError>)>, DataError> {
+fn lines(
+    path: &Path,
+) -> Result<impl Iterator<Item = (usize, Result<String, DataError>)>, DataError> {
     let f = File::open(path).map_err(|e| DataError::Io {
         path: path.to_path_buf(),
         source: e,
     })?;
     let p = path.to_path_buf();
-    Ok(BufReader::new(f).split(b'\n').enumerate().map(move |(i, l)| {
-        let line = i + 1;
-        let r = l
-            .map_err(|e| DataError::Io {
-                path: p.clone(),
-                source: e,
-            })
-            .and_then(|bytes| {
-                String::from_utf8(bytes).map_err(|e| DataError::Line {
+    Ok(BufReader::new(f)
+        .split(b'\n')
+        .enumerate()
+        .map(move |(i, l)| {
+            let line = i + 1;
+            let r = l
+                .map_err(|e| DataError::Io {
                     path: p.clone(),
-                    line,
-                    msg: format!("not UTF-8 (byte {})", e.utf8_error().valid_up_to()),
+                    source: e,
                 })
-            })
-            .map(|s| s.trim_end_matches('\r').to_string());
-        (line, r)
-    }))
+                .and_then(|bytes| {
+                    String::from_utf8(bytes).map_err(|e| DataError::Line {
+                        path: p.clone(),
+                        line,
+                        msg: format!("not UTF-8 (byte {})", e.utf8_error().valid_up_to()),
+                    })
+                })
+                .map(|s| s.trim_end_matches('\r').to_string());
+            (line, r)
+        }))
 }
 
-fn read_jsonl<T: for<'de> Deserialize<'de>>(path: &Path, id_of: impl Fn(&T) -> &str) -> Result<Vec<T>, DataError> {
+fn read_jsonl<T: for<'de> Deserialize<'de>>(
+    path: &Path,
+    id_of: impl Fn(&T) -> &str,
+) -> Result<Vec<T>, DataError> {
     let mut out = Vec::new();
     let mut seen = HashSet::new();
     for (line, text) in lines(path)? {
@@ -147,7 +159,10 @@ pub fn read_qrels(dir: &Path, split: &str) -> Result<Qrels, DataError> {
             msg,
         };
         if cols.len() != 3 {
-            return Err(bad(format!("expected 3 tab-separated columns, found {}", cols.len())));
+            return Err(bad(format!(
+                "expected 3 tab-separated columns, found {}",
+                cols.len()
+            )));
         }
         let score: i32 = cols[2]
             .trim()
@@ -163,7 +178,11 @@ pub fn read_qrels(dir: &Path, split: &str) -> Result<Qrels, DataError> {
 
 /// Judgements naming documents or queries that do not exist: `(query, doc)`
 /// pairs, reported to the user rather than silently dropped.
-pub fn unknown_judgements(qrels: &Qrels, docs: &HashSet<&str>, queries: &HashSet<&str>) -> Vec<(String, String)> {
+pub fn unknown_judgements(
+    qrels: &Qrels,
+    docs: &HashSet<&str>,
+    queries: &HashSet<&str>,
+) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for (q, judged) in qrels {
         for d in judged.keys() {

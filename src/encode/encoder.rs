@@ -10,10 +10,11 @@
 use std::fmt;
 use std::str::FromStr;
 
-use candle_core::{Storage, Tensor};
+use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
 use super::sparse::SparseVec;
+use crate::model::linear::with_f32_slice;
 use crate::model::{AttentionMask, LoadedModel, ModelError};
 
 /// How the backbone reads a text.
@@ -58,19 +59,14 @@ impl FromStr for Variant {
 }
 
 /// What the sparse head pools.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, Default)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Head {
     /// The paper's head: w_v = log(1 + ReLU(max_t logit[t, v])).
+    #[default]
     RawLogits,
     /// Log-probability head: w_v = log(1 + ReLU(max_t log_softmax(logit[t])_v + shift)).
     LogProb { shift: f32 },
-}
-
-impl Default for Head {
-    fn default() -> Self {
-        Head::RawLogits
-    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -115,7 +111,7 @@ pub struct Encoded {
 }
 
 /// Rows of logits computed at once by the LM head (× vocabulary × 4 bytes).
-const HEAD_CHUNK_ROWS: usize = 256;
+const HEAD_CHUNK_ROWS: usize = 128;
 
 pub struct Encoder<'m> {
     pub model: &'m LoadedModel,
@@ -145,7 +141,11 @@ impl<'m> Encoder<'m> {
     /// Tokens kept per text, bounded by the model context (halved for echo).
     pub fn max_tokens(&self) -> usize {
         let ctx = self.model.config().max_position_embeddings;
-        let ctx = if self.config.variant == Variant::Echo { ctx / 2 } else { ctx };
+        let ctx = if self.config.variant == Variant::Echo {
+            ctx / 2
+        } else {
+            ctx
+        };
         self.config.max_len.clamp(1, ctx.max(1))
     }
 
@@ -232,50 +232,45 @@ impl<'m> Encoder<'m> {
         let rows_t = Tensor::from_vec(rows.clone(), rows.len(), dev)?;
         let pooled_hidden = hidden.index_select(&rows_t, 0)?;
         let vocab = self.model.config().vocab_size;
-        let mut maxes = vec![vec![f32::NEG_INFINITY; vocab]; batch.len()];
-        let mut start = 0;
-        while start < rows.len() {
-            let n = HEAD_CHUNK_ROWS.min(rows.len() - start);
-            let logits = self.model.llama.head(&pooled_hidden.narrow(0, start, n)?)?;
-            let logits = match self.config.head {
-                Head::RawLogits => logits,
-                Head::LogProb { shift } => {
-                    (candle_nn::ops::log_softmax(&logits, candle_core::D::Minus1)? + shift as f64)?
-                }
-            };
-            let logits = logits.contiguous()?;
-            with_f32_slice(&logits, |data| {
-                for r in 0..n {
-                    let acc = &mut maxes[owner[start + r]];
-                    let row = &data[r * vocab..(r + 1) * vocab];
-                    for (a, &x) in acc.iter_mut().zip(row) {
-                        if x > *a {
-                            *a = x;
+        let mut maxes = vec![f32::NEG_INFINITY; batch.len() * vocab];
+        match self.config.head {
+            Head::RawLogits => {
+                self.model
+                    .llama
+                    .head_max_pool(&pooled_hidden, &owner, &mut maxes)?
+            }
+            Head::LogProb { shift } => {
+                let mut start = 0;
+                while start < rows.len() {
+                    let n = HEAD_CHUNK_ROWS.min(rows.len() - start);
+                    let logits = self.model.llama.head(&pooled_hidden.narrow(0, start, n)?)?;
+                    let logits = (candle_nn::ops::log_softmax(&logits, candle_core::D::Minus1)?
+                        + shift as f64)?
+                        .contiguous()?;
+                    with_f32_slice(&logits, |data| {
+                        for r in 0..n {
+                            let o = owner[start + r];
+                            let acc = &mut maxes[o * vocab..(o + 1) * vocab];
+                            for (a, &x) in acc.iter_mut().zip(&data[r * vocab..(r + 1) * vocab]) {
+                                if x > *a {
+                                    *a = x;
+                                }
+                            }
                         }
-                    }
+                    })?;
+                    start += n;
                 }
-            })?;
-            start += n;
+            }
         }
         Ok(maxes
-            .into_iter()
+            .chunks(vocab)
             .map(|m| {
-                let w: Vec<f32> = m.iter().map(|&x| if x > 0.0 { x.ln_1p() } else { 0.0 }).collect();
+                let w: Vec<f32> = m
+                    .iter()
+                    .map(|&x| if x > 0.0 { x.ln_1p() } else { 0.0 })
+                    .collect();
                 SparseVec::from_dense(&w)
             })
             .collect())
-    }
-}
-
-/// Run `f` over the f32 data of a contiguous CPU tensor without copying it.
-pub fn with_f32_slice<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> candle_core::Result<R> {
-    let (storage, layout) = t.storage_and_layout();
-    match &*storage {
-        Storage::Cpu(cpu) => {
-            let data = cpu.as_slice::<f32>()?;
-            let start = layout.start_offset();
-            Ok(f(&data[start..start + t.elem_count()]))
-        }
-        _ => candle_core::bail!("expected a CPU tensor"),
     }
 }

@@ -4,5 +4,5 @@
 pub mod encoder;
 pub mod sparse;
 
-pub use encoder::{Encoded, EncodeError, Encoder, EncoderConfig, Head, Variant};
+pub use encoder::{EncodeError, Encoded, Encoder, EncoderConfig, Head, Variant};
 pub use sparse::{Contribution, SparseVec};

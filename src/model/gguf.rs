@@ -133,7 +133,8 @@ impl GgufFile {
         let mut out = HashMap::with_capacity(names.len());
         for name in names {
             let info = &self.content.tensor_infos[&name];
-            check_supported(info.ggml_dtype).map_err(|m| self.err(format!("tensor {name}: {m}")))?;
+            check_supported(info.ggml_dtype)
+                .map_err(|m| self.err(format!("tensor {name}: {m}")))?;
             let q = info
                 .read(&mut self.reader, self.content.tensor_data_offset, device)
                 .map_err(|e| self.err(format!("tensor {name}: {e}")))?;
@@ -266,28 +267,54 @@ pub fn write_llama(
     };
     let mut meta: Vec<(String, Value)> = vec![
         ("general.architecture".into(), Value::String("llama".into())),
-        ("llama.embedding_length".into(), Value::U32(cfg.hidden_size as u32)),
-        ("llama.feed_forward_length".into(), Value::U32(cfg.intermediate_size as u32)),
-        ("llama.block_count".into(), Value::U32(cfg.num_hidden_layers as u32)),
-        ("llama.attention.head_count".into(), Value::U32(cfg.num_attention_heads as u32)),
-        ("llama.attention.head_count_kv".into(), Value::U32(cfg.num_key_value_heads as u32)),
-        ("llama.attention.layer_norm_rms_epsilon".into(), Value::F32(cfg.rms_norm_eps as f32)),
-        ("llama.rope.freq_base".into(), Value::F32(cfg.rope_theta as f32)),
-        ("llama.context_length".into(), Value::U32(cfg.max_position_embeddings as u32)),
+        (
+            "llama.embedding_length".into(),
+            Value::U32(cfg.hidden_size as u32),
+        ),
+        (
+            "llama.feed_forward_length".into(),
+            Value::U32(cfg.intermediate_size as u32),
+        ),
+        (
+            "llama.block_count".into(),
+            Value::U32(cfg.num_hidden_layers as u32),
+        ),
+        (
+            "llama.attention.head_count".into(),
+            Value::U32(cfg.num_attention_heads as u32),
+        ),
+        (
+            "llama.attention.head_count_kv".into(),
+            Value::U32(cfg.num_key_value_heads as u32),
+        ),
+        (
+            "llama.attention.layer_norm_rms_epsilon".into(),
+            Value::F32(cfg.rms_norm_eps as f32),
+        ),
+        (
+            "llama.rope.freq_base".into(),
+            Value::F32(cfg.rope_theta as f32),
+        ),
+        (
+            "llama.context_length".into(),
+            Value::U32(cfg.max_position_embeddings as u32),
+        ),
         ("llama.vocab_size".into(), Value::U32(cfg.vocab_size as u32)),
     ];
     let ours: std::collections::HashSet<String> = meta.iter().map(|m| m.0.clone()).collect();
     meta.extend(metadata.iter().filter(|m| !ours.contains(&m.0)).cloned());
     let mut renamed = Vec::with_capacity(tensors.len());
     for (hf, q) in tensors {
-        let g = gguf_name(hf).ok_or_else(|| ModelError::Unsupported(format!("tensor {hf} has no GGUF name")))?;
+        let g = gguf_name(hf)
+            .ok_or_else(|| ModelError::Unsupported(format!("tensor {hf} has no GGUF name")))?;
         renamed.push((g, q));
     }
     let tmp = path.with_extension("gguf.tmp");
     {
         let mut f = std::io::BufWriter::new(File::create(&tmp).map_err(io)?);
         let m: Vec<(&str, &Value)> = meta.iter().map(|(k, v)| (k.as_str(), v)).collect();
-        let t: Vec<(&str, &candle_core::quantized::QTensor)> = renamed.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        let t: Vec<(&str, &candle_core::quantized::QTensor)> =
+            renamed.iter().map(|(k, v)| (k.as_str(), *v)).collect();
         candle_core::quantized::gguf_file::write(&mut f, &m, &t)?;
         use std::io::Write;
         f.flush().map_err(io)?;
@@ -331,7 +358,10 @@ mod tests {
     #[test]
     fn permutation_inverts() {
         let d = Device::Cpu;
-        let w = Tensor::arange(0f32, 8.0 * 3.0, &d).unwrap().reshape((8, 3)).unwrap();
+        let w = Tensor::arange(0f32, 8.0 * 3.0, &d)
+            .unwrap()
+            .reshape((8, 3))
+            .unwrap();
         let p = permute_for_interleaved(&w, 2).unwrap();
         // head 0 rows [0,1,2,3] → [0,2,1,3]
         let rows: Vec<Vec<f32>> = p.to_vec2().unwrap();

@@ -95,11 +95,12 @@ pub fn load(dir: &Path, device: &Device) -> Result<LoadedModel, ModelError> {
         });
     }
     // SAFETY: the files are memory-mapped read-only; csplade never writes them while loaded.
-    let vb = unsafe { candle_nn::VarBuilder::from_mmaped_safetensors(&weights, DType::F32, device) }
-        .map_err(|e| ModelError::Format {
-            path: dir.to_path_buf(),
-            msg: format!("reading safetensors: {e}"),
-        })?;
+    let vb =
+        unsafe { candle_nn::VarBuilder::from_mmaped_safetensors(&weights, DType::F32, device) }
+            .map_err(|e| ModelError::Format {
+                path: dir.to_path_buf(),
+                msg: format!("reading safetensors: {e}"),
+            })?;
     let llama = Llama::load(vb, &config).map_err(|e| ModelError::Format {
         path: dir.to_path_buf(),
         msg: format!("weights do not fit config.json: {e}"),

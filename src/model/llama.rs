@@ -146,9 +146,24 @@ impl Attention {
     fn forward(&self, x: &Tensor, rope: &Rope, mask: &Tensor) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
         let (h, kvh, d) = (self.heads, self.kv_heads, self.head_dim);
-        let q = self.q_proj.forward(x)?.reshape((b, t, h, d))?.transpose(1, 2)?.contiguous()?;
-        let k = self.k_proj.forward(x)?.reshape((b, t, kvh, d))?.transpose(1, 2)?.contiguous()?;
-        let v = self.v_proj.forward(x)?.reshape((b, t, kvh, d))?.transpose(1, 2)?.contiguous()?;
+        let q = self
+            .q_proj
+            .forward(x)?
+            .reshape((b, t, h, d))?
+            .transpose(1, 2)?
+            .contiguous()?;
+        let k = self
+            .k_proj
+            .forward(x)?
+            .reshape((b, t, kvh, d))?
+            .transpose(1, 2)?
+            .contiguous()?;
+        let v = self
+            .v_proj
+            .forward(x)?
+            .reshape((b, t, kvh, d))?
+            .transpose(1, 2)?
+            .contiguous()?;
         let q = rope.apply(&q)?;
         let k = rope.apply(&k)?;
         // Grouped-query attention without copying K/V: the `rep` query heads
@@ -159,7 +174,10 @@ impl Attention {
         let scores = scores.broadcast_add(mask)?;
         let probs = candle_nn::ops::softmax_last_dim(&scores)?;
         let ctx = probs.reshape((b, kvh, rep * t, t))?.matmul(&v)?;
-        let ctx = ctx.reshape((b, h, t, d))?.transpose(1, 2)?.reshape((b, t, h * d))?;
+        let ctx = ctx
+            .reshape((b, h, t, d))?
+            .transpose(1, 2)?
+            .reshape((b, t, h * d))?;
         self.o_proj.forward(&ctx)
     }
 }
@@ -199,7 +217,11 @@ pub struct Block {
 impl Block {
     fn load(vb: VarBuilder, cfg: &Config) -> Result<Self> {
         Ok(Self {
-            input_layernorm: RmsNorm::load(vb.pp("input_layernorm"), cfg.hidden_size, cfg.rms_norm_eps)?,
+            input_layernorm: RmsNorm::load(
+                vb.pp("input_layernorm"),
+                cfg.hidden_size,
+                cfg.rms_norm_eps,
+            )?,
             self_attn: Attention::load(vb.pp("self_attn"), cfg)?,
             post_attention_layernorm: RmsNorm::load(
                 vb.pp("post_attention_layernorm"),
@@ -211,9 +233,13 @@ impl Block {
     }
 
     fn forward(&self, x: &Tensor, rope: &Rope, mask: &Tensor) -> Result<Tensor> {
-        let a = self.self_attn.forward(&self.input_layernorm.forward(x)?, rope, mask)?;
+        let a = self
+            .self_attn
+            .forward(&self.input_layernorm.forward(x)?, rope, mask)?;
         let x = (x + a)?;
-        let m = self.mlp.forward(&self.post_attention_layernorm.forward(&x)?)?;
+        let m = self
+            .mlp
+            .forward(&self.post_attention_layernorm.forward(&x)?)?;
         x + m
     }
 }
@@ -225,6 +251,7 @@ pub struct Llama {
     pub layers: Vec<Block>,
     norm: RmsNorm,
     lm_head: Tensor,
+    lm_head_packed: Option<std::sync::Arc<super::gemm::PackedWeight>>,
     rope: Rope,
     device: Device,
 }
@@ -250,8 +277,29 @@ impl Llama {
             layers,
             norm,
             lm_head,
+            lm_head_packed: None,
             device,
         })
+    }
+
+    /// Pack every projection and the LM head for the fast inference GEMM
+    /// (a no-op on CPUs without it). Inference only: no autograd through packs.
+    pub fn pack_for_inference(&mut self) -> Result<()> {
+        for l in &mut self.layers {
+            for lin in [
+                &mut l.self_attn.q_proj,
+                &mut l.self_attn.k_proj,
+                &mut l.self_attn.v_proj,
+                &mut l.self_attn.o_proj,
+                &mut l.mlp.gate_proj,
+                &mut l.mlp.up_proj,
+                &mut l.mlp.down_proj,
+            ] {
+                lin.pack_for_inference()?;
+            }
+        }
+        self.lm_head_packed = super::linear::pack(&self.lm_head)?;
+        Ok(())
     }
 
     pub fn device(&self) -> &Device {
@@ -266,7 +314,12 @@ impl Llama {
     /// Additive attention mask `[B, 1, T, T]`: 0 where allowed, a large
     /// negative number where a query may not see a key (future positions
     /// under `Causal`, padding keys always).
-    pub fn attention_mask(&self, lengths: &[usize], t: usize, kind: AttentionMask) -> Result<Tensor> {
+    pub fn attention_mask(
+        &self,
+        lengths: &[usize],
+        t: usize,
+        kind: AttentionMask,
+    ) -> Result<Tensor> {
         const BLOCKED: f32 = -1e30;
         let b = lengths.len();
         let mut m = vec![0f32; b * t * t];
@@ -287,7 +340,12 @@ impl Llama {
 
     /// Final-norm hidden states `[B, T, hidden]` for right-padded `ids [B, T]`
     /// whose true lengths are `lengths`.
-    pub fn hidden_states(&self, ids: &Tensor, lengths: &[usize], kind: AttentionMask) -> Result<Tensor> {
+    pub fn hidden_states(
+        &self,
+        ids: &Tensor,
+        lengths: &[usize],
+        kind: AttentionMask,
+    ) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
         if lengths.len() != b {
             candle_core::bail!("{} lengths for a batch of {b}", lengths.len());
@@ -299,10 +357,11 @@ impl Llama {
             );
         }
         let mask = self.attention_mask(lengths, t, kind)?;
-        let mut x = self
-            .embed
-            .index_select(&ids.flatten_all()?, 0)?
-            .reshape((b, t, self.config.hidden_size))?;
+        let mut x = self.embed.index_select(&ids.flatten_all()?, 0)?.reshape((
+            b,
+            t,
+            self.config.hidden_size,
+        ))?;
         for layer in &self.layers {
             x = layer.forward(&x, &self.rope, &mask)?;
         }
@@ -311,14 +370,47 @@ impl Llama {
 
     /// Logits `[rows, vocab]` for hidden rows `[rows, hidden]`.
     pub fn head(&self, rows: &Tensor) -> Result<Tensor> {
-        rows.matmul(&self.lm_head.t()?)
+        match &self.lm_head_packed {
+            Some(p) => super::linear::matmul_packed(rows, p),
+            None => rows.matmul(&self.lm_head.t()?),
+        }
+    }
+
+    /// Max over rows of the logits, per text: `acc[owner[r] * vocab + v] =
+    /// max(…, logit[r, v])` for hidden rows `[rows, hidden]`. Fused with the
+    /// LM head where the fast GEMM exists (the logits are never stored).
+    pub fn head_max_pool(&self, rows: &Tensor, owner: &[usize], acc: &mut [f32]) -> Result<()> {
+        let v = self.config.vocab_size;
+        match &self.lm_head_packed {
+            Some(p) => {
+                let rows = rows.contiguous()?;
+                let m = rows.dim(0)?;
+                super::linear::with_f32_slice(&rows, |d| {
+                    super::gemm::max_pool_t(d, m, owner, p, acc)
+                })
+            }
+            None => {
+                let logits = self.head(rows)?.contiguous()?;
+                super::linear::with_f32_slice(&logits, |d| {
+                    for (r, &o) in owner.iter().enumerate() {
+                        let dst = &mut acc[o * v..(o + 1) * v];
+                        for (a, &x) in dst.iter_mut().zip(&d[r * v..(r + 1) * v]) {
+                            if x > *a {
+                                *a = x;
+                            }
+                        }
+                    }
+                })
+            }
+        }
     }
 
     /// Logits at every position, `[B, T, vocab]`.
     pub fn forward(&self, ids: &Tensor, lengths: &[usize], kind: AttentionMask) -> Result<Tensor> {
         let h = self.hidden_states(ids, lengths, kind)?;
         let (b, t, d) = h.dims3()?;
-        self.head(&h.reshape((b * t, d))?)?.reshape((b, t, self.config.vocab_size))
+        self.head(&h.reshape((b * t, d))?)?
+            .reshape((b, t, self.config.vocab_size))
     }
 
     /// Mean next-token negative log-likelihood of one unpadded sequence.
@@ -327,7 +419,9 @@ impl Llama {
             candle_core::bail!("need at least two tokens to score a continuation");
         }
         let t = Tensor::new(ids, &self.device)?.unsqueeze(0)?;
-        let logits = self.forward(&t, &[ids.len()], AttentionMask::Causal)?.squeeze(0)?;
+        let logits = self
+            .forward(&t, &[ids.len()], AttentionMask::Causal)?
+            .squeeze(0)?;
         let n = ids.len() - 1;
         let logp = candle_nn::ops::log_softmax(&logits.narrow(0, 0, n)?, D::Minus1)?;
         let targets = Tensor::new(&ids[1..], &self.device)?.unsqueeze(1)?;

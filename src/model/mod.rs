@@ -2,6 +2,7 @@
 //! GGUF and HF loaders, tokenizer, the Llama-family transformer.
 
 pub mod fetch;
+pub mod gemm;
 pub mod gguf;
 pub mod hf;
 pub mod linear;
@@ -68,6 +69,14 @@ impl LoadedModel {
 
 /// `base` (the fetched SmolLM2 GGUF), a `.gguf` file, or an HF directory.
 pub fn load(spec: &str, device: &Device) -> Result<LoadedModel, ModelError> {
+    let mut m = load_unpacked(spec, device)?;
+    m.llama.pack_for_inference()?;
+    Ok(m)
+}
+
+/// [`load`] without packing weights for the inference GEMM (for training,
+/// where gradients flow through candle's matmul).
+pub fn load_unpacked(spec: &str, device: &Device) -> Result<LoadedModel, ModelError> {
     if spec == "base" {
         let path = fetch::base_model_path()?;
         let mut m = load_gguf(&path, device)?;

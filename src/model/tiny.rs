@@ -68,7 +68,11 @@ pub fn tiny_vocab() -> (Vec<String>, Vec<String>, Vec<i32>) {
         tokens.push(s.into());
         types.push(3);
     }
-    (tokens, merges.iter().map(|s| s.to_string()).collect(), types)
+    (
+        tokens,
+        merges.iter().map(|s| s.to_string()).collect(),
+        types,
+    )
 }
 
 /// Random HF-layout weights for `cfg`.
@@ -83,18 +87,36 @@ pub fn random_weights(cfg: &Config, seed: u64) -> Result<HashMap<String, Tensor>
     let (h, i, d) = (cfg.hidden_size, cfg.intermediate_size, cfg.head_dim());
     let kv = cfg.num_key_value_heads * d;
     let mut w = HashMap::new();
-    w.insert("model.embed_tokens.weight".into(), mk(&[cfg.vocab_size, h], 1.0, 0.0)?);
+    w.insert(
+        "model.embed_tokens.weight".into(),
+        mk(&[cfg.vocab_size, h], 1.0, 0.0)?,
+    );
     w.insert("model.norm.weight".into(), mk(&[h], 0.1, 1.0)?);
     let s_h = 1.0 / (h as f32).sqrt();
     let s_i = 1.0 / (i as f32).sqrt();
     for l in 0..cfg.num_hidden_layers {
         let p = format!("model.layers.{l}");
         w.insert(format!("{p}.input_layernorm.weight"), mk(&[h], 0.1, 1.0)?);
-        w.insert(format!("{p}.post_attention_layernorm.weight"), mk(&[h], 0.1, 1.0)?);
-        w.insert(format!("{p}.self_attn.q_proj.weight"), mk(&[cfg.num_attention_heads * d, h], s_h, 0.0)?);
-        w.insert(format!("{p}.self_attn.k_proj.weight"), mk(&[kv, h], s_h, 0.0)?);
-        w.insert(format!("{p}.self_attn.v_proj.weight"), mk(&[kv, h], s_h, 0.0)?);
-        w.insert(format!("{p}.self_attn.o_proj.weight"), mk(&[h, cfg.num_attention_heads * d], s_h, 0.0)?);
+        w.insert(
+            format!("{p}.post_attention_layernorm.weight"),
+            mk(&[h], 0.1, 1.0)?,
+        );
+        w.insert(
+            format!("{p}.self_attn.q_proj.weight"),
+            mk(&[cfg.num_attention_heads * d, h], s_h, 0.0)?,
+        );
+        w.insert(
+            format!("{p}.self_attn.k_proj.weight"),
+            mk(&[kv, h], s_h, 0.0)?,
+        );
+        w.insert(
+            format!("{p}.self_attn.v_proj.weight"),
+            mk(&[kv, h], s_h, 0.0)?,
+        );
+        w.insert(
+            format!("{p}.self_attn.o_proj.weight"),
+            mk(&[h, cfg.num_attention_heads * d], s_h, 0.0)?,
+        );
         w.insert(format!("{p}.mlp.gate_proj.weight"), mk(&[i, h], s_h, 0.0)?);
         w.insert(format!("{p}.mlp.up_proj.weight"), mk(&[i, h], s_h, 0.0)?);
         w.insert(format!("{p}.mlp.down_proj.weight"), mk(&[h, i], s_i, 0.0)?);
@@ -103,7 +125,11 @@ pub fn random_weights(cfg: &Config, seed: u64) -> Result<HashMap<String, Tensor>
 }
 
 /// Tokenizer metadata entries for a GGUF file.
-pub fn tokenizer_metadata(tokens: &[String], merges: &[String], types: &[i32]) -> Vec<(String, Value)> {
+pub fn tokenizer_metadata(
+    tokens: &[String],
+    merges: &[String],
+    types: &[i32],
+) -> Vec<(String, Value)> {
     vec![
         ("tokenizer.ggml.model".into(), Value::String("gpt2".into())),
         ("tokenizer.ggml.pre".into(), Value::String("smollm".into())),
@@ -135,14 +161,22 @@ pub fn write_tiny_model(dir: &Path, seed: u64) -> Result<Config, ModelError> {
     let mut q = Vec::new();
     for n in &names {
         let t = to_gguf_layout(n, &weights[*n], &cfg)?;
-        q.push(((*n).clone(), QTensor::quantize(&t, candle_core::quantized::GgmlDType::F32)?));
+        q.push((
+            (*n).clone(),
+            QTensor::quantize(&t, candle_core::quantized::GgmlDType::F32)?,
+        ));
     }
     std::fs::create_dir_all(dir).map_err(|e| ModelError::Io {
         path: dir.to_path_buf(),
         source: e,
     })?;
     let gguf = dir.join("tiny.gguf");
-    write_llama(&gguf, &cfg, &tokenizer_metadata(&tokens, &merges, &types), &q)?;
+    write_llama(
+        &gguf,
+        &cfg,
+        &tokenizer_metadata(&tokens, &merges, &types),
+        &q,
+    )?;
     let hf = dir.join("hf");
     std::fs::create_dir_all(&hf).map_err(|e| ModelError::Io {
         path: hf.clone(),
@@ -167,9 +201,11 @@ pub fn write_tiny_model(dir: &Path, seed: u64) -> Result<Config, ModelError> {
         "max_position_embeddings": cfg.max_position_embeddings,
         "tie_word_embeddings": true,
     });
-    std::fs::write(hf.join("config.json"), config_json.to_string()).map_err(|e| ModelError::Io {
-        path: hf.clone(),
-        source: e,
+    std::fs::write(hf.join("config.json"), config_json.to_string()).map_err(|e| {
+        ModelError::Io {
+            path: hf.clone(),
+            source: e,
+        }
     })?;
     Ok(cfg)
 }

@@ -50,7 +50,10 @@ impl TextTokenizer {
                 "tokenizer model {model:?} (csplade builds byte-level BPE, \"gpt2\")"
             )));
         }
-        let pre = g.meta_str("tokenizer.ggml.pre").unwrap_or("default").to_string();
+        let pre = g
+            .meta_str("tokenizer.ggml.pre")
+            .unwrap_or("default")
+            .to_string();
         let tokens = meta_strings(g, "tokenizer.ggml.tokens")?;
         let merges = meta_strings(g, "tokenizer.ggml.merges")?;
         let types: Vec<i64> = match g.meta("tokenizer.ggml.token_type") {
@@ -157,7 +160,10 @@ impl TextTokenizer {
 
     /// Display text of one vocabulary entry (`" Paris"`).
     pub fn token(&self, id: u32) -> &str {
-        self.display.get(id as usize).map(String::as_str).unwrap_or("<?>")
+        self.display
+            .get(id as usize)
+            .map(String::as_str)
+            .unwrap_or("<?>")
     }
 
     pub fn vocab_size(&self) -> usize {

