@@ -332,3 +332,50 @@ fn corrupt_and_truncated_gguf_are_clear_errors() {
         .expect("no tokenizer must fail");
     assert!(err.to_string().contains("tokenizer"), "{err}");
 }
+
+#[test]
+fn inference_kernels_match_the_autograd_path() {
+    let dir = tempfile::tempdir().unwrap();
+    model::tiny::write_tiny_model(dir.path(), 13).unwrap();
+    for path in [dir.path().join("tiny.gguf"), dir.path().join("hf")] {
+        let spec = path.to_str().unwrap();
+        let fast = model::load(spec, &Device::Cpu).unwrap();
+        let plain = model::load_unpacked(spec, &Device::Cpu).unwrap();
+        let texts: Vec<Vec<u32>> = ["the thin otter", "a", "on and on in the inner other bank"]
+            .iter()
+            .map(|t| fast.tokenizer.encode(t).unwrap())
+            .collect();
+        let lengths: Vec<usize> = texts.iter().map(Vec::len).collect();
+        let t = *lengths.iter().max().unwrap();
+        let flat: Vec<u32> = texts
+            .iter()
+            .flat_map(|s| s.iter().copied().chain(std::iter::repeat_n(0, t - s.len())))
+            .collect();
+        let ids = Tensor::from_vec(flat, (texts.len(), t), &Device::Cpu).unwrap();
+        for mask in [AttentionMask::Causal, AttentionMask::Bidirectional] {
+            let a = fast.llama.forward(&ids, &lengths, mask).unwrap();
+            let b = plain.llama.forward(&ids, &lengths, mask).unwrap();
+            for (s, &len) in lengths.iter().enumerate() {
+                let x: Vec<Vec<f32>> = a
+                    .get(s)
+                    .unwrap()
+                    .narrow(0, 0, len)
+                    .unwrap()
+                    .to_vec2()
+                    .unwrap();
+                let y: Vec<Vec<f32>> = b
+                    .get(s)
+                    .unwrap()
+                    .narrow(0, 0, len)
+                    .unwrap()
+                    .to_vec2()
+                    .unwrap();
+                assert!(
+                    max_diff(&x, &y) < 1e-4,
+                    "{spec} {mask:?}: {}",
+                    max_diff(&x, &y)
+                );
+            }
+        }
+    }
+}

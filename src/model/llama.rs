@@ -10,6 +10,10 @@ use candle_core::{DType, Device, Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
+use std::sync::Arc;
+
+use super::gemm::PackedWeight;
+use super::kernels;
 use super::linear::Linear;
 
 /// How RoPE rotates a head: GGUF files from llama.cpp store Q/K rows permuted
@@ -124,6 +128,16 @@ pub struct Attention {
     heads: usize,
     kv_heads: usize,
     head_dim: usize,
+    /// Q|K|V packed as one weight for the inference GEMM, with their biases.
+    qkv_packed: Option<(Arc<PackedWeight>, Option<Tensor>)>,
+}
+
+/// The attention pattern of one forward pass.
+pub struct MaskSpec<'a> {
+    /// Additive `[B, 1, T, T]` mask for the autograd path.
+    additive: Option<Tensor>,
+    lengths: &'a [usize],
+    bidirectional: bool,
 }
 
 impl Attention {
@@ -140,30 +154,67 @@ impl Attention {
             heads: cfg.num_attention_heads,
             kv_heads: cfg.num_key_value_heads,
             head_dim: d,
+            qkv_packed: None,
         })
     }
 
-    fn forward(&self, x: &Tensor, rope: &Rope, mask: &Tensor) -> Result<Tensor> {
-        let (b, t, _) = x.dims3()?;
+    fn pack_for_inference(&mut self) -> Result<()> {
+        let w = Tensor::cat(
+            &[
+                &self.q_proj.weight,
+                &self.k_proj.weight,
+                &self.v_proj.weight,
+            ],
+            0,
+        )?;
+        let bias = match (&self.q_proj.bias, &self.k_proj.bias, &self.v_proj.bias) {
+            (Some(q), Some(k), Some(v)) => Some(Tensor::cat(&[q, k, v], 0)?),
+            _ => None,
+        };
+        self.qkv_packed = super::linear::pack(&w)?.map(|p| (p, bias));
+        self.o_proj.pack_for_inference()
+    }
+
+    fn forward(&self, x: &Tensor, rope: &Rope, mask: &MaskSpec) -> Result<Tensor> {
+        let (b, t, hidden) = x.dims3()?;
         let (h, kvh, d) = (self.heads, self.kv_heads, self.head_dim);
-        let q = self
-            .q_proj
-            .forward(x)?
-            .reshape((b, t, h, d))?
-            .transpose(1, 2)?
-            .contiguous()?;
-        let k = self
-            .k_proj
-            .forward(x)?
-            .reshape((b, t, kvh, d))?
-            .transpose(1, 2)?
-            .contiguous()?;
-        let v = self
-            .v_proj
-            .forward(x)?
-            .reshape((b, t, kvh, d))?
-            .transpose(1, 2)?
-            .contiguous()?;
+        if let Some((w, bias)) = &self.qkv_packed {
+            let mut qkv = super::linear::matmul_packed(&x.reshape((b * t, hidden))?, w)?;
+            if let Some(bias) = bias {
+                qkv = qkv.broadcast_add(bias)?;
+            }
+            let shape = kernels::AttentionShape {
+                batch: b,
+                t,
+                heads: h,
+                kv_heads: kvh,
+                head_dim: d,
+                lengths: mask.lengths,
+                bidirectional: mask.bidirectional,
+            };
+            let ctx = super::linear::with_f32_slice(&qkv, |q| {
+                super::linear::with_f32_slice(&rope.cos, |c| {
+                    super::linear::with_f32_slice(&rope.sin, |s| {
+                        let tables = kernels::RopeTables {
+                            cos: c,
+                            sin: s,
+                            interleaved: rope.style == RopeStyle::Interleaved,
+                        };
+                        kernels::attention(q, &shape, &tables)
+                    })
+                })
+            })???;
+            let ctx = Tensor::from_vec(ctx, (b, t, h * d), x.device())?;
+            return self.o_proj.forward(&ctx);
+        }
+        let (q, k, v) = (
+            self.q_proj.forward(x)?,
+            self.k_proj.forward(x)?,
+            self.v_proj.forward(x)?,
+        );
+        let q = q.reshape((b, t, h, d))?.transpose(1, 2)?.contiguous()?;
+        let k = k.reshape((b, t, kvh, d))?.transpose(1, 2)?.contiguous()?;
+        let v = v.reshape((b, t, kvh, d))?.transpose(1, 2)?.contiguous()?;
         let q = rope.apply(&q)?;
         let k = rope.apply(&k)?;
         // Grouped-query attention without copying K/V: the `rep` query heads
@@ -171,8 +222,10 @@ impl Attention {
         let rep = h / kvh;
         let q = (q.reshape((b, kvh, rep * t, d))? * (1.0 / (d as f64).sqrt()))?;
         let scores = q.matmul(&k.t()?)?.reshape((b, h, t, t))?;
-        let scores = scores.broadcast_add(mask)?;
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let probs = match &mask.additive {
+            Some(m) => candle_nn::ops::softmax_last_dim(&scores.broadcast_add(m)?)?,
+            None => candle_core::bail!("attention without a mask tensor needs packed weights"),
+        };
         let ctx = probs.reshape((b, kvh, rep * t, t))?.matmul(&v)?;
         let ctx = ctx
             .reshape((b, h, t, d))?
@@ -186,6 +239,8 @@ pub struct Mlp {
     pub gate_proj: Linear,
     pub up_proj: Linear,
     pub down_proj: Linear,
+    /// Gate|up packed as one weight for the inference GEMM.
+    gate_up_packed: Option<Arc<PackedWeight>>,
 }
 
 impl Mlp {
@@ -195,12 +250,32 @@ impl Mlp {
             gate_proj: Linear::load(vb.pp("gate_proj"), h, i, false)?,
             up_proj: Linear::load(vb.pp("up_proj"), h, i, false)?,
             down_proj: Linear::load(vb.pp("down_proj"), i, h, false)?,
+            gate_up_packed: None,
         })
+    }
+
+    fn pack_for_inference(&mut self) -> Result<()> {
+        let w = Tensor::cat(&[&self.gate_proj.weight, &self.up_proj.weight], 0)?;
+        self.gate_up_packed = super::linear::pack(&w)?;
+        self.down_proj.pack_for_inference()
     }
 }
 
 impl Module for Mlp {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if let Some(w) = &self.gate_up_packed {
+            let dims = x.dims().to_vec();
+            let hidden = dims[dims.len() - 1];
+            let rows = x.elem_count() / hidden;
+            let inter = w.n / 2;
+            let gu = super::linear::matmul_packed(&x.reshape((rows, hidden))?, w)?;
+            let act = super::linear::with_f32_slice(&gu, |d| kernels::swiglu(d, inter))?;
+            let act = Tensor::from_vec(act, (rows, inter), x.device())?;
+            let mut out_dims = dims;
+            let last = out_dims.len() - 1;
+            out_dims[last] = self.down_proj.out_dim();
+            return self.down_proj.forward(&act)?.reshape(out_dims);
+        }
         let g = candle_nn::ops::silu(&self.gate_proj.forward(x)?)?;
         let u = self.up_proj.forward(x)?;
         self.down_proj.forward(&(g * u)?)
@@ -232,7 +307,7 @@ impl Block {
         })
     }
 
-    fn forward(&self, x: &Tensor, rope: &Rope, mask: &Tensor) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, rope: &Rope, mask: &MaskSpec) -> Result<Tensor> {
         let a = self
             .self_attn
             .forward(&self.input_layernorm.forward(x)?, rope, mask)?;
@@ -286,17 +361,8 @@ impl Llama {
     /// (a no-op on CPUs without it). Inference only: no autograd through packs.
     pub fn pack_for_inference(&mut self) -> Result<()> {
         for l in &mut self.layers {
-            for lin in [
-                &mut l.self_attn.q_proj,
-                &mut l.self_attn.k_proj,
-                &mut l.self_attn.v_proj,
-                &mut l.self_attn.o_proj,
-                &mut l.mlp.gate_proj,
-                &mut l.mlp.up_proj,
-                &mut l.mlp.down_proj,
-            ] {
-                lin.pack_for_inference()?;
-            }
+            l.self_attn.pack_for_inference()?;
+            l.mlp.pack_for_inference()?;
         }
         self.lm_head_packed = super::linear::pack(&self.lm_head)?;
         Ok(())
@@ -356,7 +422,20 @@ impl Llama {
                 self.config.max_position_embeddings
             );
         }
-        let mask = self.attention_mask(lengths, t, kind)?;
+        // The inference kernels mask by index; the autograd path adds a mask tensor.
+        let fast = self
+            .layers
+            .first()
+            .is_some_and(|l| l.self_attn.qkv_packed.is_some());
+        let mask = MaskSpec {
+            additive: if fast {
+                None
+            } else {
+                Some(self.attention_mask(lengths, t, kind)?)
+            },
+            lengths,
+            bidirectional: kind == AttentionMask::Bidirectional,
+        };
         let mut x = self.embed.index_select(&ids.flatten_all()?, 0)?.reshape((
             b,
             t,

@@ -5,6 +5,7 @@ pub mod fetch;
 pub mod gemm;
 pub mod gguf;
 pub mod hf;
+pub mod kernels;
 pub mod linear;
 pub mod llama;
 pub mod tiny;
