@@ -151,16 +151,19 @@ pub fn max_pool_t(x: &[f32], m: usize, owner: &[usize], w: &PackedWeight, acc: &
 fn pack_rows(x: &[f32], k: usize, r0: usize, rows: usize, apack: &mut [f32]) {
     for t in 0..rows.div_ceil(MR) {
         let dst = &mut apack[t * MR * k..(t + 1) * MR * k];
-        for i in 0..MR {
-            if i >= rows - t * MR {
-                for kk in 0..k {
-                    dst[kk * MR + i] = 0.0;
+        let valid = MR.min(rows - t * MR);
+        let base = (r0 + t * MR) * k;
+        if valid == MR {
+            for (kk, d) in dst.chunks_exact_mut(MR).enumerate() {
+                for (i, v) in d.iter_mut().enumerate() {
+                    *v = x[base + i * k + kk];
                 }
-                continue;
             }
-            let r = r0 + t * MR + i;
-            for (kk, &v) in x[r * k..(r + 1) * k].iter().enumerate() {
-                dst[kk * MR + i] = v;
+        } else {
+            for (kk, d) in dst.chunks_exact_mut(MR).enumerate() {
+                for (i, v) in d.iter_mut().enumerate() {
+                    *v = if i < valid { x[base + i * k + kk] } else { 0.0 };
+                }
             }
         }
     }
