@@ -2,11 +2,15 @@
 //! Xu et al. 2025): a decoder-only LM's vocabulary logits become a sparse,
 //! human-readable bag of weighted terms that an inverted index can serve.
 //!
-//! The modules follow the pipeline: [`data`] → [`model`] → [`encode`].
+//! The modules follow the pipeline: [`data`] → [`model`] → [`encode`] →
+//! [`index`] → [`search`] / [`eval`].
 
 pub mod data;
 pub mod encode;
+pub mod eval;
+pub mod index;
 pub mod model;
+pub mod search;
 
 /// Keep freed activation buffers in the process heap instead of returning
 /// them to the OS after every layer: each forward pass allocates tens of MB,

@@ -1,7 +1,11 @@
 //! Subcommands: each turns arguments into engine calls and output.
 
 mod bench;
+mod data;
 mod encode;
+mod eval;
+mod index;
+mod search;
 
 use anyhow::{Context, Result};
 use candle_core::Device;
@@ -25,7 +29,16 @@ pub struct Cli {
 enum Command {
     /// Show the sparse expansion (weighted vocabulary terms) of texts
     Encode(encode::EncodeArgs),
-    /// Measure throughput (tokens/s)
+    /// Build collections (the man-page demo corpus)
+    #[command(subcommand)]
+    Data(data::DataCommand),
+    /// Encode a BEIR corpus into an LSR index (+ BM25); resumable, atomic
+    Index(index::IndexArgs),
+    /// Search an index; --explain shows why each document matched
+    Search(search::SearchArgs),
+    /// nDCG@10 / MRR@10 / Recall of LSR and BM25 on a BEIR collection
+    Eval(eval::EvalArgs),
+    /// Measure throughput (tokens/s) and latency
     #[command(subcommand)]
     Bench(bench::BenchCommand),
 }
@@ -46,9 +59,10 @@ pub struct ModelArgs {
     /// Maximum tokens kept per text (longer texts are truncated with a notice)
     #[arg(long, default_value_t = 256)]
     pub max_len: usize,
-    /// Sparse head: `raw` (the paper's log(1+ReLU(logit))) or `logprob:C`
-    /// (log(1+ReLU(log_softmax + C)))
-    #[arg(long, default_value = "raw", value_parser = parse_head)]
+    /// Sparse head: `logprob:C` (log(1+ReLU(log_softmax + C)), sparse even
+    /// untrained) or `raw` (the paper's log(1+ReLU(logit)), ~49k active terms
+    /// on the untrained backbone)
+    #[arg(long, default_value = "logprob:6", value_parser = parse_head)]
     pub head: Head,
     /// Texts per forward pass
     #[arg(long, default_value_t = 8)]
@@ -86,6 +100,10 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Some(Command::Encode(a)) => encode::run(a),
         Some(Command::Bench(b)) => bench::run(b),
+        Some(Command::Data(d)) => data::run(d),
+        Some(Command::Index(a)) => index::run(a),
+        Some(Command::Search(a)) => search::run(a),
+        Some(Command::Eval(a)) => eval::run(a),
         None => {
             use clap::CommandFactory;
             Cli::command().print_help()?;

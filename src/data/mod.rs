@@ -2,6 +2,8 @@
 //! the shared development data lives.
 
 pub mod beir;
+pub mod manpages;
+pub mod trec;
 
 use std::path::PathBuf;
 

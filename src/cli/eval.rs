@@ -1,0 +1,266 @@
+//! `csplade eval`: nDCG@10, MRR@10, Recall@100/1000 of LSR and BM25 on a
+//! BEIR collection, side by side, with the queries where LSR loses most.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use serde_json::json;
+
+use csplade::data::{beir, trec};
+use csplade::encode::Encoder;
+use csplade::eval::{evaluate_run, Metrics};
+use csplade::index::bm25::Bm25Index;
+use csplade::model::fetch::data_dir;
+use csplade::search::{Backend, Hit, LsrIndex};
+
+use super::ModelArgs;
+
+#[derive(Args)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// BEIR collection directory
+    #[arg(long)]
+    pub dataset: PathBuf,
+    #[arg(long, default_value = "test")]
+    pub split: String,
+    /// LSR index of the dataset (default: build or reuse one cached in the data directory)
+    #[arg(long)]
+    pub index: Option<PathBuf>,
+    /// lsr | bm25 | both
+    #[arg(long, default_value = "both", value_parser = ["lsr", "bm25", "both"])]
+    pub system: String,
+    /// Write the TREC run here (with .bm25 / .lsr appended when both run)
+    #[arg(long)]
+    pub run: Option<PathBuf>,
+    /// Documents retrieved per query
+    #[arg(long, default_value_t = 1000)]
+    pub depth: usize,
+    /// Queries listed in the LSR-vs-BM25 loss table
+    #[arg(long, default_value_t = 10)]
+    pub losses: usize,
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn short(s: &str) -> &str {
+    &s[..s.len().min(12)]
+}
+
+/// Cached BM25 index for a dataset, built on demand.
+fn bm25_for(dataset: &Path, docs: &[beir::Document]) -> Result<Bm25Index> {
+    let fp = csplade::index::build::fingerprint(&dataset.join("corpus.jsonl"))?;
+    let name = dataset
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let dir = data_dir()
+        .join("indexes")
+        .join(format!("bm25-{name}-{}", short(&fp)));
+    if !dir.join("meta.json").is_file() {
+        let stage = dir.with_extension("partial");
+        let _ = std::fs::remove_dir_all(&stage);
+        Bm25Index::build(&stage, docs)?;
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)?;
+        }
+        std::fs::rename(&stage, &dir)?;
+    }
+    Ok(Bm25Index::open(&dir)?)
+}
+
+pub fn run(a: EvalArgs) -> Result<()> {
+    let docs = beir::read_corpus(&a.dataset)?;
+    let queries = beir::read_queries(&a.dataset)?;
+    let qrels = beir::read_qrels(&a.dataset, &a.split)?;
+    let doc_set: HashSet<&str> = docs.iter().map(|d| d.id.as_str()).collect();
+    let query_set: HashSet<&str> = queries.iter().map(|q| q.id.as_str()).collect();
+    let unknown = beir::unknown_judgements(&qrels, &doc_set, &query_set);
+    if !unknown.is_empty() {
+        eprintln!(
+            "csplade: warning: {} judgements name documents or queries missing from the collection (first: {} → {}); they count as relevant but can never be retrieved",
+            unknown.len(),
+            unknown[0].0,
+            unknown[0].1
+        );
+    }
+    let evaluated: Vec<&beir::Query> = queries
+        .iter()
+        .filter(|q| qrels.get(&q.id).is_some_and(|j| j.values().any(|&g| g > 0)))
+        .collect();
+    if evaluated.is_empty() {
+        bail!(
+            "no query of {} has a relevant judgement in qrels/{}.tsv",
+            a.dataset.display(),
+            a.split
+        );
+    }
+    let want_bm25 = a.system != "lsr";
+    let want_lsr = a.system != "bm25";
+    let doc_ids: Vec<&str> = docs.iter().map(|d| d.id.as_str()).collect();
+    let mut systems: Vec<(&str, Vec<(String, Vec<Hit>)>)> = Vec::new();
+
+    if want_bm25 {
+        let bm = match &a.index {
+            Some(i) => Bm25Index::open(&i.join(csplade::index::build::BM25_DIR))?,
+            None => bm25_for(&a.dataset, &docs)?,
+        };
+        let mut runs = Vec::new();
+        for q in &evaluated {
+            let hits = bm
+                .search(&q.text, a.depth)?
+                .into_iter()
+                .map(|h| Hit {
+                    ordinal: h.ordinal,
+                    doc_id: doc_ids[h.ordinal].to_string(),
+                    score: h.score,
+                })
+                .collect();
+            runs.push((q.id.clone(), hits));
+        }
+        systems.push(("bm25", runs));
+    }
+    if want_lsr {
+        let model = a.model.load()?;
+        let index_dir = match &a.index {
+            Some(i) => i.clone(),
+            None => {
+                let fp = csplade::index::build::fingerprint(&a.dataset.join("corpus.jsonl"))?;
+                let name = a
+                    .dataset
+                    .file_name()
+                    .map(|n| n.to_string_lossy().to_string())
+                    .unwrap_or_default();
+                let head = match a.model.head {
+                    csplade::encode::Head::RawLogits => "raw".to_string(),
+                    csplade::encode::Head::LogProb { shift } => format!("logprob{shift}"),
+                };
+                let dir = data_dir().join("indexes").join(format!(
+                    "lsr-{name}-{}-{}-{}-{head}-{}-{}",
+                    short(&fp),
+                    short(&model.identity.sha256),
+                    a.model.variant,
+                    a.model.precision,
+                    a.model.max_len
+                ));
+                if !dir.join("meta.json").is_file() {
+                    eprintln!(
+                        "csplade: no cached LSR index for this dataset and model; building {}",
+                        dir.display()
+                    );
+                    super::index::build_with_progress(
+                        &model, &a.model, &a.dataset, &dir, 100.0, 0, 64, false,
+                    )?;
+                }
+                dir
+            }
+        };
+        let idx = LsrIndex::open(&index_dir)
+            .with_context(|| format!("opening {}", index_dir.display()))?;
+        idx.meta
+            .check_model(&model.identity, model.config().vocab_size)?;
+        let enc = Encoder::new(&model, super::search::index_encoder_config(&idx));
+        let texts: Vec<&str> = evaluated.iter().map(|q| q.text.as_str()).collect();
+        let encoded = enc.encode(&texts)?;
+        let mut runs = Vec::new();
+        for (q, e) in evaluated.iter().zip(&encoded) {
+            runs.push((
+                q.id.clone(),
+                idx.search(&e.vector, a.depth, Backend::Exact)?,
+            ));
+        }
+        systems.push(("lsr", runs));
+    }
+
+    let mut results: Vec<(&str, Metrics, HashMap<String, Metrics>)> = Vec::new();
+    for (name, runs) in &systems {
+        let ranked: HashMap<String, Vec<String>> = runs
+            .iter()
+            .map(|(q, h)| (q.clone(), h.iter().map(|h| h.doc_id.clone()).collect()))
+            .collect();
+        let (mean, per) = evaluate_run(&ranked, &qrels);
+        results.push((name, mean, per.into_iter().collect()));
+        if let Some(path) = &a.run {
+            let path = if systems.len() > 1 {
+                let mut p = path.as_os_str().to_owned();
+                p.push(format!(".{name}"));
+                PathBuf::from(p)
+            } else {
+                path.clone()
+            };
+            trec::write_run(&path, &format!("csplade-{name}"), runs)
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+    }
+    let dataset_name = a
+        .dataset
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    if a.json {
+        let mut sys = serde_json::Map::new();
+        for (name, m, _) in &results {
+            sys.insert(name.to_string(), serde_json::to_value(m)?);
+        }
+        println!(
+            "{}",
+            json!({"dataset": dataset_name, "split": a.split, "queries": evaluated.len(), "systems": sys})
+        );
+        return Ok(());
+    }
+    println!(
+        "dataset {dataset_name}  split {}  queries {}",
+        a.split,
+        evaluated.len()
+    );
+    println!(
+        "{:<6} {:>8} {:>8} {:>8} {:>8}",
+        "system", "nDCG@10", "MRR@10", "R@100", "R@1000"
+    );
+    for (name, m, _) in &results {
+        println!(
+            "{:<6} {:>8.4} {:>8.4} {:>8.4} {:>8.4}",
+            name, m.ndcg10, m.mrr10, m.recall100, m.recall1000
+        );
+    }
+    if let (Some(b), Some(l)) = (
+        results.iter().find(|r| r.0 == "bm25"),
+        results.iter().find(|r| r.0 == "lsr"),
+    ) {
+        let text: HashMap<&str, &str> = evaluated
+            .iter()
+            .map(|q| (q.id.as_str(), q.text.as_str()))
+            .collect();
+        let mut losses: Vec<(&String, f64, f64)> =
+            b.2.iter()
+                .map(|(q, m)| (q, m.ndcg10, l.2.get(q).map_or(0.0, |x| x.ndcg10)))
+                .filter(|x| x.2 < x.1)
+                .collect();
+        losses.sort_by(|x, y| (y.1 - y.2).total_cmp(&(x.1 - x.2)).then(x.0.cmp(y.0)));
+        let wins =
+            b.2.iter()
+                .filter(|(q, m)| l.2.get(*q).is_some_and(|x| x.ndcg10 > m.ndcg10))
+                .count();
+        println!(
+            "\nLSR beats BM25 on {wins} queries and loses on {} (nDCG@10); largest losses:",
+            losses.len()
+        );
+        println!(
+            "{:<12} {:>7} {:>7} {:>7}  query",
+            "query", "bm25", "lsr", "Δ"
+        );
+        for (q, bv, lv) in losses.iter().take(a.losses) {
+            let t: String = text
+                .get(q.as_str())
+                .copied()
+                .unwrap_or("")
+                .chars()
+                .take(60)
+                .collect();
+            println!("{:<12} {:>7.3} {:>7.3} {:>+7.3}  {t}", q, bv, lv, lv - bv);
+        }
+    }
+    Ok(())
+}

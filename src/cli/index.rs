@@ -1,0 +1,133 @@
+//! `csplade index`: encode a BEIR corpus into an LSR index (resumable, atomic)
+//! with its BM25 companion.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use csplade::encode::Encoder;
+use csplade::index::{build, BuildOptions, BuildProgress};
+use csplade::model::LoadedModel;
+
+use super::ModelArgs;
+
+#[derive(Args)]
+pub struct IndexArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// BEIR collection directory (corpus.jsonl)
+    #[arg(long)]
+    pub corpus: PathBuf,
+    /// Index directory to create (replaced atomically when the build completes)
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Impact quantization for tantivy: term frequency = round(weight × scale)
+    #[arg(long, default_value_t = 100.0)]
+    pub scale: f32,
+    /// Keep only the heaviest terms of each document (0 = all)
+    #[arg(long, default_value_t = 0)]
+    pub doc_top_k: usize,
+    /// Documents encoded between resumable commits
+    #[arg(long, default_value_t = 64)]
+    pub commit_every: usize,
+    /// Print progress as JSON lines on stdout (for the explorer)
+    #[arg(long)]
+    pub progress_json: bool,
+}
+
+pub fn run(a: IndexArgs) -> Result<()> {
+    let model = a.model.load()?;
+    build_with_progress(
+        &model,
+        &a.model,
+        &a.corpus,
+        &a.out,
+        a.scale,
+        a.doc_top_k,
+        a.commit_every,
+        a.progress_json,
+    )?;
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn build_with_progress(
+    model: &LoadedModel,
+    margs: &ModelArgs,
+    corpus: &std::path::Path,
+    out: &std::path::Path,
+    scale: f32,
+    doc_top_k: usize,
+    commit_every: usize,
+    json: bool,
+) -> Result<csplade::index::IndexMeta> {
+    let encoder = Encoder::new(model, margs.encoder_config());
+    let opts = BuildOptions {
+        corpus: corpus.to_path_buf(),
+        out: out.to_path_buf(),
+        scale,
+        doc_top_k,
+        commit_every,
+        precision: margs.precision.clone(),
+    };
+    let mut bar: Option<ProgressBar> = None;
+    let meta = build(&encoder, &opts, |p| {
+        if json {
+            if let Ok(line) = serde_json::to_string(&p) {
+                println!("{line}");
+            }
+            return;
+        }
+        match &p {
+            BuildProgress::Start {
+                documents,
+                resumed_from,
+                tokens,
+            } => {
+                if *resumed_from > 0 {
+                    eprintln!("csplade: resuming an interrupted build at document {resumed_from} of {documents}");
+                }
+                eprintln!(
+                    "csplade: encoding {documents} documents ({tokens} tokens) into {}",
+                    opts.out.display()
+                );
+                let b = ProgressBar::new(*documents as u64);
+                b.set_style(
+                    ProgressStyle::with_template("{bar:40} {pos}/{len} docs  {msg}  ETA {eta}")
+                        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                );
+                b.set_position(*resumed_from as u64);
+                bar = Some(b);
+            }
+            BuildProgress::Progress {
+                done,
+                docs_per_s,
+                tokens_per_s,
+                ..
+            } => {
+                if let Some(b) = &bar {
+                    b.set_position(*done as u64);
+                    b.set_message(format!(
+                        "{docs_per_s:.1} docs/s, {tokens_per_s:.0} tokens/s"
+                    ));
+                }
+            }
+            BuildProgress::Phase { name } => {
+                if let Some(b) = bar.take() {
+                    b.finish();
+                }
+                eprintln!("csplade: {name} …");
+            }
+            BuildProgress::Done {
+                documents,
+                seconds,
+                path,
+            } => {
+                eprintln!("csplade: indexed {documents} documents in {seconds:.1} s → {path}");
+            }
+        }
+    })?;
+    Ok(meta)
+}

@@ -1,0 +1,137 @@
+//! `csplade search`: a query against an index — ranked hits, and with
+//! `--explain` the per-term contributions that make each score.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use serde_json::json;
+
+use csplade::encode::{Encoder, EncoderConfig};
+use csplade::model::{self, LoadedModel};
+use csplade::search::{Backend, LsrIndex};
+
+#[derive(Args)]
+pub struct SearchArgs {
+    /// Index directory built by `csplade index`
+    #[arg(long)]
+    pub index: PathBuf,
+    /// The model that built the index (`base`, a .gguf file or an HF directory)
+    #[arg(long, default_value = "base")]
+    pub model: String,
+    /// Hits shown
+    #[arg(long, default_value_t = 10)]
+    pub k: usize,
+    /// Per hit, the term-contribution table (term, q_w, d_w, q_w × d_w)
+    #[arg(long)]
+    pub explain: bool,
+    /// Contributions shown per hit with --explain
+    #[arg(long, default_value_t = 10)]
+    pub explain_terms: usize,
+    /// LSR scorer: exact (stored f32 vectors) or tantivy (quantized impacts)
+    #[arg(long, default_value = "exact")]
+    pub backend: Backend,
+    /// Rank with BM25 instead of the sparse model
+    #[arg(long)]
+    pub bm25: bool,
+    #[arg(long)]
+    pub json: bool,
+    /// The query
+    #[arg(required = true)]
+    pub query: Vec<String>,
+}
+
+/// Open an index and the model that built it, refusing a mismatch.
+pub fn open_with_model(index: &std::path::Path, spec: &str) -> Result<(LsrIndex, LoadedModel)> {
+    let idx =
+        LsrIndex::open(index).with_context(|| format!("opening index {}", index.display()))?;
+    let model = model::load(spec, &candle_core::Device::Cpu)
+        .with_context(|| format!("loading model {spec:?}"))?;
+    idx.meta
+        .check_model(&model.identity, model.config().vocab_size)?;
+    Ok((idx, model))
+}
+
+/// The encoder settings recorded in an index.
+pub fn index_encoder_config(idx: &LsrIndex) -> EncoderConfig {
+    EncoderConfig {
+        variant: idx.meta.variant,
+        head: idx.meta.head,
+        max_len: idx.meta.max_len,
+        batch_size: 8,
+    }
+}
+
+pub fn run(a: SearchArgs) -> Result<()> {
+    let text = a.query.join(" ");
+    let (idx, model) = open_with_model(&a.index, &a.model)?;
+    let enc = Encoder::new(&model, index_encoder_config(&idx));
+    let q = enc.encode_one(&text)?;
+    let hits = if a.bm25 {
+        idx.search_bm25(&text, a.k)?
+    } else {
+        idx.search(&q.vector, a.k, a.backend)?
+    };
+    let tok = |id: u32| model.tokenizer.token(id).to_string();
+    if a.json {
+        let mut out = Vec::new();
+        for (r, h) in hits.iter().enumerate() {
+            let doc = idx.document(h.ordinal)?;
+            let mut o =
+                json!({"rank": r + 1, "doc_id": h.doc_id, "score": h.score, "title": doc.title});
+            if a.explain {
+                let terms: Vec<_> = idx
+                    .explain(&q.vector, h.ordinal)
+                    .iter()
+                    .map(|c| json!({"id": c.id, "token": tok(c.id), "query_weight": c.query_weight, "doc_weight": c.doc_weight, "product": c.product}))
+                    .collect();
+                o["explanation"] = json!(terms);
+            }
+            out.push(o);
+        }
+        println!(
+            "{}",
+            json!({"query": text, "active": q.vector.active(), "system": if a.bm25 {"bm25"} else {"lsr"}, "hits": out})
+        );
+        return Ok(());
+    }
+    println!(
+        "query: {text}   ({} active terms; index {} documents)",
+        q.vector.active(),
+        idx.len()
+    );
+    for (r, h) in hits.iter().enumerate() {
+        let doc = idx.document(h.ordinal)?;
+        println!(
+            "{:>3}  {:>9.4}  {:<16} {}",
+            r + 1,
+            h.score,
+            h.doc_id,
+            doc.title
+        );
+        if a.explain {
+            let c = idx.explain(&q.vector, h.ordinal);
+            println!(
+                "       {:<18} {:>8} {:>8} {:>9}",
+                "term", "q_w", "d_w", "q_w×d_w"
+            );
+            for c in c.iter().take(a.explain_terms) {
+                println!(
+                    "       {:<18} {:>8.4} {:>8.4} {:>9.4}",
+                    format!("{:?}", tok(c.id)),
+                    c.query_weight,
+                    c.doc_weight,
+                    c.product
+                );
+            }
+            if c.len() > a.explain_terms {
+                let rest: f32 = c[a.explain_terms..].iter().map(|c| c.product).sum();
+                println!(
+                    "       … {} more terms contribute {rest:.4}",
+                    c.len() - a.explain_terms
+                );
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,491 @@
+//! The demo corpus present on every machine: the system's English man pages
+//! (`/usr/share/man/man1..8`, roff source, gzip or plain) rendered to plain
+//! text and written in BEIR layout with known-item queries. Each page's NAME
+//! description ("copy files and directories" for cp) is a query whose one
+//! relevant document is that page, with the NAME section removed from it.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use super::beir::{DataError, Document, Query};
+
+pub struct ManpageOptions {
+    pub root: PathBuf,
+    pub sections: Vec<String>,
+    pub max: usize,
+    /// Longest document text kept, in characters.
+    pub max_chars: usize,
+}
+
+impl Default for ManpageOptions {
+    fn default() -> Self {
+        Self {
+            root: PathBuf::from("/usr/share/man"),
+            sections: (1..=8).map(|s| s.to_string()).collect(),
+            max: 3000,
+            max_chars: 20_000,
+        }
+    }
+}
+
+/// One rendered page.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Page {
+    pub id: String,
+    pub title: String,
+    pub description: String,
+    pub body: String,
+}
+
+/// Summary of a conversion.
+#[derive(Debug, Default)]
+pub struct ManpageReport {
+    pub scanned: usize,
+    pub written: usize,
+    pub skipped_redirects: usize,
+    pub skipped_unreadable: usize,
+    pub skipped_no_name: usize,
+    pub skipped_family: usize,
+}
+
+/// Pages kept per `prefix_` family.
+const FAMILY_CAP: usize = 10;
+
+fn read_page(path: &Path) -> std::io::Result<String> {
+    let bytes = std::fs::read(path)?;
+    let raw = if path.extension().is_some_and(|e| e == "gz") {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(&bytes[..]).read_to_end(&mut out)?;
+        out
+    } else {
+        bytes
+    };
+    Ok(String::from_utf8_lossy(&raw).into_owned())
+}
+
+/// Replace roff escapes in running text.
+pub fn unescape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('f') => match chars.next() {
+                Some('(') => {
+                    chars.next();
+                    chars.next();
+                }
+                Some('[') => {
+                    for c in chars.by_ref() {
+                        if c == ']' {
+                            break;
+                        }
+                    }
+                }
+                _ => {}
+            },
+            Some('(') => {
+                let a = chars.next().unwrap_or(' ');
+                let b = chars.next().unwrap_or(' ');
+                out.push_str(match (a, b) {
+                    ('e', 'm') => "—",
+                    ('e', 'n') | ('h', 'y') | ('m', 'i') => "-",
+                    ('a', 'q') | ('o', 'q') | ('c', 'q') => "'",
+                    ('d', 'q') | ('l', 'q') | ('r', 'q') => "\"",
+                    ('b', 'u') => "•",
+                    ('c', 'o') => "©",
+                    ('<', '=') => "<=",
+                    ('>', '=') => ">=",
+                    ('t', 'm') => "™",
+                    _ => "",
+                });
+            }
+            Some('[') => {
+                let mut name = String::new();
+                for c in chars.by_ref() {
+                    if c == ']' {
+                        break;
+                    }
+                    name.push(c);
+                }
+                out.push_str(match name.as_str() {
+                    "em" => "—",
+                    "en" | "hy" | "mi" => "-",
+                    "aq" | "oq" | "cq" => "'",
+                    "dq" | "lq" | "rq" => "\"",
+                    "bu" => "•",
+                    _ => "",
+                });
+            }
+            Some('*') => match chars.next() {
+                Some('(') => {
+                    chars.next();
+                    chars.next();
+                }
+                Some('[') => {
+                    for c in chars.by_ref() {
+                        if c == ']' {
+                            break;
+                        }
+                    }
+                }
+                _ => {}
+            },
+            Some('s') => {
+                if matches!(chars.peek(), Some('+') | Some('-')) {
+                    chars.next();
+                }
+                while chars.peek().is_some_and(|c| c.is_ascii_digit()) {
+                    chars.next();
+                }
+            }
+            Some('-') => out.push('-'),
+            Some('e') | Some('\\') => out.push('\\'),
+            Some(' ') | Some('~') | Some('0') => out.push(' '),
+            Some('&') | Some('c') | Some(',') | Some('/') | Some('|') | Some('^') | Some(')') => {}
+            Some('"') => break, // comment to end of line
+            Some(other) => out.push(other),
+            None => {}
+        }
+    }
+    out
+}
+
+/// Split a macro line's arguments, honouring double quotes.
+fn macro_args(s: &str) -> Vec<String> {
+    let mut args = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut any = false;
+    for c in s.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                any = true;
+            }
+            ' ' | '\t' if !quoted => {
+                if any || !cur.is_empty() {
+                    args.push(std::mem::take(&mut cur));
+                    any = false;
+                }
+            }
+            _ => cur.push(c),
+        }
+    }
+    if any || !cur.is_empty() {
+        args.push(cur);
+    }
+    args
+}
+
+/// Render roff source (man or mdoc macros) to sections of plain text.
+/// Returns `(page name from .Nm, [(section heading, text)])`.
+pub fn render(src: &str) -> (Option<String>, Vec<(String, String)>) {
+    let mut sections: Vec<(String, String)> = vec![(String::new(), String::new())];
+    let mut nm: Option<String> = None;
+    let push = |sections: &mut Vec<(String, String)>, text: &str| {
+        if let Some(last) = sections.last_mut() {
+            if !last.1.is_empty() && !last.1.ends_with('\n') && !last.1.ends_with(' ') {
+                last.1.push(' ');
+            }
+            last.1.push_str(text.trim());
+        }
+    };
+    let brk = |sections: &mut Vec<(String, String)>| {
+        if let Some(last) = sections.last_mut() {
+            if !last.1.is_empty() && !last.1.ends_with('\n') {
+                last.1.push('\n');
+            }
+        }
+    };
+    for line in src.lines() {
+        if line.starts_with(".\\\"") || line.starts_with("'\\\"") || line.starts_with("\\\"") {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix('.').or_else(|| line.strip_prefix('\'')) {
+            let rest = rest.trim_start();
+            let (name, args) = rest.split_once([' ', '\t']).unwrap_or((rest, ""));
+            let args = macro_args(args);
+            let text = || unescape(&args.join(" "));
+            match name {
+                "SH" | "Sh" => {
+                    sections.push((unescape(&args.join(" ")).to_uppercase(), String::new()))
+                }
+                "SS" | "Ss" => {
+                    brk(&mut sections);
+                    push(&mut sections, &text());
+                    brk(&mut sections);
+                }
+                "B" | "I" | "SM" | "SB" | "Em" | "Sy" | "Ar" | "Pa" | "Ev" | "Cm" | "Dv" | "Er"
+                | "Ic" | "Li" | "Va" | "Ad" | "Ms" | "Tn" | "Lk" | "Mt" | "Ql" => {
+                    push(&mut sections, &text())
+                }
+                "BR" | "RB" | "IR" | "RI" | "BI" | "IB" => {
+                    push(&mut sections, &unescape(&args.concat()))
+                }
+                "TP" | "PP" | "LP" | "P" | "HP" | "br" | "sp" | "Pp" | "Lp" | "Bl" | "El"
+                | "Bd" | "Ed" => brk(&mut sections),
+                "IP" | "It" => {
+                    brk(&mut sections);
+                    push(&mut sections, &text());
+                }
+                "Nm" => {
+                    if nm.is_none() {
+                        nm = args.first().cloned();
+                    }
+                    let shown = args
+                        .first()
+                        .cloned()
+                        .or_else(|| nm.clone())
+                        .unwrap_or_default();
+                    push(&mut sections, &unescape(&shown));
+                }
+                "Nd" => push(&mut sections, &format!("- {}", text())),
+                "Fl" => push(
+                    &mut sections,
+                    &args
+                        .iter()
+                        .map(|a| format!("-{}", unescape(a)))
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                ),
+                "Xr" => push(
+                    &mut sections,
+                    &format!(
+                        "{}({})",
+                        unescape(args.first().map_or("", |s| s)),
+                        args.get(1).map_or("", |s| s)
+                    ),
+                ),
+                "Op" | "Oo" => push(&mut sections, &format!("[{}]", text())),
+                "Dq" | "Qq" | "Sq" | "Pq" | "D1" | "Dl" => push(&mut sections, &text()),
+                _ => {} // layout and definitions: no text
+            }
+            continue;
+        }
+        let t = unescape(line);
+        if t.trim().is_empty() {
+            brk(&mut sections);
+        } else {
+            push(&mut sections, &t);
+        }
+    }
+    (
+        nm,
+        sections
+            .into_iter()
+            .filter(|s| !s.1.trim().is_empty() || !s.0.is_empty())
+            .collect(),
+    )
+}
+
+/// Parse one page; `None` for redirects (`.so`) and pages without a NAME line.
+pub fn parse_page(id: &str, src: &str) -> Result<Page, &'static str> {
+    if src
+        .lines()
+        .find(|l| !l.starts_with(".\\\"") && !l.trim().is_empty())
+        .is_some_and(|l| l.starts_with(".so "))
+    {
+        return Err("redirect");
+    }
+    let (_nm, sections) = render(src);
+    let name_sec = sections
+        .iter()
+        .find(|s| s.0 == "NAME" || s.0 == "NOM" || s.0 == "NAMN")
+        .ok_or("no NAME")?;
+    let name_text = name_sec.1.split_whitespace().collect::<Vec<_>>().join(" ");
+    let (names, desc) = name_text
+        .split_once(" - ")
+        .or_else(|| name_text.split_once(" — "))
+        .ok_or("no NAME")?;
+    let desc = desc.trim().trim_end_matches('.').to_string();
+    if desc.is_empty() {
+        return Err("no NAME");
+    }
+    let (stem, section) = id.rsplit_once('.').unwrap_or((id, ""));
+    let title = format!(
+        "{} ({section})",
+        names.trim().split(',').next().unwrap_or(stem).trim()
+    );
+    let mut body = String::new();
+    for (head, text) in &sections {
+        if head == "NAME" || head == "NOM" || head == "NAMN" {
+            continue;
+        }
+        if !head.is_empty() {
+            body.push_str(head);
+            body.push('\n');
+        }
+        body.push_str(text.trim());
+        body.push('\n');
+    }
+    Ok(Page {
+        id: id.to_string(),
+        title,
+        description: desc,
+        body: body.trim().to_string(),
+    })
+}
+
+/// Convert the machine's man pages into a BEIR collection at `out`.
+pub fn convert(opts: &ManpageOptions, out: &Path) -> Result<ManpageReport, DataError> {
+    let io = |p: &Path, e: std::io::Error| DataError::Io {
+        path: p.to_path_buf(),
+        source: e,
+    };
+    let mut files: BTreeMap<String, PathBuf> = BTreeMap::new();
+    for s in &opts.sections {
+        let dir = opts.root.join(format!("man{s}"));
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if !p.is_file() {
+                continue;
+            }
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default();
+            let id = name.strip_suffix(".gz").unwrap_or(&name).to_string();
+            // A stable spread over the alphabet: order by a hash of the name.
+            let key = format!("{:x}", Sha256::digest(id.as_bytes()));
+            files.insert(format!("{key}{id}"), p);
+        }
+    }
+    if files.is_empty() {
+        return Err(DataError::Invalid {
+            path: opts.root.clone(),
+            msg: "no man pages found (install the man-db and manpages packages, or pass --root)"
+                .into(),
+        });
+    }
+    let mut report = ManpageReport::default();
+    // Families of generated pages (gcloud ships 16,000 of them) would drown
+    // the rest: keep at most a few pages per prefix before the first '_'.
+    let mut family: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let mut docs = Vec::new();
+    let mut queries = Vec::new();
+    for path in files.values() {
+        if docs.len() >= opts.max {
+            break;
+        }
+        report.scanned += 1;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        let id = name.strip_suffix(".gz").unwrap_or(&name).to_string();
+        if let Some((prefix, _)) = id.split_once('_') {
+            let n = family.entry(prefix.to_string()).or_default();
+            *n += 1;
+            if *n > FAMILY_CAP {
+                report.skipped_family += 1;
+                continue;
+            }
+        }
+        let Ok(src) = read_page(path) else {
+            report.skipped_unreadable += 1;
+            continue;
+        };
+        match parse_page(&id, &src) {
+            Ok(p) if p.body.len() >= 40 => {
+                let mut text = p.body.clone();
+                if text.len() > opts.max_chars {
+                    let mut cut = opts.max_chars;
+                    while !text.is_char_boundary(cut) {
+                        cut -= 1;
+                    }
+                    text.truncate(cut);
+                }
+                queries.push(Query {
+                    id: format!("q-{id}"),
+                    text: p.description.clone(),
+                });
+                docs.push(Document {
+                    id,
+                    title: p.title,
+                    text,
+                });
+            }
+            Ok(_) | Err("no NAME") => report.skipped_no_name += 1,
+            Err(_) => report.skipped_redirects += 1,
+        }
+    }
+    report.written = docs.len();
+    if docs.is_empty() {
+        return Err(DataError::Invalid {
+            path: opts.root.clone(),
+            msg: "no page had a NAME line to turn into a query".into(),
+        });
+    }
+    // Stage, then rename into place.
+    let mut stage = out.as_os_str().to_owned();
+    stage.push(".partial");
+    let stage = PathBuf::from(stage);
+    let _ = std::fs::remove_dir_all(&stage);
+    std::fs::create_dir_all(stage.join("qrels")).map_err(|e| io(&stage, e))?;
+    let write_jsonl = |p: PathBuf, items: Vec<String>| -> Result<(), DataError> {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&p).map_err(|e| io(&p, e))?);
+        for l in items {
+            writeln!(f, "{l}").map_err(|e| io(&p, e))?;
+        }
+        f.flush().map_err(|e| io(&p, e))
+    };
+    write_jsonl(
+        stage.join("corpus.jsonl"),
+        docs.iter()
+            .map(|d| serde_json::to_string(d).unwrap_or_default())
+            .collect(),
+    )?;
+    write_jsonl(
+        stage.join("queries.jsonl"),
+        queries
+            .iter()
+            .map(|q| serde_json::to_string(q).unwrap_or_default())
+            .collect(),
+    )?;
+    let mut qrels = vec!["query-id\tcorpus-id\tscore".to_string()];
+    qrels.extend(docs.iter().map(|d| format!("q-{}\t{}\t1", d.id, d.id)));
+    write_jsonl(stage.join("qrels").join("test.tsv"), qrels)?;
+    if out.exists() {
+        std::fs::remove_dir_all(out).map_err(|e| io(out, e))?;
+    }
+    std::fs::rename(&stage, out).map_err(|e| io(out, e))?;
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_man_macros_and_splits_name() {
+        let src = ".\\\" comment\n.TH CP \"1\"\n.SH NAME\ncp \\- copy files and directories\n.SH SYNOPSIS\n.B cp\n[\\fI\\,OPTION\\/\\fR]... \\fISOURCE DEST\\fR\n.SH DESCRIPTION\n.PP\nCopy SOURCE to DEST.\n.TP\n\\fB\\-a\\fR, \\fB\\-\\-archive\\fR\nsame as \\fB\\-dR\\fR\n";
+        let p = parse_page("cp.1", src).unwrap();
+        assert_eq!(p.description, "copy files and directories");
+        assert_eq!(p.title, "cp (1)");
+        assert!(!p.body.contains("copy files and directories"));
+        assert!(p.body.contains("Copy SOURCE to DEST."));
+        assert!(p.body.contains("-a, --archive"));
+        assert!(p.body.contains("[OPTION]... SOURCE DEST"));
+    }
+
+    #[test]
+    fn renders_mdoc_and_skips_redirects() {
+        let src = ".Dd May 1\n.Dt LS 1\n.Sh NAME\n.Nm ls\n.Nd list directory contents\n.Sh DESCRIPTION\nFor each operand\n.Fl l\nshows long output, see\n.Xr stat 2 .\n";
+        let p = parse_page("ls.1", src).unwrap();
+        assert_eq!(p.description, "list directory contents");
+        assert!(p.body.contains("-l"), "{}", p.body);
+        assert!(p.body.contains("stat(2)"));
+        assert_eq!(parse_page("x.1", ".so man1/y.1\n"), Err("redirect"));
+        assert_eq!(parse_page("x.1", ".SH SYNOPSIS\nfoo\n"), Err("no NAME"));
+    }
+}

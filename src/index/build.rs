@@ -1,0 +1,380 @@
+//! Building an index from a BEIR corpus: encode documents in length-sorted
+//! batches, append each batch's vectors to a journal (resumable: a killed
+//! build continues from the last committed batch), then write the tantivy
+//! impact index, the BM25 index, the exact vectors and the metadata into a
+//! staging directory that is renamed into place only when complete (atomic:
+//! a reader never sees a half index).
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tantivy::schema::{
+    IndexRecordOption, NumericOptions, Schema, TextFieldIndexing, TextOptions, STORED, STRING,
+};
+use tantivy::{Index, TantivyDocument};
+
+use super::meta::{IndexMeta, FORMAT_VERSION};
+use super::{bm25, impact, vectors, write_atomic, IndexError};
+use crate::data::beir::{self, Document};
+use crate::encode::{Encoder, SparseVec};
+
+pub const VECTORS_FILE: &str = "vectors.bin";
+pub const TANTIVY_DIR: &str = "tantivy";
+pub const BM25_DIR: &str = "bm25";
+const JOURNAL: &str = "journal.bin";
+const PROGRESS: &str = "progress.json";
+
+pub struct BuildOptions {
+    pub corpus: PathBuf,
+    pub out: PathBuf,
+    /// Impact quantization: tf = round(w × scale).
+    pub scale: f32,
+    /// Keep only the heaviest terms per document (0 = all).
+    pub doc_top_k: usize,
+    /// Documents per journal commit.
+    pub commit_every: usize,
+    /// Precision label recorded in the metadata.
+    pub precision: String,
+}
+
+/// Events reported while building.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum BuildProgress {
+    Start {
+        documents: usize,
+        resumed_from: usize,
+        tokens: u64,
+    },
+    Progress {
+        done: usize,
+        total: usize,
+        tokens_done: u64,
+        tokens_total: u64,
+        docs_per_s: f64,
+        tokens_per_s: f64,
+        eta_s: f64,
+    },
+    Phase {
+        name: String,
+    },
+    Done {
+        documents: usize,
+        seconds: f64,
+        path: String,
+    },
+}
+
+#[derive(Serialize, Deserialize, PartialEq, Debug)]
+struct Journal {
+    settings: String,
+    done: usize,
+    bytes: u64,
+    tokens: u64,
+    seconds: f64,
+}
+
+/// `<out>.partial`: where the index is staged until complete.
+pub fn staging_dir(out: &Path) -> PathBuf {
+    let mut s = out.as_os_str().to_owned();
+    s.push(".partial");
+    PathBuf::from(s)
+}
+
+pub fn fingerprint(path: &Path) -> Result<String, IndexError> {
+    let mut f = std::fs::File::open(path).map_err(|e| IndexError::io(path, e))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(|e| IndexError::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(format!("{:x}", h.finalize()))
+}
+
+pub fn build(
+    encoder: &Encoder,
+    opts: &BuildOptions,
+    mut progress: impl FnMut(BuildProgress),
+) -> Result<IndexMeta, IndexError> {
+    let t0 = Instant::now();
+    let docs = beir::read_corpus(&opts.corpus)?;
+    let corpus_fp = fingerprint(&opts.corpus.join("corpus.jsonl"))?;
+    let model = &encoder.model;
+    let settings = serde_json::json!({
+        "corpus": corpus_fp, "model": model.identity.sha256, "variant": encoder.config.variant,
+        "head": encoder.config.head, "max_len": encoder.config.max_len, "precision": opts.precision,
+        "doc_top_k": opts.doc_top_k,
+    })
+    .to_string();
+    let stage = staging_dir(&opts.out);
+    std::fs::create_dir_all(&stage).map_err(|e| IndexError::io(&stage, e))?;
+
+    // Tokenize everything up front; encode longest first in fixed batches.
+    let mut seqs = Vec::with_capacity(docs.len());
+    for d in &docs {
+        let text = d.full_text();
+        let ids = if text.trim().is_empty() {
+            vec![]
+        } else {
+            encoder.tokenize(&text)?.0
+        };
+        seqs.push(ids);
+    }
+    let mut order: Vec<usize> = (0..docs.len()).collect();
+    order.sort_by_key(|&i| (std::cmp::Reverse(seqs[i].len()), i));
+    let tokens_total: u64 = seqs.iter().map(|s| s.len() as u64).sum();
+
+    // Resume from the journal when the settings match.
+    let journal_path = stage.join(JOURNAL);
+    let progress_path = stage.join(PROGRESS);
+    let mut state = match std::fs::read_to_string(&progress_path)
+        .ok()
+        .and_then(|t| serde_json::from_str::<Journal>(&t).ok())
+    {
+        Some(j) if j.settings == settings && j.done <= docs.len() => j,
+        _ => Journal {
+            settings: settings.clone(),
+            done: 0,
+            bytes: 0,
+            tokens: 0,
+            seconds: 0.0,
+        },
+    };
+    let mut journal = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&journal_path)
+        .map_err(|e| IndexError::io(&journal_path, e))?;
+    // Drop any batch written after the last committed progress record.
+    journal
+        .set_len(state.bytes)
+        .map_err(|e| IndexError::io(&journal_path, e))?;
+    journal
+        .seek(SeekFrom::End(0))
+        .map_err(|e| IndexError::io(&journal_path, e))?;
+    progress(BuildProgress::Start {
+        documents: docs.len(),
+        resumed_from: state.done,
+        tokens: tokens_total,
+    });
+    let session = Instant::now();
+    let session_start_tokens = state.tokens;
+    let commit = opts.commit_every.max(encoder.config.batch_size).max(1);
+    while state.done < docs.len() {
+        let end = (state.done + commit).min(docs.len());
+        let chunk = &order[state.done..end];
+        let to_encode: Vec<Vec<u32>> = chunk
+            .iter()
+            .filter(|&&i| !seqs[i].is_empty())
+            .map(|&i| seqs[i].clone())
+            .collect();
+        let mut encoded = encoder.encode_ids(&to_encode)?.into_iter();
+        let mut buf = Vec::new();
+        for &i in chunk {
+            let v = if seqs[i].is_empty() {
+                SparseVec::default()
+            } else {
+                encoded.next().unwrap_or_default()
+            };
+            let v = prune(v, opts.doc_top_k);
+            buf.extend_from_slice(&(i as u32).to_le_bytes());
+            vectors::encode_record(&v, &mut buf);
+            state.tokens += seqs[i].len() as u64;
+        }
+        journal
+            .write_all(&buf)
+            .map_err(|e| IndexError::io(&journal_path, e))?;
+        journal
+            .sync_data()
+            .map_err(|e| IndexError::io(&journal_path, e))?;
+        state.bytes += buf.len() as u64;
+        state.done = end;
+        let elapsed = session.elapsed().as_secs_f64();
+        write_atomic(
+            &progress_path,
+            serde_json::to_string(&state).unwrap_or_default().as_bytes(),
+        )?;
+        let session_tokens = (state.tokens - session_start_tokens) as f64;
+        let tps = session_tokens / elapsed.max(1e-9);
+        progress(BuildProgress::Progress {
+            done: state.done,
+            total: docs.len(),
+            tokens_done: state.tokens,
+            tokens_total,
+            docs_per_s: (state.done as f64) / elapsed.max(1e-9),
+            tokens_per_s: tps,
+            eta_s: (tokens_total - state.tokens) as f64 / tps.max(1e-9),
+        });
+    }
+
+    // Read the journal back into corpus order.
+    progress(BuildProgress::Phase {
+        name: "writing vectors".into(),
+    });
+    let mut bytes = Vec::new();
+    journal
+        .seek(SeekFrom::Start(0))
+        .map_err(|e| IndexError::io(&journal_path, e))?;
+    journal
+        .read_to_end(&mut bytes)
+        .map_err(|e| IndexError::io(&journal_path, e))?;
+    let mut vecs: Vec<Option<SparseVec>> = vec![None; docs.len()];
+    let mut pos = 0;
+    while pos < bytes.len() {
+        let corrupt = || IndexError::Corrupt {
+            path: journal_path.clone(),
+            msg: format!("malformed journal record at byte {pos}"),
+        };
+        let ord = u32::from_le_bytes(
+            bytes
+                .get(pos..pos + 4)
+                .ok_or_else(corrupt)?
+                .try_into()
+                .map_err(|_| corrupt())?,
+        ) as usize;
+        let (v, next) = vectors::decode_record(&bytes, pos + 4).ok_or_else(corrupt)?;
+        *vecs.get_mut(ord).ok_or_else(corrupt)? = Some(v);
+        pos = next;
+    }
+    let vecs: Vec<SparseVec> = vecs.into_iter().map(|v| v.unwrap_or_default()).collect();
+    vectors::write(&stage.join(VECTORS_FILE), &vecs)?;
+
+    progress(BuildProgress::Phase {
+        name: "tantivy impact index".into(),
+    });
+    let tdir = stage.join(TANTIVY_DIR);
+    let _ = std::fs::remove_dir_all(&tdir);
+    write_tantivy(&tdir, &docs, &vecs, opts.scale)?;
+    progress(BuildProgress::Phase {
+        name: "BM25 index".into(),
+    });
+    let bdir = stage.join(BM25_DIR);
+    let _ = std::fs::remove_dir_all(&bdir);
+    bm25::Bm25Index::build(&bdir, &docs)?;
+
+    let seconds = t0.elapsed().as_secs_f64();
+    let meta = IndexMeta {
+        format_version: FORMAT_VERSION,
+        model: model.identity.clone(),
+        variant: encoder.config.variant,
+        head: encoder.config.head,
+        precision: opts.precision.clone(),
+        max_len: encoder.config.max_len,
+        vocab_size: model.config().vocab_size,
+        scale: opts.scale,
+        doc_top_k: opts.doc_top_k,
+        documents: docs.len(),
+        corpus: opts.corpus.display().to_string(),
+        corpus_fingerprint: corpus_fp,
+        built_at: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        build_seconds: seconds,
+        encoded_tokens: tokens_total,
+    };
+    meta.write(&stage)?;
+    drop(journal);
+    std::fs::remove_file(&journal_path).map_err(|e| IndexError::io(&journal_path, e))?;
+    std::fs::remove_file(&progress_path).map_err(|e| IndexError::io(&progress_path, e))?;
+    publish(&stage, &opts.out)?;
+    progress(BuildProgress::Done {
+        documents: docs.len(),
+        seconds,
+        path: opts.out.display().to_string(),
+    });
+    Ok(meta)
+}
+
+/// Keep the `k` heaviest terms (0 = all).
+pub fn prune(v: SparseVec, k: usize) -> SparseVec {
+    if k == 0 || v.active() <= k {
+        return v;
+    }
+    SparseVec::from_pairs(v.top_k(k))
+}
+
+/// Move the complete staging directory into place, replacing an old index.
+fn publish(stage: &Path, out: &Path) -> Result<(), IndexError> {
+    if out.exists() {
+        let mut old = out.as_os_str().to_owned();
+        old.push(format!(".old-{}", std::process::id()));
+        let old = PathBuf::from(old);
+        std::fs::rename(out, &old).map_err(|e| IndexError::io(out, e))?;
+        std::fs::rename(stage, out).map_err(|e| IndexError::io(out, e))?;
+        let _ = std::fs::remove_dir_all(&old);
+    } else {
+        if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| IndexError::io(parent, e))?;
+        }
+        std::fs::rename(stage, out).map_err(|e| IndexError::io(out, e))?;
+    }
+    Ok(())
+}
+
+/// The tantivy side: ordinal (fast), id, stored title and text, impacts.
+pub fn schema() -> Schema {
+    let mut sb = Schema::builder();
+    sb.add_u64_field("ordinal", NumericOptions::default().set_stored().set_fast());
+    sb.add_text_field("doc_id", STRING | STORED);
+    sb.add_text_field("title", STORED);
+    sb.add_text_field("text", STORED);
+    sb.add_text_field(
+        "impact",
+        TextOptions::default().set_indexing_options(
+            TextFieldIndexing::default()
+                .set_tokenizer(impact::TOKENIZER)
+                .set_index_option(IndexRecordOption::WithFreqs)
+                .set_fieldnorms(false),
+        ),
+    );
+    sb.build()
+}
+
+fn write_tantivy(
+    dir: &Path,
+    docs: &[Document],
+    vecs: &[SparseVec],
+    scale: f32,
+) -> Result<(), IndexError> {
+    let tv = |e: tantivy::TantivyError| IndexError::Tantivy {
+        path: dir.to_path_buf(),
+        msg: e.to_string(),
+    };
+    std::fs::create_dir_all(dir).map_err(|e| IndexError::io(dir, e))?;
+    let schema = schema();
+    let index = Index::create_in_dir(dir, schema.clone()).map_err(tv)?;
+    index
+        .tokenizers()
+        .register(impact::TOKENIZER, impact::ImpactTokenizer);
+    let f = |n: &str| schema.get_field(n).map_err(&tv);
+    let (ordinal, doc_id, title, text, imp) = (
+        f("ordinal")?,
+        f("doc_id")?,
+        f("title")?,
+        f("text")?,
+        f("impact")?,
+    );
+    let mut w = index.writer_with_num_threads(1, 400_000_000).map_err(tv)?;
+    for (i, (d, v)) in docs.iter().zip(vecs).enumerate() {
+        let mut doc = TantivyDocument::default();
+        doc.add_u64(ordinal, i as u64);
+        doc.add_text(doc_id, &d.id);
+        doc.add_text(title, &d.title);
+        doc.add_text(text, &d.text);
+        doc.add_text(imp, impact::impact_text(v, scale));
+        w.add_document(doc).map_err(tv)?;
+    }
+    w.commit().map_err(tv)?;
+    w.wait_merging_threads().map_err(tv)?;
+    Ok(())
+}

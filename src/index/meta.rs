@@ -1,0 +1,91 @@
+//! Index metadata: which model, variant, head and precision built the index,
+//! the impact scale, sizes and build time. Searching an index with a model of
+//! another identity or vocabulary is refused.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::IndexError;
+use crate::encode::{Head, Variant};
+use crate::model::ModelIdentity;
+
+pub const FORMAT_VERSION: u32 = 1;
+pub const META_FILE: &str = "meta.json";
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct IndexMeta {
+    pub format_version: u32,
+    pub model: ModelIdentity,
+    pub variant: Variant,
+    pub head: Head,
+    pub precision: String,
+    pub max_len: usize,
+    pub vocab_size: usize,
+    /// Impacts stored as term frequency `round(w × scale)`.
+    pub scale: f32,
+    /// Terms kept per document (0 = all).
+    pub doc_top_k: usize,
+    pub documents: usize,
+    /// The corpus directory it was built from, and its fingerprint.
+    pub corpus: String,
+    pub corpus_fingerprint: String,
+    /// Unix seconds when the build finished, and its wall time.
+    pub built_at: u64,
+    pub build_seconds: f64,
+    pub encoded_tokens: u64,
+}
+
+impl IndexMeta {
+    pub fn read(dir: &Path) -> Result<Self, IndexError> {
+        let path = dir.join(META_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|e| IndexError::io(&path, e))?;
+        let meta: IndexMeta = serde_json::from_str(&text).map_err(|e| IndexError::Corrupt {
+            path: path.clone(),
+            msg: format!("line {}: {e}", e.line()),
+        })?;
+        if meta.format_version != FORMAT_VERSION {
+            return Err(IndexError::Corrupt {
+                path,
+                msg: format!(
+                    "index format {} (this csplade reads {FORMAT_VERSION}); rebuild it",
+                    meta.format_version
+                ),
+            });
+        }
+        Ok(meta)
+    }
+
+    pub fn write(&self, dir: &Path) -> Result<(), IndexError> {
+        let path = dir.join(META_FILE);
+        let text = serde_json::to_string_pretty(self).map_err(|e| IndexError::Corrupt {
+            path: path.clone(),
+            msg: e.to_string(),
+        })?;
+        super::write_atomic(&path, text.as_bytes())
+    }
+
+    /// Refuse a query model that did not build this index.
+    pub fn check_model(&self, model: &ModelIdentity, vocab_size: usize) -> Result<(), IndexError> {
+        if model.sha256 != self.model.sha256 || vocab_size != self.vocab_size {
+            return Err(IndexError::ModelMismatch {
+                index_model: format!(
+                    "{} (sha256 {}…, vocabulary {})",
+                    self.model.id,
+                    short(&self.model.sha256),
+                    self.vocab_size
+                ),
+                query_model: format!(
+                    "{} (sha256 {}…, vocabulary {vocab_size})",
+                    model.id,
+                    short(&model.sha256)
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn short(s: &str) -> &str {
+    &s[..s.len().min(12)]
+}

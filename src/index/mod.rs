@@ -1,0 +1,83 @@
+//! Inverted indexes: the learned-sparse impact index (tantivy + exact vectors
+//! + metadata), its resumable atomic build, and the BM25 baseline.
+
+pub mod bm25;
+pub mod build;
+pub mod impact;
+pub mod meta;
+pub mod vectors;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+pub use build::{build, BuildOptions, BuildProgress};
+pub use meta::IndexMeta;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {msg}", path.display())]
+    Corrupt { path: PathBuf, msg: String },
+    #[error("{}: tantivy: {msg}", path.display())]
+    Tantivy { path: PathBuf, msg: String },
+    #[error("the index was built with {index_model}, but the query model is {query_model}; query it with the model that built it, or rebuild the index")]
+    ModelMismatch {
+        index_model: String,
+        query_model: String,
+    },
+    #[error("{0}")]
+    Data(#[from] crate::data::beir::DataError),
+    #[error("{0}")]
+    Encode(#[from] crate::encode::EncodeError),
+    #[error("no index at {}: {hint}", path.display())]
+    Missing { path: PathBuf, hint: String },
+}
+
+impl IndexError {
+    pub fn io(path: &Path, e: std::io::Error) -> Self {
+        IndexError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        }
+    }
+}
+
+/// Write a small file atomically: temp file, fsync, rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), IndexError> {
+    let tmp = path.with_extension("tmp-write");
+    {
+        let mut f = std::fs::File::create(&tmp).map_err(|e| IndexError::io(&tmp, e))?;
+        f.write_all(bytes).map_err(|e| IndexError::io(&tmp, e))?;
+        f.sync_all().map_err(|e| IndexError::io(&tmp, e))?;
+    }
+    std::fs::rename(&tmp, path).map_err(|e| IndexError::io(path, e))
+}
+
+/// Corpus position of every (segment, doc) of a tantivy index, from its
+/// `ordinal` fast field.
+pub fn ordinal_table(
+    reader: &tantivy::IndexReader,
+    dir: &Path,
+) -> Result<Vec<Vec<u32>>, IndexError> {
+    let searcher = reader.searcher();
+    let mut out = Vec::new();
+    for seg in searcher.segment_readers() {
+        let col = seg
+            .fast_fields()
+            .u64("ordinal")
+            .map_err(|e| IndexError::Tantivy {
+                path: dir.to_path_buf(),
+                msg: e.to_string(),
+            })?;
+        out.push(
+            (0..seg.max_doc())
+                .map(|d| col.first(d).unwrap_or(u64::MAX) as u32)
+                .collect(),
+        );
+    }
+    Ok(out)
+}

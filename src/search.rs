@@ -1,0 +1,319 @@
+//! Searching an index: a query's expansion against the documents' impacts,
+//! ranked by dot product, with per-term explanations; and the BM25 baseline
+//! over the same corpus. Two LSR scorers: an exact one over the stored
+//! vectors (in-memory, term-at-a-time) and tantivy's impact postings.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use tantivy::collector::TopDocs;
+use tantivy::schema::Value;
+use tantivy::{Index, IndexReader, ReloadPolicy, TantivyDocument};
+
+use crate::encode::{Contribution, SparseVec};
+use crate::index::bm25::Bm25Index;
+use crate::index::build::{BM25_DIR, TANTIVY_DIR, VECTORS_FILE};
+use crate::index::impact::{ImpactQuery, ImpactTokenizer, TOKENIZER};
+use crate::index::{vectors, IndexError, IndexMeta};
+
+/// One ranked document.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Hit {
+    /// Position in the corpus (and in the index).
+    pub ordinal: usize,
+    pub doc_id: String,
+    pub score: f32,
+}
+
+/// Which LSR scorer answers a query.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Backend {
+    /// Exact f32 dot products over the stored vectors (the default: faster at
+    /// this scale, see `csplade bench search`).
+    #[default]
+    Exact,
+    /// tantivy's postings with quantized impacts.
+    Tantivy,
+}
+
+impl std::str::FromStr for Backend {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "exact" => Ok(Backend::Exact),
+            "tantivy" => Ok(Backend::Tantivy),
+            o => Err(format!("unknown backend {o:?} (exact, tantivy)")),
+        }
+    }
+}
+
+/// An opened LSR index with its BM25 companion.
+pub struct LsrIndex {
+    pub dir: PathBuf,
+    pub meta: IndexMeta,
+    pub vectors: Vec<SparseVec>,
+    /// Term id → (document ordinal, weight), for the exact scorer.
+    postings: Vec<Vec<(u32, f32)>>,
+    doc_ids: Vec<String>,
+    tantivy: Index,
+    reader: IndexReader,
+    ordinals: Vec<Vec<u32>>,
+    addresses: Vec<tantivy::DocAddress>,
+    pub bm25: Bm25Index,
+}
+
+/// A stored document.
+#[derive(Clone, Debug, Serialize)]
+pub struct StoredDoc {
+    pub doc_id: String,
+    pub title: String,
+    pub text: String,
+}
+
+impl LsrIndex {
+    pub fn open(dir: &Path) -> Result<Self, IndexError> {
+        if !dir.join(crate::index::meta::META_FILE).is_file() {
+            let partial = crate::index::build::staging_dir(dir);
+            let hint = if partial.exists() {
+                format!("a build is in progress or was interrupted at {}; rerun `csplade index` to resume it", partial.display())
+            } else {
+                "build one with `csplade index --corpus DIR --out INDEX`".to_string()
+            };
+            return Err(IndexError::Missing {
+                path: dir.to_path_buf(),
+                hint,
+            });
+        }
+        let meta = IndexMeta::read(dir)?;
+        let vectors = vectors::read(&dir.join(VECTORS_FILE))?;
+        if vectors.len() != meta.documents {
+            return Err(IndexError::Corrupt {
+                path: dir.join(VECTORS_FILE),
+                msg: format!("{} vectors for {} documents", vectors.len(), meta.documents),
+            });
+        }
+        let mut postings: Vec<Vec<(u32, f32)>> = vec![Vec::new(); meta.vocab_size];
+        for (d, v) in vectors.iter().enumerate() {
+            for (id, w) in v.iter() {
+                if let Some(p) = postings.get_mut(id as usize) {
+                    p.push((d as u32, w));
+                }
+            }
+        }
+        let tdir = dir.join(TANTIVY_DIR);
+        let tv = |e: tantivy::TantivyError| IndexError::Tantivy {
+            path: tdir.clone(),
+            msg: e.to_string(),
+        };
+        let tantivy = Index::open_in_dir(&tdir).map_err(tv)?;
+        tantivy.tokenizers().register(TOKENIZER, ImpactTokenizer);
+        let reader: IndexReader = tantivy
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()
+            .map_err(tv)?;
+        let ordinals = crate::index::ordinal_table(&reader, &tdir)?;
+        let mut addresses = vec![tantivy::DocAddress::new(0, 0); meta.documents];
+        for (seg, ords) in ordinals.iter().enumerate() {
+            for (doc, &o) in ords.iter().enumerate() {
+                if let Some(a) = addresses.get_mut(o as usize) {
+                    *a = tantivy::DocAddress::new(seg as u32, doc as u32);
+                }
+            }
+        }
+        let schema = tantivy.schema();
+        let id_field = schema.get_field("doc_id").map_err(tv)?;
+        let searcher = reader.searcher();
+        let mut doc_ids = Vec::with_capacity(meta.documents);
+        for a in &addresses {
+            let d: TantivyDocument = searcher.doc(*a).map_err(tv)?;
+            doc_ids.push(
+                d.get_first(id_field)
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("")
+                    .to_string(),
+            );
+        }
+        let bm25 = Bm25Index::open(&dir.join(BM25_DIR))?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            meta,
+            vectors,
+            postings,
+            doc_ids,
+            tantivy,
+            reader,
+            ordinals,
+            addresses,
+            bm25,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.meta.documents
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.meta.documents == 0
+    }
+
+    pub fn doc_id(&self, ordinal: usize) -> &str {
+        self.doc_ids.get(ordinal).map(String::as_str).unwrap_or("")
+    }
+
+    /// Ordinal of a document id.
+    pub fn ordinal_of(&self, doc_id: &str) -> Option<usize> {
+        self.doc_ids.iter().position(|d| d == doc_id)
+    }
+
+    pub fn search(
+        &self,
+        query: &SparseVec,
+        k: usize,
+        backend: Backend,
+    ) -> Result<Vec<Hit>, IndexError> {
+        match backend {
+            Backend::Exact => Ok(self.search_exact(query, k)),
+            Backend::Tantivy => self.search_tantivy(query, k),
+        }
+    }
+
+    /// Exact dot products, term at a time into a dense accumulator.
+    pub fn search_exact(&self, query: &SparseVec, k: usize) -> Vec<Hit> {
+        let mut acc = vec![0f32; self.meta.documents];
+        for (id, q) in query.iter() {
+            if let Some(p) = self.postings.get(id as usize) {
+                for &(d, w) in p {
+                    acc[d as usize] += q * w;
+                }
+            }
+        }
+        self.top_k(&acc, k)
+    }
+
+    fn top_k(&self, acc: &[f32], k: usize) -> Vec<Hit> {
+        let mut cands: Vec<(usize, f32)> = acc
+            .iter()
+            .copied()
+            .enumerate()
+            .filter(|&(_, s)| s > 0.0)
+            .collect();
+        let by_score = |a: &(usize, f32), b: &(usize, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+        if cands.len() > k && k > 0 {
+            cands.select_nth_unstable_by(k - 1, by_score);
+            cands.truncate(k);
+        }
+        cands.sort_by(by_score);
+        cands
+            .into_iter()
+            .map(|(o, score)| Hit {
+                ordinal: o,
+                doc_id: self.doc_id(o).to_string(),
+                score,
+            })
+            .collect()
+    }
+
+    /// Quantized impacts through tantivy's postings and our impact scorer.
+    pub fn search_tantivy(&self, query: &SparseVec, k: usize) -> Result<Vec<Hit>, IndexError> {
+        let field = self
+            .tantivy
+            .schema()
+            .get_field("impact")
+            .map_err(|e| IndexError::Tantivy {
+                path: self.dir.clone(),
+                msg: e.to_string(),
+            })?;
+        let q = ImpactQuery::new(field, query, self.meta.scale);
+        let searcher = self.reader.searcher();
+        let top = searcher
+            .search(&q, &TopDocs::with_limit(k.max(1)))
+            .map_err(|e| IndexError::Tantivy {
+                path: self.dir.clone(),
+                msg: e.to_string(),
+            })?;
+        Ok(top
+            .into_iter()
+            .map(|(score, a)| {
+                let o = self.ordinals[a.segment_ord as usize][a.doc_id as usize] as usize;
+                Hit {
+                    ordinal: o,
+                    doc_id: self.doc_id(o).to_string(),
+                    score,
+                }
+            })
+            .collect())
+    }
+
+    /// Why `ordinal` matched: per-term q_w × d_w from the exact vectors.
+    pub fn explain(&self, query: &SparseVec, ordinal: usize) -> Vec<Contribution> {
+        self.vectors
+            .get(ordinal)
+            .map(|d| query.contributions(d))
+            .unwrap_or_default()
+    }
+
+    /// tantivy's own explanation of an impact score (quantized weights).
+    pub fn explain_tantivy(&self, query: &SparseVec, ordinal: usize) -> Result<String, IndexError> {
+        let field = self
+            .tantivy
+            .schema()
+            .get_field("impact")
+            .map_err(|e| IndexError::Tantivy {
+                path: self.dir.clone(),
+                msg: e.to_string(),
+            })?;
+        let q = ImpactQuery::new(field, query, self.meta.scale);
+        let searcher = self.reader.searcher();
+        use tantivy::query::Query;
+        let e = q
+            .explain(&searcher, self.addresses[ordinal])
+            .map_err(|e| IndexError::Tantivy {
+                path: self.dir.clone(),
+                msg: e.to_string(),
+            })?;
+        Ok(e.to_pretty_json())
+    }
+
+    pub fn document(&self, ordinal: usize) -> Result<StoredDoc, IndexError> {
+        let tv = |e: tantivy::TantivyError| IndexError::Tantivy {
+            path: self.dir.clone(),
+            msg: e.to_string(),
+        };
+        let schema = self.tantivy.schema();
+        let addr = *self
+            .addresses
+            .get(ordinal)
+            .ok_or_else(|| IndexError::Corrupt {
+                path: self.dir.clone(),
+                msg: format!("no document {ordinal}"),
+            })?;
+        let d: TantivyDocument = self.reader.searcher().doc(addr).map_err(tv)?;
+        let get = |n: &str| -> Result<String, IndexError> {
+            let f = schema.get_field(n).map_err(tv)?;
+            Ok(d.get_first(f)
+                .and_then(|v| v.as_str())
+                .unwrap_or("")
+                .to_string())
+        };
+        Ok(StoredDoc {
+            doc_id: get("doc_id")?,
+            title: get("title")?,
+            text: get("text")?,
+        })
+    }
+
+    /// BM25 ranking of a query text over the same corpus.
+    pub fn search_bm25(&self, text: &str, k: usize) -> Result<Vec<Hit>, IndexError> {
+        Ok(self
+            .bm25
+            .search(text, k)?
+            .into_iter()
+            .map(|h| Hit {
+                ordinal: h.ordinal,
+                doc_id: self.doc_id(h.ordinal).to_string(),
+                score: h.score,
+            })
+            .collect())
+    }
+}
