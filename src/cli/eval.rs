@@ -45,6 +45,9 @@ pub struct EvalArgs {
     pub json: bool,
 }
 
+/// One system's ranking per query.
+type Run = Vec<(String, Vec<Hit>)>;
+
 fn short(s: &str) -> &str {
     &s[..s.len().min(12)]
 }
@@ -100,7 +103,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
     let want_bm25 = a.system != "lsr";
     let want_lsr = a.system != "bm25";
     let doc_ids: Vec<&str> = docs.iter().map(|d| d.id.as_str()).collect();
-    let mut systems: Vec<(&str, Vec<(String, Vec<Hit>)>)> = Vec::new();
+    let mut systems: Vec<(&str, Run)> = Vec::new();
 
     if want_bm25 {
         let bm = match &a.index {
