@@ -18,6 +18,27 @@ pub enum BenchCommand {
     Encode(EncodeBench),
     /// GEMM throughput (GFLOP/s) of the inference kernel vs candle's matmul
     Gemm(GemmBench),
+    /// Search latency p50/p99 (without and with query encoding), index size,
+    /// build throughput
+    Search(SearchBench),
+}
+
+#[derive(Args)]
+pub struct SearchBench {
+    /// Index built by `csplade index`
+    #[arg(long)]
+    pub index: PathBuf,
+    /// The model that built it
+    #[arg(long, default_value = "base")]
+    pub model: String,
+    /// Queries timed (from the indexed collection's queries.jsonl)
+    #[arg(long, default_value_t = 300)]
+    pub queries: usize,
+    /// Hits per query
+    #[arg(long, default_value_t = 10)]
+    pub k: usize,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args)]
@@ -56,7 +77,103 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Encode(a) => encode(a),
         BenchCommand::Gemm(a) => gemm(a),
+        BenchCommand::Search(a) => search(a),
     }
+}
+
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v[i]
+}
+
+fn dir_size(p: &std::path::Path) -> u64 {
+    std::fs::read_dir(p)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| {
+                    let p = e.path();
+                    if p.is_dir() {
+                        dir_size(&p)
+                    } else {
+                        e.metadata().map(|m| m.len()).unwrap_or(0)
+                    }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+fn search(a: SearchBench) -> Result<()> {
+    use csplade::search::Backend;
+    let (idx, model) = super::search::open_with_model(&a.index, &a.model)?;
+    let enc = Encoder::new(&model, super::search::index_encoder_config(&idx));
+    let queries = beir::read_queries(std::path::Path::new(&idx.meta.corpus))
+        .with_context(|| format!("reading the queries of {}", idx.meta.corpus))?;
+    let queries: Vec<_> = queries.into_iter().take(a.queries).collect();
+    if queries.is_empty() {
+        bail!("no queries to time");
+    }
+    let (mut enc_ms, mut exact_ms, mut tantivy_ms, mut e2e_ms, mut bm25_ms, mut active) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
+    for q in &queries {
+        let t0 = Instant::now();
+        let v = enc.encode_one(&q.text)?.vector;
+        let t1 = Instant::now();
+        idx.search(&v, a.k, Backend::Exact)?;
+        let t2 = Instant::now();
+        idx.search(&v, a.k, Backend::Tantivy)?;
+        let t3 = Instant::now();
+        idx.search_bm25(&q.text, a.k)?;
+        let t4 = Instant::now();
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+        enc_ms.push(ms(t1 - t0));
+        exact_ms.push(ms(t2 - t1));
+        tantivy_ms.push(ms(t3 - t2));
+        bm25_ms.push(ms(t4 - t3));
+        e2e_ms.push(ms(t2 - t0));
+        active.push(v.active() as f64);
+    }
+    let size = dir_size(&a.index);
+    let throughput = idx.meta.encoded_tokens as f64 / idx.meta.build_seconds.max(1e-9);
+    let row = |v: &mut Vec<f64>| (percentile(v, 0.5), percentile(v, 0.99));
+    let (e50, e99) = row(&mut exact_ms);
+    let (t50, t99) = row(&mut tantivy_ms);
+    let (x50, x99) = row(&mut e2e_ms);
+    let (n50, n99) = row(&mut enc_ms);
+    let (b50, b99) = row(&mut bm25_ms);
+    let active_med = percentile(&mut active, 0.5);
+    if a.json {
+        println!(
+            "{}",
+            json!({"queries": queries.len(), "documents": idx.len(), "median_query_terms": active_med,
+                "lsr_exact_ms": {"p50": e50, "p99": e99}, "lsr_tantivy_ms": {"p50": t50, "p99": t99},
+                "encode_ms": {"p50": n50, "p99": n99}, "encode_plus_search_ms": {"p50": x50, "p99": x99},
+                "bm25_ms": {"p50": b50, "p99": b99}, "index_bytes": size, "build_tokens_per_s": throughput,
+                "threads": candle_core::utils::get_num_threads()})
+        );
+    } else {
+        println!(
+            "{} queries over {} documents (median {active_med:.0} query terms), top {}:",
+            queries.len(),
+            idx.len(),
+            a.k
+        );
+        println!("  LSR search, exact scorer     p50 {e50:.3} ms   p99 {e99:.3} ms");
+        println!("  LSR search, tantivy impacts  p50 {t50:.3} ms   p99 {t99:.3} ms");
+        println!("  query encoding               p50 {n50:.3} ms   p99 {n99:.3} ms");
+        println!("  encode + exact search        p50 {x50:.3} ms   p99 {x99:.3} ms");
+        println!("  BM25                         p50 {b50:.3} ms   p99 {b99:.3} ms");
+        println!(
+            "  index on disk {:.1} MB; build throughput {throughput:.0} tokens/s over {:.0} s",
+            size as f64 / 1e6,
+            idx.meta.build_seconds
+        );
+    }
+    Ok(())
 }
 
 fn best_of(repeat: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {

@@ -71,6 +71,7 @@ pub fn build_with_progress(
         doc_top_k,
         commit_every,
         precision: margs.precision.clone(),
+        interrupt_after: None,
     };
     let mut bar: Option<ProgressBar> = None;
     let meta = build(&encoder, &opts, |p| {

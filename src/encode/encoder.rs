@@ -243,22 +243,23 @@ impl<'m> Encoder<'m> {
                 let mut start = 0;
                 while start < rows.len() {
                     let n = HEAD_CHUNK_ROWS.min(rows.len() - start);
-                    let logits = self.model.llama.head(&pooled_hidden.narrow(0, start, n)?)?;
-                    let logits = (candle_nn::ops::log_softmax(&logits, candle_core::D::Minus1)?
-                        + shift as f64)?
+                    let logits = self
+                        .model
+                        .llama
+                        .head(&pooled_hidden.narrow(0, start, n)?)?
                         .contiguous()?;
                     with_f32_slice(&logits, |data| {
-                        for r in 0..n {
-                            let o = owner[start + r];
-                            let acc = &mut maxes[o * vocab..(o + 1) * vocab];
-                            for (a, &x) in acc.iter_mut().zip(&data[r * vocab..(r + 1) * vocab]) {
-                                if x > *a {
-                                    *a = x;
-                                }
-                            }
-                        }
+                        crate::model::kernels::logprob_max_pool(
+                            data,
+                            vocab,
+                            &owner[start..start + n],
+                            &mut maxes,
+                        )
                     })?;
                     start += n;
+                }
+                for m in maxes.iter_mut() {
+                    *m += shift;
                 }
             }
         }

@@ -38,6 +38,9 @@ pub struct BuildOptions {
     pub commit_every: usize,
     /// Precision label recorded in the metadata.
     pub precision: String,
+    /// Stop (as if killed) after this many commits this session: for
+    /// time-boxed runs and for testing resumption. `None` runs to the end.
+    pub interrupt_after: Option<usize>,
 }
 
 /// Events reported while building.
@@ -168,8 +171,17 @@ pub fn build(
     });
     let session = Instant::now();
     let session_start_tokens = state.tokens;
-    let commit = opts.commit_every.max(encoder.config.batch_size).max(1);
+    let commit = opts.commit_every.max(1);
+    let mut commits = 0;
     while state.done < docs.len() {
+        if opts.interrupt_after.is_some_and(|n| commits >= n) {
+            return Err(IndexError::Interrupted {
+                done: state.done,
+                total: docs.len(),
+                stage: stage.clone(),
+            });
+        }
+        commits += 1;
         let end = (state.done + commit).min(docs.len());
         let chunk = &order[state.done..end];
         let to_encode: Vec<Vec<u32>> = chunk

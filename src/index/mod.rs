@@ -33,6 +33,12 @@ pub enum IndexError {
     Data(#[from] crate::data::beir::DataError),
     #[error("{0}")]
     Encode(#[from] crate::encode::EncodeError),
+    #[error("build interrupted after {done} of {total} documents; rerun to resume from {}", stage.display())]
+    Interrupted {
+        done: usize,
+        total: usize,
+        stage: PathBuf,
+    },
     #[error("no index at {}: {hint}", path.display())]
     Missing { path: PathBuf, hint: String },
 }

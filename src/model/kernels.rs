@@ -162,6 +162,53 @@ struct SendPtr(*mut f32);
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
 
+/// Log-probability pooling: for logits `[rows, vocab]` whose row r belongs to
+/// text `owner[r]`, `acc[owner[r] * vocab + v] = max(…, logit[r, v] − lse[r])`
+/// where `lse[r]` is the row's log-sum-exp (so the pooled value is the
+/// maximum log-probability of v). Parallel over rows, then over vocabulary.
+pub fn logprob_max_pool(logits: &[f32], vocab: usize, owner: &[usize], acc: &mut [f32]) {
+    let lse: Vec<f32> = logits
+        .par_chunks(vocab)
+        .map(|row| {
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let sum: f32 = row.iter().map(|&x| fast_exp(x - max)).sum();
+            max + sum.ln()
+        })
+        .collect();
+    let texts = owner.iter().max().map_or(0, |&o| o + 1);
+    const CHUNK: usize = 2048;
+    // Split every text's accumulator into vocabulary chunks; each task owns
+    // one chunk index across all texts.
+    let mut per_text: Vec<Vec<&mut [f32]>> = acc[..texts * vocab]
+        .chunks_mut(vocab)
+        .map(|a| a.chunks_mut(CHUNK).collect())
+        .collect();
+    let n_chunks = vocab.div_ceil(CHUNK);
+    let mut by_chunk: Vec<Vec<&mut [f32]>> =
+        (0..n_chunks).map(|_| Vec::with_capacity(texts)).collect();
+    for text in per_text.iter_mut() {
+        for (c, slice) in text.drain(..).enumerate() {
+            by_chunk[c].push(slice);
+        }
+    }
+    by_chunk
+        .into_par_iter()
+        .enumerate()
+        .for_each(|(c, mut slices)| {
+            let v0 = c * CHUNK;
+            for (r, &o) in owner.iter().enumerate() {
+                let row = &logits[r * vocab + v0..r * vocab + (v0 + slices[o].len())];
+                let l = lse[r];
+                for (a, &x) in slices[o].iter_mut().zip(row) {
+                    let v = x - l;
+                    if v > *a {
+                        *a = v;
+                    }
+                }
+            }
+        });
+}
+
 /// In-place softmax over each length-`t` row of `scores` laid out as
 /// `[b, heads, t, t]`, where key `j` is visible to query `i` of sequence `bi`
 /// iff `j < lengths[bi]` and (`bidirectional` or `j <= i`). Blocked keys get
@@ -236,6 +283,25 @@ mod tests {
         let mut b = vec![1.0, 2.0, 3.0, 1.0, 2.0, 3.0, 1.0, 2.0, 3.0];
         masked_softmax(&mut b, &[2], 1, 3, true);
         assert!((b[0] - 1.0 / (1.0 + e)).abs() < 1e-6 && b[2] == 0.0);
+    }
+
+    #[test]
+    fn logprob_pooling_matches_log_softmax() {
+        let vocab = 5000;
+        let mut rng = crate::model::tiny::SplitMix::new(3);
+        let logits: Vec<f32> = (0..4 * vocab).map(|_| 8.0 * rng.uniform()).collect();
+        let owner = [0, 1, 1, 0];
+        let mut acc = vec![f32::NEG_INFINITY; 2 * vocab];
+        logprob_max_pool(&logits, vocab, &owner, &mut acc);
+        let lse = |r: usize| {
+            let row = &logits[r * vocab..(r + 1) * vocab];
+            row.iter().map(|&x| (x as f64).exp()).sum::<f64>().ln() as f32
+        };
+        for v in [0, 1, 2047, 2048, 4999] {
+            let want0 = (logits[v] - lse(0)).max(logits[3 * vocab + v] - lse(3));
+            let want1 = (logits[vocab + v] - lse(1)).max(logits[2 * vocab + v] - lse(2));
+            assert!((acc[v] - want0).abs() < 1e-4 && (acc[vocab + v] - want1).abs() < 1e-4);
+        }
     }
 
     #[test]

@@ -1,0 +1,280 @@
+//! Index, search, explanations and evaluation on a tiny random model and a
+//! small collection written by the test: tantivy's impact ranking equals
+//! brute-force dot products, explanations add up, builds resume and publish
+//! atomically, mismatched models are refused, bad collections are reported.
+
+use std::path::Path;
+
+use candle_core::Device;
+use csplade::data::beir;
+use csplade::encode::{Encoder, EncoderConfig, Head};
+use csplade::index::{build, BuildOptions, IndexError};
+use csplade::model::{self, LoadedModel};
+use csplade::search::{Backend, LsrIndex};
+
+const WORDS: &[&str] = &[
+    "the", "otter", "river", "thin", "bank", "stone", "water", "fish", "night", "other", "inner",
+    "on", "and", "theory", "heat",
+];
+
+fn write_corpus(dir: &Path, n: usize) {
+    std::fs::create_dir_all(dir.join("qrels")).unwrap();
+    let mut corpus = String::new();
+    let mut queries = String::new();
+    let mut qrels = String::from("query-id\tcorpus-id\tscore\n");
+    let mut rng = model::tiny::SplitMix::new(99);
+    for i in 0..n {
+        let len = 3 + (rng.next_u64() % 20) as usize;
+        let text: Vec<&str> = (0..len)
+            .map(|_| WORDS[(rng.next_u64() % WORDS.len() as u64) as usize])
+            .collect();
+        corpus.push_str(&serde_json::json!({"_id": format!("d{i}"), "title": format!("doc {i}"), "text": text.join(" ")}).to_string());
+        corpus.push('\n');
+        if i % 3 == 0 {
+            queries.push_str(
+                &serde_json::json!({"_id": format!("q{i}"), "text": text[..3].join(" ")})
+                    .to_string(),
+            );
+            queries.push('\n');
+            qrels.push_str(&format!("q{i}\td{i}\t1\n"));
+        }
+    }
+    std::fs::write(dir.join("corpus.jsonl"), corpus).unwrap();
+    std::fs::write(dir.join("queries.jsonl"), queries).unwrap();
+    std::fs::write(dir.join("qrels/test.tsv"), qrels).unwrap();
+}
+
+fn tiny_model(dir: &Path, seed: u64) -> LoadedModel {
+    model::tiny::write_tiny_model(dir, seed).unwrap();
+    model::load(dir.join("tiny.gguf").to_str().unwrap(), &Device::Cpu).unwrap()
+}
+
+fn opts(corpus: &Path, out: &Path) -> BuildOptions {
+    BuildOptions {
+        corpus: corpus.to_path_buf(),
+        out: out.to_path_buf(),
+        scale: 100.0,
+        doc_top_k: 0,
+        commit_every: 8,
+        precision: "f32".into(),
+        interrupt_after: None,
+    }
+}
+
+fn config() -> EncoderConfig {
+    EncoderConfig {
+        head: Head::LogProb { shift: 2.0 },
+        ..Default::default()
+    }
+}
+
+#[test]
+fn tantivy_impacts_rank_like_exact_dot_products_and_explanations_add_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = tiny_model(&tmp.path().join("m"), 1);
+    let corpus = tmp.path().join("c");
+    write_corpus(&corpus, 60);
+    let out = tmp.path().join("idx");
+    let enc = Encoder::new(&m, config());
+    let meta = build(&enc, &opts(&corpus, &out), |_| {}).unwrap();
+    assert_eq!(meta.documents, 60);
+    let idx = LsrIndex::open(&out).unwrap();
+    let docs = beir::read_corpus(&corpus).unwrap();
+    for qtext in ["otter river", "the heat of the stone", "fish"] {
+        let q = enc.encode_one(qtext).unwrap().vector;
+        // Brute force over freshly encoded documents.
+        let mut brute: Vec<(f32, String)> = docs
+            .iter()
+            .map(|d| {
+                (
+                    q.dot(&enc.encode_one(&d.full_text()).unwrap().vector),
+                    d.id.clone(),
+                )
+            })
+            .collect();
+        brute.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        let exact = idx.search(&q, 60, Backend::Exact).unwrap();
+        let tant = idx.search(&q, 60, Backend::Tantivy).unwrap();
+        assert_eq!(exact.len(), brute.iter().filter(|b| b.0 > 0.0).count());
+        for (h, b) in exact.iter().zip(&brute) {
+            assert!(
+                (h.score - b.0).abs() <= 1e-3 * b.0.max(1.0),
+                "exact {} vs brute {}",
+                h.score,
+                b.0
+            );
+        }
+        // Quantized impacts: same ranking up to near-ties.
+        let q_l1 = q.l1();
+        for (i, h) in tant.iter().enumerate() {
+            let exact_score = idx.vectors[h.ordinal].dot(&q);
+            assert!(
+                (h.score - exact_score).abs() <= q_l1 * 0.5 / 100.0 + 1e-4,
+                "quantized score too far"
+            );
+            if i + 1 < tant.len() {
+                let next = idx.vectors[tant[i + 1].ordinal].dot(&q);
+                assert!(
+                    exact_score + q_l1 / 100.0 + 1e-4 >= next,
+                    "tantivy order breaks beyond quantization ties"
+                );
+            }
+        }
+        // Explanations add up to the score.
+        let top = &exact[0];
+        let sum: f32 = idx.explain(&q, top.ordinal).iter().map(|c| c.product).sum();
+        assert!((sum - top.score).abs() < 1e-3);
+        assert!(idx
+            .explain_tantivy(&q, top.ordinal)
+            .unwrap()
+            .contains("impact sum"));
+    }
+    // The stored document comes back.
+    assert_eq!(idx.document(5).unwrap().doc_id, "d5");
+    // BM25 over the same corpus finds an exact-text query's document.
+    let d7 = &docs[7];
+    let hits = idx.search_bm25(&d7.text, 5).unwrap();
+    assert_eq!(hits[0].doc_id, "d7");
+}
+
+#[test]
+fn an_interrupted_build_resumes_and_publishes_atomically() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = tiny_model(&tmp.path().join("m"), 2);
+    let corpus = tmp.path().join("c");
+    write_corpus(&corpus, 40);
+    let enc = Encoder::new(&m, config());
+    // Reference: one uninterrupted build.
+    let full = tmp.path().join("full");
+    build(&enc, &opts(&corpus, &full), |_| {}).unwrap();
+    // Interrupted twice, then completed.
+    let out = tmp.path().join("idx");
+    let mut o = opts(&corpus, &out);
+    o.interrupt_after = Some(2);
+    let err = build(&enc, &o, |_| {}).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            IndexError::Interrupted {
+                done: 16,
+                total: 40,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(!out.exists(), "a half index must not be visible");
+    let open_err = LsrIndex::open(&out)
+        .err()
+        .expect("no index yet")
+        .to_string();
+    assert!(
+        open_err.contains("interrupted") || open_err.contains("in progress"),
+        "{open_err}"
+    );
+    assert!(matches!(
+        build(&enc, &o, |_| {}).unwrap_err(),
+        IndexError::Interrupted { done: 32, .. }
+    ));
+    let mut resumed_from = None;
+    o.interrupt_after = None;
+    build(&enc, &o, |p| {
+        if let csplade::index::BuildProgress::Start {
+            resumed_from: r, ..
+        } = p
+        {
+            resumed_from = Some(r);
+        }
+    })
+    .unwrap();
+    assert_eq!(resumed_from, Some(32));
+    let a = LsrIndex::open(&full).unwrap();
+    let b = LsrIndex::open(&out).unwrap();
+    assert_eq!(a.vectors, b.vectors);
+    assert!(!csplade::index::build::staging_dir(&out).exists());
+}
+
+#[test]
+fn an_index_refuses_another_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m1 = tiny_model(&tmp.path().join("m1"), 3);
+    let m2 = tiny_model(&tmp.path().join("m2"), 4);
+    let corpus = tmp.path().join("c");
+    write_corpus(&corpus, 10);
+    let out = tmp.path().join("idx");
+    build(&Encoder::new(&m1, config()), &opts(&corpus, &out), |_| {}).unwrap();
+    let idx = LsrIndex::open(&out).unwrap();
+    idx.meta
+        .check_model(&m1.identity, m1.config().vocab_size)
+        .unwrap();
+    let err = idx
+        .meta
+        .check_model(&m2.identity, m2.config().vocab_size)
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("query it with the model that built it"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_collections_are_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    std::fs::write(d.join("corpus.jsonl"), "").unwrap();
+    assert!(beir::read_corpus(d)
+        .unwrap_err()
+        .to_string()
+        .contains("no documents"));
+    std::fs::write(
+        d.join("corpus.jsonl"),
+        "{\"_id\":\"a\",\"text\":\"x\"}\n{\"_id\":\"a\",\"text\":\"y\"}\n",
+    )
+    .unwrap();
+    let e = beir::read_corpus(d).unwrap_err().to_string();
+    assert!(
+        e.contains("corpus.jsonl:2") && e.contains("duplicate"),
+        "{e}"
+    );
+    std::fs::write(
+        d.join("corpus.jsonl"),
+        b"{\"_id\":\"a\",\"text\":\"x\"}\n{\"_id\":\"b\",\"text\":\"\xff\xfe\"}\n",
+    )
+    .unwrap();
+    let e = beir::read_corpus(d).unwrap_err().to_string();
+    assert!(e.contains("corpus.jsonl:2") && e.contains("UTF-8"), "{e}");
+    std::fs::write(
+        d.join("corpus.jsonl"),
+        "{\"_id\":\"a\",\"text\":\"x\"}\n{not json\n",
+    )
+    .unwrap();
+    assert!(beir::read_corpus(d)
+        .unwrap_err()
+        .to_string()
+        .contains("corpus.jsonl:2"));
+    std::fs::create_dir_all(d.join("qrels")).unwrap();
+    std::fs::write(
+        d.join("qrels/test.tsv"),
+        "query-id\tcorpus-id\tscore\nq1\ta\t1\nq1\tzz\tx\n",
+    )
+    .unwrap();
+    let e = beir::read_qrels(d, "test").unwrap_err().to_string();
+    assert!(
+        e.contains("test.tsv:3") && e.contains("not an integer"),
+        "{e}"
+    );
+    // Judgements naming unknown documents are reported.
+    std::fs::write(
+        d.join("qrels/test.tsv"),
+        "query-id\tcorpus-id\tscore\nq1\ta\t1\nq1\tmissing\t1\n",
+    )
+    .unwrap();
+    let qrels = beir::read_qrels(d, "test").unwrap();
+    let docs = ["a"].into_iter().collect();
+    let queries = ["q1"].into_iter().collect();
+    assert_eq!(
+        beir::unknown_judgements(&qrels, &docs, &queries),
+        vec![("q1".to_string(), "missing".to_string())]
+    );
+}
