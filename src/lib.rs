@@ -8,9 +8,12 @@
 pub mod data;
 pub mod encode;
 pub mod eval;
+pub mod explore;
 pub mod index;
 pub mod model;
 pub mod search;
+pub mod tasks;
+pub mod tui;
 
 /// Keep freed activation buffers in the process heap instead of returning
 /// them to the OS after every layer: each forward pass allocates tens of MB,

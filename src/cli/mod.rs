@@ -38,9 +38,28 @@ enum Command {
     Search(search::SearchArgs),
     /// nDCG@10 / MRR@10 / Recall of LSR and BM25 on a BEIR collection
     Eval(eval::EvalArgs),
+    /// Open the terminal explorer (the default with no subcommand)
+    Tui(TuiArgs),
     /// Measure throughput (tokens/s) and latency
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+}
+
+#[derive(Args, Default)]
+pub struct TuiArgs {
+    /// `base`, a .gguf file or an HF model directory
+    #[arg(long, default_value = "base")]
+    pub model: String,
+    /// Index to search (default: one built for the dataset, started in the
+    /// background if missing)
+    #[arg(long)]
+    pub index: Option<std::path::PathBuf>,
+    /// BEIR collection with queries and qrels (default: the man-page demo corpus)
+    #[arg(long)]
+    pub dataset: Option<std::path::PathBuf>,
+    /// dark | light (a user theme.toml in the config directory overrides fields)
+    #[arg(long)]
+    pub theme: Option<String>,
 }
 
 /// Which model, and how it encodes.
@@ -104,10 +123,19 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Index(a)) => index::run(a),
         Some(Command::Search(a)) => search::run(a),
         Some(Command::Eval(a)) => eval::run(a),
-        None => {
-            use clap::CommandFactory;
-            Cli::command().print_help()?;
-            Ok(())
-        }
+        Some(Command::Tui(a)) => tui(a),
+        None => tui(TuiArgs {
+            model: "base".into(),
+            ..Default::default()
+        }),
     }
+}
+
+fn tui(a: TuiArgs) -> Result<()> {
+    csplade::tui::run(csplade::tui::TuiOptions {
+        model: a.model,
+        index: a.index,
+        dataset: a.dataset,
+        theme: a.theme,
+    })
 }

@@ -1,0 +1,239 @@
+//! The engine behind the explorer (no terminal code): a query's expansion,
+//! its ranked hits with BM25 ranks and judgements, why a document matched,
+//! and the queries where the sparse model loses to BM25.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::data::beir::{Qrels, Query};
+use crate::encode::{Encoder, EncoderConfig, SparseVec};
+use crate::eval;
+use crate::model::LoadedModel;
+use crate::search::{Backend, LsrIndex};
+
+/// One term of an expansion.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ExpansionTerm {
+    pub id: u32,
+    pub token: String,
+    pub weight: f32,
+    /// The token occurs in the text itself (not only as an expansion).
+    pub in_text: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct HitRow {
+    pub rank: usize,
+    pub ordinal: usize,
+    pub doc_id: String,
+    pub title: String,
+    pub score: f32,
+    pub bm25_rank: Option<usize>,
+    /// Judged relevance, when the collection's qrels know this query.
+    pub relevance: Option<i32>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct QueryResult {
+    pub text: String,
+    pub query_id: Option<String>,
+    pub vector: SparseVec,
+    pub terms: Vec<ExpansionTerm>,
+    pub hits: Vec<HitRow>,
+    pub encode_ms: f64,
+    pub search_ms: f64,
+}
+
+/// Why one document matched one query.
+#[derive(Clone, Debug, Serialize)]
+pub struct DocDetail {
+    pub ordinal: usize,
+    pub doc_id: String,
+    pub title: String,
+    pub text: String,
+    /// (token, q_w, d_w, q_w × d_w), largest first.
+    pub contributions: Vec<(String, f32, f32, f32)>,
+    /// The document's own heaviest terms.
+    pub top_terms: Vec<(String, f32)>,
+    /// Relevant-document terms the query's expansion lacks (heaviest first).
+    pub missed_terms: Vec<(String, f32)>,
+}
+
+/// Per-query effectiveness of the sparse model against BM25.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FailureRow {
+    pub query_id: String,
+    pub text: String,
+    pub lsr_ndcg10: f64,
+    pub bm25_ndcg10: f64,
+}
+
+pub struct Explorer {
+    pub model: Arc<LoadedModel>,
+    pub config: EncoderConfig,
+    pub index: Option<Arc<LsrIndex>>,
+    pub queries: Vec<Query>,
+    pub qrels: Option<Qrels>,
+}
+
+impl Explorer {
+    fn encoder(&self) -> Encoder<'_> {
+        Encoder::new(&self.model, self.config.clone())
+    }
+
+    /// The expansion of a text, heaviest terms first.
+    pub fn expand(&self, text: &str) -> anyhow::Result<(SparseVec, Vec<ExpansionTerm>)> {
+        let e = self.encoder().encode_one(text)?;
+        let input: HashSet<u32> = e.token_ids.iter().copied().collect();
+        let terms = e
+            .vector
+            .top_k(0)
+            .into_iter()
+            .map(|(id, w)| ExpansionTerm {
+                id,
+                token: self.model.tokenizer.token(id).to_string(),
+                weight: w,
+                in_text: input.contains(&id),
+            })
+            .collect();
+        Ok((e.vector, terms))
+    }
+
+    /// Expansion plus ranked hits (when an index is loaded).
+    pub fn query(&self, text: &str, k: usize) -> anyhow::Result<QueryResult> {
+        let t0 = Instant::now();
+        let (vector, terms) = self.expand(text)?;
+        let encode_ms = t0.elapsed().as_secs_f64() * 1e3;
+        let query_id = self
+            .queries
+            .iter()
+            .find(|q| q.text == text)
+            .map(|q| q.id.clone());
+        let judged = query_id
+            .as_ref()
+            .and_then(|q| self.qrels.as_ref().and_then(|r| r.get(q)));
+        let t1 = Instant::now();
+        let mut hits = Vec::new();
+        if let Some(idx) = &self.index {
+            let bm25: HashMap<usize, usize> = idx
+                .search_bm25(text, 1000)?
+                .into_iter()
+                .enumerate()
+                .map(|(r, h)| (h.ordinal, r + 1))
+                .collect();
+            for (r, h) in idx
+                .search(&vector, k, Backend::Exact)?
+                .into_iter()
+                .enumerate()
+            {
+                let title = idx.document(h.ordinal).map(|d| d.title).unwrap_or_default();
+                hits.push(HitRow {
+                    rank: r + 1,
+                    ordinal: h.ordinal,
+                    relevance: judged.map(|j| j.get(&h.doc_id).copied().unwrap_or(0)),
+                    doc_id: h.doc_id,
+                    title,
+                    score: h.score,
+                    bm25_rank: bm25.get(&h.ordinal).copied(),
+                });
+            }
+        }
+        Ok(QueryResult {
+            text: text.to_string(),
+            query_id,
+            vector,
+            terms,
+            hits,
+            encode_ms,
+            search_ms: t1.elapsed().as_secs_f64() * 1e3,
+        })
+    }
+
+    /// Contributions, document text and terms for one hit.
+    pub fn detail(&self, query: &SparseVec, ordinal: usize) -> anyhow::Result<DocDetail> {
+        let idx = self
+            .index
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("no index loaded"))?;
+        let doc = idx.document(ordinal)?;
+        let tok = |id: u32| self.model.tokenizer.token(id).to_string();
+        let contributions = idx
+            .explain(query, ordinal)
+            .into_iter()
+            .map(|c| (tok(c.id), c.query_weight, c.doc_weight, c.product))
+            .collect();
+        let dv = &idx.vectors[ordinal];
+        let top_terms = dv
+            .top_k(30)
+            .into_iter()
+            .map(|(id, w)| (tok(id), w))
+            .collect();
+        let missed_terms = dv
+            .top_k(0)
+            .into_iter()
+            .filter(|(id, _)| query.get(*id) == 0.0)
+            .take(20)
+            .map(|(id, w)| (tok(id), w))
+            .collect();
+        Ok(DocDetail {
+            ordinal,
+            doc_id: doc.doc_id,
+            title: doc.title,
+            text: doc.text,
+            contributions,
+            top_terms,
+            missed_terms,
+        })
+    }
+
+    /// Every judged query: nDCG@10 of LSR and BM25, biggest LSR loss first.
+    pub fn failures(&self) -> anyhow::Result<Vec<FailureRow>> {
+        let idx = self
+            .index
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("no index loaded"))?;
+        let qrels = self
+            .qrels
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("no judgements loaded"))?;
+        let judged: Vec<&Query> = self
+            .queries
+            .iter()
+            .filter(|q| qrels.get(&q.id).is_some_and(|j| j.values().any(|&g| g > 0)))
+            .collect();
+        let texts: Vec<&str> = judged.iter().map(|q| q.text.as_str()).collect();
+        let encoded = self.encoder().encode(&texts)?;
+        let mut rows = Vec::with_capacity(judged.len());
+        for (q, e) in judged.iter().zip(encoded) {
+            let lsr: Vec<String> = idx
+                .search(&e.vector, 10, Backend::Exact)?
+                .into_iter()
+                .map(|h| h.doc_id)
+                .collect();
+            let bm: Vec<String> = idx
+                .search_bm25(&q.text, 10)?
+                .into_iter()
+                .map(|h| h.doc_id)
+                .collect();
+            let j = &qrels[&q.id];
+            fn as_refs(v: &[String]) -> Vec<&str> {
+                v.iter().map(String::as_str).collect()
+            }
+            rows.push(FailureRow {
+                query_id: q.id.clone(),
+                text: q.text.clone(),
+                lsr_ndcg10: eval::ndcg_at(&as_refs(&lsr), j, 10),
+                bm25_ndcg10: eval::ndcg_at(&as_refs(&bm), j, 10),
+            });
+        }
+        rows.sort_by(|a, b| {
+            (a.lsr_ndcg10 - a.bm25_ndcg10)
+                .total_cmp(&(b.lsr_ndcg10 - b.bm25_ndcg10))
+                .then(a.query_id.cmp(&b.query_id))
+        });
+        Ok(rows)
+    }
+}

@@ -1,0 +1,32 @@
+//! Everything that changes the explorer's state arrives as an [`Action`];
+//! everything the state asks of the outside world leaves as an [`Effect`].
+
+use crossterm::event::KeyEvent;
+
+use crate::explore::{DocDetail, FailureRow, QueryResult};
+use crate::tasks::{TaskEvent, TaskId, TaskSpec};
+
+#[derive(Debug)]
+pub enum Action {
+    Key(KeyEvent),
+    /// The model finished loading (or failed to).
+    ModelReady(Result<String, String>),
+    /// An index is open for search (documents in it), or could not be opened.
+    IndexReady(Result<usize, String>),
+    QueryDone(Result<QueryResult, String>),
+    DetailDone(Result<DocDetail, String>),
+    FailuresDone(Result<Vec<FailureRow>, String>),
+    Task(TaskEvent),
+}
+
+#[derive(Debug, PartialEq)]
+pub enum Effect {
+    RunQuery(String),
+    LoadDetail(usize),
+    ComputeFailures,
+    StartTask(TaskSpec),
+    CancelTask(TaskId),
+    /// A finished index build: open the index it wrote.
+    OpenIndex,
+    Quit,
+}

@@ -1,0 +1,463 @@
+//! Explorer state and its update function: keys and results in, effects out.
+//! Nothing here touches the model, the index or the terminal.
+
+use std::collections::VecDeque;
+
+use crossterm::event::{KeyCode, KeyModifiers};
+
+use super::action::{Action, Effect};
+use super::keymap::Keymap;
+use super::theme::Theme;
+use crate::explore::{DocDetail, FailureRow, QueryResult};
+use crate::tasks::{TaskEvent, TaskId, TaskSpec};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tab {
+    Search,
+    Compare,
+    Failures,
+    Tasks,
+}
+
+pub const TABS: [Tab; 4] = [Tab::Search, Tab::Compare, Tab::Failures, Tab::Tasks];
+
+impl Tab {
+    pub fn title(self) -> &'static str {
+        match self {
+            Tab::Search => "Search",
+            Tab::Compare => "Compare",
+            Tab::Failures => "Failures",
+            Tab::Tasks => "Tasks",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Focus {
+    Input,
+    Results,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum TaskStatus {
+    Running,
+    Succeeded,
+    Failed(String),
+    Canceled,
+}
+
+#[derive(Clone, Debug)]
+pub struct TaskView {
+    pub id: TaskId,
+    pub spec: TaskSpec,
+    pub status: TaskStatus,
+    pub done: f64,
+    pub total: f64,
+    pub rate: f64,
+    pub unit: String,
+    pub eta_s: f64,
+    pub phase: String,
+    pub log: VecDeque<String>,
+    pub losses: Vec<(f64, f64)>,
+}
+
+/// Whether search can run, and over what.
+#[derive(Clone, Debug, PartialEq)]
+pub enum IndexState {
+    Loading,
+    Building,
+    Ready(usize),
+    Unavailable(String),
+}
+
+pub struct App {
+    pub tab: Tab,
+    pub focus: Focus,
+    pub input: String,
+    pub result: Option<QueryResult>,
+    pub selected: usize,
+    pub detail: Option<DocDetail>,
+    pub doc_scroll: u16,
+    pub failures: Option<Vec<FailureRow>>,
+    pub failures_pending: bool,
+    pub failure_sel: usize,
+    pub tasks: Vec<TaskView>,
+    pub task_sel: usize,
+    pub help: bool,
+    pub status: String,
+    pub model_ready: bool,
+    pub index: IndexState,
+    pub query_pending: bool,
+    pub theme: Theme,
+    pub keymap: Keymap,
+    pub quit: bool,
+    /// The build the explorer starts when its index is missing.
+    pub index_task: Option<TaskSpec>,
+    pub has_qrels: bool,
+}
+
+const LOG_LINES: usize = 200;
+
+impl App {
+    pub fn new(theme: Theme, keymap: Keymap) -> Self {
+        Self {
+            tab: Tab::Search,
+            focus: Focus::Input,
+            input: String::new(),
+            result: None,
+            selected: 0,
+            detail: None,
+            doc_scroll: 0,
+            failures: None,
+            failures_pending: false,
+            failure_sel: 0,
+            tasks: Vec::new(),
+            task_sel: 0,
+            help: false,
+            status: "loading the model …".into(),
+            model_ready: false,
+            index: IndexState::Loading,
+            query_pending: false,
+            theme,
+            keymap,
+            quit: false,
+            index_task: None,
+            has_qrels: false,
+        }
+    }
+
+    /// The keymap context of the current screen.
+    pub fn context(&self) -> &'static str {
+        if self.help {
+            return "help";
+        }
+        match (self.tab, self.focus) {
+            (Tab::Search, Focus::Input) => "input",
+            (Tab::Search, Focus::Results) | (Tab::Compare, _) => "results",
+            (Tab::Failures, _) => "failures",
+            (Tab::Tasks, _) => "tasks",
+        }
+    }
+
+    pub fn update(&mut self, action: Action) -> Vec<Effect> {
+        match action {
+            Action::Key(k) => self.on_key(k),
+            Action::ModelReady(Ok(msg)) => {
+                self.model_ready = true;
+                self.status = msg;
+                if !self.input.trim().is_empty() && self.query_pending {
+                    return vec![Effect::RunQuery(self.input.clone())];
+                }
+                vec![]
+            }
+            Action::ModelReady(Err(e)) => {
+                self.status = format!("model failed to load: {e}");
+                vec![]
+            }
+            Action::IndexReady(Ok(n)) => {
+                self.index = IndexState::Ready(n);
+                self.status = format!("index ready: {n} documents");
+                // Re-run the current query so hits appear.
+                if self.model_ready && !self.input.trim().is_empty() {
+                    self.query_pending = true;
+                    return vec![Effect::RunQuery(self.input.clone())];
+                }
+                vec![]
+            }
+            Action::IndexReady(Err(e)) => {
+                self.index = IndexState::Unavailable(e.clone());
+                self.status = format!("no index: {e}");
+                vec![]
+            }
+            Action::QueryDone(Ok(r)) => {
+                self.query_pending = false;
+                self.status = format!(
+                    "{} terms, {} hits ({:.0} ms encode, {:.1} ms search)",
+                    r.terms.len(),
+                    r.hits.len(),
+                    r.encode_ms,
+                    r.search_ms
+                );
+                self.selected = 0;
+                self.doc_scroll = 0;
+                self.detail = None;
+                let first = r.hits.first().map(|h| h.ordinal);
+                self.result = Some(r);
+                first.map(Effect::LoadDetail).into_iter().collect()
+            }
+            Action::QueryDone(Err(e)) => {
+                self.query_pending = false;
+                self.status = format!("query failed: {e}");
+                vec![]
+            }
+            Action::DetailDone(Ok(d)) => {
+                if self.current_hit_ordinal() == Some(d.ordinal) {
+                    self.detail = Some(d);
+                }
+                vec![]
+            }
+            Action::DetailDone(Err(e)) => {
+                self.status = format!("document failed: {e}");
+                vec![]
+            }
+            Action::FailuresDone(r) => {
+                self.failures_pending = false;
+                match r {
+                    Ok(rows) => {
+                        self.status = format!("{} judged queries compared", rows.len());
+                        self.failures = Some(rows);
+                        self.failure_sel = 0;
+                    }
+                    Err(e) => self.status = format!("failure analysis failed: {e}"),
+                }
+                vec![]
+            }
+            Action::Task(ev) => self.on_task(ev),
+        }
+    }
+
+    fn current_hit_ordinal(&self) -> Option<usize> {
+        self.result
+            .as_ref()
+            .and_then(|r| r.hits.get(self.selected))
+            .map(|h| h.ordinal)
+    }
+
+    fn on_task(&mut self, ev: TaskEvent) -> Vec<Effect> {
+        let id = ev.id();
+        let Some(t) = self.tasks.iter_mut().find(|t| t.id == id) else {
+            return vec![];
+        };
+        let mut effects = vec![];
+        match ev {
+            TaskEvent::Started { .. } => t.status = TaskStatus::Running,
+            TaskEvent::Progress {
+                done,
+                total,
+                rate,
+                unit,
+                eta_s,
+                ..
+            } => {
+                (t.done, t.total, t.rate, t.unit, t.eta_s) = (done, total, rate, unit, eta_s);
+            }
+            TaskEvent::Phase { name, .. } => t.phase = name,
+            TaskEvent::Loss { step, loss, .. } => t.losses.push((step as f64, loss)),
+            TaskEvent::Log { line, .. } => {
+                t.log.push_back(line);
+                while t.log.len() > LOG_LINES {
+                    t.log.pop_front();
+                }
+            }
+            TaskEvent::Succeeded { .. } => {
+                t.status = TaskStatus::Succeeded;
+                t.done = t.total;
+                if Some(&t.spec) == self.index_task.as_ref() {
+                    effects.push(Effect::OpenIndex);
+                }
+            }
+            TaskEvent::Failed { error, .. } => {
+                t.status = TaskStatus::Failed(error.clone());
+                self.status = format!("task {} failed: {error}", t.spec.title);
+                if Some(&t.spec) == self.index_task.as_ref() {
+                    self.index = IndexState::Unavailable(error);
+                }
+            }
+            TaskEvent::Canceled { .. } => {
+                t.status = TaskStatus::Canceled;
+                if Some(&t.spec) == self.index_task.as_ref() {
+                    self.index = IndexState::Unavailable(
+                        "index build canceled (press r on it in Tasks to resume)".into(),
+                    );
+                }
+            }
+        }
+        effects
+    }
+
+    /// Register a task the runtime started under `id`.
+    pub fn add_task(&mut self, id: TaskId, spec: TaskSpec) {
+        if Some(&spec) == self.index_task.as_ref() {
+            self.index = IndexState::Building;
+        }
+        self.tasks.push(TaskView {
+            id,
+            spec,
+            status: TaskStatus::Running,
+            done: 0.0,
+            total: 0.0,
+            rate: 0.0,
+            unit: String::new(),
+            eta_s: 0.0,
+            phase: String::new(),
+            log: VecDeque::new(),
+            losses: Vec::new(),
+        });
+        self.task_sel = self.tasks.len() - 1;
+    }
+
+    fn hits_len(&self) -> usize {
+        self.result.as_ref().map_or(0, |r| r.hits.len())
+    }
+
+    fn select_hit(&mut self, i: usize) -> Vec<Effect> {
+        if self.hits_len() == 0 {
+            return vec![];
+        }
+        self.selected = i.min(self.hits_len() - 1);
+        self.doc_scroll = 0;
+        self.detail = None;
+        self.current_hit_ordinal()
+            .map(Effect::LoadDetail)
+            .into_iter()
+            .collect()
+    }
+
+    fn on_key(&mut self, k: crossterm::event::KeyEvent) -> Vec<Effect> {
+        let ctx = self.context();
+        if let Some(action) = self.keymap.lookup(ctx, &k).map(str::to_string) {
+            return self.run(&action);
+        }
+        if self.help {
+            self.help = false;
+            return vec![];
+        }
+        // Text entry in the query box.
+        if ctx == "input"
+            && !k
+                .modifiers
+                .intersects(KeyModifiers::CONTROL | KeyModifiers::ALT)
+        {
+            match k.code {
+                KeyCode::Char(c) => self.input.push(c),
+                KeyCode::Backspace => {
+                    self.input.pop();
+                }
+                _ => {}
+            }
+        }
+        vec![]
+    }
+
+    fn run(&mut self, action: &str) -> Vec<Effect> {
+        match action {
+            "quit" => {
+                self.quit = true;
+                vec![Effect::Quit]
+            }
+            "help" => {
+                self.help = !self.help;
+                vec![]
+            }
+            "next_tab" | "prev_tab" => {
+                let i = TABS.iter().position(|t| *t == self.tab).unwrap_or(0);
+                let n = TABS.len();
+                self.tab = TABS[if action == "next_tab" {
+                    (i + 1) % n
+                } else {
+                    (i + n - 1) % n
+                }];
+                vec![]
+            }
+            "submit" => {
+                let q = self.input.trim().to_string();
+                if q.is_empty() {
+                    return vec![];
+                }
+                self.query_pending = true;
+                if !self.model_ready {
+                    self.status = "the query runs as soon as the model is loaded …".into();
+                    return vec![];
+                }
+                self.status = "encoding …".into();
+                vec![Effect::RunQuery(q)]
+            }
+            "focus_results" => {
+                self.focus = Focus::Results;
+                vec![]
+            }
+            "focus_input" => {
+                self.focus = Focus::Input;
+                vec![]
+            }
+            "next_hit" => self.select_hit(self.selected + 1),
+            "prev_hit" => self.select_hit(self.selected.saturating_sub(1)),
+            "scroll_down" => {
+                self.doc_scroll = self.doc_scroll.saturating_add(10);
+                vec![]
+            }
+            "scroll_up" => {
+                self.doc_scroll = self.doc_scroll.saturating_sub(10);
+                vec![]
+            }
+            "next_row" | "prev_row" => {
+                let down = action == "next_row";
+                let (sel, len) = match self.tab {
+                    Tab::Failures => (
+                        &mut self.failure_sel,
+                        self.failures.as_ref().map_or(0, Vec::len),
+                    ),
+                    _ => (&mut self.task_sel, self.tasks.len()),
+                };
+                if len > 0 {
+                    *sel = if down {
+                        (*sel + 1).min(len - 1)
+                    } else {
+                        sel.saturating_sub(1)
+                    };
+                }
+                vec![]
+            }
+            "compute_failures" => {
+                if !matches!(self.index, IndexState::Ready(_)) || !self.has_qrels {
+                    self.status =
+                        "failure analysis needs a finished index and a collection with judgements"
+                            .into();
+                    return vec![];
+                }
+                self.failures_pending = true;
+                self.status = "encoding every judged query …".into();
+                vec![Effect::ComputeFailures]
+            }
+            "open_failure" => {
+                let Some(row) = self.failures.as_ref().and_then(|f| f.get(self.failure_sel)) else {
+                    return vec![];
+                };
+                self.input = row.text.clone();
+                self.tab = Tab::Search;
+                self.focus = Focus::Results;
+                self.run("submit")
+            }
+            "start_index" | "resume_task" => {
+                let spec = if action == "start_index" {
+                    self.index_task.clone()
+                } else {
+                    self.tasks
+                        .get(self.task_sel)
+                        .filter(|t| t.status != TaskStatus::Running)
+                        .map(|t| t.spec.clone())
+                };
+                match spec {
+                    Some(s)
+                        if !self
+                            .tasks
+                            .iter()
+                            .any(|t| t.spec == s && t.status == TaskStatus::Running) =>
+                    {
+                        vec![Effect::StartTask(s)]
+                    }
+                    Some(_) => {
+                        self.status = "that task is already running".into();
+                        vec![]
+                    }
+                    None => vec![],
+                }
+            }
+            "cancel_task" => match self.tasks.get(self.task_sel) {
+                Some(t) if t.status == TaskStatus::Running => vec![Effect::CancelTask(t.id)],
+                _ => vec![],
+            },
+            _ => vec![],
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! Drawing: the tab bar, the active view, the status line and key hints, and
+//! the help popup. Views read the App; they never change it.
+
+pub mod compare;
+pub mod failures;
+pub mod help;
+pub mod search;
+pub mod tasks;
+
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Paragraph, Tabs};
+use ratatui::Frame;
+
+use super::app::{App, IndexState, Tab, TABS};
+
+pub fn draw(f: &mut Frame, app: &App) {
+    let [tabs, body, status, hints] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Min(3),
+        Constraint::Length(1),
+        Constraint::Length(1),
+    ])
+    .areas(f.area());
+    let t = &app.theme;
+    let titles: Vec<Line> = TABS.iter().map(|x| Line::from(x.title())).collect();
+    let sel = TABS.iter().position(|x| *x == app.tab).unwrap_or(0);
+    f.render_widget(
+        Tabs::new(titles)
+            .select(sel)
+            .style(Style::default().fg(t.muted))
+            .highlight_style(Style::default().fg(t.accent).add_modifier(Modifier::BOLD)),
+        tabs,
+    );
+    match app.tab {
+        Tab::Search => search::draw(f, body, app),
+        Tab::Compare => compare::draw(f, body, app),
+        Tab::Failures => failures::draw(f, body, app),
+        Tab::Tasks => tasks::draw(f, body, app),
+    }
+    let index = match &app.index {
+        IndexState::Loading => "index: opening …".to_string(),
+        IndexState::Building => {
+            let p = app
+                .tasks
+                .iter()
+                .rev()
+                .find(|t| Some(&t.spec) == app.index_task.as_ref());
+            match p {
+                Some(p) if p.total > 0.0 => {
+                    format!("index: building {:.0}%", 100.0 * p.done / p.total)
+                }
+                _ => "index: building …".to_string(),
+            }
+        }
+        IndexState::Ready(n) => format!("index: {n} docs"),
+        IndexState::Unavailable(_) => "index: none".to_string(),
+    };
+    f.render_widget(
+        Paragraph::new(Line::from(vec![
+            Span::styled(format!(" {index} │ "), Style::default().fg(t.accent)),
+            Span::raw(app.status.clone()),
+        ])),
+        status,
+    );
+    f.render_widget(hint_bar(app), hints);
+    if app.help {
+        help::draw(f, centered(f.area(), 80, 80), app);
+    }
+}
+
+fn hint_bar(app: &App) -> Paragraph<'static> {
+    let t = &app.theme;
+    let mut spans = Vec::new();
+    for b in app.keymap.hints(app.context()) {
+        spans.push(Span::styled(
+            format!(" {} ", b.key),
+            Style::default().fg(t.accent).add_modifier(Modifier::BOLD),
+        ));
+        spans.push(Span::styled(
+            format!("{} ", b.desc),
+            Style::default().fg(t.muted),
+        ));
+    }
+    Paragraph::new(Line::from(spans))
+}
+
+/// A rectangle of `pw`% × `ph`% in the middle of `r`.
+pub fn centered(r: Rect, pw: u16, ph: u16) -> Rect {
+    let w = r.width * pw / 100;
+    let h = r.height * ph / 100;
+    Rect::new(r.x + (r.width - w) / 2, r.y + (r.height - h) / 2, w, h)
+}
+
+/// A weight bar of `width` cells for `w` out of `max`.
+pub fn bar(w: f32, max: f32, width: usize) -> String {
+    let n = if max > 0.0 {
+        ((w / max) * width as f32).round() as usize
+    } else {
+        0
+    };
+    "█".repeat(n.min(width)) + &" ".repeat(width - n.min(width))
+}
+
+/// A token as shown in tables: visible spaces and escapes.
+pub fn show_token(s: &str) -> String {
+    s.replace(' ', "·").replace('\n', "↵").replace('\t', "⇥")
+}

@@ -1,0 +1,229 @@
+//! Search view: the query box, its expansion (weight bars; ● in the text,
+//! ○ expansion only), ranked hits with BM25 rank and judgement, and for the
+//! selected hit the term contributions, its own top terms and its text with
+//! matched terms highlighted.
+
+use std::collections::HashSet;
+
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table, Wrap};
+use ratatui::Frame;
+
+use super::{bar, show_token};
+use crate::tui::app::{App, Focus};
+
+pub fn draw(f: &mut Frame, area: Rect, app: &App) {
+    let t = &app.theme;
+    let [input, rest] = Layout::vertical([Constraint::Length(3), Constraint::Min(5)]).areas(area);
+    let cursor = if app.focus == Focus::Input { "▏" } else { "" };
+    let input_style = if app.focus == Focus::Input {
+        Style::default().fg(t.accent)
+    } else {
+        Style::default().fg(t.muted)
+    };
+    f.render_widget(
+        Paragraph::new(format!("{}{cursor}", app.input)).block(
+            Block::default()
+                .borders(Borders::ALL)
+                .title(" Query ")
+                .border_style(input_style),
+        ),
+        input,
+    );
+    let [left, mid, right] = Layout::horizontal([
+        Constraint::Percentage(28),
+        Constraint::Percentage(36),
+        Constraint::Percentage(36),
+    ])
+    .areas(rest);
+
+    // Expansion.
+    let mut rows = Vec::new();
+    if let Some(r) = &app.result {
+        let max = r.terms.first().map_or(1.0, |x| x.weight);
+        for term in r.terms.iter().take(left.height.saturating_sub(3) as usize) {
+            let mark = if term.in_text { "●" } else { "○" };
+            let color = if term.in_text { t.in_text } else { t.expansion };
+            rows.push(Row::new(vec![
+                Cell::from(mark).style(Style::default().fg(color)),
+                Cell::from(show_token(&term.token)),
+                Cell::from(format!("{:.2}", term.weight)),
+                Cell::from(bar(term.weight, max, 8)).style(Style::default().fg(t.bar)),
+            ]));
+        }
+    }
+    let exp_title = match &app.result {
+        Some(r) => format!(" Expansion ({} terms) ", r.terms.len()),
+        None => " Expansion ".to_string(),
+    };
+    f.render_widget(
+        Table::new(
+            rows,
+            [
+                Constraint::Length(1),
+                Constraint::Min(8),
+                Constraint::Length(5),
+                Constraint::Length(8),
+            ],
+        )
+        .header(Row::new(vec!["", "term", "w", ""]).style(Style::default().fg(t.muted)))
+        .block(Block::default().borders(Borders::ALL).title(exp_title)),
+        left,
+    );
+
+    // Hits.
+    let mut hit_rows = Vec::new();
+    if let Some(r) = &app.result {
+        for (i, h) in r.hits.iter().enumerate() {
+            let rel = match h.relevance {
+                Some(g) if g > 0 => Span::styled("✓", Style::default().fg(t.relevant)),
+                Some(_) => Span::styled("·", Style::default().fg(t.not_relevant)),
+                None => Span::raw(" "),
+            };
+            let style = if i == app.selected {
+                Style::default()
+                    .bg(t.selection)
+                    .add_modifier(Modifier::BOLD)
+            } else {
+                Style::default()
+            };
+            hit_rows.push(
+                Row::new(vec![
+                    Cell::from(format!("{}", h.rank)),
+                    Cell::from(Line::from(rel)),
+                    Cell::from(format!("{:.2}", h.score)),
+                    Cell::from(h.bm25_rank.map_or("-".to_string(), |b| b.to_string())),
+                    Cell::from(format!("{} {}", h.doc_id, h.title)),
+                ])
+                .style(style),
+            );
+        }
+    }
+    let hits_title = match (&app.result, app.query_pending) {
+        (_, true) => " Hits (running …) ".to_string(),
+        (Some(r), _) if r.hits.is_empty() => " Hits (none: is the index ready?) ".to_string(),
+        (Some(r), _) => format!(" Hits ({}) ", r.hits.len()),
+        (None, _) => " Hits ".to_string(),
+    };
+    f.render_widget(
+        Table::new(
+            hit_rows,
+            [
+                Constraint::Length(3),
+                Constraint::Length(1),
+                Constraint::Length(8),
+                Constraint::Length(5),
+                Constraint::Min(10),
+            ],
+        )
+        .header(
+            Row::new(vec!["#", "", "score", "bm25", "document"])
+                .style(Style::default().fg(t.muted)),
+        )
+        .block(Block::default().borders(Borders::ALL).title(hits_title)),
+        mid,
+    );
+
+    // Explanation, document terms, text.
+    let [why, text] =
+        Layout::vertical([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(right);
+    let mut why_rows = Vec::new();
+    let mut doc_lines: Vec<Line> = Vec::new();
+    if let Some(d) = &app.detail {
+        for (tok, q, dw, p) in d
+            .contributions
+            .iter()
+            .take(why.height.saturating_sub(3) as usize)
+        {
+            why_rows.push(Row::new(vec![
+                show_token(tok),
+                format!("{q:.2}"),
+                format!("{dw:.2}"),
+                format!("{p:.2}"),
+            ]));
+        }
+        let matched: HashSet<String> = d
+            .contributions
+            .iter()
+            .map(|c| c.0.trim().to_lowercase())
+            .filter(|s| s.chars().any(char::is_alphanumeric))
+            .collect();
+        let top: Vec<String> = d
+            .top_terms
+            .iter()
+            .take(12)
+            .map(|(tok, w)| format!("{}:{w:.1}", show_token(tok)))
+            .collect();
+        doc_lines.push(Line::from(Span::styled(
+            d.title.clone(),
+            Style::default().add_modifier(Modifier::BOLD),
+        )));
+        doc_lines.push(Line::from(Span::styled(
+            format!("top terms: {}", top.join(" ")),
+            Style::default().fg(t.muted),
+        )));
+        let missed: Vec<String> = d
+            .missed_terms
+            .iter()
+            .take(10)
+            .map(|(tok, w)| format!("{}:{w:.1}", show_token(tok)))
+            .collect();
+        if !missed.is_empty() {
+            doc_lines.push(Line::from(Span::styled(
+                format!("not in the query's expansion: {}", missed.join(" ")),
+                Style::default().fg(t.not_relevant),
+            )));
+        }
+        for para in d.text.lines() {
+            let mut spans = Vec::new();
+            for (i, word) in para.split(' ').enumerate() {
+                if i > 0 {
+                    spans.push(Span::raw(" "));
+                }
+                let key: String = word
+                    .trim_matches(|c: char| !c.is_alphanumeric())
+                    .to_lowercase();
+                if !key.is_empty() && matched.contains(&key) {
+                    spans.push(Span::styled(
+                        word.to_string(),
+                        Style::default().fg(t.in_text).add_modifier(Modifier::BOLD),
+                    ));
+                } else {
+                    spans.push(Span::raw(word.to_string()));
+                }
+            }
+            doc_lines.push(Line::from(spans));
+        }
+    }
+    let why_title = match &app.detail {
+        Some(d) => format!(
+            " Why {} matched ({} shared terms) ",
+            d.doc_id,
+            d.contributions.len()
+        ),
+        None => " Why it matched ".to_string(),
+    };
+    f.render_widget(
+        Table::new(
+            why_rows,
+            [
+                Constraint::Min(8),
+                Constraint::Length(6),
+                Constraint::Length(6),
+                Constraint::Length(7),
+            ],
+        )
+        .header(Row::new(vec!["term", "q_w", "d_w", "q×d"]).style(Style::default().fg(t.muted)))
+        .block(Block::default().borders(Borders::ALL).title(why_title)),
+        why,
+    );
+    f.render_widget(
+        Paragraph::new(doc_lines)
+            .wrap(Wrap { trim: true })
+            .scroll((app.doc_scroll, 0))
+            .block(Block::default().borders(Borders::ALL).title(" Document ")),
+        text,
+    );
+}

@@ -1,0 +1,104 @@
+//! End-to-end: the real binary in tmux on the real model — start, type a
+//! query, see weighted expansion terms, open help, quit with status 0.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn tmux(args: &[&str]) -> String {
+    let out = Command::new("tmux").args(args).output().expect("tmux runs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn wait_for(session: &str, needle: &str, secs: u64) -> String {
+    let t0 = Instant::now();
+    loop {
+        let screen = tmux(&["capture-pane", "-t", session, "-p"]);
+        if screen.contains(needle) || t0.elapsed() > Duration::from_secs(secs) {
+            return screen;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn explorer_starts_expands_a_query_shows_help_and_quits_cleanly() {
+    if Command::new("tmux").arg("-V").output().is_err() {
+        assert!(
+            std::env::var("CSPLADE_REQUIRE_DATA").is_err(),
+            "tmux is required for the explorer smoke test in CI"
+        );
+        eprintln!("SKIP: tmux not installed");
+        return;
+    }
+    common::base_model(); // fetch the model first (cached), outside the timed screen waits
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("tiny");
+    std::fs::create_dir_all(data.join("qrels")).unwrap();
+    std::fs::write(
+        data.join("corpus.jsonl"),
+        "{\"_id\":\"a\",\"title\":\"cp\",\"text\":\"copy files and directories\"}\n{\"_id\":\"b\",\"title\":\"ls\",\"text\":\"list directory contents\"}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        data.join("queries.jsonl"),
+        "{\"_id\":\"q\",\"text\":\"copy files\"}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        data.join("qrels/test.tsv"),
+        "query-id\tcorpus-id\tscore\nq\ta\t1\n",
+    )
+    .unwrap();
+    let exit_file = tmp.path().join("exit");
+    let session = format!("csplade-smoke-{}", std::process::id());
+    let cmd = format!(
+        "{} tui --dataset {} --index {}; echo $? > {}",
+        env!("CARGO_BIN_EXE_csplade"),
+        data.display(),
+        tmp.path().join("idx").display(),
+        exit_file.display()
+    );
+    tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        &session,
+        "-x",
+        "140",
+        "-y",
+        "40",
+        &cmd,
+    ]);
+    let screen = wait_for(&session, "Query", 20);
+    assert!(screen.contains("Search"), "{screen}");
+    wait_for(&session, "ready", 60);
+    tmux(&[
+        "send-keys",
+        "-t",
+        &session,
+        "what causes hypertension in adults",
+        "Enter",
+    ]);
+    let screen = wait_for(&session, "Expansion (", 60);
+    assert!(
+        screen.contains("Expansion ("),
+        "no expansion on screen:\n{screen}"
+    );
+    assert!(screen.contains("●"), "no in-text term mark:\n{screen}");
+    assert!(screen.contains("█"), "no weight bars:\n{screen}");
+    tmux(&["send-keys", "-t", &session, "F1"]);
+    let screen = wait_for(&session, "Help", 10);
+    assert!(screen.contains("Open or close help"), "{screen}");
+    tmux(&["send-keys", "-t", &session, "C-c"]);
+    let t0 = Instant::now();
+    while !exit_file.exists() && t0.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = Command::new("tmux")
+        .args(["kill-session", "-t", &session])
+        .output();
+    let status = std::fs::read_to_string(&exit_file).unwrap_or_default();
+    assert_eq!(status.trim(), "0", "explorer exit status");
+}

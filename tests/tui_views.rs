@@ -1,0 +1,334 @@
+//! The explorer without a terminal: every view drawn to ratatui's TestBackend
+//! and snapshotted with insta, and app flows driven by synthetic keys and
+//! injected results and task events.
+
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use csplade::encode::SparseVec;
+use csplade::explore::{DocDetail, ExpansionTerm, FailureRow, HitRow, QueryResult};
+use csplade::tasks::{TaskEvent, TaskSpec};
+use csplade::tui::action::{Action, Effect};
+use csplade::tui::app::{App, IndexState, Tab};
+use csplade::tui::keymap::Keymap;
+use csplade::tui::theme::Theme;
+use csplade::tui::views;
+use ratatui::backend::TestBackend;
+use ratatui::Terminal;
+
+fn app() -> App {
+    let mut a = App::new(Theme::dark(), Keymap::default_keymap());
+    a.index_task = Some(TaskSpec {
+        title: "index demo".into(),
+        args: vec!["index".into()],
+    });
+    a
+}
+
+fn key(c: KeyCode) -> Action {
+    Action::Key(KeyEvent::from(c))
+}
+
+fn type_text(a: &mut App, s: &str) -> Vec<Effect> {
+    let mut out = vec![];
+    for c in s.chars() {
+        out.extend(a.update(key(KeyCode::Char(c))));
+    }
+    out
+}
+
+fn render(a: &App) -> String {
+    let mut t = Terminal::new(TestBackend::new(120, 32)).unwrap();
+    t.draw(|f| views::draw(f, a)).unwrap();
+    format!("{}", t.backend())
+}
+
+fn sample_result() -> QueryResult {
+    let terms = vec![
+        ExpansionTerm {
+            id: 1,
+            token: " hypertension".into(),
+            weight: 1.9,
+            in_text: true,
+        },
+        ExpansionTerm {
+            id: 2,
+            token: " blood".into(),
+            weight: 1.4,
+            in_text: false,
+        },
+        ExpansionTerm {
+            id: 3,
+            token: " pressure".into(),
+            weight: 1.2,
+            in_text: false,
+        },
+        ExpansionTerm {
+            id: 4,
+            token: " adults".into(),
+            weight: 0.8,
+            in_text: true,
+        },
+    ];
+    let hits = vec![
+        HitRow {
+            rank: 1,
+            ordinal: 7,
+            doc_id: "d7".into(),
+            title: "High blood pressure in adults".into(),
+            score: 12.5,
+            bm25_rank: Some(2),
+            relevance: Some(1),
+        },
+        HitRow {
+            rank: 2,
+            ordinal: 3,
+            doc_id: "d3".into(),
+            title: "Salt intake".into(),
+            score: 9.25,
+            bm25_rank: None,
+            relevance: Some(0),
+        },
+    ];
+    QueryResult {
+        text: "what causes hypertension in adults".into(),
+        query_id: Some("q1".into()),
+        vector: SparseVec::from_pairs(vec![(1, 1.9), (2, 1.4), (3, 1.2), (4, 0.8)]),
+        terms,
+        hits,
+        encode_ms: 21.0,
+        search_ms: 0.3,
+    }
+}
+
+fn sample_detail() -> DocDetail {
+    DocDetail {
+        ordinal: 7,
+        doc_id: "d7".into(),
+        title: "High blood pressure in adults".into(),
+        text: "Hypertension in adults is driven by salt, age and blood pressure regulation.".into(),
+        contributions: vec![
+            (" hypertension".into(), 1.9, 2.0, 3.8),
+            (" blood".into(), 1.4, 1.5, 2.1),
+        ],
+        top_terms: vec![(" hypertension".into(), 2.0), (" salt".into(), 1.6)],
+        missed_terms: vec![(" salt".into(), 1.6)],
+    }
+}
+
+#[test]
+fn typing_and_enter_runs_the_query_once_the_model_is_ready() {
+    let mut a = app();
+    assert_eq!(a.context(), "input");
+    assert!(
+        type_text(&mut a, "what? q").is_empty(),
+        "'?' and 'q' are text in the query box"
+    );
+    assert_eq!(a.input, "what? q");
+    a.update(key(KeyCode::Backspace));
+    a.update(key(KeyCode::Backspace));
+    // Before the model is loaded, Enter queues the query.
+    assert!(a.update(key(KeyCode::Enter)).is_empty());
+    let fx = a.update(Action::ModelReady(Ok("model ready".into())));
+    assert_eq!(fx, vec![Effect::RunQuery("what?".into())]);
+    // Results arrive; the first hit's detail is requested.
+    let fx = a.update(Action::QueryDone(Ok(sample_result())));
+    assert_eq!(fx, vec![Effect::LoadDetail(7)]);
+    assert_eq!(a.update(key(KeyCode::Down)), vec![Effect::LoadDetail(3)]);
+    assert_eq!(
+        a.update(key(KeyCode::Down)),
+        vec![Effect::LoadDetail(3)],
+        "stays on the last hit"
+    );
+    assert_eq!(a.update(key(KeyCode::Up)), vec![Effect::LoadDetail(7)]);
+    // A stale detail (for another hit) is ignored.
+    let mut other = sample_detail();
+    other.ordinal = 3;
+    a.update(Action::DetailDone(Ok(other)));
+    assert!(a.detail.is_none());
+    a.update(Action::DetailDone(Ok(sample_detail())));
+    assert_eq!(a.detail.as_ref().map(|d| d.ordinal), Some(7));
+}
+
+#[test]
+fn help_tabs_and_quit() {
+    let mut a = app();
+    a.update(key(KeyCode::F(1)));
+    assert!(a.help);
+    a.update(key(KeyCode::Esc));
+    assert!(!a.help);
+    a.update(key(KeyCode::Esc)); // leave the query box
+    a.update(key(KeyCode::Char('?')));
+    assert!(a.help, "'?' opens help outside text input");
+    a.update(key(KeyCode::Char('?')));
+    a.update(key(KeyCode::Tab));
+    assert_eq!(a.tab, Tab::Compare);
+    a.update(key(KeyCode::BackTab));
+    a.update(key(KeyCode::BackTab));
+    assert_eq!(a.tab, Tab::Tasks);
+    let fx = a.update(Action::Key(KeyEvent::new(
+        KeyCode::Char('c'),
+        KeyModifiers::CONTROL,
+    )));
+    assert_eq!(fx, vec![Effect::Quit]);
+    assert!(a.quit);
+}
+
+#[test]
+fn task_events_drive_progress_and_a_finished_build_opens_the_index() {
+    let mut a = app();
+    let spec = a.index_task.clone().unwrap();
+    a.add_task(1, spec);
+    assert_eq!(a.index, IndexState::Building);
+    a.update(Action::Task(TaskEvent::Progress {
+        id: 1,
+        done: 64.0,
+        total: 128.0,
+        rate: 512.0,
+        unit: "tokens/s".into(),
+        eta_s: 30.0,
+    }));
+    a.update(Action::Task(TaskEvent::Log {
+        id: 1,
+        line: "csplade: encoding".into(),
+    }));
+    assert_eq!(a.tasks[0].done, 64.0);
+    assert_eq!(a.tasks[0].log.len(), 1);
+    assert_eq!(
+        a.update(Action::Task(TaskEvent::Succeeded { id: 1 })),
+        vec![Effect::OpenIndex]
+    );
+    a.update(Action::IndexReady(Ok(128)));
+    assert_eq!(a.index, IndexState::Ready(128));
+    // Cancel and resume from the Tasks view.
+    a.tab = Tab::Tasks;
+    a.add_task(
+        2,
+        TaskSpec {
+            title: "other".into(),
+            args: vec!["x".into()],
+        },
+    );
+    assert_eq!(
+        a.update(key(KeyCode::Char('x'))),
+        vec![Effect::CancelTask(2)]
+    );
+    a.update(Action::Task(TaskEvent::Canceled { id: 2 }));
+    assert_eq!(
+        a.update(key(KeyCode::Char('r'))),
+        vec![Effect::StartTask(TaskSpec {
+            title: "other".into(),
+            args: vec!["x".into()]
+        })]
+    );
+}
+
+#[test]
+fn a_failure_opens_in_search() {
+    let mut a = app();
+    a.model_ready = true;
+    a.has_qrels = true;
+    a.tab = Tab::Failures;
+    assert!(a.update(key(KeyCode::Char('r'))).is_empty(), "no index yet");
+    a.update(Action::IndexReady(Ok(10)));
+    assert_eq!(
+        a.update(key(KeyCode::Char('r'))),
+        vec![Effect::ComputeFailures]
+    );
+    a.update(Action::FailuresDone(Ok(vec![
+        FailureRow {
+            query_id: "q2".into(),
+            text: "salt and blood pressure".into(),
+            lsr_ndcg10: 0.1,
+            bm25_ndcg10: 0.9,
+        },
+        FailureRow {
+            query_id: "q1".into(),
+            text: "hypertension".into(),
+            lsr_ndcg10: 0.5,
+            bm25_ndcg10: 0.5,
+        },
+    ])));
+    a.update(key(KeyCode::Down));
+    assert_eq!(a.failure_sel, 1);
+    a.update(key(KeyCode::Up));
+    assert_eq!(
+        a.update(key(KeyCode::Enter)),
+        vec![Effect::RunQuery("salt and blood pressure".into())]
+    );
+    assert_eq!(a.tab, Tab::Search);
+}
+
+#[test]
+fn snapshot_search_view() {
+    let mut a = app();
+    type_text(&mut a, "what causes hypertension in adults");
+    a.update(Action::ModelReady(Ok("model smollm2 ready".into())));
+    a.update(Action::IndexReady(Ok(5183)));
+    a.update(Action::QueryDone(Ok(sample_result())));
+    a.update(Action::DetailDone(Ok(sample_detail())));
+    insta::assert_snapshot!("search", render(&a));
+}
+
+#[test]
+fn snapshot_compare_view() {
+    let mut a = app();
+    a.update(Action::QueryDone(Ok(sample_result())));
+    a.tab = Tab::Compare;
+    insta::assert_snapshot!("compare", render(&a));
+}
+
+#[test]
+fn snapshot_failures_view() {
+    let mut a = app();
+    a.has_qrels = true;
+    a.tab = Tab::Failures;
+    a.update(Action::FailuresDone(Ok(vec![
+        FailureRow {
+            query_id: "q2".into(),
+            text: "salt and blood pressure".into(),
+            lsr_ndcg10: 0.1,
+            bm25_ndcg10: 0.9,
+        },
+        FailureRow {
+            query_id: "q1".into(),
+            text: "hypertension".into(),
+            lsr_ndcg10: 0.7,
+            bm25_ndcg10: 0.5,
+        },
+    ])));
+    insta::assert_snapshot!("failures", render(&a));
+}
+
+#[test]
+fn snapshot_tasks_view() {
+    let mut a = app();
+    a.tab = Tab::Tasks;
+    let spec = a.index_task.clone().unwrap();
+    a.add_task(1, spec);
+    a.update(Action::Task(TaskEvent::Progress {
+        id: 1,
+        done: 1200.0,
+        total: 3000.0,
+        rate: 540.0,
+        unit: "tokens/s".into(),
+        eta_s: 900.0,
+    }));
+    a.update(Action::Task(TaskEvent::Log {
+        id: 1,
+        line: "csplade: encoding 3000 documents".into(),
+    }));
+    for (s, l) in [(1, 3.0), (2, 2.5), (3, 1.8), (4, 1.2)] {
+        a.update(Action::Task(TaskEvent::Loss {
+            id: 1,
+            step: s,
+            loss: l,
+        }));
+    }
+    insta::assert_snapshot!("tasks", render(&a));
+}
+
+#[test]
+fn snapshot_help_popup() {
+    let mut a = app();
+    a.update(key(KeyCode::F(1)));
+    insta::assert_snapshot!("help", render(&a));
+}
