@@ -11,6 +11,7 @@ pub mod eval;
 pub mod explore;
 pub mod index;
 pub mod model;
+pub mod quant;
 pub mod search;
 pub mod tasks;
 pub mod tui;

@@ -189,7 +189,8 @@ fn best_of(repeat: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
 
 fn gemm(a: GemmBench) -> Result<()> {
     use candle_core::{Device, Tensor};
-    use csplade::model::linear::{matmul_packed, pack};
+    use csplade::model::linear::Weights;
+    use csplade::quant::Precision;
     let x = Tensor::randn(0f32, 1.0, (a.m, a.k), &Device::Cpu)?;
     let w = Tensor::randn(0f32, 1.0, (a.n, a.k), &Device::Cpu)?;
     let flop = 2.0 * (a.m * a.n * a.k) as f64;
@@ -198,28 +199,31 @@ fn gemm(a: GemmBench) -> Result<()> {
         Ok(())
     })?;
     println!(
-        "{}x{}x{}: candle matmul {:.1} GFLOP/s",
+        "{}x{}x{}: candle f32 matmul {:.1} GFLOP/s",
         a.m,
         a.n,
         a.k,
         flop / candle / 1e9
     );
-    match pack(&w)? {
-        Some(p) => {
-            let ours = best_of(a.repeat, || {
-                matmul_packed(&x, &p)?;
-                Ok(())
-            })?;
-            println!(
-                "{}x{}x{}: packed AVX-512 {:.1} GFLOP/s ({:.2}x candle)",
-                a.m,
-                a.n,
-                a.k,
-                flop / ours / 1e9,
-                candle / ours
-            );
-        }
-        None => println!("packed kernel unavailable on this CPU (no AVX-512)"),
+    for p in csplade::quant::ALL {
+        let weights = Weights::new(&w, p)?;
+        let kind = match (&weights, p) {
+            (Weights::Packed(_), _) => "packed",
+            (_, Precision::Q8_0 | Precision::Q4_0) => "candle QMatMul",
+            _ => "candle",
+        };
+        let t = best_of(a.repeat, || {
+            weights.matmul(&x)?;
+            Ok(())
+        })?;
+        println!(
+            "{}x{}x{}: {p} ({kind}) {:.1} GFLOP/s ({:.2}x candle f32)",
+            a.m,
+            a.n,
+            a.k,
+            flop / t / 1e9,
+            candle / t
+        );
     }
     Ok(())
 }
@@ -255,7 +259,7 @@ fn encode(a: EncodeBench) -> Result<()> {
     if a.json {
         println!(
             "{}",
-            json!({"precision": a.model.precision, "tokens_per_s": tps, "threads": threads, "variant": a.model.variant.to_string(), "docs": seqs.len(), "tokens": tokens})
+            json!({"precision": a.model.precision.to_string(), "tokens_per_s": tps, "threads": threads, "variant": a.model.variant.to_string(), "docs": seqs.len(), "tokens": tokens})
         );
     } else {
         println!(

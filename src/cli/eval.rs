@@ -145,7 +145,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
                     short(&fp),
                     short(&model.identity.sha256),
                     a.model.variant,
-                    a.model.precision,
+                    csplade::quant::label(a.model.precision, a.model.quantize_head),
                     a.model.max_len
                 ));
                 if !dir.join("meta.json").is_file() {

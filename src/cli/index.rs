@@ -70,7 +70,7 @@ pub fn build_with_progress(
         scale,
         doc_top_k,
         commit_every,
-        precision: margs.precision.clone(),
+        precision: csplade::quant::label(margs.precision, margs.quantize_head),
         interrupt_after: None,
     };
     let mut bar: Option<ProgressBar> = None;

@@ -5,6 +5,7 @@ mod data;
 mod encode;
 mod eval;
 mod index;
+mod quant;
 mod search;
 
 use anyhow::{Context, Result};
@@ -38,6 +39,10 @@ enum Command {
     Search(search::SearchArgs),
     /// nDCG@10 / MRR@10 / Recall of LSR and BM25 on a BEIR collection
     Eval(eval::EvalArgs),
+    /// Save a precision variant (f16, q8_0, q4_0) of a model as GGUF
+    Quantize(quant::QuantizeArgs),
+    /// One text's expansion under several precisions, side by side
+    Compare(quant::CompareArgs),
     /// Open the terminal explorer (the default with no subcommand)
     Tui(TuiArgs),
     /// Measure throughput (tokens/s) and latency
@@ -72,9 +77,13 @@ pub struct ModelArgs {
     /// causal | echo (input repeated, second copy pooled) | bi (no causal mask)
     #[arg(long, default_value = "causal")]
     pub variant: Variant,
-    /// Numeric precision of the weights
-    #[arg(long, default_value = "f32", value_parser = ["f32"])]
-    pub precision: String,
+    /// Weight precision: f32, f16, q8_0 (int8) or q4_0 (int4)
+    #[arg(long, default_value = "f32")]
+    pub precision: csplade::quant::Precision,
+    /// Quantize the embeddings and the (tied) LM head too, not only the
+    /// transformer's projections
+    #[arg(long)]
+    pub quantize_head: bool,
     /// Maximum tokens kept per text (longer texts are truncated with a notice)
     #[arg(long, default_value_t = 256)]
     pub max_len: usize,
@@ -110,8 +119,13 @@ impl ModelArgs {
     }
 
     pub fn load(&self) -> Result<LoadedModel> {
-        model::load(&self.model, &Device::Cpu)
-            .with_context(|| format!("loading model {:?}", self.model))
+        model::load_at(
+            &self.model,
+            &Device::Cpu,
+            self.precision,
+            self.quantize_head,
+        )
+        .with_context(|| format!("loading model {:?} at {}", self.model, self.precision))
     }
 }
 
@@ -124,6 +138,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Search(a)) => search::run(a),
         Some(Command::Eval(a)) => eval::run(a),
         Some(Command::Tui(a)) => tui(a),
+        Some(Command::Quantize(a)) => quant::quantize(a),
+        Some(Command::Compare(a)) => quant::compare(a),
         None => tui(TuiArgs {
             model: "base".into(),
             ..Default::default()

@@ -13,15 +13,46 @@ pub const MR: usize = 12;
 /// Bytes of packed activations per task (sized for L2).
 const A_BLOCK_BYTES: usize = 768 * 1024;
 
-/// A weight `[n, k]` repacked as `ceil(n / 32)` panels of `k × 32` floats
-/// (panel p holds rows `32p .. 32p + 32`, k-major, zero padded).
+/// A weight `[n, k]` repacked as `ceil(n / 32)` panels of `k × 32` values
+/// (panel p holds rows `32p .. 32p + 32`, k-major, zero padded), stored as
+/// f32 or as f16 (half the bytes; widened to f32 in registers).
 pub struct PackedWeight {
     pub n: usize,
     pub k: usize,
-    panels: Vec<f32>,
+    panels: Panels,
+}
+
+enum Panels {
+    F32(Vec<f32>),
+    F16(Vec<u16>),
+}
+
+#[derive(Clone, Copy)]
+enum PanelPtr {
+    F32(*const f32),
+    F16(*const u16),
 }
 
 impl PackedWeight {
+    /// Pack a row-major `[n, k]` weight, keeping f16 copies of the values
+    /// when `half` is set.
+    pub fn pack_as(w: &[f32], n: usize, k: usize, half: bool) -> Self {
+        let f = Self::pack(w, n, k);
+        if !half {
+            return f;
+        }
+        let Panels::F32(v) = &f.panels else { return f };
+        let h: Vec<u16> = v
+            .par_iter()
+            .map(|&x| half::f16::from_f32(x).to_bits())
+            .collect();
+        Self {
+            n,
+            k,
+            panels: Panels::F16(h),
+        }
+    }
+
     /// Pack a row-major `[n, k]` weight.
     pub fn pack(w: &[f32], n: usize, k: usize) -> Self {
         assert_eq!(w.len(), n * k, "weight size");
@@ -42,15 +73,27 @@ impl PackedWeight {
                     }
                 }
             });
-        Self { n, k, panels }
+        Self {
+            n,
+            k,
+            panels: Panels::F32(panels),
+        }
     }
 
+    /// Bytes held by the packed values.
     pub fn bytes(&self) -> usize {
-        self.panels.len() * 4
+        match &self.panels {
+            Panels::F32(v) => v.len() * 4,
+            Panels::F16(v) => v.len() * 2,
+        }
     }
 
-    fn panel(&self, p: usize) -> &[f32] {
-        &self.panels[p * self.k * NR..(p + 1) * self.k * NR]
+    fn panel(&self, p: usize) -> PanelPtr {
+        let off = p * self.k * NR;
+        match &self.panels {
+            Panels::F32(v) => PanelPtr::F32(v[off..].as_ptr()),
+            Panels::F16(v) => PanelPtr::F16(v[off..].as_ptr()),
+        }
     }
 }
 
@@ -130,7 +173,7 @@ pub fn max_pool_t(x: &[f32], m: usize, owner: &[usize], w: &PackedWeight, acc: &
                 // SAFETY: scratch is MR × NR; the accumulator columns
                 // p*NR .. p*NR+cols belong to this task alone.
                 unsafe {
-                    kernel(k, ap.as_ptr(), bp.as_ptr(), scratch.as_mut_ptr(), NR);
+                    kernel(k, ap.as_ptr(), bp, scratch.as_mut_ptr(), NR);
                     for i in 0..MR.min(m - t * MR) {
                         let o = owner[t * MR + i];
                         let dst = acc_ptr.0.add(o * n + p * NR);
@@ -210,13 +253,21 @@ fn block(
 
 /// One MR × NR tile; partial tiles go through a scratch buffer.
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile(kc: usize, a: &[f32], b: &[f32], c: *mut f32, ldc: usize, rows: usize, cols: usize) {
+unsafe fn tile(
+    kc: usize,
+    a: &[f32],
+    b: PanelPtr,
+    c: *mut f32,
+    ldc: usize,
+    rows: usize,
+    cols: usize,
+) {
     if rows == MR && cols == NR {
-        kernel(kc, a.as_ptr(), b.as_ptr(), c, ldc);
+        kernel(kc, a.as_ptr(), b, c, ldc);
         return;
     }
     let mut scratch = [0f32; MR * NR];
-    kernel(kc, a.as_ptr(), b.as_ptr(), scratch.as_mut_ptr(), NR);
+    kernel(kc, a.as_ptr(), b, scratch.as_mut_ptr(), NR);
     for i in 0..rows {
         for j in 0..cols {
             *c.add(i * ldc + j) = scratch[i * NR + j];
@@ -225,12 +276,15 @@ unsafe fn tile(kc: usize, a: &[f32], b: &[f32], c: *mut f32, ldc: usize, rows: u
 }
 
 #[cfg(target_arch = "x86_64")]
-unsafe fn kernel(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize) {
-    kernel_avx512(kc, a, b, c, ldc)
+unsafe fn kernel(kc: usize, a: *const f32, b: PanelPtr, c: *mut f32, ldc: usize) {
+    match b {
+        PanelPtr::F32(b) => kernel_avx512(kc, a, b, c, ldc),
+        PanelPtr::F16(b) => kernel_avx512_f16(kc, a, b, c, ldc),
+    }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn kernel(_kc: usize, _a: *const f32, _b: *const f32, _c: *mut f32, _ldc: usize) {
+unsafe fn kernel(_kc: usize, _a: *const f32, _b: PanelPtr, _c: *mut f32, _ldc: usize) {
     unreachable!("matmul_t requires AVX-512")
 }
 
@@ -242,6 +296,29 @@ unsafe fn kernel_avx512(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ld
     for kk in 0..kc {
         let b0 = _mm512_loadu_ps(b.add(kk * NR));
         let b1 = _mm512_loadu_ps(b.add(kk * NR + 16));
+        let ak = a.add(kk * MR);
+        for (i, row) in acc.iter_mut().enumerate() {
+            let ai = _mm512_set1_ps(*ak.add(i));
+            row[0] = _mm512_fmadd_ps(ai, b0, row[0]);
+            row[1] = _mm512_fmadd_ps(ai, b1, row[1]);
+        }
+    }
+    for (i, row) in acc.iter().enumerate() {
+        let ci = c.add(i * ldc);
+        _mm512_storeu_ps(ci, row[0]);
+        _mm512_storeu_ps(ci.add(16), row[1]);
+    }
+}
+
+/// The same microkernel reading f16 weights, widened with `vcvtph2ps`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn kernel_avx512_f16(kc: usize, a: *const f32, b: *const u16, c: *mut f32, ldc: usize) {
+    use std::arch::x86_64::*;
+    let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+    for kk in 0..kc {
+        let b0 = _mm512_cvtph_ps(_mm256_loadu_si256(b.add(kk * NR) as *const __m256i));
+        let b1 = _mm512_cvtph_ps(_mm256_loadu_si256(b.add(kk * NR + 16) as *const __m256i));
         let ak = a.add(kk * MR);
         for (i, row) in acc.iter_mut().enumerate() {
             let ai = _mm512_set1_ps(*ak.add(i));

@@ -125,6 +125,19 @@ impl GgufFile {
         })
     }
 
+    /// Metadata entries under a prefix (`tokenizer.`), for copying into a new file.
+    pub fn metadata_with_prefix(&self, prefix: &str) -> Vec<(String, Value)> {
+        let mut v: Vec<(String, Value)> = self
+            .content
+            .metadata
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
     /// Every tensor, dequantized to f32 and renamed to HF names
     /// (`model.layers.0.self_attn.q_proj.weight`, …).
     pub fn hf_tensors(&mut self, device: &Device) -> Result<HashMap<String, Tensor>, ModelError> {
@@ -252,9 +265,10 @@ pub fn unpermute_from_interleaved(w: &Tensor, heads: usize) -> candle_core::Resu
 }
 
 /// Write a llama-architecture GGUF file atomically (temp file, then rename).
-/// `tensors` use HF names and HF (half-rotation) Q/K layout; they are renamed
-/// and Q/K rows permuted so the file reads back with interleaved RoPE, as
-/// llama.cpp's converter writes them. `metadata` must hold the tokenizer.
+/// `tensors` carry HF names (renamed to GGUF names here) and must already be
+/// in GGUF layout — Q/K rows permuted for interleaved RoPE, see
+/// [`to_gguf_layout`] — as llama.cpp's converter writes them. `metadata`
+/// must hold the tokenizer; architecture keys are written from `cfg`.
 pub fn write_llama(
     path: &Path,
     cfg: &Config,

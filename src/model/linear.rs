@@ -1,35 +1,100 @@
-//! One linear layer over a dense weight: `y = x Wᵀ (+ b)`, flattening every
-//! leading dimension into one GEMM (candle's batched path would run one small
-//! GEMM per batch row).
+//! One linear layer, `y = x Wᵀ (+ b)`, over the weight representations the
+//! precision variants need: dense candle tensors (autograd, fallback), packed
+//! f32 or f16 panels for csplade's GEMM, and GGML block-quantized weights
+//! (q8_0, q4_0) through candle's `QMatMul`. All share one forward, so a
+//! comparison of precisions measures only precision.
 
 use std::sync::Arc;
 
-use candle_core::{Module, Result, Storage, Tensor};
+use candle_core::quantized::{QMatMul, QTensor};
+use candle_core::{DType, Module, Result, Storage, Tensor};
 use candle_nn::VarBuilder;
 
 use super::gemm::{self, PackedWeight};
+use crate::quant::Precision;
+
+/// An inference-only weight.
+#[derive(Clone)]
+pub enum Weights {
+    /// f32 or f16 panels for the packed GEMM.
+    Packed(Arc<PackedWeight>),
+    /// GGML block-quantized weight (or a dense fallback) through candle.
+    Candle(Arc<QMatMul>, usize),
+}
+
+impl Weights {
+    /// Prepare `weight [n, k]` for inference at `precision`.
+    pub fn new(weight: &Tensor, precision: Precision) -> Result<Self> {
+        let (n, k) = weight.dims2()?;
+        let dense_packable = gemm::available() && weight.device().is_cpu();
+        match precision {
+            Precision::F32 | Precision::F16 if dense_packable => {
+                let w = weight.to_dtype(DType::F32)?.contiguous()?;
+                let half = precision == Precision::F16;
+                Ok(Weights::Packed(Arc::new(with_f32_slice(&w, |d| {
+                    PackedWeight::pack_as(d, n, k, half)
+                })?)))
+            }
+            Precision::F32 => Ok(Weights::Candle(
+                Arc::new(QMatMul::Tensor(weight.clone())),
+                n * k * 4,
+            )),
+            Precision::F16 => {
+                // Values rounded to f16, computed in f32 by candle.
+                let w = weight.to_dtype(DType::F16)?.to_dtype(DType::F32)?;
+                Ok(Weights::Candle(Arc::new(QMatMul::Tensor(w)), n * k * 2))
+            }
+            Precision::Q8_0 | Precision::Q4_0 => {
+                let q = QTensor::quantize(weight, precision.ggml_dtype())?;
+                let bytes = q.storage_size_in_bytes();
+                Ok(Weights::Candle(Arc::new(QMatMul::from_qtensor(q)?), bytes))
+            }
+        }
+    }
+
+    /// `x[rows, k] · Wᵀ` → `[rows, n]` (f32).
+    pub fn matmul(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Weights::Packed(p) => matmul_packed(x, p),
+            Weights::Candle(q, _) => q.forward(&x.contiguous()?),
+        }
+    }
+
+    /// Bytes the weight occupies in memory.
+    pub fn bytes(&self) -> usize {
+        match self {
+            Weights::Packed(p) => p.bytes(),
+            Weights::Candle(_, b) => *b,
+        }
+    }
+}
 
 #[derive(Clone)]
 pub struct Linear {
-    /// `[out, in]`, as stored by transformers.
+    /// `[out, in]`, as stored by transformers (empty once packed for inference).
     pub weight: Tensor,
     pub bias: Option<Tensor>,
-    /// The weight packed for the inference GEMM (no autograd through it).
-    packed: Option<Arc<PackedWeight>>,
+    out_dim: usize,
+    /// The inference representation (no autograd through it).
+    packed: Option<Weights>,
 }
 
 impl Linear {
     pub fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
+        let out_dim = weight.dim(0).unwrap_or(0);
         Self {
             weight,
             bias,
+            out_dim,
             packed: None,
         }
     }
 
-    /// Pack the weight for the fast inference GEMM when the CPU has one.
-    pub fn pack_for_inference(&mut self) -> Result<()> {
-        self.packed = pack(&self.weight)?;
+    /// Switch to the inference representation at `precision`, releasing the
+    /// dense weight.
+    pub fn pack_for_inference(&mut self, precision: Precision) -> Result<()> {
+        self.packed = Some(Weights::new(&self.weight, precision)?);
+        self.weight = Tensor::zeros(0, DType::F32, self.weight.device())?;
         Ok(())
     }
 
@@ -44,7 +109,14 @@ impl Linear {
     }
 
     pub fn out_dim(&self) -> usize {
-        self.weight.dim(0).unwrap_or(0)
+        self.out_dim
+    }
+
+    /// Bytes of the weight as used for inference (dense f32 when unpacked).
+    pub fn bytes(&self) -> usize {
+        self.packed
+            .as_ref()
+            .map_or(self.weight.elem_count() * 4, Weights::bytes)
     }
 }
 
@@ -55,29 +127,16 @@ impl Module for Linear {
         let rows: usize = dims[..dims.len() - 1].iter().product();
         let flat = x.reshape((rows, in_dim))?;
         let mut y = match &self.packed {
-            Some(p) => matmul_packed(&flat, p)?,
+            Some(w) => w.matmul(&flat)?,
             None => flat.matmul(&self.weight.t()?)?,
         };
         if let Some(b) = &self.bias {
             y = y.broadcast_add(b)?;
         }
         let mut out_shape = dims[..dims.len() - 1].to_vec();
-        out_shape.push(self.weight.dim(0)?);
+        out_shape.push(self.out_dim);
         y.reshape(out_shape)
     }
-}
-
-/// Pack a `[n, k]` f32 CPU weight, or `None` where the fast GEMM is absent.
-pub fn pack(weight: &Tensor) -> Result<Option<Arc<PackedWeight>>> {
-    if !gemm::available() || !weight.device().is_cpu() || weight.dtype() != candle_core::DType::F32
-    {
-        return Ok(None);
-    }
-    let (n, k) = weight.dims2()?;
-    let w = weight.contiguous()?;
-    Ok(Some(Arc::new(with_f32_slice(&w, |d| {
-        PackedWeight::pack(d, n, k)
-    })?)))
 }
 
 /// `x[rows, k] · Wᵀ` through the packed GEMM.

@@ -10,11 +10,9 @@ use candle_core::{DType, Device, Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
-use std::sync::Arc;
-
-use super::gemm::PackedWeight;
 use super::kernels;
-use super::linear::Linear;
+use super::linear::{Linear, Weights};
+use crate::quant::Precision;
 
 /// How RoPE rotates a head: GGUF files from llama.cpp store Q/K rows permuted
 /// for adjacent pairs; HF checkpoints rotate the two halves of the head.
@@ -129,7 +127,7 @@ pub struct Attention {
     kv_heads: usize,
     head_dim: usize,
     /// Q|K|V packed as one weight for the inference GEMM, with their biases.
-    qkv_packed: Option<(Arc<PackedWeight>, Option<Tensor>)>,
+    qkv_packed: Option<(Weights, Option<Tensor>)>,
 }
 
 /// The attention pattern of one forward pass.
@@ -158,7 +156,7 @@ impl Attention {
         })
     }
 
-    fn pack_for_inference(&mut self) -> Result<()> {
+    fn pack_for_inference(&mut self, precision: Precision) -> Result<()> {
         let w = Tensor::cat(
             &[
                 &self.q_proj.weight,
@@ -171,47 +169,67 @@ impl Attention {
             (Some(q), Some(k), Some(v)) => Some(Tensor::cat(&[q, k, v], 0)?),
             _ => None,
         };
-        self.qkv_packed = super::linear::pack(&w)?.map(|p| (p, bias));
-        self.o_proj.pack_for_inference()
+        self.qkv_packed = Some((Weights::new(&w, precision)?, bias));
+        // The separate projections are no longer used: release their weights.
+        for lin in [&mut self.q_proj, &mut self.k_proj, &mut self.v_proj] {
+            lin.weight = Tensor::zeros(0, candle_core::DType::F32, lin.weight.device())?;
+        }
+        self.o_proj.pack_for_inference(precision)
+    }
+
+    fn weight_bytes(&self) -> usize {
+        self.qkv_packed.as_ref().map_or(
+            self.q_proj.bytes() + self.k_proj.bytes() + self.v_proj.bytes(),
+            |w| w.0.bytes(),
+        ) + self.o_proj.bytes()
     }
 
     fn forward(&self, x: &Tensor, rope: &Rope, mask: &MaskSpec) -> Result<Tensor> {
         let (b, t, hidden) = x.dims3()?;
         let (h, kvh, d) = (self.heads, self.kv_heads, self.head_dim);
-        if let Some((w, bias)) = &self.qkv_packed {
-            let mut qkv = super::linear::matmul_packed(&x.reshape((b * t, hidden))?, w)?;
-            if let Some(bias) = bias {
-                qkv = qkv.broadcast_add(bias)?;
+        let (q, k, v) = match &self.qkv_packed {
+            Some((w, bias)) => {
+                let mut qkv = w.matmul(&x.reshape((b * t, hidden))?)?;
+                if let Some(bias) = bias {
+                    qkv = qkv.broadcast_add(bias)?;
+                }
+                if mask.additive.is_none() {
+                    let shape = kernels::AttentionShape {
+                        batch: b,
+                        t,
+                        heads: h,
+                        kv_heads: kvh,
+                        head_dim: d,
+                        lengths: mask.lengths,
+                        bidirectional: mask.bidirectional,
+                    };
+                    let ctx = super::linear::with_f32_slice(&qkv, |q| {
+                        super::linear::with_f32_slice(&rope.cos, |c| {
+                            super::linear::with_f32_slice(&rope.sin, |s| {
+                                let tables = kernels::RopeTables {
+                                    cos: c,
+                                    sin: s,
+                                    interleaved: rope.style == RopeStyle::Interleaved,
+                                };
+                                kernels::attention(q, &shape, &tables)
+                            })
+                        })
+                    })???;
+                    let ctx = Tensor::from_vec(ctx, (b, t, h * d), x.device())?;
+                    return self.o_proj.forward(&ctx);
+                }
+                (
+                    qkv.narrow(1, 0, h * d)?,
+                    qkv.narrow(1, h * d, kvh * d)?,
+                    qkv.narrow(1, (h + kvh) * d, kvh * d)?,
+                )
             }
-            let shape = kernels::AttentionShape {
-                batch: b,
-                t,
-                heads: h,
-                kv_heads: kvh,
-                head_dim: d,
-                lengths: mask.lengths,
-                bidirectional: mask.bidirectional,
-            };
-            let ctx = super::linear::with_f32_slice(&qkv, |q| {
-                super::linear::with_f32_slice(&rope.cos, |c| {
-                    super::linear::with_f32_slice(&rope.sin, |s| {
-                        let tables = kernels::RopeTables {
-                            cos: c,
-                            sin: s,
-                            interleaved: rope.style == RopeStyle::Interleaved,
-                        };
-                        kernels::attention(q, &shape, &tables)
-                    })
-                })
-            })???;
-            let ctx = Tensor::from_vec(ctx, (b, t, h * d), x.device())?;
-            return self.o_proj.forward(&ctx);
-        }
-        let (q, k, v) = (
-            self.q_proj.forward(x)?,
-            self.k_proj.forward(x)?,
-            self.v_proj.forward(x)?,
-        );
+            None => (
+                self.q_proj.forward(x)?,
+                self.k_proj.forward(x)?,
+                self.v_proj.forward(x)?,
+            ),
+        };
         let q = q.reshape((b, t, h, d))?.transpose(1, 2)?.contiguous()?;
         let k = k.reshape((b, t, kvh, d))?.transpose(1, 2)?.contiguous()?;
         let v = v.reshape((b, t, kvh, d))?.transpose(1, 2)?.contiguous()?;
@@ -240,7 +258,8 @@ pub struct Mlp {
     pub up_proj: Linear,
     pub down_proj: Linear,
     /// Gate|up packed as one weight for the inference GEMM.
-    gate_up_packed: Option<Arc<PackedWeight>>,
+    gate_up_packed: Option<Weights>,
+    intermediate: usize,
 }
 
 impl Mlp {
@@ -251,13 +270,24 @@ impl Mlp {
             up_proj: Linear::load(vb.pp("up_proj"), h, i, false)?,
             down_proj: Linear::load(vb.pp("down_proj"), i, h, false)?,
             gate_up_packed: None,
+            intermediate: i,
         })
     }
 
-    fn pack_for_inference(&mut self) -> Result<()> {
+    fn pack_for_inference(&mut self, precision: Precision) -> Result<()> {
         let w = Tensor::cat(&[&self.gate_proj.weight, &self.up_proj.weight], 0)?;
-        self.gate_up_packed = super::linear::pack(&w)?;
-        self.down_proj.pack_for_inference()
+        self.gate_up_packed = Some(Weights::new(&w, precision)?);
+        for lin in [&mut self.gate_proj, &mut self.up_proj] {
+            lin.weight = Tensor::zeros(0, candle_core::DType::F32, lin.weight.device())?;
+        }
+        self.down_proj.pack_for_inference(precision)
+    }
+
+    fn weight_bytes(&self) -> usize {
+        self.gate_up_packed.as_ref().map_or(
+            self.gate_proj.bytes() + self.up_proj.bytes(),
+            Weights::bytes,
+        ) + self.down_proj.bytes()
     }
 }
 
@@ -267,8 +297,8 @@ impl Module for Mlp {
             let dims = x.dims().to_vec();
             let hidden = dims[dims.len() - 1];
             let rows = x.elem_count() / hidden;
-            let inter = w.n / 2;
-            let gu = super::linear::matmul_packed(&x.reshape((rows, hidden))?, w)?;
+            let inter = self.intermediate;
+            let gu = w.matmul(&x.reshape((rows, hidden))?)?;
             let act = super::linear::with_f32_slice(&gu, |d| kernels::swiglu(d, inter))?;
             let act = Tensor::from_vec(act, (rows, inter), x.device())?;
             let mut out_dims = dims;
@@ -326,7 +356,10 @@ pub struct Llama {
     pub layers: Vec<Block>,
     norm: RmsNorm,
     lm_head: Tensor,
-    lm_head_packed: Option<std::sync::Arc<super::gemm::PackedWeight>>,
+    lm_head_packed: Option<Weights>,
+    tied_head: bool,
+    /// Precision of the inference weights (f32 until packed otherwise).
+    pub precision: Precision,
     rope: Rope,
     device: Device,
 }
@@ -339,7 +372,8 @@ impl Llama {
             .map(|i| Block::load(m.pp(format!("layers.{i}")), cfg))
             .collect::<Result<Vec<_>>>()?;
         let norm = RmsNorm::load(m.pp("norm"), cfg.hidden_size, cfg.rms_norm_eps)?;
-        let lm_head = if cfg.tie_word_embeddings || !vb.contains_tensor("lm_head.weight") {
+        let tied_head = cfg.tie_word_embeddings || !vb.contains_tensor("lm_head.weight");
+        let lm_head = if tied_head {
             embed.clone()
         } else {
             vb.get((cfg.vocab_size, cfg.hidden_size), "lm_head.weight")?
@@ -353,19 +387,54 @@ impl Llama {
             norm,
             lm_head,
             lm_head_packed: None,
+            tied_head,
+            precision: Precision::F32,
             device,
         })
     }
 
-    /// Pack every projection and the LM head for the fast inference GEMM
-    /// (a no-op on CPUs without it). Inference only: no autograd through packs.
-    pub fn pack_for_inference(&mut self) -> Result<()> {
+    /// Switch every projection (and the LM head) to its inference form at
+    /// `precision`: packed panels for csplade's GEMM (f32, f16) or GGML
+    /// blocks (q8_0, q4_0). With `quantize_head`, the embeddings and the tied
+    /// LM head take the same precision; otherwise they stay f32. Inference
+    /// only: no autograd through these weights.
+    pub fn pack_for_inference(&mut self, precision: Precision, quantize_head: bool) -> Result<()> {
         for l in &mut self.layers {
-            l.self_attn.pack_for_inference()?;
-            l.mlp.pack_for_inference()?;
+            l.self_attn.pack_for_inference(precision)?;
+            l.mlp.pack_for_inference(precision)?;
         }
-        self.lm_head_packed = super::linear::pack(&self.lm_head)?;
+        let head_precision = if quantize_head {
+            precision
+        } else {
+            Precision::F32
+        };
+        if quantize_head && precision != Precision::F32 {
+            // Embedding lookups see the same rounded values as the head.
+            let q = candle_core::quantized::QTensor::quantize(&self.embed, precision.ggml_dtype())?;
+            self.embed = q.dequantize(&self.device)?;
+            if self.tied_head {
+                self.lm_head = self.embed.clone();
+            }
+        }
+        self.lm_head_packed = Some(Weights::new(&self.lm_head, head_precision)?);
+        self.precision = precision;
         Ok(())
+    }
+
+    /// Bytes of every weight as used for inference (embeddings and norms included).
+    pub fn weight_bytes(&self) -> usize {
+        let layers: usize = self
+            .layers
+            .iter()
+            .map(|l| {
+                l.self_attn.weight_bytes() + l.mlp.weight_bytes() + 2 * 4 * self.config.hidden_size
+            })
+            .sum();
+        let head = self
+            .lm_head_packed
+            .as_ref()
+            .map_or(self.lm_head.elem_count() * 4, Weights::bytes);
+        layers + self.embed.elem_count() * 4 + head + 4 * self.config.hidden_size
     }
 
     pub fn device(&self) -> &Device {
@@ -426,7 +495,8 @@ impl Llama {
         let fast = self
             .layers
             .first()
-            .is_some_and(|l| l.self_attn.qkv_packed.is_some());
+            .is_some_and(|l| l.self_attn.qkv_packed.is_some())
+            && super::gemm::available();
         let mask = MaskSpec {
             additive: if fast {
                 None
@@ -450,7 +520,7 @@ impl Llama {
     /// Logits `[rows, vocab]` for hidden rows `[rows, hidden]`.
     pub fn head(&self, rows: &Tensor) -> Result<Tensor> {
         match &self.lm_head_packed {
-            Some(p) => super::linear::matmul_packed(rows, p),
+            Some(w) => w.matmul(rows),
             None => rows.matmul(&self.lm_head.t()?),
         }
     }
@@ -461,14 +531,14 @@ impl Llama {
     pub fn head_max_pool(&self, rows: &Tensor, owner: &[usize], acc: &mut [f32]) -> Result<()> {
         let v = self.config.vocab_size;
         match &self.lm_head_packed {
-            Some(p) => {
+            Some(Weights::Packed(p)) => {
                 let rows = rows.contiguous()?;
                 let m = rows.dim(0)?;
                 super::linear::with_f32_slice(&rows, |d| {
                     super::gemm::max_pool_t(d, m, owner, p, acc)
                 })
             }
-            None => {
+            _ => {
                 let logits = self.head(rows)?.contiguous()?;
                 super::linear::with_f32_slice(&logits, |d| {
                     for (r, &o) in owner.iter().enumerate() {

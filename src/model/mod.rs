@@ -70,8 +70,19 @@ impl LoadedModel {
 
 /// `base` (the fetched SmolLM2 GGUF), a `.gguf` file, or an HF directory.
 pub fn load(spec: &str, device: &Device) -> Result<LoadedModel, ModelError> {
+    load_at(spec, device, crate::quant::Precision::F32, false)
+}
+
+/// [`load`] at a precision: f32, f16, q8_0 or q4_0 weights for every
+/// projection, and for the embeddings / LM head too when `quantize_head`.
+pub fn load_at(
+    spec: &str,
+    device: &Device,
+    precision: crate::quant::Precision,
+    quantize_head: bool,
+) -> Result<LoadedModel, ModelError> {
     let mut m = load_unpacked(spec, device)?;
-    m.llama.pack_for_inference()?;
+    m.llama.pack_for_inference(precision, quantize_head)?;
     Ok(m)
 }
 

@@ -1,0 +1,180 @@
+//! `csplade quantize` (save a precision variant as GGUF) and `csplade
+//! compare` (one text under several precisions, side by side).
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use serde_json::{json, Map, Value};
+
+use csplade::encode::Encoder;
+use csplade::quant::{self, Precision};
+
+use super::ModelArgs;
+
+#[derive(Args)]
+pub struct QuantizeArgs {
+    /// Source model: `base` or a .gguf file
+    #[arg(long, default_value = "base")]
+    pub model: String,
+    /// f16, q8_0 or q4_0
+    #[arg(long)]
+    pub precision: Precision,
+    /// Quantize the embeddings / tied LM head too
+    #[arg(long)]
+    pub quantize_head: bool,
+    /// Output .gguf file
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+pub fn quantize(a: QuantizeArgs) -> Result<()> {
+    let source = if a.model == "base" {
+        csplade::model::fetch::base_model_path()?
+    } else {
+        PathBuf::from(&a.model)
+    };
+    if source.is_dir() {
+        bail!("quantize reads GGUF models; {} is a directory (HF checkpoints are not supported as a source yet)", source.display());
+    }
+    quant::write_variant(&source, &a.out, a.precision, a.quantize_head)
+        .with_context(|| format!("writing {}", a.out.display()))?;
+    let bytes = std::fs::metadata(&a.out).map(|m| m.len()).unwrap_or(0);
+    println!(
+        "wrote {} ({}, {:.1} MB)",
+        a.out.display(),
+        quant::label(a.precision, a.quantize_head),
+        bytes as f64 / 1e6
+    );
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct CompareArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Precisions compared (the first is the reference when f32 is absent)
+    #[arg(long, value_delimiter = ',', default_value = "f32,f16,q8_0,q4_0")]
+    pub precisions: Vec<Precision>,
+    /// Terms shown per precision
+    #[arg(long, default_value_t = 10)]
+    pub top_k: usize,
+    /// Timed encodings per precision (the median is reported)
+    #[arg(long, default_value_t = 3)]
+    pub repeat: usize,
+    #[arg(long)]
+    pub json: bool,
+    /// The text
+    #[arg(required = true)]
+    pub text: Vec<String>,
+}
+
+pub fn compare(a: CompareArgs) -> Result<()> {
+    let text = a.text.join(" ");
+    if a.precisions.is_empty() {
+        bail!("--precisions is empty");
+    }
+    let mut runs = Vec::new();
+    for &p in &a.precisions {
+        let mut margs = a.model.clone();
+        margs.precision = p;
+        let model = margs.load()?;
+        let enc = Encoder::new(&model, margs.encoder_config());
+        let first = enc.encode_one(&text)?; // warm-up
+        let mut times = Vec::new();
+        for _ in 0..a.repeat.max(1) {
+            let t0 = Instant::now();
+            enc.encode_one(&text)?;
+            times.push(t0.elapsed().as_secs_f64() * 1e3);
+        }
+        times.sort_by(f64::total_cmp);
+        let terms: Vec<(u32, String, f32)> = first
+            .vector
+            .top_k(a.top_k)
+            .into_iter()
+            .map(|(id, w)| (id, model.tokenizer.token(id).to_string(), w))
+            .collect();
+        runs.push((
+            p,
+            first.vector,
+            terms,
+            times[times.len() / 2],
+            model.llama.weight_bytes(),
+        ));
+    }
+    let reference = runs
+        .iter()
+        .find(|r| r.0 == Precision::F32)
+        .map(|r| r.1.clone());
+    if a.json {
+        let mut precs = Map::new();
+        for (p, v, terms, ms, bytes) in &runs {
+            let mut o = json!({
+                "terms": terms.iter().map(|(id, tok, w)| json!({"id": id, "token": tok, "weight": w})).collect::<Vec<_>>(),
+                "active": v.active(), "latency_ms": ms, "model_bytes": bytes,
+            });
+            if let (Some(r), true) = (&reference, *p != Precision::F32) {
+                o["vs_f32"] = serde_json::to_value(quant::diff(r, v))?;
+            }
+            precs.insert(p.to_string(), o);
+        }
+        println!(
+            "{}",
+            json!({"text": text, "precisions": Value::Object(precs)})
+        );
+        return Ok(());
+    }
+    println!("text: {text}\n");
+    println!(
+        "{:<6} {:>7} {:>10} {:>9} {:>10} {:>10} {:>8} {:>8} {:>10}",
+        "prec",
+        "active",
+        "latency",
+        "model MB",
+        "overlap@10",
+        "overlap@50",
+        "jaccard",
+        "cosine",
+        "max |Δw|"
+    );
+    for (p, v, _, ms, bytes) in &runs {
+        let d = reference
+            .as_ref()
+            .filter(|_| *p != Precision::F32)
+            .map(|r| quant::diff(r, v));
+        let f = |x: Option<f64>| x.map_or("-".to_string(), |x| format!("{x:.3}"));
+        println!(
+            "{:<6} {:>7} {:>8.1}ms {:>9.1} {:>10} {:>10} {:>8} {:>8} {:>10}",
+            p.to_string(),
+            v.active(),
+            ms,
+            *bytes as f64 / 1e6,
+            f(d.map(|d| d.overlap10)),
+            f(d.map(|d| d.overlap50)),
+            f(d.map(|d| d.jaccard)),
+            f(d.map(|d| d.cosine)),
+            f(d.map(|d| d.max_abs_dw))
+        );
+    }
+    println!();
+    let width = 22;
+    let header: Vec<String> = runs
+        .iter()
+        .map(|r| format!("{:<width$}", r.0.to_string()))
+        .collect();
+    println!("{}", header.join(" "));
+    for i in 0..a.top_k {
+        let cells: Vec<String> = runs
+            .iter()
+            .map(|r| {
+                r.2.get(i).map_or(String::new(), |(_, tok, w)| {
+                    format!("{:<14} {w:>6.3}", format!("{tok:?}"))
+                })
+            })
+            .map(|c| format!("{c:<width$}"))
+            .collect();
+        println!("{}", cells.join(" "));
+    }
+    Ok(())
+}

@@ -1,0 +1,143 @@
+//! Precision variants: quantization error bounds per format, a q8_0 tiny
+//! model close to f32, and a GGUF written by `quantize` that loads back
+//! identically.
+
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{Device, Tensor};
+use csplade::encode::{Encoder, EncoderConfig, Head};
+use csplade::model;
+use csplade::quant::{self, Precision};
+
+fn random(n: usize, seed: u64) -> Vec<f32> {
+    let mut r = model::tiny::SplitMix::new(seed);
+    (0..n).map(|_| 3.0 * r.uniform()).collect()
+}
+
+#[test]
+fn quantize_dequantize_error_bounds() {
+    let v = random(64 * 256, 5);
+    let t = Tensor::from_vec(v.clone(), (64, 256), &Device::Cpu).unwrap();
+    // Error bound as a fraction of the block's largest |x|: q8_0 rounds to
+    // the nearest of ±127 steps (half a step); q4_0 maps the signed extreme
+    // to -8 steps, so the opposite side tops out at +7 and may lose a whole step.
+    for (dtype, bound_per_block) in [
+        (GgmlDType::F16, None),
+        (GgmlDType::Q8_0, Some(0.5 / 127.0)),
+        (GgmlDType::Q4_0, Some(1.0 / 8.0)),
+    ] {
+        let q = QTensor::quantize(&t, dtype).unwrap();
+        let back: Vec<f32> = q
+            .dequantize(&Device::Cpu)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        for (b, (chunk, got)) in v.chunks(32).zip(back.chunks(32)).enumerate() {
+            let amax = chunk.iter().fold(0f32, |m, x| m.max(x.abs()));
+            for (x, y) in chunk.iter().zip(got) {
+                let err = (x - y).abs();
+                match bound_per_block {
+                    // Round to nearest: half a step of the block's scale, plus f16 scale rounding.
+                    Some(frac) => assert!(
+                        err <= amax * frac + amax * 1e-3 + 1e-6,
+                        "{dtype:?} block {b}: |{x} - {y}| = {err}"
+                    ),
+                    None => assert!(err <= x.abs() * 2f32.powi(-11) + 1e-7, "f16: {x} vs {y}"),
+                }
+            }
+        }
+    }
+}
+
+fn cfg() -> EncoderConfig {
+    EncoderConfig {
+        head: Head::LogProb { shift: 3.0 },
+        ..Default::default()
+    }
+}
+
+#[test]
+fn q8_0_encoding_of_a_tiny_model_stays_close_to_f32() {
+    let dir = tempfile::tempdir().unwrap();
+    model::tiny::write_tiny_model(dir.path(), 21).unwrap();
+    let spec = dir.path().join("tiny.gguf");
+    let spec = spec.to_str().unwrap();
+    let f32m = model::load_at(spec, &Device::Cpu, Precision::F32, false).unwrap();
+    let texts = [
+        "the thin otter ran on the other bank",
+        "inner theory and heat",
+        "on and on",
+    ];
+    let mut mean_cos = std::collections::HashMap::new();
+    for p in [Precision::F16, Precision::Q8_0, Precision::Q4_0] {
+        let m = model::load_at(spec, &Device::Cpu, p, true).unwrap();
+        assert!(
+            m.llama.weight_bytes() < f32m.llama.weight_bytes(),
+            "{p} should be smaller"
+        );
+        let mut cos = 0.0;
+        for t in texts {
+            let a = Encoder::new(&f32m, cfg()).encode_one(t).unwrap().vector;
+            let b = Encoder::new(&m, cfg()).encode_one(t).unwrap().vector;
+            let d = quant::diff(&a, &b);
+            cos += d.cosine / texts.len() as f64;
+            match p {
+                Precision::F16 => assert!(
+                    d.cosine >= 0.9999 && d.max_abs_dw <= 0.01,
+                    "f16 on {t:?}: {d:?}"
+                ),
+                Precision::Q8_0 => assert!(
+                    d.cosine >= 0.995 && d.max_abs_dw <= 0.1,
+                    "q8_0 on {t:?}: {d:?}"
+                ),
+                // int4 of random weights is coarse; it must still point the same way.
+                _ => assert!(d.cosine >= 0.9, "q4_0 on {t:?}: {d:?}"),
+            }
+        }
+        mean_cos.insert(p, cos);
+    }
+    // Fewer bits, further from f32.
+    assert!(mean_cos[&Precision::F16] >= mean_cos[&Precision::Q8_0]);
+    assert!(mean_cos[&Precision::Q8_0] >= mean_cos[&Precision::Q4_0]);
+}
+
+#[test]
+fn a_quantized_gguf_reloads_identically() {
+    let dir = tempfile::tempdir().unwrap();
+    model::tiny::write_tiny_model(dir.path(), 22).unwrap();
+    let src = dir.path().join("tiny.gguf");
+    let out = dir.path().join("tiny-q8_0.gguf");
+    quant::write_variant(&src, &out, Precision::Q8_0, false).unwrap();
+    // Tensor by tensor: the file holds exactly the quantized blocks.
+    let mut a = model::gguf::GgufFile::open(&src).unwrap();
+    let mut b = model::gguf::GgufFile::open(&out).unwrap();
+    assert_eq!(a.llama_config().unwrap(), b.llama_config().unwrap());
+    let ta = a.hf_tensors(&Device::Cpu).unwrap();
+    let tb = b.hf_tensors(&Device::Cpu).unwrap();
+    for (name, t) in &ta {
+        let want = if t.rank() == 2 && name != "model.embed_tokens.weight" {
+            QTensor::quantize(t, GgmlDType::Q8_0)
+                .unwrap()
+                .dequantize(&Device::Cpu)
+                .unwrap()
+        } else {
+            t.clone()
+        };
+        let x: Vec<f32> = want.flatten_all().unwrap().to_vec1().unwrap();
+        let y: Vec<f32> = tb[name].flatten_all().unwrap().to_vec1().unwrap();
+        assert_eq!(x, y, "{name}");
+    }
+    match b.meta("csplade.precision") {
+        Some(candle_core::quantized::gguf_file::Value::String(s)) => assert_eq!(s, "q8_0"),
+        other => panic!("precision not recorded: {other:?}"),
+    }
+    // Encoding: the reloaded file at q8_0 equals the in-memory q8_0 variant.
+    let mem = model::load_at(src.to_str().unwrap(), &Device::Cpu, Precision::Q8_0, false).unwrap();
+    let file = model::load_at(out.to_str().unwrap(), &Device::Cpu, Precision::Q8_0, false).unwrap();
+    for t in ["the thin otter", "heat and theory on the bank"] {
+        let x = Encoder::new(&mem, cfg()).encode_one(t).unwrap().vector;
+        let y = Encoder::new(&file, cfg()).encode_one(t).unwrap().vector;
+        assert_eq!(x, y, "{t}");
+    }
+}
