@@ -209,6 +209,7 @@ fn gemm(a: GemmBench) -> Result<()> {
         let weights = Weights::new(&w, p)?;
         let kind = match (&weights, p) {
             (Weights::Packed(_), _) => "packed",
+            (Weights::Int8(_), _) => "VNNI int8",
             (_, Precision::Q8_0 | Precision::Q4_0) => "candle QMatMul",
             _ => "candle",
         };

@@ -11,6 +11,7 @@ use candle_core::{DType, Module, Result, Storage, Tensor};
 use candle_nn::VarBuilder;
 
 use super::gemm::{self, PackedWeight};
+use super::gemm_i8::{self, PackedQ8};
 use crate::quant::Precision;
 
 /// An inference-only weight.
@@ -18,6 +19,8 @@ use crate::quant::Precision;
 pub enum Weights {
     /// f32 or f16 panels for the packed GEMM.
     Packed(Arc<PackedWeight>),
+    /// q8_0 / q4_0 blocks as int8 codes for the VNNI GEMM.
+    Int8(Arc<PackedQ8>),
     /// GGML block-quantized weight (or a dense fallback) through candle.
     Candle(Arc<QMatMul>, usize),
 }
@@ -44,6 +47,15 @@ impl Weights {
                 let w = weight.to_dtype(DType::F16)?.to_dtype(DType::F32)?;
                 Ok(Weights::Candle(Arc::new(QMatMul::Tensor(w)), n * k * 2))
             }
+            Precision::Q8_0 | Precision::Q4_0
+                if gemm_i8::available() && weight.device().is_cpu() && k % gemm_i8::QK == 0 =>
+            {
+                let w = weight.to_dtype(DType::F32)?.contiguous()?;
+                let int4 = precision == Precision::Q4_0;
+                Ok(Weights::Int8(Arc::new(with_f32_slice(&w, |d| {
+                    PackedQ8::pack_as(d, n, k, int4)
+                })?)))
+            }
             Precision::Q8_0 | Precision::Q4_0 => {
                 let q = QTensor::quantize(weight, precision.ggml_dtype())?;
                 let bytes = q.storage_size_in_bytes();
@@ -56,6 +68,21 @@ impl Weights {
     pub fn matmul(&self, x: &Tensor) -> Result<Tensor> {
         match self {
             Weights::Packed(p) => matmul_packed(x, p),
+            Weights::Int8(p) => {
+                let (m, k) = x.dims2()?;
+                if k != p.k {
+                    candle_core::bail!("matmul: input width {k}, weight width {}", p.k);
+                }
+                let x = x.contiguous()?;
+                let mut out = Vec::with_capacity(m * p.n);
+                // SAFETY: matmul_t writes every element of `out` before it is read.
+                #[allow(clippy::uninit_vec)]
+                unsafe {
+                    out.set_len(m * p.n)
+                };
+                with_f32_slice(&x, |d| gemm_i8::matmul_t(d, m, p, &mut out))?;
+                Tensor::from_vec(out, (m, p.n), x.device())
+            }
             Weights::Candle(q, _) => q.forward(&x.contiguous()?),
         }
     }
@@ -64,6 +91,7 @@ impl Weights {
     pub fn bytes(&self) -> usize {
         match self {
             Weights::Packed(p) => p.bytes(),
+            Weights::Int8(p) => p.bytes(),
             Weights::Candle(_, b) => *b,
         }
     }

@@ -3,6 +3,7 @@
 
 pub mod fetch;
 pub mod gemm;
+pub mod gemm_i8;
 pub mod gguf;
 pub mod hf;
 pub mod kernels;
