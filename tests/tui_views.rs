@@ -268,11 +268,107 @@ fn snapshot_search_view() {
     insta::assert_snapshot!("search", render(&a));
 }
 
+fn sample_comparison() -> csplade::explore::Comparison {
+    use csplade::explore::PrecisionRun;
+    use csplade::quant::{self, Precision};
+    let base = sample_result();
+    let f32v = base.vector.clone();
+    let q4v = SparseVec::from_pairs(vec![(1, 1.7), (3, 1.3), (2, 1.0), (9, 0.6)]);
+    let mk = |p: Precision,
+              v: &SparseVec,
+              terms: Vec<ExpansionTerm>,
+              ms: f64,
+              bytes: usize,
+              rank: Vec<&str>| PrecisionRun {
+        precision: p,
+        terms,
+        active: v.active(),
+        latency_ms: ms,
+        model_bytes: bytes,
+        vs_f32: (p != Precision::F32).then(|| quant::diff(&f32v, v)),
+        ranking: rank.iter().map(|s| s.to_string()).collect(),
+        rank_overlap10: (p != Precision::F32).then_some(0.5),
+        kendall_tau: (p != Precision::F32).then_some(1.0),
+    };
+    let q4_terms = vec![
+        ExpansionTerm {
+            id: 1,
+            token: " hypertension".into(),
+            weight: 1.7,
+            in_text: true,
+        },
+        ExpansionTerm {
+            id: 3,
+            token: " pressure".into(),
+            weight: 1.3,
+            in_text: false,
+        },
+        ExpansionTerm {
+            id: 2,
+            token: " blood".into(),
+            weight: 1.0,
+            in_text: false,
+        },
+        ExpansionTerm {
+            id: 9,
+            token: " salt".into(),
+            weight: 0.6,
+            in_text: false,
+        },
+    ];
+    csplade::explore::Comparison {
+        text: base.text.clone(),
+        runs: vec![
+            mk(
+                Precision::F32,
+                &f32v,
+                base.terms.clone(),
+                110.0,
+                651_000_000,
+                vec!["d7", "d3"],
+            ),
+            mk(
+                Precision::Q4_0,
+                &q4v,
+                q4_terms,
+                34.0,
+                359_000_000,
+                vec!["d7", "d9"],
+            ),
+        ],
+    }
+}
+
+#[test]
+fn compare_runs_for_the_current_query() {
+    let mut a = app();
+    a.tab = Tab::Compare;
+    assert!(
+        a.update(key(KeyCode::Enter)).is_empty(),
+        "nothing to compare yet"
+    );
+    a.update(Action::QueryDone(Ok(sample_result())));
+    assert_eq!(
+        a.update(key(KeyCode::Enter)),
+        vec![Effect::RunCompare(
+            "what causes hypertension in adults".into()
+        )]
+    );
+    assert!(
+        a.update(key(KeyCode::Enter)).is_empty(),
+        "one comparison at a time"
+    );
+    a.update(Action::CompareDone(Ok(sample_comparison())));
+    assert!(!a.compare_pending);
+    assert_eq!(a.comparison.as_ref().map(|c| c.runs.len()), Some(2));
+}
+
 #[test]
 fn snapshot_compare_view() {
     let mut a = app();
     a.update(Action::QueryDone(Ok(sample_result())));
     a.tab = Tab::Compare;
+    a.update(Action::CompareDone(Ok(sample_comparison())));
     insta::assert_snapshot!("compare", render(&a));
 }
 

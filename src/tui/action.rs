@@ -3,7 +3,7 @@
 
 use crossterm::event::KeyEvent;
 
-use crate::explore::{DocDetail, FailureRow, QueryResult};
+use crate::explore::{Comparison, DocDetail, FailureRow, QueryResult};
 use crate::tasks::{TaskEvent, TaskId, TaskSpec};
 
 #[derive(Debug)]
@@ -16,6 +16,7 @@ pub enum Action {
     QueryDone(Result<QueryResult, String>),
     DetailDone(Result<DocDetail, String>),
     FailuresDone(Result<Vec<FailureRow>, String>),
+    CompareDone(Result<Comparison, String>),
     Task(TaskEvent),
 }
 
@@ -24,6 +25,8 @@ pub enum Effect {
     RunQuery(String),
     LoadDetail(usize),
     ComputeFailures,
+    /// Encode this text under every precision variant.
+    RunCompare(String),
     StartTask(TaskSpec),
     CancelTask(TaskId),
     /// A finished index build: open the index it wrote.

@@ -8,7 +8,7 @@ use crossterm::event::{KeyCode, KeyModifiers};
 use super::action::{Action, Effect};
 use super::keymap::Keymap;
 use super::theme::Theme;
-use crate::explore::{DocDetail, FailureRow, QueryResult};
+use crate::explore::{Comparison, DocDetail, FailureRow, QueryResult};
 use crate::tasks::{TaskEvent, TaskId, TaskSpec};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,6 +79,8 @@ pub struct App {
     pub detail: Option<DocDetail>,
     pub doc_scroll: u16,
     pub failures: Option<Vec<FailureRow>>,
+    pub comparison: Option<Comparison>,
+    pub compare_pending: bool,
     pub failures_pending: bool,
     pub failure_sel: usize,
     pub tasks: Vec<TaskView>,
@@ -109,6 +111,8 @@ impl App {
             detail: None,
             doc_scroll: 0,
             failures: None,
+            comparison: None,
+            compare_pending: false,
             failures_pending: false,
             failure_sel: 0,
             tasks: Vec::new(),
@@ -133,7 +137,8 @@ impl App {
         }
         match (self.tab, self.focus) {
             (Tab::Search, Focus::Input) => "input",
-            (Tab::Search, Focus::Results) | (Tab::Compare, _) => "results",
+            (Tab::Search, Focus::Results) => "results",
+            (Tab::Compare, _) => "compare",
             (Tab::Failures, _) => "failures",
             (Tab::Tasks, _) => "tasks",
         }
@@ -209,6 +214,17 @@ impl App {
                         self.failure_sel = 0;
                     }
                     Err(e) => self.status = format!("failure analysis failed: {e}"),
+                }
+                vec![]
+            }
+            Action::CompareDone(r) => {
+                self.compare_pending = false;
+                match r {
+                    Ok(c) => {
+                        self.status = format!("compared {} precisions", c.runs.len());
+                        self.comparison = Some(c);
+                    }
+                    Err(e) => self.status = format!("comparison failed: {e}"),
                 }
                 vec![]
             }
@@ -407,6 +423,19 @@ impl App {
                     };
                 }
                 vec![]
+            }
+            "run_compare" => {
+                let Some(text) = self.result.as_ref().map(|r| r.text.clone()) else {
+                    self.status = "run a query in Search first".into();
+                    return vec![];
+                };
+                if self.compare_pending {
+                    return vec![];
+                }
+                self.compare_pending = true;
+                self.comparison = None;
+                self.status = "encoding under f32, f16, q8_0, q4_0 …".into();
+                vec![Effect::RunCompare(text)]
             }
             "compute_failures" => {
                 if !matches!(self.index, IndexState::Ready(_)) || !self.has_qrels {

@@ -107,6 +107,9 @@ pub fn demo_dataset() -> Result<PathBuf> {
 
 struct Shared {
     model: Option<Arc<LoadedModel>>,
+    /// Precision variants for Compare, loaded on first use.
+    variants: Vec<(crate::quant::Precision, Arc<LoadedModel>)>,
+    spec: String,
     index: Option<Arc<LsrIndex>>,
     queries: Vec<beir::Query>,
     qrels: Option<beir::Qrels>,
@@ -220,6 +223,8 @@ async fn event_loop(
     }
     let shared = Arc::new(Mutex::new(Shared {
         model: None,
+        variants: Vec::new(),
+        spec: opts.model.clone(),
         index: None,
         queries,
         qrels: qrels.clone(),
@@ -322,6 +327,12 @@ async fn event_loop(
                 Effect::ComputeFailures => spawn_engine(&tx, &shared, |ex| {
                     Action::FailuresDone(ex.failures().map_err(|e| e.to_string()))
                 }),
+                Effect::RunCompare(text) => {
+                    let (tx, shared) = (tx.clone(), shared.clone());
+                    tokio::task::spawn_blocking(move || {
+                        let _ = tx.send(Action::CompareDone(compare(&shared, &text)));
+                    });
+                }
             }
         }
         if app.quit {
@@ -336,6 +347,41 @@ async fn event_loop(
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     Ok(())
+}
+
+/// Load any missing precision variant, then compare `text` across them.
+fn compare(shared: &Arc<Mutex<Shared>>, text: &str) -> Result<crate::explore::Comparison, String> {
+    let (spec, have, base) = {
+        let s = shared.lock().map_err(|e| e.to_string())?;
+        (
+            s.spec.clone(),
+            s.variants.iter().map(|v| v.0).collect::<Vec<_>>(),
+            s.model.clone(),
+        )
+    };
+    let mut loaded = Vec::new();
+    for p in crate::quant::ALL {
+        if have.contains(&p) {
+            continue;
+        }
+        let m = match (p, &base) {
+            (crate::quant::Precision::F32, Some(b)) => b.clone(),
+            _ => Arc::new(
+                crate::model::load_at(&spec, &candle_core::Device::Cpu, p, false)
+                    .map_err(|e| e.to_string())?,
+            ),
+        };
+        loaded.push((p, m));
+    }
+    let ex = {
+        let mut s = shared.lock().map_err(|e| e.to_string())?;
+        s.variants.extend(loaded);
+        s.variants
+            .sort_by_key(|v| crate::quant::ALL.iter().position(|p| *p == v.0));
+        s.explorer().map(|e| (e, s.variants.clone()))
+    };
+    let (ex, variants) = ex.ok_or("the model is still loading")?;
+    ex.compare(text, &variants).map_err(|e| e.to_string())
 }
 
 /// Run engine work on a blocking thread and send its result back.
