@@ -153,6 +153,10 @@ fn help_tabs_and_quit() {
     let mut a = app();
     a.update(key(KeyCode::F(1)));
     assert!(a.help);
+    a.update(key(KeyCode::Down));
+    a.update(key(KeyCode::Down));
+    a.update(key(KeyCode::Up));
+    assert_eq!(a.help_scroll, 1, "arrows scroll the help list");
     a.update(key(KeyCode::Esc));
     assert!(!a.help);
     a.update(key(KeyCode::Esc)); // leave the query box

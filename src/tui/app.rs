@@ -86,6 +86,7 @@ pub struct App {
     pub tasks: Vec<TaskView>,
     pub task_sel: usize,
     pub help: bool,
+    pub help_scroll: usize,
     pub status: String,
     pub model_ready: bool,
     pub index: IndexState,
@@ -118,6 +119,7 @@ impl App {
             tasks: Vec::new(),
             task_sel: 0,
             help: false,
+            help_scroll: 0,
             status: "loading the model …".into(),
             model_ready: false,
             index: IndexState::Loading,
@@ -363,6 +365,16 @@ impl App {
             }
             "help" => {
                 self.help = !self.help;
+                self.help_scroll = 0;
+                vec![]
+            }
+            "help_down" => {
+                self.help_scroll =
+                    (self.help_scroll + 1).min(self.keymap.bindings.len().saturating_sub(1));
+                vec![]
+            }
+            "help_up" => {
+                self.help_scroll = self.help_scroll.saturating_sub(1);
                 vec![]
             }
             "next_tab" | "prev_tab" => {

@@ -1,4 +1,5 @@
-//! Help popup, generated from the keymap: every binding with its description.
+//! Help popup, generated from the keymap: every binding with its
+//! description, the current screen's first; ↑/↓ scroll.
 
 use ratatui::layout::{Constraint, Rect};
 use ratatui::style::{Modifier, Style};
@@ -9,10 +10,30 @@ use crate::tui::app::App;
 
 pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     let t = &app.theme;
-    let rows: Vec<Row> = app
-        .keymap
-        .bindings
+    let ctx = {
+        // The screen under the popup.
+        let mut shown = app.context();
+        if shown == "help" {
+            shown = match (app.tab, app.focus) {
+                (crate::tui::app::Tab::Search, crate::tui::app::Focus::Input) => "input",
+                (crate::tui::app::Tab::Search, _) => "results",
+                (crate::tui::app::Tab::Compare, _) => "compare",
+                (crate::tui::app::Tab::Failures, _) => "failures",
+                (crate::tui::app::Tab::Tasks, _) => "tasks",
+            };
+        }
+        shown
+    };
+    let mut bindings: Vec<_> = app.keymap.bindings.iter().collect();
+    bindings.sort_by_key(|b| match b.context.as_str() {
+        c if c == ctx => 0,
+        "global" => 1,
+        "help" => 3,
+        _ => 2,
+    });
+    let rows: Vec<Row> = bindings
         .iter()
+        .skip(app.help_scroll)
         .map(|b| Row::new(vec![b.context.clone(), b.key.clone(), b.desc.clone()]))
         .collect();
     f.render_widget(Clear, area);
@@ -29,11 +50,10 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
             Row::new(vec!["where", "key", "does"])
                 .style(Style::default().fg(t.accent).add_modifier(Modifier::BOLD)),
         )
-        .block(
-            Block::default()
-                .borders(Borders::ALL)
-                .title(" Help — F1 or Esc closes "),
-        ),
+        .block(Block::default().borders(Borders::ALL).title(format!(
+            " Help — {} bindings; ↑/↓ scroll, F1 or Esc closes ",
+            bindings.len()
+        ))),
         area,
     );
 }
