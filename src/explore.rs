@@ -75,6 +75,9 @@ pub struct Explorer {
     pub model: Arc<LoadedModel>,
     pub config: EncoderConfig,
     pub index: Option<Arc<LsrIndex>>,
+    /// While the index is being built: what is encoded so far, and the corpus.
+    pub partial: Option<Arc<crate::search::PartialIndex>>,
+    pub corpus: Arc<Vec<crate::data::beir::Document>>,
     pub queries: Vec<Query>,
     pub qrels: Option<Qrels>,
 }
@@ -117,6 +120,21 @@ impl Explorer {
             .and_then(|q| self.qrels.as_ref().and_then(|r| r.get(q)));
         let t1 = Instant::now();
         let mut hits = Vec::new();
+        if let (None, Some(p)) = (&self.index, &self.partial) {
+            for (r, (ordinal, score)) in p.search(&vector, k).into_iter().enumerate() {
+                let doc = self.corpus.get(ordinal);
+                let doc_id = doc.map(|d| d.id.clone()).unwrap_or_default();
+                hits.push(HitRow {
+                    rank: r + 1,
+                    ordinal,
+                    relevance: judged.map(|j| j.get(&doc_id).copied().unwrap_or(0)),
+                    title: doc.map(|d| d.title.clone()).unwrap_or_default(),
+                    doc_id,
+                    score,
+                    bm25_rank: None,
+                });
+            }
+        }
         if let Some(idx) = &self.index {
             let bm25: HashMap<usize, usize> = idx
                 .search_bm25(text, 1000)?

@@ -317,3 +317,63 @@ impl LsrIndex {
             .collect())
     }
 }
+
+/// The part of a corpus an unfinished build has already encoded: exact
+/// search over it while the index is still being built.
+pub struct PartialIndex {
+    /// Corpus position and vector of every encoded document.
+    pub vectors: Vec<(usize, SparseVec)>,
+    postings: Vec<Vec<(u32, f32)>>,
+    pub total: usize,
+}
+
+impl PartialIndex {
+    pub fn new(vectors: Vec<(usize, SparseVec)>, vocab: usize, total: usize) -> Self {
+        let mut postings: Vec<Vec<(u32, f32)>> = vec![Vec::new(); vocab];
+        for (slot, (_, v)) in vectors.iter().enumerate() {
+            for (id, w) in v.iter() {
+                if let Some(p) = postings.get_mut(id as usize) {
+                    p.push((slot as u32, w));
+                }
+            }
+        }
+        Self {
+            vectors,
+            postings,
+            total,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.vectors.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.vectors.is_empty()
+    }
+
+    /// Top-k (corpus position, score) by exact dot product.
+    pub fn search(&self, query: &SparseVec, k: usize) -> Vec<(usize, f32)> {
+        let mut acc = vec![0f32; self.vectors.len()];
+        for (id, q) in query.iter() {
+            if let Some(p) = self.postings.get(id as usize) {
+                for &(slot, w) in p {
+                    acc[slot as usize] += q * w;
+                }
+            }
+        }
+        let mut hits: Vec<(usize, f32)> = acc
+            .into_iter()
+            .enumerate()
+            .filter(|h| h.1 > 0.0)
+            .map(|(slot, s)| (self.vectors[slot].0, s))
+            .collect();
+        hits.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        hits.truncate(k);
+        hits
+    }
+
+    pub fn vector(&self, ordinal: usize) -> Option<&SparseVec> {
+        self.vectors.iter().find(|v| v.0 == ordinal).map(|v| &v.1)
+    }
+}

@@ -164,6 +164,9 @@ fn an_interrupted_build_resumes_and_publishes_atomically() {
         "{err}"
     );
     assert!(!out.exists(), "a half index must not be visible");
+    // What is committed so far can already be searched.
+    let partial = csplade::index::build::read_partial(&out).unwrap();
+    assert_eq!(partial.len(), 16);
     let open_err = LsrIndex::open(&out)
         .err()
         .expect("no index yet")
@@ -191,6 +194,17 @@ fn an_interrupted_build_resumes_and_publishes_atomically() {
     let a = LsrIndex::open(&full).unwrap();
     let b = LsrIndex::open(&out).unwrap();
     assert_eq!(a.vectors, b.vectors);
+    for (ordinal, v) in &partial {
+        assert_eq!(
+            &a.vectors[*ordinal], v,
+            "partial vector of document {ordinal}"
+        );
+    }
+    let p = csplade::search::PartialIndex::new(partial, m.config().vocab_size, 40);
+    let q = enc.encode_one("otter river").unwrap().vector;
+    for (ordinal, score) in p.search(&q, 5) {
+        assert!((a.vectors[ordinal].dot(&q) - score).abs() < 1e-4);
+    }
     assert!(!csplade::index::build::staging_dir(&out).exists());
 }
 

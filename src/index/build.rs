@@ -307,6 +307,36 @@ pub fn build(
     Ok(meta)
 }
 
+/// The vectors a build in progress has committed so far, as (corpus
+/// position, vector) pairs: what an explorer can already search.
+pub fn read_partial(out: &Path) -> Result<Vec<(usize, SparseVec)>, IndexError> {
+    let stage = staging_dir(out);
+    let progress_path = stage.join(PROGRESS);
+    let journal_path = stage.join(JOURNAL);
+    let text =
+        std::fs::read_to_string(&progress_path).map_err(|e| IndexError::io(&progress_path, e))?;
+    let j: Journal = serde_json::from_str(&text).map_err(|e| IndexError::Corrupt {
+        path: progress_path.clone(),
+        msg: e.to_string(),
+    })?;
+    let mut bytes = Vec::new();
+    std::fs::File::open(&journal_path)
+        .and_then(|f| f.take(j.bytes).read_to_end(&mut bytes))
+        .map_err(|e| IndexError::io(&journal_path, e))?;
+    let mut out = Vec::with_capacity(j.done);
+    let mut pos = 0;
+    while pos + 4 <= bytes.len() {
+        let ord = u32::from_le_bytes([bytes[pos], bytes[pos + 1], bytes[pos + 2], bytes[pos + 3]])
+            as usize;
+        let Some((v, next)) = vectors::decode_record(&bytes, pos + 4) else {
+            break;
+        };
+        out.push((ord, v));
+        pos = next;
+    }
+    Ok(out)
+}
+
 /// Keep the `k` heaviest terms (0 = all).
 pub fn prune(v: SparseVec, k: usize) -> SparseVec {
     if k == 0 || v.active() <= k {

@@ -17,6 +17,8 @@ pub enum Action {
     DetailDone(Result<DocDetail, String>),
     FailuresDone(Result<Vec<FailureRow>, String>),
     CompareDone(Result<Comparison, String>),
+    /// Documents searchable while the index is still building (of total).
+    PartialReady(usize, usize),
     Task(TaskEvent),
 }
 
@@ -31,5 +33,7 @@ pub enum Effect {
     CancelTask(TaskId),
     /// A finished index build: open the index it wrote.
     OpenIndex,
+    /// Load what a running build has encoded so far.
+    RefreshPartial,
     Quit,
 }

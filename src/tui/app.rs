@@ -66,6 +66,8 @@ pub struct TaskView {
 pub enum IndexState {
     Loading,
     Building,
+    /// Building; this many documents (of the total) are already searchable.
+    Partial(usize, usize),
     Ready(usize),
     Unavailable(String),
 }
@@ -216,6 +218,12 @@ impl App {
                         self.failure_sel = 0;
                     }
                     Err(e) => self.status = format!("failure analysis failed: {e}"),
+                }
+                vec![]
+            }
+            Action::PartialReady(n, total) => {
+                if matches!(self.index, IndexState::Building | IndexState::Partial(..)) {
+                    self.index = IndexState::Partial(n, total);
                 }
                 vec![]
             }

@@ -107,6 +107,8 @@ pub fn demo_dataset() -> Result<PathBuf> {
 
 struct Shared {
     model: Option<Arc<LoadedModel>>,
+    partial: Option<Arc<crate::search::PartialIndex>>,
+    corpus: Arc<Vec<beir::Document>>,
     /// Precision variants for Compare, loaded on first use.
     variants: Vec<(crate::quant::Precision, Arc<LoadedModel>)>,
     spec: String,
@@ -133,6 +135,8 @@ impl Shared {
                     ..Default::default()
                 }),
             index: self.index.clone(),
+            partial: self.partial.clone(),
+            corpus: self.corpus.clone(),
             queries: self.queries.clone(),
             qrels: self.qrels.clone(),
         })
@@ -225,6 +229,8 @@ async fn event_loop(
         model: None,
         variants: Vec::new(),
         spec: opts.model.clone(),
+        partial: None,
+        corpus: Arc::new(beir::read_corpus(&dataset).unwrap_or_default()),
         index: None,
         queries,
         qrels: qrels.clone(),
@@ -305,6 +311,7 @@ async fn event_loop(
                             let n = i.len();
                             if let Ok(mut s) = shared.lock() {
                                 s.index = Some(Arc::new(i));
+                                s.partial = None;
                             }
                             n
                         });
@@ -327,6 +334,25 @@ async fn event_loop(
                 Effect::ComputeFailures => spawn_engine(&tx, &shared, |ex| {
                     Action::FailuresDone(ex.failures().map_err(|e| e.to_string()))
                 }),
+                Effect::RefreshPartial => {
+                    let (tx, shared, dir) = (tx.clone(), shared.clone(), index_dir.clone());
+                    tokio::task::spawn_blocking(move || {
+                        let Ok(vectors) = crate::index::build::read_partial(&dir) else {
+                            return;
+                        };
+                        let Ok(mut s) = shared.lock() else { return };
+                        let (Some(vocab), total) = (
+                            s.model.as_ref().map(|m| m.config().vocab_size),
+                            s.corpus.len(),
+                        ) else {
+                            return;
+                        };
+                        let p = crate::search::PartialIndex::new(vectors, vocab, total);
+                        let n = p.len();
+                        s.partial = Some(Arc::new(p));
+                        let _ = tx.send(Action::PartialReady(n, total));
+                    });
+                }
                 Effect::RunCompare(text) => {
                     let (tx, shared) = (tx.clone(), shared.clone());
                     tokio::task::spawn_blocking(move || {

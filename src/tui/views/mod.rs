@@ -55,6 +55,7 @@ pub fn draw(f: &mut Frame, app: &App) {
             }
         }
         IndexState::Ready(n) => format!("index: {n} docs"),
+        IndexState::Partial(n, total) => format!("index: building, {n}/{total} docs searchable"),
         IndexState::Unavailable(_) => "index: none".to_string(),
     };
     f.render_widget(
