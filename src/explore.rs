@@ -172,18 +172,35 @@ impl Explorer {
 
     /// Contributions, document text and terms for one hit.
     pub fn detail(&self, query: &SparseVec, ordinal: usize) -> anyhow::Result<DocDetail> {
-        let idx = self
-            .index
-            .as_ref()
-            .ok_or_else(|| anyhow::anyhow!("no index loaded"))?;
-        let doc = idx.document(ordinal)?;
+        let (doc, dv) = match (&self.index, &self.partial) {
+            (Some(idx), _) => (idx.document(ordinal)?, idx.vectors[ordinal].clone()),
+            (None, Some(p)) => {
+                let d = self
+                    .corpus
+                    .get(ordinal)
+                    .ok_or_else(|| anyhow::anyhow!("no document {ordinal}"))?;
+                let v = p
+                    .vector(ordinal)
+                    .cloned()
+                    .ok_or_else(|| anyhow::anyhow!("document {ordinal} is not encoded yet"))?;
+                (
+                    crate::search::StoredDoc {
+                        doc_id: d.id.clone(),
+                        title: d.title.clone(),
+                        text: d.text.clone(),
+                    },
+                    v,
+                )
+            }
+            _ => anyhow::bail!("no index loaded"),
+        };
         let tok = |id: u32| self.model.tokenizer.token(id).to_string();
-        let contributions = idx
-            .explain(query, ordinal)
+        let contributions = query
+            .contributions(&dv)
             .into_iter()
             .map(|c| (tok(c.id), c.query_weight, c.doc_weight, c.product))
             .collect();
-        let dv = &idx.vectors[ordinal];
+        let dv = &dv;
         let top_terms = dv
             .top_k(30)
             .into_iter()

@@ -292,3 +292,43 @@ fn bad_collections_are_clear_errors() {
         vec![("q1".to_string(), "missing".to_string())]
     );
 }
+
+#[test]
+fn the_explorer_searches_and_explains_a_build_in_progress() {
+    use std::sync::Arc;
+    let tmp = tempfile::tempdir().unwrap();
+    let m = Arc::new(tiny_model(&tmp.path().join("m"), 5));
+    let corpus = tmp.path().join("c");
+    write_corpus(&corpus, 30);
+    let out = tmp.path().join("idx");
+    let mut o = opts(&corpus, &out);
+    o.interrupt_after = Some(1);
+    assert!(build(&Encoder::new(&m, config()), &o, |_| {}).is_err());
+    let partial = csplade::index::build::read_partial(&out).unwrap();
+    assert_eq!(partial.len(), 8);
+    let docs = beir::read_corpus(&corpus).unwrap();
+    let ex = csplade::explore::Explorer {
+        model: m.clone(),
+        config: config(),
+        index: None,
+        partial: Some(Arc::new(csplade::search::PartialIndex::new(
+            partial.clone(),
+            m.config().vocab_size,
+            docs.len(),
+        ))),
+        corpus: Arc::new(docs.clone()),
+        queries: beir::read_queries(&corpus).unwrap(),
+        qrels: Some(beir::read_qrels(&corpus, "test").unwrap()),
+    };
+    let r = ex.query("otter river stone", 10).unwrap();
+    assert!(!r.hits.is_empty());
+    let encoded: std::collections::HashSet<usize> = partial.iter().map(|p| p.0).collect();
+    assert!(
+        r.hits.iter().all(|h| encoded.contains(&h.ordinal)),
+        "only encoded documents are searched"
+    );
+    let d = ex.detail(&r.vector, r.hits[0].ordinal).unwrap();
+    assert_eq!(d.doc_id, docs[r.hits[0].ordinal].id);
+    let sum: f32 = d.contributions.iter().map(|c| c.3).sum();
+    assert!((sum - r.hits[0].score).abs() < 1e-3);
+}

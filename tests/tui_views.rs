@@ -182,7 +182,7 @@ fn task_events_drive_progress_and_a_finished_build_opens_the_index() {
     let spec = a.index_task.clone().unwrap();
     a.add_task(1, spec);
     assert_eq!(a.index, IndexState::Building);
-    a.update(Action::Task(TaskEvent::Progress {
+    let fx = a.update(Action::Task(TaskEvent::Progress {
         id: 1,
         done: 64.0,
         total: 128.0,
@@ -190,6 +190,13 @@ fn task_events_drive_progress_and_a_finished_build_opens_the_index() {
         unit: "tokens/s".into(),
         eta_s: 30.0,
     }));
+    assert_eq!(
+        fx,
+        vec![Effect::RefreshPartial],
+        "committed documents become searchable"
+    );
+    a.update(Action::PartialReady(64, 128));
+    assert_eq!(a.index, IndexState::Partial(64, 128));
     a.update(Action::Task(TaskEvent::Log {
         id: 1,
         line: "csplade: encoding".into(),

@@ -266,6 +266,9 @@ impl App {
                 ..
             } => {
                 (t.done, t.total, t.rate, t.unit, t.eta_s) = (done, total, rate, unit, eta_s);
+                if Some(&t.spec) == self.index_task.as_ref() {
+                    effects.push(Effect::RefreshPartial);
+                }
             }
             TaskEvent::Phase { name, .. } => t.phase = name,
             TaskEvent::Loss { step, loss, .. } => t.losses.push((step as f64, loss)),
