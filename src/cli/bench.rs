@@ -31,6 +31,9 @@ pub struct SearchBench {
     /// The model that built it
     #[arg(long, default_value = "base")]
     pub model: String,
+    /// Encode queries at this precision (default: the index's)
+    #[arg(long)]
+    pub precision: Option<csplade::quant::Precision>,
     /// Queries timed (from the indexed collection's queries.jsonl)
     #[arg(long, default_value_t = 300)]
     pub queries: usize,
@@ -109,7 +112,7 @@ fn dir_size(p: &std::path::Path) -> u64 {
 
 fn search(a: SearchBench) -> Result<()> {
     use csplade::search::Backend;
-    let (idx, model) = super::search::open_with_model(&a.index, &a.model)?;
+    let (idx, model) = super::search::open_with_model(&a.index, &a.model, a.precision)?;
     let enc = Encoder::new(&model, super::search::index_encoder_config(&idx));
     let queries = beir::read_queries(std::path::Path::new(&idx.meta.corpus))
         .with_context(|| format!("reading the queries of {}", idx.meta.corpus))?;

@@ -31,6 +31,9 @@ pub struct SearchArgs {
     /// LSR scorer: exact (stored f32 vectors) or tantivy (quantized impacts)
     #[arg(long, default_value = "exact")]
     pub backend: Backend,
+    /// Encode the query at another precision than the index's documents
+    #[arg(long)]
+    pub precision: Option<csplade::quant::Precision>,
     /// Rank with BM25 instead of the sparse model
     #[arg(long)]
     pub bm25: bool,
@@ -42,11 +45,19 @@ pub struct SearchArgs {
 }
 
 /// Open an index and the model that built it, refusing a mismatch.
-pub fn open_with_model(index: &std::path::Path, spec: &str) -> Result<(LsrIndex, LoadedModel)> {
+/// Queries are encoded at the index's precision unless `precision` overrides
+/// it (documents keep the precision they were indexed at).
+pub fn open_with_model(
+    index: &std::path::Path,
+    spec: &str,
+    precision: Option<csplade::quant::Precision>,
+) -> Result<(LsrIndex, LoadedModel)> {
     let idx =
         LsrIndex::open(index).with_context(|| format!("opening index {}", index.display()))?;
-    let model = model::load(spec, &candle_core::Device::Cpu)
-        .with_context(|| format!("loading model {spec:?}"))?;
+    let (indexed, head) = csplade::quant::parse_label(&idx.meta.precision).unwrap_or_default();
+    let precision = precision.unwrap_or(indexed);
+    let model = model::load_at(spec, &candle_core::Device::Cpu, precision, head)
+        .with_context(|| format!("loading model {spec:?} at {precision}"))?;
     idx.meta
         .check_model(&model.identity, model.config().vocab_size)?;
     Ok((idx, model))
@@ -64,7 +75,7 @@ pub fn index_encoder_config(idx: &LsrIndex) -> EncoderConfig {
 
 pub fn run(a: SearchArgs) -> Result<()> {
     let text = a.query.join(" ");
-    let (idx, model) = open_with_model(&a.index, &a.model)?;
+    let (idx, model) = open_with_model(&a.index, &a.model, a.precision)?;
     let enc = Encoder::new(&model, index_encoder_config(&idx));
     let q = enc.encode_one(&text)?;
     let hits = if a.bm25 {
