@@ -211,6 +211,15 @@ fn task_events_drive_progress_and_a_finished_build_opens_the_index() {
     assert_eq!(a.index, IndexState::Ready(128));
     // Cancel and resume from the Tasks view.
     a.tab = Tab::Tasks;
+    let eval = TaskSpec {
+        title: "eval".into(),
+        args: vec!["eval".into()],
+    };
+    a.eval_task = Some(eval.clone());
+    assert_eq!(
+        a.update(key(KeyCode::Char('e'))),
+        vec![Effect::StartTask(eval)]
+    );
     a.add_task(
         2,
         TaskSpec {

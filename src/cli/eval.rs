@@ -43,6 +43,10 @@ pub struct EvalArgs {
     pub losses: usize,
     #[arg(long)]
     pub json: bool,
+    /// Report progress as JSON lines on stdout (for the explorer); the
+    /// result table follows as plain lines
+    #[arg(long)]
+    pub progress_json: bool,
 }
 
 /// One system's ranking per query.
@@ -105,7 +109,13 @@ pub fn run(a: EvalArgs) -> Result<()> {
     let doc_ids: Vec<&str> = docs.iter().map(|d| d.id.as_str()).collect();
     let mut systems: Vec<(&str, Run)> = Vec::new();
 
+    let phase = |name: &str| {
+        if a.progress_json {
+            println!("{}", json!({"event": "phase", "name": name}));
+        }
+    };
     if want_bm25 {
+        phase("BM25 ranking");
         let bm = match &a.index {
             Some(i) => Bm25Index::open(&i.join(csplade::index::build::BM25_DIR))?,
             None => bm25_for(&a.dataset, &docs)?,
@@ -126,6 +136,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
         systems.push(("bm25", runs));
     }
     if want_lsr {
+        phase("LSR: loading the model and index");
         let model = a.model.load()?;
         let index_dir = match &a.index {
             Some(i) => i.clone(),
@@ -165,6 +176,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
         idx.meta
             .check_model(&model.identity, model.config().vocab_size)?;
         let enc = Encoder::new(&model, super::search::index_encoder_config(&idx));
+        phase("LSR: encoding the queries");
         let texts: Vec<&str> = evaluated.iter().map(|q| q.text.as_str()).collect();
         let encoded = enc.encode(&texts)?;
         let mut runs = Vec::new();

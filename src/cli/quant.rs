@@ -27,9 +27,18 @@ pub struct QuantizeArgs {
     /// Output .gguf file
     #[arg(long)]
     pub out: PathBuf,
+    /// Report phases as JSON lines on stdout (for the explorer)
+    #[arg(long)]
+    pub progress_json: bool,
 }
 
 pub fn quantize(a: QuantizeArgs) -> Result<()> {
+    if a.progress_json {
+        println!(
+            "{}",
+            json!({"event": "phase", "name": format!("quantizing to {}", quant::label(a.precision, a.quantize_head))})
+        );
+    }
     let source = if a.model == "base" {
         csplade::model::fetch::base_model_path()?
     } else {
@@ -41,12 +50,18 @@ pub fn quantize(a: QuantizeArgs) -> Result<()> {
     quant::write_variant(&source, &a.out, a.precision, a.quantize_head)
         .with_context(|| format!("writing {}", a.out.display()))?;
     let bytes = std::fs::metadata(&a.out).map(|m| m.len()).unwrap_or(0);
-    println!(
+    let msg = format!(
         "wrote {} ({}, {:.1} MB)",
         a.out.display(),
         quant::label(a.precision, a.quantize_head),
         bytes as f64 / 1e6
     );
+    if a.progress_json {
+        println!("{}", json!({"event": "phase", "name": msg}));
+        println!("{}", json!({"event": "done"}));
+    } else {
+        println!("{msg}");
+    }
     Ok(())
 }
 

@@ -98,6 +98,9 @@ pub struct App {
     pub quit: bool,
     /// The build the explorer starts when its index is missing.
     pub index_task: Option<TaskSpec>,
+    /// Evaluation and quantization jobs offered in Tasks.
+    pub eval_task: Option<TaskSpec>,
+    pub quantize_task: Option<TaskSpec>,
     pub has_qrels: bool,
 }
 
@@ -130,6 +133,8 @@ impl App {
             keymap,
             quit: false,
             index_task: None,
+            eval_task: None,
+            quantize_task: None,
             has_qrels: false,
         }
     }
@@ -480,9 +485,13 @@ impl App {
                 self.focus = Focus::Results;
                 self.run("submit")
             }
-            "start_index" | "resume_task" => {
+            "start_index" | "start_eval" | "start_quantize" | "resume_task" => {
                 let spec = if action == "start_index" {
                     self.index_task.clone()
+                } else if action == "start_eval" {
+                    self.eval_task.clone()
+                } else if action == "start_quantize" {
+                    self.quantize_task.clone()
                 } else {
                     self.tasks
                         .get(self.task_sel)

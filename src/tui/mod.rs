@@ -255,6 +255,34 @@ async fn event_loop(
             opts.model.clone(),
         ],
     });
+    app.eval_task = Some(TaskSpec {
+        title: "eval LSR vs BM25".into(),
+        args: vec![
+            "eval".into(),
+            "--dataset".into(),
+            dataset.display().to_string(),
+            "--index".into(),
+            index_dir.display().to_string(),
+            "--model".into(),
+            opts.model.clone(),
+        ],
+    });
+    app.quantize_task = Some(TaskSpec {
+        title: "quantize q8_0".into(),
+        args: vec![
+            "quantize".into(),
+            "--model".into(),
+            opts.model.clone(),
+            "--precision".into(),
+            "q8_0".into(),
+            "--out".into(),
+            data_dir()
+                .join("models")
+                .join("variant-q8_0.gguf")
+                .display()
+                .to_string(),
+        ],
+    });
     log(&format!(
         "explorer: dataset {} index {}",
         dataset.display(),
