@@ -21,6 +21,33 @@ pub enum BenchCommand {
     /// Search latency p50/p99 (without and with query encoding), index size,
     /// build throughput
     Search(SearchBench),
+    /// Explorer responsiveness: keystroke → redraw, Enter → expansion on
+    /// screen, resident memory with the model and index loaded
+    Tui(TuiBench),
+}
+
+#[derive(Args)]
+pub struct TuiBench {
+    /// Index the explorer would open
+    #[arg(long)]
+    pub index: PathBuf,
+    #[arg(long, default_value = "base")]
+    pub model: String,
+    /// Query typed (≈10 tokens by default)
+    #[arg(
+        long,
+        default_value = "which command copies files and directories recursively"
+    )]
+    pub query: String,
+    /// Terminal size drawn
+    #[arg(long, default_value_t = 200)]
+    pub width: u16,
+    #[arg(long, default_value_t = 50)]
+    pub height: u16,
+    #[arg(long, default_value_t = 200)]
+    pub repeat: usize,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args)]
@@ -81,6 +108,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Encode(a) => encode(a),
         BenchCommand::Gemm(a) => gemm(a),
         BenchCommand::Search(a) => search(a),
+        BenchCommand::Tui(a) => tui(a),
     }
 }
 
@@ -274,6 +302,105 @@ fn encode(a: EncodeBench) -> Result<()> {
             a.model.variant,
             a.model.precision,
             seqs.len() as f64 / best
+        );
+    }
+    Ok(())
+}
+
+/// Peak resident memory of this process, from /proc (Linux), in bytes.
+fn peak_rss() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+fn tui(a: TuiBench) -> Result<()> {
+    use crossterm::event::{KeyCode, KeyEvent};
+    use csplade::tui::action::Action;
+    use csplade::tui::app::App;
+    use ratatui::backend::TestBackend;
+    use ratatui::Terminal;
+    use std::sync::Arc;
+    let (idx, model) = super::search::open_with_model(&a.index, &a.model, None)?;
+    let config = super::search::index_encoder_config(&idx);
+    let corpus = std::path::Path::new(&idx.meta.corpus).to_path_buf();
+    let ex = csplade::explore::Explorer {
+        model: Arc::new(model),
+        config,
+        index: Some(Arc::new(idx)),
+        partial: None,
+        corpus: Arc::new(Vec::new()),
+        queries: beir::read_queries(&corpus).unwrap_or_default(),
+        qrels: beir::read_qrels(&corpus, "test").ok(),
+    };
+    let mut app = App::new(
+        csplade::tui::theme::Theme::dark(),
+        csplade::tui::keymap::Keymap::default_keymap(),
+    );
+    app.update(Action::ModelReady(Ok("ready".into())));
+    app.update(Action::IndexReady(Ok(ex
+        .index
+        .as_ref()
+        .map_or(0, |i| i.len()))));
+    let mut term = Terminal::new(TestBackend::new(a.width, a.height))?;
+    // Enter → expansion and hits on screen (encode + search + one redraw).
+    let tokens = ex.model.tokenizer.encode(&a.query)?.len();
+    let mut enter_ms = Vec::new();
+    for _ in 0..5 {
+        let t0 = Instant::now();
+        let r = ex.query(&a.query, 50)?;
+        app.update(Action::QueryDone(Ok(r)));
+        term.draw(|f| csplade::tui::views::draw(f, &app))?;
+        enter_ms.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    if let Some(h) = app.result.as_ref().and_then(|r| r.hits.first()) {
+        let q = app
+            .result
+            .as_ref()
+            .map(|r| r.vector.clone())
+            .unwrap_or_default();
+        app.update(Action::DetailDone(
+            ex.detail(&q, h.ordinal).map_err(|e| e.to_string()),
+        ));
+    }
+    // Keystrokes that do not touch the model: move through hits, switch tabs.
+    let keys = [
+        KeyCode::Esc,
+        KeyCode::Down,
+        KeyCode::Down,
+        KeyCode::Up,
+        KeyCode::Tab,
+        KeyCode::BackTab,
+        KeyCode::PageDown,
+    ];
+    let mut key_ms = Vec::new();
+    for i in 0..a.repeat.max(1) {
+        let t0 = Instant::now();
+        app.update(Action::Key(KeyEvent::from(keys[i % keys.len()])));
+        term.draw(|f| csplade::tui::views::draw(f, &app))?;
+        key_ms.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    let (k50, k99) = (percentile(&mut key_ms, 0.5), percentile(&mut key_ms, 0.99));
+    let (e50, e99) = (
+        percentile(&mut enter_ms, 0.5),
+        percentile(&mut enter_ms, 0.99),
+    );
+    let rss = peak_rss().unwrap_or(0);
+    if a.json {
+        println!(
+            "{}",
+            json!({"keystroke_to_redraw_ms": {"p50": k50, "p99": k99}, "enter_to_expansion_ms": {"p50": e50, "max": e99}, "query_tokens": tokens, "peak_rss_bytes": rss, "terminal": [a.width, a.height]})
+        );
+    } else {
+        println!(
+            "keystroke → redraw ({}×{}): p50 {k50:.2} ms, p99 {k99:.2} ms",
+            a.width, a.height
+        );
+        println!("Enter → expansion + hits on screen ({tokens}-token query): p50 {e50:.1} ms, max {e99:.1} ms");
+        println!(
+            "peak resident memory with model and index: {:.0} MB",
+            rss as f64 / 1e6
         );
     }
     Ok(())
