@@ -214,8 +214,7 @@ impl LsrIndex {
             .collect()
     }
 
-    /// Quantized impacts through tantivy's postings and our impact scorer.
-    pub fn search_tantivy(&self, query: &SparseVec, k: usize) -> Result<Vec<Hit>, IndexError> {
+    fn impact_query(&self, query: &SparseVec) -> Result<ImpactQuery, IndexError> {
         let field = self
             .tantivy
             .schema()
@@ -224,7 +223,12 @@ impl LsrIndex {
                 path: self.dir.clone(),
                 msg: e.to_string(),
             })?;
-        let q = ImpactQuery::new(field, query, self.meta.scale);
+        Ok(ImpactQuery::new(field, query, self.meta.scale))
+    }
+
+    /// Quantized impacts through tantivy's postings and our impact scorer.
+    pub fn search_tantivy(&self, query: &SparseVec, k: usize) -> Result<Vec<Hit>, IndexError> {
+        let q = self.impact_query(query)?;
         let searcher = self.reader.searcher();
         let top = searcher
             .search(&q, &TopDocs::with_limit(k.max(1)))
@@ -255,15 +259,7 @@ impl LsrIndex {
 
     /// tantivy's own explanation of an impact score (quantized weights).
     pub fn explain_tantivy(&self, query: &SparseVec, ordinal: usize) -> Result<String, IndexError> {
-        let field = self
-            .tantivy
-            .schema()
-            .get_field("impact")
-            .map_err(|e| IndexError::Tantivy {
-                path: self.dir.clone(),
-                msg: e.to_string(),
-            })?;
-        let q = ImpactQuery::new(field, query, self.meta.scale);
+        let q = self.impact_query(query)?;
         let searcher = self.reader.searcher();
         use tantivy::query::Query;
         let e = q

@@ -66,6 +66,40 @@ fn read_page(path: &Path) -> std::io::Result<String> {
     Ok(String::from_utf8_lossy(&raw).into_owned())
 }
 
+/// Consume the name after `\f` or `\*`: one character, `(xx`, or `[name]`.
+fn escape_name(chars: &mut std::iter::Peekable<std::str::Chars>) {
+    match chars.next() {
+        Some('(') => {
+            chars.next();
+            chars.next();
+        }
+        Some('[') => {
+            for c in chars.by_ref() {
+                if c == ']' {
+                    break;
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The text of a roff special character (`em`, `bu`, …); unknown ones vanish.
+fn special_char(name: &str) -> &'static str {
+    match name {
+        "em" => "—",
+        "en" | "hy" | "mi" => "-",
+        "aq" | "oq" | "cq" => "'",
+        "dq" | "lq" | "rq" => "\"",
+        "bu" => "•",
+        "co" => "©",
+        "<=" => "<=",
+        ">=" => ">=",
+        "tm" => "™",
+        _ => "",
+    }
+}
+
 /// Replace roff escapes in running text.
 pub fn unescape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -76,35 +110,16 @@ pub fn unescape(s: &str) -> String {
             continue;
         }
         match chars.next() {
-            Some('f') => match chars.next() {
-                Some('(') => {
-                    chars.next();
-                    chars.next();
-                }
-                Some('[') => {
-                    for c in chars.by_ref() {
-                        if c == ']' {
-                            break;
-                        }
-                    }
-                }
-                _ => {}
-            },
+            // Font changes and string interpolations: dropped.
+            Some('f') | Some('*') => {
+                escape_name(&mut chars);
+            }
+            // Special characters: \(xx and \[name].
             Some('(') => {
-                let a = chars.next().unwrap_or(' ');
-                let b = chars.next().unwrap_or(' ');
-                out.push_str(match (a, b) {
-                    ('e', 'm') => "—",
-                    ('e', 'n') | ('h', 'y') | ('m', 'i') => "-",
-                    ('a', 'q') | ('o', 'q') | ('c', 'q') => "'",
-                    ('d', 'q') | ('l', 'q') | ('r', 'q') => "\"",
-                    ('b', 'u') => "•",
-                    ('c', 'o') => "©",
-                    ('<', '=') => "<=",
-                    ('>', '=') => ">=",
-                    ('t', 'm') => "™",
-                    _ => "",
-                });
+                let name: String = [chars.next().unwrap_or(' '), chars.next().unwrap_or(' ')]
+                    .iter()
+                    .collect();
+                out.push_str(special_char(&name));
             }
             Some('[') => {
                 let mut name = String::new();
@@ -114,29 +129,8 @@ pub fn unescape(s: &str) -> String {
                     }
                     name.push(c);
                 }
-                out.push_str(match name.as_str() {
-                    "em" => "—",
-                    "en" | "hy" | "mi" => "-",
-                    "aq" | "oq" | "cq" => "'",
-                    "dq" | "lq" | "rq" => "\"",
-                    "bu" => "•",
-                    _ => "",
-                });
+                out.push_str(special_char(&name));
             }
-            Some('*') => match chars.next() {
-                Some('(') => {
-                    chars.next();
-                    chars.next();
-                }
-                Some('[') => {
-                    for c in chars.by_ref() {
-                        if c == ']' {
-                            break;
-                        }
-                    }
-                }
-                _ => {}
-            },
             Some('s') => {
                 if matches!(chars.peek(), Some('+') | Some('-')) {
                     chars.next();

@@ -177,62 +177,47 @@ fn check_supported(dt: GgmlDType) -> Result<(), String> {
     }
 }
 
+/// Whole-model tensors: (GGUF name, HF name).
+const GLOBAL_NAMES: [(&str, &str); 3] = [
+    ("token_embd.weight", "model.embed_tokens.weight"),
+    ("output_norm.weight", "model.norm.weight"),
+    ("output.weight", "lm_head.weight"),
+];
+
+/// Per-layer modules: (GGUF module, HF module).
+const LAYER_NAMES: [(&str, &str); 9] = [
+    ("attn_q", "self_attn.q_proj"),
+    ("attn_k", "self_attn.k_proj"),
+    ("attn_v", "self_attn.v_proj"),
+    ("attn_output", "self_attn.o_proj"),
+    ("attn_norm", "input_layernorm"),
+    ("ffn_norm", "post_attention_layernorm"),
+    ("ffn_gate", "mlp.gate_proj"),
+    ("ffn_up", "mlp.up_proj"),
+    ("ffn_down", "mlp.down_proj"),
+];
+
 /// GGUF tensor name → HF (transformers) tensor name.
 pub fn hf_name(gguf: &str) -> Option<String> {
-    let direct = match gguf {
-        "token_embd.weight" => Some("model.embed_tokens.weight"),
-        "output_norm.weight" => Some("model.norm.weight"),
-        "output.weight" => Some("lm_head.weight"),
-        _ => None,
-    };
-    if let Some(d) = direct {
-        return Some(d.to_string());
+    if let Some((_, hf)) = GLOBAL_NAMES.iter().find(|(g, _)| *g == gguf) {
+        return Some(hf.to_string());
     }
-    let rest = gguf.strip_prefix("blk.")?;
-    let (layer, leaf) = rest.split_once('.')?;
+    let (layer, leaf) = gguf.strip_prefix("blk.")?.split_once('.')?;
     let layer: usize = layer.parse().ok()?;
     let (module, kind) = leaf.rsplit_once('.')?;
-    let hf_module = match module {
-        "attn_q" => "self_attn.q_proj",
-        "attn_k" => "self_attn.k_proj",
-        "attn_v" => "self_attn.v_proj",
-        "attn_output" => "self_attn.o_proj",
-        "attn_norm" => "input_layernorm",
-        "ffn_norm" => "post_attention_layernorm",
-        "ffn_gate" => "mlp.gate_proj",
-        "ffn_up" => "mlp.up_proj",
-        "ffn_down" => "mlp.down_proj",
-        _ => return None,
-    };
-    Some(format!("model.layers.{layer}.{hf_module}.{kind}"))
+    let (_, hf) = LAYER_NAMES.iter().find(|(g, _)| *g == module)?;
+    Some(format!("model.layers.{layer}.{hf}.{kind}"))
 }
 
 /// HF tensor name → GGUF tensor name (inverse of [`hf_name`]).
 pub fn gguf_name(hf: &str) -> Option<String> {
-    let direct = match hf {
-        "model.embed_tokens.weight" => Some("token_embd.weight"),
-        "model.norm.weight" => Some("output_norm.weight"),
-        "lm_head.weight" => Some("output.weight"),
-        _ => None,
-    };
-    if let Some(d) = direct {
-        return Some(d.to_string());
+    if let Some((g, _)) = GLOBAL_NAMES.iter().find(|(_, h)| *h == hf) {
+        return Some(g.to_string());
     }
-    let rest = hf.strip_prefix("model.layers.")?;
-    let (layer, leaf) = rest.split_once('.')?;
+    let (layer, leaf) = hf.strip_prefix("model.layers.")?.split_once('.')?;
+    let layer: usize = layer.parse().ok()?;
     let (module, kind) = leaf.rsplit_once('.')?;
-    let g = match module {
-        "self_attn.q_proj" => "attn_q",
-        "self_attn.k_proj" => "attn_k",
-        "self_attn.v_proj" => "attn_v",
-        "self_attn.o_proj" => "attn_output",
-        "input_layernorm" => "attn_norm",
-        "post_attention_layernorm" => "ffn_norm",
-        "mlp.gate_proj" => "ffn_gate",
-        "mlp.up_proj" => "ffn_up",
-        "mlp.down_proj" => "ffn_down",
-        _ => return None,
-    };
+    let (g, _) = LAYER_NAMES.iter().find(|(_, h)| *h == module)?;
     Some(format!("blk.{layer}.{g}.{kind}"))
 }
 

@@ -209,38 +209,6 @@ pub fn logprob_max_pool(logits: &[f32], vocab: usize, owner: &[usize], acc: &mut
         });
 }
 
-/// In-place softmax over each length-`t` row of `scores` laid out as
-/// `[b, heads, t, t]`, where key `j` is visible to query `i` of sequence `bi`
-/// iff `j < lengths[bi]` and (`bidirectional` or `j <= i`). Blocked keys get
-/// probability 0; a padding query (i ≥ length) sees the valid keys.
-pub fn masked_softmax(
-    scores: &mut [f32],
-    lengths: &[usize],
-    heads: usize,
-    t: usize,
-    bidirectional: bool,
-) {
-    let per_seq = heads * t * t;
-    scores.par_chunks_mut(t).enumerate().for_each(|(row, s)| {
-        let bi = row * t / per_seq;
-        let i = row % t;
-        let len = lengths[bi].max(1);
-        let visible = if bidirectional { len } else { (i + 1).min(len) };
-        let (keep, blocked) = s.split_at_mut(visible);
-        let max = keep.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut sum = 0.0;
-        for v in keep.iter_mut() {
-            *v = fast_exp(*v - max);
-            sum += *v;
-        }
-        let inv = 1.0 / sum;
-        for v in keep.iter_mut() {
-            *v *= inv;
-        }
-        blocked.fill(0.0);
-    });
-}
-
 /// SwiGLU on a fused `[rows, 2·inter]` gate|up projection: `silu(g) · u`.
 pub fn swiglu(gate_up: &[f32], inter: usize) -> Vec<f32> {
     let rows = gate_up.len() / (2 * inter);
@@ -272,17 +240,18 @@ mod tests {
     }
 
     #[test]
-    fn softmax_respects_masks() {
-        // one sequence of length 2 padded to t = 3, one head
-        let mut s = vec![1.0, 2.0, 3.0, 1.0, 2.0, 3.0, 1.0, 2.0, 3.0];
-        masked_softmax(&mut s, &[2], 1, 3, false);
-        assert_eq!(&s[0..3], &[1.0, 0.0, 0.0]);
+    fn softmax_row_masks_the_tail() {
+        let mut s = vec![1.0, 2.0, 3.0];
+        softmax_row(&mut s, 1);
+        assert_eq!(s, vec![1.0, 0.0, 0.0]);
+        let mut s = vec![1.0, 2.0, 3.0];
+        softmax_row(&mut s, 2);
         let e = (1.0f32).exp();
-        assert!((s[3] - 1.0 / (1.0 + e)).abs() < 1e-6 && s[5] == 0.0);
-        assert!((s[6] + s[7] - 1.0).abs() < 1e-6 && s[8] == 0.0);
-        let mut b = vec![1.0, 2.0, 3.0, 1.0, 2.0, 3.0, 1.0, 2.0, 3.0];
-        masked_softmax(&mut b, &[2], 1, 3, true);
-        assert!((b[0] - 1.0 / (1.0 + e)).abs() < 1e-6 && b[2] == 0.0);
+        assert!(
+            (s[0] - 1.0 / (1.0 + e)).abs() < 1e-6
+                && (s[1] - e / (1.0 + e)).abs() < 1e-6
+                && s[2] == 0.0
+        );
     }
 
     #[test]
