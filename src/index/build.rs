@@ -285,7 +285,11 @@ pub fn build(
         scale: opts.scale,
         doc_top_k: opts.doc_top_k,
         documents: docs.len(),
-        corpus: opts.corpus.display().to_string(),
+        // Absolute, so the index finds its queries from any directory.
+        corpus: std::fs::canonicalize(&opts.corpus)
+            .unwrap_or_else(|_| opts.corpus.clone())
+            .display()
+            .to_string(),
         corpus_fingerprint: corpus_fp,
         built_at: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
