@@ -141,3 +141,77 @@ fn a_quantized_gguf_reloads_identically() {
         assert_eq!(x, y, "{t}");
     }
 }
+
+#[test]
+fn compare_ranks_every_judged_query_per_precision() {
+    let dir = tempfile::tempdir().unwrap();
+    model::tiny::write_tiny_model(dir.path(), 23).unwrap();
+    let spec = dir.path().join("tiny.gguf");
+    let corpus = dir.path().join("c");
+    std::fs::create_dir_all(corpus.join("qrels")).unwrap();
+    let docs = [
+        "the otter and the river",
+        "heat theory on the bank",
+        "thin stone in the water",
+        "other inner night fish",
+    ];
+    let mut c = String::new();
+    let mut q = String::new();
+    let mut r = String::from("query-id\tcorpus-id\tscore\n");
+    for (i, d) in docs.iter().enumerate() {
+        c.push_str(&format!(
+            "{{\"_id\":\"d{i}\",\"title\":\"\",\"text\":\"{d}\"}}\n"
+        ));
+        q.push_str(&format!("{{\"_id\":\"q{i}\",\"text\":\"{}\"}}\n", &d[..9]));
+        r.push_str(&format!("q{i}\td{i}\t1\n"));
+    }
+    std::fs::write(corpus.join("corpus.jsonl"), c).unwrap();
+    std::fs::write(corpus.join("queries.jsonl"), q).unwrap();
+    std::fs::write(corpus.join("qrels/test.tsv"), r).unwrap();
+    let m = model::load(spec.to_str().unwrap(), &Device::Cpu).unwrap();
+    let out = dir.path().join("idx");
+    let opts = csplade::index::BuildOptions {
+        corpus: corpus.clone(),
+        out: out.clone(),
+        scale: 100.0,
+        doc_top_k: 0,
+        commit_every: 8,
+        precision: "f32".into(),
+        interrupt_after: None,
+    };
+    csplade::index::build(&Encoder::new(&m, cfg()), &opts, |_| {}).unwrap();
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_csplade"))
+        .args([
+            "compare",
+            "--model",
+            spec.to_str().unwrap(),
+            "--head",
+            "logprob:3",
+            "--index",
+            out.to_str().unwrap(),
+            "--dataset",
+            corpus.to_str().unwrap(),
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(v["queries"], 4);
+    for p in ["f32", "f16", "q8_0", "q4_0"] {
+        let n = v["precisions"][p]["ndcg@10"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&n), "{p}: {n}");
+        if p == "f32" {
+            assert!(v["precisions"][p].get("vs_f32").is_none());
+        } else {
+            let ov = v["precisions"][p]["vs_f32"]["overlap@10"].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&ov));
+        }
+    }
+    // f16 queries against f32 documents rank like f32.
+    assert_eq!(v["precisions"]["f16"]["vs_f32"]["overlap@10"], 1.0);
+}

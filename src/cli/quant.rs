@@ -80,15 +80,162 @@ pub struct CompareArgs {
     pub repeat: usize,
     #[arg(long)]
     pub json: bool,
-    /// The text
-    #[arg(required = true)]
+    /// Rank over this index: per precision, queries re-encoded at that
+    /// precision against the index's documents
+    #[arg(long)]
+    pub index: Option<PathBuf>,
+    /// With --index: every judged query of this BEIR collection (nDCG@10 per
+    /// precision, ranking agreement with f32 averaged over queries)
+    #[arg(long, requires = "index")]
+    pub dataset: Option<PathBuf>,
+    #[arg(long, default_value = "test")]
+    pub split: String,
+    /// The text (not needed with --dataset)
+    #[arg(required_unless_present = "dataset")]
     pub text: Vec<String>,
+}
+
+/// Rankings per precision over an index: for one text, or for every judged
+/// query of a collection with nDCG@10.
+fn compare_retrieval(a: &CompareArgs, index: &std::path::Path) -> Result<()> {
+    use csplade::data::beir;
+    use csplade::search::{Backend, LsrIndex};
+    let idx =
+        LsrIndex::open(index).with_context(|| format!("opening index {}", index.display()))?;
+    let (queries, qrels) = match &a.dataset {
+        Some(d) => {
+            let qrels = beir::read_qrels(d, &a.split)?;
+            let qs: Vec<beir::Query> = beir::read_queries(d)?
+                .into_iter()
+                .filter(|q| qrels.get(&q.id).is_some_and(|j| j.values().any(|&g| g > 0)))
+                .collect();
+            (qs, Some(qrels))
+        }
+        None => (
+            vec![beir::Query {
+                id: "text".into(),
+                text: a.text.join(" "),
+            }],
+            None,
+        ),
+    };
+    let texts: Vec<&str> = queries.iter().map(|q| q.text.as_str()).collect();
+    let mut rankings: Vec<(Precision, Vec<Vec<String>>)> = Vec::new();
+    for &p in &a.precisions {
+        let mut margs = a.model.clone();
+        margs.precision = p;
+        let model = margs.load()?;
+        idx.meta
+            .check_model(&model.identity, model.config().vocab_size)?;
+        let enc = Encoder::new(&model, super::search::index_encoder_config(&idx));
+        let encoded = enc.encode(&texts)?;
+        let mut per_query = Vec::with_capacity(encoded.len());
+        for e in &encoded {
+            per_query.push(
+                idx.search(&e.vector, 10, Backend::Exact)?
+                    .into_iter()
+                    .map(|h| h.doc_id)
+                    .collect(),
+            );
+        }
+        rankings.push((p, per_query));
+    }
+    let reference = rankings
+        .iter()
+        .find(|r| r.0 == Precision::F32)
+        .map(|r| r.1.clone());
+    let mut precs = Map::new();
+    let mut rows = Vec::new();
+    for (p, per_query) in &rankings {
+        let ndcg = qrels.as_ref().map(|qr| {
+            let refs: Vec<f64> = queries
+                .iter()
+                .zip(per_query)
+                .map(|(q, r)| {
+                    csplade::eval::ndcg_at(
+                        &r.iter().map(String::as_str).collect::<Vec<_>>(),
+                        &qr[&q.id],
+                        10,
+                    )
+                })
+                .collect();
+            refs.iter().sum::<f64>() / refs.len().max(1) as f64
+        });
+        let agreement = reference
+            .as_ref()
+            .filter(|_| *p != Precision::F32)
+            .map(|f| {
+                let n = f.len().max(1) as f64;
+                let overlap = f
+                    .iter()
+                    .zip(per_query)
+                    .map(|(a, b)| {
+                        if a.is_empty() {
+                            1.0
+                        } else {
+                            b.iter().filter(|d| a.contains(d)).count() as f64 / a.len() as f64
+                        }
+                    })
+                    .sum::<f64>()
+                    / n;
+                let tau = f
+                    .iter()
+                    .zip(per_query)
+                    .map(|(a, b)| quant::kendall_tau(a, b))
+                    .sum::<f64>()
+                    / n;
+                (overlap, tau)
+            });
+        let mut o = json!({});
+        if let Some(n) = ndcg {
+            o["ndcg@10"] = json!(n);
+        }
+        if a.dataset.is_none() {
+            o["ranking"] = json!(per_query.first().cloned().unwrap_or_default());
+        }
+        if let Some((ov, tau)) = agreement {
+            o["vs_f32"] = json!({"overlap@10": ov, "kendall_tau": tau});
+        }
+        precs.insert(p.to_string(), o);
+        rows.push((*p, ndcg, agreement));
+    }
+    if a.json {
+        println!(
+            "{}",
+            json!({"index": index.display().to_string(), "queries": queries.len(), "precisions": Value::Object(precs)})
+        );
+        return Ok(());
+    }
+    println!(
+        "{} queries over {} (documents at {}), top 10 per query:",
+        queries.len(),
+        index.display(),
+        idx.meta.precision
+    );
+    println!(
+        "{:<6} {:>8} {:>11} {:>10}",
+        "prec", "nDCG@10", "overlap@10", "kendall τ"
+    );
+    for (p, ndcg, ag) in rows {
+        let f = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.4}"));
+        println!(
+            "{:<6} {:>8} {:>11} {:>10}",
+            p.to_string(),
+            f(ndcg),
+            f(ag.map(|a| a.0)),
+            f(ag.map(|a| a.1))
+        );
+    }
+    Ok(())
 }
 
 pub fn compare(a: CompareArgs) -> Result<()> {
     let text = a.text.join(" ");
     if a.precisions.is_empty() {
         bail!("--precisions is empty");
+    }
+    if let Some(index) = &a.index {
+        return compare_retrieval(&a, index);
     }
     let mut runs = Vec::new();
     for &p in &a.precisions {
