@@ -78,8 +78,8 @@ pub struct Explorer {
     /// While the index is being built: what is encoded so far, and the corpus.
     pub partial: Option<Arc<crate::search::PartialIndex>>,
     pub corpus: Arc<Vec<crate::data::beir::Document>>,
-    pub queries: Vec<Query>,
-    pub qrels: Option<Qrels>,
+    pub queries: Arc<Vec<Query>>,
+    pub qrels: Option<Arc<Qrels>>,
 }
 
 impl Explorer {

@@ -161,11 +161,6 @@ impl LsrIndex {
         self.doc_ids.get(ordinal).map(String::as_str).unwrap_or("")
     }
 
-    /// Ordinal of a document id.
-    pub fn ordinal_of(&self, doc_id: &str) -> Option<usize> {
-        self.doc_ids.iter().position(|d| d == doc_id)
-    }
-
     pub fn search(
         &self,
         query: &SparseVec,

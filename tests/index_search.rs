@@ -317,8 +317,8 @@ fn the_explorer_searches_and_explains_a_build_in_progress() {
             docs.len(),
         ))),
         corpus: Arc::new(docs.clone()),
-        queries: beir::read_queries(&corpus).unwrap(),
-        qrels: Some(beir::read_qrels(&corpus, "test").unwrap()),
+        queries: Arc::new(beir::read_queries(&corpus).unwrap()),
+        qrels: Some(Arc::new(beir::read_qrels(&corpus, "test").unwrap())),
     };
     let r = ex.query("otter river stone", 10).unwrap();
     assert!(!r.hits.is_empty());

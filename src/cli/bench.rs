@@ -141,7 +141,7 @@ fn dir_size(p: &std::path::Path) -> u64 {
 fn search(a: SearchBench) -> Result<()> {
     use csplade::search::Backend;
     let (idx, model) = super::search::open_with_model(&a.index, &a.model, a.precision)?;
-    let enc = Encoder::new(&model, super::search::index_encoder_config(&idx));
+    let enc = Encoder::new(&model, idx.meta.encoder_config());
     let queries = beir::read_queries(std::path::Path::new(&idx.meta.corpus))
         .with_context(|| format!("reading the queries of {}", idx.meta.corpus))?;
     let queries: Vec<_> = queries.into_iter().take(a.queries).collect();
@@ -323,7 +323,7 @@ fn tui(a: TuiBench) -> Result<()> {
     use ratatui::Terminal;
     use std::sync::Arc;
     let (idx, model) = super::search::open_with_model(&a.index, &a.model, None)?;
-    let config = super::search::index_encoder_config(&idx);
+    let config = idx.meta.encoder_config();
     let corpus = std::path::Path::new(&idx.meta.corpus).to_path_buf();
     let ex = csplade::explore::Explorer {
         model: Arc::new(model),
@@ -331,8 +331,8 @@ fn tui(a: TuiBench) -> Result<()> {
         index: Some(Arc::new(idx)),
         partial: None,
         corpus: Arc::new(Vec::new()),
-        queries: beir::read_queries(&corpus).unwrap_or_default(),
-        qrels: beir::read_qrels(&corpus, "test").ok(),
+        queries: Arc::new(beir::read_queries(&corpus).unwrap_or_default()),
+        qrels: beir::read_qrels(&corpus, "test").ok().map(Arc::new),
     };
     let mut app = App::new(
         csplade::tui::theme::Theme::dark(),

@@ -175,7 +175,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
             .with_context(|| format!("opening {}", index_dir.display()))?;
         idx.meta
             .check_model(&model.identity, model.config().vocab_size)?;
-        let enc = Encoder::new(&model, super::search::index_encoder_config(&idx));
+        let enc = Encoder::new(&model, idx.meta.encoder_config());
         phase("LSR: encoding the queries");
         let texts: Vec<&str> = evaluated.iter().map(|q| q.text.as_str()).collect();
         let encoded = enc.encode(&texts)?;

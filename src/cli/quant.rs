@@ -127,7 +127,7 @@ fn compare_retrieval(a: &CompareArgs, index: &std::path::Path) -> Result<()> {
         let model = margs.load()?;
         idx.meta
             .check_model(&model.identity, model.config().vocab_size)?;
-        let enc = Encoder::new(&model, super::search::index_encoder_config(&idx));
+        let enc = Encoder::new(&model, idx.meta.encoder_config());
         let encoded = enc.encode(&texts)?;
         let mut per_query = Vec::with_capacity(encoded.len());
         for e in &encoded {

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use serde_json::json;
 
-use csplade::encode::{Encoder, EncoderConfig};
+use csplade::encode::Encoder;
 use csplade::model::{self, LoadedModel};
 use csplade::search::{Backend, LsrIndex};
 
@@ -63,20 +63,10 @@ pub fn open_with_model(
     Ok((idx, model))
 }
 
-/// The encoder settings recorded in an index.
-pub fn index_encoder_config(idx: &LsrIndex) -> EncoderConfig {
-    EncoderConfig {
-        variant: idx.meta.variant,
-        head: idx.meta.head,
-        max_len: idx.meta.max_len,
-        batch_size: 8,
-    }
-}
-
 pub fn run(a: SearchArgs) -> Result<()> {
     let text = a.query.join(" ");
     let (idx, model) = open_with_model(&a.index, &a.model, a.precision)?;
-    let enc = Encoder::new(&model, index_encoder_config(&idx));
+    let enc = Encoder::new(&model, idx.meta.encoder_config());
     let q = enc.encode_one(&text)?;
     let hits = if a.bm25 {
         idx.search_bm25(&text, a.k)?

@@ -7,7 +7,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::IndexError;
-use crate::encode::{Head, Variant};
+use crate::encode::{EncoderConfig, Head, Variant};
 use crate::model::ModelIdentity;
 
 pub const FORMAT_VERSION: u32 = 1;
@@ -63,6 +63,17 @@ impl IndexMeta {
             msg: e.to_string(),
         })?;
         super::write_atomic(&path, text.as_bytes())
+    }
+
+    /// The encoder settings the documents were encoded with, so queries are
+    /// encoded the same way.
+    pub fn encoder_config(&self) -> EncoderConfig {
+        EncoderConfig {
+            variant: self.variant,
+            head: self.head,
+            max_len: self.max_len,
+            batch_size: 8,
+        }
     }
 
     /// Refuse a query model that did not build this index.

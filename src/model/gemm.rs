@@ -278,8 +278,8 @@ unsafe fn tile(
 #[cfg(target_arch = "x86_64")]
 unsafe fn kernel(kc: usize, a: *const f32, b: PanelPtr, c: *mut f32, ldc: usize) {
     match b {
-        PanelPtr::F32(b) => kernel_avx512(kc, a, b, c, ldc),
-        PanelPtr::F16(b) => kernel_avx512_f16(kc, a, b, c, ldc),
+        PanelPtr::F32(b) => kernel_avx512::<false>(kc, a, b as *const u8, c, ldc),
+        PanelPtr::F16(b) => kernel_avx512::<true>(kc, a, b as *const u8, c, ldc),
     }
 }
 
@@ -288,37 +288,29 @@ unsafe fn kernel(_kc: usize, _a: *const f32, _b: PanelPtr, _c: *mut f32, _ldc: u
     unreachable!("matmul_t requires AVX-512")
 }
 
+/// The 12×32 register kernel; `HALF` selects f16 panels (widened with
+/// `vcvtph2ps`) instead of f32 ones. `b` points at the panel's values.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn kernel_avx512(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize) {
+unsafe fn kernel_avx512<const HALF: bool>(
+    kc: usize,
+    a: *const f32,
+    b: *const u8,
+    c: *mut f32,
+    ldc: usize,
+) {
     use std::arch::x86_64::*;
-    let mut acc = [[_mm512_setzero_ps(); 2]; MR];
-    for kk in 0..kc {
-        let b0 = _mm512_loadu_ps(b.add(kk * NR));
-        let b1 = _mm512_loadu_ps(b.add(kk * NR + 16));
-        let ak = a.add(kk * MR);
-        for (i, row) in acc.iter_mut().enumerate() {
-            let ai = _mm512_set1_ps(*ak.add(i));
-            row[0] = _mm512_fmadd_ps(ai, b0, row[0]);
-            row[1] = _mm512_fmadd_ps(ai, b1, row[1]);
+    let load = |at: usize| {
+        if HALF {
+            _mm512_cvtph_ps(_mm256_loadu_si256(b.add(2 * at) as *const __m256i))
+        } else {
+            _mm512_loadu_ps(b.add(4 * at) as *const f32)
         }
-    }
-    for (i, row) in acc.iter().enumerate() {
-        let ci = c.add(i * ldc);
-        _mm512_storeu_ps(ci, row[0]);
-        _mm512_storeu_ps(ci.add(16), row[1]);
-    }
-}
-
-/// The same microkernel reading f16 weights, widened with `vcvtph2ps`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn kernel_avx512_f16(kc: usize, a: *const f32, b: *const u16, c: *mut f32, ldc: usize) {
-    use std::arch::x86_64::*;
+    };
     let mut acc = [[_mm512_setzero_ps(); 2]; MR];
     for kk in 0..kc {
-        let b0 = _mm512_cvtph_ps(_mm256_loadu_si256(b.add(kk * NR) as *const __m256i));
-        let b1 = _mm512_cvtph_ps(_mm256_loadu_si256(b.add(kk * NR + 16) as *const __m256i));
+        let b0 = load(kk * NR);
+        let b1 = load(kk * NR + 16);
         let ak = a.add(kk * MR);
         for (i, row) in acc.iter_mut().enumerate() {
             let ai = _mm512_set1_ps(*ak.add(i));

@@ -113,8 +113,8 @@ struct Shared {
     variants: Vec<(crate::quant::Precision, Arc<LoadedModel>)>,
     spec: String,
     index: Option<Arc<LsrIndex>>,
-    queries: Vec<beir::Query>,
-    qrels: Option<beir::Qrels>,
+    queries: Arc<Vec<beir::Query>>,
+    qrels: Option<Arc<beir::Qrels>>,
 }
 
 impl Shared {
@@ -124,12 +124,7 @@ impl Shared {
             config: self
                 .index
                 .as_ref()
-                .map(|i| crate::encode::EncoderConfig {
-                    variant: i.meta.variant,
-                    head: i.meta.head,
-                    max_len: i.meta.max_len,
-                    batch_size: 8,
-                })
+                .map(|i| i.meta.encoder_config())
                 .unwrap_or(crate::encode::EncoderConfig {
                     head: crate::encode::Head::LogProb { shift: 6.0 },
                     ..Default::default()
@@ -232,8 +227,8 @@ async fn event_loop(
         partial: None,
         corpus: Arc::new(beir::read_corpus(&dataset).unwrap_or_default()),
         index: None,
-        queries,
-        qrels: qrels.clone(),
+        queries: Arc::new(queries),
+        qrels: qrels.clone().map(Arc::new),
     }));
     let mut app = App::new(theme, keymap::Keymap::default_keymap());
     app.has_qrels = qrels.is_some();
