@@ -3,7 +3,7 @@
 //! human-readable bag of weighted terms that an inverted index can serve.
 //!
 //! The modules follow the pipeline: [`data`] → [`model`] → [`encode`] →
-//! [`index`] → [`search`] / [`eval`].
+//! [`index`] → [`search`] / [`eval`] → [`train`] → [`quant`] → [`tasks`] → [`tui`].
 
 pub mod data;
 pub mod encode;
@@ -14,6 +14,7 @@ pub mod model;
 pub mod quant;
 pub mod search;
 pub mod tasks;
+pub mod train;
 pub mod tui;
 
 /// Keep freed activation buffers in the process heap instead of returning

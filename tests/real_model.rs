@@ -131,3 +131,41 @@ fn untrained_expansions_are_dense_and_echo_weights_the_input_more() {
         "echo {e} should weight input tokens more than causal {c}"
     );
 }
+
+#[test]
+fn the_default_model_is_the_base_with_the_shipped_adapter() {
+    let m = csplade::model::load(csplade::model::DEFAULT_SPEC, &candle_core::Device::Cpu)
+        .expect("loading the default model");
+    let meta = m
+        .adapter
+        .clone()
+        .expect("the default model carries its adapter");
+    assert_eq!(meta.variant, Variant::Echo);
+    assert_eq!(meta.head, Head::LogProb { shift: 5.0 });
+    assert_eq!(meta.base_sha256, common::base_model().identity.sha256);
+    assert_ne!(m.identity.sha256, common::base_model().identity.sha256);
+    let cfg = EncoderConfig {
+        variant: meta.variant,
+        head: meta.head,
+        ..Default::default()
+    };
+    let e = Encoder::new(&m, cfg)
+        .encode_one("what causes hypertension in adults")
+        .unwrap();
+    // Sparse (the query budget is 50 terms) and led by the content words.
+    assert!(
+        e.vector.active() <= 50,
+        "{} active terms",
+        e.vector.active()
+    );
+    let top: Vec<String> = e
+        .vector
+        .top_k(3)
+        .iter()
+        .map(|(id, _)| m.tokenizer.token(*id).to_string())
+        .collect();
+    assert!(
+        top.iter().any(|t| t.contains("hypertension")),
+        "top terms {top:?}"
+    );
+}

@@ -24,6 +24,8 @@ pub enum BenchCommand {
     /// Explorer responsiveness: keystroke → redraw, Enter → expansion on
     /// screen, resident memory with the model and index loaded
     Tui(TuiBench),
+    /// Training throughput (forward + backward tokens/s) of a few steps
+    Train(super::train::TrainBench),
 }
 
 #[derive(Args)]
@@ -31,7 +33,7 @@ pub struct TuiBench {
     /// Index the explorer would open
     #[arg(long)]
     pub index: PathBuf,
-    #[arg(long, default_value = "base")]
+    #[arg(long, default_value = "default")]
     pub model: String,
     /// Query typed (≈10 tokens by default)
     #[arg(
@@ -56,7 +58,7 @@ pub struct SearchBench {
     #[arg(long)]
     pub index: PathBuf,
     /// The model that built it
-    #[arg(long, default_value = "base")]
+    #[arg(long, default_value = "default")]
     pub model: String,
     /// Encode queries at this precision (default: the index's)
     #[arg(long)]
@@ -109,6 +111,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Gemm(a) => gemm(a),
         BenchCommand::Search(a) => search(a),
         BenchCommand::Tui(a) => tui(a),
+        BenchCommand::Train(a) => super::train::bench(a),
     }
 }
 
@@ -271,7 +274,7 @@ fn encode(a: EncodeBench) -> Result<()> {
         bail!("--docs must be at least 1");
     }
     let model = a.model.load()?;
-    let enc = Encoder::new(&model, a.model.encoder_config());
+    let enc = Encoder::new(&model, a.model.encoder_config(&model));
     let seqs: Vec<Vec<u32>> = docs
         .iter()
         .take(a.docs)
@@ -291,7 +294,7 @@ fn encode(a: EncodeBench) -> Result<()> {
     if a.json {
         println!(
             "{}",
-            json!({"precision": a.model.precision.to_string(), "tokens_per_s": tps, "threads": threads, "variant": a.model.variant.to_string(), "docs": seqs.len(), "tokens": tokens})
+            json!({"precision": a.model.precision.to_string(), "tokens_per_s": tps, "threads": threads, "variant": enc.config.variant.to_string(), "docs": seqs.len(), "tokens": tokens})
         );
     } else {
         println!(
@@ -299,7 +302,7 @@ fn encode(a: EncodeBench) -> Result<()> {
             seqs.len(),
             enc.max_tokens(),
             enc.config.batch_size,
-            a.model.variant,
+            enc.config.variant,
             a.model.precision,
             seqs.len() as f64 / best
         );

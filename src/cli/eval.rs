@@ -108,6 +108,8 @@ pub fn run(a: EvalArgs) -> Result<()> {
     let want_lsr = a.system != "bm25";
     let doc_ids: Vec<&str> = docs.iter().map(|d| d.id.as_str()).collect();
     let mut systems: Vec<(&str, Run)> = Vec::new();
+    // Median active dimensions of the LSR queries and documents.
+    let mut sparsity: Option<(f64, f64)> = None;
 
     let phase = |name: &str| {
         if a.progress_json {
@@ -147,15 +149,13 @@ pub fn run(a: EvalArgs) -> Result<()> {
                     .file_name()
                     .map(|n| n.to_string_lossy().to_string())
                     .unwrap_or_default();
-                let head = match a.model.head {
-                    csplade::encode::Head::RawLogits => "raw".to_string(),
-                    csplade::encode::Head::LogProb { shift } => format!("logprob{shift}"),
-                };
+                let config = a.model.encoder_config(&model);
+                let head = config.head.to_string().replace(':', "");
                 let dir = data_dir().join("indexes").join(format!(
                     "lsr-{name}-{}-{}-{}-{head}-{}-{}",
                     short(&fp),
                     short(&model.identity.sha256),
-                    a.model.variant,
+                    config.variant,
                     csplade::quant::label(a.model.precision, a.model.quantize_head),
                     a.model.max_len
                 ));
@@ -187,6 +187,16 @@ pub fn run(a: EvalArgs) -> Result<()> {
             ));
         }
         systems.push(("lsr", runs));
+        let docs =
+            csplade::index::vectors::read(&index_dir.join(csplade::index::build::VECTORS_FILE))?;
+        let median = |mut v: Vec<usize>| {
+            v.sort_unstable();
+            v.get(v.len() / 2).copied().unwrap_or(0) as f64
+        };
+        sparsity = Some((
+            median(encoded.iter().map(|e| e.vector.active()).collect()),
+            median(docs.iter().map(|d| d.active()).collect()),
+        ));
     }
 
     let mut results: Vec<(&str, Metrics, HashMap<String, Metrics>)> = Vec::new();
@@ -221,7 +231,8 @@ pub fn run(a: EvalArgs) -> Result<()> {
         }
         println!(
             "{}",
-            json!({"dataset": dataset_name, "split": a.split, "queries": evaluated.len(), "systems": sys})
+            json!({"dataset": dataset_name, "split": a.split, "queries": evaluated.len(), "systems": sys,
+                "median_active": sparsity.map(|(q, d)| json!({"query": q, "document": d}))})
         );
         return Ok(());
     }
@@ -230,6 +241,9 @@ pub fn run(a: EvalArgs) -> Result<()> {
         a.split,
         evaluated.len()
     );
+    if let Some((q, d)) = sparsity {
+        println!("LSR median active dimensions: {q} per query, {d} per document");
+    }
     println!(
         "{:<6} {:>8} {:>8} {:>8} {:>8}",
         "system", "nDCG@10", "MRR@10", "R@100", "R@1000"

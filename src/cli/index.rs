@@ -63,7 +63,7 @@ pub fn build_with_progress(
     commit_every: usize,
     json: bool,
 ) -> Result<csplade::index::IndexMeta> {
-    let encoder = Encoder::new(model, margs.encoder_config());
+    let encoder = Encoder::new(model, margs.encoder_config(model));
     let opts = BuildOptions {
         corpus: corpus.to_path_buf(),
         out: out.to_path_buf(),

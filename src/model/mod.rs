@@ -1,6 +1,9 @@
 //! The backbone and everything needed to load it: model fetch (pip + sha256),
 //! GGUF and HF loaders, tokenizer, the Llama-family transformer.
 
+pub mod adapter;
+pub mod attention;
+pub mod autograd;
 pub mod fetch;
 pub mod gemm;
 pub mod gemm_i8;
@@ -61,6 +64,8 @@ pub struct LoadedModel {
     pub llama: Llama,
     pub tokenizer: TextTokenizer,
     pub identity: ModelIdentity,
+    /// The trained adapter merged into the weights, with how it encodes.
+    pub adapter: Option<adapter::AdapterMeta>,
 }
 
 impl LoadedModel {
@@ -69,7 +74,27 @@ impl LoadedModel {
     }
 }
 
-/// `base` (the fetched SmolLM2 GGUF), a `.gguf` file, or an HF directory.
+/// The model every command uses unless told otherwise: the base with
+/// csplade's trained adapter (assets/, see MODEL_CARD.md) merged in.
+pub const DEFAULT_SPEC: &str = "default";
+const DEFAULT_ADAPTER_NAME: &str = "csplade-echo.safetensors";
+/// The shipped adapter, embedded in the binary.
+pub static DEFAULT_ADAPTER: &[u8] = include_bytes!("../../assets/csplade-echo.safetensors");
+
+/// A file-name-safe tag naming a model spec; `default` carries a hash of
+/// the embedded adapter, so caches built with an older default are not reused.
+pub fn spec_tag(spec: &str) -> String {
+    use sha2::Digest;
+    let safe = spec.replace(['/', '.', '+'], "_");
+    if spec == DEFAULT_SPEC {
+        let h = format!("{:x}", sha2::Sha256::digest(DEFAULT_ADAPTER));
+        return format!("{safe}-{}", &h[..10]);
+    }
+    safe
+}
+
+/// `default` (base + shipped adapter), `base` (the fetched SmolLM2 GGUF), a
+/// `.gguf` file, an HF directory, or any of these `+ADAPTER.safetensors`.
 pub fn load(spec: &str, device: &Device) -> Result<LoadedModel, ModelError> {
     load_at(spec, device, crate::quant::Precision::F32, false)
 }
@@ -90,6 +115,21 @@ pub fn load_at(
 /// [`load`] without packing weights for the inference GEMM (for training,
 /// where gradients flow through candle's matmul).
 pub fn load_unpacked(spec: &str, device: &Device) -> Result<LoadedModel, ModelError> {
+    if let Some((base, adapter_file)) = spec.rsplit_once('+') {
+        let mut m = load_unpacked(base, device)?;
+        let path = Path::new(adapter_file);
+        let bytes = std::fs::read(path).map_err(|source| ModelError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        apply_adapter(&mut m, &bytes, path)?;
+        return Ok(m);
+    }
+    if spec == DEFAULT_SPEC {
+        let mut m = load_unpacked("base", device)?;
+        apply_adapter(&mut m, DEFAULT_ADAPTER, Path::new(DEFAULT_ADAPTER_NAME))?;
+        return Ok(m);
+    }
     if spec == "base" {
         let path = fetch::base_model_path()?;
         let mut m = load_gguf(&path, device)?;
@@ -110,6 +150,26 @@ pub fn load_unpacked(spec: &str, device: &Device) -> Result<LoadedModel, ModelEr
             ),
         })
     }
+}
+
+/// Merge an adapter file's bytes into `m` and name the result after both.
+pub fn apply_adapter(m: &mut LoadedModel, bytes: &[u8], origin: &Path) -> Result<(), ModelError> {
+    use sha2::Digest;
+    let a = adapter::Adapter::from_bytes(bytes, origin)?;
+    a.merge_into(&mut m.llama, origin)?;
+    let mut h = sha2::Sha256::new();
+    h.update(m.identity.sha256.as_bytes());
+    h.update(bytes);
+    let name = origin
+        .file_stem()
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_else(|| "adapter".into());
+    m.identity = ModelIdentity {
+        id: format!("{}+{name}", m.identity.id),
+        sha256: format!("{:x}", h.finalize()),
+    };
+    m.adapter = Some(a.meta);
+    Ok(())
 }
 
 /// A llama-architecture GGUF file with its embedded tokenizer.
@@ -142,5 +202,6 @@ pub fn load_gguf(path: &Path, device: &Device) -> Result<LoadedModel, ModelError
         llama,
         tokenizer,
         identity: ModelIdentity { id, sha256 },
+        adapter: None,
     })
 }

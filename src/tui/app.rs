@@ -101,6 +101,8 @@ pub struct App {
     /// Evaluation and quantization jobs offered in Tasks.
     pub eval_task: Option<TaskSpec>,
     pub quantize_task: Option<TaskSpec>,
+    /// Training phases (adapt, contrastive), resumed when rerun.
+    pub train_tasks: Option<(TaskSpec, TaskSpec)>,
     pub has_qrels: bool,
 }
 
@@ -135,6 +137,7 @@ impl App {
             index_task: None,
             eval_task: None,
             quantize_task: None,
+            train_tasks: None,
             has_qrels: false,
         }
     }
@@ -485,13 +488,18 @@ impl App {
                 self.focus = Focus::Results;
                 self.run("submit")
             }
-            "start_index" | "start_eval" | "start_quantize" | "resume_task" => {
+            "start_index" | "start_eval" | "start_quantize" | "start_adapt"
+            | "start_contrastive" | "resume_task" => {
                 let spec = if action == "start_index" {
                     self.index_task.clone()
                 } else if action == "start_eval" {
                     self.eval_task.clone()
                 } else if action == "start_quantize" {
                     self.quantize_task.clone()
+                } else if action == "start_adapt" {
+                    self.train_tasks.as_ref().map(|t| t.0.clone())
+                } else if action == "start_contrastive" {
+                    self.train_tasks.as_ref().map(|t| t.1.clone())
                 } else {
                     self.tasks
                         .get(self.task_sel)

@@ -125,9 +125,16 @@ impl Shared {
                 .index
                 .as_ref()
                 .map(|i| i.meta.encoder_config())
-                .unwrap_or(crate::encode::EncoderConfig {
-                    head: crate::encode::Head::LogProb { shift: 6.0 },
-                    ..Default::default()
+                .unwrap_or_else(|| {
+                    // No index yet: encode the way the model was trained.
+                    let trained = self.model.as_ref().and_then(|m| m.adapter.clone());
+                    crate::encode::EncoderConfig {
+                        variant: trained.as_ref().map(|a| a.variant).unwrap_or_default(),
+                        head: trained
+                            .map(|a| a.head)
+                            .unwrap_or(crate::encode::Head::LogProb { shift: 6.0 }),
+                        ..Default::default()
+                    }
                 }),
             index: self.index.clone(),
             partial: self.partial.clone(),
@@ -155,7 +162,7 @@ pub fn run(opts: TuiOptions) -> Result<()> {
             data_dir().join("indexes").join(format!(
                 "explorer-{name}-{}-{}",
                 &fp[..12],
-                opts.model.replace(['/', '.'], "_")
+                crate::model::spec_tag(&opts.model)
             ))
         }
     };
@@ -278,6 +285,23 @@ async fn event_loop(
                 .to_string(),
         ],
     });
+    let train = |phase: &str, steps: &str| TaskSpec {
+        title: format!("train {phase}"),
+        args: vec![
+            "train".into(),
+            phase.into(),
+            "--out".into(),
+            data_dir()
+                .join("runs")
+                .join(format!("explorer-{phase}"))
+                .display()
+                .to_string(),
+            "--steps".into(),
+            steps.into(),
+            "--resume".into(),
+        ],
+    };
+    app.train_tasks = Some((train("adapt", "50"), train("contrastive", "100")));
     log(&format!(
         "explorer: dataset {} index {}",
         dataset.display(),

@@ -1,0 +1,165 @@
+//! `csplade train adapt|contrastive`: run a training phase from a TOML
+//! recipe with per-field overrides; checkpoints, resume, progress.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use candle_core::Device;
+use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use csplade::train::{Phase, StepReport, TrainConfig, Trainer};
+
+#[derive(Subcommand)]
+pub enum TrainCommand {
+    /// Phase 1: causal-LM + ReLU-CLM loss on packed corpus text (paper §3.2)
+    Adapt(TrainArgs),
+    /// Phase 2: InfoNCE with BM25 hard negatives + FLOPS regularization
+    Contrastive(TrainArgs),
+}
+
+#[derive(Args)]
+pub struct TrainArgs {
+    /// TOML recipe (every field optional; see README "Training")
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Override one recipe field, e.g. `--set steps=400 --set variant=echo`
+    #[arg(long = "set", value_name = "FIELD=VALUE")]
+    pub overrides: Vec<String>,
+    /// Shorthand for `--set steps=N`
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Run directory: checkpoints, BM25 negatives, the final adapter.safetensors
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Continue from the checkpoint in --out (same recipe required)
+    #[arg(long)]
+    pub resume: bool,
+    /// Print progress as JSON lines on stdout (for the explorer)
+    #[arg(long)]
+    pub progress_json: bool,
+}
+
+pub fn run(cmd: TrainCommand) -> Result<()> {
+    let (phase, a) = match cmd {
+        TrainCommand::Adapt(a) => (Phase::Adapt, a),
+        TrainCommand::Contrastive(a) => (Phase::Contrastive, a),
+    };
+    let mut overrides = a.overrides.clone();
+    if let Some(n) = a.steps {
+        overrides.push(format!("steps={n}"));
+    }
+    let cfg = TrainConfig::load(a.config.as_deref(), &overrides).map_err(anyhow::Error::msg)?;
+    let model = csplade::model::load_unpacked(&cfg.model, &Device::Cpu)
+        .with_context(|| format!("loading model {:?}", cfg.model))?;
+    let mut trainer = Trainer::new(cfg.clone(), phase, &a.out, model)?;
+    let trainable: usize = trainer
+        .params
+        .iter()
+        .map(|(_, p)| p.as_tensor().elem_count())
+        .sum();
+    let log_path = a.out.join("progress.jsonl");
+    let mut log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| log_path.display().to_string())?;
+    if a.progress_json {
+        println!(
+            "{}",
+            serde_json::json!({"event": "phase", "name": format!("{} training ({trainable} trainable parameters)", phase.name())})
+        );
+    } else {
+        eprintln!("csplade: {} phase, {} variant, head {}, {} {} ({trainable} trainable parameters), {} steps → {}", phase.name(), cfg.variant, cfg.head, cfg.adapter, if cfg.adapter == "lora" { format!("rank {}", cfg.lora_rank) } else { String::new() }, cfg.steps, a.out.display());
+    }
+    let bar = (!a.progress_json).then(|| {
+        let b = ProgressBar::new(cfg.steps as u64);
+        b.set_style(
+            ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  ETA {eta}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        b
+    });
+    let json = a.progress_json;
+    let reached = trainer.run(a.resume, None, |r: &StepReport| {
+        let line = serde_json::to_string(r).unwrap_or_default();
+        use std::io::Write;
+        let _ = writeln!(log, "{line}");
+        if json {
+            println!("{line}");
+            println!("{}", serde_json::json!({"event": "progress", "done": r.step, "total": r.steps, "tokens_per_s": r.tokens_per_s, "eta_s": r.eta_s}));
+        } else if let Some(b) = &bar {
+            b.set_position(r.step as u64);
+            b.set_message(format!("loss {:.3}  active q {:.0} d {:.0}  {:.0} tok/s", r.loss, r.active_q, r.active_d, r.tokens_per_s));
+        }
+    })?;
+    if let Some(b) = bar {
+        b.finish();
+    }
+    let adapter = a.out.join("adapter.safetensors");
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"event": "done", "step": reached, "adapter": adapter})
+        );
+    } else {
+        eprintln!(
+            "csplade: {reached} steps; adapter → {} (use --model {}+{})",
+            adapter.display(),
+            cfg.model,
+            adapter.display()
+        );
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct TrainBench {
+    /// adapt or contrastive
+    #[arg(long, default_value = "contrastive")]
+    pub phase: String,
+    /// Steps timed after one warm-up step
+    #[arg(long, default_value_t = 3)]
+    pub steps: usize,
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    #[arg(long = "set", value_name = "FIELD=VALUE")]
+    pub overrides: Vec<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Tokens/s of `steps` optimizer steps (after one warm-up step) in a
+/// scratch directory that is removed afterwards.
+pub fn bench(a: TrainBench) -> Result<()> {
+    let phase = match a.phase.as_str() {
+        "adapt" => Phase::Adapt,
+        "contrastive" => Phase::Contrastive,
+        other => anyhow::bail!("--phase {other:?}: adapt or contrastive"),
+    };
+    let mut overrides = a.overrides.clone();
+    overrides.push(format!("steps={}", a.steps + 1));
+    overrides.push("checkpoint_every=1000000".into());
+    let cfg = TrainConfig::load(a.config.as_deref(), &overrides).map_err(anyhow::Error::msg)?;
+    let model = csplade::model::load_unpacked(&cfg.model, &Device::Cpu)?;
+    let scratch = std::env::temp_dir().join(format!("csplade-bench-train-{}", std::process::id()));
+    let mut trainer = Trainer::new(cfg.clone(), phase, &scratch, model)?;
+    let mut steps: Vec<(u64, f64)> = Vec::new();
+    let result = trainer.run(false, None, |r| steps.push((r.step_tokens, r.step_seconds)));
+    let _ = std::fs::remove_dir_all(&scratch);
+    result?;
+    let timed = &steps[1.min(steps.len())..];
+    let tokens: u64 = timed.iter().map(|s| s.0).sum();
+    let seconds: f64 = timed.iter().map(|s| s.1).sum();
+    let tps = tokens as f64 / seconds.max(1e-9);
+    let threads = rayon::current_num_threads();
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({"phase": phase.name(), "tokens_per_s": tps, "threads": threads, "steps": timed.len(), "tokens": tokens, "seconds": seconds, "variant": cfg.variant.to_string(), "batch": cfg.batch})
+        );
+    } else {
+        println!("train {}: {} steps, {tokens} tokens in {seconds:.1} s: {tps:.0} tokens/s (forward + backward) on {threads} threads", phase.name(), timed.len());
+    }
+    Ok(())
+}

@@ -1,0 +1,317 @@
+//! Fused training ops: candle custom ops whose forward is one of csplade's
+//! kernels and whose backward is written out by hand — attention (RoPE, mask,
+//! softmax, GQA), RMSNorm and SwiGLU. Built from candle's elementwise ops the
+//! same layers make dozens of graph nodes, each allocating and zero-filling
+//! its gradient; these make one node each. Tested against that composite
+//! (candle autograd) path.
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::gemm::{matmul_t, PackedWeight};
+use super::kernels::{self, fast_exp, AttentionShape, RopeTables};
+
+fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
+    if !l.is_contiguous() {
+        candle_core::bail!("fused op: expected a contiguous input");
+    }
+    let n = l.shape().elem_count();
+    Ok(&s.as_slice::<f32>()?[l.start_offset()..l.start_offset() + n])
+}
+
+fn data(t: &Tensor) -> Result<Vec<f32>> {
+    t.contiguous()?.flatten_all()?.to_vec1::<f32>()
+}
+
+/// Grouped-query attention over a fused `[batch·t, (heads + 2·kv)·d]` Q|K|V,
+/// RoPE and mask included → context `[batch·t, heads·d]`.
+#[derive(Clone)]
+pub struct AttentionOp {
+    pub batch: usize,
+    pub t: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub lengths: Vec<usize>,
+    pub bidirectional: bool,
+    pub interleaved: bool,
+    /// `[positions, head_dim / 2]`
+    pub cos: Vec<f32>,
+    pub sin: Vec<f32>,
+}
+
+impl AttentionOp {
+    fn shape(&self) -> AttentionShape<'_> {
+        AttentionShape {
+            batch: self.batch,
+            t: self.t,
+            heads: self.heads,
+            kv_heads: self.kv_heads,
+            head_dim: self.head_dim,
+            lengths: &self.lengths,
+            bidirectional: self.bidirectional,
+        }
+    }
+
+    fn rope(&self) -> RopeTables<'_> {
+        RopeTables {
+            cos: &self.cos,
+            sin: &self.sin,
+            interleaved: self.interleaved,
+        }
+    }
+
+    /// `∂L/∂qkv` from `∂L/∂context`, recomputing the attention pattern.
+    pub fn backward(&self, qkv: &[f32], dctx: &[f32]) -> Vec<f32> {
+        let (t, h, kvh, d) = (self.t, self.heads, self.kv_heads, self.head_dim);
+        let width = (h + 2 * kvh) * d;
+        let rep = h / kvh;
+        let scale = 1.0 / (d as f32).sqrt();
+        let rope = self.rope();
+        let mut dqkv = vec![0f32; self.batch * t * width];
+        let ptr = SendPtr(dqkv.as_mut_ptr());
+        (0..self.batch * kvh).into_par_iter().for_each(|task| {
+            let ptr = &ptr;
+            let (bi, g) = (task / kvh, task % kvh);
+            let row = |p: usize| &qkv[(bi * t + p) * width..(bi * t + p + 1) * width];
+            // Rotated keys [t, d], values [t, d], scaled rotated queries [rep·t, d].
+            let mut k = vec![0f32; t * d];
+            let mut v = vec![0f32; t * d];
+            let mut q = vec![0f32; rep * t * d];
+            for p in 0..t {
+                let r = row(p);
+                k[p * d..(p + 1) * d].copy_from_slice(&r[(h + g) * d..(h + g + 1) * d]);
+                rope.apply_forward(&mut k[p * d..(p + 1) * d], p);
+                v[p * d..(p + 1) * d].copy_from_slice(&r[(h + kvh + g) * d..(h + kvh + g + 1) * d]);
+                for j in 0..rep {
+                    let head = g * rep + j;
+                    let dst = &mut q[(j * t + p) * d..(j * t + p + 1) * d];
+                    dst.copy_from_slice(&r[head * d..(head + 1) * d]);
+                    rope.apply_forward(dst, p);
+                    dst.iter_mut().for_each(|x| *x *= scale);
+                }
+            }
+            let mut dc = vec![0f32; rep * t * d];
+            for j in 0..rep {
+                let head = g * rep + j;
+                for p in 0..t {
+                    let src = &dctx[(bi * t + p) * h * d + head * d..][..d];
+                    dc[(j * t + p) * d..(j * t + p + 1) * d].copy_from_slice(src);
+                }
+            }
+            // P = softmax(q kᵀ) under the mask.
+            let mut probs = vec![0f32; rep * t * t];
+            matmul_t(&q, rep * t, &PackedWeight::pack(&k, t, d), &mut probs);
+            let len = self.lengths[bi].max(1);
+            for (i, sr) in probs.chunks_mut(t).enumerate() {
+                let p = i % t;
+                let visible = if self.bidirectional {
+                    len
+                } else {
+                    (p + 1).min(len)
+                };
+                kernels::softmax_row(sr, visible);
+            }
+            // dP = dC vᵀ; dS = P ⊙ (dP − Σ_j dP·P).
+            let mut ds = vec![0f32; rep * t * t];
+            matmul_t(&dc, rep * t, &PackedWeight::pack(&v, t, d), &mut ds);
+            for (dr, pr) in ds.chunks_mut(t).zip(probs.chunks(t)) {
+                let dot: f32 = dr.iter().zip(pr).map(|(a, b)| a * b).sum();
+                dr.iter_mut()
+                    .zip(pr)
+                    .for_each(|(a, &b)| *a = b * (*a - dot));
+            }
+            // dq = dS k · scale; dk = dSᵀ q; dv = Pᵀ dC.
+            let k_t = transpose(&k, t, d);
+            let mut dq = vec![0f32; rep * t * d];
+            matmul_t(&ds, rep * t, &PackedWeight::pack(&k_t, d, t), &mut dq);
+            let ds_t = transpose(&ds, rep * t, t);
+            let q_t = transpose(&q, rep * t, d);
+            let mut dk = vec![0f32; t * d];
+            matmul_t(&ds_t, t, &PackedWeight::pack(&q_t, d, rep * t), &mut dk);
+            let p_t = transpose(&probs, rep * t, t);
+            let dc_t = transpose(&dc, rep * t, d);
+            let mut dv = vec![0f32; t * d];
+            matmul_t(&p_t, t, &PackedWeight::pack(&dc_t, d, rep * t), &mut dv);
+            for p in 0..t {
+                // SAFETY: each task writes only its own (sequence, KV group)
+                // slots: query heads g·rep.., key head g, value head g.
+                let out = unsafe {
+                    std::slice::from_raw_parts_mut(ptr.0.add((bi * t + p) * width), width)
+                };
+                for j in 0..rep {
+                    let head = g * rep + j;
+                    let dst = &mut out[head * d..(head + 1) * d];
+                    dst.copy_from_slice(&dq[(j * t + p) * d..(j * t + p + 1) * d]);
+                    dst.iter_mut().for_each(|x| *x *= scale);
+                    rope.apply_inverse(dst, p);
+                }
+                let dst = &mut out[(h + g) * d..(h + g + 1) * d];
+                dst.copy_from_slice(&dk[p * d..(p + 1) * d]);
+                rope.apply_inverse(dst, p);
+                out[(h + kvh + g) * d..(h + kvh + g + 1) * d]
+                    .copy_from_slice(&dv[p * d..(p + 1) * d]);
+            }
+        });
+        dqkv
+    }
+}
+
+fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0f32; rows * cols];
+    for r in 0..rows {
+        for c in 0..cols {
+            out[c * rows + r] = x[r * cols + c];
+        }
+    }
+    out
+}
+
+struct SendPtr(*mut f32);
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+impl CustomOp1 for AttentionOp {
+    fn name(&self) -> &'static str {
+        "csplade-attention"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = slice(s, l)?;
+        let ctx = kernels::attention(x, &self.shape(), &self.rope());
+        Ok((
+            CpuStorage::F32(ctx),
+            (self.batch * self.t, self.heads * self.head_dim).into(),
+        ))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let d = self.backward(&data(arg)?, &data(grad)?);
+        Ok(Some(Tensor::from_vec(d, arg.dims(), arg.device())?))
+    }
+}
+
+/// RMSNorm `y = x / rms(x) · g` over the last dimension, gradient to `x` only
+/// (the norm weights stay frozen).
+pub struct RmsNormOp {
+    pub eps: f32,
+}
+
+fn rms_rows(x: &[f32], dim: usize, eps: f32) -> Vec<f32> {
+    x.par_chunks(dim)
+        .map(|r| 1.0 / (r.iter().map(|v| v * v).sum::<f32>() / dim as f32 + eps).sqrt())
+        .collect()
+}
+
+impl CustomOp2 for RmsNormOp {
+    fn name(&self) -> &'static str {
+        "csplade-rms-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, g) = (slice(s1, l1)?, slice(s2, l2)?);
+        let dim = g.len();
+        let inv = rms_rows(x, dim, self.eps);
+        let mut y = vec![0f32; x.len()];
+        y.par_chunks_mut(dim)
+            .zip(x.par_chunks(dim))
+            .zip(inv.par_iter())
+            .for_each(|((yr, xr), &r)| {
+                for ((o, &v), &w) in yr.iter_mut().zip(xr).zip(g) {
+                    *o = v * r * w;
+                }
+            });
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        g: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (xs, gs, dy) = (data(x)?, data(g)?, data(grad)?);
+        let dim = gs.len();
+        let inv = rms_rows(&xs, dim, self.eps);
+        let mut dx = vec![0f32; xs.len()];
+        dx.par_chunks_mut(dim).enumerate().for_each(|(i, out)| {
+            let (xr, dr, r) = (
+                &xs[i * dim..(i + 1) * dim],
+                &dy[i * dim..(i + 1) * dim],
+                inv[i],
+            );
+            // dx = r·g⊙dy − r³/D · x · Σ x⊙g⊙dy
+            let dot: f32 = xr
+                .iter()
+                .zip(dr)
+                .zip(&gs)
+                .map(|((a, b), c)| a * b * c)
+                .sum();
+            let c = r * r * r * dot / dim as f32;
+            for j in 0..dim {
+                out[j] = r * gs[j] * dr[j] - c * xr[j];
+            }
+        });
+        Ok((Some(Tensor::from_vec(dx, x.dims(), x.device())?), None))
+    }
+}
+
+/// SwiGLU `silu(gate) ⊙ up` with gradients to both.
+pub struct SwiGluOp;
+
+fn silu_parts(g: f32) -> (f32, f32) {
+    let s = 1.0 / (1.0 + fast_exp(-g));
+    (g * s, s * (1.0 + g * (1.0 - s)))
+}
+
+impl CustomOp2 for SwiGluOp {
+    fn name(&self) -> &'static str {
+        "csplade-swiglu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (g, u) = (slice(s1, l1)?, slice(s2, l2)?);
+        let y: Vec<f32> = g
+            .par_iter()
+            .zip(u)
+            .map(|(&g, &u)| silu_parts(g).0 * u)
+            .collect();
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        g: &Tensor,
+        u: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (gs, us, dy) = (data(g)?, data(u)?, data(grad)?);
+        let (dg, du): (Vec<f32>, Vec<f32>) = gs
+            .par_iter()
+            .zip(&us)
+            .zip(&dy)
+            .map(|((&g, &u), &d)| {
+                let (silu, dsilu) = silu_parts(g);
+                (d * u * dsilu, d * silu)
+            })
+            .unzip();
+        Ok((
+            Some(Tensor::from_vec(dg, g.dims(), g.device())?),
+            Some(Tensor::from_vec(du, u.dims(), u.device())?),
+        ))
+    }
+}

@@ -1,0 +1,144 @@
+//! Checkpoints of a training run: trainable parameters, AdamW moments, the
+//! step reached and the run's configuration, written atomically (a fresh
+//! directory renamed into place) so a killed run never leaves a half-written
+//! checkpoint, and `--resume` continues bit-for-bit.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor, Var};
+use serde::{Deserialize, Serialize};
+
+use super::config::TrainConfig;
+use super::optim::AdamW;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {msg}", path.display())]
+    Invalid { path: PathBuf, msg: String },
+    #[error("tensor computation: {0}")]
+    Candle(#[from] candle_core::Error),
+}
+
+/// What a checkpoint records besides tensors.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunState {
+    pub phase: String,
+    /// Optimizer steps completed.
+    pub step: usize,
+    pub tokens_seen: u64,
+    pub elapsed_s: f64,
+    pub config: TrainConfig,
+}
+
+pub fn dir(out: &Path) -> PathBuf {
+    out.join("checkpoint")
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
+    move |source| CheckpointError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Write `params`, the optimizer and `state` under `out/checkpoint`.
+pub fn save(
+    out: &Path,
+    params: &[(String, Var)],
+    opt: &AdamW,
+    state: &RunState,
+) -> Result<(), CheckpointError> {
+    let fresh = out.join("checkpoint.tmp");
+    let target = dir(out);
+    let old = out.join("checkpoint.old");
+    if fresh.exists() {
+        std::fs::remove_dir_all(&fresh).map_err(io(&fresh))?;
+    }
+    std::fs::create_dir_all(&fresh).map_err(io(&fresh))?;
+    let mut tensors: HashMap<String, Tensor> = HashMap::new();
+    for (i, (name, p)) in params.iter().enumerate() {
+        tensors.insert(format!("param.{name}"), p.as_tensor().clone());
+        tensors.insert(format!("adam_m.{name}"), opt.m[i].clone());
+        tensors.insert(format!("adam_v.{name}"), opt.v[i].clone());
+    }
+    let tensor_file = fresh.join("state.safetensors");
+    candle_core::safetensors::save(&tensors, &tensor_file)?;
+    let mut json = serde_json::to_value(state).map_err(|e| CheckpointError::Invalid {
+        path: fresh.clone(),
+        msg: e.to_string(),
+    })?;
+    json["adam_t"] = opt.t.into();
+    let state_file = fresh.join("state.json");
+    std::fs::write(&state_file, json.to_string()).map_err(io(&state_file))?;
+    for f in [&tensor_file, &state_file] {
+        std::fs::File::open(f)
+            .and_then(|h| h.sync_all())
+            .map_err(io(f))?;
+    }
+    if old.exists() {
+        std::fs::remove_dir_all(&old).map_err(io(&old))?;
+    }
+    if target.exists() {
+        std::fs::rename(&target, &old).map_err(io(&target))?;
+    }
+    std::fs::rename(&fresh, &target).map_err(io(&fresh))?;
+    if old.exists() {
+        std::fs::remove_dir_all(&old).map_err(io(&old))?;
+    }
+    Ok(())
+}
+
+/// The newest complete checkpoint under `out`, if any (a crash between the
+/// two renames of [`save`] leaves the previous one as `checkpoint.old`).
+pub fn latest(out: &Path) -> Option<PathBuf> {
+    [dir(out), out.join("checkpoint.old")]
+        .into_iter()
+        .find(|d| d.join("state.json").is_file() && d.join("state.safetensors").is_file())
+}
+
+/// Restore parameters and optimizer from checkpoint directory `ckpt`; returns its state.
+pub fn restore(
+    ckpt: &Path,
+    params: &[(String, Var)],
+    opt: &mut AdamW,
+) -> Result<RunState, CheckpointError> {
+    let invalid = |msg: String| CheckpointError::Invalid {
+        path: ckpt.to_path_buf(),
+        msg,
+    };
+    let state_file = ckpt.join("state.json");
+    let text = std::fs::read_to_string(&state_file).map_err(io(&state_file))?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| invalid(format!("state.json: {e}")))?;
+    let state: RunState =
+        serde_json::from_value(json.clone()).map_err(|e| invalid(format!("state.json: {e}")))?;
+    let tensors = candle_core::safetensors::load(ckpt.join("state.safetensors"), &Device::Cpu)?;
+    for (i, (name, p)) in params.iter().enumerate() {
+        let get = |k: String| {
+            tensors.get(&k).cloned().ok_or_else(|| {
+                invalid(format!(
+                    "no tensor {k}: the checkpoint belongs to a different adapter layout"
+                ))
+            })
+        };
+        let value = get(format!("param.{name}"))?;
+        if value.dims() != p.as_tensor().dims() {
+            return Err(invalid(format!(
+                "{name}: shape {:?}, expected {:?}",
+                value.dims(),
+                p.as_tensor().dims()
+            )));
+        }
+        p.set(&value)?;
+        opt.m[i] = get(format!("adam_m.{name}"))?;
+        opt.v[i] = get(format!("adam_v.{name}"))?;
+    }
+    opt.t = json["adam_t"].as_u64().unwrap_or(state.step as u64) as usize;
+    Ok(state)
+}

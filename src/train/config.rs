@@ -1,0 +1,214 @@
+//! The training recipe as one TOML-backed struct; every field can be
+//! overridden from the command line with `--set field=value`.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::encode::{Head, Variant};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Base model: `base`, a .gguf file or an HF directory.
+    pub model: String,
+    /// Start from this adapter (e.g. the adaptation phase's) instead of the bare base.
+    pub init_adapter: Option<PathBuf>,
+    pub variant: Variant,
+    /// `raw` (the paper's head) or `logprob:C`.
+    pub head: String,
+    /// Learn the log-probability head's shift C.
+    pub learn_shift: bool,
+    /// `lora` or `full` (every targeted projection trainable).
+    pub adapter: String,
+    pub lora_rank: usize,
+    pub lora_alpha: f32,
+    /// Projection names that get adapters (suffixes of `layers.N.self_attn.q_proj`).
+    pub targets: Vec<String>,
+    pub seed: u64,
+    /// Optimizer steps.
+    pub steps: usize,
+    /// Examples per micro-batch (queries, or packed sequences for adaptation).
+    pub batch: usize,
+    /// Micro-batches per optimizer step.
+    pub grad_accum: usize,
+    /// Texts per forward pass, grouped by length (more keeps more cores busy,
+    /// fewer wastes less padding).
+    pub forward_group: usize,
+    pub lr: f64,
+    pub warmup_steps: usize,
+    pub weight_decay: f64,
+    /// Global gradient-norm clip (0 = off).
+    pub grad_clip: f64,
+    pub shift_lr: f64,
+    pub checkpoint_every: usize,
+    /// Stop after this many seconds of this call (0 = no limit): checkpoint
+    /// and write the adapter of the step reached (lent machines, CI budgets).
+    pub max_seconds: f64,
+    // Contrastive phase.
+    pub lambda_q: f32,
+    pub lambda_d: f32,
+    /// Steps of SPLADE's quadratic FLOPS warm-up.
+    pub flops_warmup_steps: usize,
+    /// BM25 hard negatives per query.
+    pub hard_negatives: usize,
+    /// Hard negatives are drawn from these BM25 ranks (1-based, positives skipped).
+    pub negative_depth: usize,
+    pub query_max_len: usize,
+    pub doc_max_len: usize,
+    /// Training pairs: `scifact` (train qrels), `climate-fever` (claim/evidence).
+    pub pairs: Vec<String>,
+    /// Where the collections live (default: $CSPLADE_DATA or ../shared/data).
+    pub data_dir: Option<PathBuf>,
+    // Adaptation phase.
+    /// λ of the ReLU-CLM term (paper: 1).
+    pub lambda_relu: f32,
+    /// Tokens per packed sequence.
+    pub seq_len: usize,
+    /// Corpora whose text is packed: BEIR collection names under the data dir.
+    pub corpora: Vec<String>,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            model: "base".into(),
+            init_adapter: None,
+            variant: Variant::Echo,
+            head: "logprob:6".into(),
+            learn_shift: false,
+            adapter: "lora".into(),
+            lora_rank: 16,
+            lora_alpha: 32.0,
+            targets: [
+                "q_proj",
+                "k_proj",
+                "v_proj",
+                "o_proj",
+                "gate_proj",
+                "up_proj",
+                "down_proj",
+            ]
+            .map(String::from)
+            .to_vec(),
+            seed: 17,
+            steps: 200,
+            batch: 8,
+            grad_accum: 1,
+            forward_group: 4,
+            lr: 1e-4,
+            warmup_steps: 10,
+            weight_decay: 0.0,
+            grad_clip: 1.0,
+            shift_lr: 1e-2,
+            checkpoint_every: 20,
+            max_seconds: 0.0,
+            lambda_q: 3e-3,
+            lambda_d: 1e-3,
+            flops_warmup_steps: 50,
+            hard_negatives: 1,
+            negative_depth: 30,
+            query_max_len: 64,
+            doc_max_len: 128,
+            pairs: vec!["scifact".into(), "climate-fever".into()],
+            data_dir: None,
+            lambda_relu: 1.0,
+            seq_len: 128,
+            corpora: vec!["scifact".into()],
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Read a TOML file (missing fields take defaults), then apply
+    /// `field=value` overrides (values in TOML syntax; bare words are strings).
+    pub fn load(file: Option<&Path>, overrides: &[String]) -> Result<Self, String> {
+        let mut table: toml::Table = match file {
+            Some(p) => {
+                let text =
+                    std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+                text.parse().map_err(|e| format!("{}: {e}", p.display()))?
+            }
+            None => toml::Table::new(),
+        };
+        for o in overrides {
+            let (k, v) = o
+                .split_once('=')
+                .ok_or_else(|| format!("--set {o:?}: expected field=value"))?;
+            let value: toml::Value = format!("x = {v}")
+                .parse::<toml::Table>()
+                .ok()
+                .and_then(|t| t.get("x").cloned())
+                .unwrap_or_else(|| toml::Value::String(v.to_string()));
+            table.insert(k.trim().to_string(), value);
+        }
+        let cfg: TrainConfig = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e| match file {
+                Some(p) => format!("{}: {e}", p.display()),
+                None => e.to_string(),
+            })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        parse_head(&self.head)?;
+        if !matches!(self.adapter.as_str(), "lora" | "full") {
+            return Err(format!("adapter = {:?}: lora or full", self.adapter));
+        }
+        if self.steps == 0
+            || self.batch == 0
+            || self.grad_accum == 0
+            || self.lora_rank == 0
+            || self.forward_group == 0
+        {
+            return Err(
+                "steps, batch, grad_accum, forward_group and lora_rank must be positive".into(),
+            );
+        }
+        if self.seq_len < 2 || self.doc_max_len == 0 || self.query_max_len == 0 {
+            return Err("seq_len ≥ 2, query_max_len and doc_max_len ≥ 1".into());
+        }
+        Ok(())
+    }
+
+    pub fn head(&self) -> Head {
+        parse_head(&self.head).unwrap_or_default()
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir
+            .clone()
+            .unwrap_or_else(crate::data::shared_data_dir)
+    }
+}
+
+/// `raw` or `logprob:C`.
+pub fn parse_head(s: &str) -> Result<Head, String> {
+    s.parse()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides_apply_and_unknown_fields_are_refused() {
+        let c = TrainConfig::load(
+            None,
+            &[
+                "steps=7".into(),
+                "variant=bi".into(),
+                "lr=0.5".into(),
+                "targets=[\"q_proj\"]".into(),
+            ],
+        )
+        .expect("config");
+        assert_eq!((c.steps, c.variant, c.lr), (7, Variant::Bi, 0.5));
+        assert_eq!(c.targets, vec!["q_proj".to_string()]);
+        let e = TrainConfig::load(None, &["stepz=7".into()]).expect_err("unknown field");
+        assert!(e.contains("stepz"), "{e}");
+        assert!(TrainConfig::load(None, &["head=weird".into()]).is_err());
+    }
+}

@@ -1,0 +1,16 @@
+//! Training CSPLADE (paper §3): the adaptation phase (causal-LM loss plus the
+//! same loss on log(1 + ReLU(logits))) and the contrastive phase (InfoNCE with
+//! BM25 hard negatives and FLOPS regularization), with LoRA or full
+//! fine-tuning, AdamW, checkpoints that resume exactly, and progress reports.
+
+pub mod checkpoint;
+pub mod config;
+pub mod data;
+pub mod export;
+pub mod loss;
+pub mod optim;
+pub mod pooling;
+pub mod run;
+
+pub use config::TrainConfig;
+pub use run::{Phase, StepReport, Trainer};

@@ -1,0 +1,197 @@
+//! The sparse head with its gradient: max-pooling of the LM-head scores over
+//! a text's pooled positions, `w = log(1 + ReLU(m + shift))`, and the way back
+//! from `∂L/∂w` to the hidden states.
+//!
+//! candle never sees the `[positions × vocabulary]` scores: the forward pass
+//! keeps, per text and vocabulary entry, only the maximum and the position
+//! that produced it, so the backward pass is a sparse scatter of LM-head rows
+//! (plus, for the log-probability head, each winning position's softmax
+//! pulled back through its log-sum-exp).
+
+use candle_core::{Result, Tensor};
+use rayon::prelude::*;
+
+use crate::encode::Head;
+use crate::model::kernels::fast_exp;
+use crate::model::linear::with_f32_slice;
+use crate::model::Llama;
+
+/// Rows of scores computed at once (× vocabulary × 4 bytes).
+const CHUNK_ROWS: usize = 128;
+
+/// The pooled vectors of a batch of texts and what the backward pass needs.
+pub struct Pooled {
+    pub texts: usize,
+    pub vocab: usize,
+    /// `[texts × vocab]`: `max_t score[t, v]` (before the shift).
+    pub max: Vec<f32>,
+    /// `[texts × vocab]`: the pooled row that produced each maximum.
+    pub argmax: Vec<u32>,
+    /// Per pooled row, the log-sum-exp of its logits (log-probability head).
+    pub lse: Option<Vec<f32>>,
+    /// The shift added before the ReLU (0 for the raw head).
+    pub shift: f32,
+}
+
+impl Pooled {
+    /// `w = log(1 + ReLU(max + shift))`, `[texts × vocab]`.
+    pub fn weights(&self) -> Vec<f32> {
+        self.max
+            .iter()
+            .map(|&m| {
+                let x = m + self.shift;
+                if x > 0.0 {
+                    x.ln_1p()
+                } else {
+                    0.0
+                }
+            })
+            .collect()
+    }
+}
+
+fn log_sum_exp(row: &[f32]) -> f32 {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f32 = row.iter().map(|&x| fast_exp(x - max)).sum();
+    max + sum.ln()
+}
+
+/// Pool `rows [R, hidden]` (each owned by text `owner[r]`) through the LM head.
+pub fn pool(
+    llama: &Llama,
+    rows: &Tensor,
+    owner: &[usize],
+    texts: usize,
+    head: Head,
+) -> Result<Pooled> {
+    let vocab = llama.config.vocab_size;
+    let r_total = rows.dim(0)?;
+    if owner.len() != r_total || owner.iter().any(|&o| o >= texts) {
+        candle_core::bail!(
+            "pool: {} owners for {r_total} rows of {texts} texts",
+            owner.len()
+        );
+    }
+    let mut max = vec![f32::NEG_INFINITY; texts * vocab];
+    let mut argmax = vec![0u32; texts * vocab];
+    let logprob = matches!(head, Head::LogProb { .. });
+    let mut lse_all = Vec::with_capacity(if logprob { r_total } else { 0 });
+    let mut start = 0;
+    while start < r_total {
+        let n = CHUNK_ROWS.min(r_total - start);
+        let logits = llama.head(&rows.narrow(0, start, n)?)?.contiguous()?;
+        with_f32_slice(&logits, |data| {
+            let lse: Vec<f32> = if logprob {
+                data.par_chunks(vocab).map(log_sum_exp).collect()
+            } else {
+                vec![0.0; n]
+            };
+            for i in 0..n {
+                let r = start + i;
+                let o = owner[r];
+                let row = &data[i * vocab..(i + 1) * vocab];
+                let m = &mut max[o * vocab..(o + 1) * vocab];
+                let a = &mut argmax[o * vocab..(o + 1) * vocab];
+                let l = lse[i];
+                for v in 0..vocab {
+                    let x = row[v] - l;
+                    if x > m[v] {
+                        m[v] = x;
+                        a[v] = r as u32;
+                    }
+                }
+            }
+            if logprob {
+                lse_all.extend_from_slice(&lse);
+            }
+        })?;
+        start += n;
+    }
+    let shift = match head {
+        Head::LogProb { shift } => shift,
+        Head::RawLogits => 0.0,
+    };
+    Ok(Pooled {
+        texts,
+        vocab,
+        max,
+        argmax,
+        lse: logprob.then_some(lse_all),
+        shift,
+    })
+}
+
+/// The way back: given `∂L/∂w` (`[texts × vocab]`), returns `∂L/∂rows`
+/// (`[R, hidden]`) and `∂L/∂shift`.
+pub fn backward(
+    llama: &Llama,
+    rows: &Tensor,
+    pooled: &Pooled,
+    dw: &[f32],
+) -> Result<(Tensor, f32)> {
+    let vocab = pooled.vocab;
+    let (r_total, hidden) = rows.dims2()?;
+    if dw.len() != pooled.texts * vocab {
+        candle_core::bail!(
+            "pool backward: gradient of {} for {} texts",
+            dw.len(),
+            pooled.texts
+        );
+    }
+    let head = llama.lm_head_weight().contiguous()?;
+    let mut grad = vec![0f32; r_total * hidden];
+    // Per pooled row, −Σ ∂L/∂m over the entries it won (log-probability head).
+    let mut lse_coef = vec![0f32; r_total];
+    let mut dshift = 0f32;
+    with_f32_slice(&head, |w| {
+        for (i, (&m, &g)) in pooled.max.iter().zip(dw).enumerate() {
+            let x = m + pooled.shift;
+            if x <= 0.0 || g == 0.0 {
+                continue;
+            }
+            let dm = g / (1.0 + x);
+            dshift += dm;
+            let v = i % vocab;
+            let r = pooled.argmax[i] as usize;
+            let dst = &mut grad[r * hidden..(r + 1) * hidden];
+            for (d, &wv) in dst.iter_mut().zip(&w[v * hidden..(v + 1) * hidden]) {
+                *d += dm * wv;
+            }
+            lse_coef[r] -= dm;
+        }
+    })?;
+    let mut grad = Tensor::from_vec(grad, (r_total, hidden), rows.device())?;
+    if let Some(lse) = &pooled.lse {
+        // ∂lse_r/∂h_r = softmax(logits_r) · W, for the rows that won anything.
+        let active: Vec<u32> = (0..r_total as u32)
+            .filter(|&r| lse_coef[r as usize] != 0.0)
+            .collect();
+        let mut pulled = vec![0f32; r_total * hidden];
+        for chunk in active.chunks(CHUNK_ROWS) {
+            let idx = Tensor::from_vec(chunk.to_vec(), chunk.len(), rows.device())?;
+            let logits = llama.head(&rows.index_select(&idx, 0)?)?.contiguous()?;
+            let mut probs = logits.flatten_all()?.to_vec1::<f32>()?;
+            probs
+                .par_chunks_mut(vocab)
+                .zip(chunk.par_iter())
+                .for_each(|(row, &r)| {
+                    let (l, c) = (lse[r as usize], lse_coef[r as usize]);
+                    for p in row.iter_mut() {
+                        *p = c * fast_exp(*p - l);
+                    }
+                });
+            let probs = Tensor::from_vec(probs, (chunk.len(), vocab), rows.device())?;
+            let back = llama
+                .head_backward(&probs)?
+                .flatten_all()?
+                .to_vec1::<f32>()?;
+            for (j, &r) in chunk.iter().enumerate() {
+                let r = r as usize;
+                pulled[r * hidden..(r + 1) * hidden]
+                    .copy_from_slice(&back[j * hidden..(j + 1) * hidden]);
+            }
+        }
+        grad = (grad + Tensor::from_vec(pulled, (r_total, hidden), rows.device())?)?;
+    }
+    Ok((grad, dshift))
+}

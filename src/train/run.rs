@@ -1,0 +1,544 @@
+//! A training run: model with trainable adapters, the step loop of either
+//! phase, checkpoints every N steps, resume, progress reports, and the final
+//! adapter file.
+//!
+//! Gradients flow in two legs: candle's autograd from the adapters to the
+//! final hidden states, and csplade's own exact gradients from the loss back
+//! through pooling and the LM head (`train::pooling`, `train::loss`) —
+//! joined by back-propagating the surrogate Σ hidden ⊙ ∂L/∂hidden.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use candle_core::{Device, Tensor, Var};
+use serde::Serialize;
+
+use super::config::TrainConfig;
+use super::data::{self, Triple};
+use super::loss::{self, ContrastiveLoss};
+use super::optim::{self, AdamW};
+use super::{checkpoint, pooling};
+use crate::encode::encoder::input_layout;
+use crate::encode::Head;
+use crate::model::adapter::{self, Adapter};
+use crate::model::{AttentionMask, LoadedModel};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    Adapt,
+    Contrastive,
+}
+
+impl Phase {
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Adapt => "adapt",
+            Phase::Contrastive => "contrastive",
+        }
+    }
+}
+
+/// One optimizer step, as reported (`--progress-json` prints it as a JSON line).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct StepReport {
+    pub event: &'static str,
+    pub phase: &'static str,
+    pub step: usize,
+    pub steps: usize,
+    pub loss: f32,
+    /// Contrastive: InfoNCE and FLOPS parts; adaptation: CLM and ReLU-CLM.
+    pub parts: serde_json::Value,
+    /// Median active vocabulary dimensions (queries; adaptation: sequences, raw head).
+    pub active_q: f32,
+    pub active_d: f32,
+    pub lr: f64,
+    pub grad_norm: f64,
+    pub shift: Option<f32>,
+    pub tokens_per_s: f64,
+    pub eta_s: f64,
+    /// Tokens through the backbone in this step and its wall time.
+    pub step_tokens: u64,
+    pub step_seconds: f64,
+}
+
+/// Everything a run needs between steps.
+pub struct Trainer {
+    pub cfg: TrainConfig,
+    pub phase: Phase,
+    pub model: LoadedModel,
+    pub params: Vec<(String, Var)>,
+    /// The learned shift of the log-probability head, when learned.
+    pub shift: Option<Var>,
+    pub opt: AdamW,
+    pub out: PathBuf,
+}
+
+fn median(mut v: Vec<f32>) -> f32 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+impl Trainer {
+    /// Load the base (plus `init_adapter`), make it trainable and attach adapters.
+    pub fn new(cfg: TrainConfig, phase: Phase, out: &Path, model: LoadedModel) -> Result<Self> {
+        let mut model = model;
+        // An adapter of the same layout is trained further in place; any
+        // other is merged into the base and a new adapter stacked on top.
+        let init = match &cfg.init_adapter {
+            Some(p) => Some((p.clone(), Adapter::read(p)?)),
+            None => None,
+        };
+        let continues = init
+            .as_ref()
+            .is_some_and(|(_, a)| super::export::continues_adapter(&cfg, a));
+        if let (Some((p, a)), false) = (&init, continues) {
+            a.merge_into(&mut model.llama, p)?;
+        }
+        // LoRA keeps the base frozen: its projections run on the fast GEMM.
+        model
+            .llama
+            .prepare_for_training(cfg.adapter != "full", true)?;
+        let mut params = if cfg.adapter == "full" {
+            adapter::attach_full(&mut model.llama, &cfg.targets)?
+        } else {
+            adapter::attach_low_rank(
+                &mut model.llama,
+                cfg.lora_rank,
+                cfg.lora_alpha,
+                &cfg.targets,
+                cfg.seed,
+            )?
+        };
+        if params.is_empty() {
+            bail!("targets {:?} match no projection of the model", cfg.targets);
+        }
+        if let (Some((p, a)), true) = (&init, continues) {
+            for (name, v) in params.iter().filter(|(n, _)| n != "head.shift") {
+                let t = a
+                    .tensors
+                    .get(name)
+                    .with_context(|| format!("{}: no {name}", p.display()))?;
+                v.set(t)?;
+            }
+        }
+        let shift = match (phase, cfg.head(), cfg.learn_shift) {
+            (Phase::Contrastive, Head::LogProb { shift }, true) => {
+                let v = Var::from_tensor(&Tensor::new(&[shift], &Device::Cpu)?)?;
+                params.push(("head.shift".into(), v.clone()));
+                Some(v)
+            }
+            _ => None,
+        };
+        let opt = AdamW::new(&params, cfg.weight_decay)?;
+        std::fs::create_dir_all(out).with_context(|| out.display().to_string())?;
+        Ok(Self {
+            cfg,
+            phase,
+            model,
+            params,
+            shift,
+            opt,
+            out: out.to_path_buf(),
+        })
+    }
+
+    /// The head as trained so far (with the learned shift, if any).
+    pub fn head(&self) -> Result<Head> {
+        Ok(match (self.cfg.head(), &self.shift) {
+            (Head::LogProb { .. }, Some(v)) => Head::LogProb {
+                shift: v.as_tensor().to_vec1::<f32>()?[0],
+            },
+            (h, _) => h,
+        })
+    }
+
+    /// Forward with autograd over texts in groups of similar length (less
+    /// padding); `(pooled rows [R, hidden] on the graph, owning text of each
+    /// row, tokens)`. With `pool_all` every position is a row, in text order.
+    fn hidden_rows(
+        &self,
+        seqs: &[&[u32]],
+        mask: AttentionMask,
+        pool_all: bool,
+    ) -> Result<(Tensor, Vec<usize>, usize)> {
+        let variant = self.cfg.variant;
+        let laid: Vec<(Vec<u32>, usize)> = seqs
+            .iter()
+            .map(|s| {
+                if pool_all {
+                    (s.to_vec(), 0)
+                } else {
+                    input_layout(variant, s)
+                }
+            })
+            .collect();
+        let mut order: Vec<usize> = (0..seqs.len()).collect();
+        if !pool_all {
+            order.sort_by_key(|&i| std::cmp::Reverse(laid[i].0.len()));
+        }
+        let group = if pool_all {
+            seqs.len().max(1)
+        } else {
+            self.cfg.forward_group
+        };
+        let dev = self.model.llama.device().clone();
+        let (mut parts, mut owner, mut tokens) = (Vec::new(), Vec::new(), 0);
+        for chunk in order.chunks(group) {
+            let t = chunk.iter().map(|&i| laid[i].0.len()).max().unwrap_or(0);
+            let lengths: Vec<usize> = chunk.iter().map(|&i| laid[i].0.len()).collect();
+            let mut flat = Vec::with_capacity(chunk.len() * t);
+            let mut rows = Vec::new();
+            for (b, &i) in chunk.iter().enumerate() {
+                let (ids, start) = &laid[i];
+                flat.extend_from_slice(ids);
+                flat.extend(std::iter::repeat_n(0u32, t - ids.len()));
+                for p in *start..ids.len() {
+                    rows.push((b * t + p) as u32);
+                    owner.push(i);
+                }
+            }
+            tokens += lengths.iter().sum::<usize>();
+            let ids = Tensor::from_vec(flat, (chunk.len(), t), &dev)?;
+            let hidden = self.model.llama.hidden_states(&ids, &lengths, mask)?;
+            let d = hidden.dim(2)?;
+            let idx = Tensor::from_vec(rows.clone(), rows.len(), &dev)?;
+            parts.push(
+                hidden
+                    .reshape((chunk.len() * t, d))?
+                    .index_select(&idx, 0)?,
+            );
+        }
+        Ok((Tensor::cat(&parts, 0)?, owner, tokens))
+    }
+
+    /// Gradients of Σ rows ⊙ grad for every parameter, added to `acc`.
+    fn accumulate(&self, surrogate: Tensor, acc: &mut [Option<Tensor>]) -> Result<()> {
+        let grads = surrogate.backward()?;
+        for (i, (_, p)) in self.params.iter().enumerate() {
+            if let Some(g) = grads.get(p.as_tensor()) {
+                acc[i] = Some(match acc[i].take() {
+                    Some(a) => (a + g)?,
+                    None => g.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// One contrastive micro-batch; returns (loss, active q, active d, tokens).
+    fn contrastive_micro(
+        &self,
+        triples: &[Triple],
+        k: usize,
+        step: usize,
+        acc: &mut [Option<Tensor>],
+        dshift: &mut f32,
+    ) -> Result<(ContrastiveLoss, f32, f32, usize)> {
+        let cfg = &self.cfg;
+        let picks = data::batch_indices(cfg.seed, triples.len(), cfg.batch, k);
+        let queries: Vec<&[u32]> = picks.iter().map(|&i| triples[i].query.as_slice()).collect();
+        let mut docs: Vec<&[u32]> = picks
+            .iter()
+            .map(|&i| triples[i].positive.as_slice())
+            .collect();
+        for (j, &i) in picks.iter().enumerate() {
+            for h in 0..cfg.hard_negatives {
+                let pool = &triples[i].negatives;
+                let r = data::mix(cfg.seed ^ data::mix((k * 131 + j * 7 + h) as u64)) as usize;
+                docs.push(if pool.is_empty() {
+                    // No mined negative: another example's positive.
+                    triples[(i + 1 + r % (triples.len() - 1).max(1)) % triples.len()]
+                        .positive
+                        .as_slice()
+                } else {
+                    pool[r % pool.len()].as_slice()
+                });
+            }
+        }
+        let head = self.head()?;
+        let mask = cfg.variant.mask();
+        let t0 = Instant::now();
+        let (q_rows, q_owner, q_tok) = self.hidden_rows(&queries, mask, false)?;
+        let (d_rows, d_owner, d_tok) = self.hidden_rows(&docs, mask, false)?;
+        let llama = &self.model.llama;
+        let t1 = Instant::now();
+        let pq = pooling::pool(llama, &q_rows.detach(), &q_owner, queries.len(), head)?;
+        let pd = pooling::pool(llama, &d_rows.detach(), &d_owner, docs.len(), head)?;
+        let (wq, wd) = (pq.weights(), pd.weights());
+        let vocab = pq.vocab;
+        let positive: Vec<usize> = (0..queries.len()).collect();
+        let lq = loss::flops_weight(cfg.lambda_q, step, cfg.flops_warmup_steps);
+        let ld = loss::flops_weight(cfg.lambda_d, step, cfg.flops_warmup_steps);
+        let (l, mut gq, mut gd) = loss::contrastive(&wq, &wd, vocab, &positive, lq, ld);
+        let scale = 1.0 / cfg.grad_accum as f32;
+        gq.iter_mut().chain(gd.iter_mut()).for_each(|g| *g *= scale);
+        let (hq, sq) = pooling::backward(llama, &q_rows.detach(), &pq, &gq)?;
+        let (hd, sd) = pooling::backward(llama, &d_rows.detach(), &pd, &gd)?;
+        *dshift += sq + sd;
+        let t2 = Instant::now();
+        let surrogate = ((q_rows * hq)?.sum_all()? + (d_rows * hd)?.sum_all()?)?;
+        self.accumulate(surrogate, acc)?;
+        if std::env::var_os("CSPLADE_TRAIN_TIMING").is_some() {
+            eprintln!(
+                "forward {:.2}s pool+loss+back {:.2}s backward {:.2}s",
+                (t1 - t0).as_secs_f64(),
+                (t2 - t1).as_secs_f64(),
+                t2.elapsed().as_secs_f64()
+            );
+        }
+        let active = |w: &[f32]| {
+            median(
+                w.chunks(vocab)
+                    .map(|r| r.iter().filter(|&&x| x > 0.0).count() as f32)
+                    .collect(),
+            )
+        };
+        Ok((l, active(&wq), active(&wd), q_tok + d_tok))
+    }
+
+    /// One adaptation micro-batch over packed sequences; returns
+    /// (CLM, ReLU-CLM, median active dims of the raw head, tokens).
+    fn adapt_micro(
+        &self,
+        stream: &[u32],
+        k: usize,
+        acc: &mut [Option<Tensor>],
+    ) -> Result<(f32, f32, f32, usize)> {
+        let cfg = &self.cfg;
+        let l = cfg.seq_len;
+        let n_seq = (stream.len() / l).max(1);
+        let picks = data::batch_indices(cfg.seed, n_seq, cfg.batch, k);
+        let seqs: Vec<&[u32]> = picks
+            .iter()
+            .map(|&i| &stream[i * l..((i + 1) * l).min(stream.len())])
+            .collect();
+        // Every position but the last predicts the next token.
+        let (rows, owner, tokens) = self.hidden_rows(&seqs, AttentionMask::Causal, true)?;
+        let mut keep = Vec::new();
+        let mut targets = Vec::new();
+        let mut pos = 0;
+        for s in &seqs {
+            for t in 0..s.len() {
+                if t + 1 < s.len() {
+                    keep.push(pos as u32);
+                    targets.push(s[t + 1]);
+                }
+                pos += 1;
+            }
+        }
+        let dev = rows.device().clone();
+        let rows = rows.index_select(&Tensor::from_vec(keep.clone(), keep.len(), &dev)?, 0)?;
+        let owner: Vec<usize> = keep.iter().map(|&r| owner[r as usize]).collect();
+        let llama = &self.model.llama;
+        let vocab = llama.config.vocab_size;
+        let detached = rows.detach();
+        let n = keep.len();
+        let scale = 1.0 / (n as f32 * cfg.grad_accum as f32);
+        let mut grad_parts = Vec::new();
+        let mut totals = loss::AdaptLoss::default();
+        let mut seq_max = vec![f32::NEG_INFINITY; seqs.len() * vocab];
+        let mut start = 0;
+        while start < n {
+            let c = 128.min(n - start);
+            let logits = llama.head(&detached.narrow(0, start, c)?)?;
+            let mut g = logits.flatten_all()?.to_vec1::<f32>()?;
+            for (i, row) in g.chunks(vocab).enumerate() {
+                let m = &mut seq_max[owner[start + i] * vocab..(owner[start + i] + 1) * vocab];
+                m.iter_mut().zip(row).for_each(|(a, &x)| *a = a.max(x));
+            }
+            let part = loss::adapt_rows(
+                &mut g,
+                vocab,
+                &targets[start..start + c],
+                cfg.lambda_relu,
+                scale,
+            );
+            totals.clm += part.clm;
+            totals.relu_clm += part.relu_clm;
+            grad_parts.push(llama.head_backward(&Tensor::from_vec(g, (c, vocab), &dev)?)?);
+            start += c;
+        }
+        let grad = Tensor::cat(&grad_parts, 0)?;
+        self.accumulate((rows * grad)?.sum_all()?, acc)?;
+        let active = median(
+            seq_max
+                .chunks(vocab)
+                .map(|r| r.iter().filter(|&&x| x > 0.0).count() as f32)
+                .collect(),
+        );
+        Ok((
+            (totals.clm / n as f64) as f32,
+            (totals.relu_clm / n as f64) as f32,
+            active,
+            tokens,
+        ))
+    }
+
+    /// Run to `cfg.steps`, resuming from the checkpoint under `out` when
+    /// `resume`; `stop_after` ends early after that many steps of this call
+    /// (tests simulate a killed run with it). Returns the step reached.
+    pub fn run(
+        &mut self,
+        resume: bool,
+        stop_after: Option<usize>,
+        mut report: impl FnMut(&StepReport),
+    ) -> Result<usize> {
+        let cfg = self.cfg.clone();
+        let (mut step, mut tokens_seen, mut elapsed) = (0usize, 0u64, 0f64);
+        if resume {
+            if let Some(ck) = checkpoint::latest(&self.out) {
+                let state = checkpoint::restore(&ck, &self.params, &mut self.opt)?;
+                let mut saved = state.config.clone();
+                saved.steps = cfg.steps;
+                saved.checkpoint_every = cfg.checkpoint_every;
+                saved.max_seconds = cfg.max_seconds;
+                if saved != cfg || state.phase != self.phase.name() {
+                    bail!("{}: the checkpoint was written by a different {} configuration; resume with the same config or start a new --out", ck.display(), state.phase);
+                }
+                (step, tokens_seen, elapsed) = (state.step, state.tokens_seen, state.elapsed_s);
+            }
+        }
+        let tok = &self.model.tokenizer;
+        let work = self.out.clone();
+        let data_dir = cfg.data_dir();
+        let (triples, stream) = match self.phase {
+            Phase::Contrastive => (
+                data::load_triples(
+                    &data_dir,
+                    &cfg.pairs,
+                    tok,
+                    cfg.query_max_len,
+                    cfg.doc_max_len,
+                    cfg.negative_depth,
+                    &work,
+                )?,
+                Vec::new(),
+            ),
+            Phase::Adapt => (
+                Vec::new(),
+                data::packed_corpus(&data_dir, &cfg.corpora, tok, 0)?,
+            ),
+        };
+        let started = Instant::now();
+        let first_step = step;
+        // Tokens through the backbone in this call (for the rate), and how
+        // many of them are already in `tokens_seen`.
+        let (mut run_tokens, mut counted) = (0u64, 0u64);
+        while step < cfg.steps && stop_after.is_none_or(|s| step - first_step < s) {
+            let step_start = Instant::now();
+            let tokens_before = run_tokens;
+            let mut acc: Vec<Option<Tensor>> = vec![None; self.params.len()];
+            let mut dshift = 0f32;
+            let mut rep = StepReport {
+                event: "step",
+                phase: self.phase.name(),
+                step: step + 1,
+                steps: cfg.steps,
+                ..Default::default()
+            };
+            let (mut sum_loss, mut parts_a, mut parts_b, mut parts_c, mut aq, mut ad) =
+                (0f32, 0f32, 0f32, 0f32, 0f32, 0f32);
+            for a in 0..cfg.grad_accum {
+                let k = step * cfg.grad_accum + a;
+                let tokens = match self.phase {
+                    Phase::Contrastive => {
+                        let (l, q, d, t) =
+                            self.contrastive_micro(&triples, k, step, &mut acc, &mut dshift)?;
+                        sum_loss += l.total;
+                        (parts_a, parts_b, parts_c) = (
+                            parts_a + l.infonce,
+                            parts_b + l.flops_q,
+                            parts_c + l.flops_d,
+                        );
+                        (aq, ad) = (aq + q, ad + d);
+                        t
+                    }
+                    Phase::Adapt => {
+                        let (clm, relu, act, t) = self.adapt_micro(&stream, k, &mut acc)?;
+                        sum_loss += clm + cfg.lambda_relu * relu;
+                        (parts_a, parts_b) = (parts_a + clm, parts_b + relu);
+                        aq += act;
+                        t
+                    }
+                };
+                run_tokens += tokens as u64;
+            }
+            let m = cfg.grad_accum as f32;
+            rep.loss = sum_loss / m;
+            rep.parts = match self.phase {
+                Phase::Contrastive => {
+                    serde_json::json!({"infonce": parts_a / m, "flops_q": parts_b / m, "flops_d": parts_c / m})
+                }
+                Phase::Adapt => serde_json::json!({"clm": parts_a / m, "relu_clm": parts_b / m}),
+            };
+            (rep.active_q, rep.active_d) = (aq / m, ad / m);
+            if !rep.loss.is_finite() {
+                bail!(
+                    "loss became {} at step {}: lower the learning rate",
+                    rep.loss,
+                    step + 1
+                );
+            }
+            let mut grads = Vec::with_capacity(self.params.len());
+            for (i, (name, p)) in self.params.iter().enumerate() {
+                grads.push(match acc[i].take() {
+                    Some(g) => g,
+                    None if name == "head.shift" => Tensor::new(&[dshift], &Device::Cpu)?,
+                    None => p.as_tensor().zeros_like()?,
+                });
+            }
+            rep.grad_norm = optim::clip_global_norm(&mut grads, cfg.grad_clip)?;
+            rep.lr = optim::learning_rate(cfg.lr, step, cfg.warmup_steps, cfg.steps);
+            let shift_lr = optim::learning_rate(cfg.shift_lr, step, cfg.warmup_steps, cfg.steps);
+            let lrs: Vec<f64> = self
+                .params
+                .iter()
+                .map(|(n, _)| if n == "head.shift" { shift_lr } else { rep.lr })
+                .collect();
+            self.opt.step(&self.params, &grads, &lrs)?;
+            step += 1;
+            let secs = started.elapsed().as_secs_f64();
+            tokens_seen += run_tokens - counted;
+            counted = run_tokens;
+            rep.tokens_per_s = run_tokens as f64 / secs.max(1e-9);
+            rep.step_tokens = run_tokens - tokens_before;
+            rep.step_seconds = step_start.elapsed().as_secs_f64();
+            let per_step = secs / (step - first_step) as f64;
+            rep.eta_s = per_step * (cfg.steps - step) as f64;
+            rep.shift = match &self.shift {
+                Some(v) => Some(v.as_tensor().to_vec1::<f32>()?[0]),
+                None => None,
+            };
+            report(&rep);
+            let out_of_time = cfg.max_seconds > 0.0 && secs >= cfg.max_seconds;
+            if step % cfg.checkpoint_every.max(1) == 0 || step == cfg.steps || out_of_time {
+                let state = checkpoint::RunState {
+                    phase: self.phase.name().into(),
+                    step,
+                    tokens_seen,
+                    elapsed_s: elapsed + secs,
+                    config: cfg.clone(),
+                };
+                checkpoint::save(&self.out, &self.params, &self.opt, &state)?;
+            }
+            if out_of_time {
+                super::export::write_adapter(self, step, elapsed + secs, tokens_seen)?;
+                return Ok(step);
+            }
+        }
+        if step == cfg.steps {
+            super::export::write_adapter(
+                self,
+                step,
+                elapsed + started.elapsed().as_secs_f64(),
+                tokens_seen,
+            )?;
+        }
+        Ok(step)
+    }
+}

@@ -1,0 +1,443 @@
+//! Training on tiny random-weight models written in the test: the fused ops'
+//! backward passes against candle's autograd, the pooling gradient against
+//! finite differences, a toy retrieval task whose loss falls, exact resume,
+//! and the written adapter encoding like the model that trained it.
+
+use std::path::Path;
+
+use candle_core::{Device, Tensor, Var};
+use csplade::encode::{Encoder, EncoderConfig, Head, Variant};
+use csplade::model::{self, adapter, AttentionMask, LoadedModel};
+use csplade::train::{pooling, Phase, TrainConfig, Trainer};
+
+fn tiny(dir: &Path, hf: bool) -> LoadedModel {
+    if !dir.join("tiny.gguf").exists() {
+        model::tiny::write_tiny_model(dir, 11).unwrap();
+    }
+    let spec = if hf {
+        dir.join("hf")
+    } else {
+        dir.join("tiny.gguf")
+    };
+    model::load_unpacked(spec.to_str().unwrap(), &Device::Cpu).unwrap()
+}
+
+/// Gradients of Σ hidden ⊙ G for every LoRA variable.
+fn lora_grads(m: &mut LoadedModel, fused: bool, mask: AttentionMask) -> Vec<Vec<f32>> {
+    m.llama.prepare_for_training(fused, fused).unwrap();
+    let targets: Vec<String> = [
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    ]
+    .map(String::from)
+    .to_vec();
+    let vars = adapter::attach_low_rank(&mut m.llama, 4, 8.0, &targets, 5).unwrap();
+    // Non-zero B so that gradients reach A too.
+    for (i, (name, v)) in vars.iter().enumerate() {
+        if name.ends_with("lora_b") {
+            let n = v.as_tensor().elem_count();
+            let vals = adapter::uniform(100 + i as u64, n, 0.2);
+            v.set(&Tensor::from_vec(vals, v.as_tensor().dims(), &Device::Cpu).unwrap())
+                .unwrap();
+        }
+    }
+    let ids = Tensor::new(
+        &[[5u32, 77, 140, 9, 31, 200, 3], [8, 66, 120, 0, 0, 0, 0]],
+        &Device::Cpu,
+    )
+    .unwrap();
+    let h = m.llama.hidden_states(&ids, &[7, 3], mask).unwrap();
+    let g = Tensor::from_vec(
+        adapter::uniform(9, h.elem_count(), 1.0),
+        h.dims(),
+        &Device::Cpu,
+    )
+    .unwrap();
+    // Padding rows are excluded from the loss, as in training.
+    let keep = Tensor::new(&[0u32, 1, 2, 3, 4, 5, 6, 7, 8, 9], &Device::Cpu).unwrap();
+    let d = h.dim(2).unwrap();
+    let rows = h.reshape((14, d)).unwrap().index_select(&keep, 0).unwrap();
+    let g = g.reshape((14, d)).unwrap().index_select(&keep, 0).unwrap();
+    let grads = (rows * g).unwrap().sum_all().unwrap().backward().unwrap();
+    vars.iter()
+        .map(|(_, v)| {
+            grads
+                .get(v.as_tensor())
+                .expect("gradient")
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn fused_training_ops_match_candle_autograd() {
+    let dir = tempfile::tempdir().unwrap();
+    for hf in [false, true] {
+        for mask in [AttentionMask::Causal, AttentionMask::Bidirectional] {
+            let composite = lora_grads(&mut tiny(dir.path(), hf), false, mask);
+            let fused = lora_grads(&mut tiny(dir.path(), hf), true, mask);
+            let mut worst = 0f32;
+            for (a, b) in composite.iter().zip(&fused) {
+                let scale = a.iter().map(|x| x.abs()).fold(1e-3, f32::max);
+                for (x, y) in a.iter().zip(b) {
+                    worst = worst.max((x - y).abs() / scale);
+                }
+            }
+            assert!(
+                worst < 1e-3,
+                "hf={hf} {mask:?}: fused gradients differ by {worst} (relative)"
+            );
+        }
+    }
+}
+
+#[test]
+fn pooling_gradient_matches_finite_differences() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = tiny(dir.path(), false);
+    m.llama.prepare_for_training(true, true).unwrap();
+    let d = m.config().hidden_size;
+    let vocab = m.config().vocab_size;
+    let rows_n = 5;
+    let owner = [0usize, 0, 1, 1, 1];
+    let base = adapter::uniform(3, rows_n * d, 2.0);
+    let coef = adapter::uniform(4, 2 * vocab, 1.0);
+    for head in [Head::RawLogits, Head::LogProb { shift: 4.0 }] {
+        let loss = |x: &[f32]| -> f64 {
+            let t = Tensor::from_vec(x.to_vec(), (rows_n, d), &Device::Cpu).unwrap();
+            let p = pooling::pool(&m.llama, &t, &owner, 2, head).unwrap();
+            p.weights()
+                .iter()
+                .zip(&coef)
+                .map(|(w, c)| (*w as f64) * (*c as f64))
+                .sum()
+        };
+        let t = Tensor::from_vec(base.clone(), (rows_n, d), &Device::Cpu).unwrap();
+        let p = pooling::pool(&m.llama, &t, &owner, 2, head).unwrap();
+        let active = p.weights().iter().filter(|&&w| w > 0.0).count();
+        assert!(
+            active > 10,
+            "{head:?}: only {active} active terms; the check would be vacuous"
+        );
+        let (g, _) = pooling::backward(&m.llama, &t, &p, &coef).unwrap();
+        let g: Vec<f32> = g.flatten_all().unwrap().to_vec1().unwrap();
+        let mut checked = 0;
+        for i in (0..rows_n * d).step_by(7) {
+            let h = 1e-3f32;
+            let mut x = base.clone();
+            x[i] += h;
+            let up = loss(&x);
+            x[i] -= 2.0 * h;
+            let down = loss(&x);
+            let numeric = ((up - down) / (2.0 * h as f64)) as f32;
+            let tol = 2e-2 * numeric.abs().max(g[i].abs()).max(0.5);
+            assert!(
+                (numeric - g[i]).abs() < tol,
+                "{head:?} row-dim {i}: analytic {} vs numeric {numeric}",
+                g[i]
+            );
+            checked += 1;
+        }
+        assert!(checked > 15);
+    }
+}
+
+/// A BEIR collection where each query shares a rare word with its document.
+fn toy_collection(dir: &Path) {
+    let words = [
+        "zebra", "quartz", "violin", "glacier", "pepper", "orbit", "walnut", "falcon", "copper",
+        "tulip", "harbor", "lemon",
+    ];
+    std::fs::create_dir_all(dir.join("qrels")).unwrap();
+    let mut corpus = String::new();
+    let mut queries = String::new();
+    let mut qrels = String::from("query-id\tcorpus-id\tscore\n");
+    for (i, w) in words.iter().enumerate() {
+        corpus.push_str(&format!("{{\"_id\":\"d{i}\",\"title\":\"\",\"text\":\"notes about the {w} and other things\"}}\n"));
+        queries.push_str(&format!("{{\"_id\":\"q{i}\",\"text\":\"{w}?\"}}\n"));
+        qrels.push_str(&format!("q{i}\td{i}\t1\n"));
+    }
+    std::fs::write(dir.join("corpus.jsonl"), corpus).unwrap();
+    std::fs::write(dir.join("queries.jsonl"), queries).unwrap();
+    std::fs::write(dir.join("qrels/train.tsv"), qrels).unwrap();
+}
+
+fn toy_config(data: &Path, steps: usize) -> TrainConfig {
+    TrainConfig::load(
+        None,
+        &[
+            format!("steps={steps}"),
+            "batch=4".into(),
+            "lr=0.01".into(),
+            "warmup_steps=2".into(),
+            "checkpoint_every=3".into(),
+            "variant=echo".into(),
+            "head=\"logprob:3\"".into(),
+            "lora_rank=4".into(),
+            "lambda_q=0.0001".into(),
+            "lambda_d=0.0001".into(),
+            "pairs=[\"toy\"]".into(),
+            format!("data_dir={:?}", data.to_str().unwrap()),
+        ],
+    )
+    .unwrap()
+}
+
+#[test]
+fn contrastive_loss_falls_on_a_toy_task() {
+    let dir = tempfile::tempdir().unwrap();
+    toy_collection(&dir.path().join("toy"));
+    let m = tiny(&dir.path().join("m"), false);
+    let cfg = toy_config(dir.path(), 40);
+    let mut t = Trainer::new(cfg, Phase::Contrastive, &dir.path().join("run"), m).unwrap();
+    let mut losses = Vec::new();
+    t.run(false, None, |r| losses.push(r.loss)).unwrap();
+    assert_eq!(losses.len(), 40);
+    let first: f32 = losses[..8].iter().sum::<f32>() / 8.0;
+    let last: f32 = losses[32..].iter().sum::<f32>() / 8.0;
+    assert!(
+        last < 0.7 * first,
+        "loss did not fall: first steps {first:.3}, last steps {last:.3} ({losses:?})"
+    );
+    assert!(dir.path().join("run/adapter.safetensors").is_file());
+}
+
+fn adapter_values(path: &Path) -> Vec<(String, Vec<f32>)> {
+    let a = adapter::Adapter::read(path).unwrap();
+    let mut v: Vec<(String, Vec<f32>)> = a
+        .tensors
+        .iter()
+        .map(|(k, t)| (k.clone(), t.flatten_all().unwrap().to_vec1().unwrap()))
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+#[test]
+fn interrupted_then_resumed_run_ends_where_an_uninterrupted_one_does() {
+    let dir = tempfile::tempdir().unwrap();
+    toy_collection(&dir.path().join("toy"));
+    let steps = 7;
+    let whole = dir.path().join("whole");
+    let mut t = Trainer::new(
+        toy_config(dir.path(), steps),
+        Phase::Contrastive,
+        &whole,
+        tiny(&dir.path().join("m"), false),
+    )
+    .unwrap();
+    assert_eq!(t.run(false, None, |_| {}).unwrap(), steps);
+    let split = dir.path().join("split");
+    let mut first = Trainer::new(
+        toy_config(dir.path(), steps),
+        Phase::Contrastive,
+        &split,
+        tiny(&dir.path().join("m"), false),
+    )
+    .unwrap();
+    // Killed after 4 steps: the last checkpoint is at step 3.
+    assert_eq!(first.run(false, Some(4), |_| {}).unwrap(), 4);
+    assert!(!split.join("adapter.safetensors").exists());
+    drop(first);
+    let mut second = Trainer::new(
+        toy_config(dir.path(), steps),
+        Phase::Contrastive,
+        &split,
+        tiny(&dir.path().join("m"), false),
+    )
+    .unwrap();
+    let mut resumed_at = Vec::new();
+    assert_eq!(
+        second.run(true, None, |r| resumed_at.push(r.step)).unwrap(),
+        steps
+    );
+    assert_eq!(
+        resumed_at.first(),
+        Some(&4),
+        "resume restarts after the last checkpoint (step 3)"
+    );
+    let (a, b) = (
+        adapter_values(&whole.join("adapter.safetensors")),
+        adapter_values(&split.join("adapter.safetensors")),
+    );
+    assert_eq!(a.len(), b.len());
+    for ((na, va), (nb, vb)) in a.iter().zip(&b) {
+        assert_eq!(na, nb);
+        assert_eq!(va, vb, "{na} differs after resume");
+    }
+    // A different recipe refuses to resume.
+    let mut other = toy_config(dir.path(), steps);
+    other.lr = 0.5;
+    let mut wrong = Trainer::new(
+        other,
+        Phase::Contrastive,
+        &split,
+        tiny(&dir.path().join("m"), false),
+    )
+    .unwrap();
+    let e = wrong
+        .run(true, None, |_| {})
+        .expect_err("mismatched recipe");
+    assert!(e.to_string().contains("different"), "{e}");
+}
+
+#[test]
+fn written_adapter_encodes_like_the_model_that_trained_it() {
+    let dir = tempfile::tempdir().unwrap();
+    toy_collection(&dir.path().join("toy"));
+    let mdir = dir.path().join("m");
+    let run = dir.path().join("run");
+    let mut t = Trainer::new(
+        toy_config(dir.path(), 6),
+        Phase::Contrastive,
+        &run,
+        tiny(&mdir, false),
+    )
+    .unwrap();
+    t.run(false, None, |_| {}).unwrap();
+    let spec = format!(
+        "{}+{}",
+        mdir.join("tiny.gguf").display(),
+        run.join("adapter.safetensors").display()
+    );
+    let merged = model::load(&spec, &Device::Cpu).unwrap();
+    let meta = merged.adapter.clone().expect("adapter metadata");
+    assert_eq!(
+        (meta.variant, meta.head),
+        (Variant::Echo, Head::LogProb { shift: 3.0 })
+    );
+    let base = model::load(mdir.join("tiny.gguf").to_str().unwrap(), &Device::Cpu).unwrap();
+    assert_ne!(merged.identity.sha256, base.identity.sha256);
+    let cfg = EncoderConfig {
+        variant: Variant::Echo,
+        head: meta.head,
+        max_len: 64,
+        batch_size: 2,
+    };
+    let text = "notes about the zebra";
+    let ids = t.model.tokenizer.encode(text).unwrap();
+    // The training model (adapters live, autograd path) and the merged, packed one.
+    let rows_before: Vec<f32> = {
+        let enc = Encoder::new(&merged, cfg.clone());
+        let v = enc.encode_one(text).unwrap().vector;
+        let mut dense = vec![0f32; merged.config().vocab_size];
+        for (i, w) in v.ids.iter().zip(&v.weights) {
+            dense[*i as usize] = *w;
+        }
+        dense
+    };
+    let (laid, start) = csplade::encode::encoder::input_layout(Variant::Echo, &ids);
+    let x = Tensor::new(laid.as_slice(), &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    let h = t
+        .model
+        .llama
+        .hidden_states(&x, &[laid.len()], AttentionMask::Causal)
+        .unwrap()
+        .squeeze(0)
+        .unwrap();
+    let rows = h.narrow(0, start, laid.len() - start).unwrap();
+    let owner = vec![0usize; laid.len() - start];
+    let live = pooling::pool(&t.model.llama, &rows, &owner, 1, meta.head)
+        .unwrap()
+        .weights();
+    let worst = live
+        .iter()
+        .zip(&rows_before)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(
+        worst < 0.02,
+        "merged f16 adapter drifts from the trained model by {worst}"
+    );
+    let _unused: Option<Var> = None;
+}
+
+#[test]
+fn adaptation_loss_falls_on_packed_text() {
+    let dir = tempfile::tempdir().unwrap();
+    toy_collection(&dir.path().join("toy"));
+    let cfg = TrainConfig::load(
+        None,
+        &[
+            "steps=30".into(),
+            "batch=4".into(),
+            "lr=0.01".into(),
+            "warmup_steps=2".into(),
+            "seq_len=16".into(),
+            "head=\"raw\"".into(),
+            "lora_rank=4".into(),
+            "corpora=[\"toy\"]".into(),
+            format!("data_dir={:?}", dir.path().to_str().unwrap()),
+        ],
+    )
+    .unwrap();
+    let m = tiny(&dir.path().join("m"), false);
+    let mut t = Trainer::new(cfg, Phase::Adapt, &dir.path().join("run"), m).unwrap();
+    let mut reports = Vec::new();
+    t.run(false, None, |r| reports.push(r.clone())).unwrap();
+    let clm = |r: &csplade::train::StepReport| r.parts["clm"].as_f64().unwrap();
+    let first: f64 = reports[..5].iter().map(clm).sum::<f64>() / 5.0;
+    let last: f64 = reports[25..].iter().map(clm).sum::<f64>() / 5.0;
+    assert!(
+        last < 0.8 * first,
+        "causal-LM loss did not fall: {first:.3} → {last:.3}"
+    );
+    assert!(reports
+        .iter()
+        .all(|r| r.parts["relu_clm"].as_f64().unwrap().is_finite() && r.active_q > 0.0));
+}
+
+#[test]
+fn training_progress_lines_feed_the_explorers_loss_chart() {
+    let r = csplade::train::StepReport {
+        event: "step",
+        phase: "contrastive",
+        step: 12,
+        steps: 100,
+        loss: 2.5,
+        parts: serde_json::json!({"infonce": 2.0, "flops_q": 30.0, "flops_d": 40.0}),
+        ..Default::default()
+    };
+    let line = serde_json::to_string(&r).unwrap();
+    assert_eq!(
+        csplade::tasks::parse_line(4, &line),
+        csplade::tasks::TaskEvent::Loss {
+            id: 4,
+            step: 12,
+            loss: 2.5
+        }
+    );
+}
+
+#[test]
+fn the_shipped_recipes_parse() {
+    for r in ["csplade-echo-1.toml", "csplade-echo-2.toml"] {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("assets/recipes")
+            .join(r);
+        let c = TrainConfig::load(
+            Some(&path),
+            &["init_adapter=RUN1/adapter.safetensors".into()],
+        )
+        .unwrap();
+        assert_eq!(
+            (c.variant, c.head()),
+            (Variant::Echo, Head::LogProb { shift: 5.0 })
+        );
+        assert_eq!(
+            c.init_adapter.as_deref(),
+            Some(Path::new("RUN1/adapter.safetensors"))
+        );
+    }
+}
