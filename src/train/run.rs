@@ -262,11 +262,9 @@ impl Trainer {
         }
         let head = self.head()?;
         let mask = cfg.variant.mask();
-        let t0 = Instant::now();
         let (q_rows, q_owner, q_tok) = self.hidden_rows(&queries, mask, false)?;
         let (d_rows, d_owner, d_tok) = self.hidden_rows(&docs, mask, false)?;
         let llama = &self.model.llama;
-        let t1 = Instant::now();
         let pq = pooling::pool(llama, &q_rows.detach(), &q_owner, queries.len(), head)?;
         let pd = pooling::pool(llama, &d_rows.detach(), &d_owner, docs.len(), head)?;
         let (wq, wd) = (pq.weights(), pd.weights());
@@ -280,17 +278,8 @@ impl Trainer {
         let (hq, sq) = pooling::backward(llama, &q_rows.detach(), &pq, &gq)?;
         let (hd, sd) = pooling::backward(llama, &d_rows.detach(), &pd, &gd)?;
         *dshift += sq + sd;
-        let t2 = Instant::now();
         let surrogate = ((q_rows * hq)?.sum_all()? + (d_rows * hd)?.sum_all()?)?;
         self.accumulate(surrogate, acc)?;
-        if std::env::var_os("CSPLADE_TRAIN_TIMING").is_some() {
-            eprintln!(
-                "forward {:.2}s pool+loss+back {:.2}s backward {:.2}s",
-                (t1 - t0).as_secs_f64(),
-                (t2 - t1).as_secs_f64(),
-                t2.elapsed().as_secs_f64()
-            );
-        }
         let active = |w: &[f32]| {
             median(
                 w.chunks(vocab)
@@ -424,6 +413,14 @@ impl Trainer {
                 data::packed_corpus(&data_dir, &cfg.corpora, tok, 0)?,
             ),
         };
+        if self.phase == Phase::Adapt && stream.len() < cfg.seq_len {
+            bail!(
+                "corpora {:?} hold {} tokens, fewer than one sequence of seq_len = {}",
+                cfg.corpora,
+                stream.len(),
+                cfg.seq_len
+            );
+        }
         let started = Instant::now();
         let first_step = step;
         // Tokens through the backbone in this call (for the rate), and how
