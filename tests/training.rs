@@ -127,7 +127,23 @@ fn pooling_gradient_matches_finite_differences() {
             active > 10,
             "{head:?}: only {active} active terms; the check would be vacuous"
         );
-        let (g, _) = pooling::backward(&m.llama, &t, &p, &coef).unwrap();
+        let (g, dshift) = pooling::backward(&m.llama, &t, &p, &coef).unwrap();
+        if let Head::LogProb { shift } = head {
+            // The (learnable) shift: d/dC of Σ c·w.
+            let at = |c: f32| -> f64 {
+                let p = pooling::pool(&m.llama, &t, &owner, 2, Head::LogProb { shift: c }).unwrap();
+                p.weights()
+                    .iter()
+                    .zip(&coef)
+                    .map(|(w, k)| (*w as f64) * (*k as f64))
+                    .sum()
+            };
+            let numeric = ((at(shift + 1e-3) - at(shift - 1e-3)) / 2e-3) as f32;
+            assert!(
+                (numeric - dshift).abs() < 2e-2 * numeric.abs().max(1.0),
+                "shift: analytic {dshift} vs numeric {numeric}"
+            );
+        }
         let g: Vec<f32> = g.flatten_all().unwrap().to_vec1().unwrap();
         let mut checked = 0;
         for i in (0..rows_n * d).step_by(7) {
