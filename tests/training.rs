@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use candle_core::{Device, Tensor, Var};
+use candle_core::{Device, Tensor};
 use csplade::encode::{Encoder, EncoderConfig, Head, Variant};
 use csplade::model::{self, adapter, AttentionMask, LoadedModel};
 use csplade::train::{pooling, Phase, TrainConfig, Trainer};
@@ -312,7 +312,7 @@ fn written_adapter_encodes_like_the_model_that_trained_it() {
     let mdir = dir.path().join("m");
     let run = dir.path().join("run");
     let mut t = Trainer::new(
-        toy_config(dir.path(), 6),
+        toy_config(dir.path(), 30),
         Phase::Contrastive,
         &run,
         tiny(&mdir, false),
@@ -341,7 +341,7 @@ fn written_adapter_encodes_like_the_model_that_trained_it() {
     let text = "notes about the zebra";
     let ids = t.model.tokenizer.encode(text).unwrap();
     // The training model (adapters live, autograd path) and the merged, packed one.
-    let rows_before: Vec<f32> = {
+    let merged_weights: Vec<f32> = {
         let enc = Encoder::new(&merged, cfg.clone());
         let v = enc.encode_one(text).unwrap().vector;
         let mut dense = vec![0f32; merged.config().vocab_size];
@@ -369,14 +369,28 @@ fn written_adapter_encodes_like_the_model_that_trained_it() {
         .weights();
     let worst = live
         .iter()
-        .zip(&rows_before)
+        .zip(&merged_weights)
         .map(|(a, b)| (a - b).abs())
         .fold(0f32, f32::max);
     assert!(
         worst < 0.02,
         "merged f16 adapter drifts from the trained model by {worst}"
     );
-    let _unused: Option<Var> = None;
+    // …and the adapter changed something: the base encodes differently.
+    let base_vec = Encoder::new(&base, cfg).encode_one(text).unwrap().vector;
+    let mut base_dense = vec![0f32; base.config().vocab_size];
+    for (i, w) in base_vec.ids.iter().zip(&base_vec.weights) {
+        base_dense[*i as usize] = *w;
+    }
+    let moved = base_dense
+        .iter()
+        .zip(&merged_weights)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(
+        moved > 0.05 && worst < 0.1 * moved,
+        "training moved the expansion by {moved}; merged vs trained differ by {worst}"
+    );
 }
 
 #[test]
