@@ -25,17 +25,8 @@ fn tiny(dir: &Path, hf: bool) -> LoadedModel {
 /// Gradients of Σ hidden ⊙ G for every LoRA variable.
 fn lora_grads(m: &mut LoadedModel, fused: bool, mask: AttentionMask) -> Vec<Vec<f32>> {
     m.llama.prepare_for_training(fused, fused).unwrap();
-    let targets: Vec<String> = [
-        "q_proj",
-        "k_proj",
-        "v_proj",
-        "o_proj",
-        "gate_proj",
-        "up_proj",
-        "down_proj",
-    ]
-    .map(String::from)
-    .to_vec();
+    // Every projection of every layer.
+    let targets = TrainConfig::default().targets;
     let vars = adapter::attach_low_rank(&mut m.llama, 4, 8.0, &targets, 5).unwrap();
     // Non-zero B so that gradients reach A too.
     for (i, (name, v)) in vars.iter().enumerate() {
