@@ -187,15 +187,13 @@ pub fn run(a: EvalArgs) -> Result<()> {
             ));
         }
         systems.push(("lsr", runs));
-        let docs =
-            csplade::index::vectors::read(&index_dir.join(csplade::index::build::VECTORS_FILE))?;
         let median = |mut v: Vec<usize>| {
             v.sort_unstable();
             v.get(v.len() / 2).copied().unwrap_or(0) as f64
         };
         sparsity = Some((
             median(encoded.iter().map(|e| e.vector.active()).collect()),
-            median(docs.iter().map(|d| d.active()).collect()),
+            median(idx.vectors.iter().map(|d| d.active()).collect()),
         ));
     }
 

@@ -112,16 +112,10 @@ impl ModelArgs {
     /// How to encode with `model`: flags first, then what the model's
     /// adapter was trained with, then causal / logprob:6.
     pub fn encoder_config(&self, model: &LoadedModel) -> EncoderConfig {
-        let trained = model.adapter.as_ref();
+        let (variant, head) = model.trained_encoding();
         EncoderConfig {
-            variant: self
-                .variant
-                .or(trained.map(|a| a.variant))
-                .unwrap_or(Variant::Causal),
-            head: self
-                .head
-                .or(trained.map(|a| a.head))
-                .unwrap_or(Head::LogProb { shift: 6.0 }),
+            variant: self.variant.unwrap_or(variant),
+            head: self.head.unwrap_or(head),
             max_len: self.max_len,
             batch_size: self.batch.max(1),
         }

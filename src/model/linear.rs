@@ -150,6 +150,11 @@ impl FrozenMatmul {
         }))
     }
 
+    /// The packed `W` (shared, e.g. as the inference head).
+    pub fn weights(&self) -> Weights {
+        Weights::Packed(self.w.clone())
+    }
+
     /// `x [rows, k] · Wᵀ` with autograd to `x`.
     pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
         x.contiguous()?.apply_op1(self.clone())

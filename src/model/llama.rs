@@ -306,8 +306,12 @@ impl Llama {
             }
             l.mlp.fused_training = fused;
         }
-        self.lm_head_packed = Some(Weights::new(&self.lm_head, Precision::F32)?);
+        // One packing of the frozen head serves the forward and its backward.
         self.lm_head_frozen = super::linear::FrozenMatmul::new(&self.lm_head)?;
+        self.lm_head_packed = Some(match &self.lm_head_frozen {
+            Some(f) => f.weights(),
+            None => Weights::new(&self.lm_head, Precision::F32)?,
+        });
         if freeze_projections {
             for (_, lin) in self.linears_mut() {
                 lin.freeze_for_training()?;

@@ -72,6 +72,18 @@ impl LoadedModel {
     pub fn config(&self) -> &Config {
         &self.llama.config
     }
+
+    /// How this model encodes unless told otherwise: the variant and head
+    /// its adapter was trained with, else causal and `logprob:6`.
+    pub fn trained_encoding(&self) -> (crate::encode::Variant, crate::encode::Head) {
+        match &self.adapter {
+            Some(a) => (a.variant, a.head),
+            None => (
+                crate::encode::Variant::Causal,
+                crate::encode::Head::LogProb { shift: 6.0 },
+            ),
+        }
+    }
 }
 
 /// The model every command uses unless told otherwise: the base with

@@ -119,20 +119,18 @@ struct Shared {
 
 impl Shared {
     fn explorer(&self) -> Option<Explorer> {
+        let model = self.model.clone()?;
         Some(Explorer {
-            model: self.model.clone()?,
             config: self
                 .index
                 .as_ref()
                 .map(|i| i.meta.encoder_config())
                 .unwrap_or_else(|| {
                     // No index yet: encode the way the model was trained.
-                    let trained = self.model.as_ref().and_then(|m| m.adapter.clone());
+                    let (variant, head) = model.trained_encoding();
                     crate::encode::EncoderConfig {
-                        variant: trained.as_ref().map(|a| a.variant).unwrap_or_default(),
-                        head: trained
-                            .map(|a| a.head)
-                            .unwrap_or(crate::encode::Head::LogProb { shift: 6.0 }),
+                        variant,
+                        head,
                         ..Default::default()
                     }
                 }),
@@ -141,6 +139,7 @@ impl Shared {
             corpus: self.corpus.clone(),
             queries: self.queries.clone(),
             qrels: self.qrels.clone(),
+            model,
         })
     }
 }
