@@ -40,23 +40,17 @@ pub fn write_adapter(t: &Trainer, steps: usize, seconds: f64, tokens: u64) -> Re
             t.phase.name()
         ),
     };
-    let stacked = match &t.cfg.init_adapter {
-        Some(p) => {
-            let a = Adapter::read(p)?;
-            if continues_adapter(&t.cfg, &a) {
-                meta.trained = format!("{}; then {}", a.meta.trained, meta.trained);
-                None
-            } else {
-                Some(p.clone())
-            }
+    let stacked = match &t.init {
+        Some(a) if continues_adapter(&t.cfg, a) => {
+            meta.trained = format!("{}; then {}", a.meta.trained, meta.trained);
+            None
         }
-        None => None,
+        other => other.as_ref(),
     };
-    if let Some(init) = &stacked {
+    if let Some(first) = stacked {
         // The starting adapter was merged into the base weights: store the
         // sum as full weights is too large, so fold the new pairs on top
         // by concatenating ranks (ΔW = B₁A₁ + B₂A₂ = [B₁ B₂][A₁; A₂]).
-        let first = Adapter::read(init)?;
         if first.meta.kind != "lora" || t.cfg.adapter != "lora" {
             bail!("chaining adapters needs LoRA in both phases");
         }

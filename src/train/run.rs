@@ -73,6 +73,8 @@ pub struct Trainer {
     pub shift: Option<Var>,
     pub opt: AdamW,
     pub out: PathBuf,
+    /// The adapter the run started from (`init_adapter`), read once.
+    pub init: Option<Adapter>,
 }
 
 fn median(mut v: Vec<f32>) -> f32 {
@@ -144,6 +146,7 @@ impl Trainer {
             shift,
             opt,
             out: out.to_path_buf(),
+            init: init.map(|(_, a)| a),
         })
     }
 
