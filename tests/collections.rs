@@ -99,3 +99,84 @@ fn man_pages_become_a_known_item_collection() {
         assert!(!d.text.starts_with("NAME"), "{}", d.id);
     }
 }
+
+/// The training collections under train/ are gzip-compressed BEIR
+/// collections; they read with the counts of their README, and every
+/// qrels line becomes one training pair.
+#[test]
+fn training_collections_read_compressed_with_the_published_counts() {
+    let Some(data) = common::data_dir() else {
+        return;
+    };
+    // (name, passages, queries, pairs) from ../shared/data/README.md.
+    let expected = [
+        ("squad", 18_891, 87_341, 87_423),
+        ("nq-qed", 8_096, 8_522, 8_522),
+        ("medquad", 15_809, 14_979, 16_359),
+        ("debian", 58_227, 57_176, 58_227),
+    ];
+    for (name, passages, queries, pairs) in expected {
+        let dir = data.join("train").join(name);
+        assert!(
+            dir.join("corpus.jsonl.gz").is_file(),
+            "{name}: no corpus.jsonl.gz"
+        );
+        assert_eq!(beir::read_corpus(&dir).unwrap().len(), passages, "{name}");
+        assert_eq!(beir::read_queries(&dir).unwrap().len(), queries, "{name}");
+        let qrels = beir::read_qrels(&dir, "train").unwrap();
+        assert_eq!(
+            qrels.values().map(|j| j.len()).sum::<usize>(),
+            pairs,
+            "{name}"
+        );
+        let sizes = csplade::train::data::source_sizes(&data, &[name.to_string()]).unwrap();
+        assert_eq!(sizes, vec![pairs], "{name}: training pairs by name");
+    }
+}
+
+/// Debian's -dev/-doc siblings are near-copies of their package's passage:
+/// BM25 ranks them first, and the miner must skip them.
+#[test]
+fn mined_negatives_are_never_near_copies_of_the_positive() {
+    let Some(data) = common::data_dir() else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let picks: Vec<usize> = (0..400).map(|i| i * 131 % 58_227).collect();
+    let mined =
+        csplade::train::data::mined_pairs(&data, "debian", &picks, 30, work.path()).unwrap();
+    let mut with_negatives = 0;
+    for m in &mined {
+        for n in &m.negatives {
+            assert!(
+                !csplade::train::data::near_copies(n, &m.positive),
+                "negative of {:?} is a near-copy of its positive",
+                m.query
+            );
+        }
+        with_negatives += usize::from(!m.negatives.is_empty());
+    }
+    assert!(
+        with_negatives > 350,
+        "only {with_negatives} of 400 pairs got negatives"
+    );
+    // Not vacuous: plain BM25 would have handed out near-copies.
+    let bm = Bm25Index::open(&work.path().join("bm25-debian")).unwrap();
+    let docs = beir::read_corpus(&data.join("train/debian")).unwrap();
+    let raw_copies = mined
+        .iter()
+        .filter(|m| {
+            bm.search(&m.query, 30).unwrap().iter().any(|h| {
+                let body = &docs[h.ordinal].text;
+                *body != m.positive && csplade::train::data::near_copies(body, &m.positive)
+            })
+        })
+        .count();
+    assert!(
+        raw_copies > 0,
+        "no near-copy among BM25's top 30: the check proves nothing"
+    );
+    eprintln!(
+        "{raw_copies} of 400 Debian queries had a near-copy of their positive in BM25's top 30"
+    );
+}

@@ -332,3 +332,33 @@ fn the_explorer_searches_and_explains_a_build_in_progress() {
     let sum: f32 = d.contributions.iter().map(|c| c.3).sum();
     assert!((sum - r.hits[0].score).abs() < 1e-3);
 }
+
+/// `--out` never destroys what is not csplade's: a directory of the user's
+/// files and the input collection itself are refused, and left as they were.
+#[test]
+fn an_index_is_never_written_over_the_users_files_or_its_collection() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("ds");
+    write_corpus(&corpus, 12);
+    let m = tiny_model(&dir.path().join("m"), 3);
+    let enc = Encoder::new(&m, config());
+    let mine = dir.path().join("mine");
+    std::fs::create_dir(&mine).unwrap();
+    std::fs::write(mine.join("thesis.txt"), "years of work").unwrap();
+    let before = std::fs::read(corpus.join("corpus.jsonl")).unwrap();
+    for out in [mine.clone(), corpus.clone(), corpus.join("index")] {
+        let e = build(&enc, &opts(&corpus, &out), |_| {}).expect_err("refused");
+        assert!(matches!(e, IndexError::Refused(_)), "{out:?}: {e}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(mine.join("thesis.txt")).unwrap(),
+        "years of work"
+    );
+    assert_eq!(std::fs::read(corpus.join("corpus.jsonl")).unwrap(), before);
+    assert!(corpus.join("queries.jsonl").is_file() && corpus.join("qrels/test.tsv").is_file());
+    // An index (or nothing) at --out is fine, and is replaced.
+    let out = dir.path().join("index");
+    build(&enc, &opts(&corpus, &out), |_| {}).unwrap();
+    build(&enc, &opts(&corpus, &out), |_| {}).unwrap();
+    assert!(out.join("meta.json").is_file());
+}

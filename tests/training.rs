@@ -104,7 +104,7 @@ fn pooling_gradient_matches_finite_differences() {
     for head in [Head::RawLogits, Head::LogProb { shift: 4.0 }] {
         let loss = |x: &[f32]| -> f64 {
             let t = Tensor::from_vec(x.to_vec(), (rows_n, d), &Device::Cpu).unwrap();
-            let p = pooling::pool(&m.llama, &t, &owner, 2, head).unwrap();
+            let p = pooling::pool(&m.llama, &t, &owner, 2, head, None).unwrap();
             p.weights()
                 .iter()
                 .zip(&coef)
@@ -112,17 +112,19 @@ fn pooling_gradient_matches_finite_differences() {
                 .sum()
         };
         let t = Tensor::from_vec(base.clone(), (rows_n, d), &Device::Cpu).unwrap();
-        let p = pooling::pool(&m.llama, &t, &owner, 2, head).unwrap();
+        let p = pooling::pool(&m.llama, &t, &owner, 2, head, None).unwrap();
         let active = p.weights().iter().filter(|&&w| w > 0.0).count();
         assert!(
             active > 10,
             "{head:?}: only {active} active terms; the check would be vacuous"
         );
-        let (g, dshift) = pooling::backward(&m.llama, &t, &p, &coef).unwrap();
+        let (g, shifts) = pooling::backward(&m.llama, &t, &p, &coef).unwrap();
+        let dshift = shifts.shift;
         if let Head::LogProb { shift } = head {
             // The (learnable) shift: d/dC of Σ c·w.
             let at = |c: f32| -> f64 {
-                let p = pooling::pool(&m.llama, &t, &owner, 2, Head::LogProb { shift: c }).unwrap();
+                let p = pooling::pool(&m.llama, &t, &owner, 2, Head::LogProb { shift: c }, None)
+                    .unwrap();
                 p.weights()
                     .iter()
                     .zip(&coef)
@@ -355,7 +357,7 @@ fn written_adapter_encodes_like_the_model_that_trained_it() {
         .unwrap();
     let rows = h.narrow(0, start, laid.len() - start).unwrap();
     let owner = vec![0usize; laid.len() - start];
-    let live = pooling::pool(&t.model.llama, &rows, &owner, 1, meta.head)
+    let live = pooling::pool(&t.model.llama, &rows, &owner, 1, meta.head, None)
         .unwrap()
         .weights();
     let worst = live
@@ -461,4 +463,221 @@ fn the_shipped_recipes_parse() {
             Some(Path::new("RUN1/adapter.safetensors"))
         );
     }
+}
+
+/// The device-generic step (the code a GPU runs) against the CPU step (its
+/// own head gradients; fused attention, RMSNorm and SwiGLU where the CPU has
+/// AVX-512) on one micro-batch: the same loss, the same gradients for every LoRA
+/// matrix, the learned shift C and the per-term shifts — for Echo and Bi,
+/// with texts forwarded in several groups.
+#[test]
+fn generic_step_matches_the_cpu_step() {
+    use csplade::train::{batches, Engine};
+    let dir = tempfile::tempdir().unwrap();
+    toy_collection(&dir.path().join("toy"));
+    for variant in ["echo", "bi"] {
+        let mut cfg = toy_config(dir.path(), 3);
+        cfg.variant = variant.parse().unwrap();
+        cfg.learn_shift = true;
+        cfg.learn_term_shift = true;
+        cfg.forward_group = 3;
+        cfg.hard_negatives = 2;
+        let make = |engine: Engine, name: &str| {
+            let run = dir.path().join(format!("{variant}-{name}"));
+            let t = Trainer::with_engine(
+                cfg.clone(),
+                Phase::Contrastive,
+                &run,
+                tiny(&dir.path().join("m"), false),
+                engine,
+            )
+            .unwrap();
+            // Start away from B = 0 and shifts = 0, identically in both.
+            for (i, (_, v)) in t.params.iter().enumerate() {
+                let n = v.as_tensor().elem_count();
+                let vals = adapter::uniform(300 + i as u64, n, 0.3);
+                let vals = if n == 1 { vec![3.0] } else { vals };
+                v.set(&Tensor::from_vec(vals, v.as_tensor().dims(), &Device::Cpu).unwrap())
+                    .unwrap();
+            }
+            (t, run)
+        };
+        let (fused, run) = make(Engine::Cpu, "cpu");
+        let (generic, _) = make(Engine::Generic, "generic");
+        let mb = batches::load_or_draw(&cfg, &fused.model.tokenizer, &run, 1)
+            .unwrap()
+            .remove(0);
+        assert_eq!(mb.queries.len(), 4);
+        let step = |t: &Trainer| {
+            let mut acc = vec![None; t.params.len()];
+            let (mut dshift, mut dterm) = (0f32, None);
+            let (l, aq, ad, tokens) = t
+                .contrastive_micro(&mb, 20, &mut acc, &mut dshift, &mut dterm)
+                .unwrap();
+            let grads: Vec<Vec<f32>> = t
+                .params
+                .iter()
+                .zip(acc)
+                .map(|((name, _), g)| match (g, name.as_str()) {
+                    (Some(g), _) => g.flatten_all().unwrap().to_vec1().unwrap(),
+                    (None, "head.shift") => vec![dshift],
+                    (None, "head.term_shift") => dterm.clone().expect("per-term gradient"),
+                    (None, other) => panic!("no gradient for {other}"),
+                })
+                .collect();
+            (l, aq, ad, tokens, grads)
+        };
+        let (lf, aqf, adf, tf, gf) = step(&fused);
+        let (lg, aqg, adg, tg, gg) = step(&generic);
+        assert!(lf.infonce > 0.1 && lf.flops_d > 0.0, "{lf:?}");
+        for (a, b) in [
+            (lf.total, lg.total),
+            (lf.infonce, lg.infonce),
+            (lf.flops_q, lg.flops_q),
+            (lf.flops_d, lg.flops_d),
+        ] {
+            assert!(
+                (a - b).abs() <= 1e-4 * a.abs().max(1.0),
+                "{variant}: loss {lf:?} vs {lg:?}"
+            );
+        }
+        assert_eq!(
+            (aqf, adf, tf),
+            (aqg, adg, tg),
+            "{variant}: active terms and tokens"
+        );
+        let mut worst = 0f32;
+        for (((name, _), a), b) in fused.params.iter().zip(&gf).zip(&gg) {
+            let scale = a.iter().map(|x| x.abs()).fold(1e-6, f32::max);
+            assert!(
+                scale > 1e-5,
+                "{variant} {name}: zero gradient, the check would be vacuous"
+            );
+            for (x, y) in a.iter().zip(b) {
+                worst = worst.max((x - y).abs() / scale);
+            }
+            assert!(
+                worst < 2e-3,
+                "{variant} {name}: generic and fused gradients differ by {worst} (relative)"
+            );
+        }
+    }
+}
+
+/// Learned per-term shifts are stored with the adapter, loaded with it, and
+/// applied at encode time: the merged model encodes like the model that
+/// trained them, and differently without them.
+#[test]
+fn learned_term_shifts_travel_with_the_adapter() {
+    let dir = tempfile::tempdir().unwrap();
+    toy_collection(&dir.path().join("toy"));
+    let mdir = dir.path().join("m");
+    let run = dir.path().join("run");
+    let mut cfg = toy_config(dir.path(), 12);
+    cfg.learn_term_shift = true;
+    cfg.term_shift_lr = 0.05;
+    let mut t = Trainer::new(cfg, Phase::Contrastive, &run, tiny(&mdir, false)).unwrap();
+    t.run(false, None, |_| {}).unwrap();
+    let file = run.join("adapter.safetensors");
+    let a = adapter::Adapter::read(&file).unwrap();
+    let shifts: Vec<f32> = a.tensors[adapter::TERM_SHIFT].to_vec1().unwrap();
+    let moved = shifts.iter().map(|x| x.abs()).fold(0f32, f32::max);
+    assert!(moved > 0.05, "per-term shifts did not move ({moved})");
+    let spec = format!("{}+{}", mdir.join("tiny.gguf").display(), file.display());
+    let mut merged = model::load(&spec, &Device::Cpu).unwrap();
+    assert!(merged.llama.term_shift.is_some());
+    let head = merged.adapter.as_ref().unwrap().head;
+    let cfg = EncoderConfig {
+        variant: Variant::Echo,
+        head,
+        max_len: 64,
+        batch_size: 2,
+    };
+    let text = "notes about the violin";
+    let vocab = merged.config().vocab_size;
+    let with = Encoder::new(&merged, cfg.clone())
+        .encode_one(text)
+        .unwrap()
+        .vector
+        .to_dense(vocab);
+    // The training model, live: its pooled weights with the trained shifts.
+    let ids = t.model.tokenizer.encode(text).unwrap();
+    let (laid, start) = csplade::encode::encoder::input_layout(Variant::Echo, &ids);
+    let x = Tensor::new(laid.as_slice(), &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    let h = t
+        .model
+        .llama
+        .hidden_states(&x, &[laid.len()], AttentionMask::Causal)
+        .unwrap()
+        .squeeze(0)
+        .unwrap();
+    let rows = h.narrow(0, start, laid.len() - start).unwrap();
+    let owner = vec![0usize; laid.len() - start];
+    let live_shifts = t
+        .term_shift
+        .as_ref()
+        .unwrap()
+        .as_tensor()
+        .to_vec1()
+        .unwrap();
+    let live = pooling::pool(&t.model.llama, &rows, &owner, 1, head, Some(live_shifts))
+        .unwrap()
+        .weights();
+    let worst = live
+        .iter()
+        .zip(&with)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(
+        worst < 0.02,
+        "merged model drifts from the trained one by {worst}"
+    );
+    merged.llama.term_shift = None;
+    let without = Encoder::new(&merged, cfg)
+        .encode_one(text)
+        .unwrap()
+        .vector
+        .to_dense(vocab);
+    let gap = with
+        .iter()
+        .zip(&without)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(
+        gap > 10.0 * worst.max(1e-3),
+        "the shifts change nothing ({gap})"
+    );
+}
+
+/// A training run's --out must be new, empty or a run: a directory of the
+/// user's files is refused before anything is written.
+#[test]
+fn a_run_is_never_written_over_the_users_files() {
+    let dir = tempfile::tempdir().unwrap();
+    toy_collection(&dir.path().join("toy"));
+    let mine = dir.path().join("mine");
+    std::fs::create_dir(&mine).unwrap();
+    std::fs::write(mine.join("notes.md"), "keep").unwrap();
+    let e = Trainer::new(
+        toy_config(dir.path(), 2),
+        Phase::Contrastive,
+        &mine,
+        tiny(&dir.path().join("m"), false),
+    )
+    .err()
+    .expect("refused");
+    assert!(e.to_string().contains("notes.md"), "{e}");
+    let e = Trainer::new(
+        toy_config(dir.path(), 2),
+        Phase::Contrastive,
+        &dir.path().join("toy/run"),
+        tiny(&dir.path().join("m"), false),
+    )
+    .err()
+    .expect("inside the collection");
+    assert!(e.to_string().contains("inside"), "{e}");
+    assert_eq!(std::fs::read_dir(&mine).unwrap().count(), 1);
 }

@@ -47,6 +47,10 @@ pub struct EvalArgs {
     /// result table follows as plain lines
     #[arg(long)]
     pub progress_json: bool,
+    /// Drop (with a warning) judgements of queries missing from
+    /// queries.jsonl instead of refusing the qrels file
+    #[arg(long)]
+    pub lenient: bool,
 }
 
 /// One system's ranking per query.
@@ -58,7 +62,10 @@ fn short(s: &str) -> &str {
 
 /// Cached BM25 index for a dataset, built on demand.
 fn bm25_for(dataset: &Path, docs: &[beir::Document]) -> Result<Bm25Index> {
-    let fp = csplade::index::build::fingerprint(&dataset.join("corpus.jsonl"))?;
+    let fp = csplade::index::build::fingerprint(&csplade::data::beir::collection_file(
+        dataset,
+        "corpus.jsonl",
+    ))?;
     let name = dataset
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
@@ -81,9 +88,29 @@ fn bm25_for(dataset: &Path, docs: &[beir::Document]) -> Result<Bm25Index> {
 pub fn run(a: EvalArgs) -> Result<()> {
     let docs = beir::read_corpus(&a.dataset)?;
     let queries = beir::read_queries(&a.dataset)?;
-    let qrels = beir::read_qrels(&a.dataset, &a.split)?;
+    let file = beir::read_qrels_file(&a.dataset, &a.split)?;
+    for n in &file.notes {
+        eprintln!("csplade: warning: {n}");
+    }
     let doc_set: HashSet<&str> = docs.iter().map(|d| d.id.as_str()).collect();
     let query_set: HashSet<&str> = queries.iter().map(|q| q.id.as_str()).collect();
+    let mut qrels = file.qrels.clone();
+    let phantom = file.unknown_queries(&query_set);
+    if let Some((q, line)) = phantom.first() {
+        let msg = format!(
+            "{}:{line}: query {q:?} is judged but not in {} ({} such queries)",
+            file.path.display(),
+            beir::collection_file(&a.dataset, "queries.jsonl").display(),
+            phantom.len()
+        );
+        if !a.lenient {
+            bail!("{msg}; fix the qrels, or pass --lenient to drop their judgements");
+        }
+        eprintln!("csplade: warning: {msg}; dropped (--lenient)");
+        for (q, _) in &phantom {
+            qrels.remove(q);
+        }
+    }
     let unknown = beir::unknown_judgements(&qrels, &doc_set, &query_set);
     if !unknown.is_empty() {
         eprintln!(
@@ -119,7 +146,10 @@ pub fn run(a: EvalArgs) -> Result<()> {
     if want_bm25 {
         phase("BM25 ranking");
         let bm = match &a.index {
-            Some(i) => Bm25Index::open(&i.join(csplade::index::build::BM25_DIR))?,
+            Some(i) => {
+                csplade::index::IndexMeta::read(i)?.check_corpus(i, &a.dataset)?;
+                Bm25Index::open(&i.join(csplade::index::build::BM25_DIR))?
+            }
             None => bm25_for(&a.dataset, &docs)?,
         };
         let mut runs = Vec::new();
@@ -143,7 +173,9 @@ pub fn run(a: EvalArgs) -> Result<()> {
         let index_dir = match &a.index {
             Some(i) => i.clone(),
             None => {
-                let fp = csplade::index::build::fingerprint(&a.dataset.join("corpus.jsonl"))?;
+                let fp = csplade::index::build::fingerprint(
+                    &csplade::data::beir::collection_file(&a.dataset, "corpus.jsonl"),
+                )?;
                 let name = a
                     .dataset
                     .file_name()
@@ -173,6 +205,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
         };
         let idx = LsrIndex::open(&index_dir)
             .with_context(|| format!("opening {}", index_dir.display()))?;
+        idx.meta.check_corpus(&index_dir, &a.dataset)?;
         idx.meta
             .check_model(&model.identity, model.config().vocab_size)?;
         let enc = Encoder::new(&model, idx.meta.encoder_config());

@@ -2,6 +2,7 @@
 
 mod bench;
 mod data;
+mod device;
 mod encode;
 mod eval;
 mod index;
@@ -10,7 +11,6 @@ mod search;
 mod train;
 
 use anyhow::{Context, Result};
-use candle_core::Device;
 use clap::{Args, Parser, Subcommand};
 
 use csplade::encode::{EncoderConfig, Head, Variant};
@@ -49,6 +49,9 @@ enum Command {
     /// Measure throughput (tokens/s) and latency
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Check a device (e.g. a CUDA build on its GPU) against the CPU on a
+    /// tiny random model: encoding, and one training step's loss and gradients
+    CheckDevice(device::CheckArgs),
     /// Train adapters: `adapt` (phase 1) or `contrastive` (phase 2)
     #[command(subcommand)]
     Train(train::TrainCommand),
@@ -99,9 +102,13 @@ pub struct ModelArgs {
     /// on the untrained backbone); default: the adapter's, else logprob:6
     #[arg(long, value_parser = parse_head)]
     pub head: Option<Head>,
-    /// Texts per forward pass
+    /// Texts per forward pass (on a GPU, 64 keeps it busy)
     #[arg(long, default_value_t = 8)]
     pub batch: usize,
+    /// cpu, or cuda: GPU 0 through candle's CUDA ops, f32 only (needs a
+    /// build with the `cuda` feature; see README "GPU")
+    #[arg(long, default_value = "cpu")]
+    pub device: csplade::model::DeviceKind,
 }
 
 fn parse_head(s: &str) -> Result<Head, String> {
@@ -122,13 +129,15 @@ impl ModelArgs {
     }
 
     pub fn load(&self) -> Result<LoadedModel> {
-        model::load_at(
-            &self.model,
-            &Device::Cpu,
-            self.precision,
-            self.quantize_head,
+        let device = self.device.open()?;
+        model::load_at(&self.model, &device, self.precision, self.quantize_head).with_context(
+            || {
+                format!(
+                    "loading model {:?} at {} on {}",
+                    self.model, self.precision, self.device
+                )
+            },
         )
-        .with_context(|| format!("loading model {:?} at {}", self.model, self.precision))
     }
 }
 
@@ -144,6 +153,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Quantize(a)) => quant::quantize(a),
         Some(Command::Compare(a)) => quant::compare(a),
         Some(Command::Train(t)) => train::run(t),
+        Some(Command::CheckDevice(a)) => device::run(a),
         None => tui(TuiArgs {
             model: model::DEFAULT_SPEC.into(),
             ..Default::default()

@@ -4,11 +4,11 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use candle_core::Device;
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use csplade::train::{Phase, StepReport, TrainConfig, Trainer};
+use csplade::model::DeviceKind;
+use csplade::train::{batches, Engine, Phase, StepReport, TrainConfig, Trainer};
 
 #[derive(Subcommand)]
 pub enum TrainCommand {
@@ -38,6 +38,43 @@ pub struct TrainArgs {
     /// Print progress as JSON lines on stdout (for the explorer)
     #[arg(long)]
     pub progress_json: bool,
+    /// cpu, or cuda (GPU 0; needs a build with the `cuda` feature)
+    #[arg(long, default_value = "cpu")]
+    pub device: DeviceKind,
+    /// How gradients are computed: `cpu` (the CPU's own head gradients and
+    /// fused kernels) or `generic` (plain candle ops and autograd, the code a
+    /// GPU runs); default: cpu on the CPU, generic on a GPU
+    #[arg(long)]
+    pub engine: Option<Engine>,
+    /// On a GPU, multiply f32 matrices at full f32 precision instead of on
+    /// the TF32 tensor cores (slower)
+    #[arg(long)]
+    pub no_tf32: bool,
+    /// Draw, mine and tokenize the contrastive batches into --out
+    /// (batches.bin.gz) and stop: the run can then be trained on a machine
+    /// without the collections
+    #[arg(long)]
+    pub prepare_only: bool,
+    /// Write --out/adapter.safetensors from the run's latest checkpoint and
+    /// stop (a checkpoint brought back from another machine, say)
+    #[arg(long)]
+    pub export_only: bool,
+}
+
+/// The model on its device and the engine that trains it there.
+fn trainer_parts(
+    cfg: &TrainConfig,
+    device: DeviceKind,
+    engine: Option<Engine>,
+    no_tf32: bool,
+) -> Result<(csplade::model::LoadedModel, Engine)> {
+    let dev = device.open()?;
+    if dev.is_cuda() && !no_tf32 {
+        candle_core::cuda::set_gemm_reduced_precision_f32(true);
+    }
+    let model = csplade::model::load_unpacked(&cfg.model, &dev)
+        .with_context(|| format!("loading model {:?} on {device}", cfg.model))?;
+    Ok((model, engine.unwrap_or_else(|| Engine::for_device(&dev))))
 }
 
 pub fn run(cmd: TrainCommand) -> Result<()> {
@@ -50,9 +87,33 @@ pub fn run(cmd: TrainCommand) -> Result<()> {
         overrides.push(format!("steps={n}"));
     }
     let cfg = TrainConfig::load(a.config.as_deref(), &overrides).map_err(anyhow::Error::msg)?;
-    let model = csplade::model::load_unpacked(&cfg.model, &Device::Cpu)
-        .with_context(|| format!("loading model {:?}", cfg.model))?;
-    let mut trainer = Trainer::new(cfg.clone(), phase, &a.out, model)?;
+    if a.prepare_only {
+        if phase != Phase::Contrastive {
+            anyhow::bail!("--prepare-only draws contrastive batches; the adaptation phase reads its corpora directly");
+        }
+        cfg.check_output(&a.out)?;
+        std::fs::create_dir_all(&a.out).with_context(|| a.out.display().to_string())?;
+        let tok = csplade::model::load_tokenizer(&cfg.model)
+            .with_context(|| format!("loading the tokenizer of {:?}", cfg.model))?;
+        let count = cfg.steps * cfg.grad_accum;
+        batches::load_or_draw(&cfg, &tok, &a.out, count)?;
+        eprintln!(
+            "csplade: {count} micro-batches of {} queries → {}",
+            cfg.batch,
+            a.out.join(batches::FILE).display()
+        );
+        return Ok(());
+    }
+    let (model, engine) = trainer_parts(&cfg, a.device, a.engine, a.no_tf32)?;
+    let mut trainer = Trainer::with_engine(cfg.clone(), phase, &a.out, model, engine)?;
+    if a.export_only {
+        let step = trainer.export_latest()?;
+        eprintln!(
+            "csplade: step {step} → {}",
+            a.out.join("adapter.safetensors").display()
+        );
+        return Ok(());
+    }
     let trainable: usize = trainer
         .params
         .iter()
@@ -70,7 +131,7 @@ pub fn run(cmd: TrainCommand) -> Result<()> {
             serde_json::json!({"event": "phase", "name": format!("{} training ({trainable} trainable parameters)", phase.name())})
         );
     } else {
-        eprintln!("csplade: {} phase, {} variant, head {}, {} {} ({trainable} trainable parameters), {} steps → {}", phase.name(), cfg.variant, cfg.head, cfg.adapter, if cfg.adapter == "lora" { format!("rank {}", cfg.lora_rank) } else { String::new() }, cfg.steps, a.out.display());
+        eprintln!("csplade: {} phase, {} variant, head {}, {} {} ({trainable} trainable parameters), {} steps on {} ({:?} engine) → {}", phase.name(), cfg.variant, cfg.head, cfg.adapter, if cfg.adapter == "lora" { format!("rank {}", cfg.lora_rank) } else { String::new() }, cfg.steps, a.device, engine, a.out.display());
     }
     let bar = (!a.progress_json).then(|| {
         let b = ProgressBar::new(cfg.steps as u64);
@@ -127,6 +188,12 @@ pub struct TrainBench {
     pub overrides: Vec<String>,
     #[arg(long)]
     pub json: bool,
+    #[arg(long, default_value = "cpu")]
+    pub device: DeviceKind,
+    #[arg(long)]
+    pub engine: Option<Engine>,
+    #[arg(long)]
+    pub no_tf32: bool,
 }
 
 /// Tokens/s of `steps` optimizer steps (after one warm-up step) in a
@@ -141,9 +208,9 @@ pub fn bench(a: TrainBench) -> Result<()> {
     overrides.push(format!("steps={}", a.steps + 1));
     overrides.push("checkpoint_every=1000000".into());
     let cfg = TrainConfig::load(a.config.as_deref(), &overrides).map_err(anyhow::Error::msg)?;
-    let model = csplade::model::load_unpacked(&cfg.model, &Device::Cpu)?;
+    let (model, engine) = trainer_parts(&cfg, a.device, a.engine, a.no_tf32)?;
     let scratch = std::env::temp_dir().join(format!("csplade-bench-train-{}", std::process::id()));
-    let mut trainer = Trainer::new(cfg.clone(), phase, &scratch, model)?;
+    let mut trainer = Trainer::with_engine(cfg.clone(), phase, &scratch, model, engine)?;
     let mut steps: Vec<(u64, f64)> = Vec::new();
     let result = trainer.run(false, None, |r| steps.push((r.step_tokens, r.step_seconds)));
     let _ = std::fs::remove_dir_all(&scratch);
@@ -156,7 +223,7 @@ pub fn bench(a: TrainBench) -> Result<()> {
     if a.json {
         println!(
             "{}",
-            serde_json::json!({"phase": phase.name(), "tokens_per_s": tps, "threads": threads, "steps": timed.len(), "tokens": tokens, "seconds": seconds, "variant": cfg.variant.to_string(), "batch": cfg.batch})
+            serde_json::json!({"phase": phase.name(), "tokens_per_s": tps, "threads": threads, "steps": timed.len(), "tokens": tokens, "seconds": seconds, "variant": cfg.variant.to_string(), "batch": cfg.batch, "device": a.device.to_string(), "engine": engine})
         );
     } else {
         println!("train {}: {} steps, {tokens} tokens in {seconds:.1} s: {tps:.0} tokens/s (forward + backward) on {threads} threads", phase.name(), timed.len());

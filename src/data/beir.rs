@@ -1,6 +1,8 @@
 //! BEIR layout: `corpus.jsonl` (`_id`, `title`, `text`), `queries.jsonl`
 //! (`_id`, `text`), `qrels/<split>.tsv` (`query-id corpus-id score`).
-//! Malformed lines are errors naming file and line.
+//! Corpus and queries may also be gzip-compressed (`corpus.jsonl.gz`,
+//! `queries.jsonl.gz`), as the training collections are. Malformed lines are
+//! errors naming file and line.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -57,6 +59,17 @@ pub struct Query {
 /// Relevance judgements: query id → (doc id → graded relevance).
 pub type Qrels = HashMap<String, HashMap<String, i32>>;
 
+/// `dir/name`, or `dir/name.gz` when only the compressed file exists.
+pub fn collection_file(dir: &Path, name: &str) -> PathBuf {
+    let plain = dir.join(name);
+    let gz = dir.join(format!("{name}.gz"));
+    if !plain.exists() && gz.exists() {
+        gz
+    } else {
+        plain
+    }
+}
+
 fn lines(
     path: &Path,
 ) -> Result<impl Iterator<Item = (usize, Result<String, DataError>)>, DataError> {
@@ -64,8 +77,13 @@ fn lines(
         path: path.to_path_buf(),
         source: e,
     })?;
+    let reader: Box<dyn std::io::Read> = if path.extension().is_some_and(|e| e == "gz") {
+        Box::new(flate2::read::MultiGzDecoder::new(f))
+    } else {
+        Box::new(f)
+    };
     let p = path.to_path_buf();
-    Ok(BufReader::new(f)
+    Ok(BufReader::new(reader)
         .split(b'\n')
         .enumerate()
         .map(move |(i, l)| {
@@ -82,7 +100,16 @@ fn lines(
                         msg: format!("not UTF-8 (byte {})", e.utf8_error().valid_up_to()),
                     })
                 })
-                .map(|s| s.trim_end_matches('\r').to_string());
+                .map(|s| {
+                    let s = s.trim_end_matches('\r');
+                    // A UTF-8 byte-order mark at the start of the file is not data.
+                    let s = if line == 1 {
+                        s.trim_start_matches('\u{feff}')
+                    } else {
+                        s
+                    };
+                    s.to_string()
+                });
             (line, r)
         }))
 }
@@ -123,9 +150,9 @@ fn read_jsonl<T: for<'de> Deserialize<'de>>(
     Ok(out)
 }
 
-/// `corpus.jsonl`; an empty corpus is an error.
+/// `corpus.jsonl` (or `corpus.jsonl.gz`); an empty corpus is an error.
 pub fn read_corpus(dir: &Path) -> Result<Vec<Document>, DataError> {
-    let path = dir.join("corpus.jsonl");
+    let path = collection_file(dir, "corpus.jsonl");
     let docs = read_jsonl::<Document>(&path, |d| &d.id)?;
     if docs.is_empty() {
         return Err(DataError::Invalid {
@@ -137,13 +164,46 @@ pub fn read_corpus(dir: &Path) -> Result<Vec<Document>, DataError> {
 }
 
 pub fn read_queries(dir: &Path) -> Result<Vec<Query>, DataError> {
-    read_jsonl::<Query>(&dir.join("queries.jsonl"), |q| &q.id)
+    read_jsonl::<Query>(&collection_file(dir, "queries.jsonl"), |q| &q.id)
+}
+
+/// A qrels file as read: the judgements, where each query's first line is
+/// (to name it in errors), and notes on harmless oddities (repeated lines).
+#[derive(Clone, Debug, Default)]
+pub struct QrelsFile {
+    pub path: PathBuf,
+    pub qrels: Qrels,
+    pub first_line: HashMap<String, usize>,
+    pub notes: Vec<String>,
+}
+
+impl QrelsFile {
+    /// Judged query ids missing from `queries`, with the line naming each.
+    pub fn unknown_queries(&self, queries: &HashSet<&str>) -> Vec<(String, usize)> {
+        let mut out: Vec<(String, usize)> = self
+            .qrels
+            .keys()
+            .filter(|q| !queries.contains(q.as_str()))
+            .map(|q| (q.clone(), self.first_line.get(q).copied().unwrap_or(0)))
+            .collect();
+        out.sort_by_key(|x| x.1);
+        out
+    }
 }
 
 /// `qrels/<split>.tsv`, with its header line.
 pub fn read_qrels(dir: &Path, split: &str) -> Result<Qrels, DataError> {
+    Ok(read_qrels_file(dir, split)?.qrels)
+}
+
+/// [`read_qrels`] with line numbers and notes. A (query, document) pair
+/// judged twice with different grades is an error; twice with the same
+/// grade, a note.
+pub fn read_qrels_file(dir: &Path, split: &str) -> Result<QrelsFile, DataError> {
     let path = dir.join("qrels").join(format!("{split}.tsv"));
     let mut qrels: Qrels = HashMap::new();
+    let mut first_line: HashMap<String, usize> = HashMap::new();
+    let mut notes = Vec::new();
     for (line, text) in lines(&path)? {
         let text = text?;
         if text.trim().is_empty() {
@@ -168,12 +228,27 @@ pub fn read_qrels(dir: &Path, split: &str) -> Result<Qrels, DataError> {
             .trim()
             .parse()
             .map_err(|_| bad(format!("relevance {:?} is not an integer", cols[2])))?;
-        qrels
-            .entry(cols[0].trim().to_string())
-            .or_default()
-            .insert(cols[1].trim().to_string(), score);
+        let (q, d) = (cols[0].trim().to_string(), cols[1].trim().to_string());
+        first_line.entry(q.clone()).or_insert(line);
+        match qrels.entry(q.clone()).or_default().insert(d.clone(), score) {
+            Some(prev) if prev != score => {
+                return Err(bad(format!(
+                    "query {q:?} judges document {d:?} again with grade {score} (earlier: {prev})"
+                )))
+            }
+            Some(_) => notes.push(format!(
+                "{}:{line}: query {q:?} judges document {d:?} again with the same grade",
+                path.display()
+            )),
+            None => {}
+        }
     }
-    Ok(qrels)
+    Ok(QrelsFile {
+        path,
+        qrels,
+        first_line,
+        notes,
+    })
 }
 
 /// Judgements naming documents or queries that do not exist: `(query, doc)`

@@ -333,6 +333,17 @@ pub fn convert(opts: &ManpageOptions, out: &Path) -> Result<ManpageReport, DataE
         path: p.to_path_buf(),
         source: e,
     };
+    let mut stage = out.as_os_str().to_owned();
+    stage.push(".partial");
+    let stage = PathBuf::from(stage);
+    for p in [out, stage.as_path()] {
+        super::output::check(p, &super::output::MANPAGES, &[&opts.root]).map_err(|e| {
+            DataError::Invalid {
+                path: p.to_path_buf(),
+                msg: e.to_string(),
+            }
+        })?;
+    }
     let mut files: BTreeMap<String, PathBuf> = BTreeMap::new();
     for s in &opts.sections {
         let dir = opts.root.join(format!("man{s}"));
@@ -421,11 +432,10 @@ pub fn convert(opts: &ManpageOptions, out: &Path) -> Result<ManpageReport, DataE
         });
     }
     // Stage, then rename into place.
-    let mut stage = out.as_os_str().to_owned();
-    stage.push(".partial");
-    let stage = PathBuf::from(stage);
     let _ = std::fs::remove_dir_all(&stage);
     std::fs::create_dir_all(stage.join("qrels")).map_err(|e| io(&stage, e))?;
+    let marker = stage.join(super::output::MANPAGES_MARKER);
+    std::fs::write(&marker, b"written by csplade data manpages\n").map_err(|e| io(&marker, e))?;
     let write_jsonl = |p: PathBuf, items: Vec<String>| -> Result<(), DataError> {
         let mut f = std::io::BufWriter::new(std::fs::File::create(&p).map_err(|e| io(&p, e))?);
         for l in items {

@@ -3,6 +3,7 @@
 
 pub mod beir;
 pub mod manpages;
+pub mod output;
 pub mod trec;
 
 use std::path::PathBuf;

@@ -120,7 +120,7 @@ pub enum EncodeError {
     EmptyText,
     #[error(transparent)]
     Model(#[from] ModelError),
-    #[error("tensor computation: {0}")]
+    #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }
 
@@ -151,14 +151,25 @@ pub fn input_layout(variant: Variant, ids: &[u32]) -> (Vec<u32>, usize) {
 /// Rows of logits computed at once by the LM head (× vocabulary × 4 bytes).
 const HEAD_CHUNK_ROWS: usize = 128;
 
+/// Texts whose pooled scores are held at once by the device-generic head.
+const GENERIC_HEAD_TEXTS: usize = 8;
+
 pub struct Encoder<'m> {
     pub model: &'m LoadedModel,
     pub config: EncoderConfig,
+    /// Pool through the device-generic head ([`super::head`]) instead of the
+    /// CPU's fused LM-head kernels: always on a GPU; tests set it on the CPU.
+    pub generic: bool,
 }
 
 impl<'m> Encoder<'m> {
     pub fn new(model: &'m LoadedModel, config: EncoderConfig) -> Self {
-        Self { model, config }
+        let generic = !model.llama.device().is_cpu();
+        Self {
+            model,
+            config,
+            generic,
+        }
     }
 
     /// Tokenize and truncate; `(ids, tokens dropped)`.
@@ -257,9 +268,25 @@ impl<'m> Encoder<'m> {
                 owner.push(b);
             }
         }
+        let vocab = self.model.config().vocab_size;
+        let llama = &self.model.llama;
+        if self.generic {
+            let mut per_text = vec![Vec::new(); batch.len()];
+            for (&r, &o) in rows.iter().zip(&owner) {
+                per_text[o].push(r);
+            }
+            let w = super::head::sparse_head_values(
+                &hidden,
+                &per_text,
+                llama.lm_head_weight(),
+                self.config.head,
+                llama.term_shift.as_ref(),
+                GENERIC_HEAD_TEXTS,
+            )?;
+            return Ok(w.chunks(vocab).map(SparseVec::from_dense).collect());
+        }
         let rows_t = Tensor::from_vec(rows.clone(), rows.len(), dev)?;
         let pooled_hidden = hidden.index_select(&rows_t, 0)?;
-        let vocab = self.model.config().vocab_size;
         let mut maxes = vec![f32::NEG_INFINITY; batch.len() * vocab];
         match self.config.head {
             Head::RawLogits => {
@@ -288,6 +315,12 @@ impl<'m> Encoder<'m> {
                 }
                 for m in maxes.iter_mut() {
                     *m += shift;
+                }
+                if let Some(b) = &llama.term_shift {
+                    let b = b.to_vec1::<f32>()?;
+                    for row in maxes.chunks_mut(vocab) {
+                        row.iter_mut().zip(&b).for_each(|(m, s)| *m += s);
+                    }
                 }
             }
         }

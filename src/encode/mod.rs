@@ -2,6 +2,7 @@
 //! CSPLADE encoder (causal / echo / bi variants, batching, pooling).
 
 pub mod encoder;
+pub mod head;
 pub mod sparse;
 
 pub use encoder::{EncodeError, Encoded, Encoder, EncoderConfig, Head, Variant};

@@ -54,6 +54,17 @@ impl SparseVec {
         out
     }
 
+    /// The dense vector over a vocabulary of `vocab` entries.
+    pub fn to_dense(&self, vocab: usize) -> Vec<f32> {
+        let mut d = vec![0f32; vocab];
+        for (&i, &w) in self.ids.iter().zip(&self.weights) {
+            if let Some(x) = d.get_mut(i as usize) {
+                *x = w;
+            }
+        }
+        d
+    }
+
     /// Number of active (non-zero) vocabulary dimensions.
     pub fn active(&self) -> usize {
         self.ids.len()

@@ -107,8 +107,14 @@ pub fn build(
     mut progress: impl FnMut(BuildProgress),
 ) -> Result<IndexMeta, IndexError> {
     let t0 = Instant::now();
+    // Never over (or inside) what is not ours: the output, its staging
+    // directory, and the collection read.
+    let stage = staging_dir(&opts.out);
+    for p in [&opts.out, &stage] {
+        crate::data::output::check(p, &crate::data::output::INDEX, &[&opts.corpus])?;
+    }
     let docs = beir::read_corpus(&opts.corpus)?;
-    let corpus_fp = fingerprint(&opts.corpus.join("corpus.jsonl"))?;
+    let corpus_fp = fingerprint(&beir::collection_file(&opts.corpus, "corpus.jsonl"))?;
     let model = &encoder.model;
     let settings = serde_json::json!({
         "corpus": corpus_fp, "model": model.identity.sha256, "variant": encoder.config.variant,
@@ -116,7 +122,6 @@ pub fn build(
         "doc_top_k": opts.doc_top_k,
     })
     .to_string();
-    let stage = staging_dir(&opts.out);
     std::fs::create_dir_all(&stage).map_err(|e| IndexError::io(&stage, e))?;
 
     // Tokenize everything up front; encode longest first in fixed batches.

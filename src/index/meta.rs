@@ -97,6 +97,24 @@ impl IndexMeta {
     }
 }
 
+impl IndexMeta {
+    /// Refuse to pair the index in `index_dir` with a collection whose corpus
+    /// is not the one it was built from (other documents, or the same ones
+    /// in another order): its document ordinals would name the wrong ids.
+    pub fn check_corpus(&self, index_dir: &Path, dataset: &Path) -> Result<(), IndexError> {
+        let corpus = crate::data::beir::collection_file(dataset, "corpus.jsonl");
+        let fp = super::build::fingerprint(&corpus)?;
+        if fp != self.corpus_fingerprint {
+            return Err(IndexError::CorpusMismatch {
+                index: index_dir.to_path_buf(),
+                built_from: self.corpus.clone(),
+                corpus,
+            });
+        }
+        Ok(())
+    }
+}
+
 fn short(s: &str) -> &str {
     &s[..s.len().min(12)]
 }

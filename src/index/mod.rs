@@ -29,9 +29,9 @@ pub enum IndexError {
         index_model: String,
         query_model: String,
     },
-    #[error("{0}")]
+    #[error(transparent)]
     Data(#[from] crate::data::beir::DataError),
-    #[error("{0}")]
+    #[error(transparent)]
     Encode(#[from] crate::encode::EncodeError),
     #[error("build interrupted after {done} of {total} documents; rerun to resume from {}", stage.display())]
     Interrupted {
@@ -41,6 +41,14 @@ pub enum IndexError {
     },
     #[error("no index at {}: {hint}", path.display())]
     Missing { path: PathBuf, hint: String },
+    #[error(transparent)]
+    Refused(#[from] crate::data::output::OutputRefused),
+    #[error("the index {} was built from {built_from}, whose corpus differs from {}; rebuild the index for this collection", index.display(), corpus.display())]
+    CorpusMismatch {
+        index: PathBuf,
+        built_from: String,
+        corpus: PathBuf,
+    },
 }
 
 impl IndexError {

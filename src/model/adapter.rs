@@ -26,6 +26,7 @@ pub struct AdapterMeta {
     /// How the trained model encodes.
     pub variant: Variant,
     pub head: Head,
+    /// The document length (tokens) it was trained on.
     pub max_len: usize,
     /// Free-form training summary (phase, steps, data).
     #[serde(default)]
@@ -33,9 +34,14 @@ pub struct AdapterMeta {
 }
 
 const META_KEY: &str = "csplade.adapter";
+/// The learned scalar shift C of the log-probability head (`[1]`).
+pub const SHIFT: &str = "head.shift";
+/// The learned per-vocabulary shifts of the log-probability head (`[vocab]`).
+pub const TERM_SHIFT: &str = "head.term_shift";
 
 /// Tensors by name: `layers.N.self_attn.q_proj.lora_a` / `.lora_b` (LoRA),
-/// `layers.N.….weight` (full fine-tuning), `head.shift` (learned shift).
+/// `layers.N.….weight` (full fine-tuning), `head.shift` (learned shift C),
+/// `head.term_shift` (learned per-vocabulary shifts).
 pub struct Adapter {
     pub meta: AdapterMeta,
     pub tensors: HashMap<String, Tensor>,
@@ -120,6 +126,7 @@ impl Adapter {
     /// Merge into `llama`'s weights (before packing for inference).
     pub fn merge_into(&self, llama: &mut Llama, origin: &Path) -> Result<(), ModelError> {
         let scale = (self.meta.alpha / self.meta.rank.max(1) as f32) as f64;
+        let dev = llama.device().clone();
         let mut used = 0;
         for (name, lin) in llama.linears_mut() {
             if let Some(w) = self.tensors.get(&format!("{name}.weight")) {
@@ -133,7 +140,7 @@ impl Adapter {
                         ),
                     ));
                 }
-                lin.weight = w.clone();
+                lin.weight = w.to_device(&dev)?;
                 used += 1;
             }
             let a = self.tensors.get(&format!("{name}.lora_a"));
@@ -144,15 +151,32 @@ impl Adapter {
                     return Err(format_err(origin, format!("{name}: LoRA shapes {:?} × {:?} do not fit a {out}×{inp} weight of rank {}", b.dims(), a.dims(), self.meta.rank)));
                 }
                 lin.low_rank = Some(LowRank {
-                    a: a.clone(),
-                    b: b.clone(),
+                    a: a.to_device(&dev)?,
+                    b: b.to_device(&dev)?,
                     scale,
                 });
                 lin.merge_low_rank()?;
                 used += 2;
             }
         }
-        let expected = self.tensors.keys().filter(|k| *k != "head.shift").count();
+        if let Some(b) = self.tensors.get(TERM_SHIFT) {
+            let vocab = llama.config.vocab_size;
+            if b.dims() != [vocab] {
+                return Err(format_err(
+                    origin,
+                    format!(
+                        "{TERM_SHIFT} has shape {:?}, the model's vocabulary {vocab}",
+                        b.dims()
+                    ),
+                ));
+            }
+            llama.term_shift = Some(b.to_device(llama.device())?);
+        }
+        let expected = self
+            .tensors
+            .keys()
+            .filter(|k| !k.starts_with("head."))
+            .count();
         if used != expected {
             return Err(format_err(
                 origin,

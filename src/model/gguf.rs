@@ -148,12 +148,18 @@ impl GgufFile {
             let info = &self.content.tensor_infos[&name];
             check_supported(info.ggml_dtype)
                 .map_err(|m| self.err(format!("tensor {name}: {m}")))?;
+            // Dequantized on the CPU, so every device starts from the same f32 values.
             let q = info
-                .read(&mut self.reader, self.content.tensor_data_offset, device)
+                .read(
+                    &mut self.reader,
+                    self.content.tensor_data_offset,
+                    &Device::Cpu,
+                )
                 .map_err(|e| self.err(format!("tensor {name}: {e}")))?;
             let t = q
-                .dequantize(device)
+                .dequantize(&Device::Cpu)
                 .and_then(|t| t.to_dtype(DType::F32))
+                .and_then(|t| t.to_device(device))
                 .map_err(|e| self.err(format!("tensor {name}: {e}")))?;
             let hf = hf_name(&name).ok_or_else(|| self.err(format!("unexpected tensor {name}")))?;
             out.insert(hf, t);

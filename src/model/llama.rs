@@ -216,6 +216,9 @@ pub struct Llama {
     /// gradients to hidden-state gradients).
     lm_head_frozen: Option<super::linear::FrozenMatmul>,
     tied_head: bool,
+    /// Learned per-vocabulary shifts of the log-probability head `[vocab]`
+    /// (from an adapter's `head.term_shift`), added before the ReLU.
+    pub term_shift: Option<Tensor>,
     /// Precision of the inference weights (f32 until packed otherwise).
     pub precision: Precision,
     /// Training through the fused ops of [`super::autograd`].
@@ -249,6 +252,7 @@ impl Llama {
             lm_head_packed: None,
             lm_head_frozen: None,
             tied_head,
+            term_shift: None,
             precision: Precision::F32,
             fused_training: false,
             device,
@@ -260,7 +264,18 @@ impl Llama {
     /// blocks (q8_0, q4_0). With `quantize_head`, the embeddings and the tied
     /// LM head take the same precision; otherwise they stay f32. Inference
     /// only: no autograd through these weights.
+    ///
+    /// On a GPU the weights stay dense f32 tensors for candle's CUDA matmul
+    /// (the packed and integer kernels are CPU code): only f32 is offered there.
     pub fn pack_for_inference(&mut self, precision: Precision, quantize_head: bool) -> Result<()> {
+        if !self.device.is_cpu() {
+            if precision != Precision::F32 || quantize_head {
+                candle_core::bail!(
+                    "precision {precision} runs on the CPU only; on a GPU csplade encodes at f32"
+                );
+            }
+            return Ok(());
+        }
         for l in &mut self.layers {
             l.self_attn.pack_for_inference(precision)?;
             l.mlp.pack_for_inference(precision)?;
@@ -429,7 +444,8 @@ impl Llama {
             .layers
             .first()
             .is_some_and(|l| l.self_attn.qkv_packed.is_some())
-            && super::gemm::available();
+            && super::gemm::available()
+            && self.device.is_cpu();
         let mask = MaskSpec {
             additive: if fast || self.fused_training {
                 None

@@ -46,8 +46,53 @@ pub enum ModelError {
         expected: String,
         actual: String,
     },
-    #[error("tensor computation: {0}")]
+    #[error(transparent)]
     Candle(#[from] candle_core::Error),
+}
+
+/// Where the model runs: the CPU (csplade's packed AVX-512 kernels, fused
+/// training ops) or a CUDA GPU (candle's CUDA ops through the device-generic
+/// code paths; needs a build with the `cuda` feature, see README "GPU").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceKind {
+    #[default]
+    Cpu,
+    Cuda,
+}
+
+impl std::str::FromStr for DeviceKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "cpu" => Ok(DeviceKind::Cpu),
+            "cuda" => Ok(DeviceKind::Cuda),
+            other => Err(format!("unknown device {other:?} (cpu or cuda)")),
+        }
+    }
+}
+
+impl std::fmt::Display for DeviceKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DeviceKind::Cpu => "cpu",
+            DeviceKind::Cuda => "cuda",
+        })
+    }
+}
+
+impl DeviceKind {
+    /// Open the device (CUDA: GPU 0).
+    pub fn open(self) -> Result<Device, ModelError> {
+        match self {
+            DeviceKind::Cpu => Ok(Device::Cpu),
+            DeviceKind::Cuda => Device::new_cuda(0).map_err(|e| {
+                ModelError::Unsupported(format!(
+                    "CUDA GPU 0: {e} (CUDA needs a binary built with the `cuda` feature, scripts/build-cuda.sh, and the CUDA 13 libraries on the library path)"
+                ))
+            }),
+        }
+    }
 }
 
 /// What a model is, for index metadata and refusal of mismatched indexes.
@@ -122,6 +167,11 @@ pub fn load_at(
     let mut m = load_unpacked(spec, device)?;
     m.llama.pack_for_inference(precision, quantize_head)?;
     Ok(m)
+}
+
+/// The tokenizer of a model spec (the model is read to find it).
+pub fn load_tokenizer(spec: &str) -> Result<TextTokenizer, ModelError> {
+    Ok(load_unpacked(spec, &Device::Cpu)?.tokenizer)
 }
 
 /// [`load`] without packing weights for the inference GEMM (for training,

@@ -21,7 +21,7 @@ pub enum CheckpointError {
     },
     #[error("{}: {msg}", path.display())]
     Invalid { path: PathBuf, msg: String },
-    #[error("tensor computation: {0}")]
+    #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }
 
@@ -63,9 +63,10 @@ pub fn save(
     std::fs::create_dir_all(&fresh).map_err(io(&fresh))?;
     let mut tensors: HashMap<String, Tensor> = HashMap::new();
     for (i, (name, p)) in params.iter().enumerate() {
-        tensors.insert(format!("param.{name}"), p.as_tensor().clone());
-        tensors.insert(format!("adam_m.{name}"), opt.m[i].clone());
-        tensors.insert(format!("adam_v.{name}"), opt.v[i].clone());
+        let cpu = |t: &Tensor| t.to_device(&Device::Cpu);
+        tensors.insert(format!("param.{name}"), cpu(p.as_tensor())?);
+        tensors.insert(format!("adam_m.{name}"), cpu(&opt.m[i])?);
+        tensors.insert(format!("adam_v.{name}"), cpu(&opt.v[i])?);
     }
     let tensor_file = fresh.join("state.safetensors");
     candle_core::safetensors::save(&tensors, &tensor_file)?;
@@ -135,9 +136,10 @@ pub fn restore(
                 p.as_tensor().dims()
             )));
         }
-        p.set(&value)?;
-        opt.m[i] = get(format!("adam_m.{name}"))?;
-        opt.v[i] = get(format!("adam_v.{name}"))?;
+        let dev = p.as_tensor().device().clone();
+        p.set(&value.to_device(&dev)?)?;
+        opt.m[i] = get(format!("adam_m.{name}"))?.to_device(&dev)?;
+        opt.v[i] = get(format!("adam_v.{name}"))?.to_device(&dev)?;
     }
     opt.t = json["adam_t"].as_u64().unwrap_or(state.step as u64) as usize;
     Ok(state)

@@ -1,6 +1,7 @@
 //! The training recipe as one TOML-backed struct; every field can be
 //! overridden from the command line with `--set field=value`.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -19,6 +20,10 @@ pub struct TrainConfig {
     pub head: String,
     /// Learn the log-probability head's shift C.
     pub learn_shift: bool,
+    /// Learn a shift per vocabulary entry for the log-probability head (one
+    /// value per term, stored with the adapter and applied at encode time),
+    /// so that the model can weigh terms beyond the cap log(1 + C).
+    pub learn_term_shift: bool,
     /// `lora` or `full` (every targeted projection trainable).
     pub adapter: String,
     pub lora_rank: usize,
@@ -41,9 +46,11 @@ pub struct TrainConfig {
     /// Global gradient-norm clip (0 = off).
     pub grad_clip: f64,
     pub shift_lr: f64,
+    /// Learning rate of the per-term shifts.
+    pub term_shift_lr: f64,
     pub checkpoint_every: usize,
     /// Stop after this many seconds of this call (0 = no limit): checkpoint
-    /// and write the adapter of the step reached (lent machines, CI budgets).
+    /// and write the adapter of the step reached (time-boxed GPU runs, CI budgets).
     pub max_seconds: f64,
     // Contrastive phase.
     pub lambda_q: f32,
@@ -56,8 +63,14 @@ pub struct TrainConfig {
     pub negative_depth: usize,
     pub query_max_len: usize,
     pub doc_max_len: usize,
-    /// Training pairs: `scifact` (train qrels), `climate-fever` (claim/evidence).
+    /// Training pairs: `scifact` (train qrels), `climate-fever`
+    /// (claim/evidence), and the collections under `train/`: `squad`,
+    /// `nq-qed`, `medquad`, `debian` (or any BEIR directory with train qrels).
     pub pairs: Vec<String>,
+    /// Sampling weight per source of `pairs` (a TOML table): each slot of a
+    /// batch comes from source s with probability w_s / Σw. Empty: every
+    /// pair is equally likely (sources in proportion to their size).
+    pub pair_weights: BTreeMap<String, f64>,
     /// Where the collections live (default: $CSPLADE_DATA or ../shared/data).
     pub data_dir: Option<PathBuf>,
     // Adaptation phase.
@@ -77,6 +90,7 @@ impl Default for TrainConfig {
             variant: Variant::Echo,
             head: "logprob:6".into(),
             learn_shift: false,
+            learn_term_shift: false,
             adapter: "lora".into(),
             lora_rank: 16,
             lora_alpha: 32.0,
@@ -101,6 +115,7 @@ impl Default for TrainConfig {
             weight_decay: 0.0,
             grad_clip: 1.0,
             shift_lr: 1e-2,
+            term_shift_lr: 1e-2,
             checkpoint_every: 20,
             max_seconds: 0.0,
             lambda_q: 3e-3,
@@ -111,6 +126,7 @@ impl Default for TrainConfig {
             query_max_len: 64,
             doc_max_len: 128,
             pairs: vec!["scifact".into(), "climate-fever".into()],
+            pair_weights: BTreeMap::new(),
             data_dir: None,
             lambda_relu: 1.0,
             seq_len: 128,
@@ -170,11 +186,59 @@ impl TrainConfig {
         if self.seq_len < 2 || self.doc_max_len == 0 || self.query_max_len == 0 {
             return Err("seq_len ≥ 2, query_max_len and doc_max_len ≥ 1".into());
         }
+        let finite = [
+            ("lr", self.lr),
+            ("shift_lr", self.shift_lr),
+            ("term_shift_lr", self.term_shift_lr),
+            ("weight_decay", self.weight_decay),
+            ("grad_clip", self.grad_clip),
+            ("max_seconds", self.max_seconds),
+            ("lambda_q", self.lambda_q as f64),
+            ("lambda_d", self.lambda_d as f64),
+            ("lambda_relu", self.lambda_relu as f64),
+            ("lora_alpha", self.lora_alpha as f64),
+        ];
+        for (name, v) in finite {
+            if !v.is_finite() || v < 0.0 {
+                return Err(format!("{name} = {v}: must be a finite number ≥ 0"));
+            }
+        }
+        if self.lr == 0.0 {
+            return Err("lr = 0: nothing would be learned".into());
+        }
+        for (name, w) in &self.pair_weights {
+            if !w.is_finite() || *w < 0.0 {
+                return Err(format!("pair_weights.{name} = {w}: must be finite and ≥ 0"));
+            }
+        }
+        if (self.learn_shift || self.learn_term_shift)
+            && !matches!(self.head(), Head::LogProb { .. })
+        {
+            return Err("learn_shift / learn_term_shift need a logprob:C head".into());
+        }
         Ok(())
     }
 
     pub fn head(&self) -> Head {
         parse_head(&self.head).unwrap_or_default()
+    }
+
+    /// The collections the recipe reads (pairs and adaptation corpora).
+    pub fn input_dirs(&self) -> Vec<PathBuf> {
+        let data = self.data_dir();
+        self.pairs
+            .iter()
+            .chain(&self.corpora)
+            .map(|s| super::data::source_dir(&data, s))
+            .collect()
+    }
+
+    /// Refuse an `--out` that is neither new, empty nor a training run, or
+    /// that lies inside (or holds) a collection the recipe reads.
+    pub fn check_output(&self, out: &Path) -> Result<(), crate::data::output::OutputRefused> {
+        let inputs = self.input_dirs();
+        let refs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
+        crate::data::output::check(out, &crate::data::output::TRAINING_RUN, &refs)
     }
 
     pub fn data_dir(&self) -> PathBuf {

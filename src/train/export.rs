@@ -34,7 +34,8 @@ pub fn write_adapter(t: &Trainer, steps: usize, seconds: f64, tokens: u64) -> Re
         alpha: t.cfg.lora_alpha,
         variant: t.cfg.variant,
         head: t.head()?,
-        max_len: 256,
+        // The document length it was trained on.
+        max_len: t.cfg.doc_max_len,
         trained: format!(
             "{} phase, {steps} steps, {tokens} tokens, {seconds:.0} s",
             t.phase.name()

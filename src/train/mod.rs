@@ -3,14 +3,17 @@
 //! BM25 hard negatives and FLOPS regularization), with LoRA or full
 //! fine-tuning, AdamW, checkpoints that resume exactly, and progress reports.
 
+pub mod adapt;
+pub mod batches;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod export;
+pub mod graph;
 pub mod loss;
 pub mod optim;
 pub mod pooling;
 pub mod run;
 
 pub use config::TrainConfig;
-pub use run::{Phase, StepReport, Trainer};
+pub use run::{Engine, Phase, StepReport, Trainer};

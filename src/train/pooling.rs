@@ -31,15 +31,22 @@ pub struct Pooled {
     pub lse: Option<Vec<f32>>,
     /// The shift added before the ReLU (0 for the raw head).
     pub shift: f32,
+    /// Learned per-vocabulary shifts added with it (log-probability head).
+    pub term_shift: Option<Vec<f32>>,
 }
 
 impl Pooled {
-    /// `w = log(1 + ReLU(max + shift))`, `[texts × vocab]`.
+    /// `max + shift (+ term shift)` of entry `i` of `[texts × vocab]`.
+    fn pre_activation(&self, i: usize) -> f32 {
+        let b = self.term_shift.as_ref().map_or(0.0, |t| t[i % self.vocab]);
+        self.max[i] + self.shift + b
+    }
+
+    /// `w = log(1 + ReLU(max + shift (+ term shift)))`, `[texts × vocab]`.
     pub fn weights(&self) -> Vec<f32> {
-        self.max
-            .iter()
-            .map(|&m| {
-                let x = m + self.shift;
+        (0..self.max.len())
+            .map(|i| {
+                let x = self.pre_activation(i);
                 if x > 0.0 {
                     x.ln_1p()
                 } else {
@@ -50,19 +57,29 @@ impl Pooled {
     }
 }
 
+/// What the way back returns besides `∂L/∂rows`.
+pub struct ShiftGrads {
+    /// `∂L/∂shift` (the scalar C).
+    pub shift: f32,
+    /// `∂L/∂term_shift[v]`, when the pooling had per-term shifts.
+    pub term_shift: Option<Vec<f32>>,
+}
+
 fn log_sum_exp(row: &[f32]) -> f32 {
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let sum: f32 = row.iter().map(|&x| fast_exp(x - max)).sum();
     max + sum.ln()
 }
 
-/// Pool `rows [R, hidden]` (each owned by text `owner[r]`) through the LM head.
+/// Pool `rows [R, hidden]` (each owned by text `owner[r]`) through the LM
+/// head; `term_shift [vocab]` applies with the log-probability head.
 pub fn pool(
     llama: &Llama,
     rows: &Tensor,
     owner: &[usize],
     texts: usize,
     head: Head,
+    term_shift: Option<Vec<f32>>,
 ) -> Result<Pooled> {
     let vocab = llama.config.vocab_size;
     let r_total = rows.dim(0)?;
@@ -118,17 +135,18 @@ pub fn pool(
         argmax,
         lse: logprob.then_some(lse_all),
         shift,
+        term_shift: if logprob { term_shift } else { None },
     })
 }
 
 /// The way back: given `∂L/∂w` (`[texts × vocab]`), returns `∂L/∂rows`
-/// (`[R, hidden]`) and `∂L/∂shift`.
+/// (`[R, hidden]`) and the shifts' gradients.
 pub fn backward(
     llama: &Llama,
     rows: &Tensor,
     pooled: &Pooled,
     dw: &[f32],
-) -> Result<(Tensor, f32)> {
+) -> Result<(Tensor, ShiftGrads)> {
     let vocab = pooled.vocab;
     let (r_total, hidden) = rows.dims2()?;
     if dw.len() != pooled.texts * vocab {
@@ -143,15 +161,19 @@ pub fn backward(
     // Per pooled row, −Σ ∂L/∂m over the entries it won (log-probability head).
     let mut lse_coef = vec![0f32; r_total];
     let mut dshift = 0f32;
+    let mut dterm = pooled.term_shift.as_ref().map(|_| vec![0f32; vocab]);
     with_f32_slice(&head, |w| {
-        for (i, (&m, &g)) in pooled.max.iter().zip(dw).enumerate() {
-            let x = m + pooled.shift;
+        for (i, &g) in dw.iter().enumerate() {
+            let x = pooled.pre_activation(i);
             if x <= 0.0 || g == 0.0 {
                 continue;
             }
             let dm = g / (1.0 + x);
             dshift += dm;
             let v = i % vocab;
+            if let Some(d) = dterm.as_mut() {
+                d[v] += dm;
+            }
             let r = pooled.argmax[i] as usize;
             let dst = &mut grad[r * hidden..(r + 1) * hidden];
             for (d, &wv) in dst.iter_mut().zip(&w[v * hidden..(v + 1) * hidden]) {
@@ -193,5 +215,11 @@ pub fn backward(
         }
         grad = (grad + Tensor::from_vec(pulled, (r_total, hidden), rows.device())?)?;
     }
-    Ok((grad, dshift))
+    Ok((
+        grad,
+        ShiftGrads {
+            shift: dshift,
+            term_shift: dterm,
+        },
+    ))
 }

@@ -2,10 +2,12 @@
 //! phase, checkpoints every N steps, resume, progress reports, and the final
 //! adapter file.
 //!
-//! Gradients flow in two legs: candle's autograd from the adapters to the
-//! final hidden states, and csplade's own exact gradients from the loss back
-//! through pooling and the LM head (`train::pooling`, `train::loss`) —
-//! joined by back-propagating the surrogate Σ hidden ⊙ ∂L/∂hidden.
+//! Two engines compute a step. On the CPU (fused): gradients flow in two
+//! legs, candle's autograd from the adapters to the final hidden states and
+//! csplade's own exact gradients from the loss back through pooling and the
+//! LM head (`train::pooling`, `train::loss`), joined by back-propagating the
+//! surrogate Σ hidden ⊙ ∂L/∂hidden. Elsewhere (generic: a GPU, or the CPU
+//! when asked): plain candle ops end to end (`train::graph`).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -15,13 +17,13 @@ use candle_core::{Device, Tensor, Var};
 use serde::Serialize;
 
 use super::config::TrainConfig;
-use super::data::{self, Triple};
+use super::data::{self, MicroBatch};
 use super::loss::{self, ContrastiveLoss};
 use super::optim::{self, AdamW};
-use super::{checkpoint, pooling};
+use super::{batches, checkpoint, graph, pooling};
 use crate::encode::encoder::input_layout;
 use crate::encode::Head;
-use crate::model::adapter::{self, Adapter};
+use crate::model::adapter::{self, Adapter, SHIFT, TERM_SHIFT};
 use crate::model::{AttentionMask, LoadedModel};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -63,6 +65,39 @@ pub struct StepReport {
     pub step_seconds: f64,
 }
 
+/// How a step's gradients are computed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Engine {
+    /// csplade's CPU step: the head's exact gradients computed on the CPU,
+    /// attention / RMSNorm / SwiGLU as fused ops where AVX-512 exists.
+    Cpu,
+    /// Plain candle ops and autograd on any device ([`super::graph`]).
+    Generic,
+}
+
+impl std::str::FromStr for Engine {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "cpu" => Ok(Engine::Cpu),
+            "generic" => Ok(Engine::Generic),
+            other => Err(format!("unknown engine {other:?} (cpu or generic)")),
+        }
+    }
+}
+
+impl Engine {
+    /// The CPU step on the CPU, the generic one everywhere else.
+    pub fn for_device(device: &Device) -> Self {
+        if device.is_cpu() {
+            Engine::Cpu
+        } else {
+            Engine::Generic
+        }
+    }
+}
+
 /// Everything a run needs between steps.
 pub struct Trainer {
     pub cfg: TrainConfig,
@@ -71,13 +106,16 @@ pub struct Trainer {
     pub params: Vec<(String, Var)>,
     /// The learned shift of the log-probability head, when learned.
     pub shift: Option<Var>,
+    /// The learned per-vocabulary shifts, when learned.
+    pub term_shift: Option<Var>,
+    pub engine: Engine,
     pub opt: AdamW,
     pub out: PathBuf,
     /// The adapter the run started from (`init_adapter`), read once.
     pub init: Option<Adapter>,
 }
 
-fn median(mut v: Vec<f32>) -> f32 {
+pub(super) fn median(mut v: Vec<f32>) -> f32 {
     if v.is_empty() {
         return 0.0;
     }
@@ -86,9 +124,29 @@ fn median(mut v: Vec<f32>) -> f32 {
 }
 
 impl Trainer {
-    /// Load the base (plus `init_adapter`), make it trainable and attach adapters.
+    /// Load the base (plus `init_adapter`), make it trainable and attach
+    /// adapters; the engine follows the model's device.
     pub fn new(cfg: TrainConfig, phase: Phase, out: &Path, model: LoadedModel) -> Result<Self> {
+        let engine = Engine::for_device(model.llama.device());
+        Self::with_engine(cfg, phase, out, model, engine)
+    }
+
+    /// [`Trainer::new`] with a chosen engine (the CPU one needs the CPU).
+    pub fn with_engine(
+        cfg: TrainConfig,
+        phase: Phase,
+        out: &Path,
+        model: LoadedModel,
+        engine: Engine,
+    ) -> Result<Self> {
         let mut model = model;
+        if engine == Engine::Cpu && !model.llama.device().is_cpu() {
+            bail!("the CPU training engine needs the model on the CPU");
+        }
+        if engine == Engine::Generic && phase == Phase::Adapt {
+            bail!("the adaptation phase runs on the CPU engine only (--device cpu)");
+        }
+        let dev = model.llama.device().clone();
         // An adapter of the same layout is trained further in place; any
         // other is merged into the base and a new adapter stacked on top.
         let init = match &cfg.init_adapter {
@@ -98,13 +156,22 @@ impl Trainer {
         let continues = init
             .as_ref()
             .is_some_and(|(_, a)| super::export::continues_adapter(&cfg, a));
+        if let Some((p, a)) = &init {
+            if a.tensors.contains_key(TERM_SHIFT) && !cfg.learn_term_shift {
+                bail!("{}: the adapter has learned per-term shifts; set learn_term_shift = true to train on from it", p.display());
+            }
+        }
         if let (Some((p, a)), false) = (&init, continues) {
             a.merge_into(&mut model.llama, p)?;
+            // The per-term shifts are trained on as a variable below.
+            model.llama.term_shift = None;
         }
-        // LoRA keeps the base frozen: its projections run on the fast GEMM.
+        // LoRA keeps the base frozen: on the fused engine its projections
+        // run on the fast GEMM.
+        let fused = engine == Engine::Cpu;
         model
             .llama
-            .prepare_for_training(cfg.adapter != "full", true)?;
+            .prepare_for_training(fused && cfg.adapter != "full", fused)?;
         let mut params = if cfg.adapter == "full" {
             adapter::attach_full(&mut model.llama, &cfg.targets)?
         } else {
@@ -120,23 +187,37 @@ impl Trainer {
             bail!("targets {:?} match no projection of the model", cfg.targets);
         }
         if let (Some((p, a)), true) = (&init, continues) {
-            for (name, v) in params.iter().filter(|(n, _)| n != "head.shift") {
+            for (name, v) in params.iter().filter(|(n, _)| !n.starts_with("head.")) {
                 let t = a
                     .tensors
                     .get(name)
                     .with_context(|| format!("{}: no {name}", p.display()))?;
-                v.set(t)?;
+                v.set(&t.to_device(&dev)?)?;
             }
         }
         let shift = match (phase, cfg.head(), cfg.learn_shift) {
             (Phase::Contrastive, Head::LogProb { shift }, true) => {
-                let v = Var::from_tensor(&Tensor::new(&[shift], &Device::Cpu)?)?;
-                params.push(("head.shift".into(), v.clone()));
+                let v = Var::from_tensor(&Tensor::new(&[shift], &dev)?)?;
+                params.push((SHIFT.into(), v.clone()));
+                Some(v)
+            }
+            _ => None,
+        };
+        let term_shift = match (phase, cfg.learn_term_shift) {
+            (Phase::Contrastive, true) => {
+                let vocab = model.config().vocab_size;
+                let start = match init.as_ref().and_then(|(_, a)| a.tensors.get(TERM_SHIFT)) {
+                    Some(t) => t.to_device(&dev)?,
+                    None => Tensor::zeros(vocab, candle_core::DType::F32, &dev)?,
+                };
+                let v = Var::from_tensor(&start)?;
+                params.push((TERM_SHIFT.into(), v.clone()));
                 Some(v)
             }
             _ => None,
         };
         let opt = AdamW::new(&params, cfg.weight_decay)?;
+        cfg.check_output(out)?;
         std::fs::create_dir_all(out).with_context(|| out.display().to_string())?;
         Ok(Self {
             cfg,
@@ -144,6 +225,8 @@ impl Trainer {
             model,
             params,
             shift,
+            term_shift,
+            engine,
             opt,
             out: out.to_path_buf(),
             init: init.map(|(_, a)| a),
@@ -163,7 +246,7 @@ impl Trainer {
     /// Forward with autograd over texts in groups of similar length (less
     /// padding); `(pooled rows [R, hidden] on the graph, owning text of each
     /// row, tokens)`. With `pool_all` every position is a row, in text order.
-    fn hidden_rows(
+    pub(super) fn hidden_rows(
         &self,
         seqs: &[&[u32]],
         mask: AttentionMask,
@@ -219,8 +302,20 @@ impl Trainer {
         Ok((Tensor::cat(&parts, 0)?, owner, tokens))
     }
 
-    /// Gradients of Σ rows ⊙ grad for every parameter, added to `acc`.
-    fn accumulate(&self, surrogate: Tensor, acc: &mut [Option<Tensor>]) -> Result<()> {
+    /// The per-term shifts as CPU values (CPU engine).
+    fn term_shift_values(&self) -> Result<Option<Vec<f32>>> {
+        Ok(match &self.term_shift {
+            Some(v) => Some(v.as_tensor().to_vec1::<f32>()?),
+            None => None,
+        })
+    }
+
+    /// Gradients of `surrogate` for every parameter, added to `acc`.
+    pub(super) fn accumulate(
+        &self,
+        surrogate: Tensor,
+        acc: &mut [Option<Tensor>],
+    ) -> candle_core::Result<()> {
         let grads = surrogate.backward()?;
         for (i, (_, p)) in self.params.iter().enumerate() {
             if let Some(g) = grads.get(p.as_tensor()) {
@@ -233,54 +328,58 @@ impl Trainer {
         Ok(())
     }
 
-    /// One contrastive micro-batch; returns (loss, active q, active d, tokens).
-    fn contrastive_micro(
+    /// One contrastive micro-batch; returns (loss, active q, active d,
+    /// tokens). Parameter gradients go to `acc`; on the CPU engine the
+    /// shifts' gradients go to `dshift` / `dterm` instead.
+    pub fn contrastive_micro(
         &self,
-        triples: &[Triple],
-        k: usize,
+        mb: &MicroBatch,
         step: usize,
         acc: &mut [Option<Tensor>],
         dshift: &mut f32,
+        dterm: &mut Option<Vec<f32>>,
     ) -> Result<(ContrastiveLoss, f32, f32, usize)> {
         let cfg = &self.cfg;
-        let picks = data::batch_indices(cfg.seed, triples.len(), cfg.batch, k);
-        let queries: Vec<&[u32]> = picks.iter().map(|&i| triples[i].query.as_slice()).collect();
-        let mut docs: Vec<&[u32]> = picks
-            .iter()
-            .map(|&i| triples[i].positive.as_slice())
-            .collect();
-        for (j, &i) in picks.iter().enumerate() {
-            for h in 0..cfg.hard_negatives {
-                let pool = &triples[i].negatives;
-                let r = data::mix(cfg.seed ^ data::mix((k * 131 + j * 7 + h) as u64)) as usize;
-                docs.push(if pool.is_empty() {
-                    // No mined negative: another example's positive.
-                    triples[(i + 1 + r % (triples.len() - 1).max(1)) % triples.len()]
-                        .positive
-                        .as_slice()
-                } else {
-                    pool[r % pool.len()].as_slice()
-                });
-            }
+        let queries: Vec<&[u32]> = mb.queries.iter().map(Vec::as_slice).collect();
+        let mut docs: Vec<&[u32]> = mb.positives.iter().map(Vec::as_slice).collect();
+        docs.extend(mb.negatives.iter().flatten().map(Vec::as_slice));
+        let lq = loss::flops_weight(cfg.lambda_q, step, cfg.flops_warmup_steps);
+        let ld = loss::flops_weight(cfg.lambda_d, step, cfg.flops_warmup_steps);
+        let scale = 1.0 / cfg.grad_accum as f32;
+        if self.engine == Engine::Generic {
+            return Ok(graph::contrastive_micro(
+                self, &queries, &docs, lq, ld, scale, acc,
+            )?);
         }
         let head = self.head()?;
         let mask = cfg.variant.mask();
         let (q_rows, q_owner, q_tok) = self.hidden_rows(&queries, mask, false)?;
         let (d_rows, d_owner, d_tok) = self.hidden_rows(&docs, mask, false)?;
         let llama = &self.model.llama;
-        let pq = pooling::pool(llama, &q_rows.detach(), &q_owner, queries.len(), head)?;
-        let pd = pooling::pool(llama, &d_rows.detach(), &d_owner, docs.len(), head)?;
+        let terms = self.term_shift_values()?;
+        let pq = pooling::pool(
+            llama,
+            &q_rows.detach(),
+            &q_owner,
+            queries.len(),
+            head,
+            terms.clone(),
+        )?;
+        let pd = pooling::pool(llama, &d_rows.detach(), &d_owner, docs.len(), head, terms)?;
         let (wq, wd) = (pq.weights(), pd.weights());
         let vocab = pq.vocab;
         let positive: Vec<usize> = (0..queries.len()).collect();
-        let lq = loss::flops_weight(cfg.lambda_q, step, cfg.flops_warmup_steps);
-        let ld = loss::flops_weight(cfg.lambda_d, step, cfg.flops_warmup_steps);
         let (l, mut gq, mut gd) = loss::contrastive(&wq, &wd, vocab, &positive, lq, ld);
-        let scale = 1.0 / cfg.grad_accum as f32;
         gq.iter_mut().chain(gd.iter_mut()).for_each(|g| *g *= scale);
         let (hq, sq) = pooling::backward(llama, &q_rows.detach(), &pq, &gq)?;
         let (hd, sd) = pooling::backward(llama, &d_rows.detach(), &pd, &gd)?;
-        *dshift += sq + sd;
+        *dshift += sq.shift + sd.shift;
+        for part in [sq.term_shift, sd.term_shift].into_iter().flatten() {
+            match dterm {
+                Some(acc) => acc.iter_mut().zip(&part).for_each(|(a, b)| *a += b),
+                None => *dterm = Some(part),
+            }
+        }
         let surrogate = ((q_rows * hq)?.sum_all()? + (d_rows * hd)?.sum_all()?)?;
         self.accumulate(surrogate, acc)?;
         let active = |w: &[f32]| {
@@ -293,82 +392,14 @@ impl Trainer {
         Ok((l, active(&wq), active(&wd), q_tok + d_tok))
     }
 
-    /// One adaptation micro-batch over packed sequences; returns
-    /// (CLM, ReLU-CLM, median active dims of the raw head, tokens).
-    fn adapt_micro(
-        &self,
-        stream: &[u32],
-        k: usize,
-        acc: &mut [Option<Tensor>],
-    ) -> Result<(f32, f32, f32, usize)> {
-        let cfg = &self.cfg;
-        let l = cfg.seq_len;
-        let n_seq = (stream.len() / l).max(1);
-        let picks = data::batch_indices(cfg.seed, n_seq, cfg.batch, k);
-        let seqs: Vec<&[u32]> = picks
-            .iter()
-            .map(|&i| &stream[i * l..((i + 1) * l).min(stream.len())])
-            .collect();
-        // Every position but the last predicts the next token.
-        let (rows, owner, tokens) = self.hidden_rows(&seqs, AttentionMask::Causal, true)?;
-        let mut keep = Vec::new();
-        let mut targets = Vec::new();
-        let mut pos = 0;
-        for s in &seqs {
-            for t in 0..s.len() {
-                if t + 1 < s.len() {
-                    keep.push(pos as u32);
-                    targets.push(s[t + 1]);
-                }
-                pos += 1;
-            }
-        }
-        let dev = rows.device().clone();
-        let rows = rows.index_select(&Tensor::from_vec(keep.clone(), keep.len(), &dev)?, 0)?;
-        let owner: Vec<usize> = keep.iter().map(|&r| owner[r as usize]).collect();
-        let llama = &self.model.llama;
-        let vocab = llama.config.vocab_size;
-        let detached = rows.detach();
-        let n = keep.len();
-        let scale = 1.0 / (n as f32 * cfg.grad_accum as f32);
-        let mut grad_parts = Vec::new();
-        let mut totals = loss::AdaptLoss::default();
-        let mut seq_max = vec![f32::NEG_INFINITY; seqs.len() * vocab];
-        let mut start = 0;
-        while start < n {
-            let c = 128.min(n - start);
-            let logits = llama.head(&detached.narrow(0, start, c)?)?;
-            let mut g = logits.flatten_all()?.to_vec1::<f32>()?;
-            for (i, row) in g.chunks(vocab).enumerate() {
-                let m = &mut seq_max[owner[start + i] * vocab..(owner[start + i] + 1) * vocab];
-                m.iter_mut().zip(row).for_each(|(a, &x)| *a = a.max(x));
-            }
-            let part = loss::adapt_rows(
-                &mut g,
-                vocab,
-                &targets[start..start + c],
-                cfg.lambda_relu,
-                scale,
-            );
-            totals.clm += part.clm;
-            totals.relu_clm += part.relu_clm;
-            grad_parts.push(llama.head_backward(&Tensor::from_vec(g, (c, vocab), &dev)?)?);
-            start += c;
-        }
-        let grad = Tensor::cat(&grad_parts, 0)?;
-        self.accumulate((rows * grad)?.sum_all()?, acc)?;
-        let active = median(
-            seq_max
-                .chunks(vocab)
-                .map(|r| r.iter().filter(|&&x| x > 0.0).count() as f32)
-                .collect(),
-        );
-        Ok((
-            (totals.clm / n as f64) as f32,
-            (totals.relu_clm / n as f64) as f32,
-            active,
-            tokens,
-        ))
+    /// Write `out/adapter.safetensors` from the run's latest checkpoint
+    /// (e.g. one brought back from another machine); returns its step.
+    pub fn export_latest(&mut self) -> Result<usize> {
+        let ck = checkpoint::latest(&self.out)
+            .with_context(|| format!("{}: no checkpoint to export", self.out.display()))?;
+        let state = checkpoint::restore(&ck, &self.params, &mut self.opt)?;
+        super::export::write_adapter(self, state.step, state.elapsed_s, state.tokens_seen)?;
+        Ok(state.step)
     }
 
     /// Run to `cfg.steps`, resuming from the checkpoint under `out` when
@@ -397,23 +428,14 @@ impl Trainer {
         }
         let tok = &self.model.tokenizer;
         let work = self.out.clone();
-        let data_dir = cfg.data_dir();
-        let (triples, stream) = match self.phase {
+        let (micro_batches, stream) = match self.phase {
             Phase::Contrastive => (
-                data::load_triples(
-                    &data_dir,
-                    &cfg.pairs,
-                    tok,
-                    cfg.query_max_len,
-                    cfg.doc_max_len,
-                    cfg.negative_depth,
-                    &work,
-                )?,
+                batches::load_or_draw(&cfg, tok, &work, cfg.steps * cfg.grad_accum)?,
                 Vec::new(),
             ),
             Phase::Adapt => (
                 Vec::new(),
-                data::packed_corpus(&data_dir, &cfg.corpora, tok, 0)?,
+                data::packed_corpus(&cfg.data_dir(), &cfg.corpora, tok, 0)?,
             ),
         };
         if self.phase == Phase::Adapt && stream.len() < cfg.seq_len {
@@ -434,6 +456,7 @@ impl Trainer {
             let tokens_before = run_tokens;
             let mut acc: Vec<Option<Tensor>> = vec![None; self.params.len()];
             let mut dshift = 0f32;
+            let mut dterm: Option<Vec<f32>> = None;
             let mut rep = StepReport {
                 event: "step",
                 phase: self.phase.name(),
@@ -447,8 +470,13 @@ impl Trainer {
                 let k = step * cfg.grad_accum + a;
                 let tokens = match self.phase {
                     Phase::Contrastive => {
-                        let (l, q, d, t) =
-                            self.contrastive_micro(&triples, k, step, &mut acc, &mut dshift)?;
+                        let (l, q, d, t) = self.contrastive_micro(
+                            &micro_batches[k],
+                            step,
+                            &mut acc,
+                            &mut dshift,
+                            &mut dterm,
+                        )?;
                         sum_loss += l.total;
                         (parts_a, parts_b, parts_c) = (
                             parts_a + l.infonce,
@@ -486,19 +514,29 @@ impl Trainer {
             }
             let mut grads = Vec::with_capacity(self.params.len());
             for (i, (name, p)) in self.params.iter().enumerate() {
-                grads.push(match acc[i].take() {
-                    Some(g) => g,
-                    None if name == "head.shift" => Tensor::new(&[dshift], &Device::Cpu)?,
-                    None => p.as_tensor().zeros_like()?,
-                });
+                let dev = p.as_tensor().device();
+                grads.push(
+                    match (acc[i].take(), dterm.take_if(|_| name == TERM_SHIFT)) {
+                        (Some(g), _) => g,
+                        (None, Some(d)) => Tensor::from_vec(d, p.as_tensor().dims(), dev)?,
+                        (None, None) if name == SHIFT => Tensor::new(&[dshift], dev)?,
+                        (None, None) => p.as_tensor().zeros_like()?,
+                    },
+                );
             }
             rep.grad_norm = optim::clip_global_norm(&mut grads, cfg.grad_clip)?;
             rep.lr = optim::learning_rate(cfg.lr, step, cfg.warmup_steps, cfg.steps);
             let shift_lr = optim::learning_rate(cfg.shift_lr, step, cfg.warmup_steps, cfg.steps);
+            let term_lr =
+                optim::learning_rate(cfg.term_shift_lr, step, cfg.warmup_steps, cfg.steps);
             let lrs: Vec<f64> = self
                 .params
                 .iter()
-                .map(|(n, _)| if n == "head.shift" { shift_lr } else { rep.lr })
+                .map(|(n, _)| match n.as_str() {
+                    SHIFT => shift_lr,
+                    TERM_SHIFT => term_lr,
+                    _ => rep.lr,
+                })
                 .collect();
             self.opt.step(&self.params, &grads, &lrs)?;
             step += 1;

@@ -352,15 +352,19 @@ async fn event_loop(
                 }
                 Effect::OpenIndex => {
                     let (tx, shared, dir) = (tx.clone(), shared.clone(), index_dir.clone());
+                    let data = dataset.clone();
                     tokio::task::spawn_blocking(move || {
-                        let r = LsrIndex::open(&dir).map(|i| {
-                            let n = i.len();
-                            if let Ok(mut s) = shared.lock() {
-                                s.index = Some(Arc::new(i));
-                                s.partial = None;
-                            }
-                            n
-                        });
+                        // An index of another corpus would name the wrong documents.
+                        let r = LsrIndex::open(&dir)
+                            .and_then(|i| i.meta.check_corpus(&dir, &data).map(|_| i))
+                            .map(|i| {
+                                let n = i.len();
+                                if let Ok(mut s) = shared.lock() {
+                                    s.index = Some(Arc::new(i));
+                                    s.partial = None;
+                                }
+                                n
+                            });
                         let _ = tx.send(Action::IndexReady(r.map_err(|e| e.to_string())));
                     });
                 }

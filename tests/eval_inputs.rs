@@ -1,0 +1,160 @@
+//! Strict evaluation inputs, through the real binary: judgements of unknown
+//! queries, conflicting duplicate judgements, byte-order marks, and an index
+//! paired with a collection it was not built from.
+
+use std::path::Path;
+use std::process::Command;
+
+fn write(dir: &Path, corpus: &[(&str, &str)], queries: &[(&str, &str)], qrels: &str) {
+    std::fs::create_dir_all(dir.join("qrels")).unwrap();
+    let c: String = corpus
+        .iter()
+        .map(|(id, t)| {
+            format!(
+                "{}\n",
+                serde_json::json!({"_id": id, "title": "", "text": t})
+            )
+        })
+        .collect();
+    let q: String = queries
+        .iter()
+        .map(|(id, t)| format!("{}\n", serde_json::json!({"_id": id, "text": t})))
+        .collect();
+    std::fs::write(dir.join("corpus.jsonl"), c).unwrap();
+    std::fs::write(dir.join("queries.jsonl"), q).unwrap();
+    std::fs::write(
+        dir.join("qrels/test.tsv"),
+        format!("query-id\tcorpus-id\tscore\n{qrels}"),
+    )
+    .unwrap();
+}
+
+const CORPUS: &[(&str, &str)] = &[
+    ("d1", "otters swim in the river"),
+    ("d2", "stones lie on the bank"),
+    ("d3", "heat theory of water"),
+];
+const QUERIES: &[(&str, &str)] = &[("q1", "otters river"), ("q2", "bank stones")];
+
+fn eval(dataset: &Path, home: &Path, extra: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_csplade"))
+        .args(["eval", "--system", "bm25", "--json", "--dataset"])
+        .arg(dataset)
+        .args(extra)
+        .env("CSPLADE_HOME", home)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[test]
+fn judgements_of_unknown_queries_are_refused_or_dropped_never_averaged() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = dir.path().join("ds");
+    write(&ds, CORPUS, QUERIES, "q1\td1\t1\nq2\td2\t1\nq9\td3\t1\n");
+    let (ok, _, err) = eval(&ds, dir.path(), &[]);
+    assert!(!ok, "a phantom query must be refused");
+    assert!(
+        err.contains("test.tsv:4") && err.contains("\"q9\""),
+        "{err}"
+    );
+    let (ok, out, err) = eval(&ds, dir.path(), &["--lenient"]);
+    assert!(ok, "{err}");
+    assert!(err.contains("dropped"), "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["queries"], 2);
+    // Both real queries are found first by BM25: nothing averaged in at 0.
+    assert_eq!(v["systems"]["bm25"]["ndcg@10"], 1.0, "{v}");
+}
+
+#[test]
+fn conflicting_duplicate_judgements_are_errors_and_repeats_are_warnings() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = dir.path().join("ds");
+    write(&ds, CORPUS, QUERIES, "q1\td1\t1\nq2\td2\t1\nq1\td1\t2\n");
+    let (ok, _, err) = eval(&ds, dir.path(), &[]);
+    assert!(!ok);
+    assert!(
+        err.contains("test.tsv:4") && err.contains("grade 2"),
+        "{err}"
+    );
+    write(&ds, CORPUS, QUERIES, "q1\td1\t1\nq2\td2\t1\nq1\td1\t1\n");
+    let (ok, _, err) = eval(&ds, dir.path(), &[]);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("warning") && err.contains("same grade"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_byte_order_mark_is_read_as_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = dir.path().join("ds");
+    write(&ds, CORPUS, QUERIES, "q1\td1\t1\nq2\td2\t1\n");
+    for f in ["corpus.jsonl", "queries.jsonl", "qrels/test.tsv"] {
+        let p = ds.join(f);
+        let mut bytes = "\u{feff}".as_bytes().to_vec();
+        bytes.extend(std::fs::read(&p).unwrap());
+        std::fs::write(&p, bytes).unwrap();
+    }
+    let (ok, out, err) = eval(&ds, dir.path(), &[]);
+    assert!(ok, "{err}");
+    assert!(out.contains("\"queries\":2"), "{out}");
+}
+
+#[test]
+fn an_index_of_another_corpus_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = dir.path().join("ds");
+    write(&ds, CORPUS, QUERIES, "q1\td1\t1\nq2\td2\t1\n");
+    let mdir = dir.path().join("m");
+    csplade::model::tiny::write_tiny_model(&mdir, 5).unwrap();
+    let spec = mdir.join("tiny.gguf");
+    let index = dir.path().join("index");
+    let st = Command::new(env!("CARGO_BIN_EXE_csplade"))
+        .args(["index", "--model"])
+        .arg(&spec)
+        .arg("--corpus")
+        .arg(&ds)
+        .arg("--out")
+        .arg(&index)
+        .env("CSPLADE_HOME", dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    // The same documents in another order.
+    let other = dir.path().join("other");
+    let mut shuffled = CORPUS.to_vec();
+    shuffled.reverse();
+    write(&other, &shuffled, QUERIES, "q1\td1\t1\nq2\td2\t1\n");
+    for system in ["bm25", "lsr"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_csplade"))
+            .args(["eval", "--system", system, "--model"])
+            .arg(&spec)
+            .arg("--dataset")
+            .arg(&other)
+            .arg("--index")
+            .arg(&index)
+            .env("CSPLADE_HOME", dir.path())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "{system}: accepted an index of another corpus"
+        );
+        assert!(
+            err.contains("differs") && err.contains("rebuild"),
+            "{system}: {err}"
+        );
+    }
+}
