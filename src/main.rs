@@ -11,10 +11,21 @@ fn main() {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    csplade::tune_allocator();
     let args = cli::Cli::parse();
+    let debug = args.debug;
+    if !debug {
+        // Errors print as one readable cause chain; libraries capture no
+        // backtraces into their messages. Still single-threaded here.
+        std::env::remove_var("RUST_BACKTRACE");
+        std::env::remove_var("RUST_LIB_BACKTRACE");
+    }
+    csplade::tune_allocator();
     if let Err(e) = cli::run(args) {
-        eprintln!("csplade: error: {e:#}");
+        if debug {
+            eprintln!("csplade: error: {e:?}");
+        } else {
+            eprintln!("csplade: error: {e:#}");
+        }
         std::process::exit(1);
     }
 }

@@ -67,7 +67,7 @@ pub struct SearchBench {
     #[arg(long, default_value_t = 300)]
     pub queries: usize,
     /// Hits per query
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = super::positive)]
     pub k: usize,
     #[arg(long)]
     pub json: bool,

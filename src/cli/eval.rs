@@ -35,8 +35,8 @@ pub struct EvalArgs {
     /// Write the TREC run here (with .bm25 / .lsr appended when both run)
     #[arg(long)]
     pub run: Option<PathBuf>,
-    /// Documents retrieved per query
-    #[arg(long, default_value_t = 1000)]
+    /// Documents retrieved per query (at least 1)
+    #[arg(long, default_value_t = 1000, value_parser = super::positive)]
     pub depth: usize,
     /// Queries listed in the LSR-vs-BM25 loss table
     #[arg(long, default_value_t = 10)]

@@ -24,13 +24,13 @@ pub struct IndexArgs {
     #[arg(long)]
     pub out: PathBuf,
     /// Impact quantization for tantivy: term frequency = round(weight × scale)
-    #[arg(long, default_value_t = 100.0)]
+    #[arg(long, default_value_t = 100.0, value_parser = super::positive_real)]
     pub scale: f32,
     /// Keep only the heaviest terms of each document (0 = all)
     #[arg(long, default_value_t = 0)]
     pub doc_top_k: usize,
     /// Documents encoded between resumable commits
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = super::positive)]
     pub commit_every: usize,
     /// Print progress as JSON lines on stdout (for the explorer)
     #[arg(long)]

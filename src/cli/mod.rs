@@ -25,6 +25,10 @@ use csplade::model::{self, LoadedModel};
 pub struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    /// On an error, print library backtraces and the full error structure
+    /// (RUST_BACKTRACE is otherwise ignored)
+    #[arg(long, global = true)]
+    pub debug: bool,
 }
 
 #[derive(Subcommand)]
@@ -95,7 +99,7 @@ pub struct ModelArgs {
     #[arg(long)]
     pub quantize_head: bool,
     /// Maximum tokens kept per text (longer texts are truncated with a notice)
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = positive)]
     pub max_len: usize,
     /// Sparse head: `logprob:C` (log(1+ReLU(log_softmax + C)), sparse even
     /// untrained) or `raw` (the paper's log(1+ReLU(logit)), ~49k active terms
@@ -103,7 +107,7 @@ pub struct ModelArgs {
     #[arg(long, value_parser = parse_head)]
     pub head: Option<Head>,
     /// Texts per forward pass (on a GPU, 64 keeps it busy)
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = positive)]
     pub batch: usize,
     /// cpu, or cuda: GPU 0 through candle's CUDA ops, f32 only (needs a
     /// build with the `cuda` feature; see README "GPU")
@@ -113,6 +117,25 @@ pub struct ModelArgs {
 
 fn parse_head(s: &str) -> Result<Head, String> {
     s.parse()
+}
+
+/// A count that must be at least 1 (0 has no meaning that every backend
+/// shares, so it is refused rather than read as "all" or "none").
+pub fn positive(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// A finite number greater than 0.
+pub fn positive_real(s: &str) -> Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(x) if x.is_finite() && x > 0.0 => Ok(x),
+        Ok(x) => Err(format!("{x}: must be a finite number greater than 0")),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 impl ModelArgs {
@@ -130,14 +153,15 @@ impl ModelArgs {
 
     pub fn load(&self) -> Result<LoadedModel> {
         let device = self.device.open()?;
-        model::load_at(&self.model, &device, self.precision, self.quantize_head).with_context(
-            || {
+        let m = model::load_at(&self.model, &device, self.precision, self.quantize_head)
+            .with_context(|| {
                 format!(
                     "loading model {:?} at {} on {}",
                     self.model, self.precision, self.device
                 )
-            },
-        )
+            })?;
+        csplade::encode::encoder::check_probe(&m)?;
+        Ok(m)
     }
 }
 

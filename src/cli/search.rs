@@ -19,8 +19,8 @@ pub struct SearchArgs {
     /// The model that built the index (`base`, a .gguf file or an HF directory)
     #[arg(long, default_value = "default")]
     pub model: String,
-    /// Hits shown
-    #[arg(long, default_value_t = 10)]
+    /// Hits shown (at least 1, for every backend)
+    #[arg(long, default_value_t = 10, value_parser = super::positive)]
     pub k: usize,
     /// Per hit, the term-contribution table (term, q_w, d_w, q_w × d_w)
     #[arg(long)]
@@ -58,6 +58,7 @@ pub fn open_with_model(
     let precision = precision.unwrap_or(indexed);
     let model = model::load_at(spec, &candle_core::Device::Cpu, precision, head)
         .with_context(|| format!("loading model {spec:?} at {precision}"))?;
+    csplade::encode::encoder::check_probe(&model)?;
     idx.meta
         .check_model(&model.identity, model.config().vocab_size)?;
     Ok((idx, model))
@@ -68,6 +69,13 @@ pub fn run(a: SearchArgs) -> Result<()> {
     let (idx, model) = open_with_model(&a.index, &a.model, a.precision)?;
     let enc = Encoder::new(&model, idx.meta.encoder_config());
     let q = enc.encode_one(&text)?;
+    if q.truncated_tokens > 0 {
+        eprintln!(
+            "csplade: notice: query truncated to {} tokens, the index's length ({} dropped)",
+            q.token_ids.len(),
+            q.truncated_tokens
+        );
+    }
     let hits = if a.bm25 {
         idx.search_bm25(&text, a.k)?
     } else {

@@ -32,9 +32,13 @@ pub struct TrainArgs {
     /// Run directory: checkpoints, BM25 negatives, the final adapter.safetensors
     #[arg(long)]
     pub out: PathBuf,
-    /// Continue from the checkpoint in --out (same recipe required)
-    #[arg(long)]
+    /// Continue from the checkpoint in --out (same recipe required); an
+    /// error when there is none
+    #[arg(long, conflicts_with = "resume_or_start")]
     pub resume: bool,
+    /// Continue from the checkpoint in --out if there is one, else start
+    #[arg(long)]
+    pub resume_or_start: bool,
     /// Print progress as JSON lines on stdout (for the explorer)
     #[arg(long)]
     pub progress_json: bool,
@@ -104,6 +108,13 @@ pub fn run(cmd: TrainCommand) -> Result<()> {
         );
         return Ok(());
     }
+    if (a.resume || a.export_only) && csplade::train::checkpoint::latest(&a.out).is_none() {
+        anyhow::bail!(
+            "{}: no checkpoint there to {}; start the run without --resume (or use --resume-or-start)",
+            a.out.display(),
+            if a.export_only { "export" } else { "resume" }
+        );
+    }
     let (model, engine) = trainer_parts(&cfg, a.device, a.engine, a.no_tf32)?;
     let mut trainer = Trainer::with_engine(cfg.clone(), phase, &a.out, model, engine)?;
     if a.export_only {
@@ -142,7 +153,7 @@ pub fn run(cmd: TrainCommand) -> Result<()> {
         b
     });
     let json = a.progress_json;
-    let reached = trainer.run(a.resume, None, |r: &StepReport| {
+    let reached = trainer.run(a.resume || a.resume_or_start, None, |r: &StepReport| {
         let line = serde_json::to_string(r).unwrap_or_default();
         use std::io::Write;
         let _ = writeln!(log, "{line}");

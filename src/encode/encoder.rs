@@ -78,6 +78,9 @@ impl FromStr for Head {
         }
         if let Some(c) = s.strip_prefix("logprob:") {
             let shift: f32 = c.parse().map_err(|_| format!("bad shift {c:?} in {s:?}"))?;
+            if !shift.is_finite() {
+                return Err(format!("shift {c:?} in {s:?} must be a finite number"));
+            }
             return Ok(Head::LogProb { shift });
         }
         Err(format!("unknown head {s:?} (raw or logprob:C)"))
@@ -122,6 +125,38 @@ pub enum EncodeError {
     Model(#[from] ModelError),
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
+    #[error("{model} encodes the probe text {PROBE_TEXT:?} to {what}: its weights are corrupt or its adapter diverged")]
+    Degenerate { model: String, what: String },
+}
+
+/// A text every usable model encodes to some terms.
+pub const PROBE_TEXT: &str = "what causes high blood pressure in adults";
+
+/// Refuse a model whose expansion of [`PROBE_TEXT`] (the way it was trained
+/// to encode) is empty or not finite: corrupt weights, or a diverged adapter.
+pub fn check_probe(model: &LoadedModel) -> Result<(), EncodeError> {
+    let (variant, head) = model.trained_encoding();
+    let enc = Encoder::new(
+        model,
+        EncoderConfig {
+            variant,
+            head,
+            max_len: 64,
+            batch_size: 1,
+        },
+    );
+    let v = enc.encode_one(PROBE_TEXT)?.vector;
+    let what = if v.weights.iter().any(|w| !w.is_finite()) {
+        "non-finite weights"
+    } else if v.is_empty() {
+        "no term at all"
+    } else {
+        return Ok(());
+    };
+    Err(EncodeError::Degenerate {
+        model: model.identity.id.clone(),
+        what: what.into(),
+    })
 }
 
 /// One encoded text.

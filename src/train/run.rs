@@ -507,9 +507,10 @@ impl Trainer {
             (rep.active_q, rep.active_d) = (aq / m, ad / m);
             if !rep.loss.is_finite() {
                 bail!(
-                    "loss became {} at step {}: lower the learning rate",
+                    "the loss became {} at step {}: nothing was applied; the last checkpoint in {} is intact — lower the learning rate",
                     rep.loss,
-                    step + 1
+                    step + 1,
+                    self.out.display()
                 );
             }
             let mut grads = Vec::with_capacity(self.params.len());
@@ -525,6 +526,14 @@ impl Trainer {
                 );
             }
             rep.grad_norm = optim::clip_global_norm(&mut grads, cfg.grad_clip)?;
+            if !rep.grad_norm.is_finite() {
+                bail!(
+                    "the gradient norm became {} at step {}: nothing was applied; the last checkpoint in {} is intact — lower the learning rate",
+                    rep.grad_norm,
+                    step + 1,
+                    self.out.display()
+                );
+            }
             rep.lr = optim::learning_rate(cfg.lr, step, cfg.warmup_steps, cfg.steps);
             let shift_lr = optim::learning_rate(cfg.shift_lr, step, cfg.warmup_steps, cfg.steps);
             let term_lr =

@@ -297,7 +297,7 @@ async fn event_loop(
                 .to_string(),
             "--steps".into(),
             steps.into(),
-            "--resume".into(),
+            "--resume-or-start".into(),
         ],
     };
     app.train_tasks = Some((train("adapt", "50"), train("contrastive", "100")));

@@ -1,0 +1,226 @@
+//! Bad input through the real binary: every case ends in one clear error
+//! (or a notice), never a panic, a silent zero, or a library backtrace.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn csplade(args: &[&str], home: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_csplade"))
+        .args(args)
+        .env("CSPLADE_HOME", home)
+        .output()
+        .unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+#[test]
+fn zero_counts_are_refused_by_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    for args in [
+        vec!["search", "--index", d, "--k", "0", "q"],
+        vec!["eval", "--dataset", d, "--depth", "0"],
+        vec!["encode", "--max-len", "0", "text"],
+        vec!["encode", "--batch", "0", "text"],
+        vec!["index", "--corpus", d, "--out", d, "--commit-every", "0"],
+        vec!["index", "--corpus", d, "--out", d, "--scale", "NaN"],
+    ] {
+        let o = csplade(&args, dir.path());
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        let e = stderr(&o);
+        assert!(
+            e.contains("at least 1") || e.contains("greater than 0"),
+            "{args:?}: {e}"
+        );
+    }
+}
+
+#[test]
+fn training_refuses_non_finite_settings_and_an_empty_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let out = out.to_str().unwrap();
+    for (set, name) in [
+        ("lr=nan", "lr"),
+        ("lambda_q=inf", "lambda_q"),
+        ("grad_clip=-1", "grad_clip"),
+    ] {
+        let o = csplade(
+            &["train", "contrastive", "--out", out, "--set", set],
+            dir.path(),
+        );
+        assert!(!o.status.success(), "{set} accepted");
+        assert!(stderr(&o).contains(name), "{set}: {}", stderr(&o));
+    }
+    let o = csplade(
+        &["train", "contrastive", "--out", out, "--resume"],
+        dir.path(),
+    );
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("no checkpoint"), "{}", stderr(&o));
+    assert!(!Path::new(out).exists(), "a refused run wrote {out}");
+}
+
+/// Overwrite every tensor byte of a tiny GGUF with noise, keeping its header.
+fn noisy_gguf(dir: &Path) -> std::path::PathBuf {
+    csplade::model::tiny::write_tiny_model(dir, 9).unwrap();
+    let path = dir.join("tiny.gguf");
+    let mut f = std::fs::File::open(&path).unwrap();
+    let content = candle_core::quantized::gguf_file::Content::read(&mut f).unwrap();
+    let mut bytes = std::fs::read(&path).unwrap();
+    let start = content.tensor_data_offset as usize;
+    let mut rng = csplade::model::tiny::SplitMix::new(4);
+    for b in &mut bytes[start..] {
+        *b = (rng.next_u64() & 0xff) as u8;
+    }
+    let noisy = dir.join("noisy.gguf");
+    std::fs::write(&noisy, bytes).unwrap();
+    noisy
+}
+
+#[test]
+fn a_gguf_of_random_tensor_data_is_refused_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let noisy = noisy_gguf(dir.path());
+    let o = csplade(
+        &["encode", "--model", noisy.to_str().unwrap(), "hello"],
+        dir.path(),
+    );
+    assert!(!o.status.success(), "random weights were accepted");
+    assert!(stderr(&o).contains("probe text"), "{}", stderr(&o));
+    // The intact model is accepted: the probe does not refuse sound models.
+    let tiny = dir.path().join("tiny.gguf");
+    let o = csplade(
+        &["encode", "--model", tiny.to_str().unwrap(), "hello"],
+        dir.path(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn a_diverged_adapter_is_refused_at_load() {
+    use csplade::model::adapter::{Adapter, AdapterMeta};
+    let dir = tempfile::tempdir().unwrap();
+    csplade::model::tiny::write_tiny_model(dir.path(), 9).unwrap();
+    let tiny = dir.path().join("tiny.gguf");
+    let mut m =
+        csplade::model::load_unpacked(tiny.to_str().unwrap(), &candle_core::Device::Cpu).unwrap();
+    let targets = vec!["q_proj".to_string(), "down_proj".to_string()];
+    let vars = csplade::model::adapter::attach_low_rank(&mut m.llama, 2, 4.0, &targets, 1).unwrap();
+    let tensors = vars
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.clone(),
+                (v.as_tensor().ones_like().unwrap() * f64::NAN).unwrap(),
+            )
+        })
+        .collect();
+    let meta = AdapterMeta {
+        base_id: "tiny".into(),
+        base_sha256: String::new(),
+        kind: "lora".into(),
+        rank: 2,
+        alpha: 4.0,
+        variant: csplade::encode::Variant::Echo,
+        head: csplade::encode::Head::LogProb { shift: 4.0 },
+        max_len: 32,
+        trained: "diverged".into(),
+    };
+    let file = dir.path().join("nan.safetensors");
+    Adapter { meta, tensors }.write(&file).unwrap();
+    let spec = format!("{}+{}", tiny.display(), file.display());
+    let o = csplade(&["encode", "--model", &spec, "hello"], dir.path());
+    assert!(!o.status.success(), "a NaN adapter was accepted");
+    assert!(stderr(&o).contains("adapter diverged"), "{}", stderr(&o));
+}
+
+#[test]
+fn errors_print_once_and_without_backtraces() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = dir.path().join("ds");
+    std::fs::create_dir_all(&ds).unwrap();
+    std::fs::write(
+        ds.join("corpus.jsonl"),
+        "{\"_id\": \"a\", \"text\": \"x\"}\n{bad\n",
+    )
+    .unwrap();
+    csplade::model::tiny::write_tiny_model(dir.path(), 9).unwrap();
+    let tiny = dir.path().join("tiny.gguf");
+    let out = dir.path().join("idx");
+    let o = Command::new(env!("CARGO_BIN_EXE_csplade"))
+        .args(["index", "--model", tiny.to_str().unwrap(), "--corpus"])
+        .arg(&ds)
+        .arg("--out")
+        .arg(&out)
+        .env("CSPLADE_HOME", dir.path())
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    let e = stderr(&o);
+    assert!(!o.status.success());
+    assert_eq!(
+        e.matches("corpus.jsonl:2: malformed JSON record").count(),
+        1,
+        "{e}"
+    );
+    let truncated = dir.path().join("cut.gguf");
+    let bytes = std::fs::read(&tiny).unwrap();
+    std::fs::write(&truncated, &bytes[..bytes.len() / 3]).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_csplade"))
+        .args(["encode", "--model", truncated.to_str().unwrap(), "x"])
+        .env("CSPLADE_HOME", dir.path())
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    let e = stderr(&o);
+    assert!(!o.status.success());
+    assert_eq!(e.trim().lines().count(), 1, "one line, no backtrace: {e}");
+    assert!(e.contains("cut.gguf"), "{e}");
+}
+
+#[test]
+fn search_says_when_a_query_is_cut_to_the_indexs_length() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = dir.path().join("ds");
+    std::fs::create_dir_all(&ds).unwrap();
+    std::fs::write(
+        ds.join("corpus.jsonl"),
+        "{\"_id\": \"a\", \"text\": \"the otter\"}\n{\"_id\": \"b\", \"text\": \"a stone\"}\n",
+    )
+    .unwrap();
+    csplade::model::tiny::write_tiny_model(dir.path(), 9).unwrap();
+    let tiny = dir.path().join("tiny.gguf");
+    let idx = dir.path().join("idx");
+    let (t, i, d) = (
+        tiny.to_str().unwrap(),
+        idx.to_str().unwrap(),
+        ds.to_str().unwrap(),
+    );
+    let o = csplade(
+        &[
+            "index",
+            "--model",
+            t,
+            "--corpus",
+            d,
+            "--out",
+            i,
+            "--max-len",
+            "8",
+        ],
+        dir.path(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let long = "otter ".repeat(200);
+    let o = csplade(&["search", "--model", t, "--index", i, &long], dir.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("query truncated to 8 tokens"),
+        "{}",
+        stderr(&o)
+    );
+}
