@@ -95,9 +95,16 @@ impl LsrIndex {
         let mut postings: Vec<Vec<(u32, f32)>> = vec![Vec::new(); meta.vocab_size];
         for (d, v) in vectors.iter().enumerate() {
             for (id, w) in v.iter() {
-                if let Some(p) = postings.get_mut(id as usize) {
-                    p.push((d as u32, w));
-                }
+                let p = postings
+                    .get_mut(id as usize)
+                    .ok_or_else(|| IndexError::Corrupt {
+                        path: dir.join(VECTORS_FILE),
+                        msg: format!(
+                            "document {d} has term {id}, beyond the vocabulary of {}",
+                            meta.vocab_size
+                        ),
+                    })?;
+                p.push((d as u32, w));
             }
         }
         let tdir = dir.join(TANTIVY_DIR);

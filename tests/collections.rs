@@ -77,7 +77,7 @@ fn bm25_on_scifact_test_is_within_0_015_of_anserini() {
 fn man_pages_become_a_known_item_collection() {
     let root = std::path::Path::new("/usr/share/man/man1");
     if !root.is_dir() {
-        eprintln!("SKIP: no man pages on this machine");
+        csplade::note_skip("man pages: none on this machine");
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

@@ -29,7 +29,7 @@ fn explorer_starts_expands_a_query_shows_help_and_quits_cleanly() {
             std::env::var("CSPLADE_REQUIRE_DATA").is_err(),
             "tmux is required for the explorer smoke test in CI"
         );
-        eprintln!("SKIP: tmux not installed");
+        csplade::note_skip("explorer smoke test: tmux not installed");
         return;
     }
     common::base_model(); // fetch the model first (cached), outside the timed screen waits

@@ -122,6 +122,33 @@ pub fn build(
         "doc_top_k": opts.doc_top_k,
     })
     .to_string();
+    // A staging directory that already holds the complete index of these
+    // settings (a build killed after finishing, before publishing) is
+    // published as it is rather than encoded again.
+    if let Ok(done) = IndexMeta::read(&stage) {
+        let same = done.model.sha256 == model.identity.sha256
+            && done.variant == encoder.config.variant
+            && done.head == encoder.config.head
+            && done.max_len == encoder.config.max_len
+            && done.precision == opts.precision
+            && done.doc_top_k == opts.doc_top_k
+            && done.scale == opts.scale
+            && done.documents == docs.len()
+            && done.corpus_fingerprint == corpus_fp
+            && stage.join(VECTORS_FILE).is_file();
+        if same {
+            publish(&stage, &opts.out)?;
+            for leftover in [JOURNAL, PROGRESS] {
+                let _ = std::fs::remove_file(opts.out.join(leftover));
+            }
+            progress(BuildProgress::Done {
+                documents: docs.len(),
+                seconds: done.build_seconds,
+                path: opts.out.display().to_string(),
+            });
+            return Ok(done);
+        }
+    }
     std::fs::create_dir_all(&stage).map_err(|e| IndexError::io(&stage, e))?;
 
     // Tokenize everything up front; encode longest first in fixed batches.
@@ -162,6 +189,21 @@ pub fn build(
         .write(true)
         .open(&journal_path)
         .map_err(|e| IndexError::io(&journal_path, e))?;
+    let journaled = journal
+        .metadata()
+        .map_err(|e| IndexError::io(&journal_path, e))?
+        .len();
+    if state.bytes > journaled {
+        // The progress record claims more than the journal holds: it cannot
+        // be trusted, so the build starts over rather than inventing vectors.
+        state = Journal {
+            settings: settings.clone(),
+            done: 0,
+            bytes: 0,
+            tokens: 0,
+            seconds: 0.0,
+        };
+    }
     // Drop any batch written after the last committed progress record.
     journal
         .set_len(state.bytes)
@@ -244,25 +286,7 @@ pub fn build(
     journal
         .read_to_end(&mut bytes)
         .map_err(|e| IndexError::io(&journal_path, e))?;
-    let mut vecs: Vec<Option<SparseVec>> = vec![None; docs.len()];
-    let mut pos = 0;
-    while pos < bytes.len() {
-        let corrupt = || IndexError::Corrupt {
-            path: journal_path.clone(),
-            msg: format!("malformed journal record at byte {pos}"),
-        };
-        let ord = u32::from_le_bytes(
-            bytes
-                .get(pos..pos + 4)
-                .ok_or_else(corrupt)?
-                .try_into()
-                .map_err(|_| corrupt())?,
-        ) as usize;
-        let (v, next) = vectors::decode_record(&bytes, pos + 4).ok_or_else(corrupt)?;
-        *vecs.get_mut(ord).ok_or_else(corrupt)? = Some(v);
-        pos = next;
-    }
-    let vecs: Vec<SparseVec> = vecs.into_iter().map(|v| v.unwrap_or_default()).collect();
+    let vecs = read_journal(&bytes, docs.len(), &journal_path)?;
     vectors::write(&stage.join(VECTORS_FILE), &vecs)?;
 
     progress(BuildProgress::Phase {
@@ -344,6 +368,41 @@ pub fn read_partial(out: &Path) -> Result<Vec<(usize, SparseVec)>, IndexError> {
         pos = next;
     }
     Ok(out)
+}
+
+/// The vectors of a journal (`ordinal: u32`, then a vector record, per
+/// document), in corpus order; every document must appear exactly once.
+pub fn read_journal(bytes: &[u8], docs: usize, path: &Path) -> Result<Vec<SparseVec>, IndexError> {
+    let mut vecs: Vec<Option<SparseVec>> = vec![None; docs];
+    let mut pos = 0;
+    while pos < bytes.len() {
+        let corrupt = |what: &str| IndexError::Corrupt {
+            path: path.to_path_buf(),
+            msg: format!("{what} at byte {pos}; delete the partial build to start over"),
+        };
+        let ord = bytes
+            .get(pos..pos + 4)
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_le_bytes)
+            .ok_or_else(|| corrupt("truncated journal record"))? as usize;
+        let (v, next) = vectors::decode_record(bytes, pos + 4)
+            .ok_or_else(|| corrupt("malformed journal record"))?;
+        let slot = vecs
+            .get_mut(ord)
+            .ok_or_else(|| corrupt("journal record of a document beyond the corpus"))?;
+        if slot.replace(v).is_some() {
+            return Err(corrupt("a document journaled twice"));
+        }
+        pos = next;
+    }
+    let missing = vecs.iter().filter(|v| v.is_none()).count();
+    if missing > 0 {
+        return Err(IndexError::Corrupt {
+            path: path.to_path_buf(),
+            msg: format!("{missing} documents missing from the journal; delete the partial build to start over"),
+        });
+    }
+    Ok(vecs.into_iter().flatten().collect())
 }
 
 /// Keep the `k` heaviest terms (0 = all).

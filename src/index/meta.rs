@@ -44,6 +44,22 @@ impl IndexMeta {
             path: path.clone(),
             msg: format!("line {}: {e}", e.line()),
         })?;
+        // Sizes that allocate: bounded before anyone trusts them.
+        if meta.vocab_size == 0 || meta.vocab_size > 10_000_000 || meta.documents > 1 << 32 {
+            return Err(IndexError::Corrupt {
+                path,
+                msg: format!(
+                    "vocabulary {} / {} documents: not sizes an index can have",
+                    meta.vocab_size, meta.documents
+                ),
+            });
+        }
+        if !(meta.scale.is_finite() && meta.scale > 0.0) {
+            return Err(IndexError::Corrupt {
+                path,
+                msg: format!("impact scale {}: must be finite and > 0", meta.scale),
+            });
+        }
         if meta.format_version != FORMAT_VERSION {
             return Err(IndexError::Corrupt {
                 path,

@@ -38,7 +38,8 @@ pub fn decode_record(buf: &[u8], pos: usize) -> Option<(SparseVec, usize)> {
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect();
-    if ids.windows(2).any(|w| w[0] >= w[1]) {
+    if ids.windows(2).any(|w| w[0] >= w[1]) || weights.iter().any(|w| !(w.is_finite() && *w > 0.0))
+    {
         return None;
     }
     Some((SparseVec { ids, weights }, end))
@@ -88,6 +89,13 @@ pub fn read(path: &Path) -> Result<Vec<SparseVec>, IndexError> {
         )));
     }
     let n = u32::from_le_bytes([buf[8], buf[9], buf[10], buf[11]]) as usize;
+    // Every record takes at least 4 bytes: a count beyond that is a lie.
+    if n > (buf.len() - 12) / 4 {
+        return Err(corrupt(&format!(
+            "declares {n} records in {} bytes",
+            buf.len()
+        )));
+    }
     let mut out = Vec::with_capacity(n);
     let mut pos = 12;
     for i in 0..n {

@@ -330,8 +330,7 @@ mod tests {
 
     #[test]
     fn matches_block_quantized_reference() {
-        if !available() {
-            eprintln!("SKIP: no AVX-512 VNNI on this CPU");
+        if crate::model::gemm::skip_test_without(available(), "VNNI int8 GEMM") {
             return;
         }
         let mut rng = SplitMix::new(8);

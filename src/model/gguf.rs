@@ -43,6 +43,42 @@ impl GgufFile {
         })
     }
 
+    /// A tensor's declared shape must fit in the file: checked before
+    /// anything is allocated for it.
+    fn check_extent(
+        &self,
+        name: &str,
+        info: &candle_core::quantized::gguf_file::TensorInfo,
+    ) -> Result<(), ModelError> {
+        let dims = info.shape.dims();
+        let elems = dims
+            .iter()
+            .try_fold(1u64, |a, &d| a.checked_mul(d as u64))
+            .filter(|&n| n > 0);
+        let block = info.ggml_dtype.block_size() as u64;
+        let bytes = elems
+            .filter(|n| n % block == 0)
+            .and_then(|n| (n / block).checked_mul(info.ggml_dtype.type_size() as u64));
+        let file_len = self
+            .reader
+            .get_ref()
+            .metadata()
+            .map(|m| m.len())
+            .unwrap_or(0);
+        let end = bytes.and_then(|b| {
+            (self.content.tensor_data_offset)
+                .checked_add(info.offset)
+                .and_then(|s| s.checked_add(b))
+        });
+        match end {
+            Some(end) if end <= file_len => Ok(()),
+            _ => Err(self.err(format!(
+                "tensor {name}: shape {dims:?} of {:?} at offset {} does not fit in the file ({file_len} bytes)",
+                info.ggml_dtype, info.offset
+            ))),
+        }
+    }
+
     fn err(&self, msg: impl Into<String>) -> ModelError {
         ModelError::Format {
             path: self.path.clone(),
@@ -148,6 +184,7 @@ impl GgufFile {
             let info = &self.content.tensor_infos[&name];
             check_supported(info.ggml_dtype)
                 .map_err(|m| self.err(format!("tensor {name}: {m}")))?;
+            self.check_extent(&name, info)?;
             // Dequantized on the CPU, so every device starts from the same f32 values.
             let q = info
                 .read(

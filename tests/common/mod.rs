@@ -27,7 +27,7 @@ pub fn data_dir() -> Option<PathBuf> {
     if std::env::var("CSPLADE_REQUIRE_DATA").is_ok_and(|v| v == "1") {
         panic!("{msg}; CSPLADE_REQUIRE_DATA=1 makes this a failure");
     }
-    eprintln!("SKIP: {msg}");
+    csplade::note_skip(&msg);
     None
 }
 

@@ -1,0 +1,377 @@
+//! Seeded mutation fuzzing of every parser csplade reads user files with,
+//! on stable Rust: valid seed files written by csplade itself are mutated
+//! (bit flips, random bytes, insertions, deletions, duplications, cuts,
+//! boundary integers, format tokens) and parsed; a parser may refuse the
+//! input but must never panic. Each test runs `CSPLADE_FUZZ_CASES` cases
+//! (default 10,000); the ignored `deep_fuzz_of_every_parser` runs 1,000,000
+//! per parser. A failure names the parser, the case and its seed, and keeps
+//! the input under target/fuzz-failures/.
+
+use std::io::Write;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+
+use candle_core::Device;
+use csplade::data::beir;
+use csplade::model::tiny::SplitMix;
+
+struct Rng(SplitMix);
+
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        (self.0.next_u64() % n.max(1) as u64) as usize
+    }
+}
+
+const TOKENS: &[&[u8]] = &[
+    b"\"",
+    b"{",
+    b"}",
+    b"[",
+    b"]",
+    b"\n",
+    b"\t",
+    b"\\",
+    b":",
+    b",",
+    b"=",
+    b"\xef\xbb\xbf",
+    b"\xff\xfe",
+    b"nan",
+    b"inf",
+    b"-1",
+    b"1e309",
+    b"0",
+    b"\0",
+    b"\"_id\"",
+    b"\r\n",
+];
+const INTEGERS: &[u64] = &[
+    0,
+    1,
+    0x7f,
+    0x80,
+    0xff,
+    0xffff,
+    0x7fff_ffff,
+    0x8000_0000,
+    0xffff_ffff,
+    u64::MAX,
+    1 << 40,
+];
+
+/// 1–4 random mutations of `seed`.
+fn mutate(seed: &[u8], rng: &mut Rng) -> Vec<u8> {
+    let mut v = seed.to_vec();
+    for _ in 0..1 + rng.below(4) {
+        let len = v.len();
+        let at = rng.below(len + 1);
+        match rng.below(8) {
+            0 if len > 0 => v[at.min(len - 1)] ^= 1 << rng.below(8),
+            1 if len > 0 => v[at.min(len - 1)] = rng.below(256) as u8,
+            2 => {
+                let n = 1 + rng.below(8);
+                let bytes: Vec<u8> = (0..n).map(|_| rng.below(256) as u8).collect();
+                v.splice(at..at, bytes);
+            }
+            3 => {
+                let end = (at + 1 + rng.below(16)).min(len);
+                v.drain(at.min(end)..end);
+            }
+            4 if len > 0 => {
+                let start = rng.below(len);
+                let end = (start + 1 + rng.below(64)).min(len);
+                let piece = v[start..end].to_vec();
+                v.splice(at..at, piece);
+            }
+            5 => v.truncate(at),
+            6 => {
+                let x = INTEGERS[rng.below(INTEGERS.len())].to_le_bytes();
+                let width = [1, 2, 4, 8][rng.below(4)];
+                for (i, b) in x.iter().take(width).enumerate() {
+                    if let Some(slot) = v.get_mut(at + i) {
+                        *slot = *b;
+                    }
+                }
+            }
+            _ => {
+                let t = TOKENS[rng.below(TOKENS.len())];
+                v.splice(at..at, t.iter().copied());
+            }
+        }
+    }
+    v
+}
+
+fn cases() -> usize {
+    std::env::var("CSPLADE_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000)
+}
+
+/// Run `parse` on `cases` mutations of the seeds; panics are failures.
+fn fuzz(name: &str, seeds: &[Vec<u8>], cases: usize, mut parse: impl FnMut(&[u8])) {
+    let mut rng = Rng(SplitMix::new(0xF022 ^ name.len() as u64));
+    let (mut accepted, mut refused) = (0usize, 0usize);
+    for case in 0..cases {
+        let seed = &seeds[case % seeds.len()];
+        let input = mutate(seed, &mut rng);
+        let r = catch_unwind(AssertUnwindSafe(|| parse(&input)));
+        if r.is_err() {
+            let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/fuzz-failures");
+            let _ = std::fs::create_dir_all(&dir);
+            let file = dir.join(format!("{name}-{case}.bin"));
+            let _ = std::fs::write(&file, &input);
+            let what = LAST_PANIC.lock().map(|m| m.clone()).unwrap_or_default();
+            let _ = std::panic::take_hook();
+            panic!(
+                "{name}: case {case} panicked ({what}); input kept at {}",
+                file.display()
+            );
+        }
+        if input == *seed {
+            accepted += 1;
+        } else {
+            refused += 1;
+        }
+    }
+    eprintln!(
+        "fuzz {name}: {cases} cases without a panic ({accepted} unmutated, {refused} mutated)"
+    );
+}
+
+static LAST_PANIC: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
+
+fn quiet_panics() {
+    // Panics are reported by `fuzz` itself, with the input that caused them.
+    std::panic::set_hook(Box::new(|info| {
+        if let Ok(mut m) = LAST_PANIC.lock() {
+            *m = info.to_string();
+        }
+    }));
+}
+
+fn tiny_model_dir() -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    csplade::model::tiny::write_tiny_model(d.path(), 3).unwrap();
+    d
+}
+
+fn gguf(cases: usize) {
+    let m = tiny_model_dir();
+    let seed = std::fs::read(m.path().join("tiny.gguf")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("x.gguf");
+    fuzz("gguf", &[seed], cases, |bytes| {
+        std::fs::write(&path, bytes).unwrap();
+        if let Ok(mut g) = csplade::model::gguf::GgufFile::open(&path) {
+            let _ = g.llama_config();
+            let _ = csplade::model::TextTokenizer::from_gguf(&g);
+            let _ = g.hf_tensors(&Device::Cpu);
+        }
+    });
+}
+
+fn adapter(cases: usize) {
+    let m = tiny_model_dir();
+    let spec = m.path().join("tiny.gguf");
+    let mut model = csplade::model::load_unpacked(spec.to_str().unwrap(), &Device::Cpu).unwrap();
+    let mut fresh = csplade::model::load_unpacked(spec.to_str().unwrap(), &Device::Cpu).unwrap();
+    let targets = vec!["q_proj".to_string(), "down_proj".to_string()];
+    let vars =
+        csplade::model::adapter::attach_low_rank(&mut fresh.llama, 2, 4.0, &targets, 1).unwrap();
+    let meta = csplade::model::adapter::AdapterMeta {
+        base_id: "tiny".into(),
+        base_sha256: String::new(),
+        kind: "lora".into(),
+        rank: 2,
+        alpha: 4.0,
+        variant: csplade::encode::Variant::Echo,
+        head: csplade::encode::Head::LogProb { shift: 4.0 },
+        max_len: 32,
+        trained: String::new(),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a.safetensors");
+    let mut tensors: std::collections::HashMap<_, _> = vars
+        .iter()
+        .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
+        .collect();
+    let vocab = model.config().vocab_size;
+    tensors.insert(
+        csplade::model::adapter::TERM_SHIFT.to_string(),
+        candle_core::Tensor::zeros(vocab, candle_core::DType::F32, &Device::Cpu).unwrap(),
+    );
+    csplade::model::adapter::Adapter { meta, tensors }
+        .write(&file)
+        .unwrap();
+    let seed = std::fs::read(&file).unwrap();
+    fuzz("adapter", &[seed], cases, |bytes| {
+        if let Ok(a) = csplade::model::adapter::Adapter::from_bytes(bytes, Path::new("a")) {
+            let _ = a.merge_into(&mut model.llama, Path::new("a"));
+        }
+    });
+}
+
+const CORPUS: &str = "{\"_id\": \"d1\", \"title\": \"Otters\", \"text\": \"otters swim in the river\"}\n{\"_id\": \"d2\", \"title\": \"\", \"text\": \"stones lie on the bank\"}\n{\"_id\": \"d3\", \"text\": \"heat\"}\n";
+const QUERIES: &str =
+    "{\"_id\": \"q1\", \"text\": \"otters river\"}\n{\"_id\": \"q2\", \"text\": \"bank stones\"}\n";
+const QRELS: &str = "query-id\tcorpus-id\tscore\nq1\td1\t2\nq2\td2\t1\nq2\td3\t0\n";
+
+fn gz(bytes: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
+}
+
+fn beir_corpus_and_queries(cases: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let plain = [CORPUS.as_bytes().to_vec(), QUERIES.as_bytes().to_vec()];
+    fuzz("beir-jsonl", &plain, cases, |bytes| {
+        std::fs::write(d.join("corpus.jsonl"), bytes).unwrap();
+        std::fs::write(d.join("queries.jsonl"), bytes).unwrap();
+        let _ = beir::read_corpus(d);
+        let _ = beir::read_queries(d);
+    });
+    // Compressed: mutations of the gzip stream and of the text inside it.
+    let gzd = tempfile::tempdir().unwrap();
+    let g = gzd.path();
+    let seeds = [gz(CORPUS.as_bytes()), gz(QUERIES.as_bytes())];
+    let mut rng = Rng(SplitMix::new(77));
+    fuzz("beir-jsonl-gz", &seeds, cases, |bytes| {
+        let inner = if rng.below(2) == 0 {
+            bytes.to_vec()
+        } else {
+            gz(&mutate(CORPUS.as_bytes(), &mut rng))
+        };
+        std::fs::write(g.join("corpus.jsonl.gz"), &inner).unwrap();
+        std::fs::write(g.join("queries.jsonl.gz"), &inner).unwrap();
+        let _ = beir::read_corpus(g);
+        let _ = beir::read_queries(g);
+    });
+}
+
+fn qrels(cases: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("qrels")).unwrap();
+    let file = dir.path().join("qrels/test.tsv");
+    fuzz("qrels", &[QRELS.as_bytes().to_vec()], cases, |bytes| {
+        std::fs::write(&file, bytes).unwrap();
+        if let Ok(q) = beir::read_qrels_file(dir.path(), "test") {
+            let known = ["q1", "q2"].into_iter().collect();
+            let _ = q.unknown_queries(&known);
+        }
+    });
+}
+
+fn toml_files(cases: usize) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let keymap = std::fs::read(root.join("assets/keymap.toml")).unwrap();
+    fuzz("keymap-toml", &[keymap], cases, |bytes| {
+        let _ = csplade::tui::keymap::Keymap::parse(&String::from_utf8_lossy(bytes));
+    });
+    let theme = std::fs::read(root.join("themes/dark.toml")).unwrap();
+    fuzz("theme-toml", &[theme], cases, |bytes| {
+        let _ = csplade::tui::theme::Theme::dark().overlay(&String::from_utf8_lossy(bytes));
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.toml");
+    let recipes = ["csplade-gpu.toml", "csplade-echo-2.toml"]
+        .map(|r| std::fs::read(root.join("assets/recipes").join(r)).unwrap());
+    fuzz("recipe-toml", &recipes, cases, |bytes| {
+        std::fs::write(&path, bytes).unwrap();
+        let _ = csplade::train::TrainConfig::load(Some(&path), &[]);
+    });
+}
+
+fn index_files(cases: usize) {
+    use csplade::encode::SparseVec;
+    use csplade::index::vectors;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let vs = vec![
+        SparseVec::from_pairs(vec![(3, 1.5), (10, 0.25), (400, 2.0)]),
+        SparseVec::default(),
+        SparseVec::from_pairs(vec![(7, 0.5)]),
+    ];
+    vectors::write(&d.join("v.bin"), &vs).unwrap();
+    let seed = std::fs::read(d.join("v.bin")).unwrap();
+    let file = d.join("x.bin");
+    fuzz("vectors-bin", &[seed], cases, |bytes| {
+        std::fs::write(&file, bytes).unwrap();
+        let _ = vectors::read(&file);
+    });
+    let mut journal = Vec::new();
+    for (i, v) in vs.iter().enumerate().rev() {
+        journal.extend_from_slice(&(i as u32).to_le_bytes());
+        vectors::encode_record(v, &mut journal);
+    }
+    fuzz("journal", &[journal], cases, |bytes| {
+        let _ = csplade::index::build::read_journal(bytes, 3, Path::new("journal.bin"));
+    });
+    let meta = serde_json::json!({
+        "format_version": 1, "model": {"id": "m", "sha256": "ab"}, "variant": "echo",
+        "head": {"kind": "log_prob", "shift": 5.0}, "precision": "f32", "max_len": 256,
+        "vocab_size": 49152, "scale": 100.0, "doc_top_k": 0, "documents": 3,
+        "corpus": "/c", "corpus_fingerprint": "ff", "built_at": 1, "build_seconds": 1.0,
+        "encoded_tokens": 10
+    });
+    let seed = serde_json::to_vec_pretty(&meta).unwrap();
+    assert!(csplade::index::IndexMeta::read(&{
+        std::fs::write(d.join("meta.json"), &seed).unwrap();
+        d.to_path_buf()
+    })
+    .is_ok());
+    fuzz("meta-json", &[seed], cases, |bytes| {
+        std::fs::write(d.join("meta.json"), bytes).unwrap();
+        let _ = csplade::index::IndexMeta::read(d);
+    });
+}
+
+fn batches_file(cases: usize) {
+    use csplade::train::batches;
+    use csplade::train::data::MicroBatch;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(batches::FILE);
+    let mb = MicroBatch {
+        queries: vec![vec![1, 2], vec![3]],
+        positives: vec![vec![4, 5, 6], vec![7]],
+        negatives: vec![vec![vec![8]], vec![vec![9, 10]]],
+    };
+    batches::write(&path, "k", &[mb.clone(), mb], 49_152).unwrap();
+    let seed = std::fs::read(&path).unwrap();
+    fuzz("batches-gz", &[seed], cases, |bytes| {
+        std::fs::write(&path, bytes).unwrap();
+        let _ = batches::read(&path, "k", 2);
+    });
+}
+
+macro_rules! parser_tests {
+    ($($name:ident => $run:ident),* $(,)?) => {
+        $(#[test]
+        fn $name() {
+            quiet_panics();
+            $run(cases());
+        })*
+
+        /// ≥ 1,000,000 cases per parser (run with `--ignored`).
+        #[test]
+        #[ignore]
+        fn deep_fuzz_of_every_parser() {
+            quiet_panics();
+            $($run(1_000_000);)*
+        }
+    };
+}
+
+parser_tests! {
+    gguf_header_tensor_table_and_tokenizer => gguf,
+    safetensors_adapters => adapter,
+    beir_corpus_and_queries_plain_and_gz => beir_corpus_and_queries,
+    qrels_files => qrels,
+    keymap_theme_and_recipe_toml => toml_files,
+    index_vectors_journal_and_meta => index_files,
+    training_batches_files => batches_file,
+}

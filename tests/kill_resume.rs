@@ -1,0 +1,270 @@
+//! Killed for real: the release binary is stopped with SIGKILL in the middle
+//! of an index build and of a training run, then rerun. The results must equal
+//! an uninterrupted run's — the index's vectors byte for byte, the training's
+//! f32 parameters and AdamW moments bit for bit — also after a torn journal
+//! write and after a kill between finishing a build and publishing it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_csplade"))
+}
+
+fn words_corpus(dir: &Path, n: usize) {
+    const WORDS: &[&str] = &[
+        "otter", "river", "stone", "bank", "heat", "theory", "water", "night", "fish", "thin",
+    ];
+    std::fs::create_dir_all(dir.join("qrels")).unwrap();
+    let mut rng = csplade::model::tiny::SplitMix::new(5);
+    let mut corpus = String::new();
+    for i in 0..n {
+        let len = 4 + (rng.next_u64() % 30) as usize;
+        let text: Vec<&str> = (0..len)
+            .map(|_| WORDS[(rng.next_u64() % WORDS.len() as u64) as usize])
+            .collect();
+        corpus.push_str(
+            &serde_json::json!({"_id": format!("d{i}"), "title": "", "text": text.join(" ")})
+                .to_string(),
+        );
+        corpus.push('\n');
+    }
+    std::fs::write(dir.join("corpus.jsonl"), corpus).unwrap();
+    std::fs::write(
+        dir.join("queries.jsonl"),
+        "{\"_id\": \"q0\", \"text\": \"otter\"}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("qrels/test.tsv"),
+        "query-id\tcorpus-id\tscore\nq0\td0\t1\n",
+    )
+    .unwrap();
+}
+
+fn index_cmd(model: &Path, corpus: &Path, out: &Path) -> Command {
+    let mut c = bin();
+    c.arg("index")
+        .arg("--model")
+        .arg(model)
+        .arg("--corpus")
+        .arg(corpus)
+        .arg("--out")
+        .arg(out)
+        .args(["--commit-every", "1", "--batch", "1", "--variant", "echo"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    c
+}
+
+/// Wait until `ready()` or the process ends; then SIGKILL it. Returns
+/// whether it was still running when killed.
+fn kill_when(mut child: Child, ready: impl Fn() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(120) {
+        if child.try_wait().unwrap().is_some() {
+            return false;
+        }
+        if ready() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    panic!("the process never reached the kill point");
+}
+
+fn documents_done(stage: &Path) -> usize {
+    std::fs::read_to_string(stage.join("progress.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| v["done"].as_u64())
+        .unwrap_or(0) as usize
+}
+
+#[test]
+fn index_builds_killed_at_any_point_resume_to_the_same_vectors() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("ds");
+    words_corpus(&corpus, 300);
+    csplade::model::tiny::write_tiny_model(&dir.path().join("m"), 4).unwrap();
+    let model = dir.path().join("m/tiny.gguf");
+    let whole = dir.path().join("whole");
+    assert!(index_cmd(&model, &corpus, &whole)
+        .status()
+        .unwrap()
+        .success());
+    let reference = std::fs::read(whole.join("vectors.bin")).unwrap();
+    let mut killed_mid_build = 0;
+    for (trial, at) in [5usize, 60, 150, 299].into_iter().enumerate() {
+        let out = dir.path().join(format!("killed-{trial}"));
+        let stage = csplade::index::build::staging_dir(&out);
+        let child = index_cmd(&model, &corpus, &out).spawn().unwrap();
+        if kill_when(child, || documents_done(&stage) >= at) {
+            killed_mid_build += 1;
+            assert!(
+                !out.join("meta.json").exists(),
+                "a killed build published an index"
+            );
+            if trial == 1 {
+                // A write torn by the kill: half a record after the last commit.
+                let mut j = std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(stage.join("journal.bin"))
+                    .unwrap();
+                std::io::Write::write_all(&mut j, &[7, 0, 0, 0, 200, 1]).unwrap();
+            }
+        }
+        assert!(index_cmd(&model, &corpus, &out).status().unwrap().success());
+        assert_eq!(
+            std::fs::read(out.join("vectors.bin")).unwrap(),
+            reference,
+            "trial {trial}: resumed vectors differ"
+        );
+        assert!(!stage.exists());
+    }
+    assert!(
+        killed_mid_build >= 3,
+        "only {killed_mid_build} kills landed mid-build"
+    );
+}
+
+#[test]
+fn a_build_killed_between_finishing_and_publishing_is_published_not_redone() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("ds");
+    words_corpus(&corpus, 40);
+    csplade::model::tiny::write_tiny_model(&dir.path().join("m"), 4).unwrap();
+    let model = dir.path().join("m/tiny.gguf");
+    let out = dir.path().join("index");
+    assert!(index_cmd(&model, &corpus, &out).status().unwrap().success());
+    let reference = std::fs::read(out.join("vectors.bin")).unwrap();
+    // The state a kill leaves after the journal is deleted and before the
+    // rename: a complete staging directory and no index.
+    let stage = csplade::index::build::staging_dir(&out);
+    std::fs::rename(&out, &stage).unwrap();
+    let o = index_cmd(&model, &corpus, &out)
+        .arg("--progress-json")
+        .stdout(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let events = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        !events.contains("\"start\""),
+        "the build started over: {events}"
+    );
+    assert!(events.contains("\"done\""), "{events}");
+    assert_eq!(std::fs::read(out.join("vectors.bin")).unwrap(), reference);
+    assert!(!stage.exists());
+}
+
+fn toy_collection(dir: &Path) {
+    let words = [
+        "zebra", "quartz", "violin", "glacier", "pepper", "orbit", "walnut", "falcon", "copper",
+        "tulip",
+    ];
+    std::fs::create_dir_all(dir.join("qrels")).unwrap();
+    let (mut c, mut q) = (String::new(), String::new());
+    let mut r = String::from("query-id\tcorpus-id\tscore\n");
+    for (i, w) in words.iter().enumerate() {
+        c.push_str(&format!(
+            "{{\"_id\":\"d{i}\",\"text\":\"notes about the {w} and other things\"}}\n"
+        ));
+        q.push_str(&format!("{{\"_id\":\"q{i}\",\"text\":\"{w}?\"}}\n"));
+        r.push_str(&format!("q{i}\td{i}\t1\n"));
+    }
+    std::fs::write(dir.join("corpus.jsonl"), c).unwrap();
+    std::fs::write(dir.join("queries.jsonl"), q).unwrap();
+    std::fs::write(dir.join("qrels/train.tsv"), r).unwrap();
+}
+
+fn train_cmd(data: &Path, model: &Path, out: &Path, resume: bool) -> Command {
+    let mut c = bin();
+    c.args(["train", "contrastive", "--out"])
+        .arg(out)
+        .args([
+            "--steps", "12", "--set", "batch=4", "--set", "lr=0.01", "--set",
+        ])
+        .arg("head=\"logprob:3\"")
+        .args([
+            "--set",
+            "lora_rank=4",
+            "--set",
+            "checkpoint_every=1",
+            "--set",
+        ])
+        .arg("pairs=[\"toy\"]")
+        .args(["--set", "learn_term_shift=true", "--set"])
+        .arg(format!("model={:?}", model.to_str().unwrap()))
+        .arg("--set")
+        .arg(format!("data_dir={:?}", data.to_str().unwrap()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if resume {
+        c.arg("--resume");
+    }
+    c
+}
+
+fn checkpoint_state(run: &Path) -> Vec<(String, Vec<f32>)> {
+    let t = candle_core::safetensors::load(
+        run.join("checkpoint/state.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    let mut v: Vec<(String, Vec<f32>)> = t
+        .into_iter()
+        .map(|(k, t)| (k, t.flatten_all().unwrap().to_vec1().unwrap()))
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+fn steps_logged(run: &Path) -> usize {
+    std::fs::read_to_string(run.join("progress.jsonl"))
+        .map(|t| t.lines().count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn training_runs_killed_mid_run_resume_to_the_same_parameters_and_moments() {
+    let dir = tempfile::tempdir().unwrap();
+    toy_collection(&dir.path().join("toy"));
+    csplade::model::tiny::write_tiny_model(&dir.path().join("m"), 11).unwrap();
+    let model = dir.path().join("m/tiny.gguf");
+    let data = dir.path().to_path_buf();
+    let whole = dir.path().join("whole");
+    assert!(train_cmd(&data, &model, &whole, false)
+        .status()
+        .unwrap()
+        .success());
+    let reference = checkpoint_state(&whole);
+    assert!(reference.iter().any(|(k, _)| k.starts_with("adam_v.")));
+    let mut landed = 0;
+    for (trial, at) in [2usize, 7].into_iter().enumerate() {
+        let run: PathBuf = dir.path().join(format!("killed-{trial}"));
+        let child = train_cmd(&data, &model, &run, false).spawn().unwrap();
+        if kill_when(child, || steps_logged(&run) >= at) {
+            landed += 1;
+            assert!(!run.join("adapter.safetensors").exists());
+        }
+        assert!(train_cmd(&data, &model, &run, true)
+            .status()
+            .unwrap()
+            .success());
+        let resumed = checkpoint_state(&run);
+        assert_eq!(resumed.len(), reference.len());
+        for ((ka, va), (kb, vb)) in reference.iter().zip(&resumed) {
+            assert_eq!(ka, kb);
+            assert!(
+                va.iter().zip(vb).all(|(a, b)| a.to_bits() == b.to_bits()),
+                "trial {trial}: {ka} differs after the kill and resume"
+            );
+        }
+    }
+    assert_eq!(landed, 2, "a kill missed the run");
+}
