@@ -57,10 +57,7 @@ fn gguf_and_hf_loaders_agree_with_their_rope_layouts() {
         "GGUF vs HF logits differ by {}",
         max_diff(&a, &b)
     );
-    // Pairing the permuted weights with the wrong rotation must change the output.
-    let mut wrong = g.llama.config.clone();
-    wrong.rope_style = model::RopeStyle::HalfRotation;
-    assert_ne!(wrong, g.llama.config);
+    // That the other pairing changes the output: wrong_rope_pairing_changes_logits.
 }
 
 #[test]

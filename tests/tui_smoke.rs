@@ -73,7 +73,11 @@ fn explorer_starts_expands_a_query_shows_help_and_quits_cleanly() {
     ]);
     let screen = wait_for(&session, "Query", 20);
     assert!(screen.contains("Search"), "{screen}");
-    wait_for(&session, "ready", 60);
+    let screen = wait_for(&session, "ready", 60);
+    assert!(
+        screen.contains("ready"),
+        "the model never became ready:\n{screen}"
+    );
     tmux(&[
         "send-keys",
         "-t",
