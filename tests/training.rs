@@ -684,3 +684,42 @@ fn a_run_is_never_written_over_the_users_files() {
     assert!(e.to_string().contains("inside"), "{e}");
     assert_eq!(std::fs::read_dir(&mine).unwrap().count(), 1);
 }
+
+/// A run whose loss or gradients blow up stops at that step, names it, and
+/// leaves the last checkpoint (finite, from an earlier step) in place.
+#[test]
+fn a_diverging_run_stops_and_keeps_its_last_good_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    toy_collection(&dir.path().join("toy"));
+    let mut cfg = toy_config(dir.path(), 30);
+    cfg.lr = 1e30;
+    cfg.grad_clip = 0.0;
+    cfg.warmup_steps = 0;
+    cfg.checkpoint_every = 1;
+    let run = dir.path().join("run");
+    let mut t = Trainer::new(
+        cfg,
+        Phase::Contrastive,
+        &run,
+        tiny(&dir.path().join("m"), false),
+    )
+    .unwrap();
+    let mut steps = 0;
+    let e = t
+        .run(false, None, |_| steps += 1)
+        .expect_err("must diverge");
+    let msg = e.to_string();
+    assert!(msg.contains(&format!("step {}", steps + 1)), "{msg}");
+    assert!(msg.contains("intact"), "{msg}");
+    let state =
+        candle_core::safetensors::load(run.join("checkpoint/state.safetensors"), &Device::Cpu)
+            .unwrap();
+    for (name, v) in state {
+        let v: Vec<f32> = v.flatten_all().unwrap().to_vec1().unwrap();
+        assert!(
+            v.iter().all(|x| x.is_finite()),
+            "{name} is not finite in the kept checkpoint"
+        );
+    }
+    assert!(!run.join("adapter.safetensors").exists());
+}
