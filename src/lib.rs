@@ -9,6 +9,7 @@ pub mod data;
 pub mod encode;
 pub mod eval;
 pub mod explore;
+pub mod failures;
 pub mod index;
 pub mod model;
 pub mod quant;

@@ -158,3 +158,82 @@ fn an_index_of_another_corpus_is_refused() {
         );
     }
 }
+
+#[test]
+fn eval_explains_the_queries_lsr_loses() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = dir.path().join("ds");
+    let corpus: Vec<(String, String)> = (0..30)
+        .map(|i| {
+            let w = ["otter", "river", "stone", "bank", "heat", "theory"];
+            (
+                format!("d{i}"),
+                format!("{} {} {}", w[i % 6], w[(i / 6) % 6], w[(i * 7) % 6]),
+            )
+        })
+        .collect();
+    let c: Vec<(&str, &str)> = corpus
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let queries = [
+        ("q1", "otter river"),
+        ("q2", "stone bank"),
+        ("q3", "heat theory"),
+    ];
+    write(&ds, &c, &queries, "q1\td0\t1\nq2\td9\t1\nq3\td22\t1\n");
+    csplade::model::tiny::write_tiny_model(&dir.path().join("m"), 5).unwrap();
+    let spec = dir.path().join("m/tiny.gguf");
+    let out = Command::new(env!("CARGO_BIN_EXE_csplade"))
+        .args([
+            "eval",
+            "--system",
+            "both",
+            "--json",
+            "--explain-failures",
+            "2",
+            "--model",
+        ])
+        .arg(&spec)
+        .arg("--dataset")
+        .arg(&ds)
+        .env("CSPLADE_HOME", dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let failures = v["failures"].as_array().expect("failures listed");
+    assert!(!failures.is_empty() && failures.len() <= 2, "{v}");
+    for f in failures {
+        assert!(
+            f["ndcg_bm25"].as_f64().unwrap() > f["ndcg_lsr"].as_f64().unwrap(),
+            "{f}"
+        );
+        for m in f["missed"].as_array().unwrap() {
+            assert!(
+                m["lsr_rank"].is_null() || m["lsr_rank"].as_u64().unwrap() > 10,
+                "{m}"
+            );
+        }
+    }
+    let refused = Command::new(env!("CARGO_BIN_EXE_csplade"))
+        .args([
+            "eval",
+            "--system",
+            "lsr",
+            "--explain-failures",
+            "2",
+            "--model",
+        ])
+        .arg(&spec)
+        .arg("--dataset")
+        .arg(&ds)
+        .env("CSPLADE_HOME", dir.path())
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+}

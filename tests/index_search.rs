@@ -362,3 +362,66 @@ fn an_index_is_never_written_over_the_users_files_or_its_collection() {
     build(&enc, &opts(&corpus, &out), |_| {}).unwrap();
     assert!(out.join("meta.json").is_file());
 }
+
+/// A seeded failure: the relevant document shares the query's word "zebra"
+/// (BM25 ranks it first) but no term with the query's expansion; the
+/// explanation lists it with "zebra" missing from the expansion, and names
+/// the terms that lifted the documents LSR ranked instead.
+#[test]
+fn a_seeded_failure_is_explained_by_its_missing_terms() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("ds");
+    write_corpus(&corpus, 15);
+    // One more document: the only one with "zebra".
+    let mut text = std::fs::read_to_string(corpus.join("corpus.jsonl")).unwrap();
+    text.push_str("{\"_id\": \"z\", \"title\": \"\", \"text\": \"zebra zebra grazing\"}\n");
+    std::fs::write(corpus.join("corpus.jsonl"), text).unwrap();
+    let m = tiny_model(&dir.path().join("m"), 3);
+    let out = dir.path().join("idx");
+    build(&Encoder::new(&m, config()), &opts(&corpus, &out), |_| {}).unwrap();
+    let idx = LsrIndex::open(&out).unwrap();
+    let z = (0..idx.len()).find(|&o| idx.doc_id(o) == "z").unwrap();
+    // An expansion of one term the relevant document does not have, and
+    // that some other documents do.
+    let zv = &idx.vectors[z];
+    let term = (0..m.config().vocab_size as u32)
+        .find(|&t| zv.get(t) == 0.0 && idx.vectors.iter().filter(|v| v.get(t) > 0.0).count() >= 3)
+        .expect("a term absent from z");
+    let expansion = csplade::encode::SparseVec::from_pairs(vec![(term, 1.0)]);
+    let lsr = idx.search(&expansion, 100, Backend::Exact).unwrap();
+    let query = "zebra grazing";
+    let bm25 = idx.search_bm25(query, 100).unwrap();
+    assert_eq!(bm25[0].doc_id, "z", "BM25 finds the zebra document first");
+    let judged: std::collections::HashMap<String, i32> = [("z".to_string(), 1)].into();
+    let case = csplade::failures::FailureCase {
+        query_id: "qz",
+        text: query,
+        expansion: &expansion,
+        judged: &judged,
+        lsr: &lsr,
+        bm25: &bm25,
+        ndcg_lsr: 0.0,
+        ndcg_bm25: 1.0,
+    };
+    let f = csplade::failures::explain(&idx, &m.tokenizer, &case).unwrap();
+    assert_eq!(f.missed.len(), 1);
+    let missed = &f.missed[0];
+    assert_eq!((missed.doc_id.as_str(), missed.bm25_rank), ("z", Some(1)));
+    assert!(missed.lsr_rank.is_none_or(|r| r > 10), "{missed:?}");
+    assert!(missed.shared_terms.is_empty(), "{missed:?}");
+    let zebra = missed
+        .bm25_words
+        .iter()
+        .find(|w| w.word == "zebra")
+        .expect("zebra scores under BM25");
+    assert!(zebra.bm25 > 0.0 && zebra.missing_from_expansion && zebra.query_weight == 0.0);
+    assert!(
+        zebra.doc_weight > 0.0,
+        "the document's vector has zebra's tokens"
+    );
+    assert!(!f.wrong_hits.is_empty());
+    let tok = m.tokenizer.token(term).to_string();
+    for h in &f.wrong_hits {
+        assert_eq!(h.lifted_by[0].token, tok, "{h:?}");
+    }
+}

@@ -51,6 +51,12 @@ pub struct EvalArgs {
     /// queries.jsonl instead of refusing the qrels file
     #[arg(long)]
     pub lenient: bool,
+    /// Explain the N queries where LSR loses most to BM25: each missed
+    /// relevant document's ranks, the query words that score it under BM25
+    /// but are missing or weak in the expansion, and the expansion terms that
+    /// lifted the wrong hits (needs --system both)
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub explain_failures: usize,
 }
 
 /// One system's ranking per query.
@@ -167,6 +173,15 @@ pub fn run(a: EvalArgs) -> Result<()> {
         }
         systems.push(("bm25", runs));
     }
+    if a.explain_failures > 0 && a.system != "both" {
+        bail!("--explain-failures compares LSR with BM25: use --system both");
+    }
+    // The LSR side, kept for explaining failures: index, model, query vectors.
+    let mut lsr_side: Option<(
+        LsrIndex,
+        csplade::model::LoadedModel,
+        Vec<csplade::encode::SparseVec>,
+    )> = None;
     if want_lsr {
         phase("LSR: loading the model and index");
         let model = a.model.load()?;
@@ -228,6 +243,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
             median(encoded.iter().map(|e| e.vector.active()).collect()),
             median(idx.vectors.iter().map(|d| d.active()).collect()),
         ));
+        lsr_side = Some((idx, model, encoded.into_iter().map(|e| e.vector).collect()));
     }
 
     let mut results: Vec<(&str, Metrics, HashMap<String, Metrics>)> = Vec::new();
@@ -255,16 +271,33 @@ pub fn run(a: EvalArgs) -> Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_default();
+    let explained = match &lsr_side {
+        Some((idx, model, vectors)) if a.explain_failures > 0 => {
+            phase("explaining failures");
+            explain_failures(
+                a.explain_failures,
+                &systems,
+                &results,
+                &evaluated,
+                &qrels,
+                idx,
+                &model.tokenizer,
+                vectors,
+            )?
+        }
+        _ => Vec::new(),
+    };
     if a.json {
         let mut sys = serde_json::Map::new();
         for (name, m, _) in &results {
             sys.insert(name.to_string(), serde_json::to_value(m)?);
         }
-        println!(
-            "{}",
-            json!({"dataset": dataset_name, "split": a.split, "queries": evaluated.len(), "systems": sys,
-                "median_active": sparsity.map(|(q, d)| json!({"query": q, "document": d}))})
-        );
+        let mut out = json!({"dataset": dataset_name, "split": a.split, "queries": evaluated.len(), "systems": sys,
+            "median_active": sparsity.map(|(q, d)| json!({"query": q, "document": d}))});
+        if a.explain_failures > 0 {
+            out["failures"] = serde_json::to_value(&explained)?;
+        }
+        println!("{out}");
         return Ok(());
     }
     println!(
@@ -322,5 +355,119 @@ pub fn run(a: EvalArgs) -> Result<()> {
             println!("{:<12} {:>7.3} {:>7.3} {:>+7.3}  {t}", q, bv, lv, lv - bv);
         }
     }
+    if !explained.is_empty() {
+        println!("\nWhy LSR loses on the {} worst queries:", explained.len());
+        print_failures(&explained);
+    }
     Ok(())
+}
+
+/// The `n` queries where BM25's nDCG@10 exceeds LSR's the most, explained.
+#[allow(clippy::too_many_arguments)]
+fn explain_failures(
+    n: usize,
+    systems: &[(&str, Run)],
+    results: &[(&str, Metrics, HashMap<String, Metrics>)],
+    evaluated: &[&beir::Query],
+    qrels: &beir::Qrels,
+    idx: &LsrIndex,
+    tok: &csplade::model::TextTokenizer,
+    vectors: &[csplade::encode::SparseVec],
+) -> Result<Vec<csplade::failures::FailureExplanation>> {
+    let run = |name: &str| -> HashMap<&str, &Vec<Hit>> {
+        systems
+            .iter()
+            .filter(|s| s.0 == name)
+            .flat_map(|s| s.1.iter().map(|(q, h)| (q.as_str(), h)))
+            .collect()
+    };
+    let per = |name: &str| results.iter().find(|r| r.0 == name).map(|r| &r.2);
+    let (lsr, bm25) = (run("lsr"), run("bm25"));
+    let (Some(per_lsr), Some(per_bm25)) = (per("lsr"), per("bm25")) else {
+        bail!("--explain-failures needs both systems");
+    };
+    let ndcg = |m: &HashMap<String, Metrics>, q: &str| m.get(q).map_or(0.0, |x| x.ndcg10);
+    let mut order: Vec<(usize, f64)> = evaluated
+        .iter()
+        .enumerate()
+        .map(|(i, q)| (i, ndcg(per_bm25, &q.id) - ndcg(per_lsr, &q.id)))
+        .filter(|x| x.1 > 0.0)
+        .collect();
+    order.sort_by(|x, y| {
+        y.1.total_cmp(&x.1)
+            .then_with(|| evaluated[x.0].id.cmp(&evaluated[y.0].id))
+    });
+    let empty = Vec::new();
+    order
+        .into_iter()
+        .take(n)
+        .map(|(i, _)| {
+            let q = evaluated[i];
+            let case = csplade::failures::FailureCase {
+                query_id: &q.id,
+                text: &q.text,
+                expansion: &vectors[i],
+                judged: &qrels[&q.id],
+                lsr: lsr.get(q.id.as_str()).map_or(&empty, |h| *h),
+                bm25: bm25.get(q.id.as_str()).map_or(&empty, |h| *h),
+                ndcg_lsr: ndcg(per_lsr, &q.id),
+                ndcg_bm25: ndcg(per_bm25, &q.id),
+            };
+            Ok(csplade::failures::explain(idx, tok, &case)?)
+        })
+        .collect()
+}
+
+/// Print explained failures for a reader.
+fn print_failures(explained: &[csplade::failures::FailureExplanation]) {
+    let rank = |r: Option<usize>| r.map_or("—".to_string(), |r| r.to_string());
+    for f in explained {
+        println!(
+            "\n{}  {}\n  nDCG@10 LSR {:.3}  BM25 {:.3}",
+            f.query_id, f.text, f.ndcg_lsr, f.ndcg_bm25
+        );
+        let exp: Vec<String> = f
+            .expansion
+            .iter()
+            .map(|(t, w)| format!("{t:?} {w:.2}"))
+            .collect();
+        println!("  expansion: {}", exp.join(", "));
+        for m in &f.missed {
+            println!(
+                "  missed {} (grade {}): LSR rank {}, BM25 rank {}",
+                m.doc_id,
+                m.grade,
+                rank(m.lsr_rank),
+                rank(m.bm25_rank)
+            );
+            for w in &m.bm25_words {
+                println!(
+                    "    BM25 {:>5.2}  {:<16} query weight {:.2} doc weight {:.2}{}",
+                    w.bm25,
+                    w.word,
+                    w.query_weight,
+                    w.doc_weight,
+                    if w.missing_from_expansion {
+                        "  ← missing from the expansion"
+                    } else {
+                        ""
+                    }
+                );
+            }
+        }
+        for h in &f.wrong_hits {
+            let terms: Vec<String> = h
+                .lifted_by
+                .iter()
+                .take(5)
+                .map(|t| format!("{:?} {:.2}", t.token, t.product))
+                .collect();
+            println!(
+                "  not relevant at rank {}: {} lifted by {}",
+                h.rank,
+                h.doc_id,
+                terms.join(", ")
+            );
+        }
+    }
 }

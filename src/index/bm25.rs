@@ -147,6 +147,42 @@ impl Bm25Index {
             .collect())
     }
 
+    /// Each distinct analyzed term of `text` with its BM25 contribution to
+    /// the document at corpus position `ordinal` (0 where it does not occur).
+    pub fn term_scores(
+        &self,
+        text: &str,
+        ordinal: usize,
+    ) -> Result<Vec<(String, f32)>, IndexError> {
+        let address = self.ordinals.iter().enumerate().find_map(|(seg, docs)| {
+            docs.iter()
+                .position(|&o| o as usize == ordinal)
+                .map(|d| tantivy::DocAddress::new(seg as u32, d as u32))
+        });
+        let Some(address) = address else {
+            return Err(IndexError::Corrupt {
+                path: Default::default(),
+                msg: format!("BM25 index has no document at position {ordinal}"),
+            });
+        };
+        let searcher = self.reader.searcher();
+        let mut terms = self.query_terms(text);
+        terms.sort();
+        terms.dedup();
+        Ok(terms
+            .into_iter()
+            .map(|t| {
+                let q = TermQuery::new(
+                    Term::from_field_text(self.contents, &t),
+                    IndexRecordOption::WithFreqs,
+                );
+                // A document without the term does not match: it contributes 0.
+                let score = q.explain(&searcher, address).map_or(0.0, |e| e.value());
+                (t, score)
+            })
+            .collect())
+    }
+
     pub fn num_docs(&self) -> u64 {
         self.reader.searcher().num_docs()
     }
