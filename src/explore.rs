@@ -2,7 +2,7 @@
 //! its ranked hits with BM25 ranks and judgements, why a document matched,
 //! and the queries where the sparse model loses to BM25.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -14,15 +14,7 @@ use crate::eval;
 use crate::model::LoadedModel;
 use crate::search::{Backend, LsrIndex};
 
-/// One term of an expansion.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct ExpansionTerm {
-    pub id: u32,
-    pub token: String,
-    pub weight: f32,
-    /// The token occurs in the text itself (not only as an expansion).
-    pub in_text: bool,
-}
+pub use crate::encode::ExpansionTerm;
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct HitRow {
@@ -90,18 +82,7 @@ impl Explorer {
     /// The expansion of a text, heaviest terms first.
     pub fn expand(&self, text: &str) -> anyhow::Result<(SparseVec, Vec<ExpansionTerm>)> {
         let e = self.encoder().encode_one(text)?;
-        let input: HashSet<u32> = e.token_ids.iter().copied().collect();
-        let terms = e
-            .vector
-            .top_k(0)
-            .into_iter()
-            .map(|(id, w)| ExpansionTerm {
-                id,
-                token: self.model.tokenizer.token(id).to_string(),
-                weight: w,
-                in_text: input.contains(&id),
-            })
-            .collect();
+        let terms = e.terms(&self.model.tokenizer, 0);
         Ok((e.vector, terms))
     }
 
@@ -273,106 +254,21 @@ impl Explorer {
     }
 }
 
-/// One precision's view of a query.
-#[derive(Clone, Debug, Serialize)]
-pub struct PrecisionRun {
-    pub precision: crate::quant::Precision,
-    pub terms: Vec<ExpansionTerm>,
-    pub active: usize,
-    pub latency_ms: f64,
-    pub model_bytes: usize,
-    /// Against the f32 expansion (absent for f32 itself).
-    pub vs_f32: Option<crate::quant::VectorDiff>,
-    /// Top-10 document ids over the loaded index.
-    pub ranking: Vec<String>,
-    /// Ranking agreement with f32: overlap@10 and Kendall's τ.
-    pub rank_overlap10: Option<f64>,
-    pub kendall_tau: Option<f64>,
-}
-
-/// The same query under several precisions.
-#[derive(Clone, Debug, Serialize)]
-pub struct Comparison {
-    pub text: String,
-    pub runs: Vec<PrecisionRun>,
-}
+pub use crate::compare::{Comparison, EncoderRun};
 
 impl Explorer {
-    /// Encode `text` with every variant (f32 first when present) and rank it
-    /// over the loaded index; documents keep the index's own vectors.
+    /// Encode `text` with every encoder and rank it over the open index
+    /// where the index holds that encoder's documents.
     pub fn compare(
         &self,
         text: &str,
-        variants: &[(crate::quant::Precision, Arc<LoadedModel>)],
+        encoders: &[(crate::compare::EncoderSpec, Arc<LoadedModel>)],
     ) -> anyhow::Result<Comparison> {
-        let mut runs: Vec<PrecisionRun> = Vec::new();
-        let mut f32_vec: Option<SparseVec> = None;
-        let mut f32_rank: Option<Vec<String>> = None;
-        for (p, model) in variants {
-            let enc = Encoder::new(model, self.config.clone());
-            let first = enc.encode_one(text)?;
-            let t0 = Instant::now();
-            enc.encode_one(text)?;
-            let latency_ms = t0.elapsed().as_secs_f64() * 1e3;
-            let input: HashSet<u32> = first.token_ids.iter().copied().collect();
-            let terms = first
-                .vector
-                .top_k(30)
-                .into_iter()
-                .map(|(id, w)| ExpansionTerm {
-                    id,
-                    token: model.tokenizer.token(id).to_string(),
-                    weight: w,
-                    in_text: input.contains(&id),
-                })
-                .collect();
-            let ranking: Vec<String> = match &self.index {
-                Some(idx) => idx
-                    .search(&first.vector, 10, Backend::Exact)?
-                    .into_iter()
-                    .map(|h| h.doc_id)
-                    .collect(),
-                None => Vec::new(),
-            };
-            let (vs, ov, tau) = match (&f32_vec, &f32_rank) {
-                (Some(fv), Some(fr)) => {
-                    let set: HashSet<&String> = fr.iter().collect();
-                    let ov = if fr.is_empty() {
-                        None
-                    } else {
-                        Some(
-                            ranking.iter().filter(|d| set.contains(d)).count() as f64
-                                / fr.len() as f64,
-                        )
-                    };
-                    let tau = if fr.is_empty() {
-                        None
-                    } else {
-                        Some(crate::quant::kendall_tau(fr, &ranking))
-                    };
-                    (Some(crate::quant::diff(fv, &first.vector)), ov, tau)
-                }
-                _ => (None, None, None),
-            };
-            if *p == crate::quant::Precision::F32 {
-                f32_vec = Some(first.vector.clone());
-                f32_rank = Some(ranking.clone());
-            }
-            runs.push(PrecisionRun {
-                precision: *p,
-                terms,
-                active: first.vector.active(),
-                latency_ms,
-                model_bytes: model.llama.weight_bytes(),
-                vs_f32: vs,
-                ranking,
-                rank_overlap10: ov,
-                kendall_tau: tau,
-            });
-        }
-        Ok(Comparison {
-            text: text.to_string(),
-            runs,
-        })
+        let refs: Vec<(crate::compare::EncoderSpec, &LoadedModel)> = encoders
+            .iter()
+            .map(|(s, m)| (s.clone(), m.as_ref()))
+            .collect();
+        let index = self.index.as_deref();
+        crate::compare::compare_text(text, &refs, self.config.max_len, 30, |_| index)
     }
 }

@@ -5,6 +5,7 @@
 //! The modules follow the pipeline: [`data`] → [`model`] → [`encode`] →
 //! [`index`] → [`search`] / [`eval`] → [`train`] → [`quant`] → [`tasks`] → [`tui`].
 
+pub mod compare;
 pub mod data;
 pub mod encode;
 pub mod eval;

@@ -53,8 +53,10 @@ fn explorer_starts_expands_a_query_shows_help_and_quits_cleanly() {
     .unwrap();
     let exit_file = tmp.path().join("exit");
     let session = format!("csplade-smoke-{}", std::process::id());
+    // A config directory of its own: the user's remembered settings stay out.
     let cmd = format!(
-        "{} tui --dataset {} --index {}; echo $? > {}",
+        "XDG_CONFIG_HOME={} {} tui --dataset {} --index {}; echo $? > {}",
+        tmp.path().join("config").display(),
         env!("CARGO_BIN_EXE_csplade"),
         data.display(),
         tmp.path().join("idx").display(),
@@ -92,6 +94,32 @@ fn explorer_starts_expands_a_query_shows_help_and_quits_cleanly() {
     );
     assert!(screen.contains("●"), "no in-text term mark:\n{screen}");
     assert!(screen.contains("█"), "no weight bars:\n{screen}");
+    // Compare: the default preset puts causal, echo and bi side by side.
+    tmux(&["send-keys", "-t", &session, "Tab"]);
+    wait_for(&session, "Compare", 10);
+    tmux(&["send-keys", "-t", &session, "Enter"]);
+    let screen = wait_for(&session, "compared 3 encoders", 120);
+    assert!(
+        screen.contains("compared 3 encoders"),
+        "no comparison:\n{screen}"
+    );
+    for column in ["┌ causal ", "┌ echo ", "┌ bi "] {
+        assert!(screen.contains(column), "no {column} column:\n{screen}");
+    }
+    // Echo and Bi weigh the query's terms differently from causal.
+    let cosines: Vec<&str> = screen
+        .lines()
+        .filter(|l| l.starts_with("│echo") || l.starts_with("│bi "))
+        .filter_map(|l| l.split_whitespace().nth(7))
+        .collect();
+    assert_eq!(cosines.len(), 2, "{screen}");
+    eprintln!("cosine with causal: {cosines:?}");
+    assert!(
+        cosines
+            .iter()
+            .all(|c| c.parse::<f64>().is_ok_and(|x| x < 0.999)),
+        "{cosines:?}\n{screen}"
+    );
     tmux(&["send-keys", "-t", &session, "F1"]);
     let screen = wait_for(&session, "Help", 10);
     assert!(screen.contains("Open or close help"), "{screen}");

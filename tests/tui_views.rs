@@ -289,7 +289,9 @@ fn snapshot_search_view() {
 }
 
 fn sample_comparison() -> csplade::explore::Comparison {
-    use csplade::explore::PrecisionRun;
+    use csplade::compare::EncoderSpec;
+    use csplade::encode::{Head, Variant};
+    use csplade::explore::EncoderRun;
     use csplade::quant::{self, Precision};
     let base = sample_result();
     let f32v = base.vector.clone();
@@ -299,14 +301,19 @@ fn sample_comparison() -> csplade::explore::Comparison {
               terms: Vec<ExpansionTerm>,
               ms: f64,
               bytes: usize,
-              rank: Vec<&str>| PrecisionRun {
-        precision: p,
+              rank: Vec<&str>| EncoderRun {
+        encoder: EncoderSpec {
+            precision: p,
+            ..EncoderSpec::new("default")
+        },
+        variant: Variant::Echo,
+        head: Head::LogProb { shift: 5.0 },
         terms,
         active: v.active(),
         latency_ms: ms,
         model_bytes: bytes,
-        vs_f32: (p != Precision::F32).then(|| quant::diff(&f32v, v)),
-        ranking: rank.iter().map(|s| s.to_string()).collect(),
+        vs_first: (p != Precision::F32).then(|| quant::diff(&f32v, v)),
+        ranking: Some(rank.iter().map(|s| s.to_string()).collect()),
         rank_overlap10: (p != Precision::F32).then_some(0.5),
         kendall_tau: (p != Precision::F32).then_some(1.0),
     };
@@ -371,7 +378,8 @@ fn compare_runs_for_the_current_query() {
     assert_eq!(
         a.update(key(KeyCode::Enter)),
         vec![Effect::RunCompare(
-            "what causes hypertension in adults".into()
+            "what causes hypertension in adults".into(),
+            "variants".into()
         )]
     );
     assert!(
@@ -386,6 +394,7 @@ fn compare_runs_for_the_current_query() {
 #[test]
 fn snapshot_compare_view() {
     let mut a = app();
+    a.set_compare_preset("precisions");
     a.update(Action::QueryDone(Ok(sample_result())));
     a.tab = Tab::Compare;
     a.update(Action::CompareDone(Ok(sample_comparison())));
@@ -447,4 +456,31 @@ fn snapshot_help_popup() {
     let mut a = app();
     a.update(key(KeyCode::F(1)));
     insta::assert_snapshot!("help", render(&a));
+}
+
+/// `p` in Compare cycles the presets, remembers the choice, and reruns the
+/// comparison of the current query under the new preset.
+#[test]
+fn compare_presets_cycle_and_are_remembered() {
+    let mut a = app();
+    a.tab = Tab::Compare;
+    assert_eq!(a.compare_preset().0, "variants");
+    let e = a.update(key(KeyCode::Char('p')));
+    assert_eq!(e, vec![Effect::SaveComparePreset("base-vs-trained".into())]);
+    assert!(a.status.contains("base-vs-trained"), "{}", a.status);
+    a.update(Action::QueryDone(Ok(sample_result())));
+    let e = a.update(key(KeyCode::Char('p')));
+    assert_eq!(
+        e,
+        vec![
+            Effect::SaveComparePreset("precisions".into()),
+            Effect::RunCompare(
+                "what causes hypertension in adults".into(),
+                "precisions".into()
+            )
+        ]
+    );
+    a.update(Action::CompareDone(Ok(sample_comparison())));
+    a.update(key(KeyCode::Char('p')));
+    assert_eq!(a.compare_preset().0, "variants", "cycles back");
 }

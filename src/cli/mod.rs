@@ -1,6 +1,7 @@
 //! Subcommands: each turns arguments into engine calls and output.
 
 mod bench;
+mod compare;
 mod data;
 mod device;
 mod encode;
@@ -46,8 +47,9 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Save a precision variant (f16, q8_0, q4_0) of a model as GGUF
     Quantize(quant::QuantizeArgs),
-    /// One text's expansion under several precisions, side by side
-    Compare(quant::CompareArgs),
+    /// One text (or a collection's judged queries) under several encoders:
+    /// variants, heads, base vs trained, adapters, precisions
+    Compare(compare::CompareArgs),
     /// Open the terminal explorer (the default with no subcommand)
     Tui(TuiArgs),
     /// Measure throughput (tokens/s) and latency
@@ -175,7 +177,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Eval(a)) => eval::run(a),
         Some(Command::Tui(a)) => tui(a),
         Some(Command::Quantize(a)) => quant::quantize(a),
-        Some(Command::Compare(a)) => quant::compare(a),
+        Some(Command::Compare(a)) => compare::run(a),
         Some(Command::Train(t)) => train::run(t),
         Some(Command::CheckDevice(a)) => device::run(a),
         None => tui(TuiArgs {

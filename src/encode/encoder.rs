@@ -169,6 +169,33 @@ pub struct Encoded {
     pub vector: SparseVec,
 }
 
+/// One term of an expansion, for display.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ExpansionTerm {
+    pub id: u32,
+    pub token: String,
+    pub weight: f32,
+    /// The token occurs in the text itself (not only as an expansion).
+    pub in_text: bool,
+}
+
+impl Encoded {
+    /// The `k` heaviest terms (0 = all) with their tokens.
+    pub fn terms(&self, tok: &crate::model::TextTokenizer, k: usize) -> Vec<ExpansionTerm> {
+        let input: std::collections::HashSet<u32> = self.token_ids.iter().copied().collect();
+        self.vector
+            .top_k(k)
+            .into_iter()
+            .map(|(id, w)| ExpansionTerm {
+                id,
+                token: tok.token(id).to_string(),
+                weight: w,
+                in_text: input.contains(&id),
+            })
+            .collect()
+    }
+}
+
 /// Input layout of one text under `variant` and the first pooled position:
 /// `(ids, pool_start)`. Echo repeats the text and pools only the second copy.
 pub fn input_layout(variant: Variant, ids: &[u32]) -> (Vec<u32>, usize) {

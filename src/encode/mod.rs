@@ -5,5 +5,5 @@ pub mod encoder;
 pub mod head;
 pub mod sparse;
 
-pub use encoder::{EncodeError, Encoded, Encoder, EncoderConfig, Head, Variant};
+pub use encoder::{EncodeError, Encoded, Encoder, EncoderConfig, ExpansionTerm, Head, Variant};
 pub use sparse::{Contribution, SparseVec};

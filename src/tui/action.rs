@@ -27,8 +27,10 @@ pub enum Effect {
     RunQuery(String),
     LoadDetail(usize),
     ComputeFailures,
-    /// Encode this text under every precision variant.
-    RunCompare(String),
+    /// Encode this text under every encoder of the named preset.
+    RunCompare(String, String),
+    /// Remember the chosen comparison preset in the user's config.
+    SaveComparePreset(String),
     StartTask(TaskSpec),
     CancelTask(TaskId),
     /// A finished index build: open the index it wrote.

@@ -83,6 +83,8 @@ pub struct App {
     pub failures: Option<Vec<FailureRow>>,
     pub comparison: Option<Comparison>,
     pub compare_pending: bool,
+    /// Which of [`crate::compare::PRESETS`] Compare shows.
+    pub compare_preset: usize,
     pub failures_pending: bool,
     pub failure_sel: usize,
     pub tasks: Vec<TaskView>,
@@ -109,6 +111,34 @@ pub struct App {
 const LOG_LINES: usize = 200;
 
 impl App {
+    /// The comparison preset shown: (name, what it compares).
+    pub fn compare_preset(&self) -> (&'static str, &'static str) {
+        crate::compare::PRESETS[self.compare_preset % crate::compare::PRESETS.len()]
+    }
+
+    /// Select the preset called `name`, if there is one.
+    pub fn set_compare_preset(&mut self, name: &str) {
+        if let Some(i) = crate::compare::PRESETS.iter().position(|p| p.0 == name) {
+            self.compare_preset = i;
+        }
+    }
+
+    fn run_compare(&mut self) -> Vec<Effect> {
+        let Some(text) = self.result.as_ref().map(|r| r.text.clone()) else {
+            self.status = "run a query in Search first, then compare it here".into();
+            return vec![];
+        };
+        if self.compare_pending {
+            self.status = "a comparison is already running".into();
+            return vec![];
+        }
+        let (name, about) = self.compare_preset();
+        self.compare_pending = true;
+        self.comparison = None;
+        self.status = format!("encoding under {about} …");
+        vec![Effect::RunCompare(text, name.to_string())]
+    }
+
     pub fn new(theme: Theme, keymap: Keymap) -> Self {
         Self {
             tab: Tab::Search,
@@ -121,6 +151,7 @@ impl App {
             failures: None,
             comparison: None,
             compare_pending: false,
+            compare_preset: 0,
             failures_pending: false,
             failure_sel: 0,
             tasks: Vec::new(),
@@ -239,7 +270,7 @@ impl App {
                 self.compare_pending = false;
                 match r {
                     Ok(c) => {
-                        self.status = format!("compared {} precisions", c.runs.len());
+                        self.status = format!("compared {} encoders", c.runs.len());
                         self.comparison = Some(c);
                     }
                     Err(e) => self.status = format!("comparison failed: {e}"),
@@ -455,18 +486,21 @@ impl App {
                 }
                 vec![]
             }
-            "run_compare" => {
-                let Some(text) = self.result.as_ref().map(|r| r.text.clone()) else {
-                    self.status = "run a query in Search first".into();
-                    return vec![];
-                };
+            "run_compare" => self.run_compare(),
+            "next_compare_preset" => {
                 if self.compare_pending {
+                    self.status = "a comparison is running; the preset changes when it ends".into();
                     return vec![];
                 }
-                self.compare_pending = true;
+                self.compare_preset = (self.compare_preset + 1) % crate::compare::PRESETS.len();
                 self.comparison = None;
-                self.status = "encoding under f32, f16, q8_0, q4_0 …".into();
-                vec![Effect::RunCompare(text)]
+                let (name, about) = self.compare_preset();
+                self.status = format!("compare preset: {name} ({about})");
+                let mut effects = vec![Effect::SaveComparePreset(name.to_string())];
+                if self.result.is_some() {
+                    effects.extend(self.run_compare());
+                }
+                effects
             }
             "compute_failures" => {
                 if !matches!(self.index, IndexState::Ready(_)) || !self.has_qrels {

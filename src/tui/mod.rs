@@ -37,6 +37,42 @@ pub struct TuiOptions {
 #[derive(serde::Deserialize, Default)]
 struct Config {
     theme: Option<String>,
+    /// The Compare view's preset (remembered when changed there).
+    compare_preset: Option<String>,
+}
+
+fn config_file() -> Option<PathBuf> {
+    dirs::config_dir().map(|d| d.join("csplade").join("config.toml"))
+}
+
+fn read_config() -> Result<Config> {
+    Ok(config_file()
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .map(|t| toml::from_str(&t))
+        .transpose()
+        .context("reading config.toml")?
+        .unwrap_or_default())
+}
+
+/// Set one key of config.toml, keeping the rest (written atomically).
+fn save_config_value(key: &str, value: &str) -> Result<()> {
+    let Some(path) = config_file() else {
+        return Ok(());
+    };
+    let mut table: toml::Table = std::fs::read_to_string(&path)
+        .ok()
+        .map(|t| t.parse())
+        .transpose()
+        .context("reading config.toml")?
+        .unwrap_or_default();
+    table.insert(key.to_string(), toml::Value::String(value.to_string()));
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("toml.tmp");
+    std::fs::write(&tmp, toml::to_string(&table)?)?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(())
 }
 
 fn log_path() -> PathBuf {
@@ -71,13 +107,7 @@ pub fn log(line: &str) {
 /// `theme.toml` overrides the fields it sets.
 fn load_theme(cli: Option<&str>) -> Result<theme::Theme> {
     let cfg_dir = dirs::config_dir().map(|d| d.join("csplade"));
-    let cfg: Config = cfg_dir
-        .as_ref()
-        .and_then(|d| std::fs::read_to_string(d.join("config.toml")).ok())
-        .map(|t| toml::from_str(&t))
-        .transpose()
-        .context("reading config.toml")?
-        .unwrap_or_default();
+    let cfg = read_config()?;
     let name = cli
         .map(str::to_string)
         .or(cfg.theme)
@@ -109,8 +139,9 @@ struct Shared {
     model: Option<Arc<LoadedModel>>,
     partial: Option<Arc<crate::search::PartialIndex>>,
     corpus: Arc<Vec<beir::Document>>,
-    /// Precision variants for Compare, loaded on first use.
-    variants: Vec<(crate::quant::Precision, Arc<LoadedModel>)>,
+    /// Models of Compare's encoders, by model spec and precision, loaded on
+    /// first use (encoders differing only in variant or head share one).
+    compare_models: Vec<(String, Arc<LoadedModel>)>,
     spec: String,
     index: Option<Arc<LsrIndex>>,
     queries: Arc<Vec<beir::Query>>,
@@ -228,7 +259,7 @@ async fn event_loop(
     }
     let shared = Arc::new(Mutex::new(Shared {
         model: None,
-        variants: Vec::new(),
+        compare_models: Vec::new(),
         spec: opts.model.clone(),
         partial: None,
         corpus: Arc::new(beir::read_corpus(&dataset).unwrap_or_default()),
@@ -237,6 +268,9 @@ async fn event_loop(
         qrels: qrels.clone().map(Arc::new),
     }));
     let mut app = App::new(theme, keymap::Keymap::default_keymap());
+    if let Some(p) = read_config().ok().and_then(|c| c.compare_preset) {
+        app.set_compare_preset(&p);
+    }
     app.has_qrels = qrels.is_some();
     app.index_task = Some(TaskSpec {
         title: format!(
@@ -403,11 +437,16 @@ async fn event_loop(
                         let _ = tx.send(Action::PartialReady(n, total));
                     });
                 }
-                Effect::RunCompare(text) => {
+                Effect::RunCompare(text, preset) => {
                     let (tx, shared) = (tx.clone(), shared.clone());
                     tokio::task::spawn_blocking(move || {
-                        let _ = tx.send(Action::CompareDone(compare(&shared, &text)));
+                        let _ = tx.send(Action::CompareDone(compare(&shared, &text, &preset)));
                     });
+                }
+                Effect::SaveComparePreset(name) => {
+                    if let Err(e) = save_config_value("compare_preset", &name) {
+                        log(&format!("saving the compare preset: {e:#}"));
+                    }
                 }
             }
         }
@@ -425,39 +464,46 @@ async fn event_loop(
     Ok(())
 }
 
-/// Load any missing precision variant, then compare `text` across them.
-fn compare(shared: &Arc<Mutex<Shared>>, text: &str) -> Result<crate::explore::Comparison, String> {
-    let (spec, have, base) = {
+/// Load any missing model of the preset's encoders, then compare `text`
+/// across them.
+fn compare(
+    shared: &Arc<Mutex<Shared>>,
+    text: &str,
+    preset: &str,
+) -> Result<crate::explore::Comparison, String> {
+    let (spec, main, cached) = {
         let s = shared.lock().map_err(|e| e.to_string())?;
-        (
-            s.spec.clone(),
-            s.variants.iter().map(|v| v.0).collect::<Vec<_>>(),
-            s.model.clone(),
-        )
+        (s.spec.clone(), s.model.clone(), s.compare_models.clone())
     };
-    let mut loaded = Vec::new();
-    for p in crate::quant::ALL {
-        if have.contains(&p) {
-            continue;
-        }
-        let m = match (p, &base) {
-            (crate::quant::Precision::F32, Some(b)) => b.clone(),
-            _ => Arc::new(
-                crate::model::load_at(&spec, &candle_core::Device::Cpu, p, false)
-                    .map_err(|e| e.to_string())?,
-            ),
+    let main = main.ok_or("the model is still loading")?;
+    let specs = crate::compare::preset(preset, &spec, main.trained_encoding())
+        .ok_or_else(|| format!("unknown compare preset {preset:?}"))?;
+    let key = |s: &crate::compare::EncoderSpec| format!("{} {}", s.model, s.precision);
+    let mut models = cached;
+    let mut encoders = Vec::new();
+    for s in specs {
+        let k = key(&s);
+        let m = match models.iter().find(|(mk, _)| *mk == k) {
+            Some((_, m)) => m.clone(),
+            None if s.model == spec && s.precision == crate::quant::Precision::F32 => main.clone(),
+            None => {
+                let m = Arc::new(
+                    crate::compare::load(&s, &candle_core::Device::Cpu)
+                        .map_err(|e| e.to_string())?,
+                );
+                models.push((k, m.clone()));
+                m
+            }
         };
-        loaded.push((p, m));
+        encoders.push((s, m));
     }
     let ex = {
         let mut s = shared.lock().map_err(|e| e.to_string())?;
-        s.variants.extend(loaded);
-        s.variants
-            .sort_by_key(|v| crate::quant::ALL.iter().position(|p| *p == v.0));
-        s.explorer().map(|e| (e, s.variants.clone()))
+        s.compare_models = models;
+        s.explorer()
     };
-    let (ex, variants) = ex.ok_or("the model is still loading")?;
-    ex.compare(text, &variants).map_err(|e| e.to_string())
+    let ex = ex.ok_or("the model is still loading")?;
+    ex.compare(text, &encoders).map_err(|e| e.to_string())
 }
 
 /// Run engine work on a blocking thread and send its result back.

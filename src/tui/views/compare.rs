@@ -1,8 +1,10 @@
-//! Compare view: the current query under f32 / f16 / int8 / int4 side by
-//! side — per precision the active terms, latency, model size and agreement
-//! with f32 (term overlap, cosine, largest weight change, ranking overlap and
-//! Kendall τ), then the top terms per column: red for a term outside f32's
-//! top list, yellow for one at another rank, with its weight change.
+//! Compare view: the current query under several encoders side by side (a
+//! preset: causal / echo / bi, base vs trained, or f32 / f16 / q8_0 / q4_0)
+//! — per encoder the active terms, latency, model size and agreement with the
+//! first (term overlap, cosine, largest weight change, ranking overlap and
+//! Kendall τ where the open index holds its documents), then the top terms
+//! per column: red for a term outside the first's list, yellow for one at
+//! another rank, with its weight change.
 
 use std::collections::HashMap;
 
@@ -17,19 +19,39 @@ use crate::tui::app::App;
 
 pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     let t = &app.theme;
+    let (preset, about) = app.compare_preset();
     let Some(c) = &app.comparison else {
         let msg = if app.compare_pending {
-            "Loading the precision variants and encoding the query under each …"
+            format!(
+                "Loading the encoders of {preset} ({about}) and encoding the query under each …"
+            )
         } else if app.result.is_some() {
-            "Press Enter to compare the current query under f32, f16, q8_0 and q4_0."
+            format!("Press Enter to compare the current query: {preset} ({about}). p: next preset.")
         } else {
-            "Run a query in Search first, then compare it here."
+            format!("Run a query in Search first, then compare it here: {preset} ({about}). p: next preset.")
         };
         f.render_widget(
-            Paragraph::new(msg).block(Block::default().borders(Borders::ALL).title(" Compare ")),
+            Paragraph::new(msg).block(
+                Block::default()
+                    .borders(Borders::ALL)
+                    .title(format!(" Compare: {preset} ")),
+            ),
             area,
         );
         return;
+    };
+    // Column labels: the specs without the model when they all share it.
+    let same_model = c
+        .runs
+        .windows(2)
+        .all(|w| w[0].encoder.model == w[1].encoder.model);
+    let label = |r: &crate::explore::EncoderRun| {
+        let full = r.encoder.to_string();
+        match full.split_once(':') {
+            Some((_, rest)) if same_model => rest.to_string(),
+            _ if same_model => "f32".to_string(),
+            _ => full,
+        }
     };
     let n = c.runs.len() as u16;
     let [summary, terms] =
@@ -40,13 +62,13 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         .iter()
         .map(|r| {
             Row::new(vec![
-                r.precision.to_string(),
+                label(r),
                 r.active.to_string(),
                 format!("{:.1} ms", r.latency_ms),
                 format!("{:.0} MB", r.model_bytes as f64 / 1e6),
-                fmt(r.vs_f32.map(|d| d.overlap10)),
-                fmt(r.vs_f32.map(|d| d.cosine)),
-                fmt(r.vs_f32.map(|d| d.max_abs_dw)),
+                fmt(r.vs_first.map(|d| d.overlap10)),
+                fmt(r.vs_first.map(|d| d.cosine)),
+                fmt(r.vs_first.map(|d| d.max_abs_dw)),
                 fmt(r.rank_overlap10),
                 fmt(r.kendall_tau),
             ])
@@ -56,7 +78,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         Table::new(
             rows,
             [
-                Constraint::Length(6),
+                Constraint::Length(16),
                 Constraint::Length(7),
                 Constraint::Length(10),
                 Constraint::Length(8),
@@ -69,22 +91,20 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         )
         .header(
             Row::new(vec![
-                "prec", "active", "latency", "model", "terms@10", "cosine", "max|Δw|", "hits@10",
-                "τ",
+                "encoder", "active", "latency", "model", "terms@10", "cosine", "max|Δw|",
+                "hits@10", "τ",
             ])
             .style(Style::default().fg(t.muted)),
         )
-        .block(
-            Block::default()
-                .borders(Borders::ALL)
-                .title(format!(" Compare: \"{}\" (vs f32) ", c.text)),
-        ),
+        .block(Block::default().borders(Borders::ALL).title(format!(
+            " Compare {preset}: \"{}\" (vs the first; p: next preset) ",
+            c.text
+        ))),
         summary,
     );
     let reference: HashMap<u32, (usize, f32)> = c
         .runs
-        .iter()
-        .find(|r| r.precision == crate::quant::Precision::F32)
+        .first()
         .map(|r| {
             r.terms
                 .iter()
@@ -132,7 +152,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
             Paragraph::new(lines).block(
                 Block::default()
                     .borders(Borders::ALL)
-                    .title(format!(" {} ", r.precision)),
+                    .title(format!(" {} ", label(r))),
             ),
             *area,
         );

@@ -1,0 +1,312 @@
+//! `csplade compare`: one text, or every judged query of a collection, under
+//! several encoders side by side — variants, heads, base against trained,
+//! adapters, precisions — with term and ranking agreement against the first.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use serde_json::json;
+
+use csplade::compare::{self, EncoderSpec};
+use csplade::encode::Encoder;
+use csplade::model::LoadedModel;
+use csplade::quant::Precision;
+use csplade::search::{Backend, LsrIndex};
+
+use super::ModelArgs;
+
+#[derive(Args)]
+#[command(
+    after_help = "Encoders are written MODEL[:VARIANT][:HEAD][:PRECISION], e.g.
+  default:echo:logprob:5:q8_0   base:causal   base+run/adapter.safetensors:bi
+what is left out comes from the model's adapter,
+else causal, logprob:6 and f32. Presets expand --model into several encoders:
+  variants         causal / echo / bi
+  base-vs-trained  the base model against --model, encoding the same way
+  precisions       f32 / f16 / q8_0 / q4_0
+Examples:
+  csplade compare --encoder variants \"what causes hypertension\"
+  csplade compare --encoder base:echo:logprob:5 --encoder default \"…\"
+  csplade compare --encoder precisions --index IDX --dataset DIR"
+)]
+pub struct CompareArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// An encoder (SPEC) or a preset; repeat it. The first is the reference
+    #[arg(long = "encoder", value_name = "SPEC|PRESET")]
+    pub encoders: Vec<String>,
+    /// Without --encoder: these precisions of --model
+    #[arg(long, value_delimiter = ',', default_value = "f32,f16,q8_0,q4_0")]
+    pub precisions: Vec<Precision>,
+    /// Terms shown per encoder
+    #[arg(long, default_value_t = 10)]
+    pub top_k: usize,
+    #[arg(long)]
+    pub json: bool,
+    /// Rank over this index (every encoder whose documents it holds), or
+    /// give one --index per encoder, in order
+    #[arg(long)]
+    pub index: Vec<PathBuf>,
+    /// With --index: every judged query of this BEIR collection (nDCG@10 per
+    /// encoder, ranking agreement with the first averaged over queries)
+    #[arg(long, requires = "index")]
+    pub dataset: Option<PathBuf>,
+    #[arg(long, default_value = "test")]
+    pub split: String,
+    /// The text (not needed with --dataset)
+    #[arg(required_unless_present = "dataset")]
+    pub text: Vec<String>,
+}
+
+/// The encoders named by `--encoder` (presets expanded), or the precisions.
+fn encoder_specs(a: &CompareArgs, main: &LoadedModel) -> Result<Vec<EncoderSpec>> {
+    let mut base = EncoderSpec::new(&a.model.model);
+    base.variant = a.model.variant;
+    base.head = a.model.head;
+    if a.encoders.is_empty() {
+        return Ok(a
+            .precisions
+            .iter()
+            .map(|&p| EncoderSpec {
+                precision: p,
+                ..base.clone()
+            })
+            .collect());
+    }
+    let mut out = Vec::new();
+    for e in &a.encoders {
+        match compare::preset(e, &a.model.model, main.trained_encoding()) {
+            Some(specs) => out.extend(specs),
+            None => out.push(e.parse().map_err(anyhow::Error::msg)?),
+        }
+    }
+    Ok(out)
+}
+
+/// Models by (model spec, precision): encoders differing in variant or head
+/// share one. With `quantize_head`, the embeddings and LM head take each
+/// encoder's precision too.
+struct Models(HashMap<(String, Precision), LoadedModel>, bool);
+
+impl Models {
+    fn get(&mut self, s: &EncoderSpec, device: &candle_core::Device) -> Result<&LoadedModel> {
+        let key = (s.model.clone(), s.precision);
+        if !self.0.contains_key(&key) {
+            let m = csplade::model::load_at(&s.model, device, s.precision, self.1)
+                .with_context(|| format!("loading the model of encoder {s}"))?;
+            csplade::encode::encoder::check_probe(&m)?;
+            self.0.insert(key.clone(), m);
+        }
+        Ok(&self.0[&key])
+    }
+}
+
+pub fn run(a: CompareArgs) -> Result<()> {
+    let device = a.model.device.open()?;
+    let mut models = Models(HashMap::new(), a.model.quantize_head);
+    let main_spec = EncoderSpec::new(&a.model.model);
+    let specs = {
+        let main = models.get(&main_spec, &device)?;
+        encoder_specs(&a, main)?
+    };
+    if specs.is_empty() {
+        bail!("no encoder to compare");
+    }
+    for s in &specs {
+        models.get(s, &device)?;
+    }
+    let indexes: Vec<LsrIndex> = a
+        .index
+        .iter()
+        .map(|p| LsrIndex::open(p).with_context(|| format!("opening index {}", p.display())))
+        .collect::<Result<_>>()?;
+    if indexes.len() > 1 && indexes.len() != specs.len() {
+        bail!(
+            "{} indexes for {} encoders: give one --index for all, or one per encoder",
+            indexes.len(),
+            specs.len()
+        );
+    }
+    let index_of = |i: usize| match indexes.len() {
+        0 => None,
+        1 => indexes.first(),
+        _ => indexes.get(i),
+    };
+    let max_len = a.model.max_len;
+    if let Some(dataset) = &a.dataset {
+        return over_collection(&a, dataset, &specs, &mut models, &index_of);
+    }
+    let text = a.text.join(" ");
+    let encoders: Vec<(EncoderSpec, &LoadedModel)> = specs
+        .iter()
+        .map(|s| (s.clone(), &models.0[&(s.model.clone(), s.precision)]))
+        .collect();
+    let c = compare::compare_text(&text, &encoders, max_len, a.top_k, index_of)?;
+    if a.json {
+        println!("{}", serde_json::to_string(&c)?);
+        return Ok(());
+    }
+    print_comparison(&c, a.top_k);
+    Ok(())
+}
+
+fn print_comparison(c: &compare::Comparison, top_k: usize) {
+    let f = |x: Option<f64>| x.map_or("-".to_string(), |x| format!("{x:.3}"));
+    println!("text: {}\n", c.text);
+    println!(
+        "{:<28} {:>7} {:>9} {:>9} {:>10} {:>8} {:>9} {:>8} {:>7}",
+        "encoder",
+        "active",
+        "latency",
+        "model MB",
+        "overlap@10",
+        "cosine",
+        "max |Δw|",
+        "hits@10",
+        "τ"
+    );
+    for r in &c.runs {
+        println!(
+            "{:<28} {:>7} {:>7.1}ms {:>9.1} {:>10} {:>8} {:>9} {:>8} {:>7}",
+            r.encoder.to_string(),
+            r.active,
+            r.latency_ms,
+            r.model_bytes as f64 / 1e6,
+            f(r.vs_first.map(|d| d.overlap10)),
+            f(r.vs_first.map(|d| d.cosine)),
+            f(r.vs_first.map(|d| d.max_abs_dw)),
+            f(r.rank_overlap10),
+            f(r.kendall_tau)
+        );
+    }
+    println!();
+    let width = 24;
+    let header: Vec<String> = c
+        .runs
+        .iter()
+        .map(|r| format!("{:<width$.width$}", r.encoder.to_string()))
+        .collect();
+    println!("{}", header.join(" "));
+    for i in 0..top_k {
+        let cells: Vec<String> = c
+            .runs
+            .iter()
+            .map(|r| {
+                r.terms.get(i).map_or(String::new(), |t| {
+                    format!("{:<16} {:>6.3}", format!("{:?}", t.token), t.weight)
+                })
+            })
+            .map(|c| format!("{c:<width$}"))
+            .collect();
+        println!("{}", cells.join(" "));
+    }
+}
+
+/// Every judged query under every encoder: nDCG@10 over the encoder's
+/// index, ranking agreement with the first encoder.
+fn over_collection<'a>(
+    a: &CompareArgs,
+    dataset: &std::path::Path,
+    specs: &[EncoderSpec],
+    models: &mut Models,
+    index_of: &dyn Fn(usize) -> Option<&'a LsrIndex>,
+) -> Result<()> {
+    use csplade::data::beir;
+    let qrels = beir::read_qrels(dataset, &a.split)?;
+    let queries: Vec<beir::Query> = beir::read_queries(dataset)?
+        .into_iter()
+        .filter(|q| qrels.get(&q.id).is_some_and(|j| j.values().any(|&g| g > 0)))
+        .collect();
+    if queries.is_empty() {
+        bail!("no judged query in {}", dataset.display());
+    }
+    let texts: Vec<&str> = queries.iter().map(|q| q.text.as_str()).collect();
+    let mut rankings: Vec<Vec<Vec<String>>> = Vec::new();
+    let mut rows = Vec::new();
+    for (i, s) in specs.iter().enumerate() {
+        let model = &models.0[&(s.model.clone(), s.precision)];
+        let idx = index_of(i).context("no index")?;
+        idx.meta.check_corpus(&idx.dir, dataset)?;
+        let config = s.config(model, idx.meta.max_len);
+        if !compare::index_serves(idx, model, &config) {
+            bail!(
+                "{} holds documents of {} ({}, {}), not of encoder {s}: give one --index per encoder",
+                idx.dir.display(),
+                idx.meta.model.id,
+                idx.meta.variant,
+                idx.meta.head
+            );
+        }
+        let encoded = Encoder::new(model, config).encode(&texts)?;
+        let mut per_query = Vec::with_capacity(encoded.len());
+        for e in &encoded {
+            per_query.push(
+                idx.search(&e.vector, 10, Backend::Exact)?
+                    .into_iter()
+                    .map(|h| h.doc_id)
+                    .collect::<Vec<String>>(),
+            );
+        }
+        let ndcg = queries
+            .iter()
+            .zip(&per_query)
+            .map(|(q, r)| {
+                let r: Vec<&str> = r.iter().map(String::as_str).collect();
+                csplade::eval::ndcg_at(&r, &qrels[&q.id], 10)
+            })
+            .sum::<f64>()
+            / queries.len() as f64;
+        let agreement = rankings.first().map(|first: &Vec<Vec<String>>| {
+            let (mut ov, mut tau, mut n) = (0.0, 0.0, 0.0);
+            for (x, y) in first.iter().zip(&per_query) {
+                if let Some((o, t)) = compare::agreement(x, y) {
+                    ov += o;
+                    tau += t;
+                    n += 1.0;
+                }
+            }
+            (ov / f64::max(n, 1.0), tau / f64::max(n, 1.0))
+        });
+        rankings.push(per_query);
+        rows.push((s.to_string(), ndcg, agreement));
+    }
+    if a.json {
+        let encoders: Vec<_> = rows
+            .iter()
+            .map(|(s, n, ag)| {
+                let mut o = json!({"encoder": s, "ndcg@10": n});
+                if let Some((ov, tau)) = ag {
+                    o["vs_first"] = json!({"overlap@10": ov, "kendall_tau": tau});
+                }
+                o
+            })
+            .collect();
+        println!(
+            "{}",
+            json!({"dataset": dataset.display().to_string(), "queries": queries.len(), "encoders": encoders})
+        );
+        return Ok(());
+    }
+    println!(
+        "{} judged queries of {}, top 10 per query:",
+        queries.len(),
+        dataset.display()
+    );
+    println!(
+        "{:<30} {:>8} {:>11} {:>10}",
+        "encoder", "nDCG@10", "overlap@10", "kendall τ"
+    );
+    for (s, n, ag) in rows {
+        let f = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.4}"));
+        println!(
+            "{:<30} {:>8.4} {:>11} {:>10}",
+            s,
+            n,
+            f(ag.map(|a| a.0)),
+            f(ag.map(|a| a.1))
+        );
+    }
+    Ok(())
+}

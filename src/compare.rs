@@ -1,0 +1,320 @@
+//! Encoders side by side. An encoder is a model (with its adapter), a
+//! variant, a head and a precision, written `MODEL[:VARIANT][:HEAD][:PRECISION]`
+//! (`default:echo:logprob:5:q8_0`, `base:causal`, `default:q4_0`); what is
+//! left out comes from the model's adapter (variant, head) or is f32. Named
+//! presets give the comparisons the paper makes: the three variants of a
+//! model, the base against the trained model, and the four precisions.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::str::FromStr;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::encode::{Encoder, EncoderConfig, ExpansionTerm, Head, SparseVec, Variant};
+use crate::model::{LoadedModel, ModelError};
+use crate::quant::{Precision, VectorDiff};
+use crate::search::{Backend, LsrIndex};
+
+/// Stored (in config files, JSON) in its written form.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct EncoderSpec {
+    pub model: String,
+    pub variant: Option<Variant>,
+    pub head: Option<Head>,
+    pub precision: Precision,
+}
+
+impl EncoderSpec {
+    pub fn new(model: &str) -> Self {
+        Self {
+            model: model.to_string(),
+            variant: None,
+            head: None,
+            precision: Precision::F32,
+        }
+    }
+
+    /// How `model` (loaded from this spec) encodes: the spec's choices, then
+    /// what its adapter was trained with.
+    pub fn config(&self, model: &LoadedModel, max_len: usize) -> EncoderConfig {
+        let (variant, head) = model.trained_encoding();
+        EncoderConfig {
+            variant: self.variant.unwrap_or(variant),
+            head: self.head.unwrap_or(head),
+            max_len,
+            batch_size: 8,
+        }
+    }
+}
+
+impl FromStr for EncoderSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut parts = s.split(':');
+        let model = parts.next().filter(|m| !m.is_empty()).ok_or_else(|| {
+            format!("encoder {s:?}: starts with a model (default, base, a file or MODEL+ADAPTER)")
+        })?;
+        let mut spec = EncoderSpec::new(model);
+        let rest: Vec<&str> = parts.collect();
+        let mut i = 0;
+        while i < rest.len() {
+            let p = rest[i];
+            if let Ok(v) = p.parse::<Variant>() {
+                spec.variant = Some(v);
+            } else if p == "raw" {
+                spec.head = Some(Head::RawLogits);
+            } else if p == "logprob" {
+                let c = rest
+                    .get(i + 1)
+                    .ok_or_else(|| format!("encoder {s:?}: logprob needs its shift (logprob:5)"))?;
+                spec.head = Some(format!("logprob:{c}").parse()?);
+                i += 1;
+            } else if let Ok(prec) = p.parse::<Precision>() {
+                spec.precision = prec;
+            } else {
+                return Err(format!(
+                    "encoder {s:?}: {p:?} is not a variant (causal, echo, bi), a head (raw, logprob:C) or a precision (f32, f16, q8_0, q4_0)"
+                ));
+            }
+            i += 1;
+        }
+        Ok(spec)
+    }
+}
+
+impl TryFrom<String> for EncoderSpec {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<EncoderSpec> for String {
+    fn from(s: EncoderSpec) -> String {
+        s.to_string()
+    }
+}
+
+impl fmt::Display for EncoderSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.model)?;
+        if let Some(v) = self.variant {
+            write!(f, ":{v}")?;
+        }
+        if let Some(h) = self.head {
+            write!(f, ":{h}")?;
+        }
+        if self.precision != Precision::F32 {
+            write!(f, ":{}", self.precision)?;
+        }
+        Ok(())
+    }
+}
+
+/// Named comparisons: (name, what it compares).
+pub const PRESETS: [(&str, &str); 3] = [
+    ("variants", "causal / echo / bi of the model"),
+    (
+        "base-vs-trained",
+        "the untrained base against the model, encoding the same way",
+    ),
+    ("precisions", "f32 / f16 / q8_0 / q4_0 of the model"),
+];
+
+/// The encoders of preset `name` for `model` (`None` for an unknown name).
+/// `trained` is how the model encodes (its adapter's variant and head).
+pub fn preset(name: &str, model: &str, trained: (Variant, Head)) -> Option<Vec<EncoderSpec>> {
+    let with = |f: &dyn Fn(&mut EncoderSpec)| {
+        let mut s = EncoderSpec::new(model);
+        f(&mut s);
+        s
+    };
+    Some(match name {
+        "variants" => [Variant::Causal, Variant::Echo, Variant::Bi]
+            .map(|v| with(&|s| s.variant = Some(v)))
+            .to_vec(),
+        "base-vs-trained" => {
+            let base = model
+                .split_once('+')
+                .map(|(b, _)| b.to_string())
+                .unwrap_or_else(|| "base".to_string());
+            let mut b = EncoderSpec::new(&base);
+            b.variant = Some(trained.0);
+            b.head = Some(trained.1);
+            vec![b, EncoderSpec::new(model)]
+        }
+        "precisions" => crate::quant::ALL
+            .map(|p| with(&|s| s.precision = p))
+            .to_vec(),
+        _ => return None,
+    })
+}
+
+/// Load the model of `spec` on `device` at its precision.
+pub fn load(spec: &EncoderSpec, device: &candle_core::Device) -> Result<LoadedModel, ModelError> {
+    crate::model::load_at(&spec.model, device, spec.precision, false)
+}
+
+/// Whether `idx` holds documents encoded the way `model` with `config`
+/// encodes queries (the same weights, variant and head; the documents'
+/// precision may differ from the queries').
+pub fn index_serves(idx: &LsrIndex, model: &LoadedModel, config: &EncoderConfig) -> bool {
+    idx.meta.model.sha256 == model.identity.sha256
+        && idx.meta.variant == config.variant
+        && idx.meta.head == config.head
+}
+
+/// One encoder's view of a text.
+#[derive(Clone, Debug, Serialize)]
+pub struct EncoderRun {
+    pub encoder: EncoderSpec,
+    /// How it encoded (the spec with the adapter's defaults filled in).
+    pub variant: Variant,
+    pub head: Head,
+    pub terms: Vec<ExpansionTerm>,
+    pub active: usize,
+    pub latency_ms: f64,
+    pub model_bytes: usize,
+    /// Against the first encoder's expansion (absent for the first).
+    pub vs_first: Option<VectorDiff>,
+    /// Top-10 document ids, when an index of this encoder's documents is open.
+    pub ranking: Option<Vec<String>>,
+    /// Ranking agreement with the first encoder: overlap@10 and Kendall's τ.
+    pub rank_overlap10: Option<f64>,
+    pub kendall_tau: Option<f64>,
+}
+
+/// The same text under several encoders.
+#[derive(Clone, Debug, Serialize)]
+pub struct Comparison {
+    pub text: String,
+    pub runs: Vec<EncoderRun>,
+}
+
+/// Ranking agreement of `b` with the reference `a`: (overlap@10, τ).
+pub fn agreement(a: &[String], b: &[String]) -> Option<(f64, f64)> {
+    if a.is_empty() {
+        return None;
+    }
+    let set: HashSet<&String> = a.iter().collect();
+    let overlap = b.iter().filter(|d| set.contains(d)).count() as f64 / a.len() as f64;
+    Some((overlap, crate::quant::kendall_tau(a, b)))
+}
+
+/// Encode `text` with every encoder (each loaded model with its spec) and,
+/// where `index_of(i)` gives an index serving encoder i, rank it there.
+pub fn compare_text<'a>(
+    text: &str,
+    encoders: &[(EncoderSpec, &LoadedModel)],
+    max_len: usize,
+    top_terms: usize,
+    index_of: impl Fn(usize) -> Option<&'a LsrIndex>,
+) -> anyhow::Result<Comparison> {
+    let mut runs: Vec<EncoderRun> = Vec::new();
+    let mut first: Option<(SparseVec, Option<Vec<String>>)> = None;
+    for (i, (spec, model)) in encoders.iter().enumerate() {
+        let config = spec.config(model, max_len);
+        let enc = Encoder::new(model, config.clone());
+        let encoded = enc.encode_one(text)?;
+        // Timed on a second encoding (the first warms caches).
+        let t0 = Instant::now();
+        enc.encode_one(text)?;
+        let latency_ms = t0.elapsed().as_secs_f64() * 1e3;
+        let ranking = match index_of(i).filter(|idx| index_serves(idx, model, &config)) {
+            Some(idx) => Some(
+                idx.search(&encoded.vector, 10, Backend::Exact)?
+                    .into_iter()
+                    .map(|h| h.doc_id)
+                    .collect::<Vec<_>>(),
+            ),
+            None => None,
+        };
+        let (vs_first, rank) = match &first {
+            Some((v, r)) => (
+                Some(crate::quant::diff(v, &encoded.vector)),
+                match (r, &ranking) {
+                    (Some(a), Some(b)) => agreement(a, b),
+                    _ => None,
+                },
+            ),
+            None => {
+                first = Some((encoded.vector.clone(), ranking.clone()));
+                (None, None)
+            }
+        };
+        runs.push(EncoderRun {
+            encoder: spec.clone(),
+            variant: config.variant,
+            head: config.head,
+            terms: encoded.terms(&model.tokenizer, top_terms),
+            active: encoded.vector.active(),
+            latency_ms,
+            model_bytes: model.llama.weight_bytes(),
+            vs_first,
+            ranking,
+            rank_overlap10: rank.map(|r| r.0),
+            kendall_tau: rank.map(|r| r.1),
+        });
+    }
+    Ok(Comparison {
+        text: text.to_string(),
+        runs,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_parse_and_print_back() {
+        let s: EncoderSpec = "default:echo:logprob:5:q8_0".parse().unwrap();
+        assert_eq!(s.model, "default");
+        assert_eq!(s.variant, Some(Variant::Echo));
+        assert_eq!(s.head, Some(Head::LogProb { shift: 5.0 }));
+        assert_eq!(s.precision, Precision::Q8_0);
+        assert_eq!(s.to_string(), "default:echo:logprob:5:q8_0");
+        let b: EncoderSpec = "base:raw".parse().unwrap();
+        assert_eq!(
+            (b.variant, b.head, b.precision),
+            (None, Some(Head::RawLogits), Precision::F32)
+        );
+        assert_eq!(
+            "m.gguf+a.safetensors:bi"
+                .parse::<EncoderSpec>()
+                .unwrap()
+                .to_string(),
+            "m.gguf+a.safetensors:bi"
+        );
+        for bad in [
+            "",
+            ":echo",
+            "default:sideways",
+            "default:logprob",
+            "default:logprob:x",
+        ] {
+            assert!(bad.parse::<EncoderSpec>().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn presets_expand() {
+        let t = (Variant::Echo, Head::LogProb { shift: 5.0 });
+        let v = preset("variants", "default", t).unwrap();
+        assert_eq!(
+            v.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            ["default:causal", "default:echo", "default:bi"]
+        );
+        let b = preset("base-vs-trained", "default", t).unwrap();
+        assert_eq!(b[0].to_string(), "base:echo:logprob:5");
+        assert_eq!(b[1].to_string(), "default");
+        let b = preset("base-vs-trained", "m.gguf+a.safetensors", t).unwrap();
+        assert_eq!(b[0].model, "m.gguf");
+        assert_eq!(preset("precisions", "base", t).unwrap().len(), 4);
+        assert!(preset("nope", "base", t).is_none());
+    }
+}
