@@ -167,8 +167,12 @@ fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     out
 }
 
+/// A raw output pointer shared by parallel tasks that write disjoint parts.
 struct SendPtr(*mut f32);
+// SAFETY: each parallel task writes only its own (sequence, KV group) slots of the output, so the shared pointer never carries overlapping writes across threads; the buffer outlives the parallel loop.
 unsafe impl Send for SendPtr {}
+// SAFETY: as for `Send`: no two threads write the same element, and nothing
+// reads through the pointer while the tasks run.
 unsafe impl Sync for SendPtr {}
 
 impl CustomOp1 for AttentionOp {

@@ -229,8 +229,12 @@ fn pack_rows(x: &[f32], k: usize, r0: usize, rows: usize, apack: &mut [f32]) {
     }
 }
 
+/// A raw output pointer shared by parallel tasks that write disjoint parts.
 struct SendPtr(*mut f32);
+// SAFETY: each parallel task writes a disjoint rectangle of `out` (see `block`), and `out` outlives the parallel loop that shares the pointer.
 unsafe impl Send for SendPtr {}
+// SAFETY: as for `Send`: no two threads write the same element, and nothing
+// reads through the pointer while the tasks run.
 unsafe impl Sync for SendPtr {}
 
 /// One row block × a range of column panels. Each task writes a disjoint
@@ -269,6 +273,11 @@ fn block(
 }
 
 /// One MR × NR tile; partial tiles go through a scratch buffer.
+///
+/// # Safety
+/// The CPU must have AVX-512F; `a` holds `kc × MR` packed values, `b` a
+/// panel of `kc × NR`, and `c` is valid for writes of `rows` rows of `cols`
+/// values at stride `ldc`, written by no other thread meanwhile.
 #[allow(clippy::too_many_arguments)]
 unsafe fn tile(
     kc: usize,
@@ -292,6 +301,8 @@ unsafe fn tile(
     }
 }
 
+/// # Safety
+/// As for [`tile`], with a full MR × NR tile at `c`.
 #[cfg(target_arch = "x86_64")]
 unsafe fn kernel(kc: usize, a: *const f32, b: PanelPtr, c: *mut f32, ldc: usize) {
     match b {
@@ -300,6 +311,8 @@ unsafe fn kernel(kc: usize, a: *const f32, b: PanelPtr, c: *mut f32, ldc: usize)
     }
 }
 
+/// # Safety
+/// Never callable: [`available`] is false off x86-64.
 #[cfg(not(target_arch = "x86_64"))]
 unsafe fn kernel(_kc: usize, _a: *const f32, _b: PanelPtr, _c: *mut f32, _ldc: usize) {
     unreachable!("matmul_t requires AVX-512")
@@ -307,6 +320,11 @@ unsafe fn kernel(_kc: usize, _a: *const f32, _b: PanelPtr, _c: *mut f32, _ldc: u
 
 /// The 12×32 register kernel; `HALF` selects f16 panels (widened with
 /// `vcvtph2ps`) instead of f32 ones. `b` points at the panel's values.
+///
+/// # Safety
+/// The CPU must have AVX-512F; `a` is valid for `kc × MR` reads, `b` for
+/// `kc × NR` values of the panel's type, and `c` for an MR × NR tile of
+/// writes at stride `ldc`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn kernel_avx512<const HALF: bool>(

@@ -169,8 +169,12 @@ fn quantize_rows(
     }
 }
 
+/// A raw output pointer shared by parallel tasks that write disjoint parts.
 struct SendPtr(*mut f32);
+// SAFETY: each parallel task writes a disjoint tile of `out`, and `out` outlives the parallel loop that shares the pointer.
 unsafe impl Send for SendPtr {}
+// SAFETY: as for `Send`: no two threads write the same element, and nothing
+// reads through the pointer while the tasks run.
 unsafe impl Sync for SendPtr {}
 
 /// `out[m, n] = x[m, k] · Wᵀ`. Panics if [`available`] is false.
@@ -231,6 +235,12 @@ pub fn matmul_t(x: &[f32], m: usize, w: &PackedQ8, out: &mut [f32]) {
     });
 }
 
+/// One MR × NR tile over `blocks` blocks of 32.
+///
+/// # Safety
+/// The CPU must have AVX-512F/BW/VNNI; `a`, `asc`, `b`, `bs`, `bsh` hold the
+/// packed codes and scales of `blocks` blocks for MR rows and NR columns, and
+/// `c` is valid for an MR × NR tile of writes, by no other thread meanwhile.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 unsafe fn kernel(
@@ -275,6 +285,8 @@ unsafe fn kernel(
     }
 }
 
+/// # Safety
+/// Never callable: [`available`] is false off x86-64.
 #[cfg(not(target_arch = "x86_64"))]
 unsafe fn kernel(
     _: usize,

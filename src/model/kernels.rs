@@ -171,8 +171,12 @@ pub fn attention(qkv: &[f32], s: &AttentionShape, rope: &RopeTables) -> Vec<f32>
     out
 }
 
+/// A raw output pointer shared by parallel tasks that write disjoint parts.
 struct SendPtr(*mut f32);
+// SAFETY: each parallel task writes only its own rows of the output buffer, which outlives the parallel loop that shares the pointer.
 unsafe impl Send for SendPtr {}
+// SAFETY: as for `Send`: no two threads write the same element, and nothing
+// reads through the pointer while the tasks run.
 unsafe impl Sync for SendPtr {}
 
 /// Log-probability pooling: for logits `[rows, vocab]` whose row r belongs to

@@ -74,12 +74,8 @@ impl Weights {
                     candle_core::bail!("matmul: input width {k}, weight width {}", p.k);
                 }
                 let x = x.contiguous()?;
-                let mut out = Vec::with_capacity(m * p.n);
-                // SAFETY: matmul_t writes every element of `out` before it is read.
-                #[allow(clippy::uninit_vec)]
-                unsafe {
-                    out.set_len(m * p.n)
-                };
+                // Zero-filled (calloc'd pages): m·n stores against the GEMM's m·n·k.
+                let mut out = vec![0f32; m * p.n];
                 with_f32_slice(&x, |d| gemm_i8::matmul_t(d, m, p, &mut out))?;
                 Tensor::from_vec(out, (m, p.n), x.device())
             }
@@ -283,12 +279,8 @@ pub fn matmul_packed(x: &Tensor, w: &PackedWeight) -> Result<Tensor> {
         candle_core::bail!("matmul: input width {k}, weight width {}", w.k);
     }
     let x = x.contiguous()?;
-    let mut out = Vec::with_capacity(m * w.n);
-    // SAFETY: matmul_t writes every element of `out` before it is read.
-    #[allow(clippy::uninit_vec)]
-    unsafe {
-        out.set_len(m * w.n)
-    };
+    // Zero-filled (calloc'd pages): m·n stores against the GEMM's m·n·k.
+    let mut out = vec![0f32; m * w.n];
     with_f32_slice(&x, |d| gemm::matmul_t(d, m, w, &mut out))?;
     Tensor::from_vec(out, (m, w.n), x.device())
 }

@@ -17,11 +17,8 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, Result};
 use tokio::sync::mpsc;
 
-use crate::data::beir;
-use crate::explore::Explorer;
-use crate::model::{fetch::data_dir, LoadedModel};
-use crate::search::LsrIndex;
-use crate::tasks::{TaskRunner, TaskSpec};
+use crate::explore::{Explorer, Session};
+use crate::tasks::TaskRunner;
 use action::{Action, Effect};
 use app::App;
 
@@ -76,7 +73,7 @@ fn save_config_value(key: &str, value: &str) -> Result<()> {
 }
 
 fn log_path() -> PathBuf {
-    data_dir().join("logs").join("explorer.log")
+    crate::explore::session::log_path()
 }
 
 /// Append a line to the explorer's log file (never the terminal).
@@ -125,106 +122,27 @@ fn load_theme(cli: Option<&str>) -> Result<theme::Theme> {
     Ok(th)
 }
 
-/// The demo collection (man pages), created on first use.
-pub fn demo_dataset() -> Result<PathBuf> {
-    let dir = data_dir().join("demo").join("manpages");
-    if !dir.join("corpus.jsonl").is_file() {
-        let opts = crate::data::manpages::ManpageOptions::default();
-        crate::data::manpages::convert(&opts, &dir).context("building the man-page demo corpus")?;
-    }
-    Ok(dir)
-}
-
-struct Shared {
-    model: Option<Arc<LoadedModel>>,
-    partial: Option<Arc<crate::search::PartialIndex>>,
-    corpus: Arc<Vec<beir::Document>>,
-    /// Models of Compare's encoders, by model spec and precision, loaded on
-    /// first use (encoders differing only in variant or head share one).
-    compare_models: Vec<(String, Arc<LoadedModel>)>,
-    spec: String,
-    index: Option<Arc<LsrIndex>>,
-    queries: Arc<Vec<beir::Query>>,
-    qrels: Option<Arc<beir::Qrels>>,
-}
-
-impl Shared {
-    fn explorer(&self) -> Option<Explorer> {
-        let model = self.model.clone()?;
-        Some(Explorer {
-            config: self
-                .index
-                .as_ref()
-                .map(|i| i.meta.encoder_config())
-                .unwrap_or_else(|| {
-                    // No index yet: encode the way the model was trained.
-                    let (variant, head) = model.trained_encoding();
-                    crate::encode::EncoderConfig {
-                        variant,
-                        head,
-                        ..Default::default()
-                    }
-                }),
-            index: self.index.clone(),
-            partial: self.partial.clone(),
-            corpus: self.corpus.clone(),
-            queries: self.queries.clone(),
-            qrels: self.qrels.clone(),
-            model,
-        })
-    }
-}
-
 pub fn run(opts: TuiOptions) -> Result<()> {
     let theme = load_theme(opts.theme.as_deref())?;
-    let dataset = match &opts.dataset {
-        Some(d) => d.clone(),
-        None => demo_dataset()?,
-    };
-    let index_dir = match &opts.index {
-        Some(i) => i.clone(),
-        None => {
-            let name = dataset
-                .file_name()
-                .map(|n| n.to_string_lossy().to_string())
-                .unwrap_or_default();
-            let fp = crate::index::build::fingerprint(&dataset.join("corpus.jsonl"))?;
-            data_dir().join("indexes").join(format!(
-                "explorer-{name}-{}-{}",
-                &fp[..12],
-                crate::model::spec_tag(&opts.model)
-            ))
-        }
-    };
-    let queries = beir::read_queries(&dataset).unwrap_or_default();
-    let qrels = beir::read_qrels(&dataset, "test").ok();
+    let session = Arc::new(Session::open(
+        &opts.model,
+        opts.dataset.clone(),
+        opts.index.clone(),
+    )?);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
     let mut terminal = ratatui::try_init().context("opening the terminal")?;
-    let result = rt.block_on(event_loop(
-        &mut terminal,
-        opts,
-        theme,
-        dataset,
-        index_dir,
-        queries,
-        qrels,
-    ));
+    let result = rt.block_on(event_loop(&mut terminal, theme, session));
     ratatui::restore();
     result
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn event_loop(
     terminal: &mut ratatui::DefaultTerminal,
-    opts: TuiOptions,
     theme: theme::Theme,
-    dataset: PathBuf,
-    index_dir: PathBuf,
-    queries: Vec<beir::Query>,
-    qrels: Option<beir::Qrels>,
+    session: Arc<Session>,
 ) -> Result<()> {
     let (tx, mut rx) = mpsc::unbounded_channel::<Action>();
     let (task_tx, mut task_rx) = mpsc::unbounded_channel();
@@ -257,113 +175,29 @@ async fn event_loop(
             }
         });
     }
-    let shared = Arc::new(Mutex::new(Shared {
-        model: None,
-        compare_models: Vec::new(),
-        spec: opts.model.clone(),
-        partial: None,
-        corpus: Arc::new(beir::read_corpus(&dataset).unwrap_or_default()),
-        index: None,
-        queries: Arc::new(queries),
-        qrels: qrels.clone().map(Arc::new),
-    }));
     let mut app = App::new(theme, keymap::Keymap::default_keymap());
     if let Some(p) = read_config().ok().and_then(|c| c.compare_preset) {
         app.set_compare_preset(&p);
     }
-    app.has_qrels = qrels.is_some();
-    app.index_task = Some(TaskSpec {
-        title: format!(
-            "index {}",
-            dataset
-                .file_name()
-                .map(|n| n.to_string_lossy().to_string())
-                .unwrap_or_default()
-        ),
-        args: vec![
-            "index".into(),
-            "--corpus".into(),
-            dataset.display().to_string(),
-            "--out".into(),
-            index_dir.display().to_string(),
-            "--model".into(),
-            opts.model.clone(),
-        ],
-    });
-    app.eval_task = Some(TaskSpec {
-        title: "eval LSR vs BM25".into(),
-        args: vec![
-            "eval".into(),
-            "--dataset".into(),
-            dataset.display().to_string(),
-            "--index".into(),
-            index_dir.display().to_string(),
-            "--model".into(),
-            opts.model.clone(),
-        ],
-    });
-    app.quantize_task = Some(TaskSpec {
-        title: "quantize q8_0".into(),
-        args: vec![
-            "quantize".into(),
-            "--model".into(),
-            opts.model.clone(),
-            "--precision".into(),
-            "q8_0".into(),
-            "--out".into(),
-            data_dir()
-                .join("models")
-                .join("variant-q8_0.gguf")
-                .display()
-                .to_string(),
-        ],
-    });
-    let train = |phase: &str, steps: &str| TaskSpec {
-        title: format!("train {phase}"),
-        args: vec![
-            "train".into(),
-            phase.into(),
-            "--out".into(),
-            data_dir()
-                .join("runs")
-                .join(format!("explorer-{phase}"))
-                .display()
-                .to_string(),
-            "--steps".into(),
-            steps.into(),
-            "--resume-or-start".into(),
-        ],
-    };
-    app.train_tasks = Some((train("adapt", "50"), train("contrastive", "100")));
+    app.has_qrels = session.has_qrels();
+    let tasks = session.tasks();
+    app.index_task = Some(tasks.index);
+    app.eval_task = Some(tasks.eval);
+    app.quantize_task = Some(tasks.quantize);
+    app.train_tasks = Some((tasks.adapt, tasks.contrastive));
     log(&format!(
         "explorer: dataset {} index {}",
-        dataset.display(),
-        index_dir.display()
+        session.dataset.display(),
+        session.index_dir.display()
     ));
     // Load the model off the UI thread.
     {
-        let (tx, shared, spec) = (tx.clone(), shared.clone(), opts.model.clone());
+        let (tx, session) = (tx.clone(), session.clone());
         tokio::task::spawn_blocking(move || {
-            let r = crate::model::load(&spec, &candle_core::Device::Cpu);
-            let msg = match r {
-                Ok(m) => {
-                    let desc = format!(
-                        "model {} ready ({} layers, vocabulary {})",
-                        m.identity.id,
-                        m.config().num_hidden_layers,
-                        m.config().vocab_size
-                    );
-                    if let Ok(mut s) = shared.lock() {
-                        s.model = Some(Arc::new(m));
-                    }
-                    Ok(desc)
-                }
-                Err(e) => Err(e.to_string()),
-            };
-            let _ = tx.send(Action::ModelReady(msg));
+            let _ = tx.send(Action::ModelReady(session.load_model()));
         });
     }
-    let mut effects = if index_dir.join(crate::index::meta::META_FILE).is_file() {
+    let mut effects = if session.index_built() {
         vec![Effect::OpenIndex]
     } else {
         app.index_task
@@ -385,24 +219,12 @@ async fn event_loop(
                     runner.cancel(id);
                 }
                 Effect::OpenIndex => {
-                    let (tx, shared, dir) = (tx.clone(), shared.clone(), index_dir.clone());
-                    let data = dataset.clone();
+                    let (tx, session) = (tx.clone(), session.clone());
                     tokio::task::spawn_blocking(move || {
-                        // An index of another corpus would name the wrong documents.
-                        let r = LsrIndex::open(&dir)
-                            .and_then(|i| i.meta.check_corpus(&dir, &data).map(|_| i))
-                            .map(|i| {
-                                let n = i.len();
-                                if let Ok(mut s) = shared.lock() {
-                                    s.index = Some(Arc::new(i));
-                                    s.partial = None;
-                                }
-                                n
-                            });
-                        let _ = tx.send(Action::IndexReady(r.map_err(|e| e.to_string())));
+                        let _ = tx.send(Action::IndexReady(session.open_index()));
                     });
                 }
-                Effect::RunQuery(text) => spawn_engine(&tx, &shared, move |ex| {
+                Effect::RunQuery(text) => spawn_engine(&tx, &session, move |ex| {
                     Action::QueryDone(ex.query(&text, 50).map_err(|e| e.to_string()))
                 }),
                 Effect::LoadDetail(ordinal) => {
@@ -411,36 +233,25 @@ async fn event_loop(
                         .as_ref()
                         .map(|r| r.vector.clone())
                         .unwrap_or_default();
-                    spawn_engine(&tx, &shared, move |ex| {
+                    spawn_engine(&tx, &session, move |ex| {
                         Action::DetailDone(ex.detail(&q, ordinal).map_err(|e| e.to_string()))
                     });
                 }
-                Effect::ComputeFailures => spawn_engine(&tx, &shared, |ex| {
+                Effect::ComputeFailures => spawn_engine(&tx, &session, |ex| {
                     Action::FailuresDone(ex.failures().map_err(|e| e.to_string()))
                 }),
                 Effect::RefreshPartial => {
-                    let (tx, shared, dir) = (tx.clone(), shared.clone(), index_dir.clone());
+                    let (tx, session) = (tx.clone(), session.clone());
                     tokio::task::spawn_blocking(move || {
-                        let Ok(vectors) = crate::index::build::read_partial(&dir) else {
-                            return;
-                        };
-                        let Ok(mut s) = shared.lock() else { return };
-                        let (Some(vocab), total) = (
-                            s.model.as_ref().map(|m| m.config().vocab_size),
-                            s.corpus.len(),
-                        ) else {
-                            return;
-                        };
-                        let p = crate::search::PartialIndex::new(vectors, vocab, total);
-                        let n = p.len();
-                        s.partial = Some(Arc::new(p));
-                        let _ = tx.send(Action::PartialReady(n, total));
+                        if let Some((n, total)) = session.refresh_partial() {
+                            let _ = tx.send(Action::PartialReady(n, total));
+                        }
                     });
                 }
                 Effect::RunCompare(text, preset) => {
-                    let (tx, shared) = (tx.clone(), shared.clone());
+                    let (tx, session) = (tx.clone(), session.clone());
                     tokio::task::spawn_blocking(move || {
-                        let _ = tx.send(Action::CompareDone(compare(&shared, &text, &preset)));
+                        let _ = tx.send(Action::CompareDone(session.compare(&text, &preset)));
                     });
                 }
                 Effect::SaveComparePreset(name) => {
@@ -464,55 +275,13 @@ async fn event_loop(
     Ok(())
 }
 
-/// Load any missing model of the preset's encoders, then compare `text`
-/// across them.
-fn compare(
-    shared: &Arc<Mutex<Shared>>,
-    text: &str,
-    preset: &str,
-) -> Result<crate::explore::Comparison, String> {
-    let (spec, main, cached) = {
-        let s = shared.lock().map_err(|e| e.to_string())?;
-        (s.spec.clone(), s.model.clone(), s.compare_models.clone())
-    };
-    let main = main.ok_or("the model is still loading")?;
-    let specs = crate::compare::preset(preset, &spec, main.trained_encoding())
-        .ok_or_else(|| format!("unknown compare preset {preset:?}"))?;
-    let key = |s: &crate::compare::EncoderSpec| format!("{} {}", s.model, s.precision);
-    let mut models = cached;
-    let mut encoders = Vec::new();
-    for s in specs {
-        let k = key(&s);
-        let m = match models.iter().find(|(mk, _)| *mk == k) {
-            Some((_, m)) => m.clone(),
-            None if s.model == spec && s.precision == crate::quant::Precision::F32 => main.clone(),
-            None => {
-                let m = Arc::new(
-                    crate::compare::load(&s, &candle_core::Device::Cpu)
-                        .map_err(|e| e.to_string())?,
-                );
-                models.push((k, m.clone()));
-                m
-            }
-        };
-        encoders.push((s, m));
-    }
-    let ex = {
-        let mut s = shared.lock().map_err(|e| e.to_string())?;
-        s.compare_models = models;
-        s.explorer()
-    };
-    let ex = ex.ok_or("the model is still loading")?;
-    ex.compare(text, &encoders).map_err(|e| e.to_string())
-}
-
 /// Run engine work on a blocking thread and send its result back.
 fn spawn_engine(
     tx: &mpsc::UnboundedSender<Action>,
-    shared: &Arc<Mutex<Shared>>,
+    session: &Session,
     f: impl FnOnce(&Explorer) -> Action + Send + 'static,
 ) {
-    let ex = shared.lock().ok().and_then(|s| s.explorer());
+    let ex = session.explorer();
     let tx = tx.clone();
     tokio::task::spawn_blocking(move || {
         let action = match ex {

@@ -2,6 +2,10 @@
 //! its ranked hits with BM25 ranks and judgements, why a document matched,
 //! and the queries where the sparse model loses to BM25.
 
+pub mod session;
+
+pub use session::{Session, SessionTasks};
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;

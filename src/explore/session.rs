@@ -1,0 +1,285 @@
+//! The explorer's engine session: the collection it opened (the man-page
+//! demo by default), the model and index it loads off the UI thread, the
+//! part of an index a running build has encoded, the models Compare loads on
+//! first use, and the background jobs the explorer offers. The terminal UI
+//! holds a session and asks it for an [`Explorer`] to answer queries.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result};
+
+use super::{Comparison, Explorer};
+use crate::data::beir;
+use crate::model::{fetch::data_dir, LoadedModel};
+use crate::search::{LsrIndex, PartialIndex};
+use crate::tasks::TaskSpec;
+
+/// What changes while the explorer runs.
+struct State {
+    model: Option<Arc<LoadedModel>>,
+    partial: Option<Arc<PartialIndex>>,
+    index: Option<Arc<LsrIndex>>,
+    /// Models of Compare's encoders, by model spec and precision, loaded on
+    /// first use (encoders differing only in variant or head share one).
+    compare_models: Vec<(String, Arc<LoadedModel>)>,
+}
+
+pub struct Session {
+    pub model_spec: String,
+    pub dataset: PathBuf,
+    pub index_dir: PathBuf,
+    corpus: Arc<Vec<beir::Document>>,
+    queries: Arc<Vec<beir::Query>>,
+    qrels: Option<Arc<beir::Qrels>>,
+    state: Mutex<State>,
+}
+
+/// The background jobs the explorer offers for its collection and model.
+pub struct SessionTasks {
+    pub index: TaskSpec,
+    pub eval: TaskSpec,
+    pub quantize: TaskSpec,
+    pub adapt: TaskSpec,
+    pub contrastive: TaskSpec,
+}
+
+/// The demo collection (man pages), created on first use.
+pub fn demo_dataset() -> Result<PathBuf> {
+    let dir = data_dir().join("demo").join("manpages");
+    if !dir.join("corpus.jsonl").is_file() {
+        let opts = crate::data::manpages::ManpageOptions::default();
+        crate::data::manpages::convert(&opts, &dir).context("building the man-page demo corpus")?;
+    }
+    Ok(dir)
+}
+
+/// Where the explorer keeps its log.
+pub fn log_path() -> PathBuf {
+    data_dir().join("logs").join("explorer.log")
+}
+
+impl Session {
+    /// Open `dataset` (default: the man-page demo) for `model`; the index is
+    /// `index`, else one cached per collection and model.
+    pub fn open(model: &str, dataset: Option<PathBuf>, index: Option<PathBuf>) -> Result<Self> {
+        let dataset = match dataset {
+            Some(d) => d,
+            None => demo_dataset()?,
+        };
+        let index_dir = match index {
+            Some(i) => i,
+            None => {
+                let name = dataset
+                    .file_name()
+                    .map(|n| n.to_string_lossy().to_string())
+                    .unwrap_or_default();
+                let corpus = beir::collection_file(&dataset, "corpus.jsonl");
+                let fp = crate::index::build::fingerprint(&corpus)?;
+                data_dir().join("indexes").join(format!(
+                    "explorer-{name}-{}-{}",
+                    &fp[..12],
+                    crate::model::spec_tag(model)
+                ))
+            }
+        };
+        Ok(Self {
+            model_spec: model.to_string(),
+            corpus: Arc::new(beir::read_corpus(&dataset).unwrap_or_default()),
+            queries: Arc::new(beir::read_queries(&dataset).unwrap_or_default()),
+            qrels: beir::read_qrels(&dataset, "test").ok().map(Arc::new),
+            dataset,
+            index_dir,
+            state: Mutex::new(State {
+                model: None,
+                partial: None,
+                index: None,
+                compare_models: Vec::new(),
+            }),
+        })
+    }
+
+    pub fn has_qrels(&self) -> bool {
+        self.qrels.is_some()
+    }
+
+    /// Whether a complete index is on disk to open.
+    pub fn index_built(&self) -> bool {
+        self.index_dir.join(crate::index::meta::META_FILE).is_file()
+    }
+
+    pub fn tasks(&self) -> SessionTasks {
+        let name = self
+            .dataset
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        let (dataset, index) = (
+            self.dataset.display().to_string(),
+            self.index_dir.display().to_string(),
+        );
+        let model = self.model_spec.clone();
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let train = |phase: &str, steps: &str| TaskSpec {
+            title: format!("train {phase}"),
+            args: args(&[
+                "train",
+                phase,
+                "--out",
+                &data_dir()
+                    .join("runs")
+                    .join(format!("explorer-{phase}"))
+                    .display()
+                    .to_string(),
+                "--steps",
+                steps,
+                "--resume-or-start",
+            ]),
+        };
+        SessionTasks {
+            index: TaskSpec {
+                title: format!("index {name}"),
+                args: args(&[
+                    "index", "--corpus", &dataset, "--out", &index, "--model", &model,
+                ]),
+            },
+            eval: TaskSpec {
+                title: "eval LSR vs BM25".into(),
+                args: args(&[
+                    "eval",
+                    "--dataset",
+                    &dataset,
+                    "--index",
+                    &index,
+                    "--model",
+                    &model,
+                ]),
+            },
+            quantize: TaskSpec {
+                title: "quantize q8_0".into(),
+                args: args(&[
+                    "quantize",
+                    "--model",
+                    &model,
+                    "--precision",
+                    "q8_0",
+                    "--out",
+                    &data_dir()
+                        .join("models")
+                        .join("variant-q8_0.gguf")
+                        .display()
+                        .to_string(),
+                ]),
+            },
+            adapt: train("adapt", "50"),
+            contrastive: train("contrastive", "100"),
+        }
+    }
+
+    /// Load the model (blocking); a line describing it.
+    pub fn load_model(&self) -> Result<String, String> {
+        let m = crate::model::load(&self.model_spec, &candle_core::Device::Cpu)
+            .map_err(|e| e.to_string())?;
+        let desc = format!(
+            "model {} ready ({} layers, vocabulary {})",
+            m.identity.id,
+            m.config().num_hidden_layers,
+            m.config().vocab_size
+        );
+        self.state.lock().map_err(|e| e.to_string())?.model = Some(Arc::new(m));
+        Ok(desc)
+    }
+
+    /// Open the finished index (blocking): its document count. An index of
+    /// another corpus is refused: it would name the wrong documents.
+    pub fn open_index(&self) -> Result<usize, String> {
+        let i = LsrIndex::open(&self.index_dir)
+            .and_then(|i| {
+                i.meta
+                    .check_corpus(&self.index_dir, &self.dataset)
+                    .map(|_| i)
+            })
+            .map_err(|e| e.to_string())?;
+        let n = i.len();
+        let mut s = self.state.lock().map_err(|e| e.to_string())?;
+        s.index = Some(Arc::new(i));
+        s.partial = None;
+        Ok(n)
+    }
+
+    /// Load what a running build has encoded so far (blocking):
+    /// `(searchable documents, total)`, or `None` when nothing is readable yet.
+    pub fn refresh_partial(&self) -> Option<(usize, usize)> {
+        let vectors = crate::index::build::read_partial(&self.index_dir).ok()?;
+        let mut s = self.state.lock().ok()?;
+        let vocab = s.model.as_ref()?.config().vocab_size;
+        let total = self.corpus.len();
+        let p = PartialIndex::new(vectors, vocab, total);
+        let n = p.len();
+        s.partial = Some(Arc::new(p));
+        Some((n, total))
+    }
+
+    /// The engine for queries, once the model is loaded.
+    pub fn explorer(&self) -> Option<Explorer> {
+        let s = self.state.lock().ok()?;
+        let model = s.model.clone()?;
+        Some(Explorer {
+            config: s
+                .index
+                .as_ref()
+                .map(|i| i.meta.encoder_config())
+                .unwrap_or_else(|| {
+                    // No index yet: encode the way the model was trained.
+                    let (variant, head) = model.trained_encoding();
+                    crate::encode::EncoderConfig {
+                        variant,
+                        head,
+                        ..Default::default()
+                    }
+                }),
+            index: s.index.clone(),
+            partial: s.partial.clone(),
+            corpus: self.corpus.clone(),
+            queries: self.queries.clone(),
+            qrels: self.qrels.clone(),
+            model,
+        })
+    }
+
+    /// Compare `text` under the encoders of `preset` (blocking), loading
+    /// the models it lacks.
+    pub fn compare(&self, text: &str, preset: &str) -> Result<Comparison, String> {
+        let (main, mut models) = {
+            let s = self.state.lock().map_err(|e| e.to_string())?;
+            (s.model.clone(), s.compare_models.clone())
+        };
+        let main = main.ok_or("the model is still loading")?;
+        let specs = crate::compare::preset(preset, &self.model_spec, main.trained_encoding())
+            .ok_or_else(|| format!("unknown compare preset {preset:?}"))?;
+        let mut encoders = Vec::new();
+        for s in specs {
+            let key = format!("{} {}", s.model, s.precision);
+            let m = match models.iter().find(|(k, _)| *k == key) {
+                Some((_, m)) => m.clone(),
+                None if s.model == self.model_spec
+                    && s.precision == crate::quant::Precision::F32 =>
+                {
+                    main.clone()
+                }
+                None => {
+                    let m = Arc::new(
+                        crate::compare::load(&s, &candle_core::Device::Cpu)
+                            .map_err(|e| e.to_string())?,
+                    );
+                    models.push((key, m.clone()));
+                    m
+                }
+            };
+            encoders.push((s, m));
+        }
+        self.state.lock().map_err(|e| e.to_string())?.compare_models = models;
+        let ex = self.explorer().ok_or("the model is still loading")?;
+        ex.compare(text, &encoders).map_err(|e| e.to_string())
+    }
+}
