@@ -183,3 +183,32 @@ fn mined_negatives_are_never_near_copies_of_the_positive() {
         "{raw_copies} of 400 Debian queries had a near-copy of their positive in BM25's top 30"
     );
 }
+
+/// The first-run demo takes everyday commands: section 1 first, short names
+/// first (ls, cp, tar, …), so its 300 pages are the ones users know.
+#[test]
+fn the_demo_picks_everyday_commands_first() {
+    let root = std::path::Path::new("/usr/share/man/man1");
+    if !root.is_dir() {
+        csplade::note_skip("man pages: none on this machine");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("demo");
+    let opts = csplade::data::manpages::ManpageOptions {
+        max: 25,
+        ..csplade::data::manpages::ManpageOptions::demo()
+    };
+    assert_eq!(csplade::data::manpages::ManpageOptions::demo().max, 300);
+    csplade::data::manpages::convert(&opts, &out).unwrap();
+    let docs = beir::read_corpus(&out).unwrap();
+    assert_eq!(docs.len(), 25);
+    let names: Vec<&str> = docs.iter().map(|d| d.id.as_str()).collect();
+    assert!(names.iter().all(|n| n.ends_with(".1")), "{names:?}");
+    let lengths: Vec<usize> = names.iter().map(|n| n.len()).collect();
+    assert!(
+        lengths.iter().all(|&l| l <= 8),
+        "short names first: {names:?}"
+    );
+    assert!(out.join(csplade::data::output::MANPAGES_MARKER).is_file());
+}

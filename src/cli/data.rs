@@ -27,6 +27,10 @@ pub struct ManpagesArgs {
     /// Man page root
     #[arg(long, default_value = "/usr/share/man")]
     pub root: PathBuf,
+    /// Everyday commands first (sections 1 and 8, shortest names) instead of
+    /// a spread over the alphabet, as the explorer's 300-page demo does
+    #[arg(long)]
+    pub common_first: bool,
 }
 
 pub fn run(cmd: DataCommand) -> Result<()> {
@@ -36,6 +40,7 @@ pub fn run(cmd: DataCommand) -> Result<()> {
                 root: a.root,
                 sections: a.sections,
                 max: a.max,
+                common_first: a.common_first,
                 ..Default::default()
             };
             let r = convert(&opts, &a.out)?;

@@ -18,6 +18,9 @@ pub struct ManpageOptions {
     pub max: usize,
     /// Longest document text kept, in characters.
     pub max_chars: usize,
+    /// Take everyday commands first (sections 1 and 8, shortest names)
+    /// instead of a spread over the alphabet.
+    pub common_first: bool,
 }
 
 impl Default for ManpageOptions {
@@ -27,6 +30,20 @@ impl Default for ManpageOptions {
             sections: (1..=8).map(|s| s.to_string()).collect(),
             max: 3000,
             max_chars: 20_000,
+            common_first: false,
+        }
+    }
+}
+
+impl ManpageOptions {
+    /// The explorer's first-run demo: 300 pages, everyday commands first
+    /// (sections 1 and 8, shortest names: ls, cp, tar, ssh, …), small
+    /// enough to be searchable within minutes on two cores.
+    pub fn demo() -> Self {
+        Self {
+            max: 300,
+            common_first: true,
+            ..Self::default()
         }
     }
 }
@@ -360,8 +377,18 @@ pub fn convert(opts: &ManpageOptions, out: &Path) -> Result<ManpageReport, DataE
                 .map(|n| n.to_string_lossy().to_string())
                 .unwrap_or_default();
             let id = name.strip_suffix(".gz").unwrap_or(&name).to_string();
-            // A stable spread over the alphabet: order by a hash of the name.
-            let key = format!("{:x}", Sha256::digest(id.as_bytes()));
+            let key = if opts.common_first {
+                // Commands (1) and admin commands (8) first, short names first.
+                let rank = match s.as_str() {
+                    "1" => 0,
+                    "8" => 1,
+                    _ => 2,
+                };
+                format!("{rank}{:04}", id.len().min(9999))
+            } else {
+                // A stable spread over the alphabet: order by a hash of the name.
+                format!("{:x}", Sha256::digest(id.as_bytes()))
+            };
             files.insert(format!("{key}{id}"), p);
         }
     }

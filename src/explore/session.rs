@@ -29,6 +29,9 @@ pub struct Session {
     pub model_spec: String,
     pub dataset: PathBuf,
     pub index_dir: PathBuf,
+    /// Document length of the index the explorer builds (`None`: the
+    /// command's default); the demo's is [`DEMO_MAX_LEN`].
+    pub max_len: Option<usize>,
     corpus: Arc<Vec<beir::Document>>,
     queries: Arc<Vec<beir::Query>>,
     qrels: Option<Arc<beir::Qrels>>,
@@ -44,11 +47,15 @@ pub struct SessionTasks {
     pub contrastive: TaskSpec,
 }
 
-/// The demo collection (man pages), created on first use.
+/// Tokens kept per demo document: what the shipped model was trained on,
+/// and short enough for the demo to be searchable within minutes.
+pub const DEMO_MAX_LEN: usize = 128;
+
+/// The demo collection (300 man pages), created on first use.
 pub fn demo_dataset() -> Result<PathBuf> {
-    let dir = data_dir().join("demo").join("manpages");
+    let dir = data_dir().join("demo").join("manpages-300");
     if !dir.join("corpus.jsonl").is_file() {
-        let opts = crate::data::manpages::ManpageOptions::default();
+        let opts = crate::data::manpages::ManpageOptions::demo();
         crate::data::manpages::convert(&opts, &dir).context("building the man-page demo corpus")?;
     }
     Ok(dir)
@@ -63,9 +70,9 @@ impl Session {
     /// Open `dataset` (default: the man-page demo) for `model`; the index is
     /// `index`, else one cached per collection and model.
     pub fn open(model: &str, dataset: Option<PathBuf>, index: Option<PathBuf>) -> Result<Self> {
-        let dataset = match dataset {
-            Some(d) => d,
-            None => demo_dataset()?,
+        let (dataset, max_len) = match dataset {
+            Some(d) => (d, None),
+            None => (demo_dataset()?, Some(DEMO_MAX_LEN)),
         };
         let index_dir = match index {
             Some(i) => i,
@@ -90,6 +97,7 @@ impl Session {
             qrels: beir::read_qrels(&dataset, "test").ok().map(Arc::new),
             dataset,
             index_dir,
+            max_len,
             state: Mutex::new(State {
                 model: None,
                 partial: None,
@@ -136,12 +144,16 @@ impl Session {
                 "--resume-or-start",
             ]),
         };
+        let mut index_args = args(&[
+            "index", "--corpus", &dataset, "--out", &index, "--model", &model,
+        ]);
+        if let Some(n) = self.max_len {
+            index_args.extend(["--max-len".to_string(), n.to_string()]);
+        }
         SessionTasks {
             index: TaskSpec {
                 title: format!("index {name}"),
-                args: args(&[
-                    "index", "--corpus", &dataset, "--out", &index, "--model", &model,
-                ]),
+                args: index_args,
             },
             eval: TaskSpec {
                 title: "eval LSR vs BM25".into(),

@@ -370,6 +370,12 @@ impl App {
 
     fn select_hit(&mut self, i: usize) -> Vec<Effect> {
         if self.hits_len() == 0 {
+            self.status = match &self.index {
+                IndexState::Ready(_) | IndexState::Partial(..) => {
+                    "no hits to select: run a query first".into()
+                }
+                _ => "no hits yet: the index is not searchable yet".into(),
+            };
             return vec![];
         }
         self.selected = i.min(self.hits_len() - 1);
@@ -440,6 +446,7 @@ impl App {
             "submit" => {
                 let q = self.input.trim().to_string();
                 if q.is_empty() {
+                    self.status = "type a query first".into();
                     return vec![];
                 }
                 self.query_pending = true;
@@ -503,10 +510,14 @@ impl App {
                 effects
             }
             "compute_failures" => {
-                if !matches!(self.index, IndexState::Ready(_)) || !self.has_qrels {
+                if !self.has_qrels {
                     self.status =
-                        "failure analysis needs a finished index and a collection with judgements"
+                        "failure analysis needs judged queries (qrels/test.tsv); this collection has none"
                             .into();
+                    return vec![];
+                }
+                if !matches!(self.index, IndexState::Ready(_)) {
+                    self.status = "failure analysis needs the complete index: it is not built yet (see the status bar for when)".into();
                     return vec![];
                 }
                 self.failures_pending = true;
@@ -515,6 +526,7 @@ impl App {
             }
             "open_failure" => {
                 let Some(row) = self.failures.as_ref().and_then(|f| f.get(self.failure_sel)) else {
+                    self.status = "no failure listed: press r to rank the judged queries".into();
                     return vec![];
                 };
                 self.input = row.text.clone();
@@ -553,14 +565,27 @@ impl App {
                         self.status = "that task is already running".into();
                         vec![]
                     }
-                    None => vec![],
+                    None => {
+                        self.status = "that job is not available for this collection".into();
+                        vec![]
+                    }
                 }
             }
             "cancel_task" => match self.tasks.get(self.task_sel) {
                 Some(t) if t.status == TaskStatus::Running => vec![Effect::CancelTask(t.id)],
-                _ => vec![],
+                Some(_) => {
+                    self.status = "the selected task is not running".into();
+                    vec![]
+                }
+                None => {
+                    self.status = "no task to cancel".into();
+                    vec![]
+                }
             },
-            _ => vec![],
+            other => {
+                self.status = format!("the key map names an unknown action {other:?}");
+                vec![]
+            }
         }
     }
 }

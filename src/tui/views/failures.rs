@@ -15,6 +15,8 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
             "Encoding every judged query and ranking it with LSR and BM25 …"
         } else if !app.has_qrels {
             "No judgements loaded: open a collection with qrels (csplade tui --dataset DIR)."
+        } else if !matches!(app.index, crate::tui::app::IndexState::Ready(_)) {
+            "The index is not complete yet (the status bar says when it will be); then press r to compare LSR with BM25 on every judged query."
         } else {
             "Press r to compare LSR with BM25 on every judged query."
         };

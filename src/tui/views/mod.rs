@@ -39,23 +39,30 @@ pub fn draw(f: &mut Frame, app: &App) {
         Tab::Failures => failures::draw(f, body, app),
         Tab::Tasks => tasks::draw(f, body, app),
     }
+    // When the index build will end, from its task's rate.
+    let build = app
+        .tasks
+        .iter()
+        .rev()
+        .find(|t| Some(&t.spec) == app.index_task.as_ref());
+    let ready_in = match build {
+        Some(p) if p.total > 0.0 && p.eta_s > 0.0 => {
+            format!(", complete in {}", duration(p.eta_s))
+        }
+        _ => String::new(),
+    };
     let index = match &app.index {
         IndexState::Loading => "index: opening …".to_string(),
-        IndexState::Building => {
-            let p = app
-                .tasks
-                .iter()
-                .rev()
-                .find(|t| Some(&t.spec) == app.index_task.as_ref());
-            match p {
-                Some(p) if p.total > 0.0 => {
-                    format!("index: building {:.0}%", 100.0 * p.done / p.total)
-                }
-                _ => "index: building …".to_string(),
+        IndexState::Building => match build {
+            Some(p) if p.total > 0.0 => {
+                format!("index: building {:.0}%{ready_in}", 100.0 * p.done / p.total)
             }
-        }
+            _ => "index: starting the build …".to_string(),
+        },
         IndexState::Ready(n) => format!("index: {n} docs"),
-        IndexState::Partial(n, total) => format!("index: building, {n}/{total} docs searchable"),
+        IndexState::Partial(n, total) => {
+            format!("index: building, {n}/{total} docs searchable{ready_in}")
+        }
         IndexState::Unavailable(_) => "index: none".to_string(),
     };
     f.render_widget(
@@ -107,4 +114,14 @@ pub fn bar(w: f32, max: f32, width: usize) -> String {
 /// A token as shown in tables: visible spaces and escapes.
 pub fn show_token(s: &str) -> String {
     s.replace(' ', "·").replace('\n', "↵").replace('\t', "⇥")
+}
+
+/// Seconds as a short human duration: "45 s", "3 min", "1 h 20 min".
+pub fn duration(s: f64) -> String {
+    let s = s.max(0.0).round() as u64;
+    match s {
+        0..=59 => format!("{s} s"),
+        60..=3599 => format!("{} min", (s + 30) / 60),
+        _ => format!("{} h {} min", s / 3600, (s % 3600) / 60),
+    }
 }

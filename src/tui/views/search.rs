@@ -103,7 +103,15 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     }
     let hits_title = match (&app.result, app.query_pending) {
         (_, true) => " Hits (running …) ".to_string(),
-        (Some(r), _) if r.hits.is_empty() => " Hits (none: is the index ready?) ".to_string(),
+        (Some(r), _) if r.hits.is_empty() => match &app.index {
+            crate::tui::app::IndexState::Ready(_) => " Hits (none) ".to_string(),
+            crate::tui::app::IndexState::Partial(n, total) => {
+                format!(" Hits (none among the {n} of {total} documents indexed so far) ")
+            }
+            _ => {
+                " Hits (none yet: the index is not searchable yet, see the status bar) ".to_string()
+            }
+        },
         (Some(r), _) => format!(" Hits ({}) ", r.hits.len()),
         (None, _) => " Hits ".to_string(),
     };
