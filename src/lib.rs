@@ -10,6 +10,7 @@ pub mod data;
 pub mod encode;
 pub mod eval;
 pub mod explore;
+pub mod export;
 pub mod failures;
 pub mod index;
 pub mod model;

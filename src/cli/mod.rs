@@ -6,6 +6,7 @@ mod data;
 mod device;
 mod encode;
 mod eval;
+mod export;
 mod index;
 mod quant;
 mod search;
@@ -45,6 +46,9 @@ enum Command {
     Search(search::SearchArgs),
     /// nDCG@10 / MRR@10 / Recall of LSR and BM25 on a BEIR collection
     Eval(eval::EvalArgs),
+    /// Write an index for other engines: CIFF (PISA, Anserini), Anserini's
+    /// JsonVectorCollection, OpenSearch rank_features
+    Export(export::ExportArgs),
     /// Save a precision variant (f16, q8_0, q4_0) of a model as GGUF
     Quantize(quant::QuantizeArgs),
     /// One text (or a collection's judged queries) under several encoders:
@@ -179,6 +183,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Quantize(a)) => quant::quantize(a),
         Some(Command::Compare(a)) => compare::run(a),
         Some(Command::Train(t)) => train::run(t),
+        Some(Command::Export(a)) => export::run(a),
         Some(Command::CheckDevice(a)) => device::run(a),
         None => tui(TuiArgs {
             model: model::DEFAULT_SPEC.into(),

@@ -39,6 +39,11 @@ pub struct SearchArgs {
     pub bm25: bool,
     #[arg(long)]
     pub json: bool,
+    /// Print the query body for another engine instead of searching:
+    /// `opensearch-query` (rank_feature clauses over an index exported with
+    /// `csplade export --format opensearch`)
+    #[arg(long, value_parser = ["opensearch-query"])]
+    pub emit: Option<String>,
     /// The query
     #[arg(required = true)]
     pub query: Vec<String>,
@@ -75,6 +80,11 @@ pub fn run(a: SearchArgs) -> Result<()> {
             q.token_ids.len(),
             q.truncated_tokens
         );
+    }
+    if a.emit.is_some() {
+        let body = csplade::export::opensearch_query(&q.vector, &model.tokenizer, a.k);
+        println!("{body:#}");
+        return Ok(());
     }
     let hits = if a.bm25 {
         idx.search_bm25(&text, a.k)?

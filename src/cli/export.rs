@@ -1,0 +1,72 @@
+//! `csplade export`: an index for PISA and Anserini (CIFF), Anserini's
+//! JsonVectorCollection, or OpenSearch/Elasticsearch `rank_features`.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use csplade::export::{self, ExportFormat};
+use csplade::search::LsrIndex;
+
+#[derive(Args)]
+pub struct ExportArgs {
+    /// Index built by `csplade index`
+    #[arg(long)]
+    pub index: PathBuf,
+    /// ciff (PISA, Anserini), anserini (JsonVectorCollection, one JSON
+    /// document per line) or opensearch (bulk NDJSON + OUT.mapping.json)
+    #[arg(long)]
+    pub format: ExportFormat,
+    /// The file written (replaced atomically)
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The model that built the index (for its vocabulary's term strings)
+    #[arg(long, default_value = "default")]
+    pub model: String,
+    /// OpenSearch index name in the bulk file's actions
+    #[arg(long, default_value = "csplade")]
+    pub name: String,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(a: ExportArgs) -> Result<()> {
+    let idx =
+        LsrIndex::open(&a.index).with_context(|| format!("opening index {}", a.index.display()))?;
+    let model = csplade::model::load_unpacked(&a.model, &candle_core::Device::Cpu)
+        .with_context(|| format!("loading model {:?}", a.model))?;
+    idx.meta
+        .check_model(&model.identity, model.config().vocab_size)?;
+    if a.out
+        .canonicalize()
+        .ok()
+        .is_some_and(|o| o.starts_with(&idx.dir))
+    {
+        anyhow::bail!(
+            "{}: inside the index itself; write the export elsewhere",
+            a.out.display()
+        );
+    }
+    if a.out.is_dir() {
+        anyhow::bail!(
+            "{}: a directory; --out names the file to write",
+            a.out.display()
+        );
+    }
+    let r = export::export(&idx, &model.tokenizer, a.format, &a.out, &a.name)?;
+    if a.json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        let files: Vec<String> = r.files.iter().map(|f| f.display().to_string()).collect();
+        println!(
+            "exported {} documents, {} terms, {} postings (impacts round(w × {})) → {}",
+            r.documents,
+            r.terms,
+            r.postings,
+            idx.meta.scale,
+            files.join(", ")
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,383 @@
+//! Handing an index to the engines of the field: CIFF (the Common Index File
+//! Format that PISA and Anserini import), Anserini's JsonVectorCollection,
+//! and OpenSearch / Elasticsearch `rank_features` (a bulk NDJSON file, the
+//! index mapping, and the query body for a csplade query). Impacts are the
+//! index's own quantization, `round(weight × scale)`, wherever an engine
+//! wants integers. Each export is streamed to a temporary file and renamed
+//! into place.
+
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use prost::Message;
+use serde_json::json;
+
+use crate::encode::SparseVec;
+use crate::index::IndexError;
+use crate::model::TextTokenizer;
+use crate::search::LsrIndex;
+
+/// CIFF's messages (common-index-file-format.proto, version 1).
+pub mod ciff {
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Header {
+        #[prost(int32, tag = "1")]
+        pub version: i32,
+        #[prost(int32, tag = "2")]
+        pub num_postings_lists: i32,
+        #[prost(int32, tag = "3")]
+        pub num_docs: i32,
+        #[prost(int32, tag = "4")]
+        pub total_postings_lists: i32,
+        #[prost(int32, tag = "5")]
+        pub total_docs: i32,
+        #[prost(int64, tag = "6")]
+        pub total_terms_in_collection: i64,
+        #[prost(double, tag = "7")]
+        pub average_doclength: f64,
+        #[prost(string, tag = "8")]
+        pub description: String,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Posting {
+        /// Gap from the previous posting's document (the first: absolute).
+        #[prost(int32, tag = "1")]
+        pub docid: i32,
+        #[prost(int32, tag = "2")]
+        pub tf: i32,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct PostingsList {
+        #[prost(string, tag = "1")]
+        pub term: String,
+        #[prost(int64, tag = "2")]
+        pub df: i64,
+        #[prost(int64, tag = "3")]
+        pub cf: i64,
+        #[prost(message, repeated, tag = "4")]
+        pub postings: Vec<Posting>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct DocRecord {
+        #[prost(int32, tag = "1")]
+        pub docid: i32,
+        #[prost(string, tag = "2")]
+        pub collection_docid: String,
+        #[prost(int32, tag = "3")]
+        pub doclength: i32,
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExportFormat {
+    Ciff,
+    Anserini,
+    OpenSearch,
+}
+
+impl std::str::FromStr for ExportFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "ciff" => Ok(ExportFormat::Ciff),
+            "anserini" => Ok(ExportFormat::Anserini),
+            "opensearch" => Ok(ExportFormat::OpenSearch),
+            o => Err(format!(
+                "unknown export format {o:?} (ciff, anserini, opensearch)"
+            )),
+        }
+    }
+}
+
+/// What an export wrote.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct ExportReport {
+    pub files: Vec<PathBuf>,
+    pub documents: usize,
+    pub terms: usize,
+    pub postings: u64,
+}
+
+/// A token's text as a term every engine accepts: whitespace, control
+/// characters, `%`, `.` and `#` percent-encoded byte by byte (" copy" →
+/// "%20copy"), so distinct texts stay distinct.
+pub fn safe_term(token: &str) -> String {
+    let mut out = String::with_capacity(token.len());
+    for c in token.chars() {
+        if c.is_whitespace() || c.is_control() || matches!(c, '%' | '.' | '#') {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    if out.is_empty() {
+        out.push_str("%00");
+    }
+    out
+}
+
+/// The term of every vocabulary entry, by id. Byte-level vocabularies
+/// display some entries alike (two spellings of "é"): the first keeps the
+/// text, later ones get `#id` appended (`#` never occurs otherwise).
+pub fn vocabulary(tok: &TextTokenizer, vocab: usize) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    (0..vocab as u32)
+        .map(|id| {
+            let t = safe_term(tok.token(id));
+            if seen.insert(t.clone()) {
+                t
+            } else {
+                format!("{t}#{id}")
+            }
+        })
+        .collect()
+}
+
+/// The integer impact of a weight: the index's own quantization.
+pub fn quantize(w: f32, scale: f32) -> i32 {
+    (w * scale).round() as i32
+}
+
+/// Write through `f` into a temporary file beside `out`, then rename.
+fn atomically(
+    out: &Path,
+    f: impl FnOnce(&mut BufWriter<std::fs::File>) -> std::io::Result<()>,
+) -> Result<(), IndexError> {
+    if let Some(dir) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| IndexError::io(dir, e))?;
+    }
+    let mut tmp = out.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let file = std::fs::File::create(&tmp).map_err(|e| IndexError::io(&tmp, e))?;
+    let mut w = BufWriter::new(file);
+    f(&mut w)
+        .and_then(|_| w.flush())
+        .and_then(|_| w.get_ref().sync_all())
+        .map_err(|e| IndexError::io(&tmp, e))?;
+    std::fs::rename(&tmp, out).map_err(|e| IndexError::io(out, e))
+}
+
+fn document_text(idx: &LsrIndex, ordinal: usize) -> Result<String, IndexError> {
+    let d = idx.document(ordinal)?;
+    Ok(if d.title.is_empty() {
+        d.text
+    } else {
+        format!("{} {}", d.title, d.text)
+    })
+}
+
+/// Export `idx` (whose model's tokenizer is `tok`) as `format` to `out`.
+pub fn export(
+    idx: &LsrIndex,
+    tok: &TextTokenizer,
+    format: ExportFormat,
+    out: &Path,
+    opensearch_index: &str,
+) -> Result<ExportReport, IndexError> {
+    let terms = vocabulary(tok, idx.meta.vocab_size);
+    let scale = idx.meta.scale;
+    let n = idx.len();
+    match format {
+        ExportFormat::Ciff => export_ciff(idx, &terms, out),
+        ExportFormat::Anserini => {
+            let mut postings = 0u64;
+            atomically(out, |w| {
+                for d in 0..n {
+                    let vector: serde_json::Map<String, serde_json::Value> = idx.vectors[d]
+                        .iter()
+                        .map(|(id, wt)| (id, quantize(wt, scale)))
+                        .filter(|(_, q)| *q > 0)
+                        .map(|(id, q)| (terms[id as usize].clone(), json!(q)))
+                        .collect();
+                    postings += vector.len() as u64;
+                    let text = document_text(idx, d).map_err(std::io::Error::other)?;
+                    let line = json!({"id": idx.doc_id(d), "contents": text, "vector": vector});
+                    writeln!(w, "{line}")?;
+                }
+                Ok(())
+            })?;
+            Ok(ExportReport {
+                files: vec![out.to_path_buf()],
+                documents: n,
+                terms: terms.len(),
+                postings,
+            })
+        }
+        ExportFormat::OpenSearch => {
+            let mut postings = 0u64;
+            atomically(out, |w| {
+                for d in 0..n {
+                    let features: serde_json::Map<String, serde_json::Value> = idx.vectors[d]
+                        .iter()
+                        .map(|(id, wt)| (terms[id as usize].clone(), json!(wt)))
+                        .collect();
+                    postings += features.len() as u64;
+                    let text = document_text(idx, d).map_err(std::io::Error::other)?;
+                    writeln!(
+                        w,
+                        "{}",
+                        json!({"index": {"_index": opensearch_index, "_id": idx.doc_id(d)}})
+                    )?;
+                    writeln!(w, "{}", json!({"text": text, "terms": features}))?;
+                }
+                Ok(())
+            })?;
+            let mapping = mapping_path(out);
+            atomically(&mapping, |w| writeln!(w, "{:#}", opensearch_mapping()))?;
+            Ok(ExportReport {
+                files: vec![out.to_path_buf(), mapping],
+                documents: n,
+                terms: terms.len(),
+                postings,
+            })
+        }
+    }
+}
+
+/// `OUT.mapping.json` beside an OpenSearch bulk file.
+pub fn mapping_path(out: &Path) -> PathBuf {
+    let mut m = out.as_os_str().to_owned();
+    m.push(".mapping.json");
+    PathBuf::from(m)
+}
+
+/// The index mapping: the text, and the expansion as `rank_features`.
+pub fn opensearch_mapping() -> serde_json::Value {
+    json!({"mappings": {"properties": {
+        "text": {"type": "text"},
+        "terms": {"type": "rank_features"}
+    }}})
+}
+
+/// The query body that scores documents by the dot product of the query's
+/// expansion with their `terms` (each feature linear, boosted by the query
+/// weight).
+pub fn opensearch_query(query: &SparseVec, tok: &TextTokenizer, k: usize) -> serde_json::Value {
+    let terms = vocabulary(tok, tok.vocab_size());
+    let should: Vec<serde_json::Value> = query
+        .iter()
+        .map(|(id, w)| {
+            json!({"rank_feature": {"field": format!("terms.{}", terms[id as usize]),
+                "linear": {}, "boost": w}})
+        })
+        .collect();
+    json!({"size": k, "query": {"bool": {"should": should}}})
+}
+
+fn export_ciff(idx: &LsrIndex, terms: &[String], out: &Path) -> Result<ExportReport, IndexError> {
+    let scale = idx.meta.scale;
+    let n = idx.len();
+    // Postings per term id, documents ascending.
+    let mut lists: Vec<Vec<(i32, i32)>> = vec![Vec::new(); terms.len()];
+    let mut lengths = vec![0i64; n];
+    for (d, v) in idx.vectors.iter().enumerate() {
+        for (id, w) in v.iter() {
+            let q = quantize(w, scale);
+            if q > 0 {
+                lists[id as usize].push((d as i32, q));
+                lengths[d] += q as i64;
+            }
+        }
+    }
+    let mut order: Vec<usize> = (0..terms.len()).filter(|&t| !lists[t].is_empty()).collect();
+    order.sort_by(|&a, &b| terms[a].cmp(&terms[b]));
+    let total: i64 = lengths.iter().sum();
+    let header = ciff::Header {
+        version: 1,
+        num_postings_lists: order.len() as i32,
+        num_docs: n as i32,
+        total_postings_lists: order.len() as i32,
+        total_docs: n as i32,
+        total_terms_in_collection: total,
+        average_doclength: total as f64 / n.max(1) as f64,
+        description: format!(
+            "csplade index of {} ({}, {}, {}): impacts are term frequencies round(weight x {scale})",
+            idx.meta.corpus, idx.meta.model.id, idx.meta.variant, idx.meta.head
+        ),
+    };
+    let mut postings = 0u64;
+    atomically(out, |w| {
+        let mut buf = Vec::new();
+        let mut put = |w: &mut BufWriter<std::fs::File>, m: &dyn MessageBytes| {
+            buf.clear();
+            m.encode_delimited_into(&mut buf);
+            w.write_all(&buf)
+        };
+        put(w, &header)?;
+        for &t in &order {
+            let mut prev = 0;
+            let list = ciff::PostingsList {
+                term: terms[t].clone(),
+                df: lists[t].len() as i64,
+                cf: lists[t].iter().map(|p| p.1 as i64).sum(),
+                postings: lists[t]
+                    .iter()
+                    .map(|&(d, tf)| {
+                        let gap = d - prev;
+                        prev = d;
+                        ciff::Posting { docid: gap, tf }
+                    })
+                    .collect(),
+            };
+            postings += list.postings.len() as u64;
+            put(w, &list)?;
+        }
+        for (d, &len) in lengths.iter().enumerate() {
+            let rec = ciff::DocRecord {
+                docid: d as i32,
+                collection_docid: idx.doc_id(d).to_string(),
+                doclength: len as i32,
+            };
+            put(w, &rec)?;
+        }
+        Ok(())
+    })?;
+    Ok(ExportReport {
+        files: vec![out.to_path_buf()],
+        documents: n,
+        terms: order.len(),
+        postings,
+    })
+}
+
+/// Length-delimited encoding of any of CIFF's messages.
+trait MessageBytes {
+    fn encode_delimited_into(&self, buf: &mut Vec<u8>);
+}
+
+impl<M: Message> MessageBytes for M {
+    fn encode_delimited_into(&self, buf: &mut Vec<u8>) {
+        // Encoding into a Vec cannot run out of space.
+        let _ = self.encode_length_delimited(buf);
+    }
+}
+
+/// A CIFF file read back: header, postings lists, document records.
+pub fn read_ciff(
+    path: &Path,
+) -> Result<(ciff::Header, Vec<ciff::PostingsList>, Vec<ciff::DocRecord>), IndexError> {
+    let bytes = std::fs::read(path).map_err(|e| IndexError::io(path, e))?;
+    let bad = |e: prost::DecodeError| IndexError::Corrupt {
+        path: path.to_path_buf(),
+        msg: format!("not a CIFF file: {e}"),
+    };
+    let mut buf = bytes.as_slice();
+    let header = ciff::Header::decode_length_delimited(&mut buf).map_err(bad)?;
+    let count = |n: i32| usize::try_from(n).unwrap_or(0).min(buf.len());
+    let mut lists = Vec::with_capacity(count(header.num_postings_lists));
+    for _ in 0..header.num_postings_lists.max(0) {
+        lists.push(ciff::PostingsList::decode_length_delimited(&mut buf).map_err(bad)?);
+    }
+    let mut docs = Vec::with_capacity(count(header.num_docs));
+    for _ in 0..header.num_docs.max(0) {
+        docs.push(ciff::DocRecord::decode_length_delimited(&mut buf).map_err(bad)?);
+    }
+    Ok((header, lists, docs))
+}
