@@ -259,12 +259,14 @@ fn a_failure_opens_in_search() {
             text: "salt and blood pressure".into(),
             lsr_ndcg10: 0.1,
             bm25_ndcg10: 0.9,
+            relevant_in_lsr_top100: false,
         },
         FailureRow {
             query_id: "q1".into(),
             text: "hypertension".into(),
             lsr_ndcg10: 0.5,
             bm25_ndcg10: 0.5,
+            relevant_in_lsr_top100: true,
         },
     ])));
     a.update(key(KeyCode::Down));
@@ -412,15 +414,109 @@ fn snapshot_failures_view() {
             text: "salt and blood pressure".into(),
             lsr_ndcg10: 0.1,
             bm25_ndcg10: 0.9,
+            relevant_in_lsr_top100: false,
         },
         FailureRow {
             query_id: "q1".into(),
             text: "hypertension".into(),
             lsr_ndcg10: 0.7,
             bm25_ndcg10: 0.5,
+            relevant_in_lsr_top100: true,
         },
     ])));
     insta::assert_snapshot!("failures", render(&a));
+    // The selected query explained, under the list.
+    assert_eq!(
+        a.update(key(KeyCode::Char('x'))),
+        vec![Effect::ExplainFailure("q2".into())]
+    );
+    a.update(Action::ExplanationDone(Ok(sample_explanation())));
+    insta::assert_snapshot!("failures_explained", render(&a));
+}
+
+fn sample_explanation() -> csplade::explore::FailureExplanation {
+    use csplade::failures::*;
+    FailureExplanation {
+        query_id: "q2".into(),
+        text: "salt and blood pressure".into(),
+        ndcg_lsr: 0.1,
+        ndcg_bm25: 0.9,
+        expansion: vec![(" blood".into(), 1.7), (" pressure".into(), 1.5)],
+        missed: vec![MissedDocument {
+            doc_id: "d9".into(),
+            grade: 1,
+            lsr_rank: None,
+            bm25_rank: Some(1),
+            bm25_words: vec![WordEvidence {
+                word: "salt".into(),
+                term: "salt".into(),
+                bm25: 4.2,
+                tokens: vec![" salt".into()],
+                query_weight: 0.0,
+                doc_weight: 1.3,
+                missing_from_expansion: true,
+            }],
+            shared_terms: vec![],
+        }],
+        wrong_hits: vec![WrongHit {
+            doc_id: "d3".into(),
+            rank: 1,
+            score: 4.0,
+            lifted_by: vec![TermEvidence {
+                token: " blood".into(),
+                query_weight: 1.7,
+                doc_weight: 1.6,
+                product: 2.72,
+            }],
+        }],
+    }
+}
+
+/// `s` cycles the Failures views (all by Δ, relevant missed entirely, by
+/// the query box's text) and `e` exports the rows shown.
+#[test]
+fn failure_views_filter_and_export_what_they_show() {
+    let mut a = app();
+    a.has_qrels = true;
+    a.tab = Tab::Failures;
+    let row = |id: &str, text: &str, l: f64, b: f64, top: bool| FailureRow {
+        query_id: id.into(),
+        text: text.into(),
+        lsr_ndcg10: l,
+        bm25_ndcg10: b,
+        relevant_in_lsr_top100: top,
+    };
+    a.update(Action::FailuresDone(Ok(vec![
+        row("q3", "zinc", 0.0, 1.0, false),
+        row("q2", "salt and blood pressure", 0.1, 0.9, true),
+        row("q1", "blood sugar", 0.7, 0.5, true),
+    ])));
+    let ids = |a: &App| -> Vec<String> {
+        a.visible_failures()
+            .iter()
+            .map(|r| r.query_id.clone())
+            .collect()
+    };
+    assert_eq!(ids(&a), ["q3", "q2", "q1"]);
+    a.update(key(KeyCode::Char('s')));
+    assert_eq!(
+        ids(&a),
+        ["q3"],
+        "relevant documents all outside the top 100"
+    );
+    a.input = "blood".into();
+    a.update(key(KeyCode::Char('s')));
+    assert_eq!(ids(&a), ["q1", "q2"], "matching the query box, A–Z");
+    match a.update(key(KeyCode::Char('e'))).as_slice() {
+        [Effect::ExportFailures(rows)] => assert_eq!(rows.len(), 2),
+        other => panic!("{other:?}"),
+    }
+    a.update(Action::ExportDone(Ok(
+        "/x/failures.tsv and /x/failures.json".into(),
+    )));
+    assert!(a.status.contains("/x/failures.tsv"), "{}", a.status);
+    a.update(key(KeyCode::Char('s')));
+    assert_eq!(ids(&a).len(), 3, "back to all queries");
 }
 
 #[test]

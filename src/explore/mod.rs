@@ -65,6 +65,15 @@ pub struct FailureRow {
     pub text: String,
     pub lsr_ndcg10: f64,
     pub bm25_ndcg10: f64,
+    /// A relevant document among LSR's top 100 (false: LSR misses them all).
+    pub relevant_in_lsr_top100: bool,
+}
+
+impl FailureRow {
+    /// LSR's nDCG@10 minus BM25's (negative: LSR loses).
+    pub fn delta(&self) -> f64 {
+        self.lsr_ndcg10 - self.bm25_ndcg10
+    }
 }
 
 pub struct Explorer {
@@ -229,7 +238,7 @@ impl Explorer {
         let mut rows = Vec::with_capacity(judged.len());
         for (q, e) in judged.iter().zip(encoded) {
             let lsr: Vec<String> = idx
-                .search(&e.vector, 10, Backend::Exact)?
+                .search(&e.vector, 100, Backend::Exact)?
                 .into_iter()
                 .map(|h| h.doc_id)
                 .collect();
@@ -247,6 +256,7 @@ impl Explorer {
                 text: q.text.clone(),
                 lsr_ndcg10: eval::ndcg_at(&as_refs(&lsr), j, 10),
                 bm25_ndcg10: eval::ndcg_at(&as_refs(&bm), j, 10),
+                relevant_in_lsr_top100: lsr.iter().any(|d| j.get(d).is_some_and(|&g| g > 0)),
             });
         }
         rows.sort_by(|a, b| {
@@ -259,6 +269,49 @@ impl Explorer {
 }
 
 pub use crate::compare::{Comparison, EncoderRun};
+pub use crate::failures::FailureExplanation;
+
+impl Explorer {
+    /// Why LSR ranks judged query `query_id` below BM25: its missed relevant
+    /// documents, the words BM25 matches that the expansion lacks, and the
+    /// terms that lifted the wrong hits.
+    pub fn explain_failure(&self, query_id: &str) -> anyhow::Result<FailureExplanation> {
+        let idx = self
+            .index
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("no index loaded"))?;
+        let qrels = self
+            .qrels
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("no judgements loaded"))?;
+        let q = self
+            .queries
+            .iter()
+            .find(|q| q.id == query_id)
+            .ok_or_else(|| anyhow::anyhow!("no query {query_id:?}"))?;
+        let judged = qrels
+            .get(query_id)
+            .ok_or_else(|| anyhow::anyhow!("query {query_id:?} has no judgements"))?;
+        let e = self.encoder().encode_one(&q.text)?;
+        let lsr = idx.search(&e.vector, 100, Backend::Exact)?;
+        let bm25 = idx.search_bm25(&q.text, 100)?;
+        let ndcg = |run: &[crate::search::Hit]| {
+            let ids: Vec<&str> = run.iter().map(|h| h.doc_id.as_str()).collect();
+            eval::ndcg_at(&ids, judged, 10)
+        };
+        let case = crate::failures::FailureCase {
+            query_id,
+            text: &q.text,
+            expansion: &e.vector,
+            judged,
+            lsr: &lsr,
+            bm25: &bm25,
+            ndcg_lsr: ndcg(&lsr),
+            ndcg_bm25: ndcg(&bm25),
+        };
+        Ok(crate::failures::explain(idx, &self.model.tokenizer, &case)?)
+    }
+}
 
 impl Explorer {
     /// Encode `text` with every encoder and rank it over the open index

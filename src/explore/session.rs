@@ -294,4 +294,44 @@ impl Session {
         let ex = self.explorer().ok_or("the model is still loading")?;
         ex.compare(text, &encoders).map_err(|e| e.to_string())
     }
+
+    /// Write the failure list as TSV and JSON under `$CSPLADE_HOME/exports/`
+    /// (each written to a temporary file and renamed); the two paths.
+    pub fn export_failures(&self, rows: &[super::FailureRow]) -> Result<(PathBuf, PathBuf)> {
+        let dir = data_dir().join("exports");
+        std::fs::create_dir_all(&dir).with_context(|| dir.display().to_string())?;
+        let name = self
+            .dataset
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_else(|| "collection".into());
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let base = dir.join(format!("failures-{name}-{stamp}"));
+        let (tsv, json) = (base.with_extension("tsv"), base.with_extension("json"));
+        let mut text = String::from(
+            "query_id\tbm25_ndcg10\tlsr_ndcg10\tdelta\trelevant_in_lsr_top100\ttext\n",
+        );
+        for r in rows {
+            text.push_str(&format!(
+                "{}\t{:.4}\t{:.4}\t{:+.4}\t{}\t{}\n",
+                r.query_id,
+                r.bm25_ndcg10,
+                r.lsr_ndcg10,
+                r.delta(),
+                r.relevant_in_lsr_top100,
+                r.text.replace(['\t', '\n'], " ")
+            ));
+        }
+        let write = |path: &PathBuf, bytes: &[u8]| -> Result<()> {
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, bytes).with_context(|| tmp.display().to_string())?;
+            std::fs::rename(&tmp, path).with_context(|| path.display().to_string())
+        };
+        write(&tsv, text.as_bytes())?;
+        write(&json, serde_json::to_string_pretty(rows)?.as_bytes())?;
+        Ok((tsv, json))
+    }
 }

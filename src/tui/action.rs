@@ -3,7 +3,7 @@
 
 use crossterm::event::KeyEvent;
 
-use crate::explore::{Comparison, DocDetail, FailureRow, QueryResult};
+use crate::explore::{Comparison, DocDetail, FailureExplanation, FailureRow, QueryResult};
 use crate::tasks::{TaskEvent, TaskId, TaskSpec};
 
 #[derive(Debug)]
@@ -17,6 +17,9 @@ pub enum Action {
     DetailDone(Result<DocDetail, String>),
     FailuresDone(Result<Vec<FailureRow>, String>),
     CompareDone(Result<Comparison, String>),
+    ExplanationDone(Result<FailureExplanation, String>),
+    /// Where the failure list was exported (or why it could not be).
+    ExportDone(Result<String, String>),
     /// Documents searchable while the index is still building (of total).
     PartialReady(usize, usize),
     Task(TaskEvent),
@@ -27,6 +30,10 @@ pub enum Effect {
     RunQuery(String),
     LoadDetail(usize),
     ComputeFailures,
+    /// Explain why LSR loses on this judged query.
+    ExplainFailure(String),
+    /// Write these rows under the exports directory.
+    ExportFailures(Vec<FailureRow>),
     /// Encode this text under every encoder of the named preset.
     RunCompare(String, String),
     /// Remember the chosen comparison preset in the user's config.

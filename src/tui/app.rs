@@ -86,7 +86,12 @@ pub struct App {
     /// Which of [`crate::compare::PRESETS`] Compare shows.
     pub compare_preset: usize,
     pub failures_pending: bool,
+    /// Index into the rows [`App::visible_failures`] shows.
     pub failure_sel: usize,
+    /// Which of [`FAILURE_VIEWS`] the Failures list shows.
+    pub failure_view: usize,
+    pub explanation: Option<crate::explore::FailureExplanation>,
+    pub explain_pending: bool,
     pub tasks: Vec<TaskView>,
     pub task_sel: usize,
     pub help: bool,
@@ -110,6 +115,13 @@ pub struct App {
 
 const LOG_LINES: usize = 200;
 
+/// How the Failures list is sorted and filtered (`s` cycles).
+pub const FAILURE_VIEWS: [&str; 3] = [
+    "all judged queries, LSR's largest losses first",
+    "queries whose relevant documents are all outside LSR's top 100",
+    "queries containing the query box's text, A–Z",
+];
+
 impl App {
     /// The comparison preset shown: (name, what it compares).
     pub fn compare_preset(&self) -> (&'static str, &'static str) {
@@ -120,6 +132,26 @@ impl App {
     pub fn set_compare_preset(&mut self, name: &str) {
         if let Some(i) = crate::compare::PRESETS.iter().position(|p| p.0 == name) {
             self.compare_preset = i;
+        }
+    }
+
+    /// The failure rows of the current view, in display order.
+    pub fn visible_failures(&self) -> Vec<&FailureRow> {
+        let Some(rows) = &self.failures else {
+            return Vec::new();
+        };
+        match self.failure_view {
+            1 => rows.iter().filter(|r| !r.relevant_in_lsr_top100).collect(),
+            2 => {
+                let needle = self.input.trim().to_lowercase();
+                let mut v: Vec<&FailureRow> = rows
+                    .iter()
+                    .filter(|r| r.text.to_lowercase().contains(&needle))
+                    .collect();
+                v.sort_by(|a, b| a.text.cmp(&b.text));
+                v
+            }
+            _ => rows.iter().collect(),
         }
     }
 
@@ -154,6 +186,9 @@ impl App {
             compare_preset: 0,
             failures_pending: false,
             failure_sel: 0,
+            failure_view: 0,
+            explanation: None,
+            explain_pending: false,
             tasks: Vec::new(),
             task_sel: 0,
             help: false,
@@ -255,6 +290,7 @@ impl App {
                         self.status = format!("{} judged queries compared", rows.len());
                         self.failures = Some(rows);
                         self.failure_sel = 0;
+                        self.explanation = None;
                     }
                     Err(e) => self.status = format!("failure analysis failed: {e}"),
                 }
@@ -275,6 +311,29 @@ impl App {
                     }
                     Err(e) => self.status = format!("comparison failed: {e}"),
                 }
+                vec![]
+            }
+            Action::ExplanationDone(r) => {
+                self.explain_pending = false;
+                match r {
+                    Ok(e) => {
+                        self.status = format!(
+                            "query {}: {} relevant documents missed, {} wrong hits explained",
+                            e.query_id,
+                            e.missed.len(),
+                            e.wrong_hits.len()
+                        );
+                        self.explanation = Some(e);
+                    }
+                    Err(e) => self.status = format!("explanation failed: {e}"),
+                }
+                vec![]
+            }
+            Action::ExportDone(r) => {
+                self.status = match r {
+                    Ok(paths) => format!("exported to {paths}"),
+                    Err(e) => format!("export failed: {e}"),
+                };
                 vec![]
             }
             Action::Task(ev) => self.on_task(ev),
@@ -478,10 +537,10 @@ impl App {
             "next_row" | "prev_row" => {
                 let down = action == "next_row";
                 let (sel, len) = match self.tab {
-                    Tab::Failures => (
-                        &mut self.failure_sel,
-                        self.failures.as_ref().map_or(0, Vec::len),
-                    ),
+                    Tab::Failures => {
+                        let n = self.visible_failures().len();
+                        (&mut self.failure_sel, n)
+                    }
                     _ => (&mut self.task_sel, self.tasks.len()),
                 };
                 if len > 0 {
@@ -524,11 +583,48 @@ impl App {
                 self.status = "encoding every judged query …".into();
                 vec![Effect::ComputeFailures]
             }
+            "cycle_failure_view" => {
+                if self.failures.is_none() {
+                    self.status = "no failure list yet: press r to rank the judged queries".into();
+                    return vec![];
+                }
+                self.failure_view = (self.failure_view + 1) % FAILURE_VIEWS.len();
+                self.failure_sel = 0;
+                self.explanation = None;
+                let n = self.visible_failures().len();
+                self.status = format!("{n} {}", FAILURE_VIEWS[self.failure_view]);
+                vec![]
+            }
+            "explain_failure" => {
+                let Some(row) = self.visible_failures().get(self.failure_sel).copied() else {
+                    self.status = "no failure selected: press r to rank the judged queries".into();
+                    return vec![];
+                };
+                if self.explain_pending {
+                    self.status = "an explanation is already being computed".into();
+                    return vec![];
+                }
+                let id = row.query_id.clone();
+                self.explain_pending = true;
+                self.status = format!("explaining query {id} …");
+                vec![Effect::ExplainFailure(id)]
+            }
+            "export_failures" => {
+                if self.failures.is_none() {
+                    self.status =
+                        "nothing to export yet: press r to rank the judged queries".into();
+                    return vec![];
+                }
+                let rows: Vec<FailureRow> = self.visible_failures().into_iter().cloned().collect();
+                self.status = format!("exporting {} rows …", rows.len());
+                vec![Effect::ExportFailures(rows)]
+            }
             "open_failure" => {
-                let Some(row) = self.failures.as_ref().and_then(|f| f.get(self.failure_sel)) else {
+                let Some(row) = self.visible_failures().get(self.failure_sel).copied() else {
                     self.status = "no failure listed: press r to rank the judged queries".into();
                     return vec![];
                 };
+                let row = row.clone();
                 self.input = row.text.clone();
                 self.tab = Tab::Search;
                 self.focus = Focus::Results;

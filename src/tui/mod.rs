@@ -240,6 +240,19 @@ async fn event_loop(
                 Effect::ComputeFailures => spawn_engine(&tx, &session, |ex| {
                     Action::FailuresDone(ex.failures().map_err(|e| e.to_string()))
                 }),
+                Effect::ExplainFailure(id) => spawn_engine(&tx, &session, move |ex| {
+                    Action::ExplanationDone(ex.explain_failure(&id).map_err(|e| e.to_string()))
+                }),
+                Effect::ExportFailures(rows) => {
+                    let (tx, session) = (tx.clone(), session.clone());
+                    tokio::task::spawn_blocking(move || {
+                        let r = session
+                            .export_failures(&rows)
+                            .map(|(t, j)| format!("{} and {}", t.display(), j.display()))
+                            .map_err(|e| format!("{e:#}"));
+                        let _ = tx.send(Action::ExportDone(r));
+                    });
+                }
                 Effect::RefreshPartial => {
                     let (tx, session) = (tx.clone(), session.clone());
                     tokio::task::spawn_blocking(move || {

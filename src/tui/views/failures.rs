@@ -1,16 +1,34 @@
-//! Failures view: per judged query, nDCG@10 of LSR and BM25, sorted by how
-//! much LSR loses; Enter opens the query in Search with its judgements.
+//! Failures view: a histogram of per-query Δ nDCG@10 (LSR − BM25) over the
+//! collection; the judged queries by how much LSR loses (or only those whose
+//! relevant documents LSR misses entirely, or those matching the query box);
+//! and, for the selected query, why: the missed relevant documents with the
+//! words BM25 matches that the expansion lacks, and the terms that lifted
+//! the wrong hits. Enter opens the query in Search.
 
-use ratatui::layout::{Constraint, Rect};
+use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Modifier, Style};
-use ratatui::widgets::{Block, Borders, Paragraph, Row, Table};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Bar, BarChart, BarGroup, Block, Borders, Paragraph, Row, Table, Wrap};
 use ratatui::Frame;
 
-use crate::tui::app::App;
+use super::show_token;
+use crate::tui::app::{App, FAILURE_VIEWS};
+
+/// Δ nDCG@10 buckets of the histogram: (label, upper bound).
+const BUCKETS: [(&str, f64); 8] = [
+    ("≤-.75", -0.75),
+    ("-.5", -0.5),
+    ("-.25", -0.25),
+    ("<0", -1e-9),
+    ("0", 1e-9),
+    ("<.25", 0.25),
+    ("<.5", 0.5),
+    ("≥.5", f64::INFINITY),
+];
 
 pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     let t = &app.theme;
-    let Some(rows) = &app.failures else {
+    let Some(all) = &app.failures else {
         let msg = if app.failures_pending {
             "Encoding every judged query and ranking it with LSR and BM25 …"
         } else if !app.has_qrels {
@@ -26,8 +44,56 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         );
         return;
     };
-    let losses = rows.iter().filter(|r| r.lsr_ndcg10 < r.bm25_ndcg10).count();
-    let visible = area.height.saturating_sub(3) as usize;
+    let explain_height = if app.explanation.is_some() { 14 } else { 0 };
+    let [chart, table, explain] = Layout::vertical([
+        Constraint::Length(8),
+        Constraint::Min(5),
+        Constraint::Length(explain_height),
+    ])
+    .areas(area);
+
+    // The collection at a glance: how many queries LSR loses or wins, by how much.
+    let mut counts = [0u64; BUCKETS.len()];
+    for r in all {
+        let d = r.delta();
+        let b = BUCKETS
+            .iter()
+            .position(|(_, hi)| d < *hi)
+            .unwrap_or(BUCKETS.len() - 1);
+        counts[b] += 1;
+    }
+    let bars: Vec<Bar> = BUCKETS
+        .iter()
+        .zip(counts)
+        .enumerate()
+        .map(|(i, ((label, _), n))| {
+            let color = match i {
+                0..=3 => t.not_relevant,
+                4 => t.muted,
+                _ => t.relevant,
+            };
+            Bar::default()
+                .value(n)
+                .label(Line::from(*label))
+                .style(Style::default().fg(color))
+        })
+        .collect();
+    let losses = all.iter().filter(|r| r.delta() < 0.0).count();
+    let wins = all.iter().filter(|r| r.delta() > 0.0).count();
+    f.render_widget(
+        BarChart::default()
+            .block(Block::default().borders(Borders::ALL).title(format!(
+                " Δ nDCG@10 (LSR − BM25) over {} judged queries: LSR loses {losses}, wins {wins} ",
+                all.len()
+            )))
+            .data(BarGroup::default().bars(&bars))
+            .bar_width(7)
+            .bar_gap(2),
+        chart,
+    );
+
+    let rows = app.visible_failures();
+    let visible = table.height.saturating_sub(3) as usize;
     let start = app.failure_sel.saturating_sub(visible.saturating_sub(1));
     let body: Vec<Row> = rows
         .iter()
@@ -35,7 +101,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         .skip(start)
         .take(visible)
         .map(|(i, r)| {
-            let d = r.lsr_ndcg10 - r.bm25_ndcg10;
+            let d = r.delta();
             let color = if d < 0.0 {
                 t.not_relevant
             } else if d > 0.0 {
@@ -55,6 +121,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
                 format!("{:.3}", r.bm25_ndcg10),
                 format!("{:.3}", r.lsr_ndcg10),
                 format!("{d:+.3}"),
+                if r.relevant_in_lsr_top100 { "" } else { "✗" }.to_string(),
                 r.text.clone(),
             ])
             .style(style.fg(color))
@@ -68,16 +135,99 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
                 Constraint::Length(7),
                 Constraint::Length(7),
                 Constraint::Length(7),
+                Constraint::Length(4),
                 Constraint::Min(20),
             ],
         )
         .header(
-            Row::new(vec!["query", "bm25", "lsr", "Δ", "text"]).style(Style::default().fg(t.muted)),
+            Row::new(vec!["query", "bm25", "lsr", "Δ", "100", "text"])
+                .style(Style::default().fg(t.muted)),
         )
         .block(Block::default().borders(Borders::ALL).title(format!(
-            " Failures: LSR loses on {losses} of {} queries (nDCG@10) ",
-            rows.len()
+            " {} of {}: {} (s: next view, x: explain, e: export; ✗: no relevant document in LSR's top 100) ",
+            rows.len(),
+            all.len(),
+            FAILURE_VIEWS[app.failure_view % FAILURE_VIEWS.len()]
         ))),
-        area,
+        table,
     );
+
+    if let Some(e) = &app.explanation {
+        let muted = Style::default().fg(t.muted);
+        let rank = |r: Option<usize>| r.map_or("beyond 100".to_string(), |r| r.to_string());
+        let mut lines = vec![Line::from(vec![
+            Span::styled("expansion ", muted),
+            Span::raw(
+                e.expansion
+                    .iter()
+                    .take(10)
+                    .map(|(tok, w)| format!("{} {w:.2}", show_token(tok)))
+                    .collect::<Vec<_>>()
+                    .join("  "),
+            ),
+        ])];
+        for m in &e.missed {
+            lines.push(Line::from(vec![
+                Span::styled(
+                    format!("missed {} ", m.doc_id),
+                    Style::default().fg(t.relevant),
+                ),
+                Span::styled(
+                    format!(
+                        "(grade {}): LSR rank {}, BM25 rank {}",
+                        m.grade,
+                        rank(m.lsr_rank),
+                        rank(m.bm25_rank)
+                    ),
+                    muted,
+                ),
+            ]));
+            let words: Vec<Span> = m
+                .bm25_words
+                .iter()
+                .take(6)
+                .map(|w| {
+                    let style = if w.missing_from_expansion {
+                        Style::default().fg(t.not_relevant)
+                    } else {
+                        Style::default()
+                    };
+                    Span::styled(
+                        format!(
+                            "  {} bm25 {:.1} q {:.2} d {:.2}",
+                            w.word, w.bm25, w.query_weight, w.doc_weight
+                        ),
+                        style,
+                    )
+                })
+                .collect();
+            lines.push(Line::from(words));
+        }
+        for h in &e.wrong_hits {
+            lines.push(Line::from(vec![
+                Span::styled(
+                    format!("rank {} {} ", h.rank, h.doc_id),
+                    Style::default().fg(t.not_relevant),
+                ),
+                Span::styled("lifted by ", muted),
+                Span::raw(
+                    h.lifted_by
+                        .iter()
+                        .take(5)
+                        .map(|c| format!("{} {:.2}", show_token(&c.token), c.product))
+                        .collect::<Vec<_>>()
+                        .join("  "),
+                ),
+            ]));
+        }
+        f.render_widget(
+            Paragraph::new(lines)
+                .wrap(Wrap { trim: false })
+                .block(Block::default().borders(Borders::ALL).title(format!(
+                    " Why LSR loses on {} ({:.3} vs BM25 {:.3}): red words score under BM25 but are missing from the expansion ",
+                    e.query_id, e.ndcg_lsr, e.ndcg_bm25
+                ))),
+            explain,
+        );
+    }
 }
