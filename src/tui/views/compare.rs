@@ -54,8 +54,11 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         }
     };
     let n = c.runs.len() as u16;
-    let [summary, terms] =
-        Layout::vertical([Constraint::Length(n + 3), Constraint::Min(3)]).areas(area);
+    let [top, terms] =
+        Layout::vertical([Constraint::Length((n + 3).max(12)), Constraint::Min(3)]).areas(area);
+    let [summary, scatter] =
+        Layout::horizontal([Constraint::Min(60), Constraint::Length(34)]).areas(top);
+    draw_scatter(f, scatter, c, &label, t);
     let fmt = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.3}"));
     let rows: Vec<Row> = c
         .runs
@@ -157,4 +160,70 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
             *area,
         );
     }
+}
+
+/// Term weights of the first encoder (x) against the second (y): on the
+/// diagonal a term kept its weight, on an axis it is one encoder's alone.
+fn draw_scatter(
+    f: &mut Frame,
+    area: Rect,
+    c: &crate::explore::Comparison,
+    label: &dyn Fn(&crate::explore::EncoderRun) -> String,
+    t: &crate::tui::theme::Theme,
+) {
+    use ratatui::symbols::Marker;
+    use ratatui::widgets::{Axis, Chart, Dataset, GraphType};
+    let (Some(a), Some(b)) = (c.runs.first(), c.runs.get(1)) else {
+        return;
+    };
+    let wa: HashMap<u32, f64> = a.terms.iter().map(|x| (x.id, x.weight as f64)).collect();
+    let wb: HashMap<u32, f64> = b.terms.iter().map(|x| (x.id, x.weight as f64)).collect();
+    let mut ids: Vec<u32> = wa.keys().chain(wb.keys()).copied().collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let points: Vec<(f64, f64)> = ids
+        .iter()
+        .map(|id| {
+            (
+                wa.get(id).copied().unwrap_or(0.0),
+                wb.get(id).copied().unwrap_or(0.0),
+            )
+        })
+        .collect();
+    let top = points
+        .iter()
+        .map(|p| p.0.max(p.1))
+        .fold(0.5f64, f64::max)
+        .ceil();
+    let diagonal = [(0.0, 0.0), (top, top)];
+    let datasets = vec![
+        Dataset::default()
+            .marker(Marker::Braille)
+            .graph_type(GraphType::Line)
+            .style(Style::default().fg(t.muted))
+            .data(&diagonal),
+        Dataset::default()
+            .marker(Marker::Dot)
+            .graph_type(GraphType::Scatter)
+            .style(Style::default().fg(t.accent))
+            .data(&points),
+    ];
+    let axis = |name: String| {
+        Axis::default()
+            .title(name)
+            .style(Style::default().fg(t.muted))
+            .bounds([0.0, top])
+            .labels(vec![Line::from("0"), Line::from(format!("{top:.0}"))])
+    };
+    f.render_widget(
+        Chart::new(datasets)
+            .block(Block::default().borders(Borders::ALL).title(format!(
+                " weights: {} (y) vs {} (x) ",
+                label(b),
+                label(a)
+            )))
+            .x_axis(axis(label(a)))
+            .y_axis(axis(label(b))),
+        area,
+    );
 }

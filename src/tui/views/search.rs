@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table, Wrap};
+use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Sparkline, Table, Wrap};
 use ratatui::Frame;
 
 use super::{bar, show_token};
@@ -39,7 +39,27 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     ])
     .areas(rest);
 
-    // Expansion.
+    // Expansion, with the distribution of its weights underneath.
+    let [left, weights] = Layout::vertical([Constraint::Min(5), Constraint::Length(5)]).areas(left);
+    if let Some(r) = &app.result {
+        const BINS: usize = 24;
+        let max = r.terms.first().map_or(1.0, |x| x.weight).max(1e-6);
+        let mut hist = [0u64; BINS];
+        for term in &r.terms {
+            let b = ((term.weight / max) * BINS as f32) as usize;
+            hist[b.min(BINS - 1)] += 1;
+        }
+        f.render_widget(
+            Sparkline::default()
+                .data(hist)
+                .style(Style::default().fg(t.bar))
+                .block(Block::default().borders(Borders::ALL).title(format!(
+                    " {} active terms: weights 0 → {max:.2} ",
+                    r.terms.len()
+                ))),
+            weights,
+        );
+    }
     let mut rows = Vec::new();
     if let Some(r) = &app.result {
         let max = r.terms.first().map_or(1.0, |x| x.weight);
