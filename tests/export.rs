@@ -45,6 +45,7 @@ fn tiny_index(dir: &Path) -> (csplade::model::LoadedModel, LsrIndex) {
         commit_every: 8,
         precision: "f32".into(),
         interrupt_after: None,
+        shard: None,
     };
     build(&Encoder::new(&m, cfg), &opts, |_| {}).unwrap();
     let idx = LsrIndex::open(&dir.join("idx")).unwrap();

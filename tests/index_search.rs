@@ -58,6 +58,7 @@ fn opts(corpus: &Path, out: &Path) -> BuildOptions {
         commit_every: 8,
         precision: "f32".into(),
         interrupt_after: None,
+        shard: None,
     }
 }
 
@@ -424,4 +425,110 @@ fn a_seeded_failure_is_explained_by_its_missing_terms() {
     for h in &f.wrong_hits {
         assert_eq!(h.lifted_by[0].token, tok, "{h:?}");
     }
+}
+
+/// Three shards (every third commit batch each) merged give the index a
+/// one-process build writes: the same vectors, bit for bit, and the same
+/// rankings — through the real binary, as job-array tasks would run it.
+#[test]
+fn shards_merge_into_the_one_process_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("ds");
+    write_corpus(&corpus, 37);
+    model::tiny::write_tiny_model(&dir.path().join("m"), 8).unwrap();
+    let spec = dir.path().join("m/tiny.gguf");
+    let run = |args: &[&str]| {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_csplade"))
+            .args(args)
+            .env("CSPLADE_HOME", dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    let s = spec.to_str().unwrap();
+    let c = corpus.to_str().unwrap();
+    let common = [
+        "--model",
+        s,
+        "--corpus",
+        c,
+        "--commit-every",
+        "4",
+        "--batch",
+        "3",
+        "--variant",
+        "echo",
+    ];
+    let whole = dir.path().join("whole");
+    let mut a = vec!["index", "--out", whole.to_str().unwrap()];
+    a.extend(common);
+    run(&a);
+    let mut shards = Vec::new();
+    for i in 0..3 {
+        let out = dir.path().join(format!("shard-{i}"));
+        let spec = format!("{i}/3");
+        let mut a = vec![
+            "index",
+            "--out",
+            out.to_str().unwrap(),
+            "--shard",
+            spec.as_str(),
+        ];
+        a.extend(common);
+        run(&a);
+        assert!(out.join("shard.json").is_file() && !out.join("meta.json").exists());
+        shards.push(out);
+    }
+    let merged = dir.path().join("merged");
+    let mut a = vec!["index", "merge", "--out", merged.to_str().unwrap()];
+    // Any order.
+    for p in shards.iter().rev() {
+        a.push(p.to_str().unwrap());
+    }
+    run(&a);
+    assert_eq!(
+        std::fs::read(whole.join("vectors.bin")).unwrap(),
+        std::fs::read(merged.join("vectors.bin")).unwrap(),
+        "merged vectors differ from the one-process build"
+    );
+    let (x, y) = (
+        LsrIndex::open(&whole).unwrap(),
+        LsrIndex::open(&merged).unwrap(),
+    );
+    for q in ["otter river", "heat theory", "stone bank water"] {
+        let v = Encoder::new(&tiny_model_at(&spec), x.meta.encoder_config())
+            .encode_one(q)
+            .unwrap()
+            .vector;
+        for backend in [Backend::Exact, Backend::Tantivy] {
+            assert_eq!(
+                x.search(&v, 10, backend).unwrap(),
+                y.search(&v, 10, backend).unwrap(),
+                "{q}"
+            );
+        }
+        assert_eq!(x.search_bm25(q, 10).unwrap(), y.search_bm25(q, 10).unwrap());
+    }
+    // Missing or repeated shards are refused.
+    let out = dir.path().join("bad");
+    for bad in [
+        vec![&shards[0], &shards[1]],
+        vec![&shards[0], &shards[0], &shards[2]],
+    ] {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_csplade"))
+            .args(["index", "merge", "--out", out.to_str().unwrap()])
+            .args(bad.iter().map(|p| p.to_str().unwrap()))
+            .output()
+            .unwrap();
+        assert!(!o.status.success());
+        assert!(String::from_utf8_lossy(&o.stderr).contains("shards 0..3"));
+    }
+}
+
+fn tiny_model_at(spec: &Path) -> LoadedModel {
+    model::load(spec.to_str().unwrap(), &Device::Cpu).unwrap()
 }

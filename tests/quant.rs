@@ -242,6 +242,7 @@ fn compare_ranks_every_judged_query_per_precision() {
         commit_every: 8,
         precision: "f32".into(),
         interrupt_after: None,
+        shard: None,
     };
     csplade::index::build(&Encoder::new(&m, cfg()), &opts, |_| {}).unwrap();
     let run = std::process::Command::new(env!("CARGO_BIN_EXE_csplade"))

@@ -212,7 +212,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
                         dir.display()
                     );
                     super::index::build_with_progress(
-                        &model, &a.model, &a.dataset, &dir, 100.0, 0, 64, false,
+                        &model, &a.model, &a.dataset, &dir, 100.0, 0, 64, false, None,
                     )?;
                 }
                 dir

@@ -15,14 +15,16 @@ use super::ModelArgs;
 
 #[derive(Args)]
 pub struct IndexArgs {
+    #[command(subcommand)]
+    pub sub: Option<IndexSub>,
     #[command(flatten)]
     pub model: ModelArgs,
     /// BEIR collection directory (corpus.jsonl)
-    #[arg(long)]
-    pub corpus: PathBuf,
+    #[arg(long, required = true)]
+    pub corpus: Option<PathBuf>,
     /// Index directory to create (replaced atomically when the build completes)
-    #[arg(long)]
-    pub out: PathBuf,
+    #[arg(long, required = true)]
+    pub out: Option<PathBuf>,
     /// Impact quantization for tantivy: term frequency = round(weight × scale)
     #[arg(long, default_value_t = 100.0, value_parser = super::positive_real)]
     pub scale: f32,
@@ -35,19 +37,76 @@ pub struct IndexArgs {
     /// Print progress as JSON lines on stdout (for the explorer)
     #[arg(long)]
     pub progress_json: bool,
+    /// Encode only shard I of N (every N-th commit batch) into a partial
+    /// index at --out; `csplade index merge` joins the N shards
+    #[arg(long, value_name = "I/N", value_parser = parse_shard)]
+    pub shard: Option<(usize, usize)>,
+}
+
+#[derive(clap::Subcommand)]
+pub enum IndexSub {
+    /// Join the N shards of one build (`index --shard I/N`) into the index a
+    /// one-process build would write
+    Merge(MergeArgs),
+}
+
+#[derive(Args)]
+pub struct MergeArgs {
+    /// Index directory to create (replaced atomically when complete)
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The shards' directories, all N of them
+    #[arg(required = true)]
+    pub shards: Vec<PathBuf>,
+}
+
+fn parse_shard(s: &str) -> Result<(usize, usize), String> {
+    let (i, n) = s
+        .split_once('/')
+        .ok_or_else(|| format!("{s:?}: write the shard as I/N, e.g. 0/4"))?;
+    let i: usize = i
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?}: I is not a number"))?;
+    let n: usize = n
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?}: N is not a number"))?;
+    if n == 0 || i >= n {
+        return Err(format!("{s:?}: needs 0 ≤ I < N"));
+    }
+    Ok((i, n))
 }
 
 pub fn run(a: IndexArgs) -> Result<()> {
+    if let Some(IndexSub::Merge(m)) = a.sub {
+        let meta = csplade::index::shard::merge(&m.shards, &m.out, |p| {
+            if let BuildProgress::Phase { name } = &p {
+                eprintln!("csplade: {name} …");
+            }
+        })?;
+        eprintln!(
+            "csplade: merged {} shards: {} documents → {}",
+            m.shards.len(),
+            meta.documents,
+            m.out.display()
+        );
+        return Ok(());
+    }
+    let (Some(corpus), Some(out)) = (&a.corpus, &a.out) else {
+        anyhow::bail!("index needs --corpus and --out (or the merge subcommand)");
+    };
     let model = a.model.load()?;
     build_with_progress(
         &model,
         &a.model,
-        &a.corpus,
-        &a.out,
+        corpus,
+        out,
         a.scale,
         a.doc_top_k,
         a.commit_every,
         a.progress_json,
+        a.shard,
     )?;
     Ok(())
 }
@@ -62,6 +121,7 @@ pub fn build_with_progress(
     doc_top_k: usize,
     commit_every: usize,
     json: bool,
+    shard: Option<(usize, usize)>,
 ) -> Result<csplade::index::IndexMeta> {
     let encoder = Encoder::new(model, margs.encoder_config(model));
     let opts = BuildOptions {
@@ -72,6 +132,7 @@ pub fn build_with_progress(
         commit_every,
         precision: csplade::quant::label(margs.precision, margs.quantize_head),
         interrupt_after: None,
+        shard,
     };
     let mut bar: Option<ProgressBar> = None;
     let meta = build(&encoder, &opts, |p| {

@@ -40,7 +40,9 @@ enum Command {
     /// Build collections (the man-page demo corpus)
     #[command(subcommand)]
     Data(data::DataCommand),
-    /// Encode a BEIR corpus into an LSR index (+ BM25); resumable, atomic
+    /// Encode a BEIR corpus into an LSR index (+ BM25); resumable, atomic;
+    /// `--shard I/N` and `index merge` split the encoding over N jobs
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     Index(index::IndexArgs),
     /// Search an index; --explain shows why each document matched
     Search(search::SearchArgs),

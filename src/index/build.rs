@@ -24,8 +24,8 @@ use crate::encode::{Encoder, SparseVec};
 pub const VECTORS_FILE: &str = "vectors.bin";
 pub const TANTIVY_DIR: &str = "tantivy";
 pub const BM25_DIR: &str = "bm25";
-const JOURNAL: &str = "journal.bin";
-const PROGRESS: &str = "progress.json";
+pub(super) const JOURNAL: &str = "journal.bin";
+pub(super) const PROGRESS: &str = "progress.json";
 
 pub struct BuildOptions {
     pub corpus: PathBuf,
@@ -41,6 +41,9 @@ pub struct BuildOptions {
     /// Stop (as if killed) after this many commits this session: for
     /// time-boxed runs and for testing resumption. `None` runs to the end.
     pub interrupt_after: Option<usize>,
+    /// `(i, n)`: encode only shard i of n (every n-th commit batch, starting
+    /// at batch i) into a partial index that `index merge` joins.
+    pub shard: Option<(usize, usize)>,
 }
 
 /// Events reported while building.
@@ -165,6 +168,28 @@ pub fn build(
     let mut order: Vec<usize> = (0..docs.len()).collect();
     order.sort_by_key(|&i| (std::cmp::Reverse(seqs[i].len()), i));
     let tokens_total: u64 = seqs.iter().map(|s| s.len() as u64).sum();
+    let commit = opts.commit_every.max(1);
+    let base_settings = settings.clone();
+    let settings = match opts.shard {
+        // A shard encodes whole commit batches, so its batches are exactly
+        // those of a one-process build: the same vectors, bit for bit.
+        Some((i, n)) => {
+            if n == 0 || i >= n {
+                return Err(IndexError::Corrupt {
+                    path: opts.out.clone(),
+                    msg: format!("shard {i}/{n}: the shard must be below the count"),
+                });
+            }
+            order = order
+                .chunks(commit)
+                .enumerate()
+                .filter(|(k, _)| k % n == i)
+                .flat_map(|(_, c)| c.iter().copied())
+                .collect();
+            format!("{settings} shard {i}/{n} every {commit}")
+        }
+        None => settings,
+    };
 
     // Resume from the journal when the settings match.
     let journal_path = stage.join(JOURNAL);
@@ -173,7 +198,7 @@ pub fn build(
         .ok()
         .and_then(|t| serde_json::from_str::<Journal>(&t).ok())
     {
-        Some(j) if j.settings == settings && j.done <= docs.len() => j,
+        Some(j) if j.settings == settings && j.done <= order.len() => j,
         _ => Journal {
             settings: settings.clone(),
             done: 0,
@@ -211,25 +236,25 @@ pub fn build(
     journal
         .seek(SeekFrom::End(0))
         .map_err(|e| IndexError::io(&journal_path, e))?;
+    let tokens_planned: u64 = order.iter().map(|&i| seqs[i].len() as u64).sum();
     progress(BuildProgress::Start {
-        documents: docs.len(),
+        documents: order.len(),
         resumed_from: state.done,
-        tokens: tokens_total,
+        tokens: tokens_planned,
     });
     let session = Instant::now();
     let session_start_tokens = state.tokens;
-    let commit = opts.commit_every.max(1);
     let mut commits = 0;
-    while state.done < docs.len() {
+    while state.done < order.len() {
         if opts.interrupt_after.is_some_and(|n| commits >= n) {
             return Err(IndexError::Interrupted {
                 done: state.done,
-                total: docs.len(),
+                total: order.len(),
                 stage: stage.clone(),
             });
         }
         commits += 1;
-        let end = (state.done + commit).min(docs.len());
+        let end = (state.done + commit).min(order.len());
         let chunk = &order[state.done..end];
         let to_encode: Vec<Vec<u32>> = chunk
             .iter()
@@ -266,43 +291,15 @@ pub fn build(
         let tps = session_tokens / elapsed.max(1e-9);
         progress(BuildProgress::Progress {
             done: state.done,
-            total: docs.len(),
+            total: order.len(),
             tokens_done: state.tokens,
-            tokens_total,
+            tokens_total: tokens_planned,
             docs_per_s: (state.done as f64) / elapsed.max(1e-9),
             tokens_per_s: tps,
-            eta_s: (tokens_total - state.tokens) as f64 / tps.max(1e-9),
+            eta_s: tokens_planned.saturating_sub(state.tokens) as f64 / tps.max(1e-9),
         });
     }
 
-    // Read the journal back into corpus order.
-    progress(BuildProgress::Phase {
-        name: "writing vectors".into(),
-    });
-    let mut bytes = Vec::new();
-    journal
-        .seek(SeekFrom::Start(0))
-        .map_err(|e| IndexError::io(&journal_path, e))?;
-    journal
-        .read_to_end(&mut bytes)
-        .map_err(|e| IndexError::io(&journal_path, e))?;
-    let vecs = read_journal(&bytes, docs.len(), &journal_path)?;
-    vectors::write(&stage.join(VECTORS_FILE), &vecs)?;
-
-    progress(BuildProgress::Phase {
-        name: "tantivy impact index".into(),
-    });
-    let tdir = stage.join(TANTIVY_DIR);
-    let _ = std::fs::remove_dir_all(&tdir);
-    write_tantivy(&tdir, &docs, &vecs, opts.scale)?;
-    progress(BuildProgress::Phase {
-        name: "BM25 index".into(),
-    });
-    let bdir = stage.join(BM25_DIR);
-    let _ = std::fs::remove_dir_all(&bdir);
-    bm25::Bm25Index::build(&bdir, &docs)?;
-
-    let seconds = t0.elapsed().as_secs_f64();
     let meta = IndexMeta {
         format_version: FORMAT_VERSION,
         model: model.identity.clone(),
@@ -320,22 +317,75 @@ pub fn build(
             .display()
             .to_string(),
         corpus_fingerprint: corpus_fp,
-        built_at: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
-        build_seconds: seconds,
+        built_at: 0,
+        build_seconds: 0.0,
         encoded_tokens: tokens_total,
     };
-    meta.write(&stage)?;
     drop(journal);
-    std::fs::remove_file(&journal_path).map_err(|e| IndexError::io(&journal_path, e))?;
-    std::fs::remove_file(&progress_path).map_err(|e| IndexError::io(&progress_path, e))?;
-    publish(&stage, &opts.out)?;
+    if let Some((i, n)) = opts.shard {
+        let shard = super::shard::ShardMeta {
+            shard: i,
+            of: n,
+            commit_every: commit,
+            settings: base_settings,
+            documents: order.len(),
+            index: meta,
+        };
+        return super::shard::publish_shard(&stage, &opts.out, &shard, t0, progress);
+    }
+    // Read the journal back into corpus order.
+    progress(BuildProgress::Phase {
+        name: "writing vectors".into(),
+    });
+    let bytes = std::fs::read(&journal_path).map_err(|e| IndexError::io(&journal_path, e))?;
+    let vecs = read_journal(&bytes, docs.len(), &journal_path)?;
+    finish(&stage, &opts.out, &docs, &vecs, meta, t0, progress)
+}
+
+/// Write a complete index from every document's vector into `stage` and
+/// publish it at `out`: vectors.bin, the tantivy impact index, BM25, meta.
+pub(super) fn finish(
+    stage: &Path,
+    out: &Path,
+    docs: &[Document],
+    vecs: &[SparseVec],
+    mut meta: IndexMeta,
+    t0: Instant,
+    mut progress: impl FnMut(BuildProgress),
+) -> Result<IndexMeta, IndexError> {
+    vectors::write(&stage.join(VECTORS_FILE), vecs)?;
+
+    progress(BuildProgress::Phase {
+        name: "tantivy impact index".into(),
+    });
+    let tdir = stage.join(TANTIVY_DIR);
+    let _ = std::fs::remove_dir_all(&tdir);
+    write_tantivy(&tdir, docs, vecs, meta.scale)?;
+    progress(BuildProgress::Phase {
+        name: "BM25 index".into(),
+    });
+    let bdir = stage.join(BM25_DIR);
+    let _ = std::fs::remove_dir_all(&bdir);
+    bm25::Bm25Index::build(&bdir, docs)?;
+
+    let seconds = t0.elapsed().as_secs_f64();
+    meta.built_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    meta.build_seconds = seconds;
+    meta.write(stage)?;
+    for leftover in [JOURNAL, PROGRESS] {
+        let p = stage.join(leftover);
+        if p.exists() {
+            std::fs::remove_file(&p).map_err(|e| IndexError::io(&p, e))?;
+        }
+    }
+    publish(stage, out)?;
     progress(BuildProgress::Done {
         documents: docs.len(),
         seconds,
-        path: opts.out.display().to_string(),
+        path: out.display().to_string(),
     });
     Ok(meta)
 }
@@ -414,7 +464,7 @@ pub fn prune(v: SparseVec, k: usize) -> SparseVec {
 }
 
 /// Move the complete staging directory into place, replacing an old index.
-fn publish(stage: &Path, out: &Path) -> Result<(), IndexError> {
+pub(super) fn publish(stage: &Path, out: &Path) -> Result<(), IndexError> {
     if out.exists() {
         let mut old = out.as_os_str().to_owned();
         old.push(format!(".old-{}", std::process::id()));

@@ -5,6 +5,7 @@ pub mod bm25;
 pub mod build;
 pub mod impact;
 pub mod meta;
+pub mod shard;
 pub mod vectors;
 
 use std::io::Write;

@@ -1,0 +1,142 @@
+//! Sharded encoding: `csplade index --shard I/N` encodes every N-th commit
+//! batch (starting at batch I) of the length-sorted corpus into a partial
+//! index (`shard.json` + its journal); `csplade index merge` joins the N
+//! partials into the index a one-process build writes. Shards encode whole
+//! batches of the same composition, so the vectors match bit for bit — one
+//! job-array task per machine or GPU, then one merge.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use super::build::{self, BuildProgress, JOURNAL, PROGRESS};
+use super::{write_atomic, IndexError, IndexMeta};
+use crate::data::beir;
+
+pub const SHARD_FILE: &str = "shard.json";
+
+/// What a shard holds and what it was built with.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ShardMeta {
+    pub shard: usize,
+    pub of: usize,
+    pub commit_every: usize,
+    /// Every setting that shapes the vectors (corpus, model, encoding).
+    pub settings: String,
+    /// Documents encoded in this shard.
+    pub documents: usize,
+    /// The merged index's metadata (its build time filled in at merge).
+    pub index: IndexMeta,
+}
+
+/// Publish a finished shard's staging directory at `out`.
+pub(super) fn publish_shard(
+    stage: &Path,
+    out: &Path,
+    shard: &ShardMeta,
+    t0: Instant,
+    mut progress: impl FnMut(BuildProgress),
+) -> Result<IndexMeta, IndexError> {
+    let text = serde_json::to_string_pretty(shard).map_err(|e| IndexError::Corrupt {
+        path: stage.join(SHARD_FILE),
+        msg: e.to_string(),
+    })?;
+    write_atomic(&stage.join(SHARD_FILE), text.as_bytes())?;
+    let p = stage.join(PROGRESS);
+    if p.exists() {
+        std::fs::remove_file(&p).map_err(|e| IndexError::io(&p, e))?;
+    }
+    build::publish(stage, out)?;
+    progress(BuildProgress::Done {
+        documents: shard.documents,
+        seconds: t0.elapsed().as_secs_f64(),
+        path: out.display().to_string(),
+    });
+    Ok(shard.index.clone())
+}
+
+pub fn read_shard(dir: &Path) -> Result<ShardMeta, IndexError> {
+    let path = dir.join(SHARD_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|e| IndexError::io(&path, e))?;
+    serde_json::from_str(&text).map_err(|e| IndexError::Corrupt {
+        path,
+        msg: format!("not a csplade shard: {e}"),
+    })
+}
+
+/// Join the shards in `parts` (all N of one build) into the index at `out`.
+pub fn merge(
+    parts: &[PathBuf],
+    out: &Path,
+    mut progress: impl FnMut(BuildProgress),
+) -> Result<IndexMeta, IndexError> {
+    let t0 = Instant::now();
+    let metas = parts
+        .iter()
+        .map(|p| read_shard(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let Some(first) = metas.first() else {
+        return Err(IndexError::Corrupt {
+            path: out.to_path_buf(),
+            msg: "no shard to merge".into(),
+        });
+    };
+    let mismatch = |p: &Path, msg: String| IndexError::Corrupt {
+        path: p.to_path_buf(),
+        msg,
+    };
+    for (p, m) in parts.iter().zip(&metas) {
+        if m.settings != first.settings || m.of != first.of || m.commit_every != first.commit_every
+        {
+            return Err(mismatch(
+                p,
+                format!(
+                    "shard {}/{} was built with other settings than {} (shard {}/{})",
+                    m.shard,
+                    m.of,
+                    parts[0].display(),
+                    first.shard,
+                    first.of
+                ),
+            ));
+        }
+    }
+    let mut have: Vec<usize> = metas.iter().map(|m| m.shard).collect();
+    have.sort_unstable();
+    if have != (0..first.of).collect::<Vec<_>>() {
+        return Err(mismatch(
+            out,
+            format!(
+                "merging needs shards 0..{} exactly once; given {have:?}",
+                first.of
+            ),
+        ));
+    }
+    let corpus = PathBuf::from(&first.index.corpus);
+    crate::data::output::check(out, &crate::data::output::INDEX, &[&corpus])?;
+    let stage = build::staging_dir(out);
+    crate::data::output::check(&stage, &crate::data::output::INDEX, &[&corpus])?;
+    let docs = beir::read_corpus(&corpus)?;
+    let fp = build::fingerprint(&beir::collection_file(&corpus, "corpus.jsonl"))?;
+    if fp != first.index.corpus_fingerprint || docs.len() != first.index.documents {
+        return Err(mismatch(
+            &corpus,
+            "the corpus changed since the shards were built".into(),
+        ));
+    }
+    progress(BuildProgress::Phase {
+        name: format!("merging {} shards", first.of),
+    });
+    let mut bytes = Vec::new();
+    for p in parts {
+        let j = p.join(JOURNAL);
+        bytes.extend(std::fs::read(&j).map_err(|e| IndexError::io(&j, e))?);
+    }
+    let vecs = build::read_journal(&bytes, docs.len(), &parts[0].join(JOURNAL))?;
+    if stage.exists() {
+        std::fs::remove_dir_all(&stage).map_err(|e| IndexError::io(&stage, e))?;
+    }
+    std::fs::create_dir_all(&stage).map_err(|e| IndexError::io(&stage, e))?;
+    build::finish(&stage, out, &docs, &vecs, first.index.clone(), t0, progress)
+}
