@@ -1,5 +1,6 @@
 //! Subcommands: each turns arguments into engine calls and output.
 
+mod adapter;
 mod bench;
 mod compare;
 mod data;
@@ -48,6 +49,9 @@ enum Command {
     Search(search::SearchArgs),
     /// nDCG@10 / MRR@10 / Recall of LSR and BM25 on a BEIR collection
     Eval(eval::EvalArgs),
+    /// Adapters in other layouts: `adapter export --to peft`
+    #[command(subcommand)]
+    Adapter(adapter::AdapterCommand),
     /// Write an index for other engines: CIFF (PISA, Anserini), Anserini's
     /// JsonVectorCollection, OpenSearch rank_features
     Export(export::ExportArgs),
@@ -186,6 +190,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Compare(a)) => compare::run(a),
         Some(Command::Train(t)) => train::run(t),
         Some(Command::Export(a)) => export::run(a),
+        Some(Command::Adapter(a)) => adapter::run(a),
         Some(Command::CheckDevice(a)) => device::run(a),
         None => tui(TuiArgs {
             model: model::DEFAULT_SPEC.into(),

@@ -12,6 +12,7 @@ pub mod hf;
 pub mod kernels;
 pub mod linear;
 pub mod llama;
+pub mod peft;
 pub mod tiny;
 pub mod tokenizer;
 
@@ -180,6 +181,10 @@ pub fn load_unpacked(spec: &str, device: &Device) -> Result<LoadedModel, ModelEr
     if let Some((base, adapter_file)) = spec.rsplit_once('+') {
         let mut m = load_unpacked(base, device)?;
         let path = Path::new(adapter_file);
+        if path.is_dir() {
+            apply_peft(&mut m, path)?;
+            return Ok(m);
+        }
         let bytes = std::fs::read(path).map_err(|source| ModelError::Io {
             path: path.to_path_buf(),
             source,
@@ -212,6 +217,36 @@ pub fn load_unpacked(spec: &str, device: &Device) -> Result<LoadedModel, ModelEr
             ),
         })
     }
+}
+
+/// Merge the PEFT LoRA adapter in `dir` into `m` and name the result after both.
+pub fn apply_peft(m: &mut LoadedModel, dir: &Path) -> Result<(), ModelError> {
+    use sha2::Digest;
+    if !peft::is_peft_dir(dir) {
+        return Err(ModelError::Format {
+            path: dir.to_path_buf(),
+            msg: format!(
+                "an adapter directory holds {} and {} (a PEFT LoRA adapter)",
+                peft::CONFIG_FILE,
+                peft::WEIGHTS_FILE
+            ),
+        });
+    }
+    let (a, id_bytes) = peft::read(dir, &m.llama.config)?;
+    a.merge_into(&mut m.llama, dir)?;
+    let mut h = sha2::Sha256::new();
+    h.update(m.identity.sha256.as_bytes());
+    h.update(&id_bytes);
+    let name = dir
+        .file_name()
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_else(|| "peft".into());
+    m.identity = ModelIdentity {
+        id: format!("{}+{name}", m.identity.id),
+        sha256: format!("{:x}", h.finalize()),
+    };
+    m.adapter = Some(a.meta);
+    Ok(())
 }
 
 /// Merge an adapter file's bytes into `m` and name the result after both.

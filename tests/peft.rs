@@ -1,0 +1,172 @@
+//! PEFT LoRA adapters: csplade's adapters written in peft's layout and read
+//! back, onto a GGUF base (Q/K rows permuted for interleaved RoPE) and onto
+//! the same model in Hugging Face's layout — both must give the logits of
+//! csplade's own adapter file.
+
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+use csplade::model::{self, adapter, AttentionMask, LoadedModel};
+
+fn logits(m: &LoadedModel, text: &str) -> Vec<f32> {
+    let ids = m.tokenizer.encode(text).unwrap();
+    let t = Tensor::new(ids.as_slice(), &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    m.llama
+        .forward(&t, &[ids.len()], AttentionMask::Causal)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap()
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+/// A LoRA adapter on every projection with non-zero A and B.
+fn random_adapter(dir: &Path) -> std::path::PathBuf {
+    let mut m =
+        model::load_unpacked(dir.join("tiny.gguf").to_str().unwrap(), &Device::Cpu).unwrap();
+    let targets = csplade::train::TrainConfig::default().targets;
+    let vars = adapter::attach_low_rank(&mut m.llama, 3, 6.0, &targets, 4).unwrap();
+    let tensors = vars
+        .iter()
+        .enumerate()
+        .map(|(i, (n, v))| {
+            let vals = adapter::uniform(40 + i as u64, v.as_tensor().elem_count(), 0.5);
+            (
+                n.clone(),
+                Tensor::from_vec(vals, v.as_tensor().dims(), &Device::Cpu).unwrap(),
+            )
+        })
+        .collect();
+    let meta = adapter::AdapterMeta {
+        base_id: "tiny".into(),
+        base_sha256: String::new(),
+        kind: "lora".into(),
+        rank: 3,
+        alpha: 6.0,
+        variant: csplade::encode::Variant::Echo,
+        head: csplade::encode::Head::LogProb { shift: 5.0 },
+        max_len: 64,
+        trained: "test".into(),
+    };
+    let file = dir.join("lora.safetensors");
+    adapter::Adapter { meta, tensors }.write(&file).unwrap();
+    file
+}
+
+#[test]
+fn peft_export_reads_back_onto_gguf_and_hf_bases_with_the_same_logits() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    model::tiny::write_tiny_model(d, 12).unwrap();
+    let file = random_adapter(d);
+    let gguf = d.join("tiny.gguf");
+    let base = model::load_unpacked(gguf.to_str().unwrap(), &Device::Cpu).unwrap();
+    let a = adapter::Adapter::read(&file).unwrap();
+    let peft_dir = d.join("peft");
+    model::peft::write(&a, &base.llama.config, "tiny", &peft_dir).unwrap();
+    assert!(model::peft::is_peft_dir(&peft_dir));
+    let config: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(peft_dir.join("adapter_config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        (config["r"].as_u64(), config["lora_alpha"].as_f64()),
+        (Some(3), Some(6.0))
+    );
+    assert_eq!(config["peft_type"], "LORA");
+    let names =
+        candle_core::safetensors::load(peft_dir.join("adapter_model.safetensors"), &Device::Cpu)
+            .unwrap();
+    assert!(names.contains_key("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"));
+    assert!(names.contains_key("base_model.model.model.layers.1.mlp.down_proj.lora_B.weight"));
+
+    let text = "rotary positions matter here";
+    let own = model::load_unpacked(
+        &format!("{}+{}", gguf.display(), file.display()),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let via_peft = model::load_unpacked(
+        &format!("{}+{}", gguf.display(), peft_dir.display()),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let hf = model::load_unpacked(
+        &format!("{}+{}", d.join("hf").display(), peft_dir.display()),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let plain = logits(&base, text);
+    let (x, y, z) = (
+        logits(&own, text),
+        logits(&via_peft, text),
+        logits(&hf, text),
+    );
+    assert!(
+        max_diff(&plain, &x) > 1e-2,
+        "the adapter changes nothing: the check is vacuous"
+    );
+    assert!(
+        max_diff(&x, &y) < 1e-5,
+        "GGUF base: PEFT vs csplade adapter differ by {}",
+        max_diff(&x, &y)
+    );
+    assert!(
+        max_diff(&x, &z) < 1e-4,
+        "HF base: PEFT vs csplade adapter differ by {}",
+        max_diff(&x, &z)
+    );
+    // Without the Q/K row permutation the GGUF base would be wrong.
+    assert_ne!(via_peft.identity.sha256, own.identity.sha256);
+}
+
+#[test]
+fn unsupported_peft_adapters_are_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    model::tiny::write_tiny_model(d, 12).unwrap();
+    let file = random_adapter(d);
+    let gguf = d.join("tiny.gguf");
+    let base = model::load_unpacked(gguf.to_str().unwrap(), &Device::Cpu).unwrap();
+    let peft_dir = d.join("peft");
+    model::peft::write(
+        &adapter::Adapter::read(&file).unwrap(),
+        &base.llama.config,
+        "tiny",
+        &peft_dir,
+    )
+    .unwrap();
+    let cfg = peft_dir.join("adapter_config.json");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    for (key, value) in [
+        ("use_dora", "true"),
+        ("peft_type", "\"IA3\""),
+        ("bias", "\"all\""),
+    ] {
+        let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        v[key] = serde_json::from_str(value).unwrap();
+        std::fs::write(&cfg, v.to_string()).unwrap();
+        let e = model::load_unpacked(
+            &format!("{}+{}", gguf.display(), peft_dir.display()),
+            &Device::Cpu,
+        )
+        .err()
+        .expect("refused");
+        assert!(e.to_string().contains("adapter_config.json"), "{key}: {e}");
+    }
+    // A directory that is not an adapter says what it should hold.
+    let e = model::load_unpacked(&format!("{}+{}", gguf.display(), d.display()), &Device::Cpu)
+        .err()
+        .expect("refused");
+    assert!(e.to_string().contains("adapter_config.json"), "{e}");
+}
