@@ -10,6 +10,7 @@ use super::keymap::Keymap;
 use super::theme::Theme;
 use crate::explore::{Comparison, DocDetail, FailureRow, QueryResult};
 use crate::tasks::{TaskEvent, TaskId, TaskSpec};
+use crate::tui::keymap::KeyAction;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Tab {
@@ -448,8 +449,8 @@ impl App {
 
     fn on_key(&mut self, k: crossterm::event::KeyEvent) -> Vec<Effect> {
         let ctx = self.context();
-        if let Some(action) = self.keymap.lookup(ctx, &k).map(str::to_string) {
-            return self.run(&action);
+        if let Some(action) = self.keymap.lookup(ctx, &k) {
+            return self.run(action);
         }
         if self.help {
             self.help = false;
@@ -472,37 +473,37 @@ impl App {
         vec![]
     }
 
-    fn run(&mut self, action: &str) -> Vec<Effect> {
+    fn run(&mut self, action: KeyAction) -> Vec<Effect> {
         match action {
-            "quit" => {
+            KeyAction::Quit => {
                 self.quit = true;
                 vec![Effect::Quit]
             }
-            "help" => {
+            KeyAction::Help => {
                 self.help = !self.help;
                 self.help_scroll = 0;
                 vec![]
             }
-            "help_down" => {
+            KeyAction::HelpDown => {
                 self.help_scroll =
                     (self.help_scroll + 1).min(self.keymap.bindings.len().saturating_sub(1));
                 vec![]
             }
-            "help_up" => {
+            KeyAction::HelpUp => {
                 self.help_scroll = self.help_scroll.saturating_sub(1);
                 vec![]
             }
-            "next_tab" | "prev_tab" => {
+            KeyAction::NextTab | KeyAction::PrevTab => {
                 let i = TABS.iter().position(|t| *t == self.tab).unwrap_or(0);
                 let n = TABS.len();
-                self.tab = TABS[if action == "next_tab" {
+                self.tab = TABS[if action == KeyAction::NextTab {
                     (i + 1) % n
                 } else {
                     (i + n - 1) % n
                 }];
                 vec![]
             }
-            "submit" => {
+            KeyAction::Submit => {
                 let q = self.input.trim().to_string();
                 if q.is_empty() {
                     self.status = "type a query first".into();
@@ -516,26 +517,26 @@ impl App {
                 self.status = "encoding …".into();
                 vec![Effect::RunQuery(q)]
             }
-            "focus_results" => {
+            KeyAction::FocusResults => {
                 self.focus = Focus::Results;
                 vec![]
             }
-            "focus_input" => {
+            KeyAction::FocusInput => {
                 self.focus = Focus::Input;
                 vec![]
             }
-            "next_hit" => self.select_hit(self.selected + 1),
-            "prev_hit" => self.select_hit(self.selected.saturating_sub(1)),
-            "scroll_down" => {
+            KeyAction::NextHit => self.select_hit(self.selected + 1),
+            KeyAction::PrevHit => self.select_hit(self.selected.saturating_sub(1)),
+            KeyAction::ScrollDown => {
                 self.doc_scroll = self.doc_scroll.saturating_add(10);
                 vec![]
             }
-            "scroll_up" => {
+            KeyAction::ScrollUp => {
                 self.doc_scroll = self.doc_scroll.saturating_sub(10);
                 vec![]
             }
-            "next_row" | "prev_row" => {
-                let down = action == "next_row";
+            KeyAction::NextRow | KeyAction::PrevRow => {
+                let down = action == KeyAction::NextRow;
                 let (sel, len) = match self.tab {
                     Tab::Failures => {
                         let n = self.visible_failures().len();
@@ -552,8 +553,8 @@ impl App {
                 }
                 vec![]
             }
-            "run_compare" => self.run_compare(),
-            "next_compare_preset" => {
+            KeyAction::RunCompare => self.run_compare(),
+            KeyAction::NextComparePreset => {
                 if self.compare_pending {
                     self.status = "a comparison is running; the preset changes when it ends".into();
                     return vec![];
@@ -568,7 +569,7 @@ impl App {
                 }
                 effects
             }
-            "compute_failures" => {
+            KeyAction::ComputeFailures => {
                 if !self.has_qrels {
                     self.status =
                         "failure analysis needs judged queries (qrels/test.tsv); this collection has none"
@@ -583,7 +584,7 @@ impl App {
                 self.status = "encoding every judged query …".into();
                 vec![Effect::ComputeFailures]
             }
-            "cycle_failure_view" => {
+            KeyAction::CycleFailureView => {
                 if self.failures.is_none() {
                     self.status = "no failure list yet: press r to rank the judged queries".into();
                     return vec![];
@@ -595,7 +596,7 @@ impl App {
                 self.status = format!("{n} {}", FAILURE_VIEWS[self.failure_view]);
                 vec![]
             }
-            "explain_failure" => {
+            KeyAction::ExplainFailure => {
                 let Some(row) = self.visible_failures().get(self.failure_sel).copied() else {
                     self.status = "no failure selected: press r to rank the judged queries".into();
                     return vec![];
@@ -609,7 +610,7 @@ impl App {
                 self.status = format!("explaining query {id} …");
                 vec![Effect::ExplainFailure(id)]
             }
-            "export_failures" => {
+            KeyAction::ExportFailures => {
                 if self.failures.is_none() {
                     self.status =
                         "nothing to export yet: press r to rank the judged queries".into();
@@ -619,7 +620,7 @@ impl App {
                 self.status = format!("exporting {} rows …", rows.len());
                 vec![Effect::ExportFailures(rows)]
             }
-            "open_failure" => {
+            KeyAction::OpenFailure => {
                 let Some(row) = self.visible_failures().get(self.failure_sel).copied() else {
                     self.status = "no failure listed: press r to rank the judged queries".into();
                     return vec![];
@@ -628,19 +629,23 @@ impl App {
                 self.input = row.text.clone();
                 self.tab = Tab::Search;
                 self.focus = Focus::Results;
-                self.run("submit")
+                self.run(KeyAction::Submit)
             }
-            "start_index" | "start_eval" | "start_quantize" | "start_adapt"
-            | "start_contrastive" | "resume_task" => {
-                let spec = if action == "start_index" {
+            KeyAction::StartIndex
+            | KeyAction::StartEval
+            | KeyAction::StartQuantize
+            | KeyAction::StartAdapt
+            | KeyAction::StartContrastive
+            | KeyAction::ResumeTask => {
+                let spec = if action == KeyAction::StartIndex {
                     self.index_task.clone()
-                } else if action == "start_eval" {
+                } else if action == KeyAction::StartEval {
                     self.eval_task.clone()
-                } else if action == "start_quantize" {
+                } else if action == KeyAction::StartQuantize {
                     self.quantize_task.clone()
-                } else if action == "start_adapt" {
+                } else if action == KeyAction::StartAdapt {
                     self.train_tasks.as_ref().map(|t| t.0.clone())
-                } else if action == "start_contrastive" {
+                } else if action == KeyAction::StartContrastive {
                     self.train_tasks.as_ref().map(|t| t.1.clone())
                 } else {
                     self.tasks
@@ -667,7 +672,7 @@ impl App {
                     }
                 }
             }
-            "cancel_task" => match self.tasks.get(self.task_sel) {
+            KeyAction::CancelTask => match self.tasks.get(self.task_sel) {
                 Some(t) if t.status == TaskStatus::Running => vec![Effect::CancelTask(t.id)],
                 Some(_) => {
                     self.status = "the selected task is not running".into();
@@ -678,10 +683,6 @@ impl App {
                     vec![]
                 }
             },
-            other => {
-                self.status = format!("the key map names an unknown action {other:?}");
-                vec![]
-            }
         }
     }
 }

@@ -7,11 +7,47 @@ use serde::Deserialize;
 
 pub const DEFAULT_KEYMAP: &str = include_str!("../../assets/keymap.toml");
 
+/// What a key does. Key maps name these in snake_case; a name that is not
+/// one of them is refused when the key map is read, with its line.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyAction {
+    CancelTask,
+    ComputeFailures,
+    CycleFailureView,
+    ExplainFailure,
+    ExportFailures,
+    FocusInput,
+    FocusResults,
+    Help,
+    HelpDown,
+    HelpUp,
+    NextComparePreset,
+    NextHit,
+    NextRow,
+    NextTab,
+    OpenFailure,
+    PrevHit,
+    PrevRow,
+    PrevTab,
+    Quit,
+    ResumeTask,
+    RunCompare,
+    ScrollDown,
+    ScrollUp,
+    StartAdapt,
+    StartContrastive,
+    StartEval,
+    StartIndex,
+    StartQuantize,
+    Submit,
+}
+
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 pub struct Binding {
     pub context: String,
     pub key: String,
-    pub action: String,
+    pub action: KeyAction,
     pub desc: String,
 }
 
@@ -77,13 +113,13 @@ impl Keymap {
     }
 
     /// The action bound to `key` in `context` (then globally).
-    pub fn lookup(&self, context: &str, key: &KeyEvent) -> Option<&str> {
+    pub fn lookup(&self, context: &str, key: &KeyEvent) -> Option<KeyAction> {
         let name = key_name(key);
         let find = |ctx: &str| {
             self.bindings
                 .iter()
                 .find(|b| b.context == ctx && b.key == name)
-                .map(|b| b.action.as_str())
+                .map(|b| b.action)
         };
         find(context).or_else(|| find("global"))
     }
@@ -106,10 +142,10 @@ mod tests {
         let k = Keymap::default_keymap();
         assert!(k.bindings.len() > 10);
         let ctrl_c = KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL);
-        assert_eq!(k.lookup("input", &ctrl_c), Some("quit"));
+        assert_eq!(k.lookup("input", &ctrl_c), Some(KeyAction::Quit));
         assert_eq!(
             k.lookup("results", &KeyEvent::from(KeyCode::Char('?'))),
-            Some("help")
+            Some(KeyAction::Help)
         );
         // In the query box '?' is text, not help.
         assert_eq!(k.lookup("input", &KeyEvent::from(KeyCode::Char('?'))), None);
@@ -117,5 +153,11 @@ mod tests {
             Keymap::parse("[[binding]]\ncontext='global'\nkey='x'\naction='quit'\ndesc=''\n")
                 .is_err()
         );
+        // A misspelt action is refused with its line, not ignored at run time.
+        let e =
+            Keymap::parse("[[binding]]\ncontext='global'\nkey='x'\naction='quitt'\ndesc='Quit'\n")
+                .unwrap_err()
+                .to_string();
+        assert!(e.contains("quitt") && e.contains("line 4"), "{e}");
     }
 }
