@@ -1,10 +1,14 @@
 //! Effectiveness: nDCG@10, MRR@10, Recall@100 and Recall@1000 with
 //! trec_eval's definitions (graded gains, log2 discount, relevant = grade > 0),
-//! per query and averaged over the judged queries.
+//! per query and averaged over the judged queries; and TREC run files.
 
 use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
 
 use serde::Serialize;
+
+use crate::search::Hit;
 
 /// Metrics of one ranking against one query's judgements.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
@@ -116,6 +120,22 @@ pub fn evaluate_run(
         mean.scale(1.0 / qids.len() as f64);
     }
     (mean, per_query)
+}
+
+/// Write a TREC run file (`qid Q0 docid rank score tag`, one line per
+/// retrieved document) atomically: temp file, then rename.
+pub fn write_trec_run(path: &Path, tag: &str, runs: &[(String, Vec<Hit>)]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp-run");
+    {
+        let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+        for (qid, hits) in runs {
+            for (rank, h) in hits.iter().enumerate() {
+                writeln!(w, "{qid} Q0 {} {} {:.6} {tag}", h.doc_id, rank + 1, h.score)?;
+            }
+        }
+        w.flush()?;
+    }
+    std::fs::rename(tmp, path)
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ pub mod quant;
 pub mod search;
 pub mod tasks;
 pub mod train;
+#[cfg(feature = "explorer")]
 pub mod tui;
 
 /// Keep freed activation buffers in the process heap instead of returning

@@ -24,7 +24,7 @@ fn main() {
         if debug {
             eprintln!("csplade: error: {e:?}");
         } else {
-            eprintln!("csplade: error: {e:#}");
+            eprintln!("csplade: error: {}", cli::describe(&e));
         }
         std::process::exit(1);
     }

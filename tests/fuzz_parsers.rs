@@ -268,14 +268,17 @@ fn qrels(cases: usize) {
 
 fn toml_files(cases: usize) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let keymap = std::fs::read(root.join("assets/keymap.toml")).unwrap();
-    fuzz("keymap-toml", &[keymap], cases, |bytes| {
-        let _ = csplade::tui::keymap::Keymap::parse(&String::from_utf8_lossy(bytes));
-    });
-    let theme = std::fs::read(root.join("themes/dark.toml")).unwrap();
-    fuzz("theme-toml", &[theme], cases, |bytes| {
-        let _ = csplade::tui::theme::Theme::dark().overlay(&String::from_utf8_lossy(bytes));
-    });
+    #[cfg(feature = "explorer")]
+    {
+        let keymap = std::fs::read(root.join("assets/keymap.toml")).unwrap();
+        fuzz("keymap-toml", &[keymap], cases, |bytes| {
+            let _ = csplade::tui::keymap::Keymap::parse(&String::from_utf8_lossy(bytes));
+        });
+        let theme = std::fs::read(root.join("themes/dark.toml")).unwrap();
+        fuzz("theme-toml", &[theme], cases, |bytes| {
+            let _ = csplade::tui::theme::Theme::dark().overlay(&String::from_utf8_lossy(bytes));
+        });
+    }
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("r.toml");
     let recipes = ["csplade-gpu.toml", "csplade-echo-2.toml"]

@@ -320,6 +320,7 @@ fn the_explorer_searches_and_explains_a_build_in_progress() {
         corpus: Arc::new(docs.clone()),
         queries: Arc::new(beir::read_queries(&corpus).unwrap()),
         qrels: Some(Arc::new(beir::read_qrels(&corpus, "test").unwrap())),
+        backend: csplade::search::Backend::Exact,
     };
     let r = ex.query("otter river stone", 10).unwrap();
     assert!(!r.hits.is_empty());
@@ -531,4 +532,75 @@ fn shards_merge_into_the_one_process_index() {
 
 fn tiny_model_at(spec: &Path) -> LoadedModel {
     model::load(spec.to_str().unwrap(), &Device::Cpu).unwrap()
+}
+
+#[test]
+fn seismic_answers_from_a_cached_structure_and_synthetic_collections_are_indexes() {
+    use csplade::index::synthetic;
+    use csplade::search::seismic::SeismicQuery;
+    let tmp = tempfile::tempdir().unwrap();
+    let m = tiny_model(&tmp.path().join("m"), 4);
+    let corpus = tmp.path().join("c");
+    write_corpus(&corpus, 60);
+    let out = tmp.path().join("idx");
+    let enc = Encoder::new(&m, config());
+    build(&enc, &opts(&corpus, &out), |_| {}).unwrap();
+    let idx = LsrIndex::open(&out).unwrap();
+    let every_block = Backend::Seismic(SeismicQuery {
+        query_terms: usize::MAX,
+        heap_factor: 0.0,
+    });
+    let cache = out.join(csplade::search::SEISMIC_FILE);
+    assert!(!cache.exists());
+    for qtext in ["otter river", "the heat of the stone", "fish"] {
+        let q = enc.encode_one(qtext).unwrap().vector;
+        let exact = idx.search(&q, 10, Backend::Exact).unwrap();
+        let seismic = idx.search(&q, 10, every_block).unwrap();
+        // Visiting every block of every query term, Seismic is exact.
+        assert_eq!(seismic.len(), exact.len());
+        for (s, e) in seismic.iter().zip(&exact) {
+            assert!((s.score - e.score).abs() < 1e-4, "{s:?} vs {e:?}");
+        }
+        // With the default pruning, its scores are still exact dot products.
+        for h in idx
+            .search(&q, 10, Backend::Seismic(SeismicQuery::default()))
+            .unwrap()
+        {
+            assert!((h.score - idx.vectors[h.ordinal].dot(&q)).abs() < 1e-4);
+        }
+    }
+    assert!(cache.is_file(), "the structure is cached next to the index");
+    let written = std::fs::metadata(&cache).unwrap().modified().unwrap();
+    let again = LsrIndex::open(&out).unwrap();
+    let q = enc.encode_one("otter river").unwrap().vector;
+    again.search(&q, 10, every_block).unwrap();
+    assert_eq!(
+        std::fs::metadata(&cache).unwrap().modified().unwrap(),
+        written
+    );
+    // A damaged cache is an error naming the file, never a wrong answer.
+    let bytes = std::fs::read(&cache).unwrap();
+    std::fs::write(&cache, &bytes[..bytes.len() / 2]).unwrap();
+    let err = LsrIndex::open(&out)
+        .unwrap()
+        .search(&q, 10, every_block)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("seismic.bin") && err.contains("truncated"),
+        "{err}"
+    );
+
+    // A synthetic collection drawn from the index is itself an index.
+    let stats = synthetic::TermStatistics::of(&idx.vectors, idx.meta.vocab_size);
+    let drawn = synthetic::draw_collection(&stats, &idx.vectors, 500, 3);
+    let syn = tmp.path().join("synthetic");
+    synthetic::write_index(&syn, &idx.meta, &drawn, "synthetic, from the test index").unwrap();
+    let s = LsrIndex::open(&syn).unwrap();
+    assert_eq!(s.len(), 500);
+    assert_eq!(s.vectors, drawn);
+    let exact = s.search(&q, 10, Backend::Exact).unwrap();
+    let tantivy = s.search(&q, 10, Backend::Tantivy).unwrap();
+    assert_eq!(exact.len(), tantivy.len());
+    assert_eq!(s.doc_id(exact[0].ordinal), format!("s{}", exact[0].ordinal));
 }

@@ -96,6 +96,7 @@ fn sample_result() -> QueryResult {
         hits,
         encode_ms: 21.0,
         search_ms: 0.3,
+        scorer: "exact".into(),
     }
 }
 
@@ -579,4 +580,104 @@ fn compare_presets_cycle_and_are_remembered() {
     a.update(Action::CompareDone(Ok(sample_comparison())));
     a.update(key(KeyCode::Char('p')));
     assert_eq!(a.compare_preset().0, "variants", "cycles back");
+}
+
+/// The cell where `text` first appears in the last rendered frame.
+fn find(screen: &str, text: &str) -> (u16, u16) {
+    for (row, line) in screen.lines().enumerate() {
+        // TestBackend's Display quotes each line.
+        let line = line.strip_prefix('"').unwrap_or(line);
+        if let Some(byte) = line.find(text) {
+            return (line[..byte].chars().count() as u16, row as u16);
+        }
+    }
+    panic!("{text:?} is not on screen:\n{screen}");
+}
+
+fn mouse(kind: crossterm::event::MouseEventKind, (column, row): (u16, u16)) -> Action {
+    Action::Mouse(crossterm::event::MouseEvent {
+        kind,
+        column,
+        row,
+        modifiers: KeyModifiers::NONE,
+    })
+}
+
+#[test]
+fn clicks_and_the_wheel_select_what_is_under_the_pointer() {
+    use crossterm::event::{MouseButton, MouseEventKind};
+    let click = MouseEventKind::Down(MouseButton::Left);
+    let mut a = app();
+    type_text(&mut a, "what causes hypertension in adults");
+    a.update(Action::ModelReady(Ok("model smollm2 ready".into())));
+    a.update(Action::IndexReady(Ok(5183)));
+    a.update(Action::QueryDone(Ok(sample_result())));
+    let screen = render(&a);
+    // The second hit, clicked, is selected and its explanation loaded.
+    assert_eq!(
+        a.update(mouse(click, find(&screen, "d3 Salt intake"))),
+        vec![Effect::LoadDetail(3)]
+    );
+    assert_eq!(a.selected, 1);
+    // The wheel over the hits moves the selection back up.
+    let screen = render(&a);
+    assert_eq!(
+        a.update(mouse(
+            MouseEventKind::ScrollUp,
+            find(&screen, "d3 Salt intake")
+        )),
+        vec![Effect::LoadDetail(7)]
+    );
+    assert_eq!(a.selected, 0);
+    // The wheel over the document scrolls it.
+    a.update(Action::DetailDone(Ok(sample_detail())));
+    let screen = render(&a);
+    let (x, y) = find(&screen, " Document ");
+    a.update(mouse(MouseEventKind::ScrollDown, (x, y + 1)));
+    assert_eq!(a.doc_scroll, 3);
+    // A click in the query box focuses it; a tab title switches views.
+    let screen = render(&a);
+    a.update(mouse(click, find(&screen, "what causes")));
+    assert_eq!(a.focus, csplade::tui::app::Focus::Input);
+    a.update(mouse(click, find(&screen, "Failures")));
+    assert_eq!(a.tab, Tab::Failures);
+    // Outside every target, nothing happens.
+    assert!(a.update(mouse(click, (119, 20))).is_empty());
+    // With help open, a click closes it.
+    a.update(key(KeyCode::F(1)));
+    assert!(a.help);
+    render(&a);
+    a.update(mouse(click, (0, 0)));
+    assert!(!a.help);
+}
+
+#[test]
+fn a_clicked_failure_is_selected_and_a_second_click_opens_it() {
+    use crossterm::event::{MouseButton, MouseEventKind};
+    let click = MouseEventKind::Down(MouseButton::Left);
+    let mut a = app();
+    a.has_qrels = true;
+    a.update(Action::ModelReady(Ok("ready".into())));
+    a.update(Action::IndexReady(Ok(10)));
+    a.tab = Tab::Failures;
+    let row = |id: &str, text: &str, lsr: f64| FailureRow {
+        query_id: id.into(),
+        text: text.into(),
+        lsr_ndcg10: lsr,
+        bm25_ndcg10: 0.9,
+        relevant_in_lsr_top100: true,
+    };
+    a.update(Action::FailuresDone(Ok(vec![
+        row("q1", "first query", 0.1),
+        row("q2", "second query", 0.2),
+    ])));
+    let screen = render(&a);
+    let at = find(&screen, "second query");
+    assert!(a.update(mouse(click, at)).is_empty());
+    assert_eq!(a.failure_sel, 1);
+    assert_eq!(
+        a.update(mouse(click, at)),
+        vec![Effect::RunQuery("second query".into())]
+    );
+    assert_eq!(a.tab, Tab::Search);
 }

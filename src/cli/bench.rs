@@ -26,6 +26,10 @@ pub enum BenchCommand {
     Tui(TuiBench),
     /// Training throughput (forward + backward tokens/s) of a few steps
     Train(super::train::TrainBench),
+    /// Seismic vs the exact scorer vs tantivy: latency p50/p99, recall@k
+    /// against exact search, memory and build time, on an index's collection
+    /// or a synthetic one of N documents with its term statistics
+    Seismic(super::bench_seismic::SeismicBench),
 }
 
 #[derive(Args)]
@@ -112,10 +116,11 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Search(a) => search(a),
         BenchCommand::Tui(a) => tui(a),
         BenchCommand::Train(a) => super::train::bench(a),
+        BenchCommand::Seismic(a) => super::bench_seismic::run(a),
     }
 }
 
-fn percentile(v: &mut [f64], p: f64) -> f64 {
+pub(super) fn percentile(v: &mut [f64], p: f64) -> f64 {
     if v.is_empty() {
         return f64::NAN;
     }
@@ -124,7 +129,7 @@ fn percentile(v: &mut [f64], p: f64) -> f64 {
     v[i]
 }
 
-fn dir_size(p: &std::path::Path) -> u64 {
+pub(super) fn dir_size(p: &std::path::Path) -> u64 {
     std::fs::read_dir(p)
         .map(|rd| {
             rd.flatten()
@@ -311,13 +316,19 @@ fn encode(a: EncodeBench) -> Result<()> {
 }
 
 /// Peak resident memory of this process, from /proc (Linux), in bytes.
-fn peak_rss() -> Option<u64> {
+pub(super) fn peak_rss() -> Option<u64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
 }
 
+#[cfg(not(feature = "explorer"))]
+fn tui(_: TuiBench) -> Result<()> {
+    bail!("this csplade was built without the explorer (cargo feature `explorer`)")
+}
+
+#[cfg(feature = "explorer")]
 fn tui(a: TuiBench) -> Result<()> {
     use crossterm::event::{KeyCode, KeyEvent};
     use csplade::tui::action::Action;
@@ -336,6 +347,7 @@ fn tui(a: TuiBench) -> Result<()> {
         corpus: Arc::new(Vec::new()),
         queries: Arc::new(beir::read_queries(&corpus).unwrap_or_default()),
         qrels: beir::read_qrels(&corpus, "test").ok().map(Arc::new),
+        backend: csplade::search::Backend::Exact,
     };
     let mut app = App::new(
         csplade::tui::theme::Theme::dark(),

@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde_json::json;
 
-use csplade::data::{beir, trec};
+use csplade::data::beir;
 use csplade::encode::Encoder;
 use csplade::eval::{evaluate_run, Metrics};
 use csplade::index::bm25::Bm25Index;
@@ -35,6 +35,10 @@ pub struct EvalArgs {
     /// Write the TREC run here (with .bm25 / .lsr appended when both run)
     #[arg(long)]
     pub run: Option<PathBuf>,
+    /// LSR scorer: exact, tantivy or seismic[:QUERY_TERMS:HEAP_FACTOR]
+    /// (see `csplade search --help`)
+    #[arg(long, default_value = "exact")]
+    pub backend: Backend,
     /// Documents retrieved per query (at least 1)
     #[arg(long, default_value_t = 1000, value_parser = super::positive)]
     pub depth: usize,
@@ -229,10 +233,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
         let encoded = enc.encode(&texts)?;
         let mut runs = Vec::new();
         for (q, e) in evaluated.iter().zip(&encoded) {
-            runs.push((
-                q.id.clone(),
-                idx.search(&e.vector, a.depth, Backend::Exact)?,
-            ));
+            runs.push((q.id.clone(), idx.search(&e.vector, a.depth, a.backend)?));
         }
         systems.push(("lsr", runs));
         let median = |mut v: Vec<usize>| {
@@ -262,7 +263,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
             } else {
                 path.clone()
             };
-            trec::write_run(&path, &format!("csplade-{name}"), runs)
+            csplade::eval::write_trec_run(&path, &format!("csplade-{name}"), runs)
                 .with_context(|| format!("writing {}", path.display()))?;
         }
     }

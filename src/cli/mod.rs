@@ -2,6 +2,7 @@
 
 mod adapter;
 mod bench;
+mod bench_seismic;
 mod compare;
 mod data;
 mod device;
@@ -89,6 +90,14 @@ pub struct TuiArgs {
     /// dark | light (a user theme.toml in the config directory overrides fields)
     #[arg(long)]
     pub theme: Option<String>,
+    /// LSR scorer: exact, tantivy or seismic[:QUERY_TERMS:HEAP_FACTOR]
+    /// (see `csplade search --help`)
+    #[arg(long, default_value = "exact")]
+    pub backend: csplade::search::Backend,
+    /// Leave the mouse to the terminal (text selection) instead of taking
+    /// clicks and the wheel
+    #[arg(long)]
+    pub no_mouse: bool,
 }
 
 /// Which model, and how it encodes.
@@ -199,11 +208,63 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
+#[cfg(feature = "explorer")]
 fn tui(a: TuiArgs) -> Result<()> {
     csplade::tui::run(csplade::tui::TuiOptions {
         model: a.model,
         index: a.index,
         dataset: a.dataset,
         theme: a.theme,
+        backend: a.backend,
+        mouse: !a.no_mouse,
     })
+}
+
+#[cfg(not(feature = "explorer"))]
+fn tui(_: TuiArgs) -> Result<()> {
+    anyhow::bail!("this csplade was built without the explorer (cargo feature `explorer`)")
+}
+
+/// An error and its causes on one line, `outer: cause: root`, leaving out a
+/// cause whose message the previous one already ends with (typed errors such
+/// as `path: io error` show their source and also report it as the cause).
+pub fn describe(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let msg = cause.to_string();
+        if line.ends_with(&msg) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&msg);
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::describe;
+    use anyhow::Context;
+
+    #[test]
+    fn a_cause_already_shown_is_not_repeated() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("{path}: {source}")]
+        struct Io {
+            path: String,
+            source: std::io::Error,
+        }
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file");
+        let e: anyhow::Result<()> = Err(Io {
+            path: "x/meta.json".into(),
+            source: io,
+        }
+        .into());
+        let e = e.context("opening x").unwrap_err();
+        assert_eq!(describe(&e), "opening x: x/meta.json: No such file");
+        let plain = anyhow::anyhow!("root").context("middle").context("top");
+        assert_eq!(describe(&plain), "top: middle: root");
+    }
 }

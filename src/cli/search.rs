@@ -28,7 +28,9 @@ pub struct SearchArgs {
     /// Contributions shown per hit with --explain
     #[arg(long, default_value_t = 10)]
     pub explain_terms: usize,
-    /// LSR scorer: exact (stored f32 vectors) or tantivy (quantized impacts)
+    /// LSR scorer: exact (stored f32 vectors), tantivy (quantized impacts),
+    /// or seismic[:QUERY_TERMS:HEAP_FACTOR] (approximate blocked postings,
+    /// default 10:0.7; built on first use and cached in the index)
     #[arg(long, default_value = "exact")]
     pub backend: Backend,
     /// Encode the query at another precision than the index's documents

@@ -1,10 +1,9 @@
-//! Collections on disk: BEIR corpora, queries and qrels, TREC runs, and where
+//! Collections on disk: BEIR corpora, queries and qrels, man pages, and where
 //! the shared development data lives.
 
 pub mod beir;
 pub mod manpages;
 pub mod output;
-pub mod trec;
 
 use std::path::PathBuf;
 

@@ -7,94 +7,14 @@
 //! batches and right-padded; padding never changes a vector. The LM head runs
 //! only on pooled positions, in chunks of rows, so memory stays bounded.
 
-use std::fmt;
-use std::str::FromStr;
-
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
 use super::sparse::SparseVec;
 use crate::model::linear::with_f32_slice;
-use crate::model::{AttentionMask, LoadedModel, ModelError};
+use crate::model::{LoadedModel, ModelError};
 
-/// How the backbone reads a text.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Variant {
-    #[default]
-    Causal,
-    Echo,
-    Bi,
-}
-
-impl Variant {
-    pub fn mask(self) -> AttentionMask {
-        match self {
-            Variant::Bi => AttentionMask::Bidirectional,
-            _ => AttentionMask::Causal,
-        }
-    }
-}
-
-impl fmt::Display for Variant {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Variant::Causal => "causal",
-            Variant::Echo => "echo",
-            Variant::Bi => "bi",
-        })
-    }
-}
-
-impl FromStr for Variant {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "causal" => Ok(Variant::Causal),
-            "echo" => Ok(Variant::Echo),
-            "bi" => Ok(Variant::Bi),
-            other => Err(format!("unknown variant {other:?} (causal, echo, bi)")),
-        }
-    }
-}
-
-/// What the sparse head pools.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, Default)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Head {
-    /// The paper's head: w_v = log(1 + ReLU(max_t logit[t, v])).
-    #[default]
-    RawLogits,
-    /// Log-probability head: w_v = log(1 + ReLU(max_t log_softmax(logit[t])_v + shift)).
-    LogProb { shift: f32 },
-}
-
-impl FromStr for Head {
-    type Err = String;
-    /// `raw` or `logprob:C`.
-    fn from_str(s: &str) -> Result<Self, String> {
-        if s == "raw" {
-            return Ok(Head::RawLogits);
-        }
-        if let Some(c) = s.strip_prefix("logprob:") {
-            let shift: f32 = c.parse().map_err(|_| format!("bad shift {c:?} in {s:?}"))?;
-            if !shift.is_finite() {
-                return Err(format!("shift {c:?} in {s:?} must be a finite number"));
-            }
-            return Ok(Head::LogProb { shift });
-        }
-        Err(format!("unknown head {s:?} (raw or logprob:C)"))
-    }
-}
-
-impl fmt::Display for Head {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Head::RawLogits => f.write_str("raw"),
-            Head::LogProb { shift } => write!(f, "logprob:{shift}"),
-        }
-    }
-}
+pub use crate::model::encoding::{Head, Variant};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EncoderConfig {

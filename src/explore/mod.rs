@@ -16,8 +16,10 @@ use crate::data::beir::{Qrels, Query};
 use crate::encode::{Encoder, EncoderConfig, SparseVec};
 use crate::eval;
 use crate::model::LoadedModel;
-use crate::search::{Backend, LsrIndex};
+pub use crate::search::Backend;
+use crate::search::LsrIndex;
 
+pub use crate::compare::PRESETS as COMPARE_PRESETS;
 pub use crate::encode::ExpansionTerm;
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -41,6 +43,9 @@ pub struct QueryResult {
     pub hits: Vec<HitRow>,
     pub encode_ms: f64,
     pub search_ms: f64,
+    /// The scorer that ranked the hits (`exact over 120 of 300 documents`
+    /// while the index is being built).
+    pub scorer: String,
 }
 
 /// Why one document matched one query.
@@ -85,6 +90,8 @@ pub struct Explorer {
     pub corpus: Arc<Vec<crate::data::beir::Document>>,
     pub queries: Arc<Vec<Query>>,
     pub qrels: Option<Arc<Qrels>>,
+    /// The LSR scorer behind every ranking.
+    pub backend: Backend,
 }
 
 impl Explorer {
@@ -114,6 +121,11 @@ impl Explorer {
             .and_then(|q| self.qrels.as_ref().and_then(|r| r.get(q)));
         let t1 = Instant::now();
         let mut hits = Vec::new();
+        let scorer = match (&self.index, &self.partial) {
+            (Some(_), _) => self.backend.to_string(),
+            (None, Some(p)) => format!("exact over {} of {} documents", p.len(), p.total),
+            (None, None) => "no index".to_string(),
+        };
         if let (None, Some(p)) = (&self.index, &self.partial) {
             for (r, (ordinal, score)) in p.search(&vector, k).into_iter().enumerate() {
                 let doc = self.corpus.get(ordinal);
@@ -137,7 +149,7 @@ impl Explorer {
                 .map(|(r, h)| (h.ordinal, r + 1))
                 .collect();
             for (r, h) in idx
-                .search(&vector, k, Backend::Exact)?
+                .search(&vector, k, self.backend)?
                 .into_iter()
                 .enumerate()
             {
@@ -161,6 +173,7 @@ impl Explorer {
             hits,
             encode_ms,
             search_ms: t1.elapsed().as_secs_f64() * 1e3,
+            scorer,
         })
     }
 
@@ -238,7 +251,7 @@ impl Explorer {
         let mut rows = Vec::with_capacity(judged.len());
         for (q, e) in judged.iter().zip(encoded) {
             let lsr: Vec<String> = idx
-                .search(&e.vector, 100, Backend::Exact)?
+                .search(&e.vector, 100, self.backend)?
                 .into_iter()
                 .map(|h| h.doc_id)
                 .collect();
@@ -293,7 +306,7 @@ impl Explorer {
             .get(query_id)
             .ok_or_else(|| anyhow::anyhow!("query {query_id:?} has no judgements"))?;
         let e = self.encoder().encode_one(&q.text)?;
-        let lsr = idx.search(&e.vector, 100, Backend::Exact)?;
+        let lsr = idx.search(&e.vector, 100, self.backend)?;
         let bm25 = idx.search_bm25(&q.text, 100)?;
         let ndcg = |run: &[crate::search::Hit]| {
             let ids: Vec<&str> = run.iter().map(|h| h.doc_id.as_str()).collect();

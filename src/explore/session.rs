@@ -32,6 +32,8 @@ pub struct Session {
     /// Document length of the index the explorer builds (`None`: the
     /// command's default); the demo's is [`DEMO_MAX_LEN`].
     pub max_len: Option<usize>,
+    /// The LSR scorer behind every ranking (`--backend`).
+    pub backend: crate::search::Backend,
     corpus: Arc<Vec<beir::Document>>,
     queries: Arc<Vec<beir::Query>>,
     qrels: Option<Arc<beir::Qrels>>,
@@ -98,6 +100,7 @@ impl Session {
             dataset,
             index_dir,
             max_len,
+            backend: crate::search::Backend::Exact,
             state: Mutex::new(State {
                 model: None,
                 partial: None,
@@ -255,6 +258,7 @@ impl Session {
             corpus: self.corpus.clone(),
             queries: self.queries.clone(),
             qrels: self.qrels.clone(),
+            backend: self.backend,
             model,
         })
     }

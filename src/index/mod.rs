@@ -6,6 +6,7 @@ pub mod build;
 pub mod impact;
 pub mod meta;
 pub mod shard;
+pub mod synthetic;
 pub mod vectors;
 
 use std::io::Write;

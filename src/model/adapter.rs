@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::linear::LowRank;
 use super::{Llama, ModelError};
-use crate::encode::{Head, Variant};
+use crate::model::encoding::{Head, Variant};
 
 /// What the adapter file holds besides tensors (its safetensors metadata).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -9,7 +9,7 @@ use candle_nn::VarBuilder;
 use super::kernels;
 use super::linear::{Linear, Weights};
 use super::llama::{Config, RopeStyle};
-use crate::quant::Precision;
+use crate::model::precision::Precision;
 
 pub(super) struct Rope {
     pub(super) cos: Tensor,

@@ -12,7 +12,7 @@ use candle_nn::VarBuilder;
 
 use super::gemm::{self, PackedWeight};
 use super::gemm_i8::{self, PackedQ8};
-use crate::quant::Precision;
+use crate::model::precision::Precision;
 
 /// An inference-only weight.
 #[derive(Clone)]

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::attention::{Attention, MaskSpec, Rope};
 use super::kernels;
 use super::linear::{Linear, Weights};
-use crate::quant::Precision;
+use crate::model::precision::Precision;
 
 /// How RoPE rotates a head: GGUF files from llama.cpp store Q/K rows permuted
 /// for adjacent pairs; HF checkpoints rotate the two halves of the head.

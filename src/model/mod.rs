@@ -4,6 +4,7 @@
 pub mod adapter;
 pub mod attention;
 pub mod autograd;
+pub mod encoding;
 pub mod fetch;
 pub mod gemm;
 pub mod gemm_i8;
@@ -13,6 +14,7 @@ pub mod kernels;
 pub mod linear;
 pub mod llama;
 pub mod peft;
+pub mod precision;
 pub mod tiny;
 pub mod tokenizer;
 
@@ -121,12 +123,17 @@ impl LoadedModel {
 
     /// How this model encodes unless told otherwise: the variant and head
     /// its adapter was trained with, else causal and `logprob:6`.
-    pub fn trained_encoding(&self) -> (crate::encode::Variant, crate::encode::Head) {
+    pub fn trained_encoding(
+        &self,
+    ) -> (
+        crate::model::encoding::Variant,
+        crate::model::encoding::Head,
+    ) {
         match &self.adapter {
             Some(a) => (a.variant, a.head),
             None => (
-                crate::encode::Variant::Causal,
-                crate::encode::Head::LogProb { shift: 6.0 },
+                crate::model::encoding::Variant::Causal,
+                crate::model::encoding::Head::LogProb { shift: 6.0 },
             ),
         }
     }
@@ -154,7 +161,7 @@ pub fn spec_tag(spec: &str) -> String {
 /// `default` (base + shipped adapter), `base` (the fetched SmolLM2 GGUF), a
 /// `.gguf` file, an HF directory, or any of these `+ADAPTER.safetensors`.
 pub fn load(spec: &str, device: &Device) -> Result<LoadedModel, ModelError> {
-    load_at(spec, device, crate::quant::Precision::F32, false)
+    load_at(spec, device, crate::model::precision::Precision::F32, false)
 }
 
 /// [`load`] at a precision: f32, f16, q8_0 or q4_0 weights for every
@@ -162,7 +169,7 @@ pub fn load(spec: &str, device: &Device) -> Result<LoadedModel, ModelError> {
 pub fn load_at(
     spec: &str,
     device: &Device,
-    precision: crate::quant::Precision,
+    precision: crate::model::precision::Precision,
     quantize_head: bool,
 ) -> Result<LoadedModel, ModelError> {
     let mut m = load_unpacked(spec, device)?;

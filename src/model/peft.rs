@@ -19,7 +19,7 @@ use super::adapter::{Adapter, AdapterMeta};
 use super::gguf::{permute_for_interleaved, unpermute_from_interleaved};
 use super::llama::{Config, RopeStyle};
 use super::ModelError;
-use crate::encode::{Head, Variant};
+use crate::model::encoding::{Head, Variant};
 
 pub const CONFIG_FILE: &str = "adapter_config.json";
 pub const WEIGHTS_FILE: &str = "adapter_model.safetensors";

@@ -1,7 +1,7 @@
 //! Everything that changes the explorer's state arrives as an [`Action`];
 //! everything the state asks of the outside world leaves as an [`Effect`].
 
-use crossterm::event::KeyEvent;
+use crossterm::event::{KeyEvent, MouseEvent};
 
 use crate::explore::{Comparison, DocDetail, FailureExplanation, FailureRow, QueryResult};
 use crate::tasks::{TaskEvent, TaskId, TaskSpec};
@@ -9,6 +9,7 @@ use crate::tasks::{TaskEvent, TaskId, TaskSpec};
 #[derive(Debug)]
 pub enum Action {
     Key(KeyEvent),
+    Mouse(MouseEvent),
     /// The model finished loading (or failed to).
     ModelReady(Result<String, String>),
     /// An index is open for search (documents in it), or could not be opened.

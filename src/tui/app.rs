@@ -10,7 +10,6 @@ use super::keymap::Keymap;
 use super::theme::Theme;
 use crate::explore::{Comparison, DocDetail, FailureRow, QueryResult};
 use crate::tasks::{TaskEvent, TaskId, TaskSpec};
-use crate::tui::keymap::KeyAction;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Tab {
@@ -84,7 +83,7 @@ pub struct App {
     pub failures: Option<Vec<FailureRow>>,
     pub comparison: Option<Comparison>,
     pub compare_pending: bool,
-    /// Which of [`crate::compare::PRESETS`] Compare shows.
+    /// Which of [`crate::explore::COMPARE_PRESETS`] Compare shows.
     pub compare_preset: usize,
     pub failures_pending: bool,
     /// Index into the rows [`App::visible_failures`] shows.
@@ -97,6 +96,8 @@ pub struct App {
     pub task_sel: usize,
     pub help: bool,
     pub help_scroll: usize,
+    /// Where the last frame drew what a click can select.
+    pub clicks: super::mouse::ClickMap,
     pub status: String,
     pub model_ready: bool,
     pub index: IndexState,
@@ -126,12 +127,15 @@ pub const FAILURE_VIEWS: [&str; 3] = [
 impl App {
     /// The comparison preset shown: (name, what it compares).
     pub fn compare_preset(&self) -> (&'static str, &'static str) {
-        crate::compare::PRESETS[self.compare_preset % crate::compare::PRESETS.len()]
+        crate::explore::COMPARE_PRESETS[self.compare_preset % crate::explore::COMPARE_PRESETS.len()]
     }
 
     /// Select the preset called `name`, if there is one.
     pub fn set_compare_preset(&mut self, name: &str) {
-        if let Some(i) = crate::compare::PRESETS.iter().position(|p| p.0 == name) {
+        if let Some(i) = crate::explore::COMPARE_PRESETS
+            .iter()
+            .position(|p| p.0 == name)
+        {
             self.compare_preset = i;
         }
     }
@@ -156,7 +160,7 @@ impl App {
         }
     }
 
-    fn run_compare(&mut self) -> Vec<Effect> {
+    pub(super) fn run_compare(&mut self) -> Vec<Effect> {
         let Some(text) = self.result.as_ref().map(|r| r.text.clone()) else {
             self.status = "run a query in Search first, then compare it here".into();
             return vec![];
@@ -194,6 +198,7 @@ impl App {
             task_sel: 0,
             help: false,
             help_scroll: 0,
+            clicks: Default::default(),
             status: "loading the model …".into(),
             model_ready: false,
             index: IndexState::Loading,
@@ -226,6 +231,7 @@ impl App {
     pub fn update(&mut self, action: Action) -> Vec<Effect> {
         match action {
             Action::Key(k) => self.on_key(k),
+            Action::Mouse(m) => self.on_mouse(m),
             Action::ModelReady(Ok(msg)) => {
                 self.model_ready = true;
                 self.status = msg;
@@ -256,11 +262,12 @@ impl App {
             Action::QueryDone(Ok(r)) => {
                 self.query_pending = false;
                 self.status = format!(
-                    "{} terms, {} hits ({:.0} ms encode, {:.1} ms search)",
+                    "{} terms, {} hits ({:.0} ms encode, {:.1} ms search, {})",
                     r.terms.len(),
                     r.hits.len(),
                     r.encode_ms,
-                    r.search_ms
+                    r.search_ms,
+                    r.scorer
                 );
                 self.selected = 0;
                 self.doc_scroll = 0;
@@ -341,7 +348,7 @@ impl App {
         }
     }
 
-    fn current_hit_ordinal(&self) -> Option<usize> {
+    pub(super) fn current_hit_ordinal(&self) -> Option<usize> {
         self.result
             .as_ref()
             .and_then(|r| r.hits.get(self.selected))
@@ -424,11 +431,11 @@ impl App {
         self.task_sel = self.tasks.len() - 1;
     }
 
-    fn hits_len(&self) -> usize {
+    pub(super) fn hits_len(&self) -> usize {
         self.result.as_ref().map_or(0, |r| r.hits.len())
     }
 
-    fn select_hit(&mut self, i: usize) -> Vec<Effect> {
+    pub(super) fn select_hit(&mut self, i: usize) -> Vec<Effect> {
         if self.hits_len() == 0 {
             self.status = match &self.index {
                 IndexState::Ready(_) | IndexState::Partial(..) => {
@@ -471,218 +478,5 @@ impl App {
             }
         }
         vec![]
-    }
-
-    fn run(&mut self, action: KeyAction) -> Vec<Effect> {
-        match action {
-            KeyAction::Quit => {
-                self.quit = true;
-                vec![Effect::Quit]
-            }
-            KeyAction::Help => {
-                self.help = !self.help;
-                self.help_scroll = 0;
-                vec![]
-            }
-            KeyAction::HelpDown => {
-                self.help_scroll =
-                    (self.help_scroll + 1).min(self.keymap.bindings.len().saturating_sub(1));
-                vec![]
-            }
-            KeyAction::HelpUp => {
-                self.help_scroll = self.help_scroll.saturating_sub(1);
-                vec![]
-            }
-            KeyAction::NextTab | KeyAction::PrevTab => {
-                let i = TABS.iter().position(|t| *t == self.tab).unwrap_or(0);
-                let n = TABS.len();
-                self.tab = TABS[if action == KeyAction::NextTab {
-                    (i + 1) % n
-                } else {
-                    (i + n - 1) % n
-                }];
-                vec![]
-            }
-            KeyAction::Submit => {
-                let q = self.input.trim().to_string();
-                if q.is_empty() {
-                    self.status = "type a query first".into();
-                    return vec![];
-                }
-                self.query_pending = true;
-                if !self.model_ready {
-                    self.status = "the query runs as soon as the model is loaded …".into();
-                    return vec![];
-                }
-                self.status = "encoding …".into();
-                vec![Effect::RunQuery(q)]
-            }
-            KeyAction::FocusResults => {
-                self.focus = Focus::Results;
-                vec![]
-            }
-            KeyAction::FocusInput => {
-                self.focus = Focus::Input;
-                vec![]
-            }
-            KeyAction::NextHit => self.select_hit(self.selected + 1),
-            KeyAction::PrevHit => self.select_hit(self.selected.saturating_sub(1)),
-            KeyAction::ScrollDown => {
-                self.doc_scroll = self.doc_scroll.saturating_add(10);
-                vec![]
-            }
-            KeyAction::ScrollUp => {
-                self.doc_scroll = self.doc_scroll.saturating_sub(10);
-                vec![]
-            }
-            KeyAction::NextRow | KeyAction::PrevRow => {
-                let down = action == KeyAction::NextRow;
-                let (sel, len) = match self.tab {
-                    Tab::Failures => {
-                        let n = self.visible_failures().len();
-                        (&mut self.failure_sel, n)
-                    }
-                    _ => (&mut self.task_sel, self.tasks.len()),
-                };
-                if len > 0 {
-                    *sel = if down {
-                        (*sel + 1).min(len - 1)
-                    } else {
-                        sel.saturating_sub(1)
-                    };
-                }
-                vec![]
-            }
-            KeyAction::RunCompare => self.run_compare(),
-            KeyAction::NextComparePreset => {
-                if self.compare_pending {
-                    self.status = "a comparison is running; the preset changes when it ends".into();
-                    return vec![];
-                }
-                self.compare_preset = (self.compare_preset + 1) % crate::compare::PRESETS.len();
-                self.comparison = None;
-                let (name, about) = self.compare_preset();
-                self.status = format!("compare preset: {name} ({about})");
-                let mut effects = vec![Effect::SaveComparePreset(name.to_string())];
-                if self.result.is_some() {
-                    effects.extend(self.run_compare());
-                }
-                effects
-            }
-            KeyAction::ComputeFailures => {
-                if !self.has_qrels {
-                    self.status =
-                        "failure analysis needs judged queries (qrels/test.tsv); this collection has none"
-                            .into();
-                    return vec![];
-                }
-                if !matches!(self.index, IndexState::Ready(_)) {
-                    self.status = "failure analysis needs the complete index: it is not built yet (see the status bar for when)".into();
-                    return vec![];
-                }
-                self.failures_pending = true;
-                self.status = "encoding every judged query …".into();
-                vec![Effect::ComputeFailures]
-            }
-            KeyAction::CycleFailureView => {
-                if self.failures.is_none() {
-                    self.status = "no failure list yet: press r to rank the judged queries".into();
-                    return vec![];
-                }
-                self.failure_view = (self.failure_view + 1) % FAILURE_VIEWS.len();
-                self.failure_sel = 0;
-                self.explanation = None;
-                let n = self.visible_failures().len();
-                self.status = format!("{n} {}", FAILURE_VIEWS[self.failure_view]);
-                vec![]
-            }
-            KeyAction::ExplainFailure => {
-                let Some(row) = self.visible_failures().get(self.failure_sel).copied() else {
-                    self.status = "no failure selected: press r to rank the judged queries".into();
-                    return vec![];
-                };
-                if self.explain_pending {
-                    self.status = "an explanation is already being computed".into();
-                    return vec![];
-                }
-                let id = row.query_id.clone();
-                self.explain_pending = true;
-                self.status = format!("explaining query {id} …");
-                vec![Effect::ExplainFailure(id)]
-            }
-            KeyAction::ExportFailures => {
-                if self.failures.is_none() {
-                    self.status =
-                        "nothing to export yet: press r to rank the judged queries".into();
-                    return vec![];
-                }
-                let rows: Vec<FailureRow> = self.visible_failures().into_iter().cloned().collect();
-                self.status = format!("exporting {} rows …", rows.len());
-                vec![Effect::ExportFailures(rows)]
-            }
-            KeyAction::OpenFailure => {
-                let Some(row) = self.visible_failures().get(self.failure_sel).copied() else {
-                    self.status = "no failure listed: press r to rank the judged queries".into();
-                    return vec![];
-                };
-                let row = row.clone();
-                self.input = row.text.clone();
-                self.tab = Tab::Search;
-                self.focus = Focus::Results;
-                self.run(KeyAction::Submit)
-            }
-            KeyAction::StartIndex
-            | KeyAction::StartEval
-            | KeyAction::StartQuantize
-            | KeyAction::StartAdapt
-            | KeyAction::StartContrastive
-            | KeyAction::ResumeTask => {
-                let spec = if action == KeyAction::StartIndex {
-                    self.index_task.clone()
-                } else if action == KeyAction::StartEval {
-                    self.eval_task.clone()
-                } else if action == KeyAction::StartQuantize {
-                    self.quantize_task.clone()
-                } else if action == KeyAction::StartAdapt {
-                    self.train_tasks.as_ref().map(|t| t.0.clone())
-                } else if action == KeyAction::StartContrastive {
-                    self.train_tasks.as_ref().map(|t| t.1.clone())
-                } else {
-                    self.tasks
-                        .get(self.task_sel)
-                        .filter(|t| t.status != TaskStatus::Running)
-                        .map(|t| t.spec.clone())
-                };
-                match spec {
-                    Some(s)
-                        if !self
-                            .tasks
-                            .iter()
-                            .any(|t| t.spec == s && t.status == TaskStatus::Running) =>
-                    {
-                        vec![Effect::StartTask(s)]
-                    }
-                    Some(_) => {
-                        self.status = "that task is already running".into();
-                        vec![]
-                    }
-                    None => {
-                        self.status = "that job is not available for this collection".into();
-                        vec![]
-                    }
-                }
-            }
-            KeyAction::CancelTask => match self.tasks.get(self.task_sel) {
-                Some(t) if t.status == TaskStatus::Running => vec![Effect::CancelTask(t.id)],
-                Some(_) => {
-                    self.status = "the selected task is not running".into();
-                    vec![]
-                }
-                None => {
-                    self.status = "no task to cancel".into();
-                    vec![]
-                }
-            },
-        }
     }
 }

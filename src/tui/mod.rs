@@ -6,7 +6,9 @@
 
 pub mod action;
 pub mod app;
+mod commands;
 pub mod keymap;
+pub mod mouse;
 pub mod theme;
 pub mod views;
 
@@ -28,6 +30,10 @@ pub struct TuiOptions {
     pub index: Option<PathBuf>,
     pub dataset: Option<PathBuf>,
     pub theme: Option<String>,
+    /// The LSR scorer behind every ranking.
+    pub backend: crate::explore::Backend,
+    /// Take mouse clicks and the wheel (off: the terminal keeps them).
+    pub mouse: bool,
 }
 
 /// User settings from `<config dir>/csplade/config.toml`.
@@ -124,17 +130,22 @@ fn load_theme(cli: Option<&str>) -> Result<theme::Theme> {
 
 pub fn run(opts: TuiOptions) -> Result<()> {
     let theme = load_theme(opts.theme.as_deref())?;
-    let session = Arc::new(Session::open(
-        &opts.model,
-        opts.dataset.clone(),
-        opts.index.clone(),
-    )?);
+    let mut session = Session::open(&opts.model, opts.dataset.clone(), opts.index.clone())?;
+    session.backend = opts.backend;
+    let session = Arc::new(session);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
     let mut terminal = ratatui::try_init().context("opening the terminal")?;
+    // Clicks and the wheel reach the explorer; `--no-mouse` leaves them to the
+    // terminal (for selecting text with the mouse).
+    let mouse = opts.mouse
+        && crossterm::execute!(std::io::stdout(), crossterm::event::EnableMouseCapture).is_ok();
     let result = rt.block_on(event_loop(&mut terminal, theme, session));
+    if mouse {
+        let _ = crossterm::execute!(std::io::stdout(), crossterm::event::DisableMouseCapture);
+    }
     ratatui::restore();
     result
 }
@@ -154,12 +165,17 @@ async fn event_loop(
         std::thread::spawn(move || {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 if crossterm::event::poll(std::time::Duration::from_millis(100)).unwrap_or(false) {
-                    if let Ok(crossterm::event::Event::Key(k)) = crossterm::event::read() {
-                        if k.kind == crossterm::event::KeyEventKind::Press
-                            && tx.send(Action::Key(k)).is_err()
+                    let action = match crossterm::event::read() {
+                        Ok(crossterm::event::Event::Key(k))
+                            if k.kind == crossterm::event::KeyEventKind::Press =>
                         {
-                            break;
+                            Some(Action::Key(k))
                         }
+                        Ok(crossterm::event::Event::Mouse(m)) => Some(Action::Mouse(m)),
+                        _ => None,
+                    };
+                    if action.is_some_and(|a| tx.send(a).is_err()) {
+                        break;
                     }
                 }
             }

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::Style;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Borders, Paragraph, Row, Table};
+use ratatui::widgets::{Block, Borders, Paragraph, Row};
 use ratatui::Frame;
 
 use super::show_token;
@@ -78,7 +78,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         })
         .collect();
     f.render_widget(
-        Table::new(
+        super::table(
             rows,
             [
                 Constraint::Length(16),
@@ -91,18 +91,16 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
                 Constraint::Length(10),
                 Constraint::Length(8),
             ],
-        )
-        .header(
-            Row::new(vec![
+            vec![
                 "encoder", "active", "latency", "model", "terms@10", "cosine", "max|Δw|",
                 "hits@10", "τ",
-            ])
-            .style(Style::default().fg(t.muted)),
-        )
-        .block(Block::default().borders(Borders::ALL).title(format!(
-            " Compare {preset}: \"{}\" (vs the first; p: next preset) ",
-            c.text
-        ))),
+            ],
+            format!(
+                " Compare {preset}: \"{}\" (vs the first; p: next preset) ",
+                c.text
+            ),
+            t,
+        ),
         summary,
     );
     let reference: HashMap<u32, (usize, f32)> = c

@@ -8,11 +8,12 @@
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Bar, BarChart, BarGroup, Block, Borders, Paragraph, Row, Table, Wrap};
+use ratatui::widgets::{Bar, BarChart, BarGroup, Block, Borders, Paragraph, Row, Wrap};
 use ratatui::Frame;
 
 use super::show_token;
 use crate::tui::app::{App, FAILURE_VIEWS};
+use crate::tui::mouse::Target;
 
 /// Δ nDCG@10 buckets of the histogram: (label, upper bound).
 const BUCKETS: [(&str, f64); 8] = [
@@ -95,6 +96,11 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     let rows = app.visible_failures();
     let visible = table.height.saturating_sub(3) as usize;
     let start = app.failure_sel.saturating_sub(visible.saturating_sub(1));
+    for (line, i) in (start..rows.len().min(start + visible)).enumerate() {
+        let y = table.y + 2 + line as u16;
+        let row = Rect::new(table.x + 1, y, table.width.saturating_sub(2), 1);
+        app.clicks.add(row, Target::FailureRow(i));
+    }
     let body: Vec<Row> = rows
         .iter()
         .enumerate()
@@ -128,7 +134,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         })
         .collect();
     f.render_widget(
-        Table::new(
+        super::table(
             body,
             [
                 Constraint::Length(14),
@@ -138,17 +144,15 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
                 Constraint::Length(4),
                 Constraint::Min(20),
             ],
-        )
-        .header(
-            Row::new(vec!["query", "bm25", "lsr", "Δ", "100", "text"])
-                .style(Style::default().fg(t.muted)),
-        )
-        .block(Block::default().borders(Borders::ALL).title(format!(
-            " {} of {}: {} (s: next view, x: explain, e: export; ✗: no relevant document in LSR's top 100) ",
-            rows.len(),
-            all.len(),
-            FAILURE_VIEWS[app.failure_view % FAILURE_VIEWS.len()]
-        ))),
+            vec!["query", "bm25", "lsr", "Δ", "100", "text"],
+            format!(
+                " {} of {}: {} (s: next view, x: explain, e: export; ✗: no relevant document in LSR's top 100) ",
+                rows.len(),
+                all.len(),
+                FAILURE_VIEWS[app.failure_view % FAILURE_VIEWS.len()]
+            ),
+            t,
+        ),
         table,
     );
 

@@ -10,10 +10,12 @@ pub mod tasks;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Paragraph, Tabs};
+use ratatui::widgets::{Block, Borders, Paragraph, Row, Table, Tabs};
 use ratatui::Frame;
 
 use super::app::{App, IndexState, Tab, TABS};
+use super::mouse::Target;
+use super::theme::Theme;
 
 pub fn draw(f: &mut Frame, app: &App) {
     let [tabs, body, status, hints] = Layout::vertical([
@@ -24,6 +26,17 @@ pub fn draw(f: &mut Frame, app: &App) {
     ])
     .areas(f.area());
     let t = &app.theme;
+    app.clicks.clear();
+    // Tabs draws " title " cells joined by a one-cell divider.
+    let mut x = tabs.x;
+    for tab in TABS {
+        let w = tab.title().chars().count() as u16 + 2;
+        app.clicks.add(
+            Rect::new(x, tabs.y, w.min(tabs.right().saturating_sub(x)), 1),
+            Target::Tab(tab),
+        );
+        x = x.saturating_add(w + 1);
+    }
     let titles: Vec<Line> = TABS.iter().map(|x| Line::from(x.title())).collect();
     let sel = TABS.iter().position(|x| *x == app.tab).unwrap_or(0);
     f.render_widget(
@@ -92,6 +105,20 @@ fn hint_bar(app: &App) -> Paragraph<'static> {
         ));
     }
     Paragraph::new(Line::from(spans))
+}
+
+/// How every list in the explorer looks: a bordered, titled table whose
+/// header row is muted.
+pub fn table<'a>(
+    rows: Vec<Row<'a>>,
+    widths: impl IntoIterator<Item = Constraint>,
+    header: Vec<&'a str>,
+    title: impl Into<Line<'a>>,
+    theme: &Theme,
+) -> Table<'a> {
+    Table::new(rows, widths)
+        .header(Row::new(header).style(Style::default().fg(theme.muted)))
+        .block(Block::default().borders(Borders::ALL).title(title))
 }
 
 /// A rectangle of `pw`% × `ph`% in the middle of `r`.

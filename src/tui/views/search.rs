@@ -8,11 +8,12 @@ use std::collections::HashSet;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Sparkline, Table, Wrap};
+use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Sparkline, Wrap};
 use ratatui::Frame;
 
-use super::{bar, show_token};
+use super::{bar, show_token, table};
 use crate::tui::app::{App, Focus};
+use crate::tui::mouse::Target;
 
 pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     let t = &app.theme;
@@ -32,6 +33,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         ),
         input,
     );
+    app.clicks.add(input, Target::QueryInput);
     let [left, mid, right] = Layout::horizontal([
         Constraint::Percentage(28),
         Constraint::Percentage(36),
@@ -79,7 +81,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         None => " Expansion ".to_string(),
     };
     f.render_widget(
-        Table::new(
+        table(
             rows,
             [
                 Constraint::Length(1),
@@ -87,9 +89,10 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
                 Constraint::Length(5),
                 Constraint::Length(8),
             ],
-        )
-        .header(Row::new(vec!["", "term", "w", ""]).style(Style::default().fg(t.muted)))
-        .block(Block::default().borders(Borders::ALL).title(exp_title)),
+            vec!["", "term", "w", ""],
+            exp_title,
+            t,
+        ),
         left,
     );
 
@@ -136,7 +139,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         (None, _) => " Hits ".to_string(),
     };
     f.render_widget(
-        Table::new(
+        table(
             hit_rows,
             [
                 Constraint::Length(3),
@@ -145,14 +148,28 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
                 Constraint::Length(5),
                 Constraint::Min(10),
             ],
-        )
-        .header(
-            Row::new(vec!["#", "", "score", "bm25", "document"])
-                .style(Style::default().fg(t.muted)),
-        )
-        .block(Block::default().borders(Borders::ALL).title(hits_title)),
+            vec!["#", "", "score", "bm25", "document"],
+            hits_title,
+            t,
+        ),
         mid,
     );
+    // Hit i is drawn on the i-th line under the border and the header.
+    let shown = mid.height.saturating_sub(3);
+    for i in 0..app
+        .result
+        .as_ref()
+        .map_or(0, |r| r.hits.len())
+        .min(shown as usize)
+    {
+        let row = Rect::new(
+            mid.x + 1,
+            mid.y + 2 + i as u16,
+            mid.width.saturating_sub(2),
+            1,
+        );
+        app.clicks.add(row, Target::Hit(i));
+    }
 
     // Explanation, document terms, text.
     let [why, text] =
@@ -234,7 +251,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         None => " Why it matched ".to_string(),
     };
     f.render_widget(
-        Table::new(
+        table(
             why_rows,
             [
                 Constraint::Min(8),
@@ -242,9 +259,10 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
                 Constraint::Length(6),
                 Constraint::Length(7),
             ],
-        )
-        .header(Row::new(vec!["term", "q_w", "d_w", "q×d"]).style(Style::default().fg(t.muted)))
-        .block(Block::default().borders(Borders::ALL).title(why_title)),
+            vec!["term", "q_w", "d_w", "q×d"],
+            why_title,
+            t,
+        ),
         why,
     );
     f.render_widget(
@@ -254,4 +272,5 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
             .block(Block::default().borders(Borders::ALL).title(" Document ")),
         text,
     );
+    app.clicks.add(text, Target::Document);
 }

@@ -9,6 +9,7 @@ use ratatui::widgets::{Axis, Block, Borders, Chart, Dataset, Gauge, Paragraph};
 use ratatui::Frame;
 
 use crate::tui::app::{App, TaskStatus};
+use crate::tui::mouse::Target;
 
 pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     let t = &app.theme;
@@ -36,6 +37,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         if row.height == 0 {
             break;
         }
+        app.clicks.add(row, Target::Task(i));
         let status = match &task.status {
             TaskStatus::Running => "running".to_string(),
             TaskStatus::Succeeded => "done".to_string(),

@@ -1,9 +1,13 @@
 //! Searching an index: a query's expansion against the documents' impacts,
 //! ranked by dot product, with per-term explanations; and the BM25 baseline
-//! over the same corpus. Two LSR scorers: an exact one over the stored
-//! vectors (in-memory, term-at-a-time) and tantivy's impact postings.
+//! over the same corpus. Three LSR scorers: an exact one over the stored
+//! vectors (in-memory, term-at-a-time), tantivy's impact postings, and
+//! Seismic's approximate blocked posting lists (`seismic`).
+
+pub mod seismic;
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use serde::Serialize;
 use tantivy::collector::TopDocs;
@@ -26,7 +30,7 @@ pub struct Hit {
 }
 
 /// Which LSR scorer answers a query.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Default)]
 pub enum Backend {
     /// Exact f32 dot products over the stored vectors (the default: faster at
     /// this scale, see `csplade bench search`).
@@ -34,18 +38,69 @@ pub enum Backend {
     Exact,
     /// tantivy's postings with quantized impacts.
     Tantivy,
+    /// Seismic's blocked, summarized posting lists (approximate; scores of
+    /// the documents it returns are exact).
+    Seismic(seismic::SeismicQuery),
 }
 
 impl std::str::FromStr for Backend {
     type Err = String;
+    /// `exact`, `tantivy`, `seismic`, or `seismic:QUERY_TERMS:HEAP_FACTOR`.
     fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "exact" => Ok(Backend::Exact),
-            "tantivy" => Ok(Backend::Tantivy),
-            o => Err(format!("unknown backend {o:?} (exact, tantivy)")),
+        let mut parts = s.split(':');
+        match parts.next().unwrap_or("") {
+            "exact" if parts.next().is_none() => Ok(Backend::Exact),
+            "tantivy" if parts.next().is_none() => Ok(Backend::Tantivy),
+            "seismic" => {
+                let mut q = seismic::SeismicQuery::default();
+                if let Some(terms) = parts.next() {
+                    q.query_terms =
+                        terms
+                            .parse()
+                            .ok()
+                            .filter(|&n: &usize| n > 0)
+                            .ok_or_else(|| {
+                                format!(
+                                    "seismic: query terms {terms:?} is not a count of at least 1"
+                                )
+                            })?;
+                    let factor = parts
+                        .next()
+                        .ok_or("seismic:QUERY_TERMS:HEAP_FACTOR needs a heap factor")?;
+                    q.heap_factor = factor
+                        .parse()
+                        .ok()
+                        .filter(|f: &f32| f.is_finite() && *f >= 0.0)
+                        .ok_or_else(|| {
+                            format!("seismic: heap factor {factor:?} is not a number ≥ 0")
+                        })?;
+                }
+                if parts.next().is_some() {
+                    return Err(format!(
+                        "{s:?}: expected seismic or seismic:QUERY_TERMS:HEAP_FACTOR"
+                    ));
+                }
+                Ok(Backend::Seismic(q))
+            }
+            _ => Err(format!(
+                "unknown backend {s:?} (exact, tantivy, seismic, seismic:QUERY_TERMS:HEAP_FACTOR)"
+            )),
         }
     }
 }
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Backend::Exact => f.write_str("exact"),
+            Backend::Tantivy => f.write_str("tantivy"),
+            Backend::Seismic(q) => write!(f, "seismic:{}:{}", q.query_terms, q.heap_factor),
+        }
+    }
+}
+
+/// Where an index caches its Seismic structure.
+pub const SEISMIC_FILE: &str = "seismic.bin";
 
 /// An opened LSR index with its BM25 companion.
 pub struct LsrIndex {
@@ -60,6 +115,7 @@ pub struct LsrIndex {
     ordinals: Vec<Vec<u32>>,
     addresses: Vec<tantivy::DocAddress>,
     pub bm25: Bm25Index,
+    seismic: OnceLock<seismic::SeismicIndex>,
 }
 
 /// A stored document.
@@ -153,7 +209,46 @@ impl LsrIndex {
             ordinals,
             addresses,
             bm25,
+            seismic: OnceLock::new(),
         })
+    }
+
+    /// The Seismic structure with default build settings: from
+    /// `seismic.bin` when it was made for this index, else built (seconds
+    /// for SciFact) and cached there atomically.
+    pub fn seismic(&self) -> Result<&seismic::SeismicIndex, IndexError> {
+        if let Some(s) = self.seismic.get() {
+            return Ok(s);
+        }
+        let (s, _) = self.load_or_build_seismic(seismic::SeismicBuild::default())?;
+        Ok(self.seismic.get_or_init(|| s))
+    }
+
+    /// Load the cached Seismic structure made with `build`, or build and
+    /// cache it; the flag says whether it was built now.
+    pub fn load_or_build_seismic(
+        &self,
+        build: seismic::SeismicBuild,
+    ) -> Result<(seismic::SeismicIndex, bool), IndexError> {
+        let vectors_file = self.dir.join(VECTORS_FILE);
+        let vectors_bytes = std::fs::metadata(&vectors_file)
+            .map_err(|e| IndexError::io(&vectors_file, e))?
+            .len();
+        let key = seismic::CacheKey {
+            documents: self.meta.documents as u32,
+            vocab: self.meta.vocab_size as u32,
+            vectors_bytes,
+            built_at: self.meta.built_at,
+        };
+        let path = self.dir.join(SEISMIC_FILE);
+        if path.is_file() {
+            if let Some(s) = seismic::SeismicIndex::load(&path, key, build)? {
+                return Ok((s, false));
+            }
+        }
+        let s = seismic::SeismicIndex::build(&self.vectors, self.meta.vocab_size, build);
+        s.save(&path, key)?;
+        Ok((s, true))
     }
 
     pub fn len(&self) -> usize {
@@ -177,6 +272,16 @@ impl LsrIndex {
         match backend {
             Backend::Exact => Ok(self.search_exact(query, k)),
             Backend::Tantivy => self.search_tantivy(query, k),
+            Backend::Seismic(q) => Ok(self
+                .seismic()?
+                .search(query, k, &self.vectors, q)
+                .into_iter()
+                .map(|(o, score)| Hit {
+                    ordinal: o,
+                    doc_id: self.doc_id(o).to_string(),
+                    score,
+                })
+                .collect()),
         }
     }
 
@@ -373,5 +478,39 @@ impl PartialIndex {
 
     pub fn vector(&self, ordinal: usize) -> Option<&SparseVec> {
         self.vectors.iter().find(|v| v.0 == ordinal).map(|v| &v.1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::seismic::SeismicQuery;
+    use super::Backend;
+
+    #[test]
+    fn backends_parse_and_bad_settings_are_refused_by_name() {
+        assert_eq!("exact".parse(), Ok(Backend::Exact));
+        assert_eq!("tantivy".parse(), Ok(Backend::Tantivy));
+        assert_eq!(
+            "seismic".parse(),
+            Ok(Backend::Seismic(SeismicQuery::default()))
+        );
+        assert_eq!(
+            "seismic:5:0.9".parse(),
+            Ok(Backend::Seismic(SeismicQuery {
+                query_terms: 5,
+                heap_factor: 0.9
+            }))
+        );
+        for (bad, says) in [
+            ("seismic:0:0.7", "query terms"),
+            ("seismic:5", "needs a heap factor"),
+            ("seismic:5:NaN", "heap factor"),
+            ("seismic:5:0.7:1", "expected seismic"),
+            ("exact:3", "unknown backend"),
+            ("faiss", "unknown backend"),
+        ] {
+            let e = bad.parse::<Backend>().unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
     }
 }
