@@ -102,15 +102,23 @@ pub struct ExportReport {
 }
 
 /// A token's text as a term every engine accepts: whitespace, control
-/// characters, `%`, `.` and `#` percent-encoded byte by byte (" copy" →
-/// "%20copy"), so distinct texts stay distinct.
+/// characters, `%`, `.`, `#` and every character that lowercasing would
+/// change percent-encoded byte by byte in lowercase hex (" copy" →
+/// "%20copy", " Copy" → "%20%43opy"), so distinct texts stay distinct and
+/// no term changes when an engine lowercases query terms (PISA does: an
+/// upper-case term would otherwise be unreachable, or match another).
 pub fn safe_term(token: &str) -> String {
     let mut out = String::with_capacity(token.len());
     for c in token.chars() {
-        if c.is_whitespace() || c.is_control() || matches!(c, '%' | '.' | '#') {
+        let changes_in_lowercase = c.to_lowercase().ne(std::iter::once(c));
+        if c.is_whitespace()
+            || c.is_control()
+            || matches!(c, '%' | '.' | '#')
+            || changes_in_lowercase
+        {
             let mut buf = [0u8; 4];
             for b in c.encode_utf8(&mut buf).bytes() {
-                out.push_str(&format!("%{b:02X}"));
+                out.push_str(&format!("%{b:02x}"));
             }
         } else {
             out.push(c);

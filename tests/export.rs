@@ -241,9 +241,26 @@ fn opensearch_query_bodies_score_like_csplade() {
 #[test]
 fn terms_are_safe_and_distinct() {
     assert_eq!(export::safe_term(" copy"), "%20copy");
-    assert_eq!(export::safe_term("a.b"), "a%2Eb");
-    assert_eq!(export::safe_term("\n"), "%0A");
+    assert_eq!(export::safe_term(" Copy"), "%20%43opy");
+    assert_eq!(export::safe_term("É"), "%c3%89");
+    assert_eq!(export::safe_term("é"), "é");
+    assert_eq!(export::safe_term("a.b"), "a%2eb");
+    assert_eq!(export::safe_term("\n"), "%0a");
     assert_eq!(export::safe_term("%"), "%25");
     assert_eq!(export::safe_term(""), "%00");
     assert_ne!(export::safe_term(" x"), export::safe_term("%20x"));
+    // Lowercasing (as PISA does to query terms) changes no term of a
+    // byte-level vocabulary (the tiny model's: all 256 bytes and merges),
+    // and the terms stay distinct.
+    let dir = tempfile::tempdir().unwrap();
+    csplade::model::tiny::write_tiny_model(dir.path(), 1).unwrap();
+    let m =
+        csplade::model::load(dir.path().join("tiny.gguf").to_str().unwrap(), &Device::Cpu).unwrap();
+    let terms = export::vocabulary(&m.tokenizer, m.config().vocab_size);
+    let distinct: std::collections::HashSet<&String> = terms.iter().collect();
+    assert_eq!(distinct.len(), terms.len());
+    for t in &terms {
+        assert_eq!(&t.to_lowercase(), t);
+        assert_eq!(&t.to_ascii_lowercase(), t);
+    }
 }
