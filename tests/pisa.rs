@@ -131,7 +131,7 @@ fn pisa_ranks_csplades_ciff_like_csplade_on_the_scifact_test_queries() {
     let queries: Vec<_> = beir::read_queries(&corpus)
         .unwrap()
         .into_iter()
-        .filter(|q| qrels.get(&q.id).is_some())
+        .filter(|q| qrels.contains_key(&q.id))
         .collect();
     assert_eq!(queries.len(), 300);
     let terms = export::vocabulary(&m.tokenizer, m.config().vocab_size);
