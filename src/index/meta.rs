@@ -37,8 +37,25 @@ pub struct IndexMeta {
 }
 
 impl IndexMeta {
+    /// The metadata of the index at `dir`; a directory without it is
+    /// [`IndexError::Missing`], saying whether a build is under way there.
     pub fn read(dir: &Path) -> Result<Self, IndexError> {
         let path = dir.join(META_FILE);
+        if !path.is_file() {
+            let partial = super::build::staging_dir(dir);
+            let hint = if partial.exists() {
+                format!(
+                    "a build is in progress or was interrupted at {}; rerun `csplade index` to resume it",
+                    partial.display()
+                )
+            } else {
+                "build one with `csplade index --corpus DIR --out INDEX`".to_string()
+            };
+            return Err(IndexError::Missing {
+                path: dir.to_path_buf(),
+                hint,
+            });
+        }
         let text = std::fs::read_to_string(&path).map_err(|e| IndexError::io(&path, e))?;
         let meta: IndexMeta = serde_json::from_str(&text).map_err(|e| IndexError::Corrupt {
             path: path.clone(),

@@ -128,18 +128,6 @@ pub struct StoredDoc {
 
 impl LsrIndex {
     pub fn open(dir: &Path) -> Result<Self, IndexError> {
-        if !dir.join(crate::index::meta::META_FILE).is_file() {
-            let partial = crate::index::build::staging_dir(dir);
-            let hint = if partial.exists() {
-                format!("a build is in progress or was interrupted at {}; rerun `csplade index` to resume it", partial.display())
-            } else {
-                "build one with `csplade index --corpus DIR --out INDEX`".to_string()
-            };
-            return Err(IndexError::Missing {
-                path: dir.to_path_buf(),
-                hint,
-            });
-        }
         let meta = IndexMeta::read(dir)?;
         let vectors = vectors::read(&dir.join(VECTORS_FILE))?;
         if vectors.len() != meta.documents {
