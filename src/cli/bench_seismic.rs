@@ -182,7 +182,7 @@ pub fn run(a: SeismicBench) -> Result<()> {
                     "settings": seismic_rows.iter().map(|(n, p50, p99, r)| json!({"setting": n, "p50_ms": p50, "p99_ms": p99, "recall": r})).collect::<Vec<_>>(),
                 },
                 "forward_vectors_bytes": 8 * postings, "peak_rss_bytes": peak_rss(),
-                "threads": 1,
+                "query_threads": 1, "build_threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             })
         );
         return Ok(());
