@@ -448,7 +448,11 @@ fn training_progress_lines_feed_the_explorers_loss_chart() {
 
 #[test]
 fn the_shipped_recipes_parse() {
-    for r in ["csplade-echo-1.toml", "csplade-echo-2.toml"] {
+    for r in [
+        "csplade-echo-1.toml",
+        "csplade-echo-2.toml",
+        "csplade-cpu-3.toml",
+    ] {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("assets/recipes")
             .join(r);
