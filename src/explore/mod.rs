@@ -231,16 +231,22 @@ impl Explorer {
         })
     }
 
-    /// Every judged query: nDCG@10 of LSR and BM25, biggest LSR loss first.
-    pub fn failures(&self) -> anyhow::Result<Vec<FailureRow>> {
+    /// The complete index and the judgements, which failure analysis needs.
+    fn judged_index(&self) -> anyhow::Result<(&LsrIndex, &Qrels)> {
         let idx = self
             .index
-            .as_ref()
+            .as_deref()
             .ok_or_else(|| anyhow::anyhow!("no index loaded"))?;
         let qrels = self
             .qrels
-            .as_ref()
+            .as_deref()
             .ok_or_else(|| anyhow::anyhow!("no judgements loaded"))?;
+        Ok((idx, qrels))
+    }
+
+    /// Every judged query: nDCG@10 of LSR and BM25, biggest LSR loss first.
+    pub fn failures(&self) -> anyhow::Result<Vec<FailureRow>> {
+        let (idx, qrels) = self.judged_index()?;
         let judged: Vec<&Query> = self
             .queries
             .iter()
@@ -289,14 +295,7 @@ impl Explorer {
     /// documents, the words BM25 matches that the expansion lacks, and the
     /// terms that lifted the wrong hits.
     pub fn explain_failure(&self, query_id: &str) -> anyhow::Result<FailureExplanation> {
-        let idx = self
-            .index
-            .as_ref()
-            .ok_or_else(|| anyhow::anyhow!("no index loaded"))?;
-        let qrels = self
-            .qrels
-            .as_ref()
-            .ok_or_else(|| anyhow::anyhow!("no judgements loaded"))?;
+        let (idx, qrels) = self.judged_index()?;
         let q = self
             .queries
             .iter()

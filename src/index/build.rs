@@ -38,7 +38,7 @@ pub struct BuildOptions {
     pub commit_every: usize,
     /// Precision label recorded in the metadata.
     pub precision: String,
-    /// Stop (as if killed) after this many commits this session: for
+    /// Stop (as if killed) after this many commits in this run: for
     /// time-boxed runs and for testing resumption. `None` runs to the end.
     pub interrupt_after: Option<usize>,
     /// `(i, n)`: encode only shard i of n (every n-th commit batch, starting

@@ -27,6 +27,8 @@ pub struct TermStatistics {
     lengths: Vec<u32>,
     weights: Vec<Vec<f32>>,
     cumulative_df: Vec<u64>,
+    /// Terms that occur at all: no document can have more distinct ones.
+    terms_used: usize,
 }
 
 impl TermStatistics {
@@ -47,6 +49,7 @@ impl TermStatistics {
         }
         Self {
             lengths: vectors.iter().map(|v| v.active() as u32).collect(),
+            terms_used: weights.iter().filter(|w| !w.is_empty()).count(),
             weights,
             cumulative_df,
         }
@@ -66,9 +69,8 @@ impl TermStatistics {
         if total == 0 || self.lengths.is_empty() {
             return SparseVec::default();
         }
-        let vocab_used = self.weights.iter().filter(|w| !w.is_empty()).count();
         let len = (self.lengths[(rng.next_u64() % self.lengths.len() as u64) as usize] as usize)
-            .min(vocab_used);
+            .min(self.terms_used);
         let mut seen = HashSet::with_capacity(len);
         let mut pairs = Vec::with_capacity(len);
         let weight = |t: usize, rng: &mut SplitMix| {

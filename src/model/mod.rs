@@ -228,7 +228,6 @@ pub fn load_unpacked(spec: &str, device: &Device) -> Result<LoadedModel, ModelEr
 
 /// Merge the PEFT LoRA adapter in `dir` into `m` and name the result after both.
 pub fn apply_peft(m: &mut LoadedModel, dir: &Path) -> Result<(), ModelError> {
-    use sha2::Digest;
     if !peft::is_peft_dir(dir) {
         return Err(ModelError::Format {
             path: dir.to_path_buf(),
@@ -241,38 +240,37 @@ pub fn apply_peft(m: &mut LoadedModel, dir: &Path) -> Result<(), ModelError> {
     }
     let (a, id_bytes) = peft::read(dir, &m.llama.config)?;
     a.merge_into(&mut m.llama, dir)?;
-    let mut h = sha2::Sha256::new();
-    h.update(m.identity.sha256.as_bytes());
-    h.update(&id_bytes);
     let name = dir
         .file_name()
         .map(|s| s.to_string_lossy().to_string())
         .unwrap_or_else(|| "peft".into());
+    name_merged(m, &name, &id_bytes, a.meta);
+    Ok(())
+}
+
+/// After an adapter is merged: the model is named `base+name` and its
+/// identity hashes the base's with the adapter's bytes.
+fn name_merged(m: &mut LoadedModel, name: &str, adapter_bytes: &[u8], meta: adapter::AdapterMeta) {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(m.identity.sha256.as_bytes());
+    h.update(adapter_bytes);
     m.identity = ModelIdentity {
         id: format!("{}+{name}", m.identity.id),
         sha256: format!("{:x}", h.finalize()),
     };
-    m.adapter = Some(a.meta);
-    Ok(())
+    m.adapter = Some(meta);
 }
 
 /// Merge an adapter file's bytes into `m` and name the result after both.
 pub fn apply_adapter(m: &mut LoadedModel, bytes: &[u8], origin: &Path) -> Result<(), ModelError> {
-    use sha2::Digest;
     let a = adapter::Adapter::from_bytes(bytes, origin)?;
     a.merge_into(&mut m.llama, origin)?;
-    let mut h = sha2::Sha256::new();
-    h.update(m.identity.sha256.as_bytes());
-    h.update(bytes);
     let name = origin
         .file_stem()
         .map(|s| s.to_string_lossy().to_string())
         .unwrap_or_else(|| "adapter".into());
-    m.identity = ModelIdentity {
-        id: format!("{}+{name}", m.identity.id),
-        sha256: format!("{:x}", h.finalize()),
-    };
-    m.adapter = Some(a.meta);
+    name_merged(m, &name, bytes, a.meta);
     Ok(())
 }
 

@@ -107,8 +107,8 @@ pub struct LsrIndex {
     pub dir: PathBuf,
     pub meta: IndexMeta,
     pub vectors: Vec<SparseVec>,
-    /// Term id → (document ordinal, weight), for the exact scorer.
-    postings: Vec<Vec<(u32, f32)>>,
+    /// The exact scorer's lists, by document ordinal.
+    postings: Postings,
     doc_ids: Vec<String>,
     tantivy: Index,
     reader: IndexReader,
@@ -136,21 +136,19 @@ impl LsrIndex {
                 msg: format!("{} vectors for {} documents", vectors.len(), meta.documents),
             });
         }
-        let mut postings: Vec<Vec<(u32, f32)>> = vec![Vec::new(); meta.vocab_size];
+        // Term ids are sorted within a vector: its last is its largest.
         for (d, v) in vectors.iter().enumerate() {
-            for (id, w) in v.iter() {
-                let p = postings
-                    .get_mut(id as usize)
-                    .ok_or_else(|| IndexError::Corrupt {
-                        path: dir.join(VECTORS_FILE),
-                        msg: format!(
-                            "document {d} has term {id}, beyond the vocabulary of {}",
-                            meta.vocab_size
-                        ),
-                    })?;
-                p.push((d as u32, w));
+            if let Some(&id) = v.ids.last().filter(|&&id| id as usize >= meta.vocab_size) {
+                return Err(IndexError::Corrupt {
+                    path: dir.join(VECTORS_FILE),
+                    msg: format!(
+                        "document {d} has term {id}, beyond the vocabulary of {}",
+                        meta.vocab_size
+                    ),
+                });
             }
         }
+        let postings = Postings::new(vectors.iter(), meta.vocab_size);
         let tdir = dir.join(TANTIVY_DIR);
         let tv = |e: tantivy::TantivyError| IndexError::Tantivy {
             path: tdir.clone(),
@@ -275,14 +273,7 @@ impl LsrIndex {
 
     /// Exact dot products, term at a time into a dense accumulator.
     pub fn search_exact(&self, query: &SparseVec, k: usize) -> Vec<Hit> {
-        let mut acc = vec![0f32; self.meta.documents];
-        for (id, q) in query.iter() {
-            if let Some(p) = self.postings.get(id as usize) {
-                for &(d, w) in p {
-                    acc[d as usize] += q * w;
-                }
-            }
-        }
+        let acc = self.postings.scores(query, self.meta.documents);
         self.top_k(&acc, k)
     }
 
@@ -409,25 +400,48 @@ impl LsrIndex {
     }
 }
 
+/// Term id → (slot, weight): the exact term-at-a-time scorer over a list
+/// of vectors (terms beyond the vocabulary are left out).
+struct Postings(Vec<Vec<(u32, f32)>>);
+
+impl Postings {
+    fn new<'a>(vectors: impl Iterator<Item = &'a SparseVec>, vocab: usize) -> Self {
+        let mut lists: Vec<Vec<(u32, f32)>> = vec![Vec::new(); vocab];
+        for (slot, v) in vectors.enumerate() {
+            for (id, w) in v.iter() {
+                if let Some(p) = lists.get_mut(id as usize) {
+                    p.push((slot as u32, w));
+                }
+            }
+        }
+        Self(lists)
+    }
+
+    /// Every slot's dot product with `query`, accumulated term at a time.
+    fn scores(&self, query: &SparseVec, slots: usize) -> Vec<f32> {
+        let mut acc = vec![0f32; slots];
+        for (id, q) in query.iter() {
+            for &(slot, w) in self.0.get(id as usize).map_or(&[][..], Vec::as_slice) {
+                acc[slot as usize] += q * w;
+            }
+        }
+        acc
+    }
+}
+
 /// The part of a corpus an unfinished build has already encoded: exact
 /// search over it while the index is still being built.
 pub struct PartialIndex {
     /// Corpus position and vector of every encoded document.
     pub vectors: Vec<(usize, SparseVec)>,
-    postings: Vec<Vec<(u32, f32)>>,
+    /// Exact-scorer lists by slot in `vectors`.
+    postings: Postings,
     pub total: usize,
 }
 
 impl PartialIndex {
     pub fn new(vectors: Vec<(usize, SparseVec)>, vocab: usize, total: usize) -> Self {
-        let mut postings: Vec<Vec<(u32, f32)>> = vec![Vec::new(); vocab];
-        for (slot, (_, v)) in vectors.iter().enumerate() {
-            for (id, w) in v.iter() {
-                if let Some(p) = postings.get_mut(id as usize) {
-                    p.push((slot as u32, w));
-                }
-            }
-        }
+        let postings = Postings::new(vectors.iter().map(|(_, v)| v), vocab);
         Self {
             vectors,
             postings,
@@ -445,14 +459,7 @@ impl PartialIndex {
 
     /// Top-k (corpus position, score) by exact dot product.
     pub fn search(&self, query: &SparseVec, k: usize) -> Vec<(usize, f32)> {
-        let mut acc = vec![0f32; self.vectors.len()];
-        for (id, q) in query.iter() {
-            if let Some(p) = self.postings.get(id as usize) {
-                for &(slot, w) in p {
-                    acc[slot as usize] += q * w;
-                }
-            }
-        }
+        let acc = self.postings.scores(query, self.vectors.len());
         let mut hits: Vec<(usize, f32)> = acc
             .into_iter()
             .enumerate()
