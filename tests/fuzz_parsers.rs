@@ -114,6 +114,7 @@ fn cases() -> usize {
 fn fuzz(name: &str, seeds: &[Vec<u8>], cases: usize, mut parse: impl FnMut(&[u8])) {
     let mut rng = Rng(SplitMix::new(0xF022 ^ name.len() as u64));
     let (mut accepted, mut refused) = (0usize, 0usize);
+    let started = std::time::Instant::now();
     for case in 0..cases {
         let seed = &seeds[case % seeds.len()];
         let input = mutate(seed, &mut rng);
@@ -137,7 +138,8 @@ fn fuzz(name: &str, seeds: &[Vec<u8>], cases: usize, mut parse: impl FnMut(&[u8]
         }
     }
     eprintln!(
-        "fuzz {name}: {cases} cases without a panic ({accepted} unmutated, {refused} mutated)"
+        "fuzz {name}: {cases} cases without a panic ({accepted} unmutated, {refused} mutated) in {:.1} s",
+        started.elapsed().as_secs_f64()
     );
 }
 

@@ -107,6 +107,17 @@ pub struct EncodeBench {
     pub repeat: usize,
     #[arg(long)]
     pub json: bool,
+    /// Time csplade at f32, q8_0 and q8_0 with the quantized head, then a
+    /// PyTorch reference of the same encode (transformers on the same model
+    /// file, f32 and dynamic int8) on the same texts, as ratios to csplade
+    /// f32. Needs torch and transformers; the model must be `base`, a .gguf
+    /// or an HF directory
+    #[arg(long)]
+    pub compare_pytorch: bool,
+    /// Python interpreter for --compare-pytorch (default:
+    /// $CSPLADE_PYTORCH_PYTHON, else python3)
+    #[arg(long, requires = "compare_pytorch")]
+    pub python: Option<PathBuf>,
 }
 
 pub fn run(cmd: BenchCommand) -> Result<()> {
@@ -248,7 +259,9 @@ fn gemm(a: GemmBench) -> Result<()> {
         let weights = Weights::new(&w, p)?;
         let kind = match (&weights, p) {
             (Weights::Packed(_), _) => "packed",
-            (Weights::Int8(_), _) => "VNNI int8",
+            (Weights::Int8(_), _) => {
+                csplade::model::gemm_i8::Int8Kernel::detect().map_or("int8", |k| k.name())
+            }
             (_, Precision::Q8_0 | Precision::Q4_0) => "candle QMatMul",
             _ => "candle",
         };
@@ -285,6 +298,12 @@ fn encode(a: EncodeBench) -> Result<()> {
         .take(a.docs)
         .map(|d| enc.tokenize(&d.full_text()).map(|t| t.0))
         .collect::<Result<_, _>>()?;
+    if a.compare_pytorch {
+        let (variant, head) = (enc.config.variant, enc.config.head.to_string());
+        // Free this model's weights before the three configurations load theirs.
+        drop(model);
+        return super::bench_pytorch::run(&a, &seqs, variant, head);
+    }
     let tokens: usize = seqs.iter().map(Vec::len).sum();
     // Warm-up: one batch.
     enc.encode_ids(&seqs[..enc.config.batch_size.min(seqs.len())])?;

@@ -2,6 +2,7 @@
 
 mod adapter;
 mod bench;
+mod bench_pytorch;
 mod bench_seismic;
 mod compare;
 mod data;

@@ -1,8 +1,9 @@
 //! f32 GEMM for inference, `y[M,N] = x[M,K] · Wᵀ` with the weight `W[N,K]`
 //! packed once into 32-column panels. On CPUs with AVX-512 a 12×32 register
 //! microkernel does the work (candle's `gemm` dependency only uses 256-bit FMA
-//! on stable Rust, about half this machine's peak); elsewhere callers fall
-//! back to candle's matmul.
+//! on stable Rust, about half of such a CPU's peak); with AVX2 the same tile
+//! runs as four 6×16 quarters, so the fused attention and LM-head kernels
+//! built on it run there too. Elsewhere callers fall back to candle's matmul.
 
 use rayon::prelude::*;
 
@@ -97,8 +98,7 @@ impl PackedWeight {
     }
 }
 
-/// Whether the fast kernel can run on this CPU.
-/// For tests of the AVX-512 kernels: on a CPU without them, print `SKIP`
+/// For tests of the SIMD kernels: on a CPU without them, print `SKIP`
 /// and return `true` (the test has nothing to compare); with
 /// `CSPLADE_REQUIRE_AVX512=1` (set by CI where the CPU has them) fail instead.
 #[doc(hidden)]
@@ -107,18 +107,23 @@ pub fn skip_test_without(available: bool, what: &str) -> bool {
         return false;
     }
     if std::env::var("CSPLADE_REQUIRE_AVX512").is_ok_and(|v| v == "1") {
-        panic!("{what} needs AVX-512, which this CPU lacks, and CSPLADE_REQUIRE_AVX512=1");
+        panic!("{what} needs instructions this CPU lacks, and CSPLADE_REQUIRE_AVX512=1");
     }
     crate::note_skip(&format!(
-        "{what}: no AVX-512 on this CPU, nothing to compare the kernels with"
+        "{what}: this CPU lacks the instructions it needs, nothing to compare the kernels with"
     ));
     true
 }
 
+/// Whether a fast kernel can run on this CPU: AVX-512, or AVX2 with FMA
+/// and F16C (for f16 panels).
 pub fn available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        std::is_x86_feature_detected!("avx512f")
+        has_avx512()
+            || (std::is_x86_feature_detected!("avx2")
+                && std::is_x86_feature_detected!("fma")
+                && std::is_x86_feature_detected!("f16c"))
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -126,9 +131,14 @@ pub fn available() -> bool {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+fn has_avx512() -> bool {
+    std::is_x86_feature_detected!("avx512f")
+}
+
 /// `out[m, n] = x[m, k] · Wᵀ`. Panics if [`available`] is false.
 pub fn matmul_t(x: &[f32], m: usize, w: &PackedWeight, out: &mut [f32]) {
-    assert!(available(), "AVX-512 GEMM on a CPU without AVX-512");
+    assert!(available(), "packed GEMM on a CPU without AVX-512 or AVX2");
     let (n, k) = (w.n, w.k);
     assert_eq!(x.len(), m * k, "input size");
     assert_eq!(out.len(), m * n, "output size");
@@ -163,7 +173,7 @@ pub fn matmul_t(x: &[f32], m: usize, w: &PackedWeight, out: &mut [f32]) {
 /// without ever materializing the `[m, n]` logits. Work is split over
 /// columns only, so no two tasks touch the same accumulator.
 pub fn max_pool_t(x: &[f32], m: usize, owner: &[usize], w: &PackedWeight, acc: &mut [f32]) {
-    assert!(available(), "AVX-512 GEMM on a CPU without AVX-512");
+    assert!(available(), "packed GEMM on a CPU without AVX-512 or AVX2");
     let (n, k) = (w.n, w.k);
     assert_eq!(x.len(), m * k, "input size");
     assert_eq!(owner.len(), m, "owner size");
@@ -275,7 +285,7 @@ fn block(
 /// One MR × NR tile; partial tiles go through a scratch buffer.
 ///
 /// # Safety
-/// The CPU must have AVX-512F; `a` holds `kc × MR` packed values, `b` a
+/// [`available`] must hold; `a` holds `kc × MR` packed values, `b` a
 /// panel of `kc × NR`, and `c` is valid for writes of `rows` rows of `cols`
 /// values at stride `ldc`, written by no other thread meanwhile.
 #[allow(clippy::too_many_arguments)]
@@ -305,9 +315,11 @@ unsafe fn tile(
 /// As for [`tile`], with a full MR × NR tile at `c`.
 #[cfg(target_arch = "x86_64")]
 unsafe fn kernel(kc: usize, a: *const f32, b: PanelPtr, c: *mut f32, ldc: usize) {
-    match b {
-        PanelPtr::F32(b) => kernel_avx512::<false>(kc, a, b as *const u8, c, ldc),
-        PanelPtr::F16(b) => kernel_avx512::<true>(kc, a, b as *const u8, c, ldc),
+    match (b, has_avx512()) {
+        (PanelPtr::F32(b), true) => kernel_avx512::<false>(kc, a, b as *const u8, c, ldc),
+        (PanelPtr::F16(b), true) => kernel_avx512::<true>(kc, a, b as *const u8, c, ldc),
+        (PanelPtr::F32(b), false) => kernel_avx2::<false>(kc, a, b as *const u8, c, ldc),
+        (PanelPtr::F16(b), false) => kernel_avx2::<true>(kc, a, b as *const u8, c, ldc),
     }
 }
 
@@ -315,7 +327,7 @@ unsafe fn kernel(kc: usize, a: *const f32, b: PanelPtr, c: *mut f32, ldc: usize)
 /// Never callable: [`available`] is false off x86-64.
 #[cfg(not(target_arch = "x86_64"))]
 unsafe fn kernel(_kc: usize, _a: *const f32, _b: PanelPtr, _c: *mut f32, _ldc: usize) {
-    unreachable!("matmul_t requires AVX-512")
+    unreachable!("matmul_t requires AVX-512 or AVX2")
 }
 
 /// The 12×32 register kernel; `HALF` selects f16 panels (widened with
@@ -360,6 +372,52 @@ unsafe fn kernel_avx512<const HALF: bool>(
     }
 }
 
+/// The same 12×32 tile with 256-bit registers: four 6×16 quarters, each
+/// with 12 accumulators, two weight registers and a broadcast (15 of the 16
+/// registers), each running the whole depth.
+///
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C; pointers as for [`kernel_avx512`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn kernel_avx2<const HALF: bool>(
+    kc: usize,
+    a: *const f32,
+    b: *const u8,
+    c: *mut f32,
+    ldc: usize,
+) {
+    use std::arch::x86_64::*;
+    const ROWS: usize = MR / 2;
+    let load = |at: usize| {
+        if HALF {
+            _mm256_cvtph_ps(_mm_loadu_si128(b.add(2 * at) as *const __m128i))
+        } else {
+            _mm256_loadu_ps(b.add(4 * at) as *const f32)
+        }
+    };
+    for r0 in [0, ROWS] {
+        for c0 in [0, 16] {
+            let mut acc = [[_mm256_setzero_ps(); 2]; ROWS];
+            for kk in 0..kc {
+                let b0 = load(kk * NR + c0);
+                let b1 = load(kk * NR + c0 + 8);
+                let ak = a.add(kk * MR + r0);
+                for (i, row) in acc.iter_mut().enumerate() {
+                    let ai = _mm256_set1_ps(*ak.add(i));
+                    row[0] = _mm256_fmadd_ps(ai, b0, row[0]);
+                    row[1] = _mm256_fmadd_ps(ai, b1, row[1]);
+                }
+            }
+            for (i, row) in acc.iter().enumerate() {
+                let ci = c.add((r0 + i) * ldc + c0);
+                _mm256_storeu_ps(ci, row[0]);
+                _mm256_storeu_ps(ci.add(8), row[1]);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -375,6 +433,58 @@ mod tests {
             }
         }
         out
+    }
+
+    /// Both microkernels on one full tile (each where the CPU runs it).
+    #[test]
+    fn microkernels_agree_on_a_tile() {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let avx512 = has_avx512();
+            skip_test_without(avx512, "AVX-512 f32 microkernel");
+            if !available() {
+                return;
+            }
+            let mut rng = SplitMix::new(3);
+            let k = 77;
+            let a: Vec<f32> = (0..k * MR).map(|_| rng.uniform()).collect();
+            let b: Vec<f32> = (0..k * NR).map(|_| rng.uniform()).collect();
+            let want: Vec<f32> = (0..MR * NR)
+                .map(|ij| {
+                    let (i, j) = (ij / NR, ij % NR);
+                    (0..k)
+                        .map(|kk| a[kk * MR + i] as f64 * b[kk * NR + j] as f64)
+                        .sum::<f64>() as f32
+                })
+                .collect();
+            let mut got = vec![vec![f32::NAN; MR * NR]; 2];
+            // SAFETY: the features were checked; a is k × MR, b k × NR, c MR × NR.
+            unsafe {
+                if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                    kernel_avx2::<false>(
+                        k,
+                        a.as_ptr(),
+                        b.as_ptr() as *const u8,
+                        got[0].as_mut_ptr(),
+                        NR,
+                    );
+                }
+                if avx512 {
+                    kernel_avx512::<false>(
+                        k,
+                        a.as_ptr(),
+                        b.as_ptr() as *const u8,
+                        got[1].as_mut_ptr(),
+                        NR,
+                    );
+                }
+            }
+            for g in got.iter().filter(|g| !g[0].is_nan()) {
+                for (x, y) in g.iter().zip(&want) {
+                    assert!((x - y).abs() <= 1e-4 * (k as f32).sqrt(), "{x} vs {y}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! One linear layer, `y = x Wᵀ (+ b)`, over the weight representations the
 //! precision variants need: dense candle tensors (autograd, fallback), packed
 //! f32 or f16 panels for csplade's GEMM, and GGML block-quantized weights
-//! (q8_0, q4_0) through candle's `QMatMul`. All share one forward, so a
-//! comparison of precisions measures only precision.
+//! (q8_0, q4_0) as int8 codes for csplade's int8 GEMM (AVX-512 VNNI or AVX2),
+//! else through candle's `QMatMul`. All share one forward, so a comparison
+//! of precisions measures only precision.
 
 use std::sync::Arc;
 
@@ -19,7 +20,7 @@ use crate::model::precision::Precision;
 pub enum Weights {
     /// f32 or f16 panels for the packed GEMM.
     Packed(Arc<PackedWeight>),
-    /// q8_0 / q4_0 blocks as int8 codes for the VNNI GEMM.
+    /// q8_0 / q4_0 blocks as int8 codes for the int8 GEMM (VNNI or AVX2).
     Int8(Arc<PackedQ8>),
     /// GGML block-quantized weight (or a dense fallback) through candle.
     Candle(Arc<QMatMul>, usize),

@@ -489,6 +489,13 @@ impl Llama {
                     super::gemm::max_pool_t(d, m, owner, p, acc)
                 })
             }
+            Some(Weights::Int8(p)) => {
+                let rows = rows.contiguous()?;
+                let m = rows.dim(0)?;
+                super::linear::with_f32_slice(&rows, |d| {
+                    super::gemm_i8::max_pool_t(d, m, owner, p, acc)
+                })
+            }
             _ => {
                 let logits = self.head(rows)?.contiguous()?;
                 super::linear::with_f32_slice(&logits, |d| {
