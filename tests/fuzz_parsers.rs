@@ -3,9 +3,9 @@
 //! (bit flips, random bytes, insertions, deletions, duplications, cuts,
 //! boundary integers, format tokens) and parsed; a parser may refuse the
 //! input but must never panic. Each test runs `CSPLADE_FUZZ_CASES` cases
-//! (default 10,000); the ignored `deep_fuzz_of_every_parser` runs 1,000,000
-//! per parser. A failure names the parser, the case and its seed, and keeps
-//! the input under target/fuzz-failures/.
+//! (default 10,000); the ignored `deep::*` tests run 1,000,000 per parser.
+//! A failure names the parser, the case and its seed, and keeps the input
+//! under target/fuzz-failures/.
 
 use std::io::Write;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -335,6 +335,78 @@ fn index_files(cases: usize) {
     });
 }
 
+/// A build in progress as the explorer reads it: `progress.json` (mutated)
+/// beside a valid journal, and the journal (mutated) beside a valid record.
+fn build_in_progress(cases: usize) {
+    use csplade::encode::SparseVec;
+    use csplade::index::{build, vectors};
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("idx");
+    let stage = build::staging_dir(&out);
+    std::fs::create_dir_all(&stage).unwrap();
+    let mut journal = Vec::new();
+    for (i, v) in [
+        SparseVec::from_pairs(vec![(3, 1.5), (10, 0.25)]),
+        SparseVec::from_pairs(vec![(7, 0.5)]),
+    ]
+    .iter()
+    .enumerate()
+    {
+        journal.extend_from_slice(&(i as u32).to_le_bytes());
+        vectors::encode_record(v, &mut journal);
+    }
+    std::fs::write(stage.join("journal.bin"), &journal).unwrap();
+    let progress = serde_json::json!({
+        "settings": "{\"corpus\":\"ab\",\"max_len\":128}", "done": 2,
+        "bytes": journal.len(), "tokens": 40, "seconds": 1.5
+    });
+    let seed = serde_json::to_vec(&progress).unwrap();
+    std::fs::write(stage.join("progress.json"), &seed).unwrap();
+    assert_eq!(
+        build::read_partial(&out).unwrap().len(),
+        2,
+        "the seed build reads back"
+    );
+    // A record that claims far more documents than its journal holds (a
+    // reservation sized by it aborted the process before).
+    let claims_too_much = serde_json::to_vec(&serde_json::json!({
+        "settings": "x", "done": 1_000_000_000_000_000u64, "bytes": journal.len(),
+        "tokens": 40, "seconds": 1.5
+    }))
+    .unwrap();
+    std::fs::write(stage.join("progress.json"), &claims_too_much).unwrap();
+    assert_eq!(build::read_partial(&out).unwrap().len(), 2);
+    fuzz(
+        "progress-json",
+        &[seed.clone(), claims_too_much],
+        cases,
+        |bytes| {
+            std::fs::write(stage.join("progress.json"), bytes).unwrap();
+            let _ = build::read_partial(&out);
+        },
+    );
+    std::fs::write(stage.join("progress.json"), &seed).unwrap();
+    fuzz("partial-journal", &[journal], cases, |bytes| {
+        std::fs::write(stage.join("journal.bin"), bytes).unwrap();
+        let _ = build::read_partial(&out);
+    });
+}
+
+/// The JSON progress lines a background task's child prints.
+fn task_progress_lines(cases: usize) {
+    let seeds: Vec<Vec<u8>> = [
+        r#"{"event":"progress","done":3,"total":10,"tokens_per_s":512.5,"eta_s":12.0}"#,
+        r#"{"event":"step","step":4,"loss":1.25}"#,
+        r#"{"event":"done"}"#,
+    ]
+    .iter()
+    .map(|l| l.as_bytes().to_vec())
+    .collect();
+    fuzz("task-progress-line", &seeds, cases, |bytes| {
+        let _ = csplade::tasks::parse_line(1, &String::from_utf8_lossy(bytes));
+    });
+}
+
 fn batches_file(cases: usize) {
     use csplade::train::batches;
     use csplade::train::data::MicroBatch;
@@ -361,12 +433,16 @@ macro_rules! parser_tests {
             $run(cases());
         })*
 
-        /// ≥ 1,000,000 cases per parser (run with `--ignored`).
-        #[test]
-        #[ignore]
-        fn deep_fuzz_of_every_parser() {
-            quiet_panics();
-            $($run(1_000_000);)*
+        /// ≥ 1,000,000 cases per parser (run with `--ignored`; one test
+        /// per parser, so `deep::NAME` runs one).
+        mod deep {
+            use super::*;
+            $(#[test]
+            #[ignore]
+            fn $name() {
+                quiet_panics();
+                $run(1_000_000);
+            })*
         }
     };
 }
@@ -379,4 +455,6 @@ parser_tests! {
     keymap_theme_and_recipe_toml => toml_files,
     index_vectors_journal_and_meta => index_files,
     training_batches_files => batches_file,
+    build_in_progress_progress_and_journal => build_in_progress,
+    background_task_progress_lines => task_progress_lines,
 }

@@ -406,7 +406,8 @@ pub fn read_partial(out: &Path) -> Result<Vec<(usize, SparseVec)>, IndexError> {
     std::fs::File::open(&journal_path)
         .and_then(|f| f.take(j.bytes).read_to_end(&mut bytes))
         .map_err(|e| IndexError::io(&journal_path, e))?;
-    let mut out = Vec::with_capacity(j.done);
+    // `done` comes from a file: never reserve more than the journal can hold.
+    let mut out = Vec::with_capacity(j.done.min(bytes.len() / 4));
     let mut pos = 0;
     while pos + 4 <= bytes.len() {
         let ord = u32::from_le_bytes([bytes[pos], bytes[pos + 1], bytes[pos + 2], bytes[pos + 3]])
