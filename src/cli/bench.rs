@@ -305,14 +305,7 @@ fn encode(a: EncodeBench) -> Result<()> {
         return super::bench_pytorch::run(&a, &seqs, variant, head);
     }
     let tokens: usize = seqs.iter().map(Vec::len).sum();
-    // Warm-up: one batch.
-    enc.encode_ids(&seqs[..enc.config.batch_size.min(seqs.len())])?;
-    let mut best = f64::INFINITY;
-    for _ in 0..a.repeat.max(1) {
-        let t0 = Instant::now();
-        enc.encode_ids(&seqs)?;
-        best = best.min(t0.elapsed().as_secs_f64());
-    }
+    let (best, _) = time_encode(&enc, &seqs, a.repeat)?;
     let tps = tokens as f64 / best;
     let threads = candle_core::utils::get_num_threads();
     if a.json {
@@ -332,6 +325,24 @@ fn encode(a: EncodeBench) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// One warm-up batch, then the best seconds of `repeat` passes over
+/// `seqs`, with the last pass's vectors.
+pub(super) fn time_encode(
+    enc: &Encoder,
+    seqs: &[Vec<u32>],
+    repeat: usize,
+) -> Result<(f64, Vec<csplade::encode::SparseVec>)> {
+    enc.encode_ids(&seqs[..enc.config.batch_size.min(seqs.len())])?;
+    let mut best = f64::INFINITY;
+    let mut vecs = Vec::new();
+    for _ in 0..repeat.max(1) {
+        let t0 = Instant::now();
+        vecs = enc.encode_ids(seqs)?;
+        best = best.min(t0.elapsed().as_secs_f64());
+    }
+    Ok((best, vecs))
 }
 
 /// Peak resident memory of this process, from /proc (Linux), in bytes.

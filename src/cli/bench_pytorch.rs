@@ -7,7 +7,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
@@ -82,15 +81,7 @@ fn time_csplade(
     args.quantize_head = quantize_head;
     let model = args.load()?;
     let enc = Encoder::new(&model, args.encoder_config(&model));
-    enc.encode_ids(&seqs[..enc.config.batch_size.min(seqs.len())])?;
-    let mut best = f64::INFINITY;
-    let mut vecs = Vec::new();
-    for _ in 0..a.repeat.max(1) {
-        let t0 = Instant::now();
-        vecs = enc.encode_ids(seqs)?;
-        best = best.min(t0.elapsed().as_secs_f64());
-    }
-    Ok((best, vecs))
+    super::bench::time_encode(&enc, seqs, a.repeat)
 }
 
 /// Each text's top `TOP` term ids.

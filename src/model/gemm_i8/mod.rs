@@ -221,12 +221,11 @@ fn quantize_activations(x: &[f32], m: usize, k: usize, kernel: Int8Kernel) -> Ac
             quantize_rows(x, k, t * MR, rows, shifted, c, s)
         });
     if !shifted {
-        abs.par_chunks_mut(per_tile)
-            .zip(codes.par_chunks(per_tile))
-            .for_each(|(a, c)| {
-                for (a, &c) in a.iter_mut().zip(c) {
-                    *a = u32::from_le_bytes(c.to_le_bytes().map(|v| (v as i8).unsigned_abs()));
-                }
+        // Magnitudes of the signed codes, for the unsigned side of `vpmaddubsw`.
+        abs.par_iter_mut()
+            .zip(codes.par_iter())
+            .for_each(|(a, &c)| {
+                *a = u32::from_le_bytes(c.to_le_bytes().map(|v| (v as i8).unsigned_abs()))
             });
     }
     Activations { codes, abs, scales }
