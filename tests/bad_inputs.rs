@@ -129,6 +129,7 @@ fn a_diverged_adapter_is_refused_at_load() {
         head: csplade::encode::Head::LogProb { shift: 4.0 },
         max_len: 32,
         trained: "diverged".into(),
+        query_prior: Default::default(),
     };
     let file = dir.path().join("nan.safetensors");
     Adapter { meta, tensors }.write(&file).unwrap();

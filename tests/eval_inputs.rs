@@ -237,3 +237,102 @@ fn eval_explains_the_queries_lsr_loses() {
         .unwrap();
     assert!(!refused.status.success());
 }
+
+/// `--system all` reports LSR, BM25 and their fusion; the hybrid's TREC run
+/// is the reciprocal-rank fusion of the other two runs, recomputed here from
+/// the files eval wrote; the query prior is reported and changes LSR's scores.
+#[test]
+fn eval_fuses_lsr_with_bm25_and_reports_the_query_prior() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = dir.path().join("ds");
+    let w = ["otter", "river", "stone", "bank", "heat", "theory"];
+    let corpus: Vec<(String, String)> = (0..24)
+        .map(|i| {
+            let text = format!("{} {} {}", w[i % 6], w[(i / 6) % 6], w[(i * 5) % 6]);
+            (format!("d{i}"), text)
+        })
+        .collect();
+    let c: Vec<(&str, &str)> = corpus
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let queries = [("q1", "otter river"), ("q2", "stone bank theory")];
+    write(&ds, &c, &queries, "q1\td0\t1\nq2\td9\t1\n");
+    csplade::model::tiny::write_tiny_model(&dir.path().join("m"), 5).unwrap();
+    let spec = dir.path().join("m/tiny.gguf");
+    let run = |prior: &str| {
+        let runs = dir.path().join(format!("run-{prior}"));
+        let out = Command::new(env!("CARGO_BIN_EXE_csplade"))
+            .args(["eval", "--system", "all", "--fusion", "rrf:60", "--json"])
+            .args(["--query-prior", prior, "--model"])
+            .arg(&spec)
+            .arg("--dataset")
+            .arg(&ds)
+            .arg("--run")
+            .arg(&runs)
+            .env("CSPLADE_HOME", dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (v, runs)
+    };
+    let read = |p: std::path::PathBuf| -> Vec<(String, String, usize, f64)> {
+        std::fs::read_to_string(&p)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+            .lines()
+            .map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (
+                    f[0].into(),
+                    f[2].into(),
+                    f[3].parse().unwrap(),
+                    f[4].parse().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let (v, runs) = run("idf");
+    assert_eq!(v["query_prior"], "idf", "{v}");
+    assert_eq!(v["fusion"], "rrf:60", "{v}");
+    for s in ["lsr", "bm25", "hybrid"] {
+        assert!(v["systems"][s]["ndcg@10"].is_number(), "{s}: {v}");
+    }
+    let with = |ext: &str| {
+        let mut p = runs.as_os_str().to_owned();
+        p.push(ext);
+        std::path::PathBuf::from(p)
+    };
+    let (lsr, bm25, hybrid) = (
+        read(with(".lsr")),
+        read(with(".bm25")),
+        read(with(".hybrid")),
+    );
+    for q in ["q1", "q2"] {
+        let mut fused: std::collections::HashMap<&str, f64> = Default::default();
+        for run in [&lsr, &bm25] {
+            for (_, d, rank, _) in run.iter().filter(|r| r.0 == q) {
+                *fused.entry(d.as_str()).or_default() += 1.0 / (60.0 + *rank as f64);
+            }
+        }
+        let got: Vec<&(String, String, usize, f64)> = hybrid.iter().filter(|r| r.0 == q).collect();
+        assert_eq!(got.len(), fused.len(), "{q}: every document of either run");
+        for (_, d, _, score) in got {
+            assert!((score - fused[d.as_str()]).abs() < 1e-5, "{q} {d}: {score}");
+        }
+    }
+    let (plain, plain_runs) = run("none");
+    assert_eq!(plain["query_prior"], "none");
+    let mut p = plain_runs.as_os_str().to_owned();
+    p.push(".lsr");
+    let unweighted = read(p.into());
+    assert_ne!(
+        unweighted.iter().map(|r| r.3).collect::<Vec<_>>(),
+        lsr.iter().map(|r| r.3).collect::<Vec<_>>(),
+        "the idf prior changes LSR's scores"
+    );
+}

@@ -193,6 +193,7 @@ fn adapter(cases: usize) {
         head: csplade::encode::Head::LogProb { shift: 4.0 },
         max_len: 32,
         trained: String::new(),
+        query_prior: Default::default(),
     };
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("a.safetensors");

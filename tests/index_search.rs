@@ -321,8 +321,12 @@ fn the_explorer_searches_and_explains_a_build_in_progress() {
         queries: Arc::new(beir::read_queries(&corpus).unwrap()),
         qrels: Some(Arc::new(beir::read_qrels(&corpus, "test").unwrap())),
         backend: csplade::search::Backend::Exact,
+        prior: Default::default(),
+        fusion: Default::default(),
     };
-    let r = ex.query("otter river stone", 10).unwrap();
+    let r = ex
+        .query("otter river stone", 10, csplade::explore::Ranking::Lsr)
+        .unwrap();
     assert!(!r.hits.is_empty());
     let encoded: std::collections::HashSet<usize> = partial.iter().map(|p| p.0).collect();
     assert!(
@@ -331,7 +335,7 @@ fn the_explorer_searches_and_explains_a_build_in_progress() {
     );
     let d = ex.detail(&r.vector, r.hits[0].ordinal).unwrap();
     assert_eq!(d.doc_id, docs[r.hits[0].ordinal].id);
-    let sum: f32 = d.contributions.iter().map(|c| c.3).sum();
+    let sum: f32 = d.contributions.iter().map(|c| c.4).sum();
     assert!((sum - r.hits[0].score).abs() < 1e-3);
 }
 

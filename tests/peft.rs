@@ -57,6 +57,7 @@ fn random_adapter(dir: &Path) -> std::path::PathBuf {
         head: csplade::encode::Head::LogProb { shift: 5.0 },
         max_len: 64,
         trained: "test".into(),
+        query_prior: Default::default(),
     };
     let file = dir.join("lora.safetensors");
     adapter::Adapter { meta, tensors }.write(&file).unwrap();

@@ -222,6 +222,49 @@ fn contrastive_loss_falls_on_a_toy_task() {
     assert!(dir.path().join("run/adapter.safetensors").is_file());
 }
 
+/// `term_shift_init = "df:β"` starts the per-term shifts at
+/// `β · (idf_v − max idf)` over the training passages: 0 for the rarest
+/// terms and for terms no passage has, lowest for a term in every passage.
+#[test]
+fn per_term_shifts_can_start_from_document_frequencies() {
+    let dir = tempfile::tempdir().unwrap();
+    toy_collection(&dir.path().join("toy"));
+    let m = tiny(&dir.path().join("m"), false);
+    let mut cfg = toy_config(dir.path(), 2);
+    cfg.learn_term_shift = true;
+    cfg.term_shift_init = "df:0.5".into();
+    let t = Trainer::new(cfg.clone(), Phase::Contrastive, &dir.path().join("run"), m).unwrap();
+    let b: Vec<f32> = t
+        .term_shift
+        .as_ref()
+        .unwrap()
+        .as_tensor()
+        .to_vec1()
+        .unwrap();
+    // The tiny vocabulary is bytes: of the 12 passages "notes about the W
+    // and other things", every one has "n", only "violin"'s has "v", none "X".
+    let tok = &t.model.tokenizer;
+    let id = |w: &str| {
+        let ids = tok.encode(w).unwrap();
+        assert_eq!(ids.len(), 1, "{w:?} is one token");
+        ids[0] as usize
+    };
+    let idf = |df: f32| (13f32 / (df + 0.5)).ln();
+    for (w, df) in [("n", 12.0), ("v", 1.0), ("X", 0.0)] {
+        let want = 0.5 * (idf(df) - idf(0.0));
+        assert!(
+            (b[id(w)] - want).abs() < 1e-5,
+            "{w}: {} vs {want}",
+            b[id(w)]
+        );
+    }
+    assert!(b.iter().all(|&x| x <= 0.0 && x.is_finite()));
+    for bad in ["df:0", "df:-1", "df:x", "idf:1"] {
+        cfg.term_shift_init = bad.into();
+        assert!(cfg.validate().is_err(), "{bad}");
+    }
+}
+
 fn adapter_values(path: &Path) -> Vec<(String, Vec<f32>)> {
     let a = adapter::Adapter::read(path).unwrap();
     let mut v: Vec<(String, Vec<f32>)> = a
@@ -255,9 +298,10 @@ fn interrupted_then_resumed_run_ends_where_an_uninterrupted_one_does() {
         tiny(&dir.path().join("m"), false),
     )
     .unwrap();
-    // Killed after 4 steps: the last checkpoint is at step 3.
+    // Stopped after 4 steps (checkpoint every 3): a stop checkpoints where it
+    // stops and writes that step's adapter (a kill -9 is tests/kill_resume.rs).
     assert_eq!(first.run(false, Some(4), |_| {}).unwrap(), 4);
-    assert!(!split.join("adapter.safetensors").exists());
+    assert!(split.join("adapter.safetensors").exists());
     drop(first);
     let mut second = Trainer::new(
         toy_config(dir.path(), steps),
@@ -273,8 +317,8 @@ fn interrupted_then_resumed_run_ends_where_an_uninterrupted_one_does() {
     );
     assert_eq!(
         resumed_at.first(),
-        Some(&4),
-        "resume restarts after the last checkpoint (step 3)"
+        Some(&5),
+        "resume goes on after the step the run stopped at"
     );
     let (a, b) = (
         adapter_values(&whole.join("adapter.safetensors")),
@@ -491,8 +535,14 @@ fn generic_step_matches_the_cpu_step() {
         cfg.hard_negatives = 2;
         let make = |engine: Engine, name: &str| {
             let run = dir.path().join(format!("{variant}-{name}"));
+            let mut cfg = cfg.clone();
+            if name == "recompute" {
+                // One byte for kept activations: every group is forwarded
+                // again for its backward pass.
+                cfg.activation_memory_gb = 1e-9;
+            }
             let t = Trainer::with_engine(
-                cfg.clone(),
+                cfg,
                 Phase::Contrastive,
                 &run,
                 tiny(&dir.path().join("m"), false),
@@ -534,8 +584,25 @@ fn generic_step_matches_the_cpu_step() {
                 .collect();
             (l, aq, ad, tokens, grads)
         };
+        let (recompute, _) = make(Engine::Cpu, "recompute");
+        assert!(fused.graph_budget > 1 << 20 && recompute.graph_budget == 1);
         let (lf, aqf, adf, tf, gf) = step(&fused);
         let (lg, aqg, adg, tg, gg) = step(&generic);
+        // Gradient caching changes where activations live, not the numbers.
+        let (lr, _, _, tr, gr) = step(&recompute);
+        assert_eq!((lr.total, tr), (lf.total, tf), "{variant}: recomputed loss");
+        for (((name, _), a), b) in fused.params.iter().zip(&gf).zip(&gr) {
+            let worst = a
+                .iter()
+                .zip(b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0f32, f32::max);
+            let scale = a.iter().map(|x| x.abs()).fold(1e-6, f32::max);
+            assert!(
+                worst <= 1e-6 * scale,
+                "{variant} {name}: kept and recomputed graphs differ by {worst}"
+            );
+        }
         assert!(lf.infonce > 0.1 && lf.flops_d > 0.0, "{lf:?}");
         for (a, b) in [
             (lf.total, lg.total),

@@ -75,6 +75,7 @@ fn sample_result() -> QueryResult {
             doc_id: "d7".into(),
             title: "High blood pressure in adults".into(),
             score: 12.5,
+            lsr_rank: Some(1),
             bm25_rank: Some(2),
             relevance: Some(1),
         },
@@ -84,6 +85,7 @@ fn sample_result() -> QueryResult {
             doc_id: "d3".into(),
             title: "Salt intake".into(),
             score: 9.25,
+            lsr_rank: Some(2),
             bm25_rank: None,
             relevance: Some(0),
         },
@@ -93,6 +95,8 @@ fn sample_result() -> QueryResult {
         query_id: Some("q1".into()),
         vector: SparseVec::from_pairs(vec![(1, 1.9), (2, 1.4), (3, 1.2), (4, 0.8)]),
         terms,
+        ranking: csplade::explore::Ranking::Lsr,
+        prior: csplade::explore::QueryPrior::None,
         hits,
         encode_ms: 21.0,
         search_ms: 0.3,
@@ -107,8 +111,8 @@ fn sample_detail() -> DocDetail {
         title: "High blood pressure in adults".into(),
         text: "Hypertension in adults is driven by salt, age and blood pressure regulation.".into(),
         contributions: vec![
-            (" hypertension".into(), 1.9, 2.0, 3.8),
-            (" blood".into(), 1.4, 1.5, 2.1),
+            (" hypertension".into(), 1.9, 1.0, 2.0, 3.8),
+            (" blood".into(), 1.4, 1.0, 1.5, 2.1),
         ],
         top_terms: vec![(" hypertension".into(), 2.0), (" salt".into(), 1.6)],
         missed_terms: vec![(" salt".into(), 1.6)],
@@ -260,6 +264,7 @@ fn a_failure_opens_in_search() {
             text: "salt and blood pressure".into(),
             lsr_ndcg10: 0.1,
             bm25_ndcg10: 0.9,
+            hybrid_ndcg10: 0.8,
             relevant_in_lsr_top100: false,
         },
         FailureRow {
@@ -267,6 +272,7 @@ fn a_failure_opens_in_search() {
             text: "hypertension".into(),
             lsr_ndcg10: 0.5,
             bm25_ndcg10: 0.5,
+            hybrid_ndcg10: 0.5,
             relevant_in_lsr_top100: true,
         },
     ])));
@@ -278,6 +284,41 @@ fn a_failure_opens_in_search() {
         vec![Effect::RunQuery("salt and blood pressure".into())]
     );
     assert_eq!(a.tab, Tab::Search);
+}
+
+#[test]
+fn h_ranks_the_hits_by_lsr_hybrid_and_bm25_in_turn() {
+    use csplade::explore::Ranking;
+    let mut a = app();
+    a.update(Action::ModelReady(Ok("ready".into())));
+    a.update(Action::IndexReady(Ok(10)));
+    assert!(
+        a.update(key(KeyCode::Char('h'))).is_empty(),
+        "typed into the box"
+    );
+    a.input.clear();
+    a.update(Action::QueryDone(Ok(sample_result())));
+    a.update(key(KeyCode::Esc));
+    assert_eq!(a.context(), "results");
+    for want in [Ranking::Hybrid, Ranking::Bm25, Ranking::Lsr] {
+        let fx = a.update(key(KeyCode::Char('h')));
+        assert_eq!(a.ranking, want);
+        assert_eq!(
+            fx,
+            vec![Effect::RunQuery(
+                "what causes hypertension in adults".into()
+            )]
+        );
+    }
+    let mut r = sample_result();
+    r.ranking = Ranking::Hybrid;
+    a.update(Action::QueryDone(Ok(r)));
+    let screen = render(&a);
+    assert!(screen.contains("Hits by hybrid"), "{screen}");
+    assert!(
+        screen.contains("lsr") && screen.contains("bm25"),
+        "{screen}"
+    );
 }
 
 #[test]
@@ -415,6 +456,7 @@ fn snapshot_failures_view() {
             text: "salt and blood pressure".into(),
             lsr_ndcg10: 0.1,
             bm25_ndcg10: 0.9,
+            hybrid_ndcg10: 0.8,
             relevant_in_lsr_top100: false,
         },
         FailureRow {
@@ -422,6 +464,7 @@ fn snapshot_failures_view() {
             text: "hypertension".into(),
             lsr_ndcg10: 0.7,
             bm25_ndcg10: 0.5,
+            hybrid_ndcg10: 0.75,
             relevant_in_lsr_top100: true,
         },
     ])));
@@ -480,17 +523,18 @@ fn failure_views_filter_and_export_what_they_show() {
     let mut a = app();
     a.has_qrels = true;
     a.tab = Tab::Failures;
-    let row = |id: &str, text: &str, l: f64, b: f64, top: bool| FailureRow {
+    let row = |id: &str, text: &str, l: f64, b: f64, h: f64, top: bool| FailureRow {
         query_id: id.into(),
         text: text.into(),
         lsr_ndcg10: l,
         bm25_ndcg10: b,
+        hybrid_ndcg10: h,
         relevant_in_lsr_top100: top,
     };
     a.update(Action::FailuresDone(Ok(vec![
-        row("q3", "zinc", 0.0, 1.0, false),
-        row("q2", "salt and blood pressure", 0.1, 0.9, true),
-        row("q1", "blood sugar", 0.7, 0.5, true),
+        row("q3", "zinc", 0.0, 1.0, 0.0, false),
+        row("q2", "salt and blood pressure", 0.1, 0.9, 0.6, true),
+        row("q1", "blood sugar", 0.7, 0.5, 0.6, true),
     ])));
     let ids = |a: &App| -> Vec<String> {
         a.visible_failures()
@@ -505,6 +549,14 @@ fn failure_views_filter_and_export_what_they_show() {
         ["q3"],
         "relevant documents all outside the top 100"
     );
+    a.update(key(KeyCode::Char('s')));
+    assert_eq!(
+        ids(&a),
+        ["q2"],
+        "LSR loses to BM25 and the hybrid beats LSR"
+    );
+    a.update(key(KeyCode::Char('s')));
+    assert_eq!(ids(&a), ["q3", "q2"], "the hybrid scores below BM25");
     a.input = "blood".into();
     a.update(key(KeyCode::Char('s')));
     assert_eq!(ids(&a), ["q1", "q2"], "matching the query box, A–Z");
@@ -665,6 +717,7 @@ fn a_clicked_failure_is_selected_and_a_second_click_opens_it() {
         text: text.into(),
         lsr_ndcg10: lsr,
         bm25_ndcg10: 0.9,
+        hybrid_ndcg10: 0.9,
         relevant_in_lsr_top100: true,
     };
     a.update(Action::FailuresDone(Ok(vec![

@@ -378,6 +378,8 @@ fn tui(a: TuiBench) -> Result<()> {
         queries: Arc::new(beir::read_queries(&corpus).unwrap_or_default()),
         qrels: beir::read_qrels(&corpus, "test").ok().map(Arc::new),
         backend: csplade::search::Backend::Exact,
+        prior: Default::default(),
+        fusion: Default::default(),
     };
     let mut app = App::new(
         csplade::tui::theme::Theme::dark(),
@@ -394,7 +396,7 @@ fn tui(a: TuiBench) -> Result<()> {
     let mut enter_ms = Vec::new();
     for _ in 0..5 {
         let t0 = Instant::now();
-        let r = ex.query(&a.query, 50)?;
+        let r = ex.query(&a.query, 50, csplade::explore::Ranking::Lsr)?;
         app.update(Action::QueryDone(Ok(r)));
         term.draw(|f| csplade::tui::views::draw(f, &app))?;
         enter_ms.push(t0.elapsed().as_secs_f64() * 1e3);

@@ -13,7 +13,7 @@ use csplade::encode::Encoder;
 use csplade::eval::{evaluate_run, Metrics};
 use csplade::index::bm25::Bm25Index;
 use csplade::model::fetch::data_dir;
-use csplade::search::{Backend, Hit, LsrIndex};
+use csplade::search::{Backend, Fusion, Hit, LsrIndex, QueryPrior};
 
 use super::ModelArgs;
 
@@ -29,10 +29,22 @@ pub struct EvalArgs {
     /// LSR index of the dataset (default: build or reuse one cached in the data directory)
     #[arg(long)]
     pub index: Option<PathBuf>,
-    /// lsr | bm25 | both
-    #[arg(long, default_value = "both", value_parser = ["lsr", "bm25", "both"])]
-    pub system: String,
-    /// Write the TREC run here (with .bm25 / .lsr appended when both run)
+    /// Systems ranked and reported: lsr, bm25, hybrid (their fusion), both
+    /// (lsr and bm25) or all three
+    #[arg(long, value_enum, default_value = "both")]
+    pub system: SystemChoice,
+    /// Query-side prior: none, idf or idf:POWER (query term weights times
+    /// the index's idf to that power); default: the model's own (the
+    /// shipped model records one; see MODEL_CARD.md), else none
+    #[arg(long)]
+    pub query_prior: Option<QueryPrior>,
+    /// How --system hybrid fuses LSR and BM25: convex:ALPHA (α × min-max
+    /// normalised LSR score + (1 − α) × BM25's; α chosen on Cranfield) or
+    /// rrf:K (reciprocal rank fusion)
+    #[arg(long, default_value_t = Fusion::default())]
+    pub fusion: Fusion,
+    /// Write the TREC run here (with .lsr / .bm25 / .hybrid appended when
+    /// several systems are reported)
     #[arg(long)]
     pub run: Option<PathBuf>,
     /// LSR scorer: exact, tantivy or seismic[:QUERY_TERMS:HEAP_FACTOR]
@@ -66,6 +78,37 @@ pub struct EvalArgs {
 /// One system's ranking per query.
 type Run = Vec<(String, Vec<Hit>)>;
 
+/// Which systems `--system` ranks with and reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SystemChoice {
+    /// The sparse model alone
+    Lsr,
+    /// BM25 alone
+    Bm25,
+    /// The fusion of the two (`--fusion`)
+    Hybrid,
+    /// LSR and BM25 side by side
+    Both,
+    /// LSR, BM25 and their fusion
+    All,
+}
+
+impl SystemChoice {
+    fn lsr(self) -> bool {
+        self != SystemChoice::Bm25
+    }
+    fn bm25(self) -> bool {
+        self != SystemChoice::Lsr
+    }
+    fn hybrid(self) -> bool {
+        matches!(self, SystemChoice::Hybrid | SystemChoice::All)
+    }
+    /// LSR and BM25 are reported (not only ranked for the fusion).
+    fn reports_parts(self) -> bool {
+        self != SystemChoice::Hybrid
+    }
+}
+
 fn short(s: &str) -> &str {
     &s[..s.len().min(12)]
 }
@@ -95,235 +138,371 @@ fn bm25_for(dataset: &Path, docs: &[beir::Document]) -> Result<Bm25Index> {
     Ok(Bm25Index::open(&dir)?)
 }
 
-pub fn run(a: EvalArgs) -> Result<()> {
-    let docs = beir::read_corpus(&a.dataset)?;
-    let queries = beir::read_queries(&a.dataset)?;
-    let file = beir::read_qrels_file(&a.dataset, &a.split)?;
-    for n in &file.notes {
-        eprintln!("csplade: warning: {n}");
-    }
-    let doc_set: HashSet<&str> = docs.iter().map(|d| d.id.as_str()).collect();
-    let query_set: HashSet<&str> = queries.iter().map(|q| q.id.as_str()).collect();
-    let mut qrels = file.qrels.clone();
-    let phantom = file.unknown_queries(&query_set);
-    if let Some((q, line)) = phantom.first() {
-        let msg = format!(
-            "{}:{line}: query {q:?} is judged but not in {} ({} such queries)",
-            file.path.display(),
-            beir::collection_file(&a.dataset, "queries.jsonl").display(),
-            phantom.len()
-        );
-        if !a.lenient {
-            bail!("{msg}; fix the qrels, or pass --lenient to drop their judgements");
-        }
-        eprintln!("csplade: warning: {msg}; dropped (--lenient)");
-        for (q, _) in &phantom {
-            qrels.remove(q);
-        }
-    }
-    let unknown = beir::unknown_judgements(&qrels, &doc_set, &query_set);
-    if !unknown.is_empty() {
-        eprintln!(
-            "csplade: warning: {} judgements name documents or queries missing from the collection (first: {} → {}); they count as relevant but can never be retrieved",
-            unknown.len(),
-            unknown[0].0,
-            unknown[0].1
-        );
-    }
-    let evaluated: Vec<&beir::Query> = queries
-        .iter()
-        .filter(|q| qrels.get(&q.id).is_some_and(|j| j.values().any(|&g| g > 0)))
-        .collect();
-    if evaluated.is_empty() {
-        bail!(
-            "no query of {} has a relevant judgement in qrels/{}.tsv",
-            a.dataset.display(),
-            a.split
-        );
-    }
-    let want_bm25 = a.system != "lsr";
-    let want_lsr = a.system != "bm25";
-    let doc_ids: Vec<&str> = docs.iter().map(|d| d.id.as_str()).collect();
-    let mut systems: Vec<(&str, Run)> = Vec::new();
-    // Median active dimensions of the LSR queries and documents.
-    let mut sparsity: Option<(f64, f64)> = None;
+/// The collection under evaluation: documents, judgements, and the judged
+/// queries that are averaged.
+struct Collection {
+    name: String,
+    docs: Vec<beir::Document>,
+    qrels: beir::Qrels,
+    evaluated: Vec<beir::Query>,
+}
 
-    let phase = |name: &str| {
-        if a.progress_json {
-            println!("{}", json!({"event": "phase", "name": name}));
+impl Collection {
+    /// Read and check the corpus, queries and qrels (unknown judged queries
+    /// refused unless `--lenient`).
+    fn read(a: &EvalArgs) -> Result<Self> {
+        let docs = beir::read_corpus(&a.dataset)?;
+        let queries = beir::read_queries(&a.dataset)?;
+        let file = beir::read_qrels_file(&a.dataset, &a.split)?;
+        for n in &file.notes {
+            eprintln!("csplade: warning: {n}");
         }
-    };
-    if want_bm25 {
-        phase("BM25 ranking");
-        let bm = match &a.index {
-            Some(i) => {
-                csplade::index::IndexMeta::read(i)?.check_corpus(i, &a.dataset)?;
-                Bm25Index::open(&i.join(csplade::index::build::BM25_DIR))?
+        let doc_set: HashSet<&str> = docs.iter().map(|d| d.id.as_str()).collect();
+        let query_set: HashSet<&str> = queries.iter().map(|q| q.id.as_str()).collect();
+        let mut qrels = file.qrels.clone();
+        let phantom = file.unknown_queries(&query_set);
+        if let Some((q, line)) = phantom.first() {
+            let msg = format!(
+                "{}:{line}: query {q:?} is judged but not in {} ({} such queries)",
+                file.path.display(),
+                beir::collection_file(&a.dataset, "queries.jsonl").display(),
+                phantom.len()
+            );
+            if !a.lenient {
+                bail!("{msg}; fix the qrels, or pass --lenient to drop their judgements");
             }
-            None => bm25_for(&a.dataset, &docs)?,
-        };
-        let mut runs = Vec::new();
-        for q in &evaluated {
-            let hits = bm
-                .search(&q.text, a.depth)?
-                .into_iter()
-                .map(|h| Hit {
-                    ordinal: h.ordinal,
-                    doc_id: doc_ids[h.ordinal].to_string(),
-                    score: h.score,
-                })
-                .collect();
-            runs.push((q.id.clone(), hits));
-        }
-        systems.push(("bm25", runs));
-    }
-    if a.explain_failures > 0 && a.system != "both" {
-        bail!("--explain-failures compares LSR with BM25: use --system both");
-    }
-    // The LSR side, kept for explaining failures: index, model, query vectors.
-    let mut lsr_side: Option<(
-        LsrIndex,
-        csplade::model::LoadedModel,
-        Vec<csplade::encode::SparseVec>,
-    )> = None;
-    if want_lsr {
-        phase("LSR: loading the model and index");
-        let model = a.model.load()?;
-        let index_dir = match &a.index {
-            Some(i) => i.clone(),
-            None => {
-                let fp = csplade::index::build::fingerprint(
-                    &csplade::data::beir::collection_file(&a.dataset, "corpus.jsonl"),
-                )?;
-                let name = a
-                    .dataset
-                    .file_name()
-                    .map(|n| n.to_string_lossy().to_string())
-                    .unwrap_or_default();
-                let config = a.model.encoder_config(&model);
-                let head = config.head.to_string().replace(':', "");
-                let dir = data_dir().join("indexes").join(format!(
-                    "lsr-{name}-{}-{}-{}-{head}-{}-{}",
-                    short(&fp),
-                    short(&model.identity.sha256),
-                    config.variant,
-                    csplade::quant::label(a.model.precision, a.model.quantize_head),
-                    a.model.max_len
-                ));
-                if !dir.join("meta.json").is_file() {
-                    eprintln!(
-                        "csplade: no cached LSR index for this dataset and model; building {}",
-                        dir.display()
-                    );
-                    super::index::build_with_progress(
-                        &model, &a.model, &a.dataset, &dir, 100.0, 0, 64, false, None,
-                    )?;
-                }
-                dir
+            eprintln!("csplade: warning: {msg}; dropped (--lenient)");
+            for (q, _) in &phantom {
+                qrels.remove(q);
             }
-        };
-        let idx = LsrIndex::open(&index_dir)
-            .with_context(|| format!("opening {}", index_dir.display()))?;
-        idx.meta.check_corpus(&index_dir, &a.dataset)?;
-        idx.meta
-            .check_model(&model.identity, model.config().vocab_size)?;
-        let enc = Encoder::new(&model, idx.meta.encoder_config());
-        phase("LSR: encoding the queries");
-        let texts: Vec<&str> = evaluated.iter().map(|q| q.text.as_str()).collect();
-        let encoded = enc.encode(&texts)?;
-        let mut runs = Vec::new();
-        for (q, e) in evaluated.iter().zip(&encoded) {
-            runs.push((q.id.clone(), idx.search(&e.vector, a.depth, a.backend)?));
         }
-        systems.push(("lsr", runs));
-        let median = |mut v: Vec<usize>| {
-            v.sort_unstable();
-            v.get(v.len() / 2).copied().unwrap_or(0) as f64
-        };
-        sparsity = Some((
-            median(encoded.iter().map(|e| e.vector.active()).collect()),
-            median(idx.vectors.iter().map(|d| d.active()).collect()),
-        ));
-        lsr_side = Some((idx, model, encoded.into_iter().map(|e| e.vector).collect()));
-    }
-
-    let mut results: Vec<(&str, Metrics, HashMap<String, Metrics>)> = Vec::new();
-    for (name, runs) in &systems {
-        let ranked: HashMap<String, Vec<String>> = runs
-            .iter()
-            .map(|(q, h)| (q.clone(), h.iter().map(|h| h.doc_id.clone()).collect()))
+        let unknown = beir::unknown_judgements(&qrels, &doc_set, &query_set);
+        if !unknown.is_empty() {
+            eprintln!(
+                "csplade: warning: {} judgements name documents or queries missing from the collection (first: {} → {}); they count as relevant but can never be retrieved",
+                unknown.len(),
+                unknown[0].0,
+                unknown[0].1
+            );
+        }
+        let evaluated: Vec<beir::Query> = queries
+            .into_iter()
+            .filter(|q| qrels.get(&q.id).is_some_and(|j| j.values().any(|&g| g > 0)))
             .collect();
-        let (mean, per) = evaluate_run(&ranked, &qrels);
-        results.push((name, mean, per.into_iter().collect()));
-        if let Some(path) = &a.run {
-            let path = if systems.len() > 1 {
-                let mut p = path.as_os_str().to_owned();
-                p.push(format!(".{name}"));
-                PathBuf::from(p)
-            } else {
-                path.clone()
-            };
-            csplade::eval::write_trec_run(&path, &format!("csplade-{name}"), runs)
-                .with_context(|| format!("writing {}", path.display()))?;
+        if evaluated.is_empty() {
+            bail!(
+                "no query of {} has a relevant judgement in qrels/{}.tsv",
+                a.dataset.display(),
+                a.split
+            );
         }
+        let name = a
+            .dataset
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        Ok(Self {
+            name,
+            docs,
+            qrels,
+            evaluated,
+        })
     }
-    let dataset_name = a
+}
+
+/// The LSR side, kept for explaining failures: index, model, the queries'
+/// expansions as the model wrote them, and the prior they were scored with.
+struct LsrSide {
+    index: LsrIndex,
+    model: csplade::model::LoadedModel,
+    expansions: Vec<csplade::encode::SparseVec>,
+    /// The expansions as scored (times the prior).
+    scored: Vec<csplade::encode::SparseVec>,
+    prior: QueryPrior,
+}
+
+fn phase(a: &EvalArgs, name: &str) {
+    if a.progress_json {
+        println!("{}", json!({"event": "phase", "name": name}));
+    }
+}
+
+fn bm25_run(a: &EvalArgs, c: &Collection) -> Result<Run> {
+    phase(a, "BM25 ranking");
+    let bm = match &a.index {
+        Some(i) => {
+            csplade::index::IndexMeta::read(i)?.check_corpus(i, &a.dataset)?;
+            Bm25Index::open(&i.join(csplade::index::build::BM25_DIR))?
+        }
+        None => bm25_for(&a.dataset, &c.docs)?,
+    };
+    let mut runs = Vec::new();
+    for q in &c.evaluated {
+        let hits = bm
+            .search(&q.text, a.depth)?
+            .into_iter()
+            .map(|h| Hit {
+                ordinal: h.ordinal,
+                doc_id: c
+                    .docs
+                    .get(h.ordinal)
+                    .map(|d| d.id.clone())
+                    .unwrap_or_default(),
+                score: h.score,
+            })
+            .collect();
+        runs.push((q.id.clone(), hits));
+    }
+    Ok(runs)
+}
+
+/// The index `--index` names, or the cached one for this dataset and model
+/// (built now when missing).
+fn lsr_index_dir(a: &EvalArgs, model: &csplade::model::LoadedModel) -> Result<PathBuf> {
+    if let Some(i) = &a.index {
+        return Ok(i.clone());
+    }
+    let fp = csplade::index::build::fingerprint(&csplade::data::beir::collection_file(
+        &a.dataset,
+        "corpus.jsonl",
+    ))?;
+    let name = a
         .dataset
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_default();
-    let explained = match &lsr_side {
-        Some((idx, model, vectors)) if a.explain_failures > 0 => {
-            phase("explaining failures");
-            explain_failures(
-                a.explain_failures,
-                &systems,
-                &results,
-                &evaluated,
-                &qrels,
-                idx,
-                &model.tokenizer,
-                vectors,
-            )?
+    let config = a.model.encoder_config(model);
+    let head = config.head.to_string().replace(':', "");
+    let dir = data_dir().join("indexes").join(format!(
+        "lsr-{name}-{}-{}-{}-{head}-{}-{}",
+        short(&fp),
+        short(&model.identity.sha256),
+        config.variant,
+        csplade::quant::label(a.model.precision, a.model.quantize_head),
+        a.model.max_len
+    ));
+    if !dir.join("meta.json").is_file() {
+        eprintln!(
+            "csplade: no cached LSR index for this dataset and model; building {}",
+            dir.display()
+        );
+        super::index::build_with_progress(
+            model, &a.model, &a.dataset, &dir, 100.0, 0, 64, false, None,
+        )?;
+    }
+    Ok(dir)
+}
+
+fn lsr_run(a: &EvalArgs, c: &Collection) -> Result<(Run, LsrSide)> {
+    phase(a, "LSR: loading the model and index");
+    let model = a.model.load()?;
+    let index_dir = lsr_index_dir(a, &model)?;
+    let idx =
+        LsrIndex::open(&index_dir).with_context(|| format!("opening {}", index_dir.display()))?;
+    idx.meta.check_corpus(&index_dir, &a.dataset)?;
+    idx.meta
+        .check_model(&model.identity, model.config().vocab_size)?;
+    let prior = a.query_prior.unwrap_or_else(|| model.query_prior());
+    let enc = Encoder::new(&model, idx.meta.encoder_config());
+    phase(a, "LSR: encoding the queries");
+    let texts: Vec<&str> = c.evaluated.iter().map(|q| q.text.as_str()).collect();
+    let expansions: Vec<_> = enc.encode(&texts)?.into_iter().map(|e| e.vector).collect();
+    let scored: Vec<_> = expansions.iter().map(|e| idx.weigh(e, prior)).collect();
+    let mut runs = Vec::new();
+    for (q, s) in c.evaluated.iter().zip(&scored) {
+        runs.push((q.id.clone(), idx.search(s, a.depth, a.backend)?));
+    }
+    let side = LsrSide {
+        index: idx,
+        model,
+        expansions,
+        scored,
+        prior,
+    };
+    Ok((runs, side))
+}
+
+/// A system's mean and per-query metrics.
+type Scored<'a> = (&'a str, Metrics, HashMap<String, Metrics>);
+
+/// Write each reported system's TREC run: `--run FILE`, with `.NAME`
+/// appended when several systems are reported.
+fn write_runs(path: &Path, systems: &[(&str, Run)]) -> Result<()> {
+    for (name, runs) in systems {
+        let path = if systems.len() > 1 {
+            let mut p = path.as_os_str().to_owned();
+            p.push(format!(".{name}"));
+            PathBuf::from(p)
+        } else {
+            path.to_path_buf()
+        };
+        csplade::eval::write_trec_run(&path, &format!("csplade-{name}"), runs)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+pub fn run(a: EvalArgs) -> Result<()> {
+    let c = Collection::read(&a)?;
+    if a.explain_failures > 0 && !(a.system.lsr() && a.system.bm25() && a.system.reports_parts()) {
+        bail!("--explain-failures compares LSR with BM25: use --system both or all");
+    }
+    let bm25 = if a.system.bm25() {
+        Some(bm25_run(&a, &c)?)
+    } else {
+        None
+    };
+    let (lsr, side) = match a.system.lsr() {
+        true => {
+            let (r, s) = lsr_run(&a, &c)?;
+            (Some(r), Some(s))
+        }
+        false => (None, None),
+    };
+    let mut systems: Vec<(&str, Run)> = Vec::new();
+    if let (true, Some(l), Some(b)) = (a.system.hybrid(), &lsr, &bm25) {
+        let fused = l
+            .iter()
+            .zip(b)
+            .map(|((q, lh), (_, bh))| (q.clone(), a.fusion.fuse(lh, bh, a.depth)))
+            .collect();
+        systems.push(("hybrid", fused));
+    }
+    if a.system.reports_parts() {
+        if let Some(b) = bm25 {
+            systems.insert(0, ("bm25", b));
+        }
+        if let Some(l) = lsr {
+            systems.insert(0, ("lsr", l));
+        }
+    }
+    let results: Vec<Scored> = systems
+        .iter()
+        .map(|(name, runs)| {
+            let ranked: HashMap<String, Vec<String>> = runs
+                .iter()
+                .map(|(q, h)| (q.clone(), h.iter().map(|h| h.doc_id.clone()).collect()))
+                .collect();
+            let (mean, per) = evaluate_run(&ranked, &c.qrels);
+            (*name, mean, per.into_iter().collect())
+        })
+        .collect();
+    if let Some(path) = &a.run {
+        write_runs(path, &systems)?;
+    }
+    let explained = match &side {
+        Some(s) if a.explain_failures > 0 => {
+            phase(&a, "explaining failures");
+            explain_failures(a.explain_failures, &systems, &results, &c, s)?
         }
         _ => Vec::new(),
     };
+    let report = Report {
+        a: &a,
+        c: &c,
+        results: &results,
+        side: side.as_ref(),
+        explained: &explained,
+    };
     if a.json {
+        report.json()
+    } else {
+        report.text();
+        Ok(())
+    }
+}
+
+/// What `eval` prints.
+struct Report<'a> {
+    a: &'a EvalArgs,
+    c: &'a Collection,
+    results: &'a [Scored<'a>],
+    side: Option<&'a LsrSide>,
+    explained: &'a [csplade::failures::FailureExplanation],
+}
+
+fn median(mut v: Vec<usize>) -> f64 {
+    v.sort_unstable();
+    v.get(v.len() / 2).copied().unwrap_or(0) as f64
+}
+
+impl Report<'_> {
+    /// Median active dimensions of the queries and documents.
+    fn sparsity(&self) -> Option<(f64, f64)> {
+        self.side.map(|s| {
+            (
+                median(s.expansions.iter().map(|e| e.active()).collect()),
+                median(s.index.vectors.iter().map(|d| d.active()).collect()),
+            )
+        })
+    }
+
+    fn json(&self) -> Result<()> {
         let mut sys = serde_json::Map::new();
-        for (name, m, _) in &results {
+        for (name, m, _) in self.results {
             sys.insert(name.to_string(), serde_json::to_value(m)?);
         }
-        let mut out = json!({"dataset": dataset_name, "split": a.split, "queries": evaluated.len(), "systems": sys,
-            "median_active": sparsity.map(|(q, d)| json!({"query": q, "document": d}))});
-        if a.explain_failures > 0 {
-            out["failures"] = serde_json::to_value(&explained)?;
+        let mut out = json!({"dataset": self.c.name, "split": self.a.split,
+            "queries": self.c.evaluated.len(), "systems": sys,
+            "median_active": self.sparsity().map(|(q, d)| json!({"query": q, "document": d}))});
+        if let Some(s) = self.side {
+            out["query_prior"] = json!(s.prior.to_string());
+        }
+        if self.a.system.hybrid() {
+            out["fusion"] = json!(self.a.fusion.to_string());
+        }
+        if self.a.explain_failures > 0 {
+            out["failures"] = serde_json::to_value(self.explained)?;
         }
         println!("{out}");
-        return Ok(());
+        Ok(())
     }
-    println!(
-        "dataset {dataset_name}  split {}  queries {}",
-        a.split,
-        evaluated.len()
-    );
-    if let Some((q, d)) = sparsity {
-        println!("LSR median active dimensions: {q} per query, {d} per document");
-    }
-    println!(
-        "{:<6} {:>8} {:>8} {:>8} {:>8}",
-        "system", "nDCG@10", "MRR@10", "R@100", "R@1000"
-    );
-    for (name, m, _) in &results {
+
+    fn text(&self) {
         println!(
-            "{:<6} {:>8.4} {:>8.4} {:>8.4} {:>8.4}",
-            name, m.ndcg10, m.mrr10, m.recall100, m.recall1000
+            "dataset {}  split {}  queries {}",
+            self.c.name,
+            self.a.split,
+            self.c.evaluated.len()
         );
+        if let Some((q, d)) = self.sparsity() {
+            println!("LSR median active dimensions: {q} per query, {d} per document");
+        }
+        if let Some(s) = self.side.filter(|s| !s.prior.is_none()) {
+            println!("LSR query prior: {}", s.prior);
+        }
+        if self.a.system.hybrid() {
+            println!("hybrid: {} of LSR and BM25", self.a.fusion);
+        }
+        println!(
+            "{:<6} {:>8} {:>8} {:>8} {:>8}",
+            "system", "nDCG@10", "MRR@10", "R@100", "R@1000"
+        );
+        for (name, m, _) in self.results {
+            println!(
+                "{:<6} {:>8.4} {:>8.4} {:>8.4} {:>8.4}",
+                name, m.ndcg10, m.mrr10, m.recall100, m.recall1000
+            );
+        }
+        self.losses();
+        if !self.explained.is_empty() {
+            println!(
+                "\nWhy LSR loses on the {} worst queries:",
+                self.explained.len()
+            );
+            print_failures(self.explained);
+        }
     }
-    if let (Some(b), Some(l)) = (
-        results.iter().find(|r| r.0 == "bm25"),
-        results.iter().find(|r| r.0 == "lsr"),
-    ) {
-        let text: HashMap<&str, &str> = evaluated
+
+    /// The queries where LSR loses most to BM25.
+    fn losses(&self) {
+        let find = |n: &str| self.results.iter().find(|r| r.0 == n);
+        let (Some(b), Some(l)) = (find("bm25"), find("lsr")) else {
+            return;
+        };
+        let text: HashMap<&str, &str> = self
+            .c
+            .evaluated
             .iter()
             .map(|q| (q.id.as_str(), q.text.as_str()))
             .collect();
@@ -345,7 +524,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
             "{:<12} {:>7} {:>7} {:>7}  query",
             "query", "bm25", "lsr", "Δ"
         );
-        for (q, bv, lv) in losses.iter().take(a.losses) {
+        for (q, bv, lv) in losses.iter().take(self.a.losses) {
             let t: String = text
                 .get(q.as_str())
                 .copied()
@@ -356,24 +535,15 @@ pub fn run(a: EvalArgs) -> Result<()> {
             println!("{:<12} {:>7.3} {:>7.3} {:>+7.3}  {t}", q, bv, lv, lv - bv);
         }
     }
-    if !explained.is_empty() {
-        println!("\nWhy LSR loses on the {} worst queries:", explained.len());
-        print_failures(&explained);
-    }
-    Ok(())
 }
 
 /// The `n` queries where BM25's nDCG@10 exceeds LSR's the most, explained.
-#[allow(clippy::too_many_arguments)]
 fn explain_failures(
     n: usize,
     systems: &[(&str, Run)],
-    results: &[(&str, Metrics, HashMap<String, Metrics>)],
-    evaluated: &[&beir::Query],
-    qrels: &beir::Qrels,
-    idx: &LsrIndex,
-    tok: &csplade::model::TextTokenizer,
-    vectors: &[csplade::encode::SparseVec],
+    results: &[Scored],
+    c: &Collection,
+    side: &LsrSide,
 ) -> Result<Vec<csplade::failures::FailureExplanation>> {
     let run = |name: &str| -> HashMap<&str, &Vec<Hit>> {
         systems
@@ -388,6 +558,7 @@ fn explain_failures(
         bail!("--explain-failures needs both systems");
     };
     let ndcg = |m: &HashMap<String, Metrics>, q: &str| m.get(q).map_or(0.0, |x| x.ndcg10);
+    let evaluated = &c.evaluated;
     let mut order: Vec<(usize, f64)> = evaluated
         .iter()
         .enumerate()
@@ -403,18 +574,22 @@ fn explain_failures(
         .into_iter()
         .take(n)
         .map(|(i, _)| {
-            let q = evaluated[i];
+            let q = &evaluated[i];
             let case = csplade::failures::FailureCase {
                 query_id: &q.id,
                 text: &q.text,
-                expansion: &vectors[i],
-                judged: &qrels[&q.id],
+                expansion: &side.scored[i],
+                judged: &c.qrels[&q.id],
                 lsr: lsr.get(q.id.as_str()).map_or(&empty, |h| *h),
                 bm25: bm25.get(q.id.as_str()).map_or(&empty, |h| *h),
                 ndcg_lsr: ndcg(per_lsr, &q.id),
                 ndcg_bm25: ndcg(per_bm25, &q.id),
             };
-            Ok(csplade::failures::explain(idx, tok, &case)?)
+            Ok(csplade::failures::explain(
+                &side.index,
+                &side.model.tokenizer,
+                &case,
+            )?)
         })
         .collect()
 }

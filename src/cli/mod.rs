@@ -99,6 +99,13 @@ pub struct TuiArgs {
     /// clicks and the wheel
     #[arg(long)]
     pub no_mouse: bool,
+    /// Query-side prior: none, idf or idf:POWER; default: the model's own
+    #[arg(long)]
+    pub query_prior: Option<csplade::search::QueryPrior>,
+    /// How the hybrid ranking (`h` in Search) fuses LSR and BM25:
+    /// convex:ALPHA or rrf:K
+    #[arg(long, default_value_t = csplade::search::Fusion::default())]
+    pub fusion: csplade::search::Fusion,
 }
 
 /// Which model, and how it encodes.
@@ -217,6 +224,8 @@ fn tui(a: TuiArgs) -> Result<()> {
         dataset: a.dataset,
         theme: a.theme,
         backend: a.backend,
+        prior: a.query_prior,
+        fusion: a.fusion,
         mouse: !a.no_mouse,
     })
 }

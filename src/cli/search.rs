@@ -9,7 +9,7 @@ use serde_json::json;
 
 use csplade::encode::Encoder;
 use csplade::model::{self, LoadedModel};
-use csplade::search::{Backend, LsrIndex};
+use csplade::search::{Backend, Fusion, Hit, LsrIndex, QueryPrior};
 
 #[derive(Args)]
 pub struct SearchArgs {
@@ -36,9 +36,19 @@ pub struct SearchArgs {
     /// Encode the query at another precision than the index's documents
     #[arg(long)]
     pub precision: Option<csplade::quant::Precision>,
-    /// Rank with BM25 instead of the sparse model
-    #[arg(long)]
+    /// Rank with BM25 instead of the sparse model (same as --system bm25)
+    #[arg(long, conflicts_with = "system")]
     pub bm25: bool,
+    /// lsr (the sparse model), bm25, or hybrid (their fusion, --fusion)
+    #[arg(long, value_parser = ["lsr", "bm25", "hybrid"], default_value = "lsr")]
+    pub system: String,
+    /// Query-side prior: none, idf or idf:POWER (each query term's weight
+    /// times the index's idf to that power); default: the model's own
+    #[arg(long)]
+    pub query_prior: Option<QueryPrior>,
+    /// How --system hybrid fuses LSR and BM25: convex:ALPHA or rrf:K
+    #[arg(long, default_value_t = Fusion::default())]
+    pub fusion: Fusion,
     #[arg(long)]
     pub json: bool,
     /// Print the query body for another engine instead of searching:
@@ -71,6 +81,9 @@ pub fn open_with_model(
     Ok((idx, model))
 }
 
+/// Candidates each system ranks before a hybrid fuses them.
+const FUSION_DEPTH: usize = 1000;
+
 pub fn run(a: SearchArgs) -> Result<()> {
     let text = a.query.join(" ");
     let (idx, model) = open_with_model(&a.index, &a.model, a.precision)?;
@@ -83,76 +96,158 @@ pub fn run(a: SearchArgs) -> Result<()> {
             q.truncated_tokens
         );
     }
+    let prior = a.query_prior.unwrap_or_else(|| model.query_prior());
+    let scored = idx.weigh(&q.vector, prior);
     if a.emit.is_some() {
-        let body = csplade::export::opensearch_query(&q.vector, &model.tokenizer, a.k);
+        let body = csplade::export::opensearch_query(&scored, &model.tokenizer, a.k);
         println!("{body:#}");
         return Ok(());
     }
-    let hits = if a.bm25 {
-        idx.search_bm25(&text, a.k)?
-    } else {
-        idx.search(&q.vector, a.k, a.backend)?
+    let system = if a.bm25 { "bm25" } else { a.system.as_str() };
+    let hits: Vec<Hit> = match system {
+        "bm25" => idx.search_bm25(&text, a.k)?,
+        "hybrid" => {
+            let depth = FUSION_DEPTH.max(a.k);
+            let lsr = idx.search(&scored, depth, a.backend)?;
+            let bm = idx.search_bm25(&text, depth)?;
+            a.fusion.fuse(&lsr, &bm, a.k)
+        }
+        _ => idx.search(&scored, a.k, a.backend)?,
     };
-    let tok = |id: u32| model.tokenizer.token(id).to_string();
+    // A BM25 hit's score is not a sum of expansion terms: no term table.
+    let explain = a.explain && system != "bm25";
+    if a.explain && !explain {
+        eprintln!("csplade: notice: --explain shows the sparse model's terms; BM25 hits have none");
+    }
+    let report = Hits {
+        a: &a,
+        idx: &idx,
+        model: &model,
+        query: &q.vector,
+        prior,
+        system,
+        explain,
+    };
     if a.json {
+        report.json(&text, &hits)
+    } else {
+        report.text(&text, &hits)
+    }
+}
+
+/// What `search` prints.
+struct Hits<'a> {
+    a: &'a SearchArgs,
+    idx: &'a LsrIndex,
+    model: &'a LoadedModel,
+    query: &'a csplade::encode::SparseVec,
+    prior: QueryPrior,
+    system: &'a str,
+    explain: bool,
+}
+
+impl Hits<'_> {
+    fn token(&self, id: u32) -> String {
+        self.model.tokenizer.token(id).to_string()
+    }
+
+    fn json(&self, text: &str, hits: &[Hit]) -> Result<()> {
         let mut out = Vec::new();
         for (r, h) in hits.iter().enumerate() {
-            let doc = idx.document(h.ordinal)?;
+            let doc = self.idx.document(h.ordinal)?;
             let mut o =
                 json!({"rank": r + 1, "doc_id": h.doc_id, "score": h.score, "title": doc.title});
-            if a.explain {
-                let terms: Vec<_> = idx
-                    .explain(&q.vector, h.ordinal)
+            if self.explain {
+                let terms: Vec<_> = self
+                    .idx
+                    .explain_with(self.query, self.prior, h.ordinal)
                     .iter()
-                    .map(|c| json!({"id": c.id, "token": tok(c.id), "query_weight": c.query_weight, "doc_weight": c.doc_weight, "product": c.product}))
+                    .map(|c| json!({"id": c.id, "token": self.token(c.id), "query_weight": c.query_weight, "prior": c.prior, "doc_weight": c.doc_weight, "product": c.product}))
                     .collect();
                 o["explanation"] = json!(terms);
             }
             out.push(o);
         }
-        println!(
-            "{}",
-            json!({"query": text, "active": q.vector.active(), "system": if a.bm25 {"bm25"} else {"lsr"}, "hits": out})
-        );
-        return Ok(());
+        let mut body = json!({"query": text, "active": self.query.active(), "system": self.system, "hits": out});
+        if self.system != "bm25" {
+            body["query_prior"] = json!(self.prior.to_string());
+        }
+        if self.system == "hybrid" {
+            body["fusion"] = json!(self.a.fusion.to_string());
+        }
+        println!("{body}");
+        Ok(())
     }
-    println!(
-        "query: {text}   ({} active terms; index {} documents)",
-        q.vector.active(),
-        idx.len()
-    );
-    for (r, h) in hits.iter().enumerate() {
-        let doc = idx.document(h.ordinal)?;
+
+    fn text(&self, text: &str, hits: &[Hit]) -> Result<()> {
+        let how = match self.system {
+            "bm25" => "BM25".to_string(),
+            "hybrid" => format!("hybrid {} of LSR and BM25", self.a.fusion),
+            _ => "LSR".to_string(),
+        };
+        let prior = match self.prior {
+            QueryPrior::None => String::new(),
+            p if self.system != "bm25" => format!(", query prior {p}"),
+            _ => String::new(),
+        };
         println!(
-            "{:>3}  {:>9.4}  {:<16} {}",
-            r + 1,
-            h.score,
-            h.doc_id,
-            doc.title
+            "query: {text}   ({} active terms; index {} documents; {how}{prior})",
+            self.query.active(),
+            self.idx.len()
         );
-        if a.explain {
-            let c = idx.explain(&q.vector, h.ordinal);
+        for (r, h) in hits.iter().enumerate() {
+            let doc = self.idx.document(h.ordinal)?;
+            println!(
+                "{:>3}  {:>9.4}  {:<16} {}",
+                r + 1,
+                h.score,
+                h.doc_id,
+                doc.title
+            );
+            if self.explain {
+                self.print_terms(h.ordinal);
+            }
+        }
+        Ok(())
+    }
+
+    /// The term-contribution table of one hit.
+    fn print_terms(&self, ordinal: usize) {
+        let n = self.a.explain_terms;
+        let c = self.idx.explain_with(self.query, self.prior, ordinal);
+        let with_prior = !self.prior.is_none();
+        if with_prior {
+            let factor = match self.prior {
+                QueryPrior::Idf { power } if power != 1.0 => format!("idf^{power}"),
+                _ => "idf".to_string(),
+            };
+            println!(
+                "       {:<18} {:>8} {:>7} {:>8} {:>9}",
+                "term", "q_w", factor, "d_w", "product"
+            );
+        } else {
             println!(
                 "       {:<18} {:>8} {:>8} {:>9}",
                 "term", "q_w", "d_w", "q_w×d_w"
             );
-            for c in c.iter().take(a.explain_terms) {
+        }
+        for c in c.iter().take(n) {
+            let term = format!("{:?}", self.token(c.id));
+            if with_prior {
                 println!(
-                    "       {:<18} {:>8.4} {:>8.4} {:>9.4}",
-                    format!("{:?}", tok(c.id)),
-                    c.query_weight,
-                    c.doc_weight,
-                    c.product
+                    "       {term:<18} {:>8.4} {:>7.3} {:>8.4} {:>9.4}",
+                    c.query_weight, c.prior, c.doc_weight, c.product
                 );
-            }
-            if c.len() > a.explain_terms {
-                let rest: f32 = c[a.explain_terms..].iter().map(|c| c.product).sum();
+            } else {
                 println!(
-                    "       … {} more terms contribute {rest:.4}",
-                    c.len() - a.explain_terms
+                    "       {term:<18} {:>8.4} {:>8.4} {:>9.4}",
+                    c.query_weight, c.doc_weight, c.product
                 );
             }
         }
+        if c.len() > n {
+            let rest: f32 = c[n..].iter().map(|c| c.product).sum();
+            println!("       … {} more terms contribute {rest:.4}", c.len() - n);
+        }
     }
-    Ok(())
 }

@@ -29,6 +29,10 @@ pub struct TrainArgs {
     /// Shorthand for `--set steps=N`
     #[arg(long)]
     pub steps: Option<usize>,
+    /// Stop after N optimizer steps of this call (the schedule still spans
+    /// `steps`): checkpoint and write the adapter there; `--resume` goes on
+    #[arg(long, value_name = "N", value_parser = super::positive)]
+    pub stop_after: Option<usize>,
     /// Run directory: checkpoints, BM25 negatives, the final adapter.safetensors
     #[arg(long)]
     pub out: PathBuf,
@@ -153,7 +157,7 @@ pub fn run(cmd: TrainCommand) -> Result<()> {
         b
     });
     let json = a.progress_json;
-    let reached = trainer.run(a.resume || a.resume_or_start, None, |r: &StepReport| {
+    let reached = trainer.run(a.resume || a.resume_or_start, a.stop_after, |r: &StepReport| {
         let line = serde_json::to_string(r).unwrap_or_default();
         use std::io::Write;
         let _ = writeln!(log, "{line}");

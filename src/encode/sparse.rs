@@ -11,11 +11,15 @@ pub struct SparseVec {
     pub weights: Vec<f32>,
 }
 
-/// One term's share of a query–document score.
+/// One term's share of a query–document score:
+/// `product = query_weight × prior × doc_weight`.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct Contribution {
     pub id: u32,
+    /// The weight the query's expansion gives the term.
     pub query_weight: f32,
+    /// The factor a search-time prior multiplies it by (1 without one).
+    pub prior: f32,
     pub doc_weight: f32,
     pub product: f32,
 }
@@ -139,6 +143,7 @@ impl SparseVec {
                     out.push(Contribution {
                         id: self.ids[i],
                         query_weight: q,
+                        prior: 1.0,
                         doc_weight: d,
                         product: q * d,
                     });

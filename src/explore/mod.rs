@@ -17,10 +17,45 @@ use crate::encode::{Encoder, EncoderConfig, SparseVec};
 use crate::eval;
 use crate::model::LoadedModel;
 pub use crate::search::Backend;
-use crate::search::LsrIndex;
+pub use crate::search::{Fusion, QueryPrior};
+use crate::search::{Hit, LsrIndex};
 
 pub use crate::compare::PRESETS as COMPARE_PRESETS;
 pub use crate::encode::ExpansionTerm;
+
+/// Which system ranks the hits in Search.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Ranking {
+    /// The sparse model (with its query prior).
+    #[default]
+    Lsr,
+    /// The fusion of LSR and BM25.
+    Hybrid,
+    Bm25,
+}
+
+impl Ranking {
+    pub fn name(self) -> &'static str {
+        match self {
+            Ranking::Lsr => "LSR",
+            Ranking::Hybrid => "hybrid",
+            Ranking::Bm25 => "BM25",
+        }
+    }
+
+    /// The next in LSR → hybrid → BM25 → LSR.
+    pub fn next(self) -> Self {
+        match self {
+            Ranking::Lsr => Ranking::Hybrid,
+            Ranking::Hybrid => Ranking::Bm25,
+            Ranking::Bm25 => Ranking::Lsr,
+        }
+    }
+}
+
+/// Candidates each system ranks before a hybrid fuses them.
+const FUSION_DEPTH: usize = 1000;
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct HitRow {
@@ -29,6 +64,9 @@ pub struct HitRow {
     pub doc_id: String,
     pub title: String,
     pub score: f32,
+    /// Rank of the document under LSR alone (within its top 1,000).
+    pub lsr_rank: Option<usize>,
+    /// Rank under BM25 (within its top 1,000).
     pub bm25_rank: Option<usize>,
     /// Judged relevance, when the collection's qrels know this query.
     pub relevance: Option<i32>,
@@ -38,8 +76,12 @@ pub struct HitRow {
 pub struct QueryResult {
     pub text: String,
     pub query_id: Option<String>,
+    /// The expansion as the model wrote it.
     pub vector: SparseVec,
     pub terms: Vec<ExpansionTerm>,
+    /// The system that ranked `hits`, and the query prior LSR scored with.
+    pub ranking: Ranking,
+    pub prior: QueryPrior,
     pub hits: Vec<HitRow>,
     pub encode_ms: f64,
     pub search_ms: f64,
@@ -55,8 +97,8 @@ pub struct DocDetail {
     pub doc_id: String,
     pub title: String,
     pub text: String,
-    /// (token, q_w, d_w, q_w × d_w), largest first.
-    pub contributions: Vec<(String, f32, f32, f32)>,
+    /// (token, q_w, prior factor, d_w, q_w × factor × d_w), largest first.
+    pub contributions: Vec<(String, f32, f32, f32, f32)>,
     /// The document's own heaviest terms.
     pub top_terms: Vec<(String, f32)>,
     /// Relevant-document terms the query's expansion lacks (heaviest first).
@@ -70,6 +112,8 @@ pub struct FailureRow {
     pub text: String,
     pub lsr_ndcg10: f64,
     pub bm25_ndcg10: f64,
+    /// nDCG@10 of the fusion of the two (the explorer's `--fusion`).
+    pub hybrid_ndcg10: f64,
     /// A relevant document among LSR's top 100 (false: LSR misses them all).
     pub relevant_in_lsr_top100: bool,
 }
@@ -92,6 +136,10 @@ pub struct Explorer {
     pub qrels: Option<Arc<Qrels>>,
     /// The LSR scorer behind every ranking.
     pub backend: Backend,
+    /// How query expansions are weighed before LSR scores them.
+    pub prior: QueryPrior,
+    /// How the hybrid ranking fuses LSR and BM25.
+    pub fusion: Fusion,
 }
 
 impl Explorer {
@@ -106,8 +154,8 @@ impl Explorer {
         Ok((e.vector, terms))
     }
 
-    /// Expansion plus ranked hits (when an index is loaded).
-    pub fn query(&self, text: &str, k: usize) -> anyhow::Result<QueryResult> {
+    /// Expansion plus hits ranked by `ranking` (when an index is loaded).
+    pub fn query(&self, text: &str, k: usize, ranking: Ranking) -> anyhow::Result<QueryResult> {
         let t0 = Instant::now();
         let (vector, terms) = self.expand(text)?;
         let encode_ms = t0.elapsed().as_secs_f64() * 1e3;
@@ -120,61 +168,109 @@ impl Explorer {
             .as_ref()
             .and_then(|q| self.qrels.as_ref().and_then(|r| r.get(q)));
         let t1 = Instant::now();
-        let mut hits = Vec::new();
-        let scorer = match (&self.index, &self.partial) {
-            (Some(_), _) => self.backend.to_string(),
-            (None, Some(p)) => format!("exact over {} of {} documents", p.len(), p.total),
-            (None, None) => "no index".to_string(),
+        let (hits, scorer) = match (&self.index, &self.partial) {
+            (Some(idx), _) => (
+                self.ranked(idx, text, &vector, k, ranking, judged)?,
+                match ranking {
+                    Ranking::Lsr => self.backend.to_string(),
+                    Ranking::Hybrid => format!("{} of {} and BM25", self.fusion, self.backend),
+                    Ranking::Bm25 => "BM25".to_string(),
+                },
+            ),
+            (None, Some(p)) => (
+                self.partial_hits(p, &vector, k, judged),
+                format!("exact over {} of {} documents", p.len(), p.total),
+            ),
+            (None, None) => (Vec::new(), "no index".to_string()),
         };
-        if let (None, Some(p)) = (&self.index, &self.partial) {
-            for (r, (ordinal, score)) in p.search(&vector, k).into_iter().enumerate() {
+        Ok(QueryResult {
+            text: text.to_string(),
+            query_id,
+            vector,
+            terms,
+            ranking: if self.index.is_some() {
+                ranking
+            } else {
+                Ranking::Lsr
+            },
+            prior: self.prior,
+            hits,
+            encode_ms,
+            search_ms: t1.elapsed().as_secs_f64() * 1e3,
+            scorer,
+        })
+    }
+
+    /// LSR hits over what a build in progress has encoded.
+    fn partial_hits(
+        &self,
+        p: &crate::search::PartialIndex,
+        vector: &SparseVec,
+        k: usize,
+        judged: Option<&HashMap<String, i32>>,
+    ) -> Vec<HitRow> {
+        let scored = self.prior.apply(vector, &p.idf);
+        p.search(&scored, k)
+            .into_iter()
+            .enumerate()
+            .map(|(r, (ordinal, score))| {
                 let doc = self.corpus.get(ordinal);
                 let doc_id = doc.map(|d| d.id.clone()).unwrap_or_default();
-                hits.push(HitRow {
+                HitRow {
                     rank: r + 1,
                     ordinal,
                     relevance: judged.map(|j| j.get(&doc_id).copied().unwrap_or(0)),
                     title: doc.map(|d| d.title.clone()).unwrap_or_default(),
                     doc_id,
                     score,
+                    lsr_rank: Some(r + 1),
                     bm25_rank: None,
-                });
-            }
-        }
-        if let Some(idx) = &self.index {
-            let bm25: HashMap<usize, usize> = idx
-                .search_bm25(text, 1000)?
-                .into_iter()
+                }
+            })
+            .collect()
+    }
+
+    /// The top `k` of `ranking` over the complete index, each hit with its
+    /// LSR and BM25 ranks.
+    fn ranked(
+        &self,
+        idx: &LsrIndex,
+        text: &str,
+        vector: &SparseVec,
+        k: usize,
+        ranking: Ranking,
+        judged: Option<&HashMap<String, i32>>,
+    ) -> anyhow::Result<Vec<HitRow>> {
+        let depth = FUSION_DEPTH.max(k);
+        let lsr = idx.search(&idx.weigh(vector, self.prior), depth, self.backend)?;
+        let bm25 = idx.search_bm25(text, depth)?;
+        let ranks = |run: &[Hit]| -> HashMap<usize, usize> {
+            run.iter()
                 .enumerate()
                 .map(|(r, h)| (h.ordinal, r + 1))
-                .collect();
-            for (r, h) in idx
-                .search(&vector, k, self.backend)?
-                .into_iter()
-                .enumerate()
-            {
-                let title = idx.document(h.ordinal).map(|d| d.title).unwrap_or_default();
-                hits.push(HitRow {
-                    rank: r + 1,
-                    ordinal: h.ordinal,
-                    relevance: judged.map(|j| j.get(&h.doc_id).copied().unwrap_or(0)),
-                    doc_id: h.doc_id,
-                    title,
-                    score: h.score,
-                    bm25_rank: bm25.get(&h.ordinal).copied(),
-                });
-            }
-        }
-        Ok(QueryResult {
-            text: text.to_string(),
-            query_id,
-            vector,
-            terms,
-            hits,
-            encode_ms,
-            search_ms: t1.elapsed().as_secs_f64() * 1e3,
-            scorer,
-        })
+                .collect()
+        };
+        let (lsr_ranks, bm25_ranks) = (ranks(&lsr), ranks(&bm25));
+        let mut hits = match ranking {
+            Ranking::Lsr => lsr,
+            Ranking::Bm25 => bm25,
+            Ranking::Hybrid => self.fusion.fuse(&lsr, &bm25, k),
+        };
+        hits.truncate(k);
+        Ok(hits
+            .into_iter()
+            .enumerate()
+            .map(|(r, h)| HitRow {
+                rank: r + 1,
+                ordinal: h.ordinal,
+                relevance: judged.map(|j| j.get(&h.doc_id).copied().unwrap_or(0)),
+                title: idx.document(h.ordinal).map(|d| d.title).unwrap_or_default(),
+                lsr_rank: lsr_ranks.get(&h.ordinal).copied(),
+                bm25_rank: bm25_ranks.get(&h.ordinal).copied(),
+                doc_id: h.doc_id,
+                score: h.score,
+            })
+            .collect())
     }
 
     /// Contributions, document text and terms for one hit.
@@ -202,10 +298,14 @@ impl Explorer {
             _ => anyhow::bail!("no index loaded"),
         };
         let tok = |id: u32| self.model.tokenizer.token(id).to_string();
-        let contributions = query
-            .contributions(&dv)
+        let idf = match (&self.index, &self.partial) {
+            (Some(idx), _) => idx.idf.as_slice(),
+            (None, Some(p)) => p.idf.as_slice(),
+            _ => &[],
+        };
+        let contributions = crate::search::prior::explain(query, &dv, self.prior, idf)
             .into_iter()
-            .map(|c| (tok(c.id), c.query_weight, c.doc_weight, c.product))
+            .map(|c| (tok(c.id), c.query_weight, c.prior, c.doc_weight, c.product))
             .collect();
         let dv = &dv;
         let top_terms = dv
@@ -256,26 +356,23 @@ impl Explorer {
         let encoded = self.encoder().encode(&texts)?;
         let mut rows = Vec::with_capacity(judged.len());
         for (q, e) in judged.iter().zip(encoded) {
-            let lsr: Vec<String> = idx
-                .search(&e.vector, 100, self.backend)?
-                .into_iter()
-                .map(|h| h.doc_id)
-                .collect();
-            let bm: Vec<String> = idx
-                .search_bm25(&q.text, 10)?
-                .into_iter()
-                .map(|h| h.doc_id)
-                .collect();
+            let lsr = idx.search(&idx.weigh(&e.vector, self.prior), 100, self.backend)?;
+            let bm = idx.search_bm25(&q.text, 100)?;
+            let hybrid = self.fusion.fuse(&lsr, &bm, 10);
             let j = &qrels[&q.id];
-            fn as_refs(v: &[String]) -> Vec<&str> {
-                v.iter().map(String::as_str).collect()
-            }
+            let ndcg = |run: &[Hit]| {
+                let ids: Vec<&str> = run.iter().map(|h| h.doc_id.as_str()).collect();
+                eval::ndcg_at(&ids, j, 10)
+            };
             rows.push(FailureRow {
                 query_id: q.id.clone(),
                 text: q.text.clone(),
-                lsr_ndcg10: eval::ndcg_at(&as_refs(&lsr), j, 10),
-                bm25_ndcg10: eval::ndcg_at(&as_refs(&bm), j, 10),
-                relevant_in_lsr_top100: lsr.iter().any(|d| j.get(d).is_some_and(|&g| g > 0)),
+                lsr_ndcg10: ndcg(&lsr),
+                bm25_ndcg10: ndcg(&bm),
+                hybrid_ndcg10: ndcg(&hybrid),
+                relevant_in_lsr_top100: lsr
+                    .iter()
+                    .any(|h| j.get(&h.doc_id).is_some_and(|&g| g > 0)),
             });
         }
         rows.sort_by(|a, b| {
@@ -305,7 +402,8 @@ impl Explorer {
             .get(query_id)
             .ok_or_else(|| anyhow::anyhow!("query {query_id:?} has no judgements"))?;
         let e = self.encoder().encode_one(&q.text)?;
-        let lsr = idx.search(&e.vector, 100, self.backend)?;
+        let scored = idx.weigh(&e.vector, self.prior);
+        let lsr = idx.search(&scored, 100, self.backend)?;
         let bm25 = idx.search_bm25(&q.text, 100)?;
         let ndcg = |run: &[crate::search::Hit]| {
             let ids: Vec<&str> = run.iter().map(|h| h.doc_id.as_str()).collect();
@@ -314,7 +412,7 @@ impl Explorer {
         let case = crate::failures::FailureCase {
             query_id,
             text: &q.text,
-            expansion: &e.vector,
+            expansion: &scored,
             judged,
             lsr: &lsr,
             bm25: &bm25,

@@ -34,6 +34,10 @@ pub struct Session {
     pub max_len: Option<usize>,
     /// The LSR scorer behind every ranking (`--backend`).
     pub backend: crate::search::Backend,
+    /// The query prior (`--query-prior`; `None`: the model's own).
+    pub prior: Option<crate::search::QueryPrior>,
+    /// How the hybrid ranking fuses LSR and BM25 (`--fusion`).
+    pub fusion: crate::search::Fusion,
     corpus: Arc<Vec<beir::Document>>,
     queries: Arc<Vec<beir::Query>>,
     qrels: Option<Arc<beir::Qrels>>,
@@ -101,6 +105,8 @@ impl Session {
             index_dir,
             max_len,
             backend: crate::search::Backend::Exact,
+            prior: None,
+            fusion: crate::search::Fusion::default(),
             state: Mutex::new(State {
                 model: None,
                 partial: None,
@@ -259,6 +265,8 @@ impl Session {
             queries: self.queries.clone(),
             qrels: self.qrels.clone(),
             backend: self.backend,
+            prior: self.prior.unwrap_or_else(|| model.query_prior()),
+            fusion: self.fusion,
             model,
         })
     }
@@ -316,15 +324,16 @@ impl Session {
         let base = dir.join(format!("failures-{name}-{stamp}"));
         let (tsv, json) = (base.with_extension("tsv"), base.with_extension("json"));
         let mut text = String::from(
-            "query_id\tbm25_ndcg10\tlsr_ndcg10\tdelta\trelevant_in_lsr_top100\ttext\n",
+            "query_id\tbm25_ndcg10\tlsr_ndcg10\tdelta\thybrid_ndcg10\trelevant_in_lsr_top100\ttext\n",
         );
         for r in rows {
             text.push_str(&format!(
-                "{}\t{:.4}\t{:.4}\t{:+.4}\t{}\t{}\n",
+                "{}\t{:.4}\t{:.4}\t{:+.4}\t{:.4}\t{}\t{}\n",
                 r.query_id,
                 r.bm25_ndcg10,
                 r.lsr_ndcg10,
                 r.delta(),
+                r.hybrid_ndcg10,
                 r.relevant_in_lsr_top100,
                 r.text.replace(['\t', '\n'], " ")
             ));

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::linear::LowRank;
 use super::{Llama, ModelError};
-use crate::model::encoding::{Head, Variant};
+use crate::model::encoding::{Head, QueryPrior, Variant};
 
 /// What the adapter file holds besides tensors (its safetensors metadata).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -31,6 +31,10 @@ pub struct AdapterMeta {
     /// Free-form training summary (phase, steps, data).
     #[serde(default)]
     pub trained: String,
+    /// The query-side prior the model is searched with unless told
+    /// otherwise (chosen on a development collection; see MODEL_CARD.md).
+    #[serde(default, skip_serializing_if = "QueryPrior::is_none")]
+    pub query_prior: QueryPrior,
 }
 
 const META_KEY: &str = "csplade.adapter";

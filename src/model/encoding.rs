@@ -87,3 +87,58 @@ impl fmt::Display for Head {
         }
     }
 }
+
+/// How a query's expansion is weighed at search time, before scoring: a
+/// lexical prior from the index's statistics (`search::prior`). It belongs
+/// with the encoding because a trained model records the prior it was
+/// measured with.
+#[derive(Clone, Copy, Debug, PartialEq, Default, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum QueryPrior {
+    /// The expansion as the model wrote it.
+    #[default]
+    None,
+    /// `q_v · idf(v)^power`.
+    Idf { power: f32 },
+}
+
+impl QueryPrior {
+    pub fn is_none(&self) -> bool {
+        *self == QueryPrior::None
+    }
+}
+
+impl FromStr for QueryPrior {
+    type Err = String;
+    /// `none`, `idf` (power 1) or `idf:P` with 0 < P ≤ 4.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "none" => return Ok(QueryPrior::None),
+            "idf" => return Ok(QueryPrior::Idf { power: 1.0 }),
+            _ => {}
+        }
+        let Some(p) = s.strip_prefix("idf:") else {
+            return Err(format!(
+                "unknown query prior {s:?} (none, idf or idf:POWER)"
+            ));
+        };
+        match p.parse::<f32>() {
+            Ok(power) if power.is_finite() && power > 0.0 && power <= 4.0 => {
+                Ok(QueryPrior::Idf { power })
+            }
+            _ => Err(format!(
+                "query prior {s:?}: the power must be a number in (0, 4]"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for QueryPrior {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            QueryPrior::None => f.write_str("none"),
+            QueryPrior::Idf { power } if *power == 1.0 => f.write_str("idf"),
+            QueryPrior::Idf { power } => write!(f, "idf:{power}"),
+        }
+    }
+}

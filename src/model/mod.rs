@@ -139,6 +139,17 @@ impl LoadedModel {
     }
 }
 
+impl LoadedModel {
+    /// The query-side prior this model is searched with unless told
+    /// otherwise: what its adapter records, else none.
+    pub fn query_prior(&self) -> crate::model::encoding::QueryPrior {
+        self.adapter
+            .as_ref()
+            .map(|a| a.query_prior)
+            .unwrap_or_default()
+    }
+}
+
 /// The model every command uses unless told otherwise: the base with
 /// csplade's trained adapter (assets/, see MODEL_CARD.md) merged in.
 pub const DEFAULT_SPEC: &str = "default";

@@ -163,6 +163,7 @@ pub fn read(dir: &Path, cfg: &Config) -> Result<(Adapter, Vec<u8>), ModelError> 
         head: Head::LogProb { shift: 6.0 },
         max_len: 256,
         trained: format!("PEFT LoRA adapter from {}", dir.display()),
+        query_prior: Default::default(),
     };
     let mut id = text;
     id.extend_from_slice(&bytes);

@@ -4,6 +4,8 @@
 //! vectors (in-memory, term-at-a-time), tantivy's impact postings, and
 //! Seismic's approximate blocked posting lists (`seismic`).
 
+pub mod fusion;
+pub mod prior;
 pub mod seismic;
 
 use std::path::{Path, PathBuf};
@@ -19,6 +21,8 @@ use crate::index::bm25::Bm25Index;
 use crate::index::build::{BM25_DIR, TANTIVY_DIR, VECTORS_FILE};
 use crate::index::impact::{ImpactQuery, ImpactTokenizer, TOKENIZER};
 use crate::index::{vectors, IndexError, IndexMeta};
+pub use fusion::Fusion;
+pub use prior::QueryPrior;
 
 /// One ranked document.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -109,6 +113,8 @@ pub struct LsrIndex {
     pub vectors: Vec<SparseVec>,
     /// The exact scorer's lists, by document ordinal.
     postings: Postings,
+    /// Inverse document frequency of every vocabulary entry over `vectors`.
+    pub idf: Vec<f32>,
     doc_ids: Vec<String>,
     tantivy: Index,
     reader: IndexReader,
@@ -149,6 +155,7 @@ impl LsrIndex {
             }
         }
         let postings = Postings::new(vectors.iter(), meta.vocab_size);
+        let idf = postings.idf(vectors.len());
         let tdir = dir.join(TANTIVY_DIR);
         let tv = |e: tantivy::TantivyError| IndexError::Tantivy {
             path: tdir.clone(),
@@ -189,6 +196,7 @@ impl LsrIndex {
             meta,
             vectors,
             postings,
+            idf,
             doc_ids,
             tantivy,
             reader,
@@ -271,6 +279,11 @@ impl LsrIndex {
         }
     }
 
+    /// The query as scored under `prior` (the expansion itself when none).
+    pub fn weigh(&self, query: &SparseVec, prior: QueryPrior) -> SparseVec {
+        prior.apply(query, &self.idf)
+    }
+
     /// Exact dot products, term at a time into a dense accumulator.
     pub fn search_exact(&self, query: &SparseVec, k: usize) -> Vec<Hit> {
         let acc = self.postings.scores(query, self.meta.documents);
@@ -337,10 +350,22 @@ impl LsrIndex {
 
     /// Why `ordinal` matched: per-term q_w × d_w from the exact vectors.
     pub fn explain(&self, query: &SparseVec, ordinal: usize) -> Vec<Contribution> {
-        self.vectors
-            .get(ordinal)
-            .map(|d| query.contributions(d))
-            .unwrap_or_default()
+        self.explain_with(query, QueryPrior::None, ordinal)
+    }
+
+    /// Why `ordinal` matched `query` scored under `prior`: per term, the
+    /// expansion's weight, the prior's factor, the document's weight and
+    /// their product, largest first.
+    pub fn explain_with(
+        &self,
+        query: &SparseVec,
+        prior: QueryPrior,
+        ordinal: usize,
+    ) -> Vec<Contribution> {
+        let Some(d) = self.vectors.get(ordinal) else {
+            return Vec::new();
+        };
+        prior::explain(query, d, prior, &self.idf)
     }
 
     /// tantivy's own explanation of an impact score (quantized weights).
@@ -417,6 +442,12 @@ impl Postings {
         Self(lists)
     }
 
+    /// The idf of every term over the `documents` slots.
+    fn idf(&self, documents: usize) -> Vec<f32> {
+        let df: Vec<u32> = self.0.iter().map(|p| p.len() as u32).collect();
+        prior::idf_table(&df, documents)
+    }
+
     /// Every slot's dot product with `query`, accumulated term at a time.
     fn scores(&self, query: &SparseVec, slots: usize) -> Vec<f32> {
         let mut acc = vec![0f32; slots];
@@ -436,15 +467,19 @@ pub struct PartialIndex {
     pub vectors: Vec<(usize, SparseVec)>,
     /// Exact-scorer lists by slot in `vectors`.
     postings: Postings,
+    /// Inverse document frequencies over the documents encoded so far.
+    pub idf: Vec<f32>,
     pub total: usize,
 }
 
 impl PartialIndex {
     pub fn new(vectors: Vec<(usize, SparseVec)>, vocab: usize, total: usize) -> Self {
         let postings = Postings::new(vectors.iter().map(|(_, v)| v), vocab);
+        let idf = postings.idf(vectors.len());
         Self {
             vectors,
             postings,
+            idf,
             total,
         }
     }

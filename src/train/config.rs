@@ -24,6 +24,14 @@ pub struct TrainConfig {
     /// value per term, stored with the adapter and applied at encode time),
     /// so that the model can weigh terms beyond the cap log(1 + C).
     pub learn_term_shift: bool,
+    /// Where learned per-term shifts start when the initial adapter has
+    /// none: `zero`, or `df:BETA`, a lexical prior from the training
+    /// passages' document frequencies, `b_v = BETA · (idf_v − max idf)`, so
+    /// frequent terms start with a lower cap (`idf = ln((N+1)/(df+0.5))`).
+    pub term_shift_init: String,
+    /// The query-side prior recorded in the adapter, which search and eval
+    /// then use unless told otherwise: `none`, `idf` or `idf:POWER`.
+    pub query_prior: String,
     /// `lora` or `full` (every targeted projection trainable).
     pub adapter: String,
     pub lora_rank: usize,
@@ -40,6 +48,11 @@ pub struct TrainConfig {
     /// Texts per forward pass, grouped by length (more keeps more cores busy,
     /// fewer wastes less padding).
     pub forward_group: usize,
+    /// Memory (GB) the CPU engine may hold in forward groups' activations
+    /// between the forward and the backward pass; groups beyond it are
+    /// forwarded again for their backward pass (gradient caching), which
+    /// costs time, not memory. 0: half the memory available at the start.
+    pub activation_memory_gb: f64,
     pub lr: f64,
     pub warmup_steps: usize,
     pub weight_decay: f64,
@@ -91,6 +104,8 @@ impl Default for TrainConfig {
             head: "logprob:6".into(),
             learn_shift: false,
             learn_term_shift: false,
+            term_shift_init: "zero".into(),
+            query_prior: "none".into(),
             adapter: "lora".into(),
             lora_rank: 16,
             lora_alpha: 32.0,
@@ -110,6 +125,7 @@ impl Default for TrainConfig {
             batch: 8,
             grad_accum: 1,
             forward_group: 4,
+            activation_memory_gb: 0.0,
             lr: 1e-4,
             warmup_steps: 10,
             weight_decay: 0.0,
@@ -170,6 +186,10 @@ impl TrainConfig {
 
     pub fn validate(&self) -> Result<(), String> {
         parse_head(&self.head)?;
+        self.term_shift_beta()?;
+        self.query_prior
+            .parse::<crate::model::encoding::QueryPrior>()
+            .map_err(|e| format!("query_prior: {e}"))?;
         if !matches!(self.adapter.as_str(), "lora" | "full") {
             return Err(format!("adapter = {:?}: lora or full", self.adapter));
         }
@@ -193,6 +213,7 @@ impl TrainConfig {
             ("weight_decay", self.weight_decay),
             ("grad_clip", self.grad_clip),
             ("max_seconds", self.max_seconds),
+            ("activation_memory_gb", self.activation_memory_gb),
             ("lambda_q", self.lambda_q as f64),
             ("lambda_d", self.lambda_d as f64),
             ("lambda_relu", self.lambda_relu as f64),
@@ -221,6 +242,25 @@ impl TrainConfig {
 
     pub fn head(&self) -> Head {
         parse_head(&self.head).unwrap_or_default()
+    }
+
+    /// β of `term_shift_init = "df:β"`, or `None` for `zero`.
+    pub fn term_shift_beta(&self) -> Result<Option<f32>, String> {
+        let s = self.term_shift_init.as_str();
+        if s == "zero" {
+            return Ok(None);
+        }
+        match s.strip_prefix("df:").map(str::parse::<f32>) {
+            Some(Ok(b)) if b.is_finite() && b > 0.0 && b <= 10.0 => Ok(Some(b)),
+            _ => Err(format!(
+                "term_shift_init = {s:?}: zero, or df:BETA with 0 < BETA ≤ 10"
+            )),
+        }
+    }
+
+    /// The query prior to record in the adapter (validated at load).
+    pub fn query_prior(&self) -> crate::model::encoding::QueryPrior {
+        self.query_prior.parse().unwrap_or_default()
     }
 
     /// The collections the recipe reads (pairs and adaptation corpora).

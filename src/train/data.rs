@@ -364,6 +364,41 @@ pub fn mined_pairs(
         .collect())
 }
 
+/// Document frequency of every vocabulary entry over the passages of
+/// `sources` as training encodes them (tokenized, cut to `max_len`), and the
+/// number of passages.
+pub fn document_frequencies(
+    data: &Path,
+    sources: &[String],
+    tok: &TextTokenizer,
+    max_len: usize,
+) -> Result<(Vec<u32>, usize)> {
+    let mut df = vec![0u32; tok.vocab_size()];
+    let mut passages = 0;
+    for name in sources {
+        let src = load_source(data, name)?;
+        let counts: Vec<Vec<u32>> = src
+            .bodies
+            .par_iter()
+            .map(|b| {
+                let mut ids = tokenize(tok, b, max_len)?;
+                ids.sort_unstable();
+                ids.dedup();
+                Ok(ids)
+            })
+            .collect::<Result<_>>()?;
+        for ids in counts {
+            for id in ids {
+                if let Some(d) = df.get_mut(id as usize) {
+                    *d += 1;
+                }
+            }
+        }
+        passages += src.bodies.len();
+    }
+    Ok((df, passages))
+}
+
 /// Whether two passages share their first words (near-copies: never each
 /// other's negative).
 pub fn near_copies(a: &str, b: &str) -> bool {

@@ -40,6 +40,7 @@ pub fn write_adapter(t: &Trainer, steps: usize, seconds: f64, tokens: u64) -> Re
             "{} phase, {steps} steps, {tokens} tokens, {seconds:.0} s",
             t.phase.name()
         ),
+        query_prior: t.cfg.query_prior(),
     };
     let stacked = match &t.init {
         Some(a) if continues_adapter(&t.cfg, a) => {

@@ -98,6 +98,21 @@ impl Engine {
     }
 }
 
+/// A micro-batch side's pooled rows, from [`Trainer::pooled_rows`].
+#[derive(Default)]
+struct PooledRows {
+    rows: Option<Tensor>,
+    owner: Vec<usize>,
+    tokens: usize,
+    kept: Vec<Option<Tensor>>,
+}
+
+impl PooledRows {
+    fn rows(&self) -> Result<Tensor> {
+        self.rows.clone().context("no pooled rows")
+    }
+}
+
 /// Everything a run needs between steps.
 pub struct Trainer {
     pub cfg: TrainConfig,
@@ -113,6 +128,47 @@ pub struct Trainer {
     pub out: PathBuf,
     /// The adapter the run started from (`init_adapter`), read once.
     pub init: Option<Adapter>,
+    /// Bytes of forward activations the CPU engine keeps for the backward
+    /// pass per micro-batch (see `activation_memory_gb`).
+    pub graph_budget: usize,
+}
+
+/// The per-term shifts a run starts from when its adapter has none:
+/// zero, or `β · (idf_v − max idf)` over the training passages.
+fn initial_term_shift(
+    cfg: &TrainConfig,
+    tok: &crate::model::TextTokenizer,
+    vocab: usize,
+) -> Result<Tensor> {
+    let Some(beta) = cfg.term_shift_beta().map_err(anyhow::Error::msg)? else {
+        return Ok(Tensor::zeros(vocab, candle_core::DType::F32, &Device::Cpu)?);
+    };
+    let (df, n) = data::document_frequencies(&cfg.data_dir(), &cfg.pairs, tok, cfg.doc_max_len)?;
+    let idf = crate::search::prior::idf_table(&df, n);
+    let top = idf.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut b: Vec<f32> = idf.iter().map(|&x| beta * (x - top)).collect();
+    b.resize(vocab, 0.0);
+    Ok(Tensor::from_vec(b, vocab, &Device::Cpu)?)
+}
+
+/// Bytes of memory available to new allocations (`MemAvailable`), if the
+/// system says.
+fn available_memory() -> Option<usize> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Activation bytes one position of a forward group keeps for the
+/// backward pass, attention over `t` positions: every layer's saved
+/// inputs of the norms, projections, attention and MLP, times 2 for
+/// candle's intermediate copies (measured: a batch of 8 Echo queries with
+/// 16 documents of 128 tokens peaked at 14.1 GB holding all, 5.0 GB holding
+/// one group of 4).
+pub fn activation_bytes_per_position(c: &crate::model::Config, t: usize) -> usize {
+    let per_layer = 8 * c.hidden_size + 3 * c.intermediate_size + c.num_attention_heads * t;
+    per_layer * c.num_hidden_layers * 4 * 2
 }
 
 pub(super) fn median(mut v: Vec<f32>) -> f32 {
@@ -208,7 +264,7 @@ impl Trainer {
                 let vocab = model.config().vocab_size;
                 let start = match init.as_ref().and_then(|(_, a)| a.tensors.get(TERM_SHIFT)) {
                     Some(t) => t.to_device(&dev)?,
-                    None => Tensor::zeros(vocab, candle_core::DType::F32, &dev)?,
+                    None => initial_term_shift(&cfg, &model.tokenizer, vocab)?.to_device(&dev)?,
                 };
                 let v = Var::from_tensor(&start)?;
                 params.push((TERM_SHIFT.into(), v.clone()));
@@ -217,6 +273,11 @@ impl Trainer {
             _ => None,
         };
         let opt = AdamW::new(&params, cfg.weight_decay)?;
+        let graph_budget = if cfg.activation_memory_gb > 0.0 {
+            (cfg.activation_memory_gb * 1e9) as usize
+        } else {
+            available_memory().unwrap_or(8 << 30) / 2
+        };
         cfg.check_output(out)?;
         std::fs::create_dir_all(out).with_context(|| out.display().to_string())?;
         Ok(Self {
@@ -230,6 +291,7 @@ impl Trainer {
             opt,
             out: out.to_path_buf(),
             init: init.map(|(_, a)| a),
+            graph_budget,
         })
     }
 
@@ -302,6 +364,86 @@ impl Trainer {
         Ok((Tensor::cat(&parts, 0)?, owner, tokens))
     }
 
+    /// Texts in forward groups of `forward_group`, longest first — the
+    /// order [`Trainer::hidden_rows`] forwards them in.
+    fn forward_groups(&self, seqs: &[&[u32]]) -> Vec<Vec<usize>> {
+        let variant = self.cfg.variant;
+        let mut order: Vec<usize> = (0..seqs.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(input_layout(variant, seqs[i]).0.len()));
+        order
+            .chunks(self.cfg.forward_group.max(1))
+            .map(<[usize]>::to_vec)
+            .collect()
+    }
+
+    /// The pooled hidden rows of every text, forwarded group by group
+    /// (`[R, hidden]` without a graph, the owning text of each row, tokens),
+    /// and per group its rows on the graph while `budget` bytes of kept
+    /// activations last (`None`: the group's graph was dropped at once and
+    /// its backward pass forwards it again).
+    fn pooled_rows(
+        &self,
+        seqs: &[&[u32]],
+        groups: &[Vec<usize>],
+        mask: AttentionMask,
+        budget: &mut usize,
+    ) -> Result<PooledRows> {
+        let mut out = PooledRows::default();
+        let mut parts = Vec::new();
+        for g in groups {
+            let sub: Vec<&[u32]> = g.iter().map(|&i| seqs[i]).collect();
+            let (rows, local, t) = self.hidden_rows(&sub, mask, false)?;
+            let longest = sub
+                .iter()
+                .map(|s| input_layout(self.cfg.variant, s).0.len())
+                .max()
+                .unwrap_or(0);
+            let cost =
+                sub.len() * longest * activation_bytes_per_position(self.model.config(), longest);
+            parts.push(rows.detach());
+            out.kept.push(if cost <= *budget {
+                *budget -= cost;
+                Some(rows)
+            } else {
+                None
+            });
+            out.owner.extend(local.into_iter().map(|j| g[j]));
+            out.tokens += t;
+        }
+        out.rows = Some(Tensor::cat(&parts, 0)?);
+        Ok(out)
+    }
+
+    /// Back-propagate `Σ rows ⊙ ∂L/∂rows` group by group, `grad` holding
+    /// the rows in the order [`Trainer::pooled_rows`] returned them: on the
+    /// kept graph, or on a second forward pass of the group (gradient
+    /// caching), so memory never holds more than the budget plus one group.
+    fn backpropagate_rows(
+        &self,
+        seqs: &[&[u32]],
+        groups: &[Vec<usize>],
+        mask: AttentionMask,
+        kept: Vec<Option<Tensor>>,
+        grad: &Tensor,
+        acc: &mut [Option<Tensor>],
+    ) -> Result<()> {
+        let mut offset = 0;
+        for (g, kept) in groups.iter().zip(kept) {
+            let rows = match kept {
+                Some(r) => r,
+                None => {
+                    let sub: Vec<&[u32]> = g.iter().map(|&i| seqs[i]).collect();
+                    self.hidden_rows(&sub, mask, false)?.0
+                }
+            };
+            let n = rows.dim(0)?;
+            let surrogate = (rows * grad.narrow(0, offset, n)?)?.sum_all()?;
+            self.accumulate(surrogate, acc)?;
+            offset += n;
+        }
+        Ok(())
+    }
+
     /// The per-term shifts as CPU values (CPU engine).
     fn term_shift_values(&self) -> Result<Option<Vec<f32>>> {
         Ok(match &self.term_shift {
@@ -353,26 +495,24 @@ impl Trainer {
         }
         let head = self.head()?;
         let mask = cfg.variant.mask();
-        let (q_rows, q_owner, q_tok) = self.hidden_rows(&queries, mask, false)?;
-        let (d_rows, d_owner, d_tok) = self.hidden_rows(&docs, mask, false)?;
+        let q_groups = self.forward_groups(&queries);
+        let d_groups = self.forward_groups(&docs);
+        let mut budget = self.graph_budget;
+        let q = self.pooled_rows(&queries, &q_groups, mask, &mut budget)?;
+        let d = self.pooled_rows(&docs, &d_groups, mask, &mut budget)?;
+        let (q_rows, q_owner, q_tok) = (q.rows()?, &q.owner, q.tokens);
+        let (d_rows, d_owner, d_tok) = (d.rows()?, &d.owner, d.tokens);
         let llama = &self.model.llama;
         let terms = self.term_shift_values()?;
-        let pq = pooling::pool(
-            llama,
-            &q_rows.detach(),
-            &q_owner,
-            queries.len(),
-            head,
-            terms.clone(),
-        )?;
-        let pd = pooling::pool(llama, &d_rows.detach(), &d_owner, docs.len(), head, terms)?;
+        let pq = pooling::pool(llama, &q_rows, q_owner, queries.len(), head, terms.clone())?;
+        let pd = pooling::pool(llama, &d_rows, d_owner, docs.len(), head, terms)?;
         let (wq, wd) = (pq.weights(), pd.weights());
         let vocab = pq.vocab;
         let positive: Vec<usize> = (0..queries.len()).collect();
         let (l, mut gq, mut gd) = loss::contrastive(&wq, &wd, vocab, &positive, lq, ld);
         gq.iter_mut().chain(gd.iter_mut()).for_each(|g| *g *= scale);
-        let (hq, sq) = pooling::backward(llama, &q_rows.detach(), &pq, &gq)?;
-        let (hd, sd) = pooling::backward(llama, &d_rows.detach(), &pd, &gd)?;
+        let (hq, sq) = pooling::backward(llama, &q_rows, &pq, &gq)?;
+        let (hd, sd) = pooling::backward(llama, &d_rows, &pd, &gd)?;
         *dshift += sq.shift + sd.shift;
         for part in [sq.term_shift, sd.term_shift].into_iter().flatten() {
             match dterm {
@@ -380,8 +520,8 @@ impl Trainer {
                 None => *dterm = Some(part),
             }
         }
-        let surrogate = ((q_rows * hq)?.sum_all()? + (d_rows * hd)?.sum_all()?)?;
-        self.accumulate(surrogate, acc)?;
+        self.backpropagate_rows(&queries, &q_groups, mask, q.kept, &hq, acc)?;
+        self.backpropagate_rows(&docs, &d_groups, mask, d.kept, &hd, acc)?;
         let active = |w: &[f32]| {
             median(
                 w.chunks(vocab)
@@ -403,8 +543,9 @@ impl Trainer {
     }
 
     /// Run to `cfg.steps`, resuming from the checkpoint under `out` when
-    /// `resume`; `stop_after` ends early after that many steps of this call
-    /// (tests simulate a killed run with it). Returns the step reached.
+    /// `resume`; `stop_after` ends early after that many steps of this call,
+    /// with a checkpoint and the adapter of the step reached, as
+    /// `max_seconds` does. Returns the step reached.
     pub fn run(
         &mut self,
         resume: bool,
@@ -420,6 +561,7 @@ impl Trainer {
                 saved.steps = cfg.steps;
                 saved.checkpoint_every = cfg.checkpoint_every;
                 saved.max_seconds = cfg.max_seconds;
+                saved.activation_memory_gb = cfg.activation_memory_gb;
                 if saved != cfg || state.phase != self.phase.name() {
                     bail!("{}: the checkpoint was written by a different {} configuration; resume with the same config or start a new --out", ck.display(), state.phase);
                 }
@@ -562,8 +704,9 @@ impl Trainer {
                 None => None,
             };
             report(&rep);
-            let out_of_time = cfg.max_seconds > 0.0 && secs >= cfg.max_seconds;
-            if step % cfg.checkpoint_every.max(1) == 0 || step == cfg.steps || out_of_time {
+            let stopping = (cfg.max_seconds > 0.0 && secs >= cfg.max_seconds)
+                || stop_after.is_some_and(|s| step - first_step >= s);
+            if step % cfg.checkpoint_every.max(1) == 0 || step == cfg.steps || stopping {
                 let state = checkpoint::RunState {
                     phase: self.phase.name().into(),
                     step,
@@ -573,7 +716,7 @@ impl Trainer {
                 };
                 checkpoint::save(&self.out, &self.params, &self.opt, &state)?;
             }
-            if out_of_time {
+            if stopping {
                 super::export::write_adapter(self, step, elapsed + secs, tokens_seen)?;
                 return Ok(step);
             }

@@ -8,7 +8,7 @@ use crossterm::event::{KeyCode, KeyModifiers};
 use super::action::{Action, Effect};
 use super::keymap::Keymap;
 use super::theme::Theme;
-use crate::explore::{Comparison, DocDetail, FailureRow, QueryResult};
+use crate::explore::{Comparison, DocDetail, FailureRow, QueryResult, Ranking};
 use crate::tasks::{TaskEvent, TaskId, TaskSpec};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,6 +77,8 @@ pub struct App {
     pub focus: Focus,
     pub input: String,
     pub result: Option<QueryResult>,
+    /// Which system ranks the hits (`h` cycles LSR → hybrid → BM25).
+    pub ranking: Ranking,
     pub selected: usize,
     pub detail: Option<DocDetail>,
     pub doc_scroll: u16,
@@ -118,9 +120,11 @@ pub struct App {
 const LOG_LINES: usize = 200;
 
 /// How the Failures list is sorted and filtered (`s` cycles).
-pub const FAILURE_VIEWS: [&str; 3] = [
+pub const FAILURE_VIEWS: [&str; 5] = [
     "all judged queries, LSR's largest losses first",
     "queries whose relevant documents are all outside LSR's top 100",
+    "fusion rescues LSR: LSR loses to BM25 and the hybrid beats LSR",
+    "fusion hurts BM25: the hybrid scores below BM25",
     "queries containing the query box's text, A–Z",
 ];
 
@@ -147,7 +151,15 @@ impl App {
         };
         match self.failure_view {
             1 => rows.iter().filter(|r| !r.relevant_in_lsr_top100).collect(),
-            2 => {
+            2 => rows
+                .iter()
+                .filter(|r| r.delta() < 0.0 && r.hybrid_ndcg10 > r.lsr_ndcg10)
+                .collect(),
+            3 => rows
+                .iter()
+                .filter(|r| r.hybrid_ndcg10 < r.bm25_ndcg10)
+                .collect(),
+            4 => {
                 let needle = self.input.trim().to_lowercase();
                 let mut v: Vec<&FailureRow> = rows
                     .iter()
@@ -182,6 +194,7 @@ impl App {
             focus: Focus::Input,
             input: String::new(),
             result: None,
+            ranking: Ranking::Lsr,
             selected: 0,
             detail: None,
             doc_scroll: 0,

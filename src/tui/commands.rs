@@ -52,6 +52,17 @@ impl App {
                 self.status = "encoding …".into();
                 vec![Effect::RunQuery(q)]
             }
+            KeyAction::CycleRanking => {
+                self.ranking = self.ranking.next();
+                self.status = format!("hits ranked by {}", self.ranking.name());
+                match &self.result {
+                    Some(r) if self.model_ready => {
+                        self.query_pending = true;
+                        vec![Effect::RunQuery(r.text.clone())]
+                    }
+                    _ => vec![],
+                }
+            }
             KeyAction::FocusResults => {
                 self.focus = Focus::Results;
                 vec![]

@@ -14,6 +14,7 @@ pub const DEFAULT_KEYMAP: &str = include_str!("../../assets/keymap.toml");
 pub enum KeyAction {
     CancelTask,
     ComputeFailures,
+    CycleRanking,
     CycleFailureView,
     ExplainFailure,
     ExportFailures,

@@ -32,6 +32,10 @@ pub struct TuiOptions {
     pub theme: Option<String>,
     /// The LSR scorer behind every ranking.
     pub backend: crate::explore::Backend,
+    /// The query prior (`None`: the model's own).
+    pub prior: Option<crate::explore::QueryPrior>,
+    /// How the hybrid ranking fuses LSR and BM25.
+    pub fusion: crate::explore::Fusion,
     /// Take mouse clicks and the wheel (off: the terminal keeps them).
     pub mouse: bool,
 }
@@ -132,6 +136,8 @@ pub fn run(opts: TuiOptions) -> Result<()> {
     let theme = load_theme(opts.theme.as_deref())?;
     let mut session = Session::open(&opts.model, opts.dataset.clone(), opts.index.clone())?;
     session.backend = opts.backend;
+    session.prior = opts.prior;
+    session.fusion = opts.fusion;
     let session = Arc::new(session);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -240,9 +246,12 @@ async fn event_loop(
                         let _ = tx.send(Action::IndexReady(session.open_index()));
                     });
                 }
-                Effect::RunQuery(text) => spawn_engine(&tx, &session, move |ex| {
-                    Action::QueryDone(ex.query(&text, 50).map_err(|e| e.to_string()))
-                }),
+                Effect::RunQuery(text) => {
+                    let ranking = app.ranking;
+                    spawn_engine(&tx, &session, move |ex| {
+                        Action::QueryDone(ex.query(&text, 50, ranking).map_err(|e| e.to_string()))
+                    })
+                }
                 Effect::LoadDetail(ordinal) => {
                     let q = app
                         .result

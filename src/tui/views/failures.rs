@@ -1,6 +1,8 @@
 //! Failures view: a histogram of per-query Δ nDCG@10 (LSR − BM25) over the
 //! collection; the judged queries by how much LSR loses (or only those whose
 //! relevant documents LSR misses entirely, or those matching the query box);
+//! (`s` also filters where fusing LSR with BM25 rescues LSR or hurts BM25,
+//! the hybrid column giving the fusion's nDCG@10);
 //! and, for the selected query, why: the missed relevant documents with the
 //! words BM25 matches that the expansion lacks, and the terms that lifted
 //! the wrong hits. Enter opens the query in Search.
@@ -127,6 +129,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
                 format!("{:.3}", r.bm25_ndcg10),
                 format!("{:.3}", r.lsr_ndcg10),
                 format!("{d:+.3}"),
+                format!("{:.3}", r.hybrid_ndcg10),
                 if r.relevant_in_lsr_top100 { "" } else { "✗" }.to_string(),
                 r.text.clone(),
             ])
@@ -141,10 +144,11 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
                 Constraint::Length(7),
                 Constraint::Length(7),
                 Constraint::Length(7),
+                Constraint::Length(7),
                 Constraint::Length(4),
                 Constraint::Min(20),
             ],
-            vec!["query", "bm25", "lsr", "Δ", "100", "text"],
+            vec!["query", "bm25", "lsr", "Δ", "hybrid", "100", "text"],
             format!(
                 " {} of {}: {} (s: next view, x: explain, e: export; ✗: no relevant document in LSR's top 100) ",
                 rows.len(),

@@ -12,6 +12,7 @@ use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Sparkline, Wrap};
 use ratatui::Frame;
 
 use super::{bar, show_token, table};
+use crate::explore::{QueryPrior, Ranking};
 use crate::tui::app::{App, Focus};
 use crate::tui::mouse::Target;
 
@@ -112,16 +113,20 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
             } else {
                 Style::default()
             };
-            hit_rows.push(
-                Row::new(vec![
-                    Cell::from(format!("{}", h.rank)),
-                    Cell::from(Line::from(rel)),
-                    Cell::from(format!("{:.2}", h.score)),
-                    Cell::from(h.bm25_rank.map_or("-".to_string(), |b| b.to_string())),
-                    Cell::from(format!("{} {}", h.doc_id, h.title)),
-                ])
-                .style(style),
-            );
+            let rank = |r: Option<usize>| Cell::from(r.map_or("-".to_string(), |b| b.to_string()));
+            let mut cells = vec![
+                Cell::from(format!("{}", h.rank)),
+                Cell::from(Line::from(rel)),
+                Cell::from(format!("{:.2}", h.score)),
+            ];
+            if r.ranking != Ranking::Lsr {
+                cells.push(rank(h.lsr_rank));
+            }
+            if r.ranking != Ranking::Bm25 {
+                cells.push(rank(h.bm25_rank));
+            }
+            cells.push(Cell::from(format!("{} {}", h.doc_id, h.title)));
+            hit_rows.push(Row::new(cells).style(style));
         }
     }
     let hits_title = match (&app.result, app.query_pending) {
@@ -135,25 +140,32 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
                 " Hits (none yet: the index is not searchable yet, see the status bar) ".to_string()
             }
         },
-        (Some(r), _) => format!(" Hits ({}) ", r.hits.len()),
+        (Some(r), _) => format!(
+            " Hits by {} ({}, h: rank by {}) ",
+            r.ranking.name(),
+            r.hits.len(),
+            r.ranking.next().name()
+        ),
         (None, _) => " Hits ".to_string(),
     };
-    f.render_widget(
-        table(
-            hit_rows,
-            [
-                Constraint::Length(3),
-                Constraint::Length(1),
-                Constraint::Length(8),
-                Constraint::Length(5),
-                Constraint::Min(10),
-            ],
-            vec!["#", "", "score", "bm25", "document"],
-            hits_title,
-            t,
-        ),
-        mid,
-    );
+    let ranking = app.result.as_ref().map_or(Ranking::Lsr, |r| r.ranking);
+    let mut widths = vec![
+        Constraint::Length(3),
+        Constraint::Length(1),
+        Constraint::Length(8),
+    ];
+    let mut header = vec!["#", "", "score"];
+    if ranking != Ranking::Lsr {
+        widths.push(Constraint::Length(5));
+        header.push("lsr");
+    }
+    if ranking != Ranking::Bm25 {
+        widths.push(Constraint::Length(5));
+        header.push("bm25");
+    }
+    widths.push(Constraint::Min(10));
+    header.push("document");
+    f.render_widget(table(hit_rows, widths, header, hits_title, t), mid);
     // Hit i is drawn on the i-th line under the border and the header.
     let shown = mid.height.saturating_sub(3);
     for i in 0..app
@@ -176,18 +188,19 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         Layout::vertical([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(right);
     let mut why_rows = Vec::new();
     let mut doc_lines: Vec<Line> = Vec::new();
+    let prior = app.result.as_ref().map_or(QueryPrior::None, |r| r.prior);
     if let Some(d) = &app.detail {
-        for (tok, q, dw, p) in d
+        for (tok, q, factor, dw, p) in d
             .contributions
             .iter()
             .take(why.height.saturating_sub(3) as usize)
         {
-            why_rows.push(Row::new(vec![
-                show_token(tok),
-                format!("{q:.2}"),
-                format!("{dw:.2}"),
-                format!("{p:.2}"),
-            ]));
+            let mut cells = vec![show_token(tok), format!("{q:.2}")];
+            if !prior.is_none() {
+                cells.push(format!("{factor:.2}"));
+            }
+            cells.extend([format!("{dw:.2}"), format!("{p:.2}")]);
+            why_rows.push(Row::new(cells));
         }
         let matched: HashSet<String> = d
             .contributions
@@ -250,21 +263,29 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         ),
         None => " Why it matched ".to_string(),
     };
-    f.render_widget(
-        table(
-            why_rows,
-            [
+    let (widths, header) = if prior.is_none() {
+        (
+            vec![
                 Constraint::Min(8),
                 Constraint::Length(6),
                 Constraint::Length(6),
                 Constraint::Length(7),
             ],
             vec!["term", "q_w", "d_w", "q×d"],
-            why_title,
-            t,
-        ),
-        why,
-    );
+        )
+    } else {
+        (
+            vec![
+                Constraint::Min(8),
+                Constraint::Length(6),
+                Constraint::Length(5),
+                Constraint::Length(6),
+                Constraint::Length(7),
+            ],
+            vec!["term", "q_w", "idf", "d_w", "q×i×d"],
+        )
+    };
+    f.render_widget(table(why_rows, widths, header, why_title, t), why);
     f.render_widget(
         Paragraph::new(doc_lines)
             .wrap(Wrap { trim: true })
