@@ -1,7 +1,9 @@
 //! Encoders side by side. An encoder is a model (with its adapter), a
 //! variant, a head and a precision, written `MODEL[:VARIANT][:HEAD][:PRECISION]`
-//! (`default:echo:logprob:5:q8_0`, `base:causal`, `default:q4_0`); what is
-//! left out comes from the model's adapter (variant, head) or is f32. Named
+//! (`default:echo:logprob:5:q8_0`, `base:causal`, `default:q4_0`), or with
+//! `:inference-free` the model's query table instead of its forward pass for
+//! the text; what is left out comes from the model's adapter (variant, head)
+//! or is f32. Named
 //! presets give the comparisons the paper makes: the three variants of a
 //! model, the base against the trained model, and the four precisions.
 
@@ -25,6 +27,8 @@ pub struct EncoderSpec {
     pub variant: Option<Variant>,
     pub head: Option<Head>,
     pub precision: Precision,
+    /// The text through the model's query table, not its forward pass.
+    pub inference_free: bool,
 }
 
 impl EncoderSpec {
@@ -34,7 +38,17 @@ impl EncoderSpec {
             variant: None,
             head: None,
             precision: Precision::F32,
+            inference_free: false,
         }
+    }
+
+    /// The encoder this spec names over its loaded `model`.
+    pub fn encoder<'m>(
+        &self,
+        model: &'m LoadedModel,
+        max_len: usize,
+    ) -> Result<Encoder<'m>, crate::encode::EncodeError> {
+        Encoder::new(model, self.config(model, max_len)).with_inference_free(self.inference_free)
     }
 
     /// How `model` (loaded from this spec) encodes: the spec's choices, then
@@ -75,9 +89,11 @@ impl FromStr for EncoderSpec {
                 i += 1;
             } else if let Ok(prec) = p.parse::<Precision>() {
                 spec.precision = prec;
+            } else if p == "inference-free" {
+                spec.inference_free = true;
             } else {
                 return Err(format!(
-                    "encoder {s:?}: {p:?} is not a variant (causal, echo, bi), a head (raw, logprob:C) or a precision (f32, f16, q8_0, q4_0)"
+                    "encoder {s:?}: {p:?} is not a variant (causal, echo, bi), a head (raw, logprob:C), a precision (f32, f16, q8_0, q4_0) or inference-free"
                 ));
             }
             i += 1;
@@ -111,18 +127,25 @@ impl fmt::Display for EncoderSpec {
         if self.precision != Precision::F32 {
             write!(f, ":{}", self.precision)?;
         }
+        if self.inference_free {
+            f.write_str(":inference-free")?;
+        }
         Ok(())
     }
 }
 
 /// Named comparisons: (name, what it compares).
-pub const PRESETS: [(&str, &str); 3] = [
+pub const PRESETS: [(&str, &str); 4] = [
     ("variants", "causal / echo / bi of the model"),
     (
         "base-vs-trained",
         "the untrained base against the model, encoding the same way",
     ),
     ("precisions", "f32 / f16 / q8_0 / q4_0 of the model"),
+    (
+        "query-sides",
+        "the model's query encoder against its inference-free query table",
+    ),
 ];
 
 /// The encoders of preset `name` for `model` (`None` for an unknown name).
@@ -150,6 +173,7 @@ pub fn preset(name: &str, model: &str, trained: (Variant, Head)) -> Option<Vec<E
         "precisions" => crate::quant::ALL
             .map(|p| with(&|s| s.precision = p))
             .to_vec(),
+        "query-sides" => vec![with(&|_| ()), with(&|s| s.inference_free = true)],
         _ => return None,
     })
 }
@@ -218,7 +242,7 @@ pub fn compare_text<'a>(
     let mut first: Option<(SparseVec, Option<Vec<String>>)> = None;
     for (i, (spec, model)) in encoders.iter().enumerate() {
         let config = spec.config(model, max_len);
-        let enc = Encoder::new(model, config.clone());
+        let enc = spec.encoder(model, max_len)?;
         let encoded = enc.encode_one(text)?;
         // Timed on a second encoding (the first warms caches).
         let t0 = Instant::now();
@@ -278,6 +302,9 @@ mod tests {
         assert_eq!(s.head, Some(Head::LogProb { shift: 5.0 }));
         assert_eq!(s.precision, Precision::Q8_0);
         assert_eq!(s.to_string(), "default:echo:logprob:5:q8_0");
+        let i: EncoderSpec = "default:inference-free:q8_0".parse().unwrap();
+        assert!(i.inference_free);
+        assert_eq!(i.to_string(), "default:q8_0:inference-free");
         let b: EncoderSpec = "base:raw".parse().unwrap();
         assert_eq!(
             (b.variant, b.head, b.precision),
@@ -315,6 +342,9 @@ mod tests {
         let b = preset("base-vs-trained", "m.gguf+a.safetensors", t).unwrap();
         assert_eq!(b[0].model, "m.gguf");
         assert_eq!(preset("precisions", "base", t).unwrap().len(), 4);
+        let q = preset("query-sides", "default", t).unwrap();
+        assert_eq!(q[1].to_string(), "default:inference-free");
+        assert!(!q[0].inference_free && q[1].inference_free);
         assert!(preset("nope", "base", t).is_none());
     }
 }

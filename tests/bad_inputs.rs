@@ -130,6 +130,7 @@ fn a_diverged_adapter_is_refused_at_load() {
         max_len: 32,
         trained: "diverged".into(),
         query_prior: Default::default(),
+        documents_as: None,
     };
     let file = dir.path().join("nan.safetensors");
     Adapter { meta, tensors }.write(&file).unwrap();

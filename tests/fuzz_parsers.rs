@@ -194,6 +194,7 @@ fn adapter(cases: usize) {
         max_len: 32,
         trained: String::new(),
         query_prior: Default::default(),
+        documents_as: None,
     };
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("a.safetensors");

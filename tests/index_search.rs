@@ -323,6 +323,7 @@ fn the_explorer_searches_and_explains_a_build_in_progress() {
         backend: csplade::search::Backend::Exact,
         prior: Default::default(),
         fusion: Default::default(),
+        inference_free: false,
     };
     let r = ex
         .query("otter river stone", 10, csplade::explore::Ranking::Lsr)

@@ -58,6 +58,7 @@ fn random_adapter(dir: &Path) -> std::path::PathBuf {
         max_len: 64,
         trained: "test".into(),
         query_prior: Default::default(),
+        documents_as: None,
     };
     let file = dir.join("lora.safetensors");
     adapter::Adapter { meta, tensors }.write(&file).unwrap();

@@ -794,3 +794,108 @@ fn a_diverging_run_stops_and_keeps_its_last_good_checkpoint() {
     }
     assert!(!run.join("adapter.safetensors").exists());
 }
+
+/// The inference-free query table trains against the model's cached
+/// document vectors: its held-out InfoNCE falls below the idf table it
+/// starts from, weights stay ≥ 0, a rerun reads the cached documents instead
+/// of encoding them again, and an adapter carrying the table encodes a query
+/// as its own tokens with the table's weights.
+#[test]
+fn query_table_learns_against_cached_documents() {
+    use csplade::train::query_table::{self, TableOptions, TableProgress};
+    let dir = tempfile::tempdir().unwrap();
+    toy_collection(&dir.path().join("toy"));
+    let m = tiny(&dir.path().join("m"), false);
+    let mut cfg = toy_config(dir.path(), 2);
+    cfg.batch = 3;
+    cfg.hard_negatives = 1;
+    let opts = TableOptions {
+        micro_batches: 12,
+        epochs: 30,
+        lr: 0.05,
+        lambda: 0.0,
+    };
+    let run = dir.path().join("table");
+    std::fs::create_dir_all(&run).unwrap();
+    let mut held = Vec::new();
+    let mut encoded = 0;
+    let table = query_table::train(&m, &cfg, &run, &opts, |p| match p {
+        TableProgress::Epoch {
+            held_out_infonce, ..
+        } => held.push(*held_out_infonce),
+        TableProgress::Encoding { .. } => encoded += 1,
+    })
+    .unwrap();
+    assert_eq!(encoded, 12, "every micro-batch's documents encoded once");
+    assert_eq!(held.len(), 30);
+    assert!(table.iter().all(|w| w.is_finite() && *w >= 0.0));
+    let best = held.iter().copied().fold(f32::INFINITY, f32::min);
+    assert!(best < held[0], "held-out InfoNCE did not fall: {held:?}");
+    // A second run finds the documents in the cache.
+    let mut again = 0;
+    let table2 = query_table::train(&m, &cfg, &run, &opts, |p| {
+        if matches!(p, TableProgress::Encoding { .. }) {
+            again += 1
+        }
+    })
+    .unwrap();
+    assert_eq!(again, 0, "nothing encoded twice");
+    assert_eq!(table, table2, "the same data and seed train the same table");
+    // An adapter with the table: queries through it, documents unchanged.
+    let (variant, head) = m.trained_encoding();
+    let mut a = adapter::Adapter {
+        meta: adapter::AdapterMeta {
+            base_id: m.identity.id.clone(),
+            base_sha256: m.identity.sha256.clone(),
+            kind: "lora".into(),
+            rank: 1,
+            alpha: 1.0,
+            variant,
+            head,
+            max_len: 128,
+            trained: String::new(),
+            query_prior: Default::default(),
+            documents_as: Some(m.identity.sha256.clone()),
+        },
+        tensors: Default::default(),
+    };
+    let vocab = table.len();
+    a.tensors.insert(
+        adapter::QUERY_TABLE.into(),
+        Tensor::from_vec(table.clone(), vocab, &Device::Cpu).unwrap(),
+    );
+    let file = dir.path().join("with-table.safetensors");
+    a.write(&file).unwrap();
+    let spec = format!(
+        "{}+{}",
+        dir.path().join("m/tiny.gguf").display(),
+        file.display()
+    );
+    let with = model::load(&spec, &Device::Cpu).unwrap();
+    assert_eq!(
+        with.identity.sha256, m.identity.sha256,
+        "its indexes are the model's"
+    );
+    let cfgq = EncoderConfig {
+        variant,
+        head,
+        max_len: 64,
+        batch_size: 4,
+    };
+    let q = Encoder::new(&with, cfgq.clone())
+        .with_inference_free(true)
+        .unwrap()
+        .encode_one("zebra pepper")
+        .unwrap();
+    let ids = with.tokenizer.encode(" zebra pepper").unwrap();
+    assert!(!q.vector.is_empty());
+    for (id, w) in q.vector.iter() {
+        assert!(ids.contains(&id), "only the query's own tokens");
+        let stored = half::f16::from_f32(table[id as usize]).to_f32();
+        assert_eq!(w, stored, "weight from the table (stored as f16)");
+    }
+    assert!(
+        Encoder::new(&m, cfgq).with_inference_free(true).is_err(),
+        "no table, refused"
+    );
+}

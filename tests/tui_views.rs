@@ -631,6 +631,9 @@ fn compare_presets_cycle_and_are_remembered() {
     );
     a.update(Action::CompareDone(Ok(sample_comparison())));
     a.update(key(KeyCode::Char('p')));
+    assert_eq!(a.compare_preset().0, "query-sides");
+    a.update(Action::CompareDone(Ok(sample_comparison())));
+    a.update(key(KeyCode::Char('p')));
     assert_eq!(a.compare_preset().0, "variants", "cycles back");
 }
 

@@ -380,6 +380,7 @@ fn tui(a: TuiBench) -> Result<()> {
         backend: csplade::search::Backend::Exact,
         prior: Default::default(),
         fusion: Default::default(),
+        inference_free: false,
     };
     let mut app = App::new(
         csplade::tui::theme::Theme::dark(),

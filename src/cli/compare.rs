@@ -10,7 +10,6 @@ use clap::Args;
 use serde_json::json;
 
 use csplade::compare::{self, EncoderSpec};
-use csplade::encode::Encoder;
 use csplade::model::LoadedModel;
 use csplade::quant::Precision;
 use csplade::search::{Backend, LsrIndex};
@@ -239,7 +238,7 @@ fn over_collection<'a>(
                 idx.meta.head
             );
         }
-        let encoded = Encoder::new(model, config).encode(&texts)?;
+        let encoded = s.encoder(model, idx.meta.max_len)?.encode(&texts)?;
         let mut per_query = Vec::with_capacity(encoded.len());
         for e in &encoded {
             per_query.push(

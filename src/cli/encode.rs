@@ -28,7 +28,8 @@ pub struct EncodeArgs {
 
 pub fn run(a: EncodeArgs) -> Result<()> {
     let model = a.model.load()?;
-    let encoder = Encoder::new(&model, a.model.encoder_config(&model));
+    let encoder = Encoder::new(&model, a.model.encoder_config(&model))
+        .with_inference_free(a.model.inference_free)?;
     let texts: Vec<&str> = a.texts.iter().map(String::as_str).collect();
     let encoded = encoder.encode(&texts)?;
     for (text, e) in texts.iter().zip(&encoded) {

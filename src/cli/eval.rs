@@ -302,8 +302,15 @@ fn lsr_run(a: &EvalArgs, c: &Collection) -> Result<(Run, LsrSide)> {
     idx.meta.check_corpus(&index_dir, &a.dataset)?;
     idx.meta
         .check_model(&model.identity, model.config().vocab_size)?;
-    let prior = a.query_prior.unwrap_or_else(|| model.query_prior());
-    let enc = Encoder::new(&model, idx.meta.encoder_config());
+    // The table already weighs its tokens: no prior unless asked for.
+    let prior = a
+        .query_prior
+        .unwrap_or_else(|| match a.model.inference_free {
+            true => QueryPrior::None,
+            false => model.query_prior(),
+        });
+    let enc = Encoder::new(&model, idx.meta.encoder_config())
+        .with_inference_free(a.model.inference_free)?;
     phase(a, "LSR: encoding the queries");
     let texts: Vec<&str> = c.evaluated.iter().map(|q| q.text.as_str()).collect();
     let expansions: Vec<_> = enc.encode(&texts)?.into_iter().map(|e| e.vector).collect();

@@ -123,6 +123,11 @@ pub fn build_with_progress(
     json: bool,
     shard: Option<(usize, usize)>,
 ) -> Result<csplade::index::IndexMeta> {
+    if margs.inference_free {
+        anyhow::bail!(
+            "--inference-free encodes queries only: documents are always encoded by the model"
+        );
+    }
     let encoder = Encoder::new(model, margs.encoder_config(model));
     let opts = BuildOptions {
         corpus: corpus.to_path_buf(),

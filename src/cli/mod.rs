@@ -106,6 +106,9 @@ pub struct TuiArgs {
     /// convex:ALPHA or rrf:K
     #[arg(long, default_value_t = csplade::search::Fusion::default())]
     pub fusion: csplade::search::Fusion,
+    /// Queries through the model's inference-free query table
+    #[arg(long)]
+    pub inference_free: bool,
 }
 
 /// Which model, and how it encodes.
@@ -142,6 +145,11 @@ pub struct ModelArgs {
     /// build with the `cuda` feature; see README "GPU")
     #[arg(long, default_value = "cpu")]
     pub device: csplade::model::DeviceKind,
+    /// Encode queries (and `encode`'s texts) without the backbone: each
+    /// token weighted from the model's query table (`train query-table`);
+    /// documents are always encoded by the model
+    #[arg(long)]
+    pub inference_free: bool,
 }
 
 fn parse_head(s: &str) -> Result<Head, String> {
@@ -226,6 +234,7 @@ fn tui(a: TuiArgs) -> Result<()> {
         backend: a.backend,
         prior: a.query_prior,
         fusion: a.fusion,
+        inference_free: a.inference_free,
         mouse: !a.no_mouse,
     })
 }

@@ -49,6 +49,9 @@ pub struct SearchArgs {
     /// How --system hybrid fuses LSR and BM25: convex:ALPHA or rrf:K
     #[arg(long, default_value_t = Fusion::default())]
     pub fusion: Fusion,
+    /// Encode the query through the model's inference-free query table
+    #[arg(long)]
+    pub inference_free: bool,
     #[arg(long)]
     pub json: bool,
     /// Print the query body for another engine instead of searching:
@@ -87,7 +90,8 @@ const FUSION_DEPTH: usize = 1000;
 pub fn run(a: SearchArgs) -> Result<()> {
     let text = a.query.join(" ");
     let (idx, model) = open_with_model(&a.index, &a.model, a.precision)?;
-    let enc = Encoder::new(&model, idx.meta.encoder_config());
+    let enc =
+        Encoder::new(&model, idx.meta.encoder_config()).with_inference_free(a.inference_free)?;
     let q = enc.encode_one(&text)?;
     if q.truncated_tokens > 0 {
         eprintln!(
@@ -96,7 +100,10 @@ pub fn run(a: SearchArgs) -> Result<()> {
             q.truncated_tokens
         );
     }
-    let prior = a.query_prior.unwrap_or_else(|| model.query_prior());
+    let prior = a.query_prior.unwrap_or_else(|| match a.inference_free {
+        true => QueryPrior::None,
+        false => model.query_prior(),
+    });
     let scored = idx.weigh(&q.vector, prior);
     if a.emit.is_some() {
         let body = csplade::export::opensearch_query(&scored, &model.tokenizer, a.k);

@@ -16,6 +16,43 @@ pub enum TrainCommand {
     Adapt(TrainArgs),
     /// Phase 2: InfoNCE with BM25 hard negatives + FLOPS regularization
     Contrastive(TrainArgs),
+    /// The inference-free query side: a weight per vocabulary entry, trained
+    /// against the model's document vectors (encoded once, cached), written
+    /// with the model's adapter
+    QueryTable(QueryTableArgs),
+}
+
+#[derive(Args)]
+pub struct QueryTableArgs {
+    /// The model whose documents the table is trained against (`default`,
+    /// `base`, or `MODEL+ADAPTER.safetensors`); its adapter is copied into
+    /// the output with the table
+    #[arg(long, default_value = "default")]
+    pub model: String,
+    /// TOML recipe for the training pairs (pairs, pair_weights, seed, batch,
+    /// hard_negatives, negative_depth, query_max_len, doc_max_len)
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    #[arg(long = "set", value_name = "FIELD=VALUE")]
+    pub overrides: Vec<String>,
+    /// Micro-batches of `batch` queries drawn; the last tenth is held out
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(2..=1_000_000))]
+    pub batches: u32,
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub epochs: u32,
+    /// AdamW learning rate of the table (its weights start at the idf,
+    /// 0–12)
+    #[arg(long, default_value_t = 0.02, value_parser = super::positive_real)]
+    pub lr: f32,
+    /// Weight of FLOPS on the queries' weights
+    #[arg(long, default_value_t = 0.001)]
+    pub lambda: f32,
+    /// Run directory: drawn batches, encoded documents, adapter.safetensors
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Print progress as JSON lines on stdout (for the explorer)
+    #[arg(long)]
+    pub progress_json: bool,
 }
 
 #[derive(Args)]
@@ -89,6 +126,7 @@ pub fn run(cmd: TrainCommand) -> Result<()> {
     let (phase, a) = match cmd {
         TrainCommand::Adapt(a) => (Phase::Adapt, a),
         TrainCommand::Contrastive(a) => (Phase::Contrastive, a),
+        TrainCommand::QueryTable(a) => return query_table(a),
     };
     let mut overrides = a.overrides.clone();
     if let Some(n) = a.steps {
@@ -243,5 +281,100 @@ pub fn bench(a: TrainBench) -> Result<()> {
     } else {
         println!("train {}: {} steps, {tokens} tokens in {seconds:.1} s: {tps:.0} tokens/s (forward + backward) on {threads} threads", phase.name(), timed.len());
     }
+    Ok(())
+}
+
+/// `train query-table`: draw, encode the documents once (resumable), train
+/// the table, write the model's adapter with it.
+fn query_table(a: QueryTableArgs) -> Result<()> {
+    use csplade::train::query_table::{self, TableOptions, TableProgress};
+    let mut overrides = a.overrides.clone();
+    overrides.push(format!("model={:?}", a.model));
+    let cfg = TrainConfig::load(a.config.as_deref(), &overrides).map_err(anyhow::Error::msg)?;
+    if !a.lambda.is_finite() || a.lambda < 0.0 {
+        anyhow::bail!("--lambda {}: must be a finite number ≥ 0", a.lambda);
+    }
+    cfg.check_output(&a.out)?;
+    let source = csplade::model::adapter_of(&a.model)
+        .with_context(|| format!("reading the adapter of {:?}", a.model))?;
+    let model = csplade::model::load(&a.model, &candle_core::Device::Cpu)
+        .with_context(|| format!("loading model {:?}", a.model))?;
+    std::fs::create_dir_all(&a.out).with_context(|| a.out.display().to_string())?;
+    let opts = TableOptions {
+        micro_batches: a.batches as usize,
+        epochs: a.epochs as usize,
+        lr: a.lr as f64,
+        lambda: a.lambda,
+    };
+    let json = a.progress_json;
+    let table = query_table::train(&model, &cfg, &a.out, &opts, |p| {
+        if json {
+            if let TableProgress::Encoding { done, total } = p {
+                println!(
+                    "{}",
+                    serde_json::json!({"event": "progress", "done": done, "total": total, "unit": "micro-batches"})
+                );
+            }
+            println!("{}", serde_json::to_string(p).unwrap_or_default());
+        } else {
+            match p {
+                TableProgress::Encoding { done, total } if done % 10 == 0 || done == total => {
+                    eprintln!("csplade: encoded the documents of {done} of {total} micro-batches")
+                }
+                TableProgress::Epoch { epoch, epochs, loss, held_out_infonce, active_q, .. } => eprintln!(
+                    "csplade: epoch {epoch}/{epochs}: loss {loss:.4}, held-out InfoNCE {held_out_infonce:.4}, median {active_q} weighted tokens per query"
+                ),
+                _ => {}
+            }
+        }
+    })?;
+    let mut adapter = match source {
+        Some(ad) => ad,
+        None => {
+            let (variant, head) = model.trained_encoding();
+            csplade::model::adapter::Adapter {
+                meta: csplade::model::adapter::AdapterMeta {
+                    base_id: model.identity.id.clone(),
+                    base_sha256: model.identity.sha256.clone(),
+                    kind: "lora".into(),
+                    rank: 1,
+                    alpha: 1.0,
+                    variant,
+                    head,
+                    max_len: cfg.doc_max_len,
+                    trained: String::new(),
+                    query_prior: Default::default(),
+                    documents_as: None,
+                },
+                tensors: Default::default(),
+            }
+        }
+    };
+    // The documents are encoded as the source model encodes them.
+    adapter.meta.documents_as = Some(model.identity.sha256.clone());
+    let vocab = table.len();
+    adapter.tensors.insert(
+        csplade::model::adapter::QUERY_TABLE.into(),
+        candle_core::Tensor::from_vec(table, vocab, &candle_core::Device::Cpu)?,
+    );
+    adapter.meta.trained = format!(
+        "{}{}inference-free query table: {} micro-batches of {} queries, {} epochs",
+        adapter.meta.trained,
+        if adapter.meta.trained.is_empty() {
+            ""
+        } else {
+            "; "
+        },
+        a.batches,
+        cfg.batch,
+        a.epochs
+    );
+    let path = query_table::adapter_path(&a.out);
+    adapter.write(&path)?;
+    eprintln!(
+        "csplade: adapter with its query table → {} (query with --model BASE+{} --inference-free)",
+        path.display(),
+        path.display()
+    );
     Ok(())
 }

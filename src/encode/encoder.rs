@@ -47,6 +47,8 @@ pub enum EncodeError {
     Candle(#[from] candle_core::Error),
     #[error("{model} encodes the probe text {PROBE_TEXT:?} to {what}: its weights are corrupt or its adapter diverged")]
     Degenerate { model: String, what: String },
+    #[error("{0} has no inference-free query table (an adapter written by `csplade train query-table` carries one)")]
+    NoQueryTable(String),
 }
 
 /// A text every usable model encodes to some terms.
@@ -130,6 +132,16 @@ pub fn input_layout(variant: Variant, ids: &[u32]) -> (Vec<u32>, usize) {
     }
 }
 
+/// A text as the inference-free query side sees it: each distinct token of
+/// it, weighted from `table` (tokens weighted 0 drop out).
+pub fn table_vector(table: &[f32], ids: &[u32]) -> SparseVec {
+    SparseVec::from_pairs(
+        ids.iter()
+            .map(|&id| (id, table.get(id as usize).copied().unwrap_or(0.0)))
+            .collect(),
+    )
+}
+
 /// Rows of logits computed at once by the LM head (× vocabulary × 4 bytes).
 const HEAD_CHUNK_ROWS: usize = 128;
 
@@ -142,6 +154,9 @@ pub struct Encoder<'m> {
     /// Pool through the device-generic head ([`super::head`]) instead of the
     /// CPU's fused LM-head kernels: always on a GPU; tests set it on the CPU.
     pub generic: bool,
+    /// Encode without the backbone: a text is its own tokens, each weighted
+    /// from the model's query table (the inference-free query side).
+    pub inference_free: bool,
 }
 
 impl<'m> Encoder<'m> {
@@ -151,7 +166,18 @@ impl<'m> Encoder<'m> {
             model,
             config,
             generic,
+            inference_free: false,
         }
+    }
+
+    /// This encoder as the inference-free query side (`on`), which needs
+    /// the model's query table.
+    pub fn with_inference_free(mut self, on: bool) -> Result<Self, EncodeError> {
+        if on && self.model.query_table.is_none() {
+            return Err(EncodeError::NoQueryTable(self.model.identity.id.clone()));
+        }
+        self.inference_free = on;
+        Ok(self)
     }
 
     /// Tokenize and truncate; `(ids, tokens dropped)`.
@@ -159,7 +185,13 @@ impl<'m> Encoder<'m> {
         if text.trim().is_empty() {
             return Err(EncodeError::EmptyText);
         }
-        let mut ids = self.model.tokenizer.encode(text)?;
+        // Inference-free: the first word is read as inside a text (a BPE
+        // vocabulary marks a word's leading space), as documents have it.
+        let mut ids = if self.inference_free && !text.starts_with(char::is_whitespace) {
+            self.model.tokenizer.encode(&format!(" {text}"))?
+        } else {
+            self.model.tokenizer.encode(text)?
+        };
         if ids.is_empty() {
             return Err(EncodeError::EmptyText);
         }
@@ -207,6 +239,14 @@ impl<'m> Encoder<'m> {
     pub fn encode_ids(&self, seqs: &[Vec<u32>]) -> Result<Vec<SparseVec>, EncodeError> {
         if seqs.iter().any(|s| s.is_empty()) {
             return Err(EncodeError::EmptyText);
+        }
+        if self.inference_free {
+            let table = self
+                .model
+                .query_table
+                .as_ref()
+                .ok_or_else(|| EncodeError::NoQueryTable(self.model.identity.id.clone()))?;
+            return Ok(seqs.iter().map(|s| table_vector(table, s)).collect());
         }
         let mut order: Vec<usize> = (0..seqs.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(seqs[i].len()));

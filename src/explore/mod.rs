@@ -140,16 +140,20 @@ pub struct Explorer {
     pub prior: QueryPrior,
     /// How the hybrid ranking fuses LSR and BM25.
     pub fusion: Fusion,
+    /// Queries through the model's inference-free query table.
+    pub inference_free: bool,
 }
 
 impl Explorer {
-    fn encoder(&self) -> Encoder<'_> {
-        Encoder::new(&self.model, self.config.clone())
+    /// The query encoder: the model, or its inference-free table.
+    fn encoder(&self) -> anyhow::Result<Encoder<'_>> {
+        Ok(Encoder::new(&self.model, self.config.clone())
+            .with_inference_free(self.inference_free)?)
     }
 
     /// The expansion of a text, heaviest terms first.
     pub fn expand(&self, text: &str) -> anyhow::Result<(SparseVec, Vec<ExpansionTerm>)> {
-        let e = self.encoder().encode_one(text)?;
+        let e = self.encoder()?.encode_one(text)?;
         let terms = e.terms(&self.model.tokenizer, 0);
         Ok((e.vector, terms))
     }
@@ -353,7 +357,7 @@ impl Explorer {
             .filter(|q| qrels.get(&q.id).is_some_and(|j| j.values().any(|&g| g > 0)))
             .collect();
         let texts: Vec<&str> = judged.iter().map(|q| q.text.as_str()).collect();
-        let encoded = self.encoder().encode(&texts)?;
+        let encoded = self.encoder()?.encode(&texts)?;
         let mut rows = Vec::with_capacity(judged.len());
         for (q, e) in judged.iter().zip(encoded) {
             let lsr = idx.search(&idx.weigh(&e.vector, self.prior), 100, self.backend)?;
@@ -401,7 +405,7 @@ impl Explorer {
         let judged = qrels
             .get(query_id)
             .ok_or_else(|| anyhow::anyhow!("query {query_id:?} has no judgements"))?;
-        let e = self.encoder().encode_one(&q.text)?;
+        let e = self.encoder()?.encode_one(&q.text)?;
         let scored = idx.weigh(&e.vector, self.prior);
         let lsr = idx.search(&scored, 100, self.backend)?;
         let bm25 = idx.search_bm25(&q.text, 100)?;

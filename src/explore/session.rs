@@ -38,6 +38,8 @@ pub struct Session {
     pub prior: Option<crate::search::QueryPrior>,
     /// How the hybrid ranking fuses LSR and BM25 (`--fusion`).
     pub fusion: crate::search::Fusion,
+    /// Queries through the model's inference-free table (`--inference-free`).
+    pub inference_free: bool,
     corpus: Arc<Vec<beir::Document>>,
     queries: Arc<Vec<beir::Query>>,
     qrels: Option<Arc<beir::Qrels>>,
@@ -107,6 +109,7 @@ impl Session {
             backend: crate::search::Backend::Exact,
             prior: None,
             fusion: crate::search::Fusion::default(),
+            inference_free: false,
             state: Mutex::new(State {
                 model: None,
                 partial: None,
@@ -265,8 +268,12 @@ impl Session {
             queries: self.queries.clone(),
             qrels: self.qrels.clone(),
             backend: self.backend,
-            prior: self.prior.unwrap_or_else(|| model.query_prior()),
+            prior: self.prior.unwrap_or_else(|| match self.inference_free {
+                true => crate::search::QueryPrior::None,
+                false => model.query_prior(),
+            }),
             fusion: self.fusion,
+            inference_free: self.inference_free,
             model,
         })
     }

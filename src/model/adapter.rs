@@ -35,6 +35,11 @@ pub struct AdapterMeta {
     /// otherwise (chosen on a development collection; see MODEL_CARD.md).
     #[serde(default, skip_serializing_if = "QueryPrior::is_none")]
     pub query_prior: QueryPrior,
+    /// The identity (sha256) of the model whose documents this adapter
+    /// encodes exactly: an adapter that only adds an inference-free query
+    /// table to another keeps that model's identity, so its indexes serve it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub documents_as: Option<String>,
 }
 
 const META_KEY: &str = "csplade.adapter";
@@ -42,6 +47,8 @@ const META_KEY: &str = "csplade.adapter";
 pub const SHIFT: &str = "head.shift";
 /// The learned per-vocabulary shifts of the log-probability head (`[vocab]`).
 pub const TERM_SHIFT: &str = "head.term_shift";
+/// The inference-free query side: a weight per vocabulary entry (`[vocab]`).
+pub const QUERY_TABLE: &str = "query.term_weight";
 
 /// Tensors by name: `layers.N.self_attn.q_proj.lora_a` / `.lora_b` (LoRA),
 /// `layers.N.….weight` (full fine-tuning), `head.shift` (learned shift C),
@@ -127,6 +134,34 @@ impl Adapter {
         std::fs::rename(&tmp, path).map_err(io)
     }
 
+    /// The inference-free query table, if the adapter has one: finite,
+    /// non-negative, one weight per vocabulary entry.
+    pub fn query_table(&self, vocab: usize, origin: &Path) -> Result<Option<Vec<f32>>, ModelError> {
+        let Some(t) = self.tensors.get(QUERY_TABLE) else {
+            return Ok(None);
+        };
+        if t.dims() != [vocab] {
+            return Err(format_err(
+                origin,
+                format!(
+                    "{QUERY_TABLE} has shape {:?}, the model's vocabulary {vocab}",
+                    t.dims()
+                ),
+            ));
+        }
+        let v: Vec<f32> = t.to_vec1()?;
+        if let Some(i) = v.iter().position(|w| !w.is_finite() || *w < 0.0) {
+            return Err(format_err(
+                origin,
+                format!(
+                    "{QUERY_TABLE}[{i}] is {}: query weights must be finite and ≥ 0",
+                    v[i]
+                ),
+            ));
+        }
+        Ok(Some(v))
+    }
+
     /// Merge into `llama`'s weights (before packing for inference).
     pub fn merge_into(&self, llama: &mut Llama, origin: &Path) -> Result<(), ModelError> {
         let scale = (self.meta.alpha / self.meta.rank.max(1) as f32) as f64;
@@ -179,7 +214,7 @@ impl Adapter {
         let expected = self
             .tensors
             .keys()
-            .filter(|k| !k.starts_with("head."))
+            .filter(|k| !k.starts_with("head.") && k.as_str() != QUERY_TABLE)
             .count();
         if used != expected {
             return Err(format_err(

@@ -121,5 +121,6 @@ pub fn load(dir: &Path, device: &Device) -> Result<LoadedModel, ModelError> {
             sha256: format!("{:x}", h.finalize()),
         },
         adapter: None,
+        query_table: None,
     })
 }

@@ -114,6 +114,10 @@ pub struct LoadedModel {
     pub identity: ModelIdentity,
     /// The trained adapter merged into the weights, with how it encodes.
     pub adapter: Option<adapter::AdapterMeta>,
+    /// The inference-free query side: a weight per vocabulary entry (a query
+    /// is its own tokens, each weighted from this table), when the adapter
+    /// carries one.
+    pub query_table: Option<Vec<f32>>,
 }
 
 impl LoadedModel {
@@ -237,6 +241,23 @@ pub fn load_unpacked(spec: &str, device: &Device) -> Result<LoadedModel, ModelEr
     }
 }
 
+/// The csplade adapter a model spec merges, read again (`default`: the
+/// shipped one; `MODEL+FILE.safetensors`: that file); `None` for a spec
+/// without one. A PEFT directory is refused: its layout is not csplade's.
+pub fn adapter_of(spec: &str) -> Result<Option<adapter::Adapter>, ModelError> {
+    if spec == DEFAULT_SPEC {
+        return adapter::Adapter::from_bytes(DEFAULT_ADAPTER, Path::new(DEFAULT_ADAPTER_NAME))
+            .map(Some);
+    }
+    match spec.rsplit_once('+') {
+        Some((_, file)) if Path::new(file).is_dir() => Err(ModelError::Unsupported(format!(
+            "{file}: a PEFT adapter; export it as a csplade adapter first"
+        ))),
+        Some((_, file)) => adapter::Adapter::read(Path::new(file)).map(Some),
+        None => Ok(None),
+    }
+}
+
 /// Merge the PEFT LoRA adapter in `dir` into `m` and name the result after both.
 pub fn apply_peft(m: &mut LoadedModel, dir: &Path) -> Result<(), ModelError> {
     if !peft::is_peft_dir(dir) {
@@ -268,7 +289,12 @@ fn name_merged(m: &mut LoadedModel, name: &str, adapter_bytes: &[u8], meta: adap
     h.update(adapter_bytes);
     m.identity = ModelIdentity {
         id: format!("{}+{name}", m.identity.id),
-        sha256: format!("{:x}", h.finalize()),
+        // An adapter that encodes documents exactly as another model does
+        // (it only adds a query table) takes that model's identity.
+        sha256: meta
+            .documents_as
+            .clone()
+            .unwrap_or_else(|| format!("{:x}", h.finalize())),
     };
     m.adapter = Some(meta);
 }
@@ -277,6 +303,7 @@ fn name_merged(m: &mut LoadedModel, name: &str, adapter_bytes: &[u8], meta: adap
 pub fn apply_adapter(m: &mut LoadedModel, bytes: &[u8], origin: &Path) -> Result<(), ModelError> {
     let a = adapter::Adapter::from_bytes(bytes, origin)?;
     a.merge_into(&mut m.llama, origin)?;
+    m.query_table = a.query_table(m.llama.config.vocab_size, origin)?;
     let name = origin
         .file_stem()
         .map(|s| s.to_string_lossy().to_string())
@@ -316,5 +343,6 @@ pub fn load_gguf(path: &Path, device: &Device) -> Result<LoadedModel, ModelError
         tokenizer,
         identity: ModelIdentity { id, sha256 },
         adapter: None,
+        query_table: None,
     })
 }

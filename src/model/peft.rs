@@ -164,6 +164,7 @@ pub fn read(dir: &Path, cfg: &Config) -> Result<(Adapter, Vec<u8>), ModelError> 
         max_len: 256,
         trained: format!("PEFT LoRA adapter from {}", dir.display()),
         query_prior: Default::default(),
+        documents_as: None,
     };
     let mut id = text;
     id.extend_from_slice(&bytes);

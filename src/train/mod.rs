@@ -1,7 +1,8 @@
 //! Training CSPLADE (paper §3): the adaptation phase (causal-LM loss plus the
 //! same loss on log(1 + ReLU(logits))) and the contrastive phase (InfoNCE with
 //! BM25 hard negatives and FLOPS regularization), with LoRA or full
-//! fine-tuning, AdamW, checkpoints that resume exactly, and progress reports.
+//! fine-tuning, AdamW, checkpoints that resume exactly, and progress reports;
+//! and the inference-free query side's table (`query_table`).
 
 pub mod adapt;
 pub mod batches;
@@ -13,6 +14,7 @@ pub mod graph;
 pub mod loss;
 pub mod optim;
 pub mod pooling;
+pub mod query_table;
 pub mod run;
 
 pub use config::TrainConfig;

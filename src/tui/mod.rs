@@ -36,6 +36,8 @@ pub struct TuiOptions {
     pub prior: Option<crate::explore::QueryPrior>,
     /// How the hybrid ranking fuses LSR and BM25.
     pub fusion: crate::explore::Fusion,
+    /// Queries through the model's inference-free query table.
+    pub inference_free: bool,
     /// Take mouse clicks and the wheel (off: the terminal keeps them).
     pub mouse: bool,
 }
@@ -138,6 +140,7 @@ pub fn run(opts: TuiOptions) -> Result<()> {
     session.backend = opts.backend;
     session.prior = opts.prior;
     session.fusion = opts.fusion;
+    session.inference_free = opts.inference_free;
     let session = Arc::new(session);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
