@@ -15,7 +15,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::encode::{Encoder, EncoderConfig, ExpansionTerm, Head, SparseVec, Variant};
-use crate::model::{LoadedModel, ModelError};
+use crate::model::{ModelError, ModelRef, SparseModel};
 use crate::quant::{Precision, VectorDiff};
 use crate::search::{Backend, LsrIndex};
 
@@ -45,16 +45,17 @@ impl EncoderSpec {
     /// The encoder this spec names over its loaded `model`.
     pub fn encoder<'m>(
         &self,
-        model: &'m LoadedModel,
+        model: impl Into<ModelRef<'m>>,
         max_len: usize,
     ) -> Result<Encoder<'m>, crate::encode::EncodeError> {
+        let model = model.into();
         Encoder::new(model, self.config(model, max_len)).with_inference_free(self.inference_free)
     }
 
     /// How `model` (loaded from this spec) encodes: the spec's choices, then
     /// what its adapter was trained with.
-    pub fn config(&self, model: &LoadedModel, max_len: usize) -> EncoderConfig {
-        let (variant, head) = model.trained_encoding();
+    pub fn config<'m>(&self, model: impl Into<ModelRef<'m>>, max_len: usize) -> EncoderConfig {
+        let (variant, head) = model.into().trained_encoding();
         EncoderConfig {
             variant: self.variant.unwrap_or(variant),
             head: self.head.unwrap_or(head),
@@ -178,16 +179,26 @@ pub fn preset(name: &str, model: &str, trained: (Variant, Head)) -> Option<Vec<E
     })
 }
 
-/// Load the model of `spec` on `device` at its precision.
-pub fn load(spec: &EncoderSpec, device: &candle_core::Device) -> Result<LoadedModel, ModelError> {
-    crate::model::load_at(&spec.model, device, spec.precision, false)
+/// Load the model of `spec` on `device` at its precision (any family).
+pub fn load(spec: &EncoderSpec, device: &candle_core::Device) -> Result<SparseModel, ModelError> {
+    crate::model::family::open(
+        &spec.model,
+        device,
+        spec.precision,
+        false,
+        crate::model::Family::Auto,
+    )
 }
 
 /// Whether `idx` holds documents encoded the way `model` with `config`
 /// encodes queries (the same weights, variant and head; the documents'
 /// precision may differ from the queries').
-pub fn index_serves(idx: &LsrIndex, model: &LoadedModel, config: &EncoderConfig) -> bool {
-    idx.meta.model.sha256 == model.identity.sha256
+pub fn index_serves<'m>(
+    idx: &LsrIndex,
+    model: impl Into<ModelRef<'m>>,
+    config: &EncoderConfig,
+) -> bool {
+    idx.meta.model.sha256 == model.into().identity().sha256
         && idx.meta.variant == config.variant
         && idx.meta.head == config.head
 }
@@ -233,7 +244,7 @@ pub fn agreement(a: &[String], b: &[String]) -> Option<(f64, f64)> {
 /// where `index_of(i)` gives an index serving encoder i, rank it there.
 pub fn compare_text<'a>(
     text: &str,
-    encoders: &[(EncoderSpec, &LoadedModel)],
+    encoders: &[(EncoderSpec, ModelRef<'_>)],
     max_len: usize,
     top_terms: usize,
     index_of: impl Fn(usize) -> Option<&'a LsrIndex>,
@@ -241,6 +252,7 @@ pub fn compare_text<'a>(
     let mut runs: Vec<EncoderRun> = Vec::new();
     let mut first: Option<(SparseVec, Option<Vec<String>>)> = None;
     for (i, (spec, model)) in encoders.iter().enumerate() {
+        let model = *model;
         let config = spec.config(model, max_len);
         let enc = spec.encoder(model, max_len)?;
         let encoded = enc.encode_one(text)?;
@@ -274,10 +286,10 @@ pub fn compare_text<'a>(
             encoder: spec.clone(),
             variant: config.variant,
             head: config.head,
-            terms: encoded.terms(&model.tokenizer, top_terms),
+            terms: encoded.terms(model.tokenizer(), top_terms),
             active: encoded.vector.active(),
             latency_ms,
-            model_bytes: model.llama.weight_bytes(),
+            model_bytes: model.weight_bytes(),
             vs_first,
             ranking,
             rank_overlap10: rank.map(|r| r.0),

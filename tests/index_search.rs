@@ -298,13 +298,16 @@ fn bad_collections_are_clear_errors() {
 fn the_explorer_searches_and_explains_a_build_in_progress() {
     use std::sync::Arc;
     let tmp = tempfile::tempdir().unwrap();
-    let m = Arc::new(tiny_model(&tmp.path().join("m"), 5));
+    let m = Arc::new(csplade::model::SparseModel::Causal(Box::new(tiny_model(
+        &tmp.path().join("m"),
+        5,
+    ))));
     let corpus = tmp.path().join("c");
     write_corpus(&corpus, 30);
     let out = tmp.path().join("idx");
     let mut o = opts(&corpus, &out);
     o.interrupt_after = Some(1);
-    assert!(build(&Encoder::new(&m, config()), &o, |_| {}).is_err());
+    assert!(build(&Encoder::new(m.as_ref(), config()), &o, |_| {}).is_err());
     let partial = csplade::index::build::read_partial(&out).unwrap();
     assert_eq!(partial.len(), 8);
     let docs = beir::read_corpus(&corpus).unwrap();
@@ -314,7 +317,7 @@ fn the_explorer_searches_and_explains_a_build_in_progress() {
         index: None,
         partial: Some(Arc::new(csplade::search::PartialIndex::new(
             partial.clone(),
-            m.config().vocab_size,
+            m.vocab_size(),
             docs.len(),
         ))),
         corpus: Arc::new(docs.clone()),

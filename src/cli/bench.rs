@@ -25,7 +25,7 @@ pub enum BenchCommand {
     /// screen, resident memory with the model and index loaded
     Tui(TuiBench),
     /// Training throughput (forward + backward tokens/s) of a few steps
-    Train(super::train::TrainBench),
+    Train(super::bench_train::TrainBench),
     /// Seismic vs the exact scorer vs tantivy: latency p50/p99, recall@k
     /// against exact search, memory and build time, on an index's collection
     /// or a synthetic one of N documents with its term statistics
@@ -126,7 +126,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Gemm(a) => gemm(a),
         BenchCommand::Search(a) => search(a),
         BenchCommand::Tui(a) => tui(a),
-        BenchCommand::Train(a) => super::train::bench(a),
+        BenchCommand::Train(a) => super::bench_train::run(a),
         BenchCommand::Seismic(a) => super::bench_seismic::run(a),
     }
 }
@@ -393,7 +393,7 @@ fn tui(a: TuiBench) -> Result<()> {
         .map_or(0, |i| i.len()))));
     let mut term = Terminal::new(TestBackend::new(a.width, a.height))?;
     // Enter → expansion and hits on screen (encode + search + one redraw).
-    let tokens = ex.model.tokenizer.encode(&a.query)?.len();
+    let tokens = ex.model.tokenizer().encode(&a.query)?.len();
     let mut enter_ms = Vec::new();
     for _ in 0..5 {
         let t0 = Instant::now();

@@ -10,7 +10,7 @@ use clap::Args;
 use serde_json::json;
 
 use csplade::compare::{self, EncoderSpec};
-use csplade::model::LoadedModel;
+use csplade::model::SparseModel;
 use csplade::quant::Precision;
 use csplade::search::{Backend, LsrIndex};
 
@@ -60,7 +60,7 @@ pub struct CompareArgs {
 }
 
 /// The encoders named by `--encoder` (presets expanded), or the precisions.
-fn encoder_specs(a: &CompareArgs, main: &LoadedModel) -> Result<Vec<EncoderSpec>> {
+fn encoder_specs(a: &CompareArgs, main: &SparseModel) -> Result<Vec<EncoderSpec>> {
     let mut base = EncoderSpec::new(&a.model.model);
     base.variant = a.model.variant;
     base.head = a.model.head;
@@ -87,13 +87,17 @@ fn encoder_specs(a: &CompareArgs, main: &LoadedModel) -> Result<Vec<EncoderSpec>
 /// Models by (model spec, precision): encoders differing in variant or head
 /// share one. With `quantize_head`, the embeddings and LM head take each
 /// encoder's precision too.
-struct Models(HashMap<(String, Precision), LoadedModel>, bool);
+struct Models(
+    HashMap<(String, Precision), SparseModel>,
+    bool,
+    csplade::model::Family,
+);
 
 impl Models {
-    fn get(&mut self, s: &EncoderSpec, device: &candle_core::Device) -> Result<&LoadedModel> {
+    fn get(&mut self, s: &EncoderSpec, device: &candle_core::Device) -> Result<&SparseModel> {
         let key = (s.model.clone(), s.precision);
         if !self.0.contains_key(&key) {
-            let m = csplade::model::load_at(&s.model, device, s.precision, self.1)
+            let m = csplade::model::family::open(&s.model, device, s.precision, self.1, self.2)
                 .with_context(|| format!("loading the model of encoder {s}"))?;
             csplade::encode::encoder::check_probe(&m)?;
             self.0.insert(key.clone(), m);
@@ -104,7 +108,7 @@ impl Models {
 
 pub fn run(a: CompareArgs) -> Result<()> {
     let device = a.model.device.open()?;
-    let mut models = Models(HashMap::new(), a.model.quantize_head);
+    let mut models = Models(HashMap::new(), a.model.quantize_head, a.model.family);
     let main_spec = EncoderSpec::new(&a.model.model);
     let specs = {
         let main = models.get(&main_spec, &device)?;
@@ -138,9 +142,14 @@ pub fn run(a: CompareArgs) -> Result<()> {
         return over_collection(&a, dataset, &specs, &mut models, &index_of);
     }
     let text = a.text.join(" ");
-    let encoders: Vec<(EncoderSpec, &LoadedModel)> = specs
+    let encoders: Vec<(EncoderSpec, csplade::model::ModelRef)> = specs
         .iter()
-        .map(|s| (s.clone(), &models.0[&(s.model.clone(), s.precision)]))
+        .map(|s| {
+            (
+                s.clone(),
+                models.0[&(s.model.clone(), s.precision)].as_ref(),
+            )
+        })
         .collect();
     let c = compare::compare_text(&text, &encoders, max_len, a.top_k, index_of)?;
     if a.json {

@@ -29,7 +29,7 @@ pub struct EncodeArgs {
 pub fn run(a: EncodeArgs) -> Result<()> {
     let model = a.model.load()?;
     let encoder = Encoder::new(&model, a.model.encoder_config(&model))
-        .with_inference_free(a.model.inference_free)?;
+        .with_inference_free(a.model.queries_inference_free(&model))?;
     let texts: Vec<&str> = a.texts.iter().map(String::as_str).collect();
     let encoded = encoder.encode(&texts)?;
     for (text, e) in texts.iter().zip(&encoded) {
@@ -46,7 +46,7 @@ pub fn run(a: EncodeArgs) -> Result<()> {
             let terms: Vec<_> = top
                 .iter()
                 .map(|&(id, w)| {
-                    json!({"id": id, "token": model.tokenizer.token(id), "weight": w, "in_input": input.contains(&id)})
+                    json!({"id": id, "token": model.tokenizer().token(id), "weight": w, "in_input": input.contains(&id)})
                 })
                 .collect();
             let obj = json!({"text": text, "token_ids": e.token_ids, "active": e.vector.active(), "terms": terms});
@@ -57,7 +57,7 @@ pub fn run(a: EncodeArgs) -> Result<()> {
                 "tokens: {}   active dimensions: {} of {}   variant: {}",
                 e.token_ids.len(),
                 e.vector.active(),
-                model.config().vocab_size,
+                model.vocab_size(),
                 encoder.config.variant
             );
             println!(
@@ -72,7 +72,7 @@ pub fn run(a: EncodeArgs) -> Result<()> {
                     w,
                     id,
                     mark,
-                    model.tokenizer.token(id)
+                    model.tokenizer().token(id)
                 );
             }
             println!();

@@ -214,7 +214,7 @@ impl Collection {
 /// expansions as the model wrote them, and the prior they were scored with.
 struct LsrSide {
     index: LsrIndex,
-    model: csplade::model::LoadedModel,
+    model: csplade::model::SparseModel,
     expansions: Vec<csplade::encode::SparseVec>,
     /// The expansions as scored (times the prior).
     scored: Vec<csplade::encode::SparseVec>,
@@ -258,7 +258,7 @@ fn bm25_run(a: &EvalArgs, c: &Collection) -> Result<Run> {
 
 /// The index `--index` names, or the cached one for this dataset and model
 /// (built now when missing).
-fn lsr_index_dir(a: &EvalArgs, model: &csplade::model::LoadedModel) -> Result<PathBuf> {
+fn lsr_index_dir(a: &EvalArgs, model: &csplade::model::SparseModel) -> Result<PathBuf> {
     if let Some(i) = &a.index {
         return Ok(i.clone());
     }
@@ -276,7 +276,7 @@ fn lsr_index_dir(a: &EvalArgs, model: &csplade::model::LoadedModel) -> Result<Pa
     let dir = data_dir().join("indexes").join(format!(
         "lsr-{name}-{}-{}-{}-{head}-{}-{}",
         short(&fp),
-        short(&model.identity.sha256),
+        short(&model.identity().sha256),
         config.variant,
         csplade::quant::label(a.model.precision, a.model.quantize_head),
         a.model.max_len
@@ -300,8 +300,7 @@ fn lsr_run(a: &EvalArgs, c: &Collection) -> Result<(Run, LsrSide)> {
     let idx =
         LsrIndex::open(&index_dir).with_context(|| format!("opening {}", index_dir.display()))?;
     idx.meta.check_corpus(&index_dir, &a.dataset)?;
-    idx.meta
-        .check_model(&model.identity, model.config().vocab_size)?;
+    idx.meta.check_model(model.identity(), model.vocab_size())?;
     // The table already weighs its tokens: no prior unless asked for.
     let prior = a
         .query_prior
@@ -594,7 +593,7 @@ fn explain_failures(
             };
             Ok(csplade::failures::explain(
                 &side.index,
-                &side.model.tokenizer,
+                side.model.tokenizer(),
                 &case,
             )?)
         })

@@ -34,10 +34,15 @@ pub struct ExportArgs {
 pub fn run(a: ExportArgs) -> Result<()> {
     let idx =
         LsrIndex::open(&a.index).with_context(|| format!("opening index {}", a.index.display()))?;
-    let model = csplade::model::load_unpacked(&a.model, &candle_core::Device::Cpu)
-        .with_context(|| format!("loading model {:?}", a.model))?;
-    idx.meta
-        .check_model(&model.identity, model.config().vocab_size)?;
+    let model = csplade::model::family::open(
+        &a.model,
+        &candle_core::Device::Cpu,
+        csplade::quant::Precision::F32,
+        false,
+        csplade::model::Family::Auto,
+    )
+    .with_context(|| format!("loading model {:?}", a.model))?;
+    idx.meta.check_model(model.identity(), model.vocab_size())?;
     if a.out
         .canonicalize()
         .ok()
@@ -54,7 +59,7 @@ pub fn run(a: ExportArgs) -> Result<()> {
             a.out.display()
         );
     }
-    let r = export::export(&idx, &model.tokenizer, a.format, &a.out, &a.name)?;
+    let r = export::export(&idx, model.tokenizer(), a.format, &a.out, &a.name)?;
     if a.json {
         println!("{}", serde_json::to_string(&r)?);
     } else {

@@ -9,7 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use csplade::encode::Encoder;
 use csplade::index::{build, BuildOptions, BuildProgress};
-use csplade::model::LoadedModel;
+use csplade::model::SparseModel;
 
 use super::ModelArgs;
 
@@ -113,7 +113,7 @@ pub fn run(a: IndexArgs) -> Result<()> {
 
 #[allow(clippy::too_many_arguments)]
 pub fn build_with_progress(
-    model: &LoadedModel,
+    model: &SparseModel,
     margs: &ModelArgs,
     corpus: &std::path::Path,
     out: &std::path::Path,

@@ -4,6 +4,7 @@ mod adapter;
 mod bench;
 mod bench_pytorch;
 mod bench_seismic;
+mod bench_train;
 mod compare;
 mod data;
 mod device;
@@ -19,7 +20,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use csplade::encode::{EncoderConfig, Head, Variant};
-use csplade::model::{self, LoadedModel};
+use csplade::model::{self, ModelRef, SparseModel};
 
 #[derive(Parser)]
 #[command(
@@ -146,10 +147,20 @@ pub struct ModelArgs {
     #[arg(long, default_value = "cpu")]
     pub device: csplade::model::DeviceKind,
     /// Encode queries (and `encode`'s texts) without the backbone: each
-    /// token weighted from the model's query table (`train query-table`);
-    /// documents are always encoded by the model
+    /// token weighted from the model's query table (`train query-table`, or
+    /// an inference-free checkpoint's, which use it by default); documents
+    /// are always encoded by the model
     #[arg(long)]
     pub inference_free: bool,
+    /// With an inference-free checkpoint, encode queries with its document
+    /// model instead of its table
+    #[arg(long, conflicts_with = "inference_free")]
+    pub full_query_encoder: bool,
+    /// What a model directory holds: auto (read from its files), causal
+    /// (Llama, Mistral, Qwen2: CSPLADE) or splade (a BERT or DistilBERT
+    /// masked LM)
+    #[arg(long, default_value = "auto")]
+    pub family: csplade::model::Family,
 }
 
 fn parse_head(s: &str) -> Result<Head, String> {
@@ -178,8 +189,8 @@ pub fn positive_real(s: &str) -> Result<f32, String> {
 impl ModelArgs {
     /// How to encode with `model`: flags first, then what the model's
     /// adapter was trained with, then causal / logprob:6.
-    pub fn encoder_config(&self, model: &LoadedModel) -> EncoderConfig {
-        let (variant, head) = model.trained_encoding();
+    pub fn encoder_config<'m>(&self, model: impl Into<ModelRef<'m>>) -> EncoderConfig {
+        let (variant, head) = model.into().trained_encoding();
         EncoderConfig {
             variant: self.variant.unwrap_or(variant),
             head: self.head.unwrap_or(head),
@@ -188,17 +199,40 @@ impl ModelArgs {
         }
     }
 
-    pub fn load(&self) -> Result<LoadedModel> {
+    /// The model, of any family, at the requested precision; refused when
+    /// it encodes the probe text to nothing.
+    pub fn load(&self) -> Result<SparseModel> {
         let device = self.device.open()?;
-        let m = model::load_at(&self.model, &device, self.precision, self.quantize_head)
-            .with_context(|| {
-                format!(
-                    "loading model {:?} at {} on {}",
-                    self.model, self.precision, self.device
-                )
-            })?;
+        let m = model::family::open(
+            &self.model,
+            &device,
+            self.precision,
+            self.quantize_head,
+            self.family,
+        )
+        .with_context(|| {
+            format!(
+                "loading model {:?} at {} on {}",
+                self.model, self.precision, self.device
+            )
+        })?;
+        if m.trained_encoding().1.is_splade() && self.head.is_some_and(|h| !h.is_splade()) {
+            anyhow::bail!(
+                "{} is a {}: its pooling follows the checkpoint ({}), not --head",
+                m.identity().id,
+                m.as_ref().family_name(),
+                m.trained_encoding().1
+            );
+        }
         csplade::encode::encoder::check_probe(&m)?;
         Ok(m)
+    }
+
+    /// Whether queries go through the model's inference-free table: asked
+    /// for, or the checkpoint's own way (and not declined).
+    pub fn queries_inference_free<'m>(&self, model: impl Into<ModelRef<'m>>) -> bool {
+        self.inference_free
+            || (!self.full_query_encoder && model.into().inference_free_by_default())
     }
 }
 

@@ -8,7 +8,7 @@ use clap::Args;
 use serde_json::json;
 
 use csplade::encode::Encoder;
-use csplade::model::{self, LoadedModel};
+use csplade::model::SparseModel;
 use csplade::search::{Backend, Fusion, Hit, LsrIndex, QueryPrior};
 
 #[derive(Args)]
@@ -52,6 +52,10 @@ pub struct SearchArgs {
     /// Encode the query through the model's inference-free query table
     #[arg(long)]
     pub inference_free: bool,
+    /// With an inference-free checkpoint, encode the query with its
+    /// document model instead of its table
+    #[arg(long, conflicts_with = "inference_free")]
+    pub full_query_encoder: bool,
     #[arg(long)]
     pub json: bool,
     /// Print the query body for another engine instead of searching:
@@ -71,16 +75,21 @@ pub fn open_with_model(
     index: &std::path::Path,
     spec: &str,
     precision: Option<csplade::quant::Precision>,
-) -> Result<(LsrIndex, LoadedModel)> {
+) -> Result<(LsrIndex, SparseModel)> {
     let idx =
         LsrIndex::open(index).with_context(|| format!("opening index {}", index.display()))?;
     let (indexed, head) = csplade::quant::parse_label(&idx.meta.precision).unwrap_or_default();
     let precision = precision.unwrap_or(indexed);
-    let model = model::load_at(spec, &candle_core::Device::Cpu, precision, head)
-        .with_context(|| format!("loading model {spec:?} at {precision}"))?;
+    let model = csplade::model::family::open(
+        spec,
+        &candle_core::Device::Cpu,
+        precision,
+        head,
+        csplade::model::Family::Auto,
+    )
+    .with_context(|| format!("loading model {spec:?} at {precision}"))?;
     csplade::encode::encoder::check_probe(&model)?;
-    idx.meta
-        .check_model(&model.identity, model.config().vocab_size)?;
+    idx.meta.check_model(model.identity(), model.vocab_size())?;
     Ok((idx, model))
 }
 
@@ -90,8 +99,10 @@ const FUSION_DEPTH: usize = 1000;
 pub fn run(a: SearchArgs) -> Result<()> {
     let text = a.query.join(" ");
     let (idx, model) = open_with_model(&a.index, &a.model, a.precision)?;
+    let inference_free =
+        a.inference_free || (!a.full_query_encoder && model.inference_free_by_default());
     let enc =
-        Encoder::new(&model, idx.meta.encoder_config()).with_inference_free(a.inference_free)?;
+        Encoder::new(&model, idx.meta.encoder_config()).with_inference_free(inference_free)?;
     let q = enc.encode_one(&text)?;
     if q.truncated_tokens > 0 {
         eprintln!(
@@ -100,13 +111,13 @@ pub fn run(a: SearchArgs) -> Result<()> {
             q.truncated_tokens
         );
     }
-    let prior = a.query_prior.unwrap_or_else(|| match a.inference_free {
+    let prior = a.query_prior.unwrap_or_else(|| match inference_free {
         true => QueryPrior::None,
         false => model.query_prior(),
     });
     let scored = idx.weigh(&q.vector, prior);
     if a.emit.is_some() {
-        let body = csplade::export::opensearch_query(&scored, &model.tokenizer, a.k);
+        let body = csplade::export::opensearch_query(&scored, model.tokenizer(), a.k);
         println!("{body:#}");
         return Ok(());
     }
@@ -146,7 +157,7 @@ pub fn run(a: SearchArgs) -> Result<()> {
 struct Hits<'a> {
     a: &'a SearchArgs,
     idx: &'a LsrIndex,
-    model: &'a LoadedModel,
+    model: &'a SparseModel,
     query: &'a csplade::encode::SparseVec,
     prior: QueryPrior,
     system: &'a str,
@@ -155,7 +166,7 @@ struct Hits<'a> {
 
 impl Hits<'_> {
     fn token(&self, id: u32) -> String {
-        self.model.tokenizer.token(id).to_string()
+        self.model.tokenizer().token(id).to_string()
     }
 
     fn json(&self, text: &str, hits: &[Hit]) -> Result<()> {

@@ -107,7 +107,7 @@ pub struct TrainArgs {
 }
 
 /// The model on its device and the engine that trains it there.
-fn trainer_parts(
+pub(super) fn trainer_parts(
     cfg: &TrainConfig,
     device: DeviceKind,
     engine: Option<Engine>,
@@ -223,63 +223,6 @@ pub fn run(cmd: TrainCommand) -> Result<()> {
             cfg.model,
             adapter.display()
         );
-    }
-    Ok(())
-}
-
-#[derive(Args)]
-pub struct TrainBench {
-    /// adapt or contrastive
-    #[arg(long, default_value = "contrastive")]
-    pub phase: String,
-    /// Steps timed after one warm-up step
-    #[arg(long, default_value_t = 3)]
-    pub steps: usize,
-    #[arg(long)]
-    pub config: Option<PathBuf>,
-    #[arg(long = "set", value_name = "FIELD=VALUE")]
-    pub overrides: Vec<String>,
-    #[arg(long)]
-    pub json: bool,
-    #[arg(long, default_value = "cpu")]
-    pub device: DeviceKind,
-    #[arg(long)]
-    pub engine: Option<Engine>,
-    #[arg(long)]
-    pub no_tf32: bool,
-}
-
-/// Tokens/s of `steps` optimizer steps (after one warm-up step) in a
-/// scratch directory that is removed afterwards.
-pub fn bench(a: TrainBench) -> Result<()> {
-    let phase = match a.phase.as_str() {
-        "adapt" => Phase::Adapt,
-        "contrastive" => Phase::Contrastive,
-        other => anyhow::bail!("--phase {other:?}: adapt or contrastive"),
-    };
-    let mut overrides = a.overrides.clone();
-    overrides.push(format!("steps={}", a.steps + 1));
-    overrides.push("checkpoint_every=1000000".into());
-    let cfg = TrainConfig::load(a.config.as_deref(), &overrides).map_err(anyhow::Error::msg)?;
-    let (model, engine) = trainer_parts(&cfg, a.device, a.engine, a.no_tf32)?;
-    let scratch = std::env::temp_dir().join(format!("csplade-bench-train-{}", std::process::id()));
-    let mut trainer = Trainer::with_engine(cfg.clone(), phase, &scratch, model, engine)?;
-    let mut steps: Vec<(u64, f64)> = Vec::new();
-    let result = trainer.run(false, None, |r| steps.push((r.step_tokens, r.step_seconds)));
-    let _ = std::fs::remove_dir_all(&scratch);
-    result?;
-    let timed = &steps[1.min(steps.len())..];
-    let tokens: u64 = timed.iter().map(|s| s.0).sum();
-    let seconds: f64 = timed.iter().map(|s| s.1).sum();
-    let tps = tokens as f64 / seconds.max(1e-9);
-    let threads = rayon::current_num_threads();
-    if a.json {
-        println!(
-            "{}",
-            serde_json::json!({"phase": phase.name(), "tokens_per_s": tps, "threads": threads, "steps": timed.len(), "tokens": tokens, "seconds": seconds, "variant": cfg.variant.to_string(), "batch": cfg.batch, "device": a.device.to_string(), "engine": engine})
-        );
-    } else {
-        println!("train {}: {} steps, {tokens} tokens in {seconds:.1} s: {tps:.0} tokens/s (forward + backward) on {threads} threads", phase.name(), timed.len());
     }
     Ok(())
 }

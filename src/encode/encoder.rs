@@ -1,18 +1,20 @@
-//! The CSPLADE encoder: text → token ids → backbone → per-position vocabulary
-//! scores → max-pool over the pooled positions → `log(1 + ReLU(·))`.
+//! The encoder: text → token ids → backbone → per-position vocabulary
+//! scores → pooled → `log(1 + ReLU(·))`, for any model family.
 //!
-//! Variants (paper §3): `causal` (standard mask), `echo` (the input repeated
-//! twice, pooling only the second copy, so every pooled position has seen the
-//! whole text), `bi` (causal mask removed). Texts are length-sorted into
+//! A causal LM (CSPLADE, `causal`) reads a text under a variant (paper §3):
+//! `causal` (standard mask), `echo` (the input repeated twice, pooling only
+//! the second copy, so every pooled position has seen the whole text), `bi`
+//! (causal mask removed); a masked LM (SPLADE, `masked`) reads it
+//! bidirectionally between its special tokens. Texts are length-sorted into
 //! batches and right-padded; padding never changes a vector. The LM head runs
-//! only on pooled positions, in chunks of rows, so memory stays bounded.
+//! only on pooled positions, in chunks of rows, so memory stays bounded. The
+//! inference-free query side skips the backbone: a text is its own tokens,
+//! weighted from the model's query table.
 
-use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
 use super::sparse::SparseVec;
-use crate::model::linear::with_f32_slice;
-use crate::model::{LoadedModel, ModelError};
+use crate::model::{ModelError, ModelRef};
 
 pub use crate::model::encoding::{Head, Variant};
 
@@ -56,7 +58,8 @@ pub const PROBE_TEXT: &str = "what causes high blood pressure in adults";
 
 /// Refuse a model whose expansion of [`PROBE_TEXT`] (the way it was trained
 /// to encode) is empty or not finite: corrupt weights, or a diverged adapter.
-pub fn check_probe(model: &LoadedModel) -> Result<(), EncodeError> {
+pub fn check_probe<'m>(model: impl Into<ModelRef<'m>>) -> Result<(), EncodeError> {
+    let model = model.into();
     let (variant, head) = model.trained_encoding();
     let enc = Encoder::new(
         model,
@@ -76,7 +79,7 @@ pub fn check_probe(model: &LoadedModel) -> Result<(), EncodeError> {
         return Ok(());
     };
     Err(EncodeError::Degenerate {
-        model: model.identity.id.clone(),
+        model: model.identity().id.clone(),
         what: what.into(),
     })
 }
@@ -142,14 +145,8 @@ pub fn table_vector(table: &[f32], ids: &[u32]) -> SparseVec {
     )
 }
 
-/// Rows of logits computed at once by the LM head (× vocabulary × 4 bytes).
-const HEAD_CHUNK_ROWS: usize = 128;
-
-/// Texts whose pooled scores are held at once by the device-generic head.
-const GENERIC_HEAD_TEXTS: usize = 8;
-
 pub struct Encoder<'m> {
-    pub model: &'m LoadedModel,
+    pub model: ModelRef<'m>,
     pub config: EncoderConfig,
     /// Pool through the device-generic head ([`super::head`]) instead of the
     /// CPU's fused LM-head kernels: always on a GPU; tests set it on the CPU.
@@ -160,8 +157,9 @@ pub struct Encoder<'m> {
 }
 
 impl<'m> Encoder<'m> {
-    pub fn new(model: &'m LoadedModel, config: EncoderConfig) -> Self {
-        let generic = !model.llama.device().is_cpu();
+    pub fn new(model: impl Into<ModelRef<'m>>, config: EncoderConfig) -> Self {
+        let model = model.into();
+        let generic = !model.on_cpu();
         Self {
             model,
             config,
@@ -173,8 +171,8 @@ impl<'m> Encoder<'m> {
     /// This encoder as the inference-free query side (`on`), which needs
     /// the model's query table.
     pub fn with_inference_free(mut self, on: bool) -> Result<Self, EncodeError> {
-        if on && self.model.query_table.is_none() {
-            return Err(EncodeError::NoQueryTable(self.model.identity.id.clone()));
+        if on && self.model.query_table().is_none() {
+            return Err(EncodeError::NoQueryTable(self.model.identity().id.clone()));
         }
         self.inference_free = on;
         Ok(self)
@@ -187,10 +185,11 @@ impl<'m> Encoder<'m> {
         }
         // Inference-free: the first word is read as inside a text (a BPE
         // vocabulary marks a word's leading space), as documents have it.
+        let tok = self.model.tokenizer();
         let mut ids = if self.inference_free && !text.starts_with(char::is_whitespace) {
-            self.model.tokenizer.encode(&format!(" {text}"))?
+            tok.encode(&format!(" {text}"))?
         } else {
-            self.model.tokenizer.encode(text)?
+            tok.encode(text)?
         };
         if ids.is_empty() {
             return Err(EncodeError::EmptyText);
@@ -201,13 +200,14 @@ impl<'m> Encoder<'m> {
         Ok((ids, dropped))
     }
 
-    /// Tokens kept per text, bounded by the model context (halved for echo).
+    /// Tokens kept per text, bounded by the model context (halved for
+    /// echo; a masked LM's special tokens take their positions).
     pub fn max_tokens(&self) -> usize {
-        let ctx = self.model.config().max_position_embeddings;
-        let ctx = if self.config.variant == Variant::Echo {
-            ctx / 2
-        } else {
-            ctx
+        let ctx = self.model.max_positions();
+        let ctx = match self.model {
+            ModelRef::MaskedLm(m) => ctx.saturating_sub(m.frame.0.len() + m.frame.1.len()),
+            ModelRef::Causal(_) if self.config.variant == Variant::Echo => ctx / 2,
+            ModelRef::Causal(_) => ctx,
         };
         self.config.max_len.clamp(1, ctx.max(1))
     }
@@ -243,9 +243,8 @@ impl<'m> Encoder<'m> {
         if self.inference_free {
             let table = self
                 .model
-                .query_table
-                .as_ref()
-                .ok_or_else(|| EncodeError::NoQueryTable(self.model.identity.id.clone()))?;
+                .query_table()
+                .ok_or_else(|| EncodeError::NoQueryTable(self.model.identity().id.clone()))?;
             return Ok(seqs.iter().map(|s| table_vector(table, s)).collect());
         }
         let mut order: Vec<usize> = (0..seqs.len()).collect();
@@ -260,101 +259,14 @@ impl<'m> Encoder<'m> {
         Ok(out.into_iter().map(|v| v.unwrap_or_default()).collect())
     }
 
-    /// One padded forward pass over a batch.
+    /// One padded forward pass over a batch (texts already tokenized and
+    /// truncated), through the model's family.
     pub fn encode_batch(&self, batch: &[&[u32]]) -> Result<Vec<SparseVec>, EncodeError> {
-        let dev = self.model.llama.device();
-        let laid: Vec<(Vec<u32>, usize)> = batch
-            .iter()
-            .map(|ids| input_layout(self.config.variant, ids))
-            .collect();
-        let t = laid.iter().map(|l| l.0.len()).max().unwrap_or(0);
-        let lengths: Vec<usize> = laid.iter().map(|l| l.0.len()).collect();
-        let mut flat = Vec::with_capacity(batch.len() * t);
-        for (ids, _) in &laid {
-            flat.extend_from_slice(ids);
-            flat.extend(std::iter::repeat_n(0u32, t - ids.len()));
-        }
-        let ids = Tensor::from_vec(flat, (batch.len(), t), dev)?;
-        let hidden = self
-            .model
-            .llama
-            .hidden_states(&ids, &lengths, self.config.variant.mask())?;
-        let d = hidden.dim(2)?;
-        let hidden = hidden.reshape((batch.len() * t, d))?;
-        // Rows to pool, grouped by text.
-        let mut rows = Vec::new();
-        let mut owner = Vec::new();
-        for (b, (ids, start)) in laid.iter().enumerate() {
-            for p in *start..ids.len() {
-                rows.push((b * t + p) as u32);
-                owner.push(b);
+        match self.model {
+            ModelRef::Causal(m) => {
+                super::causal::encode_batch(m, &self.config, self.generic, batch)
             }
+            ModelRef::MaskedLm(m) => super::masked::encode_batch(m, batch),
         }
-        let vocab = self.model.config().vocab_size;
-        let llama = &self.model.llama;
-        if self.generic {
-            let mut per_text = vec![Vec::new(); batch.len()];
-            for (&r, &o) in rows.iter().zip(&owner) {
-                per_text[o].push(r);
-            }
-            let w = super::head::sparse_head_values(
-                &hidden,
-                &per_text,
-                llama.lm_head_weight(),
-                self.config.head,
-                llama.term_shift.as_ref(),
-                GENERIC_HEAD_TEXTS,
-            )?;
-            return Ok(w.chunks(vocab).map(SparseVec::from_dense).collect());
-        }
-        let rows_t = Tensor::from_vec(rows.clone(), rows.len(), dev)?;
-        let pooled_hidden = hidden.index_select(&rows_t, 0)?;
-        let mut maxes = vec![f32::NEG_INFINITY; batch.len() * vocab];
-        match self.config.head {
-            Head::RawLogits => {
-                self.model
-                    .llama
-                    .head_max_pool(&pooled_hidden, &owner, &mut maxes)?
-            }
-            Head::LogProb { shift } => {
-                let mut start = 0;
-                while start < rows.len() {
-                    let n = HEAD_CHUNK_ROWS.min(rows.len() - start);
-                    let logits = self
-                        .model
-                        .llama
-                        .head(&pooled_hidden.narrow(0, start, n)?)?
-                        .contiguous()?;
-                    with_f32_slice(&logits, |data| {
-                        crate::model::kernels::logprob_max_pool(
-                            data,
-                            vocab,
-                            &owner[start..start + n],
-                            &mut maxes,
-                        )
-                    })?;
-                    start += n;
-                }
-                for m in maxes.iter_mut() {
-                    *m += shift;
-                }
-                if let Some(b) = &llama.term_shift {
-                    let b = b.to_vec1::<f32>()?;
-                    for row in maxes.chunks_mut(vocab) {
-                        row.iter_mut().zip(&b).for_each(|(m, s)| *m += s);
-                    }
-                }
-            }
-        }
-        Ok(maxes
-            .chunks(vocab)
-            .map(|m| {
-                let w: Vec<f32> = m
-                    .iter()
-                    .map(|&x| if x > 0.0 { x.ln_1p() } else { 0.0 })
-                    .collect();
-                SparseVec::from_dense(&w)
-            })
-            .collect())
     }
 }

@@ -76,6 +76,10 @@ pub fn sparse_head(
     let scores = match head {
         Head::LogProb { .. } => log_softmax_last(&scores)?,
         Head::RawLogits => scores,
+        Head::ScaledRaw { scale } => scores.affine(scale as f64, 0.0)?,
+        Head::Splade { .. } => {
+            candle_core::bail!("{head} pools a masked LM, not a causal LM's head")
+        }
     };
     let pooled = scores
         .reshape((layout.texts, layout.width, vocab))?
@@ -89,7 +93,7 @@ pub fn sparse_head(
                 None => s,
             }
         }
-        Head::RawLogits => pooled,
+        _ => pooled,
     };
     shifted.relu()?.affine(1.0, 1.0)?.log()
 }

@@ -15,7 +15,7 @@ use serde::Serialize;
 use crate::data::beir::{Qrels, Query};
 use crate::encode::{Encoder, EncoderConfig, SparseVec};
 use crate::eval;
-use crate::model::LoadedModel;
+use crate::model::SparseModel;
 pub use crate::search::Backend;
 pub use crate::search::{Fusion, QueryPrior};
 use crate::search::{Hit, LsrIndex};
@@ -126,7 +126,7 @@ impl FailureRow {
 }
 
 pub struct Explorer {
-    pub model: Arc<LoadedModel>,
+    pub model: Arc<SparseModel>,
     pub config: EncoderConfig,
     pub index: Option<Arc<LsrIndex>>,
     /// While the index is being built: what is encoded so far, and the corpus.
@@ -147,14 +147,14 @@ pub struct Explorer {
 impl Explorer {
     /// The query encoder: the model, or its inference-free table.
     fn encoder(&self) -> anyhow::Result<Encoder<'_>> {
-        Ok(Encoder::new(&self.model, self.config.clone())
+        Ok(Encoder::new(self.model.as_ref(), self.config.clone())
             .with_inference_free(self.inference_free)?)
     }
 
     /// The expansion of a text, heaviest terms first.
     pub fn expand(&self, text: &str) -> anyhow::Result<(SparseVec, Vec<ExpansionTerm>)> {
         let e = self.encoder()?.encode_one(text)?;
-        let terms = e.terms(&self.model.tokenizer, 0);
+        let terms = e.terms(self.model.tokenizer(), 0);
         Ok((e.vector, terms))
     }
 
@@ -301,7 +301,7 @@ impl Explorer {
             }
             _ => anyhow::bail!("no index loaded"),
         };
-        let tok = |id: u32| self.model.tokenizer.token(id).to_string();
+        let tok = |id: u32| self.model.tokenizer().token(id).to_string();
         let idf = match (&self.index, &self.partial) {
             (Some(idx), _) => idx.idf.as_slice(),
             (None, Some(p)) => p.idf.as_slice(),
@@ -423,7 +423,11 @@ impl Explorer {
             ndcg_lsr: ndcg(&lsr),
             ndcg_bm25: ndcg(&bm25),
         };
-        Ok(crate::failures::explain(idx, &self.model.tokenizer, &case)?)
+        Ok(crate::failures::explain(
+            idx,
+            self.model.tokenizer(),
+            &case,
+        )?)
     }
 }
 
@@ -433,11 +437,11 @@ impl Explorer {
     pub fn compare(
         &self,
         text: &str,
-        encoders: &[(crate::compare::EncoderSpec, Arc<LoadedModel>)],
+        encoders: &[(crate::compare::EncoderSpec, Arc<SparseModel>)],
     ) -> anyhow::Result<Comparison> {
-        let refs: Vec<(crate::compare::EncoderSpec, &LoadedModel)> = encoders
+        let refs: Vec<(crate::compare::EncoderSpec, crate::model::ModelRef)> = encoders
             .iter()
-            .map(|(s, m)| (s.clone(), m.as_ref()))
+            .map(|(s, m)| (s.clone(), m.as_ref().as_ref()))
             .collect();
         let index = self.index.as_deref();
         crate::compare::compare_text(text, &refs, self.config.max_len, 30, |_| index)

@@ -11,18 +11,18 @@ use anyhow::{Context, Result};
 
 use super::{Comparison, Explorer};
 use crate::data::beir;
-use crate::model::{fetch::data_dir, LoadedModel};
+use crate::model::{fetch::data_dir, SparseModel};
 use crate::search::{LsrIndex, PartialIndex};
 use crate::tasks::TaskSpec;
 
 /// What changes while the explorer runs.
 struct State {
-    model: Option<Arc<LoadedModel>>,
+    model: Option<Arc<SparseModel>>,
     partial: Option<Arc<PartialIndex>>,
     index: Option<Arc<LsrIndex>>,
     /// Models of Compare's encoders, by model spec and precision, loaded on
     /// first use (encoders differing only in variant or head share one).
-    compare_models: Vec<(String, Arc<LoadedModel>)>,
+    compare_models: Vec<(String, Arc<SparseModel>)>,
 }
 
 pub struct Session {
@@ -202,13 +202,19 @@ impl Session {
 
     /// Load the model (blocking); a line describing it.
     pub fn load_model(&self) -> Result<String, String> {
-        let m = crate::model::load(&self.model_spec, &candle_core::Device::Cpu)
-            .map_err(|e| e.to_string())?;
+        let m = crate::model::family::open(
+            &self.model_spec,
+            &candle_core::Device::Cpu,
+            crate::model::precision::Precision::F32,
+            false,
+            crate::model::Family::Auto,
+        )
+        .map_err(|e| e.to_string())?;
         let desc = format!(
-            "model {} ready ({} layers, vocabulary {})",
-            m.identity.id,
-            m.config().num_hidden_layers,
-            m.config().vocab_size
+            "model {} ready ({}, vocabulary {})",
+            m.identity().id,
+            m.as_ref().family_name(),
+            m.vocab_size()
         );
         self.state.lock().map_err(|e| e.to_string())?.model = Some(Arc::new(m));
         Ok(desc)
@@ -236,7 +242,7 @@ impl Session {
     pub fn refresh_partial(&self) -> Option<(usize, usize)> {
         let vectors = crate::index::build::read_partial(&self.index_dir).ok()?;
         let mut s = self.state.lock().ok()?;
-        let vocab = s.model.as_ref()?.config().vocab_size;
+        let vocab = s.model.as_ref()?.vocab_size();
         let total = self.corpus.len();
         let p = PartialIndex::new(vectors, vocab, total);
         let n = p.len();

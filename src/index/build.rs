@@ -120,7 +120,7 @@ pub fn build(
     let corpus_fp = fingerprint(&beir::collection_file(&opts.corpus, "corpus.jsonl"))?;
     let model = &encoder.model;
     let settings = serde_json::json!({
-        "corpus": corpus_fp, "model": model.identity.sha256, "variant": encoder.config.variant,
+        "corpus": corpus_fp, "model": model.identity().sha256, "variant": encoder.config.variant,
         "head": encoder.config.head, "max_len": encoder.config.max_len, "precision": opts.precision,
         "doc_top_k": opts.doc_top_k,
     })
@@ -129,7 +129,7 @@ pub fn build(
     // settings (a build killed after finishing, before publishing) is
     // published as it is rather than encoded again.
     if let Ok(done) = IndexMeta::read(&stage) {
-        let same = done.model.sha256 == model.identity.sha256
+        let same = done.model.sha256 == model.identity().sha256
             && done.variant == encoder.config.variant
             && done.head == encoder.config.head
             && done.max_len == encoder.config.max_len
@@ -302,12 +302,12 @@ pub fn build(
 
     let meta = IndexMeta {
         format_version: FORMAT_VERSION,
-        model: model.identity.clone(),
+        model: model.identity().clone(),
         variant: encoder.config.variant,
         head: encoder.config.head,
         precision: opts.precision.clone(),
         max_len: encoder.config.max_len,
-        vocab_size: model.config().vocab_size,
+        vocab_size: model.vocab_size(),
         scale: opts.scale,
         doc_top_k: opts.doc_top_k,
         documents: docs.len(),

@@ -59,14 +59,66 @@ pub enum Head {
     RawLogits,
     /// Log-probability head: w_v = log(1 + ReLU(max_t log_softmax(logit[t])_v + shift)).
     LogProb { shift: f32 },
+    /// The raw head with a logit scale (Llama-3 LSR checkpoints):
+    /// w_v = log(1 + ReLU(scale · max_t logit[t, v])).
+    ScaledRaw { scale: f32 },
+    /// A masked LM's SPLADE pooling over every token the attention mask
+    /// keeps: `log(1 + ReLU(logit))` (`log(1 + log(1 + ReLU))` with
+    /// `double_log`), maximum or (SPLADE v1) sum over the tokens; special
+    /// tokens' entries set to 0 when `zero_special` (OpenSearch's encoders).
+    Splade {
+        sum: bool,
+        double_log: bool,
+        zero_special: bool,
+    },
+}
+
+impl Head {
+    /// A masked LM's pooling (the head follows the checkpoint, not a flag).
+    pub fn is_splade(self) -> bool {
+        matches!(self, Head::Splade { .. })
+    }
 }
 
 impl FromStr for Head {
     type Err = String;
-    /// `raw` or `logprob:C`.
+    /// `raw`, `raw:SCALE`, `logprob:C` or `splade:max|sum[:log1p][:nospecial]`.
     fn from_str(s: &str) -> Result<Self, String> {
         if s == "raw" {
             return Ok(Head::RawLogits);
+        }
+        if let Some(c) = s.strip_prefix("raw:") {
+            return match c.parse::<f32>() {
+                Ok(scale) if scale.is_finite() && scale > 0.0 => Ok(Head::ScaledRaw { scale }),
+                _ => Err(format!(
+                    "{s:?}: the logit scale must be a finite number > 0"
+                )),
+            };
+        }
+        if let Some(rest) = s.strip_prefix("splade:") {
+            let mut parts = rest.split(':');
+            let sum = match parts.next() {
+                Some("max") => false,
+                Some("sum") => true,
+                _ => return Err(format!("{s:?}: splade:max or splade:sum")),
+            };
+            let (mut double_log, mut zero_special) = (false, false);
+            for p in parts {
+                match p {
+                    "log1p" if !double_log => double_log = true,
+                    "nospecial" if !zero_special => zero_special = true,
+                    _ => {
+                        return Err(format!(
+                            "{s:?}: {p:?} is not log1p or nospecial (each once)"
+                        ))
+                    }
+                }
+            }
+            return Ok(Head::Splade {
+                sum,
+                double_log,
+                zero_special,
+            });
         }
         if let Some(c) = s.strip_prefix("logprob:") {
             let shift: f32 = c.parse().map_err(|_| format!("bad shift {c:?} in {s:?}"))?;
@@ -75,7 +127,9 @@ impl FromStr for Head {
             }
             return Ok(Head::LogProb { shift });
         }
-        Err(format!("unknown head {s:?} (raw or logprob:C)"))
+        Err(format!(
+            "unknown head {s:?} (raw, raw:SCALE, logprob:C or splade:max|sum[:log1p][:nospecial])"
+        ))
     }
 }
 
@@ -84,6 +138,21 @@ impl fmt::Display for Head {
         match self {
             Head::RawLogits => f.write_str("raw"),
             Head::LogProb { shift } => write!(f, "logprob:{shift}"),
+            Head::ScaledRaw { scale } => write!(f, "raw:{scale}"),
+            Head::Splade {
+                sum,
+                double_log,
+                zero_special,
+            } => {
+                f.write_str(if *sum { "splade:sum" } else { "splade:max" })?;
+                if *double_log {
+                    f.write_str(":log1p")?;
+                }
+                if *zero_special {
+                    f.write_str(":nospecial")?;
+                }
+                Ok(())
+            }
         }
     }
 }

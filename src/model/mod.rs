@@ -5,6 +5,7 @@ pub mod adapter;
 pub mod attention;
 pub mod autograd;
 pub mod encoding;
+pub mod family;
 pub mod fetch;
 pub mod gemm;
 pub mod gemm_i8;
@@ -13,6 +14,7 @@ pub mod hf;
 pub mod kernels;
 pub mod linear;
 pub mod llama;
+pub mod mlm;
 pub mod peft;
 pub mod precision;
 pub mod tiny;
@@ -23,6 +25,7 @@ use std::path::{Path, PathBuf};
 use candle_core::Device;
 use serde::{Deserialize, Serialize};
 
+pub use family::{Family, ModelRef, SparseModel};
 pub use llama::{AttentionMask, Config, Llama, RopeStyle};
 pub use tokenizer::TextTokenizer;
 

@@ -120,6 +120,56 @@ impl TextTokenizer {
         Self::finish(tk)
     }
 
+    /// BERT's WordPiece tokenizer from a `vocab.txt` (lower-casing unless
+    /// the `tokenizer_config.json` beside it says `do_lower_case: false`),
+    /// with its `[CLS] … [SEP]` template.
+    pub fn from_wordpiece_vocab(path: &Path) -> Result<Self, ModelError> {
+        use tokenizers::models::wordpiece::WordPiece;
+        use tokenizers::normalizers::bert::BertNormalizer;
+        use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
+        use tokenizers::processors::bert::BertProcessing;
+        let err = |e: String| ModelError::Tokenizer(format!("{}: {e}", path.display()));
+        let file = path.to_string_lossy().to_string();
+        let wp = WordPiece::from_file(&file)
+            .unk_token("[UNK]".into())
+            .build()
+            .map_err(|e| err(e.to_string()))?;
+        let lower = path
+            .parent()
+            .map(|d| d.join("tokenizer_config.json"))
+            .and_then(|c| std::fs::read_to_string(c).ok())
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|v| v["do_lower_case"].as_bool())
+            .unwrap_or(true);
+        use tokenizers::Model;
+        let id = |t: &str| {
+            wp.token_to_id(t)
+                .ok_or_else(|| err(format!("{t} is not in the vocabulary")))
+        };
+        let (cls, sep) = (id("[CLS]")?, id("[SEP]")?);
+        let specials: Vec<AddedToken> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+            .iter()
+            .filter(|t| wp.token_to_id(t).is_some())
+            .map(|t| AddedToken::from(t.to_string(), true))
+            .collect();
+        let mut tk = Tokenizer::new(wp);
+        tk.with_normalizer(Some(BertNormalizer::new(true, true, None, lower)))
+            .map_err(|e| err(e.to_string()))?;
+        tk.with_pre_tokenizer(Some(BertPreTokenizer));
+        tk.with_post_processor(Some(BertProcessing::new(
+            ("[SEP]".into(), sep),
+            ("[CLS]".into(), cls),
+        )));
+        tk.add_special_tokens(specials)
+            .map_err(|e| err(e.to_string()))?;
+        Self::finish(tk)
+    }
+
+    /// Ids of the special (control) tokens.
+    pub fn special_ids(&self) -> &[u32] {
+        &self.special_ids
+    }
+
     fn finish(inner: Tokenizer) -> Result<Self, ModelError> {
         let n = inner.get_vocab_size(true);
         let mut display = Vec::with_capacity(n);

@@ -185,7 +185,15 @@ impl TrainConfig {
     }
 
     pub fn validate(&self) -> Result<(), String> {
-        parse_head(&self.head)?;
+        if !matches!(
+            parse_head(&self.head)?,
+            Head::RawLogits | Head::LogProb { .. }
+        ) {
+            return Err(format!(
+                "head = {:?}: training uses raw or logprob:C",
+                self.head
+            ));
+        }
         self.term_shift_beta()?;
         self.query_prior
             .parse::<crate::model::encoding::QueryPrior>()

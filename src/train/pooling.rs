@@ -127,6 +127,7 @@ pub fn pool(
     let shift = match head {
         Head::LogProb { shift } => shift,
         Head::RawLogits => 0.0,
+        other => candle_core::bail!("training pools with raw or logprob:C heads, not {other}"),
     };
     Ok(Pooled {
         texts,

@@ -1,0 +1,203 @@
+//! The field's sparse encoders, opened from the files their own libraries
+//! write: csplade's expansions match what sentence-transformers'
+//! `SparseEncoder.encode` (BERT / DistilBERT SPLADE, max and sum pooling,
+//! `log1p_relu`, an inference-free `Router`), OpenSearch's reference code
+//! (`idf.json` beside a BertForMaskedLM) and transformers + peft (a
+//! bidirectional Llama with a LoRA adapter and a scaled raw head) compute,
+//! within 1e-4 per weight with the same active terms. The checkpoints are
+//! tiny random-weight models made by `tests/tools/make_sparse_fixtures.py`
+//! and committed under `tests/fixtures/families/` with the expected
+//! expansions.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::Device;
+use csplade::encode::{Encoder, EncoderConfig, Head, Variant};
+use csplade::model::family::{self, Family};
+use csplade::model::{ModelRef, SparseModel};
+use csplade::quant::Precision;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/families")
+}
+
+/// `name` → [(text, {token id: weight})] from `expected.json`.
+fn expected(name: &str) -> Vec<(String, BTreeMap<u32, f32>)> {
+    let text = std::fs::read_to_string(fixtures().join("expected.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v[name]
+        .as_array()
+        .unwrap_or_else(|| panic!("no {name} in expected.json"))
+        .iter()
+        .map(|e| {
+            let w = e["weights"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(k, x)| (k.parse().unwrap(), x.as_f64().unwrap() as f32))
+                .collect();
+            (e["text"].as_str().unwrap().to_string(), w)
+        })
+        .collect()
+}
+
+fn open(dir: &str) -> SparseModel {
+    family::open(
+        fixtures().join(dir).to_str().unwrap(),
+        &Device::Cpu,
+        Precision::F32,
+        false,
+        Family::Auto,
+    )
+    .unwrap_or_else(|e| panic!("{dir}: {e}"))
+}
+
+fn encoder<'m>(m: impl Into<ModelRef<'m>>, inference_free: bool) -> Encoder<'m> {
+    let m = m.into();
+    let (variant, head) = m.trained_encoding();
+    Encoder::new(
+        m,
+        EncoderConfig {
+            variant,
+            head,
+            max_len: 60,
+            batch_size: 2,
+        },
+    )
+    .with_inference_free(inference_free)
+    .unwrap()
+}
+
+/// Every weight within 1e-4, and the same terms above 1e-4.
+fn assert_matches(name: &str, enc: &Encoder, cases: &[(String, BTreeMap<u32, f32>)]) {
+    // A query's own tokens are few; an expansion has dozens of terms.
+    let least = if enc.inference_free { 8 } else { 20 };
+    let texts: Vec<&str> = cases.iter().map(|c| c.0.as_str()).collect();
+    let got = enc.encode(&texts).unwrap();
+    let mut compared = 0;
+    for ((text, want), e) in cases.iter().zip(&got) {
+        let ours: BTreeMap<u32, f32> = e.vector.iter().collect();
+        for (id, w) in want {
+            let o = ours.get(id).copied().unwrap_or(0.0);
+            assert!(
+                (o - w).abs() <= 1e-4,
+                "{name} {text:?}: term {id} weighs {o}, the reference {w}"
+            );
+            compared += 1;
+        }
+        for (id, o) in &ours {
+            if *o > 1e-4 {
+                assert!(
+                    want.contains_key(id),
+                    "{name} {text:?}: term {id} ({o}) is not in the reference's expansion"
+                );
+            }
+        }
+        assert!(
+            !want.is_empty(),
+            "{name} {text:?}: an empty reference proves nothing"
+        );
+    }
+    assert!(compared > least, "{name}: only {compared} weights compared");
+}
+
+#[test]
+fn splade_checkpoints_match_sentence_transformers() {
+    for (dir, head) in [
+        ("bert-splade", "splade:max"),
+        ("distilbert-splade-sum", "splade:sum"),
+        ("bert-splade-log1p", "splade:max:log1p"),
+    ] {
+        let m = open(dir);
+        assert!(matches!(m, SparseModel::MaskedLm(_)), "{dir}: a masked LM");
+        assert_eq!(
+            m.trained_encoding(),
+            (Variant::Bi, head.parse().unwrap()),
+            "{dir}"
+        );
+        assert!(!m.inference_free_by_default());
+        assert_matches(dir, &encoder(&m, false), &expected(dir));
+    }
+}
+
+#[test]
+fn an_inference_free_router_matches_sentence_transformers_on_both_sides() {
+    let m = open("inference-free");
+    assert!(
+        m.inference_free_by_default(),
+        "queries go through the table"
+    );
+    assert_matches(
+        "router documents",
+        &encoder(&m, false),
+        &expected("inference-free/document"),
+    );
+    let q = encoder(&m, true);
+    assert_matches("router queries", &q, &expected("inference-free/query"));
+    // A query is its own tokens: nothing beyond them is ever weighted.
+    let e = q.encode_one("which command copies files").unwrap();
+    let own: std::collections::HashSet<u32> = e.token_ids.iter().copied().collect();
+    assert!(e.vector.ids.iter().all(|id| own.contains(id)));
+}
+
+#[test]
+fn opensearchs_idf_json_layout_matches_its_reference_code() {
+    let m = open("opensearch-v1");
+    assert_eq!(
+        m.trained_encoding().1,
+        Head::Splade {
+            sum: false,
+            double_log: false,
+            zero_special: true
+        }
+    );
+    assert_matches(
+        "opensearch documents",
+        &encoder(&m, false),
+        &expected("opensearch-v1/document"),
+    );
+    assert_matches(
+        "opensearch queries",
+        &encoder(&m, true),
+        &expected("opensearch-v1/query"),
+    );
+}
+
+#[test]
+fn a_bidirectional_llama_with_a_peft_adapter_matches_transformers() {
+    let dir = fixtures().join("llama-bi-peft");
+    let spec = format!("{}+{}", dir.display(), dir.join("adapter").display());
+    let m = family::open(&spec, &Device::Cpu, Precision::F32, false, Family::Auto).unwrap();
+    assert!(matches!(m, SparseModel::Causal(_)));
+    let enc = Encoder::new(
+        &m,
+        EncoderConfig {
+            variant: Variant::Bi,
+            head: "raw:0.5".parse().unwrap(),
+            max_len: 60,
+            batch_size: 2,
+        },
+    );
+    assert_matches("llama bi + peft", &enc, &expected("llama-bi-peft"));
+}
+
+#[test]
+fn the_splade_family_quantizes_with_the_same_weights_design() {
+    let f32m = open("bert-splade");
+    let dir = fixtures().join("bert-splade");
+    for p in [Precision::F16, Precision::Q8_0] {
+        let q = family::open(dir.to_str().unwrap(), &Device::Cpu, p, false, Family::Auto).unwrap();
+        let (a, b) = (encoder(&f32m, false), encoder(&q, false));
+        let text = "high blood pressure in adults";
+        let (va, vb) = (
+            a.encode_one(text).unwrap().vector,
+            b.encode_one(text).unwrap().vector,
+        );
+        assert!(va.cosine(&vb) > 0.99, "{p}: cosine {}", va.cosine(&vb));
+        assert!(
+            q.as_ref().weight_bytes() < f32m.as_ref().weight_bytes(),
+            "{p} is smaller"
+        );
+    }
+}
