@@ -136,7 +136,7 @@ impl fmt::Display for EncoderSpec {
 }
 
 /// Named comparisons: (name, what it compares).
-pub const PRESETS: [(&str, &str); 4] = [
+pub const PRESETS: [(&str, &str); 5] = [
     ("variants", "causal / echo / bi of the model"),
     (
         "base-vs-trained",
@@ -147,11 +147,22 @@ pub const PRESETS: [(&str, &str); 4] = [
         "query-sides",
         "the model's query encoder against its inference-free query table",
     ),
+    (
+        "families",
+        "the model against a second one of any family (second_model in config.toml, or --second)",
+    ),
 ];
 
 /// The encoders of preset `name` for `model` (`None` for an unknown name).
-/// `trained` is how the model encodes (its adapter's variant and head).
-pub fn preset(name: &str, model: &str, trained: (Variant, Head)) -> Option<Vec<EncoderSpec>> {
+/// `trained` is how the model encodes (its adapter's variant and head);
+/// `second` is the model `families` sets beside it (a SPLADE checkpoint,
+/// say), if one is named.
+pub fn preset(
+    name: &str,
+    model: &str,
+    trained: (Variant, Head),
+    second: Option<&str>,
+) -> Option<Vec<EncoderSpec>> {
     let with = |f: &dyn Fn(&mut EncoderSpec)| {
         let mut s = EncoderSpec::new(model);
         f(&mut s);
@@ -175,6 +186,7 @@ pub fn preset(name: &str, model: &str, trained: (Variant, Head)) -> Option<Vec<E
             .map(|p| with(&|s| s.precision = p))
             .to_vec(),
         "query-sides" => vec![with(&|_| ()), with(&|s| s.inference_free = true)],
+        "families" => vec![EncoderSpec::new(model), EncoderSpec::new(second?)],
         _ => return None,
     })
 }
@@ -203,6 +215,72 @@ pub fn index_serves<'m>(
         && idx.meta.head == config.head
 }
 
+/// A vocabulary entry's surface text, normalised so that one word compares
+/// equal across vocabularies: without a leading space (BPE's `Ġ` is shown
+/// as a space, SentencePiece's `▁`), without WordPiece's `##`, lower-cased.
+pub fn surface(token: &str) -> String {
+    let t = token.trim_start_matches([' ', '\u{2581}']);
+    let t = t.strip_prefix("##").unwrap_or(t);
+    t.trim_end().to_lowercase()
+}
+
+/// Whether two tokenizers have the same vocabulary, entry by entry.
+pub fn same_vocabulary(a: &crate::model::TextTokenizer, b: &crate::model::TextTokenizer) -> bool {
+    a.vocab_size() == b.vocab_size() && (0..a.vocab_size() as u32).all(|i| a.token(i) == b.token(i))
+}
+
+/// How two encoders' vocabularies line up, when they differ.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Alignment {
+    /// The first encoder's top terms with no entry of the same surface text
+    /// in this encoder's vocabulary.
+    pub first_only: Vec<String>,
+    /// This encoder's top terms with no counterpart in the first's vocabulary.
+    pub this_only: Vec<String>,
+}
+
+/// Expansions over different vocabularies as vectors over one space of
+/// surface texts (weights of entries sharing a surface text: the largest),
+/// and which of each side's top `k` terms the other vocabulary cannot express.
+fn align(
+    a: &SparseVec,
+    tok_a: &crate::model::TextTokenizer,
+    b: &SparseVec,
+    tok_b: &crate::model::TextTokenizer,
+    k: usize,
+) -> (SparseVec, SparseVec, Alignment) {
+    let mut keys: std::collections::HashMap<String, u32> = Default::default();
+    let mut rekey = |v: &SparseVec, tok: &crate::model::TextTokenizer| {
+        let pairs: Vec<(u32, f32)> = v
+            .iter()
+            .map(|(id, w)| {
+                let n = keys.len() as u32;
+                (*keys.entry(surface(tok.token(id))).or_insert(n), w)
+            })
+            .collect();
+        SparseVec::from_pairs(pairs)
+    };
+    let (ra, rb) = (rekey(a, tok_a), rekey(b, tok_b));
+    let vocab = |tok: &crate::model::TextTokenizer| -> HashSet<String> {
+        (0..tok.vocab_size() as u32)
+            .map(|i| surface(tok.token(i)))
+            .collect()
+    };
+    let (va, vb) = (vocab(tok_a), vocab(tok_b));
+    let missing = |v: &SparseVec, tok: &crate::model::TextTokenizer, other: &HashSet<String>| {
+        v.top_k(k)
+            .into_iter()
+            .map(|(id, _)| tok.token(id).to_string())
+            .filter(|t| !other.contains(&surface(t)))
+            .collect()
+    };
+    let al = Alignment {
+        first_only: missing(a, tok_a, &vb),
+        this_only: missing(b, tok_b, &va),
+    };
+    (ra, rb, al)
+}
+
 /// One encoder's view of a text.
 #[derive(Clone, Debug, Serialize)]
 pub struct EncoderRun {
@@ -214,8 +292,12 @@ pub struct EncoderRun {
     pub active: usize,
     pub latency_ms: f64,
     pub model_bytes: usize,
-    /// Against the first encoder's expansion (absent for the first).
+    /// Against the first encoder's expansion (absent for the first); terms
+    /// aligned by surface text where the vocabularies differ.
     pub vs_first: Option<VectorDiff>,
+    /// Where this encoder's vocabulary differs from the first's: the top
+    /// terms either side cannot express.
+    pub alignment: Option<Alignment>,
     /// Top-10 document ids, when an index of this encoder's documents is open.
     pub ranking: Option<Vec<String>>,
     /// Ranking agreement with the first encoder: overlap@10 and Kendall's τ.
@@ -250,7 +332,7 @@ pub fn compare_text<'a>(
     index_of: impl Fn(usize) -> Option<&'a LsrIndex>,
 ) -> anyhow::Result<Comparison> {
     let mut runs: Vec<EncoderRun> = Vec::new();
-    let mut first: Option<(SparseVec, Option<Vec<String>>)> = None;
+    let mut first: Option<(SparseVec, Option<Vec<String>>, &crate::model::TextTokenizer)> = None;
     for (i, (spec, model)) in encoders.iter().enumerate() {
         let model = *model;
         let config = spec.config(model, max_len);
@@ -269,17 +351,23 @@ pub fn compare_text<'a>(
             ),
             None => None,
         };
-        let (vs_first, rank) = match &first {
-            Some((v, r)) => (
-                Some(crate::quant::diff(v, &encoded.vector)),
-                match (r, &ranking) {
+        let (vs_first, alignment, rank) = match &first {
+            Some((v, r, tok)) => {
+                let (diff, alignment) = if same_vocabulary(tok, model.tokenizer()) {
+                    (crate::quant::diff(v, &encoded.vector), None)
+                } else {
+                    let (a, b, al) = align(v, tok, &encoded.vector, model.tokenizer(), top_terms);
+                    (crate::quant::diff(&a, &b), Some(al))
+                };
+                let rank = match (r, &ranking) {
                     (Some(a), Some(b)) => agreement(a, b),
                     _ => None,
-                },
-            ),
+                };
+                (Some(diff), alignment, rank)
+            }
             None => {
-                first = Some((encoded.vector.clone(), ranking.clone()));
-                (None, None)
+                first = Some((encoded.vector.clone(), ranking.clone(), model.tokenizer()));
+                (None, None, None)
             }
         };
         runs.push(EncoderRun {
@@ -291,6 +379,7 @@ pub fn compare_text<'a>(
             latency_ms,
             model_bytes: model.weight_bytes(),
             vs_first,
+            alignment,
             ranking,
             rank_overlap10: rank.map(|r| r.0),
             kendall_tau: rank.map(|r| r.1),
@@ -341,22 +430,39 @@ mod tests {
     }
 
     #[test]
+    fn terms_align_across_vocabularies_by_surface_text() {
+        assert_eq!(surface(" Paris"), "paris");
+        assert_eq!(surface("##ing"), "ing");
+        assert_eq!(surface("\u{2581}Copy"), "copy");
+        assert_eq!(surface("paris"), surface(" Paris"));
+    }
+
+    #[test]
     fn presets_expand() {
         let t = (Variant::Echo, Head::LogProb { shift: 5.0 });
-        let v = preset("variants", "default", t).unwrap();
+        let v = preset("variants", "default", t, None).unwrap();
         assert_eq!(
             v.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
             ["default:causal", "default:echo", "default:bi"]
         );
-        let b = preset("base-vs-trained", "default", t).unwrap();
+        let b = preset("base-vs-trained", "default", t, None).unwrap();
         assert_eq!(b[0].to_string(), "base:echo:logprob:5");
         assert_eq!(b[1].to_string(), "default");
-        let b = preset("base-vs-trained", "m.gguf+a.safetensors", t).unwrap();
+        let b = preset("base-vs-trained", "m.gguf+a.safetensors", t, None).unwrap();
         assert_eq!(b[0].model, "m.gguf");
-        assert_eq!(preset("precisions", "base", t).unwrap().len(), 4);
-        let q = preset("query-sides", "default", t).unwrap();
+        assert_eq!(preset("precisions", "base", t, None).unwrap().len(), 4);
+        let q = preset("query-sides", "default", t, None).unwrap();
         assert_eq!(q[1].to_string(), "default:inference-free");
         assert!(!q[0].inference_free && q[1].inference_free);
-        assert!(preset("nope", "base", t).is_none());
+        assert!(preset("nope", "base", t, None).is_none());
+        assert!(
+            preset("families", "default", t, None).is_none(),
+            "needs a second model"
+        );
+        let f = preset("families", "default", t, Some("splade-dir")).unwrap();
+        assert_eq!(
+            (f[0].model.as_str(), f[1].model.as_str()),
+            ("default", "splade-dir")
+        );
     }
 }

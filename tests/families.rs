@@ -201,3 +201,149 @@ fn the_splade_family_quantizes_with_the_same_weights_design() {
         );
     }
 }
+
+/// The whole pipeline with a SPLADE checkpoint, through the binary: index a
+/// collection, search it with explanations, evaluate LSR, BM25 and their
+/// fusion, export for Anserini; an inference-free checkpoint's queries go
+/// through its table; a causal flag on a masked LM is refused by name.
+#[test]
+fn a_splade_checkpoint_indexes_searches_evaluates_and_exports() {
+    use std::process::Command;
+    let tmp = tempfile::tempdir().unwrap();
+    let ds = tmp.path().join("ds");
+    std::fs::create_dir_all(ds.join("qrels")).unwrap();
+    let docs = [
+        "salt and heart disease: high blood pressure in adults",
+        "the otter swims in the river near a stone",
+        "boundary layer flow over a wing with a shock",
+        "which command copies files and directories recursively",
+    ];
+    let corpus: String = docs
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            format!(
+                "{}\n",
+                serde_json::json!({"_id": format!("d{i}"), "title": "", "text": t})
+            )
+        })
+        .collect();
+    std::fs::write(ds.join("corpus.jsonl"), corpus).unwrap();
+    std::fs::write(
+        ds.join("queries.jsonl"),
+        "{\"_id\":\"q1\",\"text\":\"high blood pressure\"}\n{\"_id\":\"q2\",\"text\":\"copies files\"}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        ds.join("qrels/test.tsv"),
+        "query-id\tcorpus-id\tscore\nq1\td0\t1\nq2\td3\t1\n",
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_csplade"))
+            .args(args)
+            .env("CSPLADE_HOME", tmp.path())
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    for name in ["bert-splade", "inference-free"] {
+        let model = fixtures().join(name);
+        let model = model.to_str().unwrap();
+        let index = tmp.path().join(format!("index-{name}"));
+        let index = index.to_str().unwrap();
+        let (ok, _, err) = run(&[
+            "index",
+            "--model",
+            model,
+            "--corpus",
+            ds.to_str().unwrap(),
+            "--out",
+            index,
+        ]);
+        assert!(ok, "{name}: index: {err}");
+        let (ok, out, err) = run(&[
+            "search",
+            "--index",
+            index,
+            "--model",
+            model,
+            "--explain",
+            "--json",
+            "high blood pressure",
+        ]);
+        assert!(ok, "{name}: search: {err}");
+        let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        let hits = v["hits"].as_array().unwrap();
+        assert!(!hits.is_empty(), "{name}: {v}");
+        for h in hits {
+            let sum: f64 = h["explanation"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["product"].as_f64().unwrap())
+                .sum();
+            assert!(
+                (sum - h["score"].as_f64().unwrap()).abs() < 1e-3,
+                "{name}: {h}"
+            );
+        }
+        let (ok, out, err) = run(&[
+            "eval",
+            "--dataset",
+            ds.to_str().unwrap(),
+            "--index",
+            index,
+            "--model",
+            model,
+            "--system",
+            "all",
+            "--json",
+        ]);
+        assert!(ok, "{name}: eval: {err}");
+        let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        assert!(v["systems"]["hybrid"]["ndcg@10"].is_number(), "{name}: {v}");
+        let export = tmp.path().join(format!("{name}.jsonl"));
+        let (ok, _, err) = run(&[
+            "export",
+            "--index",
+            index,
+            "--model",
+            model,
+            "--format",
+            "anserini",
+            "--out",
+            export.to_str().unwrap(),
+        ]);
+        assert!(ok, "{name}: export: {err}");
+        assert_eq!(
+            std::fs::read_to_string(&export).unwrap().lines().count(),
+            docs.len()
+        );
+    }
+    let model = fixtures().join("bert-splade");
+    let (ok, _, err) = run(&[
+        "encode",
+        "--model",
+        model.to_str().unwrap(),
+        "--variant",
+        "echo",
+        "salt",
+    ]);
+    assert!(!ok && err.contains("bidirectionally"), "{err}");
+    let (ok, _, err) = run(&[
+        "encode",
+        "--model",
+        model.to_str().unwrap(),
+        "--inference-free",
+        "salt",
+    ]);
+    assert!(
+        !ok && err.contains("no inference-free query table"),
+        "{err}"
+    );
+}

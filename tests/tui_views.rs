@@ -357,6 +357,7 @@ fn sample_comparison() -> csplade::explore::Comparison {
         latency_ms: ms,
         model_bytes: bytes,
         vs_first: (p != Precision::F32).then(|| quant::diff(&f32v, v)),
+        alignment: None,
         ranking: Some(rank.iter().map(|s| s.to_string()).collect()),
         rank_overlap10: (p != Precision::F32).then_some(0.5),
         kendall_tau: (p != Precision::F32).then_some(1.0),
@@ -632,6 +633,9 @@ fn compare_presets_cycle_and_are_remembered() {
     a.update(Action::CompareDone(Ok(sample_comparison())));
     a.update(key(KeyCode::Char('p')));
     assert_eq!(a.compare_preset().0, "query-sides");
+    a.update(Action::CompareDone(Ok(sample_comparison())));
+    a.update(key(KeyCode::Char('p')));
+    assert_eq!(a.compare_preset().0, "families");
     a.update(Action::CompareDone(Ok(sample_comparison())));
     a.update(key(KeyCode::Char('p')));
     assert_eq!(a.compare_preset().0, "variants", "cycles back");

@@ -54,6 +54,10 @@ pub struct CompareArgs {
     pub dataset: Option<PathBuf>,
     #[arg(long, default_value = "test")]
     pub split: String,
+    /// The second model of the `families` preset (any family: a SPLADE
+    /// directory beside a CSPLADE model, say)
+    #[arg(long, value_name = "MODEL")]
+    pub second: Option<String>,
     /// The text (not needed with --dataset)
     #[arg(required_unless_present = "dataset")]
     pub text: Vec<String>,
@@ -76,8 +80,18 @@ fn encoder_specs(a: &CompareArgs, main: &SparseModel) -> Result<Vec<EncoderSpec>
     }
     let mut out = Vec::new();
     for e in &a.encoders {
-        match compare::preset(e, &a.model.model, main.trained_encoding()) {
+        match compare::preset(
+            e,
+            &a.model.model,
+            main.trained_encoding(),
+            a.second.as_deref(),
+        ) {
             Some(specs) => out.extend(specs),
+            None if e == "families" => {
+                anyhow::bail!(
+                    "the families preset needs --second MODEL (the model set beside --model)"
+                )
+            }
             None => out.push(e.parse().map_err(anyhow::Error::msg)?),
         }
     }
@@ -209,6 +223,31 @@ fn print_comparison(c: &compare::Comparison, top_k: usize) {
             .map(|c| format!("{c:<width$}"))
             .collect();
         println!("{}", cells.join(" "));
+    }
+    for r in &c.runs {
+        if let Some(al) = &r.alignment {
+            let show = |v: &[String]| {
+                v.iter()
+                    .take(8)
+                    .map(|t| format!("{t:?}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
+            println!(
+                "\n{} has another vocabulary than {}: terms compared by their surface text (case, leading space and ## ignored)",
+                r.encoder, c.runs[0].encoder
+            );
+            println!(
+                "  {} of the first's top {top_k} terms have no counterpart in it: {}",
+                al.first_only.len(),
+                show(&al.first_only)
+            );
+            println!(
+                "  {} of its top {top_k} terms have none in the first's: {}",
+                al.this_only.len(),
+                show(&al.this_only)
+            );
+        }
     }
 }
 

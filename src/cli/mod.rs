@@ -110,6 +110,10 @@ pub struct TuiArgs {
     /// Queries through the model's inference-free query table
     #[arg(long)]
     pub inference_free: bool,
+    /// A second model, of any family (a SPLADE directory, say), that
+    /// Compare's `families` preset sets beside the open one
+    #[arg(long, value_name = "MODEL")]
+    pub second: Option<String>,
 }
 
 /// Which model, and how it encodes.
@@ -216,6 +220,14 @@ impl ModelArgs {
                 self.model, self.precision, self.device
             )
         })?;
+        if m.trained_encoding().1.is_splade() && self.variant.is_some_and(|v| v != Variant::Bi) {
+            anyhow::bail!(
+                "{} is a {}: it reads every text bidirectionally; --variant {} is for causal LMs",
+                m.identity().id,
+                m.as_ref().family_name(),
+                self.variant.unwrap_or_default()
+            );
+        }
         if m.trained_encoding().1.is_splade() && self.head.is_some_and(|h| !h.is_splade()) {
             anyhow::bail!(
                 "{} is a {}: its pooling follows the checkpoint ({}), not --head",
@@ -269,6 +281,7 @@ fn tui(a: TuiArgs) -> Result<()> {
         prior: a.query_prior,
         fusion: a.fusion,
         inference_free: a.inference_free,
+        second_model: a.second,
         mouse: !a.no_mouse,
     })
 }

@@ -388,7 +388,7 @@ impl Explorer {
     }
 }
 
-pub use crate::compare::{Comparison, EncoderRun};
+pub use crate::compare::{surface, Comparison, EncoderRun};
 pub use crate::failures::FailureExplanation;
 
 impl Explorer {

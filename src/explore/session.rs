@@ -40,6 +40,8 @@ pub struct Session {
     pub fusion: crate::search::Fusion,
     /// Queries through the model's inference-free table (`--inference-free`).
     pub inference_free: bool,
+    /// The model Compare's `families` preset sets beside the open one.
+    pub second_model: Option<String>,
     corpus: Arc<Vec<beir::Document>>,
     queries: Arc<Vec<beir::Query>>,
     qrels: Option<Arc<beir::Qrels>>,
@@ -110,6 +112,7 @@ impl Session {
             prior: None,
             fusion: crate::search::Fusion::default(),
             inference_free: false,
+            second_model: None,
             state: Mutex::new(State {
                 model: None,
                 partial: None,
@@ -292,8 +295,16 @@ impl Session {
             (s.model.clone(), s.compare_models.clone())
         };
         let main = main.ok_or("the model is still loading")?;
-        let specs = crate::compare::preset(preset, &self.model_spec, main.trained_encoding())
-            .ok_or_else(|| format!("unknown compare preset {preset:?}"))?;
+        let specs = crate::compare::preset(
+            preset,
+            &self.model_spec,
+            main.trained_encoding(),
+            self.second_model.as_deref(),
+        )
+        .ok_or_else(|| match preset {
+            "families" => "the families preset compares the open model with a second one: set second_model = \"DIR\" in config.toml, or open the explorer with --second DIR".to_string(),
+            _ => format!("unknown compare preset {preset:?}"),
+        })?;
         let mut encoders = Vec::new();
         for s in specs {
             let key = format!("{} {}", s.model, s.precision);

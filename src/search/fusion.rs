@@ -25,7 +25,7 @@ pub enum Fusion {
 
 /// The convex combination's weight on LSR, chosen on Cranfield (never on a
 /// test split): see README "Fusion".
-pub const DEFAULT_ALPHA: f32 = 0.5;
+pub const DEFAULT_ALPHA: f32 = 0.3;
 
 impl Default for Fusion {
     fn default() -> Self {

@@ -38,6 +38,8 @@ pub struct TuiOptions {
     pub fusion: crate::explore::Fusion,
     /// Queries through the model's inference-free query table.
     pub inference_free: bool,
+    /// The second model of Compare's `families` preset (else config.toml's).
+    pub second_model: Option<String>,
     /// Take mouse clicks and the wheel (off: the terminal keeps them).
     pub mouse: bool,
 }
@@ -48,6 +50,8 @@ struct Config {
     theme: Option<String>,
     /// The Compare view's preset (remembered when changed there).
     compare_preset: Option<String>,
+    /// The model the `families` preset compares with the open one.
+    second_model: Option<String>,
 }
 
 fn config_file() -> Option<PathBuf> {
@@ -141,6 +145,10 @@ pub fn run(opts: TuiOptions) -> Result<()> {
     session.prior = opts.prior;
     session.fusion = opts.fusion;
     session.inference_free = opts.inference_free;
+    session.second_model = opts
+        .second_model
+        .clone()
+        .or_else(|| read_config().ok().and_then(|c| c.second_model));
     let session = Arc::new(session);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -4,7 +4,9 @@
 //! first (term overlap, cosine, largest weight change, ranking overlap and
 //! Kendall τ where the open index holds its documents), then the top terms
 //! per column: red for a term outside the first's list, yellow for one at
-//! another rank, with its weight change.
+//! another rank, with its weight change. Encoders of different vocabularies
+//! (a SPLADE BERT beside a CSPLADE Llama) are lined up by the terms' surface
+//! text, and the title says how many top terms have no counterpart.
 
 use std::collections::HashMap;
 
@@ -53,12 +55,18 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
             _ => full,
         }
     };
+    // Across vocabularies, a term is its surface text; within one, its id.
+    let by_text = c.runs.iter().any(|r| r.alignment.is_some());
+    let key = |x: &crate::explore::ExpansionTerm| match by_text {
+        true => crate::explore::surface(&x.token),
+        false => x.id.to_string(),
+    };
     let n = c.runs.len() as u16;
     let [top, terms] =
         Layout::vertical([Constraint::Length((n + 3).max(12)), Constraint::Min(3)]).areas(area);
     let [summary, scatter] =
         Layout::horizontal([Constraint::Min(60), Constraint::Length(34)]).areas(top);
-    draw_scatter(f, scatter, c, &label, t);
+    draw_scatter(f, scatter, c, &label, &key, t);
     let fmt = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.3}"));
     let rows: Vec<Row> = c
         .runs
@@ -96,21 +104,22 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
                 "hits@10", "τ",
             ],
             format!(
-                " Compare {preset}: \"{}\" (vs the first; p: next preset) ",
-                c.text
+                " Compare {preset}: \"{}\" (vs the first{}; p: next preset) ",
+                c.text,
+                alignment_note(c)
             ),
             t,
         ),
         summary,
     );
-    let reference: HashMap<u32, (usize, f32)> = c
+    let reference: HashMap<String, (usize, f32)> = c
         .runs
         .first()
         .map(|r| {
             r.terms
                 .iter()
                 .enumerate()
-                .map(|(i, x)| (x.id, (i, x.weight)))
+                .map(|(i, x)| (key(x), (i, x.weight)))
                 .collect()
         })
         .unwrap_or_default();
@@ -123,7 +132,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
             .enumerate()
             .take(area.height.saturating_sub(2) as usize)
             .map(|(i, x)| {
-                let (style, delta) = match reference.get(&x.id) {
+                let (style, delta) = match reference.get(&key(x)) {
                     _ if reference.is_empty() => (Style::default(), String::new()),
                     None => (Style::default().fg(t.not_relevant), " new".to_string()),
                     Some(&(ri, w)) => {
@@ -167,6 +176,7 @@ fn draw_scatter(
     area: Rect,
     c: &crate::explore::Comparison,
     label: &dyn Fn(&crate::explore::EncoderRun) -> String,
+    key: &dyn Fn(&crate::explore::ExpansionTerm) -> String,
     t: &crate::tui::theme::Theme,
 ) {
     use ratatui::symbols::Marker;
@@ -174,9 +184,9 @@ fn draw_scatter(
     let (Some(a), Some(b)) = (c.runs.first(), c.runs.get(1)) else {
         return;
     };
-    let wa: HashMap<u32, f64> = a.terms.iter().map(|x| (x.id, x.weight as f64)).collect();
-    let wb: HashMap<u32, f64> = b.terms.iter().map(|x| (x.id, x.weight as f64)).collect();
-    let mut ids: Vec<u32> = wa.keys().chain(wb.keys()).copied().collect();
+    let wa: HashMap<String, f64> = a.terms.iter().map(|x| (key(x), x.weight as f64)).collect();
+    let wb: HashMap<String, f64> = b.terms.iter().map(|x| (key(x), x.weight as f64)).collect();
+    let mut ids: Vec<String> = wa.keys().chain(wb.keys()).cloned().collect();
     ids.sort_unstable();
     ids.dedup();
     let points: Vec<(f64, f64)> = ids
@@ -224,4 +234,20 @@ fn draw_scatter(
             .y_axis(axis(label(b))),
         area,
     );
+}
+
+/// `, terms aligned by surface text: 3 of the first's top terms have no
+/// counterpart` when vocabularies differ, else nothing.
+fn alignment_note(c: &crate::explore::Comparison) -> String {
+    let missing: usize = c
+        .runs
+        .iter()
+        .filter_map(|r| r.alignment.as_ref())
+        .map(|a| a.first_only.len())
+        .max()
+        .unwrap_or(0);
+    match c.runs.iter().any(|r| r.alignment.is_some()) {
+        true => format!(", terms by surface text; {missing} of the first's have no counterpart"),
+        false => String::new(),
+    }
 }
