@@ -133,3 +133,111 @@ fn explorer_starts_expands_a_query_shows_help_and_quits_cleanly() {
     let status = std::fs::read_to_string(&exit_file).unwrap_or_default();
     assert_eq!(status.trim(), "0", "explorer exit status");
 }
+
+/// A SPLADE checkpoint (sentence-transformers' layout) beside the default
+/// CSPLADE model in Compare's `families` preset, both chosen in config.toml:
+/// two vocabularies side by side, lined up by surface text.
+#[test]
+fn compare_sets_a_splade_model_beside_the_default() {
+    if Command::new("tmux").arg("-V").output().is_err() {
+        assert!(
+            std::env::var("CSPLADE_REQUIRE_DATA").is_err(),
+            "tmux is required for the explorer smoke test in CI"
+        );
+        csplade::note_skip("explorer families test: tmux not installed");
+        return;
+    }
+    common::base_model();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("tiny");
+    std::fs::create_dir_all(data.join("qrels")).unwrap();
+    std::fs::write(
+        data.join("corpus.jsonl"),
+        "{\"_id\":\"a\",\"title\":\"cp\",\"text\":\"copy files and directories\"}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        data.join("queries.jsonl"),
+        "{\"_id\":\"q\",\"text\":\"copy files\"}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        data.join("qrels/test.tsv"),
+        "query-id\tcorpus-id\tscore\nq\ta\t1\n",
+    )
+    .unwrap();
+    let splade = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/families/bert-splade");
+    let config = tmp.path().join("config/csplade");
+    std::fs::create_dir_all(&config).unwrap();
+    std::fs::write(
+        config.join("config.toml"),
+        format!(
+            "compare_preset = \"families\"\nsecond_model = {:?}\n",
+            splade.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let exit_file = tmp.path().join("exit");
+    let session = format!("csplade-families-{}", std::process::id());
+    let cmd = format!(
+        "XDG_CONFIG_HOME={} {} tui --dataset {} --index {}; echo $? > {}",
+        tmp.path().join("config").display(),
+        env!("CARGO_BIN_EXE_csplade"),
+        data.display(),
+        tmp.path().join("idx").display(),
+        exit_file.display()
+    );
+    tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        &session,
+        "-x",
+        "160",
+        "-y",
+        "40",
+        &cmd,
+    ]);
+    let screen = wait_for(&session, "ready", 60);
+    assert!(
+        screen.contains("ready"),
+        "the model never became ready:\n{screen}"
+    );
+    tmux(&[
+        "send-keys",
+        "-t",
+        &session,
+        "high blood pressure in adults",
+        "Enter",
+    ]);
+    let screen = wait_for(&session, "Expansion (", 60);
+    assert!(screen.contains("Expansion ("), "{screen}");
+    tmux(&["send-keys", "-t", &session, "Tab"]);
+    wait_for(&session, "families", 10);
+    tmux(&["send-keys", "-t", &session, "Enter"]);
+    let screen = wait_for(&session, "by surface text", 60);
+    assert!(
+        screen.contains("by surface text"),
+        "no cross-vocabulary comparison:\n{screen}"
+    );
+    assert!(
+        screen.contains("bert-splade"),
+        "no SPLADE column:\n{screen}"
+    );
+    assert!(screen.contains("default"), "no CSPLADE column:\n{screen}");
+    tmux(&["send-keys", "-t", &session, "C-c"]);
+    let t0 = Instant::now();
+    while !exit_file.exists() && t0.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = Command::new("tmux")
+        .args(["kill-session", "-t", &session])
+        .output();
+    assert_eq!(
+        std::fs::read_to_string(&exit_file)
+            .unwrap_or_default()
+            .trim(),
+        "0"
+    );
+}

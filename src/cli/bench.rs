@@ -30,6 +30,10 @@ pub enum BenchCommand {
     /// against exact search, memory and build time, on an index's collection
     /// or a synthetic one of N documents with its term statistics
     Seismic(super::bench_seismic::SeismicBench),
+    /// A BERT-base-sized SPLADE encoder (random weights, written by
+    /// sentence-transformers): csplade f32 and q8_0 against
+    /// sentence-transformers' SparseEncoder on CPU, same texts, same run
+    Splade(super::bench_splade::SpladeBench),
 }
 
 #[derive(Args)]
@@ -128,6 +132,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Tui(a) => tui(a),
         BenchCommand::Train(a) => super::bench_train::run(a),
         BenchCommand::Seismic(a) => super::bench_seismic::run(a),
+        BenchCommand::Splade(a) => super::bench_splade::run(a),
     }
 }
 

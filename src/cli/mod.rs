@@ -4,6 +4,7 @@ mod adapter;
 mod bench;
 mod bench_pytorch;
 mod bench_seismic;
+mod bench_splade;
 mod bench_train;
 mod compare;
 mod data;

@@ -257,6 +257,8 @@ impl Session {
     pub fn explorer(&self) -> Option<Explorer> {
         let s = self.state.lock().ok()?;
         let model = s.model.clone()?;
+        // An inference-free checkpoint's queries go through its table.
+        let inference_free = self.inference_free || model.inference_free_by_default();
         Some(Explorer {
             config: s
                 .index
@@ -277,12 +279,12 @@ impl Session {
             queries: self.queries.clone(),
             qrels: self.qrels.clone(),
             backend: self.backend,
-            prior: self.prior.unwrap_or_else(|| match self.inference_free {
+            prior: self.prior.unwrap_or_else(|| match inference_free {
                 true => crate::search::QueryPrior::None,
                 false => model.query_prior(),
             }),
             fusion: self.fusion,
-            inference_free: self.inference_free,
+            inference_free,
             model,
         })
     }
