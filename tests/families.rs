@@ -347,3 +347,97 @@ fn a_splade_checkpoint_indexes_searches_evaluates_and_exports() {
         "{err}"
     );
 }
+
+/// Copy a fixture directory (recursively) to `to`.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            copy_dir(&p, &to.join(e.file_name()));
+        } else {
+            std::fs::copy(&p, to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+fn open_err(dir: &Path) -> String {
+    match family::open(
+        dir.to_str().unwrap(),
+        &Device::Cpu,
+        Precision::F32,
+        false,
+        Family::Auto,
+    ) {
+        Ok(_) => panic!("{} opened", dir.display()),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// Broken checkpoints are refused with the file and what is wrong, never
+/// with a panic: missing weights, a pickle only, a tokenizer of another
+/// vocabulary size, an unknown architecture, idf.json tokens the vocabulary
+/// lacks, a query table of the wrong length.
+#[test]
+fn broken_checkpoints_are_refused_naming_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let case = |name: &str, from: &str| {
+        let d = tmp.path().join(name);
+        copy_dir(&fixtures().join(from), &d);
+        d
+    };
+    let d = case("no-weights", "opensearch-v1");
+    std::fs::remove_file(d.join("model.safetensors")).unwrap();
+    let e = open_err(&d);
+    assert!(e.contains("no *.safetensors"), "{e}");
+    std::fs::write(d.join("pytorch_model.bin"), b"pickle").unwrap();
+    let e = open_err(&d);
+    assert!(
+        e.contains("pytorch_model.bin") && e.contains("save_pretrained"),
+        "{e}"
+    );
+
+    let d = case("vocab", "opensearch-v1");
+    let cfg = std::fs::read_to_string(d.join("config.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&cfg).unwrap();
+    let n = v["vocab_size"].as_u64().unwrap();
+    std::fs::write(
+        d.join("config.json"),
+        cfg.replace(
+            &format!("\"vocab_size\": {n}"),
+            &format!("\"vocab_size\": {}", n + 5),
+        ),
+    )
+    .unwrap();
+    let e = open_err(&d);
+    assert!(e.contains("config.json") && e.contains("tokenizer"), "{e}");
+
+    let d = case("arch", "opensearch-v1");
+    let cfg = std::fs::read_to_string(d.join("config.json")).unwrap();
+    std::fs::write(d.join("config.json"), cfg.replace("\"gelu\"", "\"swish\"")).unwrap();
+    let e = open_err(&d);
+    assert!(e.contains("config.json") && e.contains("swish"), "{e}");
+
+    let d = case("idf", "opensearch-v1");
+    std::fs::write(d.join("idf.json"), "{\"zzzunknownzzz\": 1.5}").unwrap();
+    let e = open_err(&d);
+    assert!(e.contains("idf.json") && e.contains("zzzunknownzzz"), "{e}");
+    std::fs::write(d.join("idf.json"), "{\"salt\": ").unwrap();
+    let e = open_err(&d);
+    assert!(e.contains("idf.json") && e.contains("line"), "{e}");
+
+    let d = case("router", "inference-free");
+    let m = std::fs::read_to_string(d.join("modules.json")).unwrap();
+    std::fs::write(d.join("modules.json"), m.replace("Router", "Wormhole")).unwrap();
+    let e = open_err(&d);
+    assert!(e.contains("Wormhole"), "{e}");
+
+    let d = case("pooling", "bert-splade");
+    std::fs::write(
+        d.join("1_SpladePooling/config.json"),
+        "{\"pooling_strategy\": \"mean\"}",
+    )
+    .unwrap();
+    let e = open_err(&d);
+    assert!(e.contains("1_SpladePooling") && e.contains("mean"), "{e}");
+}
