@@ -496,6 +496,7 @@ fn the_shipped_recipes_parse() {
         "csplade-echo-1.toml",
         "csplade-echo-2.toml",
         "csplade-cpu-3.toml",
+        "csplade-cpu-4.toml",
     ] {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("assets/recipes")

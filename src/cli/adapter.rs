@@ -1,5 +1,7 @@
 //! `csplade adapter export --to peft`: a csplade adapter in Hugging Face
-//! `peft`'s layout, for transformers + peft (or any tool reading it).
+//! `peft`'s layout, for transformers + peft (or any tool reading it);
+//! `csplade adapter set-prior`: record the query prior an adapter is
+//! searched with, keeping the identity its indexes were built under.
 
 use std::path::{Path, PathBuf};
 
@@ -12,6 +14,26 @@ use csplade::model::adapter::Adapter;
 pub enum AdapterCommand {
     /// Write an adapter in another layout
     Export(ExportArgs),
+    /// Record the query-side prior an adapter is searched with (search,
+    /// eval and the explorer then use it unless told otherwise); documents
+    /// encode as before, so indexes built with the adapter still serve it
+    SetPrior(SetPriorArgs),
+}
+
+#[derive(Args)]
+pub struct SetPriorArgs {
+    /// A file written by `csplade train`
+    #[arg(long)]
+    pub adapter: PathBuf,
+    /// The base model it adapts
+    #[arg(long, default_value = "base")]
+    pub model: String,
+    /// none, idf or idf:POWER
+    #[arg(long)]
+    pub prior: csplade::search::QueryPrior,
+    /// The new adapter file (a path that exists is refused)
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 #[derive(Args)]
@@ -36,7 +58,10 @@ pub struct ExportArgs {
 }
 
 pub fn run(cmd: AdapterCommand) -> Result<()> {
-    let AdapterCommand::Export(a) = cmd;
+    let a = match cmd {
+        AdapterCommand::Export(a) => a,
+        AdapterCommand::SetPrior(a) => return set_prior(a),
+    };
     let adapter = if a.adapter == "default" {
         Adapter::from_bytes(csplade::model::DEFAULT_ADAPTER, Path::new("default"))?
     } else {
@@ -58,6 +83,28 @@ pub fn run(cmd: AdapterCommand) -> Result<()> {
             .filter(|k| !k.starts_with("head."))
             .count(),
         a.out.display()
+    );
+    Ok(())
+}
+
+fn set_prior(a: SetPriorArgs) -> Result<()> {
+    if a.out.exists() || a.out.is_symlink() {
+        bail!("{}: exists; name a new file", a.out.display());
+    }
+    let spec = format!("{}+{}", a.model, a.adapter.display());
+    let model = csplade::model::load_unpacked(&spec, &candle_core::Device::Cpu)
+        .with_context(|| format!("loading {spec:?}"))?;
+    let mut adapter = Adapter::read(&a.adapter)?;
+    adapter.meta.query_prior = a.prior;
+    adapter.meta.documents_as = Some(model.identity.sha256.clone());
+    adapter.write(&a.out)?;
+    eprintln!(
+        "csplade: {} → {} (query prior {}; documents encode as {}'s, identity {})",
+        a.adapter.display(),
+        a.out.display(),
+        a.prior,
+        spec,
+        &model.identity.sha256[..12]
     );
     Ok(())
 }
