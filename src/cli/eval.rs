@@ -94,17 +94,17 @@ pub enum SystemChoice {
 }
 
 impl SystemChoice {
-    fn lsr(self) -> bool {
+    pub(super) fn lsr(self) -> bool {
         self != SystemChoice::Bm25
     }
-    fn bm25(self) -> bool {
+    pub(super) fn bm25(self) -> bool {
         self != SystemChoice::Lsr
     }
-    fn hybrid(self) -> bool {
+    pub(super) fn hybrid(self) -> bool {
         matches!(self, SystemChoice::Hybrid | SystemChoice::All)
     }
     /// LSR and BM25 are reported (not only ranked for the fusion).
-    fn reports_parts(self) -> bool {
+    pub(super) fn reports_parts(self) -> bool {
         self != SystemChoice::Hybrid
     }
 }
@@ -140,11 +140,11 @@ fn bm25_for(dataset: &Path, docs: &[beir::Document]) -> Result<Bm25Index> {
 
 /// The collection under evaluation: documents, judgements, and the judged
 /// queries that are averaged.
-struct Collection {
-    name: String,
-    docs: Vec<beir::Document>,
-    qrels: beir::Qrels,
-    evaluated: Vec<beir::Query>,
+pub(super) struct Collection {
+    pub name: String,
+    pub docs: Vec<beir::Document>,
+    pub qrels: beir::Qrels,
+    pub evaluated: Vec<beir::Query>,
 }
 
 impl Collection {
@@ -212,13 +212,13 @@ impl Collection {
 
 /// The LSR side, kept for explaining failures: index, model, the queries'
 /// expansions as the model wrote them, and the prior they were scored with.
-struct LsrSide {
-    index: LsrIndex,
-    model: csplade::model::SparseModel,
-    expansions: Vec<csplade::encode::SparseVec>,
+pub(super) struct LsrSide {
+    pub index: LsrIndex,
+    pub model: csplade::model::SparseModel,
+    pub expansions: Vec<csplade::encode::SparseVec>,
     /// The expansions as scored (times the prior).
-    scored: Vec<csplade::encode::SparseVec>,
-    prior: QueryPrior,
+    pub scored: Vec<csplade::encode::SparseVec>,
+    pub prior: QueryPrior,
 }
 
 fn phase(a: &EvalArgs, name: &str) {
@@ -329,7 +329,7 @@ fn lsr_run(a: &EvalArgs, c: &Collection) -> Result<(Run, LsrSide)> {
 }
 
 /// A system's mean and per-query metrics.
-type Scored<'a> = (&'a str, Metrics, HashMap<String, Metrics>);
+pub(super) type Scored<'a> = (&'a str, Metrics, HashMap<String, Metrics>);
 
 /// Write each reported system's TREC run: `--run FILE`, with `.NAME`
 /// appended when several systems are reported.
@@ -403,7 +403,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
         }
         _ => Vec::new(),
     };
-    let report = Report {
+    let report = super::eval_report::Report {
         a: &a,
         c: &c,
         results: &results,
@@ -415,162 +415,6 @@ pub fn run(a: EvalArgs) -> Result<()> {
     } else {
         report.text();
         Ok(())
-    }
-}
-
-/// What `eval` prints.
-struct Report<'a> {
-    a: &'a EvalArgs,
-    c: &'a Collection,
-    results: &'a [Scored<'a>],
-    side: Option<&'a LsrSide>,
-    explained: &'a [csplade::failures::FailureExplanation],
-}
-
-fn median(mut v: Vec<usize>) -> f64 {
-    v.sort_unstable();
-    v.get(v.len() / 2).copied().unwrap_or(0) as f64
-}
-
-impl Report<'_> {
-    /// Median active dimensions of the queries and documents.
-    fn sparsity(&self) -> Option<(f64, f64)> {
-        self.side.map(|s| {
-            (
-                median(s.expansions.iter().map(|e| e.active()).collect()),
-                median(s.index.vectors.iter().map(|d| d.active()).collect()),
-            )
-        })
-    }
-
-    /// How documents weigh their terms: the median gap between a
-    /// document's 1st and 10th weight, and the median number of its terms
-    /// within 0.05 of its largest (a flat bag of words: gap 0, every term).
-    fn document_weights(&self) -> Option<(f64, f64)> {
-        let s = self.side?;
-        let (mut gaps, mut near) = (Vec::new(), Vec::new());
-        for d in &s.index.vectors {
-            let mut w = d.weights.clone();
-            if w.len() < 10 {
-                continue;
-            }
-            w.sort_by(|a, b| b.total_cmp(a));
-            gaps.push((w[0] - w[9]) as f64);
-            near.push(w.iter().filter(|&&x| x >= w[0] - 0.05).count() as f64);
-        }
-        let med = |mut v: Vec<f64>| {
-            v.sort_by(f64::total_cmp);
-            v.get(v.len() / 2).copied().unwrap_or(0.0)
-        };
-        (!gaps.is_empty()).then(|| (med(gaps), med(near)))
-    }
-
-    fn json(&self) -> Result<()> {
-        let mut sys = serde_json::Map::new();
-        for (name, m, _) in self.results {
-            sys.insert(name.to_string(), serde_json::to_value(m)?);
-        }
-        let mut out = json!({"dataset": self.c.name, "split": self.a.split,
-            "queries": self.c.evaluated.len(), "systems": sys,
-            "median_active": self.sparsity().map(|(q, d)| json!({"query": q, "document": d}))});
-        if let Some(s) = self.side {
-            out["query_prior"] = json!(s.prior.to_string());
-        }
-        if let Some((gap, near)) = self.document_weights() {
-            out["document_weights"] =
-                json!({"median_gap_1st_10th": gap, "median_terms_within_0.05_of_max": near});
-        }
-        if self.a.system.hybrid() {
-            out["fusion"] = json!(self.a.fusion.to_string());
-        }
-        if self.a.explain_failures > 0 {
-            out["failures"] = serde_json::to_value(self.explained)?;
-        }
-        println!("{out}");
-        Ok(())
-    }
-
-    fn text(&self) {
-        println!(
-            "dataset {}  split {}  queries {}",
-            self.c.name,
-            self.a.split,
-            self.c.evaluated.len()
-        );
-        if let Some((q, d)) = self.sparsity() {
-            println!("LSR median active dimensions: {q} per query, {d} per document");
-        }
-        if let Some((gap, near)) = self.document_weights() {
-            println!(
-                "LSR documents: median gap {gap:.3} between the 1st and 10th weight, median {near} terms within 0.05 of the largest"
-            );
-        }
-        if let Some(s) = self.side.filter(|s| !s.prior.is_none()) {
-            println!("LSR query prior: {}", s.prior);
-        }
-        if self.a.system.hybrid() {
-            println!("hybrid: {} of LSR and BM25", self.a.fusion);
-        }
-        println!(
-            "{:<6} {:>8} {:>8} {:>8} {:>8}",
-            "system", "nDCG@10", "MRR@10", "R@100", "R@1000"
-        );
-        for (name, m, _) in self.results {
-            println!(
-                "{:<6} {:>8.4} {:>8.4} {:>8.4} {:>8.4}",
-                name, m.ndcg10, m.mrr10, m.recall100, m.recall1000
-            );
-        }
-        self.losses();
-        if !self.explained.is_empty() {
-            println!(
-                "\nWhy LSR loses on the {} worst queries:",
-                self.explained.len()
-            );
-            print_failures(self.explained);
-        }
-    }
-
-    /// The queries where LSR loses most to BM25.
-    fn losses(&self) {
-        let find = |n: &str| self.results.iter().find(|r| r.0 == n);
-        let (Some(b), Some(l)) = (find("bm25"), find("lsr")) else {
-            return;
-        };
-        let text: HashMap<&str, &str> = self
-            .c
-            .evaluated
-            .iter()
-            .map(|q| (q.id.as_str(), q.text.as_str()))
-            .collect();
-        let mut losses: Vec<(&String, f64, f64)> =
-            b.2.iter()
-                .map(|(q, m)| (q, m.ndcg10, l.2.get(q).map_or(0.0, |x| x.ndcg10)))
-                .filter(|x| x.2 < x.1)
-                .collect();
-        losses.sort_by(|x, y| (y.1 - y.2).total_cmp(&(x.1 - x.2)).then(x.0.cmp(y.0)));
-        let wins =
-            b.2.iter()
-                .filter(|(q, m)| l.2.get(*q).is_some_and(|x| x.ndcg10 > m.ndcg10))
-                .count();
-        println!(
-            "\nLSR beats BM25 on {wins} queries and loses on {} (nDCG@10); largest losses:",
-            losses.len()
-        );
-        println!(
-            "{:<12} {:>7} {:>7} {:>7}  query",
-            "query", "bm25", "lsr", "Δ"
-        );
-        for (q, bv, lv) in losses.iter().take(self.a.losses) {
-            let t: String = text
-                .get(q.as_str())
-                .copied()
-                .unwrap_or("")
-                .chars()
-                .take(60)
-                .collect();
-            println!("{:<12} {:>7.3} {:>7.3} {:>+7.3}  {t}", q, bv, lv, lv - bv);
-        }
     }
 }
 
@@ -632,7 +476,7 @@ fn explain_failures(
 }
 
 /// Print explained failures for a reader.
-fn print_failures(explained: &[csplade::failures::FailureExplanation]) {
+pub(super) fn print_failures(explained: &[csplade::failures::FailureExplanation]) {
     let rank = |r: Option<usize>| r.map_or("—".to_string(), |r| r.to_string());
     for f in explained {
         println!(

@@ -11,6 +11,7 @@ mod data;
 mod device;
 mod encode;
 mod eval;
+mod eval_report;
 mod export;
 mod index;
 mod quant;

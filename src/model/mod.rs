@@ -12,6 +12,7 @@ pub mod gemm_i8;
 pub mod gguf;
 pub mod hf;
 pub mod kernels;
+pub mod layouts;
 pub mod linear;
 pub mod llama;
 pub mod mlm;

@@ -11,6 +11,7 @@ pub mod config;
 pub mod data;
 pub mod export;
 pub mod graph;
+pub mod groups;
 pub mod loss;
 pub mod optim;
 pub mod pooling;

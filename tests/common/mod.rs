@@ -1,12 +1,16 @@
 //! Shared helpers for integration tests: locating ../shared/data (skip, or
-//! fail under CSPLADE_REQUIRE_DATA=1) and loading the real base model once.
+//! fail under CSPLADE_REQUIRE_DATA=1), loading the real base model once, and
+//! the tiny training fixtures (a random-weight model, a toy collection and
+//! the recipe that trains on it).
 
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use candle_core::Device;
 use csplade::model::{self, LoadedModel};
+use csplade::train::TrainConfig;
 
 /// The shared collections, or `None` (with a notice) when absent. With
 /// `CSPLADE_REQUIRE_DATA=1` (set by CI) absence is a failure.
@@ -37,4 +41,58 @@ pub fn base_model() -> &'static LoadedModel {
     M.get_or_init(|| {
         model::load("base", &candle_core::Device::Cpu).expect("loading the base model")
     })
+}
+
+/// A tiny random-weight model written to `dir` (GGUF, or its HF twin).
+pub fn tiny(dir: &Path, hf: bool) -> LoadedModel {
+    if !dir.join("tiny.gguf").exists() {
+        model::tiny::write_tiny_model(dir, 11).unwrap();
+    }
+    let spec = if hf {
+        dir.join("hf")
+    } else {
+        dir.join("tiny.gguf")
+    };
+    model::load_unpacked(spec.to_str().unwrap(), &Device::Cpu).unwrap()
+}
+
+/// A BEIR collection where each query shares a rare word with its document.
+pub fn toy_collection(dir: &Path) {
+    let words = [
+        "zebra", "quartz", "violin", "glacier", "pepper", "orbit", "walnut", "falcon", "copper",
+        "tulip", "harbor", "lemon",
+    ];
+    std::fs::create_dir_all(dir.join("qrels")).unwrap();
+    let mut corpus = String::new();
+    let mut queries = String::new();
+    let mut qrels = String::from("query-id\tcorpus-id\tscore\n");
+    for (i, w) in words.iter().enumerate() {
+        corpus.push_str(&format!("{{\"_id\":\"d{i}\",\"title\":\"\",\"text\":\"notes about the {w} and other things\"}}\n"));
+        queries.push_str(&format!("{{\"_id\":\"q{i}\",\"text\":\"{w}?\"}}\n"));
+        qrels.push_str(&format!("q{i}\td{i}\t1\n"));
+    }
+    std::fs::write(dir.join("corpus.jsonl"), corpus).unwrap();
+    std::fs::write(dir.join("queries.jsonl"), queries).unwrap();
+    std::fs::write(dir.join("qrels/train.tsv"), qrels).unwrap();
+}
+
+pub fn toy_config(data: &Path, steps: usize) -> TrainConfig {
+    TrainConfig::load(
+        None,
+        &[
+            format!("steps={steps}"),
+            "batch=4".into(),
+            "lr=0.01".into(),
+            "warmup_steps=2".into(),
+            "checkpoint_every=3".into(),
+            "variant=echo".into(),
+            "head=\"logprob:3\"".into(),
+            "lora_rank=4".into(),
+            "lambda_q=0.0001".into(),
+            "lambda_d=0.0001".into(),
+            "pairs=[\"toy\"]".into(),
+            format!("data_dir={:?}", data.to_str().unwrap()),
+        ],
+    )
+    .unwrap()
 }
