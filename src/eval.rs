@@ -123,19 +123,37 @@ pub fn evaluate_run(
 }
 
 /// Write a TREC run file (`qid Q0 docid rank score tag`, one line per
-/// retrieved document) atomically: temp file, then rename.
-pub fn write_trec_run(path: &Path, tag: &str, runs: &[(String, Vec<Hit>)]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp-run");
-    {
-        let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+/// retrieved document) under the output policy (never inside `inputs`),
+/// atomically. A query or document id holding whitespace cannot be
+/// written in the format, and is refused naming it.
+pub fn write_trec_run(
+    path: &Path,
+    tag: &str,
+    runs: &[(String, Vec<Hit>)],
+    inputs: &[&Path],
+) -> Result<(), crate::data::output::OutputError> {
+    use crate::data::output::{self, OutputError};
+    let spaced = |s: &str| s.is_empty() || s.chars().any(char::is_whitespace);
+    for (qid, hits) in runs {
+        let bad = std::iter::once(qid.as_str())
+            .chain(hits.iter().map(|h| h.doc_id.as_str()))
+            .find(|s| spaced(s));
+        if let Some(id) = bad {
+            let msg = format!(
+                "the id {id:?} is empty or holds whitespace, which a TREC run line cannot carry; \
+                 rename it in the collection to write a run"
+            );
+            return Err(OutputError::io(path, std::io::Error::other(msg)));
+        }
+    }
+    output::write_file(path, &output::TREC_RUN, inputs, "eval", |w| {
         for (qid, hits) in runs {
             for (rank, h) in hits.iter().enumerate() {
                 writeln!(w, "{qid} Q0 {} {} {:.6} {tag}", h.doc_id, rank + 1, h.score)?;
             }
         }
-        w.flush()?;
-    }
-    std::fs::rename(tmp, path)
+        Ok(())
+    })
 }
 
 #[cfg(test)]

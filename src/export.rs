@@ -152,24 +152,34 @@ pub fn quantize(w: f32, scale: f32) -> i32 {
     (w * scale).round() as i32
 }
 
-/// Write through `f` into a temporary file beside `out`, then rename.
+/// Write through `f` to the export file `out` under the output policy,
+/// refusing paths inside the index it reads.
 fn atomically(
+    idx: &LsrIndex,
     out: &Path,
     f: impl FnOnce(&mut BufWriter<std::fs::File>) -> std::io::Result<()>,
 ) -> Result<(), IndexError> {
-    if let Some(dir) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| IndexError::io(dir, e))?;
+    use crate::data::output;
+    Ok(output::write_file(
+        out,
+        &output::EXPORT,
+        &[&idx.dir],
+        "export",
+        f,
+    )?)
+}
+
+/// Distinct terms with at least one posting.
+fn terms_used(idx: &LsrIndex) -> usize {
+    let mut used = vec![false; idx.meta.vocab_size];
+    for v in &idx.vectors {
+        for (id, _) in v.iter() {
+            if let Some(u) = used.get_mut(id as usize) {
+                *u = true;
+            }
+        }
     }
-    let mut tmp = out.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let file = std::fs::File::create(&tmp).map_err(|e| IndexError::io(&tmp, e))?;
-    let mut w = BufWriter::new(file);
-    f(&mut w)
-        .and_then(|_| w.flush())
-        .and_then(|_| w.get_ref().sync_all())
-        .map_err(|e| IndexError::io(&tmp, e))?;
-    std::fs::rename(&tmp, out).map_err(|e| IndexError::io(out, e))
+    used.into_iter().filter(|&u| u).count()
 }
 
 fn document_text(idx: &LsrIndex, ordinal: usize) -> Result<String, IndexError> {
@@ -196,7 +206,7 @@ pub fn export(
         ExportFormat::Ciff => export_ciff(idx, &terms, out),
         ExportFormat::Anserini => {
             let mut postings = 0u64;
-            atomically(out, |w| {
+            atomically(idx, out, |w| {
                 for d in 0..n {
                     let vector: serde_json::Map<String, serde_json::Value> = idx.vectors[d]
                         .iter()
@@ -214,13 +224,16 @@ pub fn export(
             Ok(ExportReport {
                 files: vec![out.to_path_buf()],
                 documents: n,
-                terms: terms.len(),
+                terms: terms_used(idx),
                 postings,
             })
         }
         ExportFormat::OpenSearch => {
+            // Both files are checked before either is written.
+            let mapping = mapping_path(out);
+            crate::data::output::check_file(&mapping, &crate::data::output::EXPORT, &[&idx.dir])?;
             let mut postings = 0u64;
-            atomically(out, |w| {
+            atomically(idx, out, |w| {
                 for d in 0..n {
                     let features: serde_json::Map<String, serde_json::Value> = idx.vectors[d]
                         .iter()
@@ -237,12 +250,11 @@ pub fn export(
                 }
                 Ok(())
             })?;
-            let mapping = mapping_path(out);
-            atomically(&mapping, |w| writeln!(w, "{:#}", opensearch_mapping()))?;
+            atomically(idx, &mapping, |w| writeln!(w, "{:#}", opensearch_mapping()))?;
             Ok(ExportReport {
                 files: vec![out.to_path_buf(), mapping],
                 documents: n,
-                terms: terms.len(),
+                terms: terms_used(idx),
                 postings,
             })
         }
@@ -311,7 +323,7 @@ fn export_ciff(idx: &LsrIndex, terms: &[String], out: &Path) -> Result<ExportRep
         ),
     };
     let mut postings = 0u64;
-    atomically(out, |w| {
+    atomically(idx, out, |w| {
         let mut buf = Vec::new();
         let mut put = |w: &mut BufWriter<std::fs::File>, m: &dyn MessageBytes| {
             buf.clear();

@@ -35,6 +35,16 @@ pub fn tune_allocator() {
     }
 }
 
+/// Hand memory the process has freed back to the operating system (glibc
+/// keeps it otherwise), before handing the machine to another process.
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free heap pages to the system.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// A test that cannot check anything here says so: `SKIP: why` on stderr,
 /// and a line in `$CSPLADE_SKIP_LOG` when set (CI counts and prints them).
 #[doc(hidden)]

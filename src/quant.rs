@@ -98,22 +98,8 @@ pub fn write_variant(
 ) -> Result<(), crate::model::ModelError> {
     use candle_core::quantized::gguf_file::Value;
     use candle_core::quantized::QTensor;
-    crate::data::output::check_file(out, b"GGUF", "a GGUF file").map_err(|e| {
-        crate::model::ModelError::Format {
-            path: out.to_path_buf(),
-            msg: e.reason.clone() + "; csplade only writes over a GGUF file",
-        }
-    })?;
-    if out
-        .canonicalize()
-        .ok()
-        .is_some_and(|o| source.canonicalize().ok() == Some(o))
-    {
-        return Err(crate::model::ModelError::Format {
-            path: out.to_path_buf(),
-            msg: "is the source model itself; write the variant elsewhere".into(),
-        });
-    }
+    // Refused before the work, not after it.
+    crate::data::output::check_file(out, &crate::data::output::GGUF, &[source])?;
     let mut g = crate::model::gguf::GgufFile::open(source)?;
     let cfg = g.llama_config()?;
     let tensors = g.hf_tensors(&candle_core::Device::Cpu)?;
@@ -140,7 +126,7 @@ pub fn write_variant(
         "csplade.precision".into(),
         Value::String(label(precision, quantize_head)),
     ));
-    crate::model::gguf::write_llama(out, &cfg, &meta, &q)
+    crate::model::gguf::write_llama(out, &cfg, &meta, &q, &[source])
 }
 
 #[cfg(test)]

@@ -17,23 +17,47 @@ fn stderr(o: &Output) -> String {
 }
 
 #[test]
-fn zero_counts_are_refused_by_the_command_line() {
+fn out_of_range_numbers_are_refused_by_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();
-    for args in [
-        vec!["search", "--index", d, "--k", "0", "q"],
-        vec!["eval", "--dataset", d, "--depth", "0"],
-        vec!["encode", "--max-len", "0", "text"],
-        vec!["encode", "--batch", "0", "text"],
-        vec!["index", "--corpus", d, "--out", d, "--commit-every", "0"],
-        vec!["index", "--corpus", d, "--out", d, "--scale", "NaN"],
-    ] {
+    let extremes = [
+        "0",
+        "-1",
+        "18446744073709551615",
+        "1e30",
+        "NaN",
+        "inf",
+        "1000000000000",
+    ];
+    for x in extremes {
+        for (args, flag) in [
+            (vec!["search", "--index", d, "q"], "--k"),
+            (vec!["eval", "--dataset", d], "--depth"),
+            (vec!["encode", "text"], "--max-len"),
+            (vec!["encode", "text"], "--batch"),
+            (vec!["index", "--corpus", d, "--out", d], "--commit-every"),
+            (vec!["bench", "seismic", "--index", d], "--synthetic"),
+            (vec!["train", "contrastive", "--out", d], "--steps"),
+        ] {
+            let value = format!("{flag}={x}");
+            let args: Vec<&str> = args.into_iter().chain([value.as_str()]).collect();
+            let o = csplade(&args, dir.path());
+            assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+            let e = stderr(&o);
+            assert!(
+                e.contains("must be a whole number from 1 to"),
+                "{args:?}: {e}"
+            );
+        }
+    }
+    for x in ["0", "1e-30", "1e30", "NaN", "-inf", "0.5", "1001"] {
+        let scale = format!("--scale={x}");
+        let args = ["index", "--corpus", d, "--out", d, &scale];
         let o = csplade(&args, dir.path());
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
-        let e = stderr(&o);
         assert!(
-            e.contains("at least 1") || e.contains("greater than 0"),
-            "{args:?}: {e}"
+            stderr(&o).contains("must be a number from 1 to 1000"),
+            "{args:?}"
         );
     }
 }

@@ -210,5 +210,5 @@ fn the_demo_picks_everyday_commands_first() {
         lengths.iter().all(|&l| l <= 8),
         "short names first: {names:?}"
     );
-    assert!(out.join(csplade::data::output::MANPAGES_MARKER).is_file());
+    assert!(out.join(csplade::data::output::DIR_MANIFEST).is_file());
 }

@@ -358,7 +358,13 @@ fn an_index_is_never_written_over_the_users_files_or_its_collection() {
     let before = std::fs::read(corpus.join("corpus.jsonl")).unwrap();
     for out in [mine.clone(), corpus.clone(), corpus.join("index")] {
         let e = build(&enc, &opts(&corpus, &out), |_| {}).expect_err("refused");
-        assert!(matches!(e, IndexError::Refused(_)), "{out:?}: {e}");
+        assert!(
+            matches!(
+                e,
+                IndexError::Output(csplade::data::output::OutputError::Refused(_))
+            ),
+            "{out:?}: {e}"
+        );
     }
     assert_eq!(
         std::fs::read_to_string(mine.join("thesis.txt")).unwrap(),
@@ -603,7 +609,18 @@ fn seismic_answers_from_a_cached_structure_and_synthetic_collections_are_indexes
     let stats = synthetic::TermStatistics::of(&idx.vectors, idx.meta.vocab_size);
     let drawn = synthetic::draw_collection(&stats, &idx.vectors, 500, 3);
     let syn = tmp.path().join("synthetic");
-    synthetic::write_index(&syn, &idx.meta, &drawn, "synthetic, from the test index").unwrap();
+    synthetic::write_index(
+        &syn,
+        &out,
+        &idx.meta,
+        &drawn,
+        "synthetic, from the test index",
+    )
+    .unwrap();
+    // Never over the very index it reads.
+    let err = synthetic::write_index(&out, &out, &idx.meta, &drawn, "over itself").unwrap_err();
+    assert!(err.to_string().contains("input"), "{err}");
+    assert!(LsrIndex::open(&out).is_ok());
     let s = LsrIndex::open(&syn).unwrap();
     assert_eq!(s.len(), 500);
     assert_eq!(s.vectors, drawn);

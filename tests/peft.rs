@@ -3,10 +3,10 @@
 //! the same model in Hugging Face's layout — both must give the logits of
 //! csplade's own adapter file.
 
-use std::path::Path;
-
 use candle_core::{Device, Tensor};
 use csplade::model::{self, adapter, AttentionMask, LoadedModel};
+
+mod common;
 
 fn logits(m: &LoadedModel, text: &str) -> Vec<f32> {
     let ids = m.tokenizer.encode(text).unwrap();
@@ -30,47 +30,12 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
         .fold(0.0, f32::max)
 }
 
-/// A LoRA adapter on every projection with non-zero A and B.
-fn random_adapter(dir: &Path) -> std::path::PathBuf {
-    let mut m =
-        model::load_unpacked(dir.join("tiny.gguf").to_str().unwrap(), &Device::Cpu).unwrap();
-    let targets = csplade::train::TrainConfig::default().targets;
-    let vars = adapter::attach_low_rank(&mut m.llama, 3, 6.0, &targets, 4).unwrap();
-    let tensors = vars
-        .iter()
-        .enumerate()
-        .map(|(i, (n, v))| {
-            let vals = adapter::uniform(40 + i as u64, v.as_tensor().elem_count(), 0.5);
-            (
-                n.clone(),
-                Tensor::from_vec(vals, v.as_tensor().dims(), &Device::Cpu).unwrap(),
-            )
-        })
-        .collect();
-    let meta = adapter::AdapterMeta {
-        base_id: "tiny".into(),
-        base_sha256: String::new(),
-        kind: "lora".into(),
-        rank: 3,
-        alpha: 6.0,
-        variant: csplade::encode::Variant::Echo,
-        head: csplade::encode::Head::LogProb { shift: 5.0 },
-        max_len: 64,
-        trained: "test".into(),
-        query_prior: Default::default(),
-        documents_as: None,
-    };
-    let file = dir.join("lora.safetensors");
-    adapter::Adapter { meta, tensors }.write(&file).unwrap();
-    file
-}
-
 #[test]
 fn peft_export_reads_back_onto_gguf_and_hf_bases_with_the_same_logits() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     model::tiny::write_tiny_model(d, 12).unwrap();
-    let file = random_adapter(d);
+    let file = common::lora_adapter(d);
     let gguf = d.join("tiny.gguf");
     let base = model::load_unpacked(gguf.to_str().unwrap(), &Device::Cpu).unwrap();
     let a = adapter::Adapter::read(&file).unwrap();
@@ -91,6 +56,17 @@ fn peft_export_reads_back_onto_gguf_and_hf_bases_with_the_same_logits() {
             .unwrap();
     assert!(names.contains_key("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"));
     assert!(names.contains_key("base_model.model.model.layers.1.mlp.down_proj.lora_B.weight"));
+    // How csplade's adapter encodes comes back from csplade_encoding.json.
+    let (back, _) = model::peft::read(&peft_dir, &base.llama.config).unwrap();
+    assert_eq!(back.meta.variant, csplade::encode::Variant::Echo);
+    assert_eq!(
+        back.meta.head,
+        csplade::encode::Head::LogProb { shift: 5.0 }
+    );
+    assert_eq!(
+        (back.meta.max_len, back.meta.trained.as_str()),
+        (64, "test")
+    );
 
     let text = "rotary positions matter here";
     let own = model::load_unpacked(
@@ -137,7 +113,7 @@ fn unsupported_peft_adapters_are_refused_by_name() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     model::tiny::write_tiny_model(d, 12).unwrap();
-    let file = random_adapter(d);
+    let file = common::lora_adapter(d);
     let gguf = d.join("tiny.gguf");
     let base = model::load_unpacked(gguf.to_str().unwrap(), &Device::Cpu).unwrap();
     let peft_dir = d.join("peft");

@@ -284,6 +284,7 @@ fn gguf_written_and_read_back_is_identical() {
         &cfg,
         &model::tiny::tokenizer_metadata(&tokens, &merges, &types),
         &q,
+        &[],
     )
     .unwrap();
     let mut b = model::gguf::GgufFile::open(&out).unwrap();

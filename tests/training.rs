@@ -236,6 +236,20 @@ fn interrupted_then_resumed_run_ends_where_an_uninterrupted_one_does() {
         assert_eq!(na, nb);
         assert_eq!(va, vb, "{na} differs after resume");
     }
+    // While a trainer holds the run, a second one is refused at once.
+    let e = Trainer::new(
+        toy_config(dir.path(), steps),
+        Phase::Contrastive,
+        &split,
+        tiny(&dir.path().join("m"), false),
+    )
+    .err()
+    .expect("locked");
+    assert!(
+        e.to_string().contains("another csplade is writing it"),
+        "{e}"
+    );
+    drop(second);
     // A different recipe refuses to resume.
     let mut other = toy_config(dir.path(), steps);
     other.lr = 0.5;

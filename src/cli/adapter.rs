@@ -31,7 +31,8 @@ pub struct SetPriorArgs {
     /// none, idf or idf:POWER
     #[arg(long)]
     pub prior: csplade::search::QueryPrior,
-    /// The new adapter file (a path that exists is refused)
+    /// The new adapter file (an existing one only when csplade wrote it
+    /// there as an adapter)
     #[arg(long)]
     pub out: PathBuf,
 }
@@ -62,6 +63,15 @@ pub fn run(cmd: AdapterCommand) -> Result<()> {
         AdapterCommand::Export(a) => a,
         AdapterCommand::SetPrior(a) => return set_prior(a),
     };
+    // Never over (or holding) the adapter or the base model it reads, even
+    // with --force.
+    let inputs: Vec<&Path> = [a.adapter.as_str(), a.model.as_str()]
+        .into_iter()
+        .map(Path::new)
+        .filter(|p| p.exists())
+        .collect();
+    let kind = csplade::data::output::PEFT_ADAPTER;
+    csplade::data::output::check(&a.out, &kind, &inputs)?;
     let adapter = if a.adapter == "default" {
         Adapter::from_bytes(csplade::model::DEFAULT_ADAPTER, Path::new("default"))?
     } else {
@@ -88,16 +98,18 @@ pub fn run(cmd: AdapterCommand) -> Result<()> {
 }
 
 fn set_prior(a: SetPriorArgs) -> Result<()> {
-    if a.out.exists() || a.out.is_symlink() {
-        bail!("{}: exists; name a new file", a.out.display());
-    }
+    use csplade::data::output::{self, ADAPTER};
+    output::check_file(&a.out, &ADAPTER, &[&a.adapter])?;
     let spec = format!("{}+{}", a.model, a.adapter.display());
     let model = csplade::model::load_unpacked(&spec, &candle_core::Device::Cpu)
         .with_context(|| format!("loading {spec:?}"))?;
     let mut adapter = Adapter::read(&a.adapter)?;
     adapter.meta.query_prior = a.prior;
     adapter.meta.documents_as = Some(model.identity.sha256.clone());
-    adapter.write(&a.out)?;
+    let bytes = adapter.to_bytes(&a.out)?;
+    output::write_file(&a.out, &ADAPTER, &[&a.adapter], "adapter set-prior", |w| {
+        std::io::Write::write_all(w, &bytes)
+    })?;
     eprintln!(
         "csplade: {} → {} (query prior {}; documents encode as {}'s, identity {})",
         a.adapter.display(),

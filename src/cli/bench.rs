@@ -54,7 +54,7 @@ pub struct TuiBench {
     pub width: u16,
     #[arg(long, default_value_t = 50)]
     pub height: u16,
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 200, value_parser = super::within(1, 100_000))]
     pub repeat: usize,
     #[arg(long)]
     pub json: bool,
@@ -72,10 +72,10 @@ pub struct SearchBench {
     #[arg(long)]
     pub precision: Option<csplade::quant::Precision>,
     /// Queries timed (from the indexed collection's queries.jsonl)
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 300, value_parser = super::within(1, 1_000_000))]
     pub queries: usize,
     /// Hits per query
-    #[arg(long, default_value_t = 10, value_parser = super::positive)]
+    #[arg(long, default_value_t = 10, value_parser = super::within(1, 100_000))]
     pub k: usize,
     /// Encode queries through the model's inference-free query table (the
     /// default for an inference-free checkpoint)
@@ -88,15 +88,15 @@ pub struct SearchBench {
 #[derive(Args)]
 pub struct GemmBench {
     /// Rows (tokens in a batch)
-    #[arg(long, default_value_t = 2048)]
+    #[arg(long, default_value_t = 2048, value_parser = super::within(1, 65_536))]
     pub m: usize,
     /// Output columns
-    #[arg(long, default_value_t = 1536)]
+    #[arg(long, default_value_t = 1536, value_parser = super::within(1, 65_536))]
     pub n: usize,
     /// Inner dimension
-    #[arg(long, default_value_t = 576)]
+    #[arg(long, default_value_t = 576, value_parser = super::within(1, 100_000))]
     pub k: usize,
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = super::within(1, 100_000))]
     pub repeat: usize,
 }
 
@@ -108,10 +108,10 @@ pub struct EncodeBench {
     #[arg(long)]
     pub dataset: Option<PathBuf>,
     /// Documents encoded (the first N of the corpus)
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = super::within(1, 1_000_000))]
     pub docs: usize,
     /// Timed repetitions; the best is reported
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = super::within(1, 100_000))]
     pub repeat: usize,
     #[arg(long)]
     pub json: bool,

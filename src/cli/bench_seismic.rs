@@ -31,20 +31,20 @@ pub struct SeismicBench {
     /// Search a synthetic collection of this many documents instead, drawn
     /// to match the index's active terms per document, document frequencies
     /// and per-term impacts (written once, then reused)
-    #[arg(long)]
+    #[arg(long, value_parser = super::within(1, 10_000_000))]
     pub synthetic: Option<usize>,
     /// Where the synthetic index lives (default: $CSPLADE_HOME/bench/
     /// synthetic-N-<model>-<collection fingerprint>)
     #[arg(long)]
     pub synthetic_out: Option<PathBuf>,
     /// Queries timed (the collection's own, encoded by the model)
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 300, value_parser = super::within(1, 1_000_000))]
     pub queries: usize,
     /// Hits per query; recall is measured at this depth
-    #[arg(long, default_value_t = 10, value_parser = super::positive)]
+    #[arg(long, default_value_t = 10, value_parser = super::within(1, 100_000))]
     pub k: usize,
     /// λ: documents kept per term's posting list
-    #[arg(long, default_value_t = SeismicBuild::default().postings_per_term)]
+    #[arg(long, default_value_t = SeismicBuild::default().postings_per_term, value_parser = super::within(1, 10_000_000))]
     pub postings_per_term: usize,
     /// Seismic query settings measured, QUERY_TERMS:HEAP_FACTOR each
     #[arg(long = "setting", default_values_t = ["10:0.7".to_string(), "5:0.9".to_string(), "20:0.9".to_string()])]
@@ -89,6 +89,11 @@ pub fn run(a: SeismicBench) -> Result<()> {
                             [..12.min(source.meta.corpus_fingerprint.len())]
                     ))
             });
+            csplade::data::output::check(
+                &out,
+                &csplade::data::output::SYNTHETIC_INDEX,
+                &[&a.index],
+            )?;
             let reuse = LsrIndex::open(&out).ok().filter(|i| i.len() == n);
             let (idx, seconds) = match reuse {
                 Some(i) => (i, None),
@@ -103,7 +108,7 @@ pub fn run(a: SeismicBench) -> Result<()> {
                         synthetic::TermStatistics::of(&source.vectors, source.meta.vocab_size);
                     let drawn = synthetic::draw_collection(&stats, &source.vectors, n, 42);
                     let description = format!("synthetic, from {}", a.index.display());
-                    synthetic::write_index(&out, &source.meta, &drawn, &description)?;
+                    synthetic::write_index(&out, &a.index, &source.meta, &drawn, &description)?;
                     drop(drawn);
                     let seconds = t0.elapsed().as_secs_f64();
                     let idx = LsrIndex::open(&out)

@@ -21,16 +21,16 @@ const SCRIPT: &str = include_str!("../../tests/tools/pytorch_splade.py");
 #[derive(Args)]
 pub struct SpladeBench {
     /// Texts encoded
-    #[arg(long, default_value_t = 64, value_parser = super::positive)]
+    #[arg(long, default_value_t = 64, value_parser = super::within(1, 100_000))]
     pub texts: usize,
     /// Words per text (each one WordPiece token: 2 more with [CLS], [SEP])
     #[arg(long, default_value_t = 126, value_parser = clap::value_parser!(u32).range(1..=500))]
     pub words: u32,
     /// Texts per forward pass, on both sides
-    #[arg(long, default_value_t = 16, value_parser = super::positive)]
+    #[arg(long, default_value_t = 16, value_parser = super::within(1, 4096))]
     pub batch: usize,
     /// Timed passes (the best counts), after one warm-up batch
-    #[arg(long, default_value_t = 2, value_parser = super::positive)]
+    #[arg(long, default_value_t = 2, value_parser = super::within(1, 1000))]
     pub repeat: usize,
     /// Python with torch, transformers and sentence-transformers; default
     /// `$CSPLADE_PYTORCH_PYTHON`, else python3

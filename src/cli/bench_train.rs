@@ -23,7 +23,7 @@ pub struct TrainBench {
     #[arg(long, default_value = "contrastive")]
     pub phase: String,
     /// Steps timed after one warm-up step
-    #[arg(long, default_value_t = 3, value_parser = super::positive)]
+    #[arg(long, default_value_t = 3, value_parser = super::within(1, 100_000))]
     pub steps: usize,
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -95,7 +95,8 @@ fn time_engine(
     batches_from: Option<&Path>,
 ) -> Result<Timed> {
     if let Some(from) = batches_from {
-        std::fs::create_dir_all(run)?;
+        // A training run directory from the start, so the trainer takes it.
+        csplade::data::output::claim_dir(run, &csplade::data::output::TRAINING_RUN, &[])?;
         std::fs::copy(from.join(batches::FILE), run.join(batches::FILE))?;
     }
     reset_peak();
@@ -147,6 +148,9 @@ pub fn run(a: TrainBench) -> Result<()> {
     let tok = csplade::model::load_tokenizer(&cfg.model)?;
     std::fs::create_dir_all(&scratch.0)?;
     let micro = batches::load_or_draw(&cfg, &tok, &scratch.0, cfg.steps * cfg.grad_accum)?;
+    // PyTorch first, while this process holds little: the two must never
+    // need the machine's memory at once.
+    let (torch, versions) = pytorch(&cfg, &micro, &python, &scratch.0)?;
     for engine in [Engine::Cpu, Engine::Generic] {
         let run = scratch.0.join(engine_name(engine).replace(' ', "-"));
         rows.push(time_engine(
@@ -157,8 +161,8 @@ pub fn run(a: TrainBench) -> Result<()> {
             &run,
             Some(&scratch.0),
         )?);
+        csplade::release_free_memory();
     }
-    let (torch, versions) = pytorch(&cfg, &micro, &python, &scratch.0)?;
     rows.push(torch);
     report(&a, &cfg, rows, versions)
 }

@@ -39,8 +39,8 @@ pub struct CompareArgs {
     /// Without --encoder: these precisions of --model
     #[arg(long, value_delimiter = ',', default_value = "f32,f16,q8_0,q4_0")]
     pub precisions: Vec<Precision>,
-    /// Terms shown per encoder
-    #[arg(long, default_value_t = 10)]
+    /// Terms shown per encoder (0: all)
+    #[arg(long, default_value_t = 10, value_parser = super::within(0, 1_000_000))]
     pub top_k: usize,
     #[arg(long)]
     pub json: bool,
@@ -211,7 +211,12 @@ fn print_comparison(c: &compare::Comparison, top_k: usize) {
         .map(|r| format!("{:<width$.width$}", r.encoder.to_string()))
         .collect();
     println!("{}", header.join(" "));
-    for i in 0..top_k {
+    // 0 shows every term, as `encode --top-k 0` does.
+    let rows = match top_k {
+        0 => c.runs.iter().map(|r| r.terms.len()).max().unwrap_or(0),
+        k => k,
+    };
+    for i in 0..rows {
         let cells: Vec<String> = c
             .runs
             .iter()

@@ -22,7 +22,7 @@ pub struct ManpagesArgs {
     #[arg(long, default_value = "1,2,3,4,5,6,7,8", value_delimiter = ',')]
     pub sections: Vec<String>,
     /// Most pages converted
-    #[arg(long, default_value_t = 3000)]
+    #[arg(long, default_value_t = 3000, value_parser = super::within(1, 10_000_000))]
     pub max: usize,
     /// Man page root
     #[arg(long, default_value = "/usr/share/man")]

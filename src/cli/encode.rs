@@ -16,7 +16,7 @@ pub struct EncodeArgs {
     #[command(flatten)]
     pub model: ModelArgs,
     /// Terms shown per text (0 = every active term)
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, value_parser = super::within(0, 1_000_000))]
     pub top_k: usize,
     /// One JSON object per text
     #[arg(long)]

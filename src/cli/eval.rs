@@ -52,10 +52,10 @@ pub struct EvalArgs {
     #[arg(long, default_value = "exact")]
     pub backend: Backend,
     /// Documents retrieved per query (at least 1)
-    #[arg(long, default_value_t = 1000, value_parser = super::positive)]
+    #[arg(long, default_value_t = 1000, value_parser = super::within(1, 100_000))]
     pub depth: usize,
     /// Queries listed in the LSR-vs-BM25 loss table
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = super::within(0, 100_000))]
     pub losses: usize,
     #[arg(long)]
     pub json: bool,
@@ -71,7 +71,7 @@ pub struct EvalArgs {
     /// relevant document's ranks, the query words that score it under BM25
     /// but are missing or weak in the expansion, and the expansion terms that
     /// lifted the wrong hits (needs --system both)
-    #[arg(long, value_name = "N", default_value_t = 0)]
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = super::within(0, 10_000))]
     pub explain_failures: usize,
 }
 
@@ -106,6 +106,19 @@ impl SystemChoice {
     /// LSR and BM25 are reported (not only ranked for the fusion).
     pub(super) fn reports_parts(self) -> bool {
         self != SystemChoice::Hybrid
+    }
+    /// The systems reported, in the report's order.
+    pub(super) fn reported(self) -> Vec<&'static str> {
+        let parts = [("lsr", self.lsr()), ("bm25", self.bm25())];
+        let mut names: Vec<&str> = parts
+            .iter()
+            .filter(|(_, on)| *on && self.reports_parts())
+            .map(|(n, _)| *n)
+            .collect();
+        if self.hybrid() {
+            names.push("hybrid");
+        }
+        names
     }
 }
 
@@ -301,6 +314,7 @@ fn lsr_run(a: &EvalArgs, c: &Collection) -> Result<(Run, LsrSide)> {
         LsrIndex::open(&index_dir).with_context(|| format!("opening {}", index_dir.display()))?;
     idx.meta.check_corpus(&index_dir, &a.dataset)?;
     idx.meta.check_model(model.identity(), model.vocab_size())?;
+    a.model.check_index_encoding(&idx.meta)?;
     // The table already weighs its tokens: no prior unless asked for.
     let prior = a
         .query_prior
@@ -331,24 +345,39 @@ fn lsr_run(a: &EvalArgs, c: &Collection) -> Result<(Run, LsrSide)> {
 /// A system's mean and per-query metrics.
 pub(super) type Scored<'a> = (&'a str, Metrics, HashMap<String, Metrics>);
 
-/// Write each reported system's TREC run: `--run FILE`, with `.NAME`
-/// appended when several systems are reported.
-fn write_runs(path: &Path, systems: &[(&str, Run)]) -> Result<()> {
+/// Where `--run FILE` writes the run of `name` among `count` reported
+/// systems: FILE itself for one, FILE.NAME for several.
+fn run_path(path: &Path, name: &str, count: usize) -> PathBuf {
+    if count > 1 {
+        let mut p = path.as_os_str().to_owned();
+        p.push(format!(".{name}"));
+        PathBuf::from(p)
+    } else {
+        path.to_path_buf()
+    }
+}
+
+/// Write each reported system's TREC run (see [`run_path`]).
+fn write_runs(path: &Path, systems: &[(&str, Run)], inputs: &[&Path]) -> Result<()> {
     for (name, runs) in systems {
-        let path = if systems.len() > 1 {
-            let mut p = path.as_os_str().to_owned();
-            p.push(format!(".{name}"));
-            PathBuf::from(p)
-        } else {
-            path.to_path_buf()
-        };
-        csplade::eval::write_trec_run(&path, &format!("csplade-{name}"), runs)
-            .with_context(|| format!("writing {}", path.display()))?;
+        let path = run_path(path, name, systems.len());
+        csplade::eval::write_trec_run(&path, &format!("csplade-{name}"), runs, inputs)?;
     }
     Ok(())
 }
 
 pub fn run(a: EvalArgs) -> Result<()> {
+    let inputs: Vec<&Path> = std::iter::once(a.dataset.as_path())
+        .chain(a.index.as_deref())
+        .collect();
+    if let Some(path) = &a.run {
+        // Refused now, not after the evaluation.
+        let names = a.system.reported();
+        for name in &names {
+            let p = run_path(path, name, names.len());
+            csplade::data::output::check_file(&p, &csplade::data::output::TREC_RUN, &inputs)?;
+        }
+    }
     let c = Collection::read(&a)?;
     if a.explain_failures > 0 && !(a.system.lsr() && a.system.bm25() && a.system.reports_parts()) {
         bail!("--explain-failures compares LSR with BM25: use --system both or all");
@@ -394,7 +423,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
         })
         .collect();
     if let Some(path) = &a.run {
-        write_runs(path, &systems)?;
+        write_runs(path, &systems, &inputs)?;
     }
     let explained = match &side {
         Some(s) if a.explain_failures > 0 => {

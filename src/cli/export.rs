@@ -34,6 +34,8 @@ pub struct ExportArgs {
 pub fn run(a: ExportArgs) -> Result<()> {
     let idx =
         LsrIndex::open(&a.index).with_context(|| format!("opening index {}", a.index.display()))?;
+    let kind = csplade::data::output::EXPORT;
+    csplade::data::output::check_file(&a.out, &kind, &[&a.index])?;
     let model = csplade::model::family::open(
         &a.model,
         &candle_core::Device::Cpu,
@@ -43,22 +45,6 @@ pub fn run(a: ExportArgs) -> Result<()> {
     )
     .with_context(|| format!("loading model {:?}", a.model))?;
     idx.meta.check_model(model.identity(), model.vocab_size())?;
-    if a.out
-        .canonicalize()
-        .ok()
-        .is_some_and(|o| o.starts_with(&idx.dir))
-    {
-        anyhow::bail!(
-            "{}: inside the index itself; write the export elsewhere",
-            a.out.display()
-        );
-    }
-    if a.out.is_dir() {
-        anyhow::bail!(
-            "{}: a directory; --out names the file to write",
-            a.out.display()
-        );
-    }
     let r = export::export(&idx, model.tokenizer(), a.format, &a.out, &a.name)?;
     if a.json {
         println!("{}", serde_json::to_string(&r)?);

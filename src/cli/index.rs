@@ -25,14 +25,16 @@ pub struct IndexArgs {
     /// Index directory to create (replaced atomically when the build completes)
     #[arg(long, required = true)]
     pub out: Option<PathBuf>,
-    /// Impact quantization for tantivy: term frequency = round(weight × scale)
-    #[arg(long, default_value_t = 100.0, value_parser = super::positive_real)]
+    /// Impact quantization for tantivy: term frequency = round(weight × scale),
+    /// from 1 to 1000 (below 1 most impacts round to 0; above, postings grow
+    /// without gain)
+    #[arg(long, default_value_t = 100.0, value_parser = super::real_within(1.0, 1000.0))]
     pub scale: f32,
     /// Keep only the heaviest terms of each document (0 = all)
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = super::within(0, 1_000_000))]
     pub doc_top_k: usize,
     /// Documents encoded between resumable commits
-    #[arg(long, default_value_t = 64, value_parser = super::positive)]
+    #[arg(long, default_value_t = 64, value_parser = super::within(1, 1_000_000))]
     pub commit_every: usize,
     /// Print progress as JSON lines on stdout (for the explorer)
     #[arg(long)]
@@ -152,7 +154,12 @@ pub fn build_with_progress(
                 documents,
                 resumed_from,
                 tokens,
+                truncated,
+                max_len,
             } => {
+                if *truncated > 0 {
+                    eprintln!("csplade: notice: {truncated} of {documents} documents are longer than {max_len} tokens and are encoded from their first {max_len} (--max-len)");
+                }
                 if *resumed_from > 0 {
                     eprintln!("csplade: resuming an interrupted build at document {resumed_from} of {documents}");
                 }

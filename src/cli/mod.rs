@@ -37,6 +37,10 @@ pub struct Cli {
     /// (RUST_BACKTRACE is otherwise ignored)
     #[arg(long, global = true)]
     pub debug: bool,
+    /// Let outputs replace what csplade cannot prove it wrote there (never
+    /// a special file, nor a collection the command reads)
+    #[arg(long, global = true)]
+    pub force: bool,
 }
 
 #[derive(Subcommand)]
@@ -138,7 +142,7 @@ pub struct ModelArgs {
     #[arg(long)]
     pub quantize_head: bool,
     /// Maximum tokens kept per text (longer texts are truncated with a notice)
-    #[arg(long, default_value_t = 256, value_parser = positive)]
+    #[arg(long, default_value_t = 256, value_parser = within(1, 32_768))]
     pub max_len: usize,
     /// Sparse head: `logprob:C` (log(1+ReLU(log_softmax + C)), sparse even
     /// untrained) or `raw` (the paper's log(1+ReLU(logit)), ~49k active terms
@@ -146,7 +150,7 @@ pub struct ModelArgs {
     #[arg(long, value_parser = parse_head)]
     pub head: Option<Head>,
     /// Texts per forward pass (on a GPU, 64 keeps it busy)
-    #[arg(long, default_value_t = 8, value_parser = positive)]
+    #[arg(long, default_value_t = 8, value_parser = within(1, 4096))]
     pub batch: usize,
     /// cpu, or cuda: GPU 0 through candle's CUDA ops, f32 only (needs a
     /// build with the `cuda` feature; see README "GPU")
@@ -173,13 +177,27 @@ fn parse_head(s: &str) -> Result<Head, String> {
     s.parse()
 }
 
-/// A count that must be at least 1 (0 has no meaning that every backend
-/// shares, so it is refused rather than read as "all" or "none").
-pub fn positive(s: &str) -> Result<usize, String> {
-    match s.parse::<usize>() {
-        Ok(0) => Err("must be at least 1".into()),
-        Ok(n) => Ok(n),
-        Err(e) => Err(e.to_string()),
+/// A whole number in `lo..=hi`, for flags whose value reaches an
+/// allocation or a loop: out-of-range values (and overflow) are refused
+/// with the range, not accepted and failed on later.
+pub fn within(
+    lo: usize,
+    hi: usize,
+) -> impl Fn(&str) -> Result<usize, String> + Clone + Send + Sync + 'static {
+    move |s: &str| match s.trim().parse::<u128>() {
+        Ok(n) if n >= lo as u128 && n <= hi as u128 => Ok(n as usize),
+        _ => Err(format!("must be a whole number from {lo} to {hi}")),
+    }
+}
+
+/// A finite number in `lo..=hi`.
+pub fn real_within(
+    lo: f32,
+    hi: f32,
+) -> impl Fn(&str) -> Result<f32, String> + Clone + Send + Sync + 'static {
+    move |s: &str| match s.trim().parse::<f32>() {
+        Ok(x) if x.is_finite() && (lo..=hi).contains(&x) => Ok(x),
+        _ => Err(format!("must be a number from {lo} to {hi}")),
     }
 }
 
@@ -193,6 +211,26 @@ pub fn positive_real(s: &str) -> Result<f32, String> {
 }
 
 impl ModelArgs {
+    /// Refuse a `--variant` or `--head` that differs from how the index's
+    /// documents were encoded (queries must be encoded the same way).
+    pub fn check_index_encoding(&self, meta: &csplade::index::IndexMeta) -> Result<()> {
+        if let Some(v) = self.variant.filter(|v| *v != meta.variant) {
+            anyhow::bail!(
+                "--variant {v}: the index's documents were encoded with {}; \
+                 drop --variant, or rebuild the index with --variant {v}",
+                meta.variant
+            );
+        }
+        if let Some(h) = self.head.filter(|h| *h != meta.head) {
+            anyhow::bail!(
+                "--head {h}: the index's documents were encoded with {}; \
+                 drop --head, or rebuild the index with --head {h}",
+                meta.head
+            );
+        }
+        Ok(())
+    }
+
     /// How to encode with `model`: flags first, then what the model's
     /// adapter was trained with, then causal / logprob:6.
     pub fn encoder_config<'m>(&self, model: impl Into<ModelRef<'m>>) -> EncoderConfig {
@@ -251,6 +289,7 @@ impl ModelArgs {
 }
 
 pub fn run(cli: Cli) -> Result<()> {
+    csplade::data::output::set_force(cli.force);
     match cli.command {
         Some(Command::Encode(a)) => encode::run(a),
         Some(Command::Bench(b)) => bench::run(b),
@@ -334,5 +373,85 @@ mod tests {
         assert_eq!(describe(&e), "opening x: x/meta.json: No such file");
         let plain = anyhow::anyhow!("root").context("middle").context("top");
         assert_eq!(describe(&plain), "top: middle: root");
+    }
+}
+
+#[cfg(test)]
+mod path_flags {
+    use std::collections::BTreeSet;
+
+    use clap::CommandFactory;
+
+    /// Flags that name paths csplade only reads.
+    const INPUTS: &[&str] = &[
+        "adapter set-prior --adapter",
+        "bench encode --dataset",
+        "bench encode --python",
+        "bench tui --index",
+        "bench search --index",
+        "bench seismic --index",
+        "bench splade --python",
+        "bench train --config",
+        "bench train --python",
+        "compare --dataset",
+        "compare --index",
+        "data manpages --root",
+        "eval --dataset",
+        "eval --index",
+        "export --index",
+        "index --corpus",
+        "index merge --shards",
+        "search --index",
+        "train adapt --config",
+        "train contrastive --config",
+        "train query-table --config",
+        "tui --dataset",
+        "tui --index",
+    ];
+
+    fn path_flags(cmd: &clap::Command, prefix: &str, out: &mut BTreeSet<String>) {
+        let path = std::any::TypeId::of::<std::path::PathBuf>();
+        for a in cmd.get_arguments() {
+            if a.get_value_parser().type_id() == path {
+                let name = a
+                    .get_long()
+                    .map_or_else(|| format!("--{}", a.get_id()), |l| format!("--{l}"));
+                out.insert(format!("{prefix} {name}").trim().to_string());
+            }
+        }
+        for s in cmd.get_subcommands() {
+            path_flags(s, format!("{prefix} {}", s.get_name()).trim(), out);
+        }
+    }
+
+    /// Every path flag is either read or in tests/output_flags.txt, which
+    /// tests/output_policy.rs walks against every kind of existing target:
+    /// a new output flag cannot escape the output policy's test.
+    #[test]
+    fn every_path_flag_is_an_input_or_a_tested_output() {
+        let mut flags = BTreeSet::new();
+        path_flags(&super::Cli::command(), "", &mut flags);
+        let outputs: BTreeSet<String> = include_str!("../../tests/output_flags.txt")
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+            .map(str::to_string)
+            .collect();
+        let inputs: BTreeSet<String> = INPUTS.iter().map(|s| s.to_string()).collect();
+        let unclassed: Vec<&String> = flags
+            .iter()
+            .filter(|f| !outputs.contains(*f) && !inputs.contains(*f))
+            .collect();
+        assert!(
+            unclassed.is_empty(),
+            "path flags neither read nor listed in tests/output_flags.txt: {unclassed:?}"
+        );
+        let stale: Vec<&String> = outputs
+            .union(&inputs)
+            .filter(|f| !flags.contains(*f))
+            .collect();
+        assert!(
+            stale.is_empty(),
+            "listed flags that do not exist: {stale:?}"
+        );
     }
 }

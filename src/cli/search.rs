@@ -20,13 +20,13 @@ pub struct SearchArgs {
     #[arg(long, default_value = "default")]
     pub model: String,
     /// Hits shown (at least 1, for every backend)
-    #[arg(long, default_value_t = 10, value_parser = super::positive)]
+    #[arg(long, default_value_t = 10, value_parser = super::within(1, 100_000))]
     pub k: usize,
     /// Per hit, the term-contribution table (term, q_w, d_w, q_w × d_w)
     #[arg(long)]
     pub explain: bool,
     /// Contributions shown per hit with --explain
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = super::within(0, 10_000))]
     pub explain_terms: usize,
     /// LSR scorer: exact (stored f32 vectors), tantivy (quantized impacts),
     /// or seismic[:QUERY_TERMS:HEAP_FACTOR] (approximate blocked postings,

@@ -64,11 +64,11 @@ pub struct TrainArgs {
     #[arg(long = "set", value_name = "FIELD=VALUE")]
     pub overrides: Vec<String>,
     /// Shorthand for `--set steps=N`
-    #[arg(long)]
+    #[arg(long, value_parser = super::within(1, 100_000_000))]
     pub steps: Option<usize>,
     /// Stop after N optimizer steps of this call (the schedule still spans
     /// `steps`): checkpoint and write the adapter there; `--resume` goes on
-    #[arg(long, value_name = "N", value_parser = super::positive)]
+    #[arg(long, value_name = "N", value_parser = super::within(1, 100_000_000))]
     pub stop_after: Option<usize>,
     /// Run directory: checkpoints, BM25 negatives, the final adapter.safetensors
     #[arg(long)]
@@ -133,12 +133,12 @@ pub fn run(cmd: TrainCommand) -> Result<()> {
         overrides.push(format!("steps={n}"));
     }
     let cfg = TrainConfig::load(a.config.as_deref(), &overrides).map_err(anyhow::Error::msg)?;
+    cfg.check_output(&a.out)?;
     if a.prepare_only {
         if phase != Phase::Contrastive {
             anyhow::bail!("--prepare-only draws contrastive batches; the adaptation phase reads its corpora directly");
         }
-        cfg.check_output(&a.out)?;
-        std::fs::create_dir_all(&a.out).with_context(|| a.out.display().to_string())?;
+        let _lock = cfg.claim_output(&a.out, "train --prepare-only")?;
         let tok = csplade::model::load_tokenizer(&cfg.model)
             .with_context(|| format!("loading the tokenizer of {:?}", cfg.model))?;
         let count = cfg.steps * cfg.grad_accum;
@@ -237,7 +237,7 @@ fn query_table(a: QueryTableArgs) -> Result<()> {
     if !a.lambda.is_finite() || a.lambda < 0.0 {
         anyhow::bail!("--lambda {}: must be a finite number ≥ 0", a.lambda);
     }
-    cfg.check_output(&a.out)?;
+    let _lock = cfg.claim_output(&a.out, "train query-table")?;
     let source = csplade::model::adapter_of(&a.model)
         .with_context(|| format!("reading the adapter of {:?}", a.model))?;
     let model = csplade::model::load(&a.model, &candle_core::Device::Cpu)

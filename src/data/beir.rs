@@ -26,6 +26,14 @@ pub enum DataError {
     },
     #[error("{}: {msg}", path.display())]
     Invalid { path: PathBuf, msg: String },
+    #[error(transparent)]
+    Output(#[from] super::output::OutputError),
+}
+
+impl From<super::output::OutputRefused> for DataError {
+    fn from(e: super::output::OutputRefused) -> Self {
+        DataError::Output(e.into())
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

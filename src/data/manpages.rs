@@ -353,13 +353,9 @@ pub fn convert(opts: &ManpageOptions, out: &Path) -> Result<ManpageReport, DataE
     let mut stage = out.as_os_str().to_owned();
     stage.push(".partial");
     let stage = PathBuf::from(stage);
+    let _lock = super::output::lock::acquire(out, "data manpages")?;
     for p in [out, stage.as_path()] {
-        super::output::check(p, &super::output::MANPAGES, &[&opts.root]).map_err(|e| {
-            DataError::Invalid {
-                path: p.to_path_buf(),
-                msg: e.to_string(),
-            }
-        })?;
+        super::output::check(p, &super::output::MANPAGES, &[&opts.root])?;
     }
     let mut files: BTreeMap<String, PathBuf> = BTreeMap::new();
     for s in &opts.sections {
@@ -459,10 +455,8 @@ pub fn convert(opts: &ManpageOptions, out: &Path) -> Result<ManpageReport, DataE
         });
     }
     // Stage, then rename into place.
-    let _ = std::fs::remove_dir_all(&stage);
+    super::output::fresh_stage(&stage, &super::output::MANPAGES, &[&opts.root])?;
     std::fs::create_dir_all(stage.join("qrels")).map_err(|e| io(&stage, e))?;
-    let marker = stage.join(super::output::MANPAGES_MARKER);
-    std::fs::write(&marker, b"written by csplade data manpages\n").map_err(|e| io(&marker, e))?;
     let write_jsonl = |p: PathBuf, items: Vec<String>| -> Result<(), DataError> {
         let mut f = std::io::BufWriter::new(std::fs::File::create(&p).map_err(|e| io(&p, e))?);
         for l in items {
@@ -486,10 +480,7 @@ pub fn convert(opts: &ManpageOptions, out: &Path) -> Result<ManpageReport, DataE
     let mut qrels = vec!["query-id\tcorpus-id\tscore".to_string()];
     qrels.extend(docs.iter().map(|d| format!("q-{}\t{}\t1", d.id, d.id)));
     write_jsonl(stage.join("qrels").join("test.tsv"), qrels)?;
-    if out.exists() {
-        std::fs::remove_dir_all(out).map_err(|e| io(out, e))?;
-    }
-    std::fs::rename(&stage, out).map_err(|e| io(out, e))?;
+    super::output::publish(&stage, out)?;
     Ok(report)
 }
 

@@ -334,7 +334,7 @@ impl Session {
     }
 
     /// Write the failure list as TSV and JSON under `$CSPLADE_HOME/exports/`
-    /// (each written to a temporary file and renamed); the two paths.
+    /// (each atomically, see [`crate::data::output::atomic`]); the two paths.
     pub fn export_failures(&self, rows: &[super::FailureRow]) -> Result<(PathBuf, PathBuf)> {
         let dir = data_dir().join("exports");
         std::fs::create_dir_all(&dir).with_context(|| dir.display().to_string())?;
@@ -365,9 +365,7 @@ impl Session {
             ));
         }
         let write = |path: &PathBuf, bytes: &[u8]| -> Result<()> {
-            let tmp = path.with_extension("tmp");
-            std::fs::write(&tmp, bytes).with_context(|| tmp.display().to_string())?;
-            std::fs::rename(&tmp, path).with_context(|| path.display().to_string())
+            Ok(crate::data::output::write_new(path, bytes)?)
         };
         write(&tsv, text.as_bytes())?;
         write(&json, serde_json::to_string_pretty(rows)?.as_bytes())?;

@@ -132,6 +132,8 @@ impl Bm25Index {
             return Ok(Vec::new());
         }
         let searcher = self.reader.searcher();
+        // No ranking is longer than the collection.
+        let k = k.min(searcher.num_docs().max(1) as usize);
         let top = searcher
             .search(&BooleanQuery::new(clauses), &TopDocs::with_limit(k))
             .map_err(|e| IndexError::Tantivy {

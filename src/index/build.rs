@@ -54,6 +54,9 @@ pub enum BuildProgress {
         documents: usize,
         resumed_from: usize,
         tokens: u64,
+        /// Documents cut to the encoder's length, and its length.
+        truncated: usize,
+        max_len: usize,
     },
     Progress {
         done: usize,
@@ -113,6 +116,7 @@ pub fn build(
     // Never over (or inside) what is not ours: the output, its staging
     // directory, and the collection read.
     let stage = staging_dir(&opts.out);
+    let _lock = crate::data::output::lock::acquire(&opts.out, "index")?;
     for p in [&opts.out, &stage] {
         crate::data::output::check(p, &crate::data::output::INDEX, &[&opts.corpus])?;
     }
@@ -153,15 +157,19 @@ pub fn build(
         }
     }
     std::fs::create_dir_all(&stage).map_err(|e| IndexError::io(&stage, e))?;
+    crate::data::output::mark_dir(&stage, &crate::data::output::INDEX)?;
 
     // Tokenize everything up front; encode longest first in fixed batches.
     let mut seqs = Vec::with_capacity(docs.len());
+    let mut truncated = 0;
     for d in &docs {
         let text = d.full_text();
         let ids = if text.trim().is_empty() {
             vec![]
         } else {
-            encoder.tokenize(&text)?.0
+            let (ids, dropped) = encoder.tokenize(&text)?;
+            truncated += usize::from(dropped > 0);
+            ids
         };
         seqs.push(ids);
     }
@@ -241,6 +249,8 @@ pub fn build(
         documents: order.len(),
         resumed_from: state.done,
         tokens: tokens_planned,
+        truncated,
+        max_len: encoder.config.max_len,
     });
     let session = Instant::now();
     let session_start_tokens = state.tokens;
@@ -466,20 +476,7 @@ pub fn prune(v: SparseVec, k: usize) -> SparseVec {
 
 /// Move the complete staging directory into place, replacing an old index.
 pub(super) fn publish(stage: &Path, out: &Path) -> Result<(), IndexError> {
-    if out.exists() {
-        let mut old = out.as_os_str().to_owned();
-        old.push(format!(".old-{}", std::process::id()));
-        let old = PathBuf::from(old);
-        std::fs::rename(out, &old).map_err(|e| IndexError::io(out, e))?;
-        std::fs::rename(stage, out).map_err(|e| IndexError::io(out, e))?;
-        let _ = std::fs::remove_dir_all(&old);
-    } else {
-        if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|e| IndexError::io(parent, e))?;
-        }
-        std::fs::rename(stage, out).map_err(|e| IndexError::io(out, e))?;
-    }
-    Ok(())
+    Ok(crate::data::output::publish(stage, out)?)
 }
 
 /// The tantivy side: ordinal (fast), id, stored title and text, impacts.

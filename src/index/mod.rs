@@ -9,7 +9,6 @@ pub mod shard;
 pub mod synthetic;
 pub mod vectors;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 pub use build::{build, BuildOptions, BuildProgress};
@@ -44,7 +43,7 @@ pub enum IndexError {
     #[error("no index at {}: {hint}", path.display())]
     Missing { path: PathBuf, hint: String },
     #[error(transparent)]
-    Refused(#[from] crate::data::output::OutputRefused),
+    Output(#[from] crate::data::output::OutputError),
     #[error("the index {} was built from {built_from}, whose corpus differs from {}; rebuild the index for this collection", index.display(), corpus.display())]
     CorpusMismatch {
         index: PathBuf,
@@ -62,15 +61,15 @@ impl IndexError {
     }
 }
 
-/// Write a small file atomically: temp file, fsync, rename.
+/// Write a small file of an index atomically (see [`crate::data::output::atomic`]).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), IndexError> {
-    let tmp = path.with_extension("tmp-write");
-    {
-        let mut f = std::fs::File::create(&tmp).map_err(|e| IndexError::io(&tmp, e))?;
-        f.write_all(bytes).map_err(|e| IndexError::io(&tmp, e))?;
-        f.sync_all().map_err(|e| IndexError::io(&tmp, e))?;
+    Ok(crate::data::output::write_new(path, bytes)?)
+}
+
+impl From<crate::data::output::OutputRefused> for IndexError {
+    fn from(e: crate::data::output::OutputRefused) -> Self {
+        IndexError::Output(e.into())
     }
-    std::fs::rename(&tmp, path).map_err(|e| IndexError::io(path, e))
 }
 
 /// Corpus position of every (segment, doc) of a tantivy index, from its

@@ -114,9 +114,14 @@ pub fn merge(
         ));
     }
     let corpus = PathBuf::from(&first.index.corpus);
-    crate::data::output::check(out, &crate::data::output::INDEX, &[&corpus])?;
+    let _lock = crate::data::output::lock::acquire(out, "index merge")?;
+    // Never over (or inside) the corpus or a shard being merged.
+    let inputs: Vec<&Path> = std::iter::once(corpus.as_path())
+        .chain(parts.iter().map(PathBuf::as_path))
+        .collect();
+    crate::data::output::check(out, &crate::data::output::INDEX, &inputs)?;
     let stage = build::staging_dir(out);
-    crate::data::output::check(&stage, &crate::data::output::INDEX, &[&corpus])?;
+    crate::data::output::check(&stage, &crate::data::output::INDEX, &inputs)?;
     let docs = beir::read_corpus(&corpus)?;
     let fp = build::fingerprint(&beir::collection_file(&corpus, "corpus.jsonl"))?;
     if fp != first.index.corpus_fingerprint || docs.len() != first.index.documents {
@@ -134,9 +139,6 @@ pub fn merge(
         bytes.extend(std::fs::read(&j).map_err(|e| IndexError::io(&j, e))?);
     }
     let vecs = build::read_journal(&bytes, docs.len(), &parts[0].join(JOURNAL))?;
-    if stage.exists() {
-        std::fs::remove_dir_all(&stage).map_err(|e| IndexError::io(&stage, e))?;
-    }
-    std::fs::create_dir_all(&stage).map_err(|e| IndexError::io(&stage, e))?;
+    crate::data::output::fresh_stage(&stage, &crate::data::output::INDEX, &inputs)?;
     build::finish(&stage, out, &docs, &vecs, first.index.clone(), t0, progress)
 }

@@ -115,16 +115,17 @@ pub fn draw_collection(
 /// named `s0`, `s1`, … and have no text.
 pub fn write_index(
     out: &Path,
+    source_dir: &Path,
     source: &IndexMeta,
     vectors: &[SparseVec],
     description: &str,
 ) -> Result<IndexMeta, IndexError> {
+    use crate::data::output::{self, SYNTHETIC_INDEX};
     let t0 = std::time::Instant::now();
+    let _lock = output::lock::acquire(out, "bench seismic")?;
+    output::check(out, &SYNTHETIC_INDEX, &[source_dir])?;
     let stage = super::build::staging_dir(out);
-    if stage.exists() {
-        std::fs::remove_dir_all(&stage).map_err(|e| IndexError::io(&stage, e))?;
-    }
-    std::fs::create_dir_all(&stage).map_err(|e| IndexError::io(&stage, e))?;
+    output::fresh_stage(&stage, &SYNTHETIC_INDEX, &[source_dir])?;
     let docs: Vec<Document> = (0..vectors.len())
         .map(|i| Document {
             id: format!("s{i}"),

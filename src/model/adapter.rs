@@ -98,12 +98,15 @@ impl Adapter {
         Ok(Self { meta, tensors })
     }
 
-    /// Write as f16 safetensors, atomically (temp file, then rename).
+    /// Write as f16 safetensors, atomically, inside an output csplade has
+    /// claimed (a training run).
     pub fn write(&self, path: &Path) -> Result<(), ModelError> {
-        let io = |source| ModelError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
+        let bytes = self.to_bytes(path)?;
+        Ok(crate::data::output::write_new(path, &bytes)?)
+    }
+
+    /// The f16 safetensors file's bytes (`path` names it in errors).
+    pub fn to_bytes(&self, path: &Path) -> Result<Vec<u8>, ModelError> {
         let half: Vec<(String, Tensor)> = self
             .tensors
             .iter()
@@ -128,10 +131,7 @@ impl Adapter {
         let meta =
             serde_json::to_string(&self.meta).map_err(|e| format_err(path, e.to_string()))?;
         let info = Some(HashMap::from([(META_KEY.to_string(), meta)]));
-        let data = safetensors::serialize(tv, info).map_err(|e| format_err(path, e.to_string()))?;
-        let tmp = path.with_extension("safetensors.tmp");
-        std::fs::write(&tmp, data).map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(io)
+        safetensors::serialize(tv, info).map_err(|e| format_err(path, e.to_string()))
     }
 
     /// The inference-free query table, if the adapter has one: finite,

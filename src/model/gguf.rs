@@ -302,11 +302,8 @@ pub fn write_llama(
     cfg: &Config,
     metadata: &[(String, Value)],
     tensors: &[(String, candle_core::quantized::QTensor)],
+    inputs: &[&Path],
 ) -> Result<(), ModelError> {
-    let io = |e: std::io::Error| ModelError::Io {
-        path: path.to_path_buf(),
-        source: e,
-    };
     let mut meta: Vec<(String, Value)> = vec![
         ("general.architecture".into(), Value::String("llama".into())),
         (
@@ -351,18 +348,13 @@ pub fn write_llama(
             .ok_or_else(|| ModelError::Unsupported(format!("tensor {hf} has no GGUF name")))?;
         renamed.push((g, q));
     }
-    let tmp = path.with_extension("gguf.tmp");
-    {
-        let mut f = std::io::BufWriter::new(File::create(&tmp).map_err(io)?);
-        let m: Vec<(&str, &Value)> = meta.iter().map(|(k, v)| (k.as_str(), v)).collect();
-        let t: Vec<(&str, &candle_core::quantized::QTensor)> =
-            renamed.iter().map(|(k, v)| (k.as_str(), *v)).collect();
-        candle_core::quantized::gguf_file::write(&mut f, &m, &t)?;
-        use std::io::Write;
-        f.flush().map_err(io)?;
-        f.get_ref().sync_all().map_err(io)?;
-    }
-    std::fs::rename(&tmp, path).map_err(io)?;
+    let m: Vec<(&str, &Value)> = meta.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let t: Vec<(&str, &candle_core::quantized::QTensor)> =
+        renamed.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    let out = crate::data::output::GGUF;
+    crate::data::output::write_file(path, &out, inputs, "quantize", |f| {
+        candle_core::quantized::gguf_file::write(f, &m, &t).map_err(std::io::Error::other)
+    })?;
     Ok(())
 }
 

@@ -55,6 +55,14 @@ pub enum ModelError {
     },
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
+    #[error(transparent)]
+    Output(#[from] crate::data::output::OutputError),
+}
+
+impl From<crate::data::output::OutputRefused> for ModelError {
+    fn from(e: crate::data::output::OutputRefused) -> Self {
+        ModelError::Output(e.into())
+    }
 }
 
 /// Where the model runs: the CPU (csplade's packed AVX-512 kernels, fused

@@ -23,6 +23,8 @@ use crate::model::encoding::{Head, Variant};
 
 pub const CONFIG_FILE: &str = "adapter_config.json";
 pub const WEIGHTS_FILE: &str = "adapter_model.safetensors";
+/// How a csplade adapter encodes, which PEFT has no place for.
+pub const ENCODING_FILE: &str = "csplade_encoding.json";
 const PREFIX: &str = "base_model.model.model.";
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -166,9 +168,53 @@ pub fn read(dir: &Path, cfg: &Config) -> Result<(Adapter, Vec<u8>), ModelError> 
         query_prior: Default::default(),
         documents_as: None,
     };
+    let mut a = Adapter { meta, tensors };
     let mut id = text;
     id.extend_from_slice(&bytes);
-    Ok((Adapter { meta, tensors }, id))
+    id.extend(read_encoding(dir, &mut a)?);
+    Ok((a, id))
+}
+
+/// What csplade records beside a PEFT adapter it exported (variant, head,
+/// length, query prior, per-term shifts), applied to `a`; returns the
+/// file's bytes (part of the adapter's identity), empty when there is none.
+fn read_encoding(dir: &Path, a: &mut Adapter) -> Result<Vec<u8>, ModelError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Encoding {
+        variant: Variant,
+        head: Head,
+        max_len: usize,
+        trained: String,
+        #[serde(default)]
+        query_prior: Option<crate::model::encoding::QueryPrior>,
+        #[serde(default)]
+        term_shift: Option<Vec<f32>>,
+    }
+    let path = dir.join(ENCODING_FILE);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => return Err(ModelError::Io { path, source }),
+    };
+    let e: Encoding = serde_json::from_slice(&bytes)
+        .map_err(|e| err(&path, format!("not csplade's encoding record: {e}")))?;
+    a.meta.variant = e.variant;
+    a.meta.head = e.head;
+    a.meta.max_len = e.max_len;
+    a.meta.trained = e.trained;
+    if let Some(p) = e.query_prior {
+        a.meta.query_prior = p;
+    }
+    if let Some(shift) = e.term_shift {
+        if shift.iter().any(|x| !x.is_finite()) {
+            return Err(err(&path, "term_shift holds a value that is not finite"));
+        }
+        let n = shift.len();
+        let t = Tensor::from_vec(shift, n, &Device::Cpu)?;
+        a.tensors.insert(super::adapter::TERM_SHIFT.to_string(), t);
+    }
+    Ok(bytes)
 }
 
 /// Write csplade adapter `a` (LoRA, trained on a base with config `cfg`) as
@@ -179,12 +225,9 @@ pub fn write(a: &Adapter, cfg: &Config, base_name: &str, out: &Path) -> Result<(
     if a.meta.kind != "lora" {
         return Err(err(out, "only LoRA adapters have a PEFT layout"));
     }
-    if out.exists() && !is_peft_dir(out) {
-        return Err(err(
-            out,
-            "exists and is not a PEFT adapter directory; choose another --out",
-        ));
-    }
+    use crate::data::output::{self, PEFT_ADAPTER};
+    let _lock = output::lock::acquire(out, "adapter export")?;
+    output::check(out, &PEFT_ADAPTER, &[])?;
     let mut tensors: Vec<(String, Tensor)> = Vec::new();
     let mut modules = std::collections::BTreeSet::new();
     for (name, t) in &a.tensors {
@@ -227,23 +270,16 @@ pub fn write(a: &Adapter, cfg: &Config, base_name: &str, out: &Path) -> Result<(
         let p = p.to_path_buf();
         move |source| ModelError::Io { path: p, source }
     };
-    if stage.exists() {
-        std::fs::remove_dir_all(&stage).map_err(io(&stage))?;
-    }
-    std::fs::create_dir_all(&stage).map_err(io(&stage))?;
+    output::fresh_stage(&stage, &PEFT_ADAPTER, &[])?;
     let named: HashMap<String, Tensor> = tensors.into_iter().collect();
     candle_core::safetensors::save(&named, stage.join(WEIGHTS_FILE))?;
     let json = serde_json::to_string_pretty(&config).map_err(|e| err(out, e.to_string()))?;
     std::fs::write(stage.join(CONFIG_FILE), json).map_err(io(&stage))?;
     let mut encoding = serde_json::json!({"variant": a.meta.variant, "head": a.meta.head,
-        "max_len": a.meta.max_len, "trained": a.meta.trained});
+        "max_len": a.meta.max_len, "trained": a.meta.trained, "query_prior": a.meta.query_prior});
     if let Some(b) = a.tensors.get(super::adapter::TERM_SHIFT) {
         encoding["term_shift"] = serde_json::json!(b.to_dtype(DType::F32)?.to_vec1::<f32>()?);
     }
-    std::fs::write(stage.join("csplade_encoding.json"), encoding.to_string())
-        .map_err(io(&stage))?;
-    if out.exists() {
-        std::fs::remove_dir_all(out).map_err(io(out))?;
-    }
-    std::fs::rename(&stage, out).map_err(io(out))
+    std::fs::write(stage.join(ENCODING_FILE), encoding.to_string()).map_err(io(&stage))?;
+    Ok(output::publish(&stage, out)?)
 }

@@ -176,6 +176,7 @@ pub fn write_tiny_model(dir: &Path, seed: u64) -> Result<Config, ModelError> {
         &cfg,
         &tokenizer_metadata(&tokens, &merges, &types),
         &q,
+        &[],
     )?;
     let hf = dir.join("hf");
     std::fs::create_dir_all(&hf).map_err(|e| ModelError::Io {

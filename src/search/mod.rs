@@ -263,6 +263,9 @@ impl LsrIndex {
         k: usize,
         backend: Backend,
     ) -> Result<Vec<Hit>, IndexError> {
+        // No ranking is longer than the collection (and no allocation is
+        // sized by a k beyond it).
+        let k = k.min(self.len()).max(1);
         match backend {
             Backend::Exact => Ok(self.search_exact(query, k)),
             Backend::Tantivy => self.search_tantivy(query, k),

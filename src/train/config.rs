@@ -281,12 +281,29 @@ impl TrainConfig {
             .collect()
     }
 
-    /// Refuse an `--out` that is neither new, empty nor a training run, or
-    /// that lies inside (or holds) a collection the recipe reads.
+    /// Would [`Self::claim_output`] accept `out`? (Checked before a long
+    /// load, so a refusal comes at once.)
     pub fn check_output(&self, out: &Path) -> Result<(), crate::data::output::OutputRefused> {
+        use crate::data::output;
         let inputs = self.input_dirs();
         let refs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
-        crate::data::output::check(out, &crate::data::output::TRAINING_RUN, &refs)
+        output::check(out, &output::TRAINING_RUN, &refs)
+    }
+
+    /// Lock the run directory `out` for `command` and claim it: refused when
+    /// it is neither new, empty nor a training run csplade wrote, or when it
+    /// lies inside (or holds) a collection the recipe reads.
+    pub fn claim_output(
+        &self,
+        out: &Path,
+        command: &str,
+    ) -> Result<crate::data::output::OutputLock, crate::data::output::OutputError> {
+        use crate::data::output;
+        let inputs = self.input_dirs();
+        let refs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
+        let lock = output::lock::acquire(out, command)?;
+        output::claim_dir(out, &output::TRAINING_RUN, &refs)?;
+        Ok(lock)
     }
 
     pub fn data_dir(&self) -> PathBuf {

@@ -96,7 +96,7 @@ fn load_beir(data: &Path, name: &str) -> Result<Source> {
     let dir = source_dir(data, name);
     if !dir.join("qrels/train.tsv").is_file() {
         bail!(
-            "training pairs {name:?}: no {}/qrels/train.tsv (nor under {}/train/)",
+            "no {}/qrels/train.tsv (nor under {}/train/)",
             data.join(name).display(),
             data.display()
         );

@@ -100,6 +100,8 @@ impl Engine {
 
 /// Everything a run needs between steps.
 pub struct Trainer {
+    /// The run directory stays locked while the trainer lives.
+    _lock: crate::data::output::OutputLock,
     pub cfg: TrainConfig,
     pub phase: Phase,
     pub model: LoadedModel,
@@ -243,9 +245,9 @@ impl Trainer {
         } else {
             super::groups::available_memory().unwrap_or(8 << 30) / 2
         };
-        cfg.check_output(out)?;
-        std::fs::create_dir_all(out).with_context(|| out.display().to_string())?;
+        let lock = cfg.claim_output(out, "train")?;
         Ok(Self {
+            _lock: lock,
             cfg,
             phase,
             model,

@@ -96,3 +96,41 @@ pub fn toy_config(data: &Path, steps: usize) -> TrainConfig {
     )
     .unwrap()
 }
+
+/// A LoRA adapter on every projection of the tiny model in `dir` (see
+/// [`tiny`]), with non-zero A and B, written to `dir/lora.safetensors`.
+pub fn lora_adapter(dir: &Path) -> std::path::PathBuf {
+    use candle_core::Tensor;
+    use csplade::model::adapter;
+    let mut m =
+        model::load_unpacked(dir.join("tiny.gguf").to_str().unwrap(), &Device::Cpu).unwrap();
+    let targets = csplade::train::TrainConfig::default().targets;
+    let vars = adapter::attach_low_rank(&mut m.llama, 3, 6.0, &targets, 4).unwrap();
+    let tensors = vars
+        .iter()
+        .enumerate()
+        .map(|(i, (n, v))| {
+            let vals = adapter::uniform(40 + i as u64, v.as_tensor().elem_count(), 0.5);
+            (
+                n.clone(),
+                Tensor::from_vec(vals, v.as_tensor().dims(), &Device::Cpu).unwrap(),
+            )
+        })
+        .collect();
+    let meta = adapter::AdapterMeta {
+        base_id: "tiny".into(),
+        base_sha256: String::new(),
+        kind: "lora".into(),
+        rank: 3,
+        alpha: 6.0,
+        variant: csplade::encode::Variant::Echo,
+        head: csplade::encode::Head::LogProb { shift: 5.0 },
+        max_len: 64,
+        trained: "test".into(),
+        query_prior: Default::default(),
+        documents_as: None,
+    };
+    let file = dir.join("lora.safetensors");
+    adapter::Adapter { meta, tensors }.write(&file).unwrap();
+    file
+}
