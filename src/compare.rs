@@ -215,14 +215,7 @@ pub fn index_serves<'m>(
         && idx.meta.head == config.head
 }
 
-/// A vocabulary entry's surface text, normalised so that one word compares
-/// equal across vocabularies: without a leading space (BPE's `Ġ` is shown
-/// as a space, SentencePiece's `▁`), without WordPiece's `##`, lower-cased.
-pub fn surface(token: &str) -> String {
-    let t = token.trim_start_matches([' ', '\u{2581}']);
-    let t = t.strip_prefix("##").unwrap_or(t);
-    t.trim_end().to_lowercase()
-}
+pub use crate::encode::encoder::surface;
 
 /// Whether two tokenizers have the same vocabulary, entry by entry.
 pub fn same_vocabulary(a: &crate::model::TextTokenizer, b: &crate::model::TextTokenizer) -> bool {

@@ -127,7 +127,7 @@ fn typing_and_enter_runs_the_query_once_the_model_is_ready() {
         type_text(&mut a, "what? q").is_empty(),
         "'?' and 'q' are text in the query box"
     );
-    assert_eq!(a.input, "what? q");
+    assert_eq!(a.input.text, "what? q");
     a.update(key(KeyCode::Backspace));
     a.update(key(KeyCode::Backspace));
     // Before the model is loaded, Enter queues the query.
@@ -296,7 +296,7 @@ fn h_ranks_the_hits_by_lsr_hybrid_and_bm25_in_turn() {
         a.update(key(KeyCode::Char('h'))).is_empty(),
         "typed into the box"
     );
-    a.input.clear();
+    a.input.set("");
     a.update(Action::QueryDone(Ok(sample_result())));
     a.update(key(KeyCode::Esc));
     assert_eq!(a.context(), "results");
@@ -558,7 +558,7 @@ fn failure_views_filter_and_export_what_they_show() {
     );
     a.update(key(KeyCode::Char('s')));
     assert_eq!(ids(&a), ["q3", "q2"], "the hybrid scores below BM25");
-    a.input = "blood".into();
+    a.input.set("blood");
     a.update(key(KeyCode::Char('s')));
     assert_eq!(ids(&a), ["q1", "q2"], "matching the query box, A–Z");
     match a.update(key(KeyCode::Char('e'))).as_slice() {

@@ -107,18 +107,37 @@ pub struct ExpansionTerm {
 impl Encoded {
     /// The `k` heaviest terms (0 = all) with their tokens.
     pub fn terms(&self, tok: &crate::model::TextTokenizer, k: usize) -> Vec<ExpansionTerm> {
-        let input: std::collections::HashSet<u32> = self.token_ids.iter().copied().collect();
+        // A word is the text's own whatever its leading space or case: the
+        // first word of a text is tokenized without the space the same word
+        // has later on.
+        let input: std::collections::HashSet<String> = self
+            .token_ids
+            .iter()
+            .map(|&id| surface(tok.token(id)))
+            .collect();
         self.vector
             .top_k(k)
             .into_iter()
-            .map(|(id, w)| ExpansionTerm {
-                id,
-                token: tok.token(id).to_string(),
-                weight: w,
-                in_text: input.contains(&id),
+            .map(|(id, w)| {
+                let token = tok.token(id).to_string();
+                ExpansionTerm {
+                    id,
+                    in_text: input.contains(&surface(&token)),
+                    token,
+                    weight: w,
+                }
             })
             .collect()
     }
+}
+
+/// A vocabulary entry's surface text, normalised so that one word compares
+/// equal across vocabularies: without a leading space (BPE's `Ġ` is shown
+/// as a space, SentencePiece's `▁`), without WordPiece's `##`, lower-cased.
+pub fn surface(token: &str) -> String {
+    let t = token.trim_start_matches([' ', '\u{2581}']);
+    let t = t.strip_prefix("##").unwrap_or(t);
+    t.trim_end().to_lowercase()
 }
 
 /// Input layout of one text under `variant` and the first pooled position:

@@ -10,6 +10,8 @@ use crate::tasks::{TaskEvent, TaskId, TaskSpec};
 pub enum Action {
     Key(KeyEvent),
     Mouse(MouseEvent),
+    /// The terminal changed size: redraw at once.
+    Resize,
     /// The model finished loading (or failed to).
     ModelReady(Result<String, String>),
     /// An index is open for search (documents in it), or could not be opened.

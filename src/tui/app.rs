@@ -3,8 +3,6 @@
 
 use std::collections::VecDeque;
 
-use crossterm::event::{KeyCode, KeyModifiers};
-
 use super::action::{Action, Effect};
 use super::keymap::Keymap;
 use super::theme::Theme;
@@ -75,7 +73,7 @@ pub enum IndexState {
 pub struct App {
     pub tab: Tab,
     pub focus: Focus,
-    pub input: String,
+    pub input: super::line_edit::LineEdit,
     pub result: Option<QueryResult>,
     /// Which system ranks the hits (`h` cycles LSR → hybrid → BM25).
     pub ranking: Ranking,
@@ -160,7 +158,7 @@ impl App {
                 .filter(|r| r.hybrid_ndcg10 < r.bm25_ndcg10)
                 .collect(),
             4 => {
-                let needle = self.input.trim().to_lowercase();
+                let needle = self.input.text.trim().to_lowercase();
                 let mut v: Vec<&FailureRow> = rows
                     .iter()
                     .filter(|r| r.text.to_lowercase().contains(&needle))
@@ -192,7 +190,7 @@ impl App {
         Self {
             tab: Tab::Search,
             focus: Focus::Input,
-            input: String::new(),
+            input: Default::default(),
             result: None,
             ranking: Ranking::Lsr,
             selected: 0,
@@ -245,11 +243,13 @@ impl App {
         match action {
             Action::Key(k) => self.on_key(k),
             Action::Mouse(m) => self.on_mouse(m),
+            // Nothing changes but the frame, which every action redraws.
+            Action::Resize => vec![],
             Action::ModelReady(Ok(msg)) => {
                 self.model_ready = true;
                 self.status = msg;
-                if !self.input.trim().is_empty() && self.query_pending {
-                    return vec![Effect::RunQuery(self.input.clone())];
+                if !self.input.text.trim().is_empty() && self.query_pending {
+                    return vec![Effect::RunQuery(self.input.text.clone())];
                 }
                 vec![]
             }
@@ -261,9 +261,9 @@ impl App {
                 self.index = IndexState::Ready(n);
                 self.status = format!("index ready: {n} documents");
                 // Re-run the current query so hits appear.
-                if self.model_ready && !self.input.trim().is_empty() {
+                if self.model_ready && !self.input.text.trim().is_empty() {
                     self.query_pending = true;
-                    return vec![Effect::RunQuery(self.input.clone())];
+                    return vec![Effect::RunQuery(self.input.text.clone())];
                 }
                 vec![]
             }
@@ -282,12 +282,26 @@ impl App {
                     r.search_ms,
                     r.scorer
                 );
-                self.selected = 0;
-                self.doc_scroll = 0;
-                self.detail = None;
-                let first = r.hits.first().map(|h| h.ordinal);
+                // The same query again (re-run when the index grew, or under
+                // another ranking) keeps the selected document where it can.
+                let same_query = self.result.as_ref().is_some_and(|old| old.text == r.text);
+                let kept = self
+                    .current_hit_ordinal()
+                    .filter(|_| same_query)
+                    .and_then(|o| r.hits.iter().position(|h| h.ordinal == o));
+                if kept.is_none() || kept != Some(self.selected) {
+                    self.doc_scroll = 0;
+                    self.detail = None;
+                }
+                self.selected = kept.unwrap_or(0);
+                let shown = r.hits.get(self.selected).map(|h| h.ordinal);
+                let reload = self.detail.is_none();
                 self.result = Some(r);
-                first.map(Effect::LoadDetail).into_iter().collect()
+                shown
+                    .filter(|_| reload)
+                    .map(Effect::LoadDetail)
+                    .into_iter()
+                    .collect()
             }
             Action::QueryDone(Err(e)) => {
                 self.query_pending = false;
@@ -339,10 +353,14 @@ impl App {
                 match r {
                     Ok(e) => {
                         self.status = format!(
-                            "query {}: {} relevant documents missed, {} wrong hits explained",
+                            "query {}: {}, {} explained",
                             e.query_id,
-                            e.missed.len(),
-                            e.wrong_hits.len()
+                            count(
+                                e.missed.len(),
+                                "relevant document missed",
+                                "relevant documents missed"
+                            ),
+                            count(e.wrong_hits.len(), "wrong hit", "wrong hits")
                         );
                         self.explanation = Some(e);
                     }
@@ -444,6 +462,11 @@ impl App {
         self.task_sel = self.tasks.len() - 1;
     }
 
+    /// Rows of the help popup: the bindings, then the legend.
+    pub(super) fn help_rows(&self) -> usize {
+        self.keymap.bindings.len() + super::views::help::LEGEND.len()
+    }
+
     pub(super) fn hits_len(&self) -> usize {
         self.result.as_ref().map_or(0, |r| r.hits.len())
     }
@@ -476,20 +499,15 @@ impl App {
             self.help = false;
             return vec![];
         }
-        // Text entry in the query box.
-        if ctx == "input"
-            && !k
-                .modifiers
-                .intersects(KeyModifiers::CONTROL | KeyModifiers::ALT)
-        {
-            match k.code {
-                KeyCode::Char(c) => self.input.push(c),
-                KeyCode::Backspace => {
-                    self.input.pop();
-                }
-                _ => {}
-            }
+        // Text entry and line editing in the query box.
+        if ctx == "input" {
+            self.input.key(&k);
         }
         vec![]
     }
+}
+
+/// `n` and the noun in the number it takes.
+fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }

@@ -20,8 +20,7 @@ impl App {
                 vec![]
             }
             KeyAction::HelpDown => {
-                self.help_scroll =
-                    (self.help_scroll + 1).min(self.keymap.bindings.len().saturating_sub(1));
+                self.help_scroll = (self.help_scroll + 1).min(self.help_rows().saturating_sub(1));
                 vec![]
             }
             KeyAction::HelpUp => {
@@ -39,7 +38,8 @@ impl App {
                 vec![]
             }
             KeyAction::Submit => {
-                let q = self.input.trim().to_string();
+                let q = self.input.text.trim().to_string();
+                self.input.remember();
                 if q.is_empty() {
                     self.status = "type a query first".into();
                     return vec![];
@@ -173,7 +173,7 @@ impl App {
                     return vec![];
                 };
                 let row = row.clone();
-                self.input = row.text.clone();
+                self.input.set(&row.text);
                 self.tab = Tab::Search;
                 self.focus = Focus::Results;
                 self.run(KeyAction::Submit)

@@ -8,6 +8,7 @@ pub mod action;
 pub mod app;
 mod commands;
 pub mod keymap;
+pub mod line_edit;
 pub mod mouse;
 pub mod theme;
 pub mod views;
@@ -167,6 +168,9 @@ pub fn run(opts: TuiOptions) -> Result<()> {
     result
 }
 
+/// Hits a query shows (the list scrolls).
+const EXPLORER_HITS: usize = 200;
+
 async fn event_loop(
     terminal: &mut ratatui::DefaultTerminal,
     theme: theme::Theme,
@@ -189,6 +193,7 @@ async fn event_loop(
                             Some(Action::Key(k))
                         }
                         Ok(crossterm::event::Event::Mouse(m)) => Some(Action::Mouse(m)),
+                        Ok(crossterm::event::Event::Resize(..)) => Some(Action::Resize),
                         _ => None,
                     };
                     if action.is_some_and(|a| tx.send(a).is_err()) {
@@ -260,7 +265,10 @@ async fn event_loop(
                 Effect::RunQuery(text) => {
                     let ranking = app.ranking;
                     spawn_engine(&tx, &session, move |ex| {
-                        Action::QueryDone(ex.query(&text, 50, ranking).map_err(|e| e.to_string()))
+                        Action::QueryDone(
+                            ex.query(&text, EXPLORER_HITS, ranking)
+                                .map_err(|e| e.to_string()),
+                        )
                     })
                 }
                 Effect::LoadDetail(ordinal) => {

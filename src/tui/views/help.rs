@@ -1,5 +1,6 @@
 //! Help popup, generated from the keymap: every binding with its
-//! description, the current screen's first; ↑/↓ scroll.
+//! description, the current screen's first, then the query box's editing
+//! keys and what each symbol on the screens means; ↑/↓ scroll.
 
 use ratatui::layout::{Constraint, Rect};
 use ratatui::style::{Modifier, Style};
@@ -7,6 +8,47 @@ use ratatui::widgets::{Block, Borders, Clear, Row, Table};
 use ratatui::Frame;
 
 use crate::tui::app::App;
+
+/// Keys of the query box that are not bindings, and the screens' symbols.
+pub const LEGEND: &[(&str, &str, &str)] = &[
+    ("input", "←/→ ^A/^E", "Move the cursor (Home/End too)"),
+    (
+        "input",
+        "^U ^K ^W",
+        "Delete to the start, to the end, the word before the cursor",
+    ),
+    ("input", "^P/^N", "Previous / next query you ran"),
+    (
+        "symbol",
+        "●",
+        "Expansion term that is one of the text's own tokens",
+    ),
+    (
+        "symbol",
+        "○",
+        "Expansion term the text does not contain (the model added it)",
+    ),
+    (
+        "symbol",
+        "✓ / ·",
+        "Hit judged relevant / judged not relevant (blank: unjudged)",
+    ),
+    (
+        "symbol",
+        "lsr, bm25",
+        "The hit's rank under that system; - : not in its top 1,000",
+    ),
+    (
+        "symbol",
+        "idf",
+        "Query-prior factor on the term's weight (search --query-prior)",
+    ),
+    (
+        "symbol",
+        "- (Compare)",
+        "hits@10 and τ need the encoders' rankings: pass --index",
+    ),
+];
 
 pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     let t = &app.theme;
@@ -33,8 +75,13 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     });
     let rows: Vec<Row> = bindings
         .iter()
-        .skip(app.help_scroll)
         .map(|b| Row::new(vec![b.context.clone(), b.key.clone(), b.desc.clone()]))
+        .chain(
+            LEGEND
+                .iter()
+                .map(|(w, k, d)| Row::new(vec![w.to_string(), k.to_string(), d.to_string()])),
+        )
+        .skip(app.help_scroll)
         .collect();
     f.render_widget(Clear, area);
     f.render_widget(
@@ -42,7 +89,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
             rows,
             [
                 Constraint::Length(10),
-                Constraint::Length(10),
+                Constraint::Length(12),
                 Constraint::Min(20),
             ],
         )

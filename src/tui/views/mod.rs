@@ -76,7 +76,7 @@ pub fn draw(f: &mut Frame, app: &App) {
         IndexState::Partial(n, total) => {
             format!("index: building, {n}/{total} docs searchable{ready_in}")
         }
-        IndexState::Unavailable(_) => "index: none".to_string(),
+        IndexState::Unavailable(why) => format!("index: none — {why}"),
     };
     f.render_widget(
         Paragraph::new(Line::from(vec![

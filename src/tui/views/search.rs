@@ -20,13 +20,14 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     let t = &app.theme;
     let [input, rest] = Layout::vertical([Constraint::Length(3), Constraint::Min(5)]).areas(area);
     let cursor = if app.focus == Focus::Input { "▏" } else { "" };
+    let (before, after) = app.input.split();
     let input_style = if app.focus == Focus::Input {
         Style::default().fg(t.accent)
     } else {
         Style::default().fg(t.muted)
     };
     f.render_widget(
-        Paragraph::new(format!("{}{cursor}", app.input)).block(
+        Paragraph::new(format!("{before}{cursor}{after}")).block(
             Block::default()
                 .borders(Borders::ALL)
                 .title(" Query ")
@@ -97,10 +98,12 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         left,
     );
 
-    // Hits.
+    // Hits, scrolled so that the selected one is in view.
+    let shown = mid.height.saturating_sub(3) as usize;
+    let offset = scroll_offset(app.selected, shown);
     let mut hit_rows = Vec::new();
     if let Some(r) = &app.result {
-        for (i, h) in r.hits.iter().enumerate() {
+        for (i, h) in r.hits.iter().enumerate().skip(offset).take(shown) {
             let rel = match h.relevance {
                 Some(g) if g > 0 => Span::styled("✓", Style::default().fg(t.relevant)),
                 Some(_) => Span::styled("·", Style::default().fg(t.not_relevant)),
@@ -141,8 +144,9 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
             }
         },
         (Some(r), _) => format!(
-            " Hits by {} ({}, h: rank by {}) ",
+            " Hits by {} ({} of {}, h: rank by {}) ",
             r.ranking.name(),
+            (app.selected + 1).min(r.hits.len()),
             r.hits.len(),
             r.ranking.next().name()
         ),
@@ -166,21 +170,16 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     widths.push(Constraint::Min(10));
     header.push("document");
     f.render_widget(table(hit_rows, widths, header, hits_title, t), mid);
-    // Hit i is drawn on the i-th line under the border and the header.
-    let shown = mid.height.saturating_sub(3);
-    for i in 0..app
-        .result
-        .as_ref()
-        .map_or(0, |r| r.hits.len())
-        .min(shown as usize)
-    {
+    // Hit offset + i is drawn on the i-th line under the border and the header.
+    let total = app.result.as_ref().map_or(0, |r| r.hits.len());
+    for i in 0..total.saturating_sub(offset).min(shown) {
         let row = Rect::new(
             mid.x + 1,
             mid.y + 2 + i as u16,
             mid.width.saturating_sub(2),
             1,
         );
-        app.clicks.add(row, Target::Hit(i));
+        app.clicks.add(row, Target::Hit(offset + i));
     }
 
     // Explanation, document terms, text.
@@ -294,4 +293,14 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         text,
     );
     app.clicks.add(text, Target::Document);
+}
+
+/// The first row shown of a list whose `selected` row must be visible in
+/// `shown` rows (the selection stays on the last line while it moves down).
+pub fn scroll_offset(selected: usize, shown: usize) -> usize {
+    if shown == 0 {
+        0
+    } else {
+        (selected + 1).saturating_sub(shown)
+    }
 }

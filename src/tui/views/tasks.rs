@@ -27,12 +27,21 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     let block = Block::default().borders(Borders::ALL).title(" Tasks ");
     let inner = block.inner(list);
     f.render_widget(block, list);
-    for (i, task) in app.tasks.iter().enumerate().take(6) {
+    // Six at a time, scrolled so that the selected task is in view.
+    let offset = super::search::scroll_offset(app.task_sel, 6);
+    for (line, (i, task)) in app
+        .tasks
+        .iter()
+        .enumerate()
+        .skip(offset)
+        .take(6)
+        .enumerate()
+    {
         let row = Rect::new(
             inner.x,
-            inner.y + 2 * i as u16,
+            inner.y + 2 * line as u16,
             inner.width,
-            2.min(inner.height.saturating_sub(2 * i as u16)),
+            2.min(inner.height.saturating_sub(2 * line as u16)),
         );
         if row.height == 0 {
             break;
@@ -49,20 +58,24 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         } else {
             0.0
         };
-        let label = format!(
-            "{} — {status} {}{:.0}/{:.0} {:.0} {} ETA {:.0}s",
-            task.spec.title,
-            if task.phase.is_empty() {
-                String::new()
-            } else {
-                format!("[{}] ", task.phase)
-            },
-            task.done,
-            task.total,
-            task.rate,
-            task.unit,
-            task.eta_s
-        );
+        let label = match task.status {
+            // Progress, phase and ETA mean something only while it runs.
+            TaskStatus::Running => format!(
+                "{} — {status} {}{:.0}/{:.0} {:.0} {} ETA {:.0}s",
+                task.spec.title,
+                if task.phase.is_empty() {
+                    String::new()
+                } else {
+                    format!("[{}] ", task.phase)
+                },
+                task.done,
+                task.total,
+                task.rate,
+                task.unit,
+                task.eta_s
+            ),
+            _ => format!("{} — {status}", task.spec.title),
+        };
         let style = if i == app.task_sel {
             Style::default().fg(t.accent).add_modifier(Modifier::BOLD)
         } else {
