@@ -159,7 +159,7 @@ fn the_default_model_is_the_base_with_the_shipped_adapter() {
         head: meta.head,
         ..Default::default()
     };
-    let e = Encoder::new(&m, cfg)
+    let e = Encoder::new(&m, cfg.clone())
         .encode_one("what causes hypertension in adults")
         .unwrap();
     // Sparse (the query budget is 50 terms) and led by the content words.
@@ -178,4 +178,21 @@ fn the_default_model_is_the_base_with_the_shipped_adapter() {
         top.iter().any(|t| t.contains("hypertension")),
         "top terms {top:?}"
     );
+    // Its inference-free query table ships with it: a query is its own
+    // tokens, weighted by the table, content words above function words.
+    let q = Encoder::new(&m, cfg)
+        .with_inference_free(true)
+        .expect("the shipped adapter carries a query table")
+        .encode_one("what causes hypertension in adults")
+        .unwrap();
+    assert!(q.vector.active() > 0);
+    assert!(q.vector.iter().all(|(id, _)| q.token_ids.contains(&id)));
+    let weight = |word: &str| {
+        q.vector
+            .iter()
+            .filter(|(id, _)| m.tokenizer.token(*id).contains(word))
+            .map(|(_, w)| w)
+            .fold(0.0f32, f32::max)
+    };
+    assert!(weight("hypert") > weight(" in"), "{:?}", q.vector.top_k(0));
 }
