@@ -341,6 +341,29 @@ fn the_explorer_searches_and_explains_a_build_in_progress() {
     assert_eq!(d.doc_id, docs[r.hits[0].ordinal].id);
     let sum: f32 = d.contributions.iter().map(|c| c.4).sum();
     assert!((sum - r.hits[0].score).abs() < 1e-3);
+    // Short documents are read whole; with a window of the title's tokens
+    // and two more, the detail says where in the text the model stopped.
+    assert_eq!(d.encoded_window, None);
+    let doc = &docs[r.hits[0].ordinal];
+    let window = m.tokenizer().encode(&doc.title).unwrap().len() + 2;
+    let short = csplade::explore::Explorer {
+        config: EncoderConfig {
+            max_len: window,
+            ..config()
+        },
+        ..ex
+    };
+    let d = short.detail(&r.vector, r.hits[0].ordinal).unwrap();
+    let (at, tokens) = d.encoded_window.expect("the window cuts the text");
+    assert_eq!(tokens, window);
+    assert!(at > 0 && at < d.text.len(), "{at} of {:?}", d.text);
+    let ids = m.tokenizer().encode(&doc.full_text()).unwrap();
+    let read = m.tokenizer().decode(&ids[..window]);
+    assert!(
+        read.ends_with(&d.text[..at]),
+        "{read:?} / {:?}",
+        &d.text[..at]
+    );
 }
 
 /// `--out` never destroys what is not csplade's: a directory of the user's

@@ -116,6 +116,8 @@ fn sample_detail() -> DocDetail {
         ],
         top_terms: vec![(" hypertension".into(), 2.0), (" salt".into(), 1.6)],
         missed_terms: vec![(" salt".into(), 1.6)],
+        // The model read "Hypertension in adults is driven by salt," only.
+        encoded_window: Some((41, 16)),
     }
 }
 

@@ -103,6 +103,9 @@ pub struct DocDetail {
     pub top_terms: Vec<(String, f32)>,
     /// Relevant-document terms the query's expansion lacks (heaviest first).
     pub missed_terms: Vec<(String, f32)>,
+    /// Where the model stopped reading `text` (bytes into it) and after how
+    /// many tokens, when the document is longer than the encoder's length.
+    pub encoded_window: Option<(usize, usize)>,
 }
 
 /// Per-query effectiveness of the sparse model against BM25.
@@ -324,6 +327,7 @@ impl Explorer {
             .take(20)
             .map(|(id, w)| (tok(id), w))
             .collect();
+        let encoded_window = self.encoded_window(&doc.title, &doc.text);
         Ok(DocDetail {
             ordinal,
             doc_id: doc.doc_id,
@@ -332,7 +336,28 @@ impl Explorer {
             contributions,
             top_terms,
             missed_terms,
+            encoded_window,
         })
+    }
+
+    /// Where the encoder stops reading a document's text (see
+    /// [`DocDetail::encoded_window`]): the title and text are read as one,
+    /// title first, as the index encoded them.
+    fn encoded_window(&self, title: &str, text: &str) -> Option<(usize, usize)> {
+        let doc = crate::data::beir::Document {
+            id: String::new(),
+            title: title.to_string(),
+            text: text.to_string(),
+        };
+        let full = doc.full_text();
+        let tokens = Encoder::new(self.model.as_ref(), self.config.clone()).max_tokens();
+        let end = self.model.tokenizer().prefix_bytes(&full, tokens)?;
+        let body_start = full.len() - text.len();
+        let mut at = end.saturating_sub(body_start).min(text.len());
+        while !text.is_char_boundary(at) {
+            at -= 1;
+        }
+        Some((at, tokens))
     }
 
     /// The complete index and the judgements, which failure analysis needs.

@@ -204,6 +204,17 @@ impl TextTokenizer {
         Ok(enc.get_ids().to_vec())
     }
 
+    /// Bytes of `text` covered by its first `tokens` tokens, when it has
+    /// more than that (None: all of it is covered).
+    pub fn prefix_bytes(&self, text: &str, tokens: usize) -> Option<usize> {
+        let enc = self.inner.encode(text, false).ok()?;
+        let offsets = enc.get_offsets();
+        if offsets.len() <= tokens {
+            return None;
+        }
+        Some(tokens.checked_sub(1).map_or(0, |last| offsets[last].1))
+    }
+
     pub fn decode(&self, ids: &[u32]) -> String {
         self.inner.decode(ids, false).unwrap_or_default()
     }

@@ -233,7 +233,12 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
                 Style::default().fg(t.not_relevant),
             )));
         }
-        for para in d.text.lines() {
+        // What the model read, then (dimmed, after a rule) what it did not.
+        let (read, unread) = match d.encoded_window {
+            Some((at, _)) => d.text.split_at(at.min(d.text.len())),
+            None => (d.text.as_str(), ""),
+        };
+        for para in read.lines() {
             let mut spans = Vec::new();
             for (i, word) in para.split(' ').enumerate() {
                 if i > 0 {
@@ -252,6 +257,20 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
                 }
             }
             doc_lines.push(Line::from(spans));
+        }
+        if let (Some((_, tokens)), false) = (d.encoded_window, unread.trim().is_empty()) {
+            doc_lines.push(Line::from(Span::styled(
+                format!(
+                    "── not read by the model: it encodes the first {tokens} tokens (--max-len) ──"
+                ),
+                Style::default().fg(t.accent),
+            )));
+            for para in unread.lines() {
+                doc_lines.push(Line::from(Span::styled(
+                    para.to_string(),
+                    Style::default().fg(t.muted),
+                )));
+            }
         }
     }
     let why_title = match &app.detail {
