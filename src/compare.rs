@@ -75,22 +75,36 @@ impl FromStr for EncoderSpec {
         })?;
         let mut spec = EncoderSpec::new(model);
         let rest: Vec<&str> = parts.collect();
+        // Each setting once: `echo:bi` or `q8_0:f16` is a mistake, not "the last wins".
+        let mut seen: Vec<&str> = Vec::new();
+        let mut once = |what: &'static str| {
+            if seen.contains(&what) {
+                return Err(format!("encoder {s:?}: names its {what} twice"));
+            }
+            seen.push(what);
+            Ok(())
+        };
         let mut i = 0;
         while i < rest.len() {
             let p = rest[i];
             if let Ok(v) = p.parse::<Variant>() {
+                once("variant")?;
                 spec.variant = Some(v);
             } else if p == "raw" {
+                once("head")?;
                 spec.head = Some(Head::RawLogits);
             } else if p == "logprob" {
+                once("head")?;
                 let c = rest
                     .get(i + 1)
                     .ok_or_else(|| format!("encoder {s:?}: logprob needs its shift (logprob:5)"))?;
                 spec.head = Some(format!("logprob:{c}").parse()?);
                 i += 1;
             } else if let Ok(prec) = p.parse::<Precision>() {
+                once("precision")?;
                 spec.precision = prec;
             } else if p == "inference-free" {
+                once("query side")?;
                 spec.inference_free = true;
             } else {
                 return Err(format!(
@@ -417,9 +431,14 @@ mod tests {
             "default:sideways",
             "default:logprob",
             "default:logprob:x",
+            "default:echo:logprob:5:q8_0:f16",
+            "default:echo:bi",
+            "default:raw:logprob:5",
         ] {
             assert!(bad.parse::<EncoderSpec>().is_err(), "{bad:?}");
         }
+        let e = "default:q8_0:f16".parse::<EncoderSpec>().unwrap_err();
+        assert!(e.contains("precision twice"), "{e}");
     }
 
     #[test]

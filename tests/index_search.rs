@@ -565,6 +565,21 @@ fn shards_merge_into_the_one_process_index() {
         assert!(!o.status.success());
         assert!(String::from_utf8_lossy(&o.stderr).contains("shards 0..3"));
     }
+    // A complete index, or a directory that is no shard, is named as such.
+    for (not_a_shard, says) in [
+        (&whole, "complete index, not a shard"),
+        (&dir.path().to_path_buf(), "not a shard (no shard.json)"),
+    ] {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_csplade"))
+            .args(["index", "merge", "--out", out.to_str().unwrap()])
+            .arg(not_a_shard)
+            .args([&shards[1], &shards[2]])
+            .output()
+            .unwrap();
+        assert!(!o.status.success());
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(e.contains(says), "{e}");
+    }
 }
 
 fn tiny_model_at(spec: &Path) -> LoadedModel {

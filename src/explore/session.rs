@@ -4,7 +4,7 @@
 //! first use, and the background jobs the explorer offers. The terminal UI
 //! holds a session and asks it for an [`Explorer`] to answer queries.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
@@ -371,4 +371,9 @@ impl Session {
         write(&json, serde_json::to_string_pretty(rows)?.as_bytes())?;
         Ok((tsv, json))
     }
+}
+
+/// Write one of the explorer's own files (config.toml, say) atomically.
+pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    Ok(crate::data::output::write_new(path, bytes)?)
 }

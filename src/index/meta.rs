@@ -77,6 +77,15 @@ impl IndexMeta {
                 msg: format!("impact scale {}: must be finite and > 0", meta.scale),
             });
         }
+        if crate::model::precision::parse_label(&meta.precision).is_none() {
+            return Err(IndexError::Corrupt {
+                path,
+                msg: format!(
+                    "precision {:?} is none csplade writes (f32, f16, q8_0, q4_0, optionally +head)",
+                    meta.precision
+                ),
+            });
+        }
         if meta.format_version != FORMAT_VERSION {
             return Err(IndexError::Corrupt {
                 path,

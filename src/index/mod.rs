@@ -42,6 +42,8 @@ pub enum IndexError {
     },
     #[error("no index at {}: {hint}", path.display())]
     Missing { path: PathBuf, hint: String },
+    #[error("{}: {hint}", path.display())]
+    NotAShard { path: PathBuf, hint: String },
     #[error(transparent)]
     Output(#[from] crate::data::output::OutputError),
     #[error("the index {} was built from {built_from}, whose corpus differs from {}; rebuild the index for this collection", index.display(), corpus.display())]

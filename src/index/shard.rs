@@ -58,6 +58,21 @@ pub(super) fn publish_shard(
 
 pub fn read_shard(dir: &Path) -> Result<ShardMeta, IndexError> {
     let path = dir.join(SHARD_FILE);
+    if !path.is_file() {
+        let hint = if dir.join(super::meta::META_FILE).is_file() {
+            "this is a complete index, not a shard; merge the N directories that `csplade index --shard I/N` wrote"
+        } else if build::staging_dir(dir).exists() {
+            "this shard is unfinished; rerun its `csplade index --shard I/N --out DIR` to finish it"
+        } else if dir.exists() {
+            "not a shard (no shard.json); merge the N directories that `csplade index --shard I/N` wrote"
+        } else {
+            "no such directory"
+        };
+        return Err(IndexError::NotAShard {
+            path: dir.to_path_buf(),
+            hint: hint.into(),
+        });
+    }
     let text = std::fs::read_to_string(&path).map_err(|e| IndexError::io(&path, e))?;
     serde_json::from_str(&text).map_err(|e| IndexError::Corrupt {
         path,

@@ -45,8 +45,10 @@ pub struct TuiOptions {
     pub mouse: bool,
 }
 
-/// User settings from `<config dir>/csplade/config.toml`.
+/// User settings from `<config dir>/csplade/config.toml`; a key it does not
+/// know is refused with its line, not ignored.
 #[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 struct Config {
     theme: Option<String>,
     /// The Compare view's preset (remembered when changed there).
@@ -80,12 +82,7 @@ fn save_config_value(key: &str, value: &str) -> Result<()> {
         .context("reading config.toml")?
         .unwrap_or_default();
     table.insert(key.to_string(), toml::Value::String(value.to_string()));
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension("toml.tmp");
-    std::fs::write(&tmp, toml::to_string(&table)?)?;
-    std::fs::rename(&tmp, &path)?;
+    crate::explore::session::write_file(&path, toml::to_string(&table)?.as_bytes())?;
     Ok(())
 }
 

@@ -26,6 +26,7 @@ pub struct Theme {
 
 /// Every field optional: a partial theme.
 #[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Overrides {
     name: Option<String>,
     foreground: Option<String>,
@@ -111,5 +112,11 @@ mod tests {
             .overlay("accent = \"no-such-colour\"")
             .is_err());
         assert_eq!(Theme::named("light").unwrap().foreground, Color::Black);
+        // A misspelt key is refused with its name, not ignored.
+        let e = Theme::dark()
+            .overlay("acent = \"magenta\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("acent"), "{e}");
     }
 }
