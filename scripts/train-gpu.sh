@@ -37,6 +37,8 @@ group=${GROUP:-16}
 probe_ok=0
 for g in $group 8 4; do
   probe=$(mktemp -d)
+  # A training run directory (csplade's manifest), holding the run's batches.
+  printf '{"kind":"training-run","csplade":"train-gpu.sh"}' >"$probe/.csplade-output.json"
   cp "$run/batches.bin.gz" "$probe/"
   log "probe: forward_group=$g"
   if timeout 240 "$bin" train contrastive --config "$recipe" --out "$probe" --device "$device" \

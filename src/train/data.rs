@@ -96,7 +96,7 @@ fn load_beir(data: &Path, name: &str) -> Result<Source> {
     let dir = source_dir(data, name);
     if !dir.join("qrels/train.tsv").is_file() {
         bail!(
-            "no {}/qrels/train.tsv (nor under {}/train/)",
+            "no {}/qrels/train.tsv (nor under {}/train/); collections are read from the recipe's data_dir, default $CSPLADE_DATA, else $CSPLADE_HOME/data",
             data.join(name).display(),
             data.display()
         );

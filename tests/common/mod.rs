@@ -12,10 +12,14 @@ use candle_core::Device;
 use csplade::model::{self, LoadedModel};
 use csplade::train::TrainConfig;
 
-/// The shared collections, or `None` (with a notice) when absent. With
+/// The shared collections (`$CSPLADE_DATA`, else `../shared/data` beside
+/// the project), or `None` (with a notice) when absent. With
 /// `CSPLADE_REQUIRE_DATA=1` (set by CI) absence is a failure.
 pub fn data_dir() -> Option<PathBuf> {
-    let d = csplade::data::shared_data_dir();
+    let d = match std::env::var_os("CSPLADE_DATA").filter(|v| !v.is_empty()) {
+        Some(v) => PathBuf::from(v),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data"),
+    };
     let d = if d.is_relative() {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(d)
     } else {

@@ -25,16 +25,9 @@ pub struct OutputLock {
     _file: std::fs::File,
 }
 
-/// `locks/` in csplade's data directory (`$CSPLADE_HOME`, else the
-/// platform's data directory).
+/// `locks/` in csplade's own directory.
 fn lock_dir() -> PathBuf {
-    let home = match std::env::var_os("CSPLADE_HOME").filter(|h| !h.is_empty()) {
-        Some(h) => PathBuf::from(h),
-        None => dirs::data_dir()
-            .unwrap_or_else(std::env::temp_dir)
-            .join("csplade"),
-    };
-    home.join("locks")
+    crate::data::home_dir().join("locks")
 }
 
 /// Lock the output `out` for `command` (e.g. `index`), or say who holds it.
