@@ -505,6 +505,21 @@ fn shards_merge_into_the_one_process_index() {
     let mut a = vec!["index", "--out", whole.to_str().unwrap()];
     a.extend(common);
     run(&a);
+    // The index records its model: search, eval and export need no --model
+    // (the default model would be refused as not the one that built it).
+    let w = whole.to_str().unwrap();
+    run(&["search", "--index", w, "otter river"]);
+    run(&["eval", "--dataset", c, "--index", w, "--system", "lsr"]);
+    let export = dir.path().join("whole.jsonl");
+    run(&[
+        "export",
+        "--index",
+        w,
+        "--format",
+        "anserini",
+        "--out",
+        export.to_str().unwrap(),
+    ]);
     let mut shards = Vec::new();
     for i in 0..3 {
         let out = dir.path().join(format!("shard-{i}"));

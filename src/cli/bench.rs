@@ -41,8 +41,9 @@ pub struct TuiBench {
     /// Index the explorer would open
     #[arg(long)]
     pub index: PathBuf,
-    #[arg(long, default_value = "default")]
-    pub model: String,
+    /// The model that built it [default: the model the index records, else default]
+    #[arg(long)]
+    pub model: Option<String>,
     /// Query typed (≈10 tokens by default)
     #[arg(
         long,
@@ -65,9 +66,9 @@ pub struct SearchBench {
     /// Index built by `csplade index`
     #[arg(long)]
     pub index: PathBuf,
-    /// The model that built it
-    #[arg(long, default_value = "default")]
-    pub model: String,
+    /// The model that built it [default: the model the index records, else default]
+    #[arg(long)]
+    pub model: Option<String>,
     /// Encode queries at this precision (default: the index's)
     #[arg(long)]
     pub precision: Option<csplade::quant::Precision>,
@@ -168,7 +169,7 @@ pub(super) fn dir_size(p: &std::path::Path) -> u64 {
 
 fn search(a: SearchBench) -> Result<()> {
     use csplade::search::Backend;
-    let (idx, model) = super::search::open_with_model(&a.index, &a.model, a.precision)?;
+    let (idx, model) = super::search::open_with_model(&a.index, a.model.as_deref(), a.precision)?;
     let inference_free = a.inference_free || model.inference_free_by_default();
     let enc =
         Encoder::new(&model, idx.meta.encoder_config()).with_inference_free(inference_free)?;
@@ -387,7 +388,7 @@ fn tui(a: TuiBench) -> Result<()> {
     use ratatui::backend::TestBackend;
     use ratatui::Terminal;
     use std::sync::Arc;
-    let (idx, model) = super::search::open_with_model(&a.index, &a.model, None)?;
+    let (idx, model) = super::search::open_with_model(&a.index, a.model.as_deref(), None)?;
     let config = idx.meta.encoder_config();
     let corpus = std::path::Path::new(&idx.meta.corpus).to_path_buf();
     let ex = csplade::explore::Explorer {

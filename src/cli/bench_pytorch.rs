@@ -127,7 +127,7 @@ pub fn run(a: &EncodeBench, seqs: &[Vec<u32>], variant: Variant, head: String) -
     if variant == Variant::Bi {
         bail!("--compare-pytorch: transformers' Llama has no bidirectional mode; use --variant causal or echo");
     }
-    let model_file = backbone(&a.model.model)?;
+    let model_file = backbone(a.model.spec())?;
     let py = python(a);
     let probe = Command::new(&py)
         .args(["-c", "import torch, transformers"])

@@ -26,8 +26,9 @@ pub struct SeismicBench {
     #[arg(long)]
     pub index: PathBuf,
     /// The model that built it (encodes the collection's queries)
-    #[arg(long, default_value = "default")]
-    pub model: String,
+    /// [default: the model the index records, else default]
+    #[arg(long)]
+    pub model: Option<String>,
     /// Search a synthetic collection of this many documents instead, drawn
     /// to match the index's active terms per document, document frequencies
     /// and per-term impacts (written once, then reused)
@@ -54,7 +55,7 @@ pub struct SeismicBench {
 }
 
 pub fn run(a: SeismicBench) -> Result<()> {
-    let (source, model) = super::search::open_with_model(&a.index, &a.model, None)?;
+    let (source, model) = super::search::open_with_model(&a.index, a.model.as_deref(), None)?;
     let queries = beir::read_queries(std::path::Path::new(&source.meta.corpus))
         .with_context(|| format!("reading the queries of {}", source.meta.corpus))?;
     let queries: Vec<_> = queries.into_iter().take(a.queries).collect();

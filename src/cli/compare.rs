@@ -65,7 +65,7 @@ pub struct CompareArgs {
 
 /// The encoders named by `--encoder` (presets expanded), or the precisions.
 fn encoder_specs(a: &CompareArgs, main: &SparseModel) -> Result<Vec<EncoderSpec>> {
-    let mut base = EncoderSpec::new(&a.model.model);
+    let mut base = EncoderSpec::new(a.model.spec());
     base.variant = a.model.variant;
     base.head = a.model.head;
     if a.encoders.is_empty() {
@@ -82,7 +82,7 @@ fn encoder_specs(a: &CompareArgs, main: &SparseModel) -> Result<Vec<EncoderSpec>
     for e in &a.encoders {
         match compare::preset(
             e,
-            &a.model.model,
+            a.model.spec(),
             main.trained_encoding(),
             a.second.as_deref(),
         ) {
@@ -123,7 +123,7 @@ impl Models {
 pub fn run(a: CompareArgs) -> Result<()> {
     let device = a.model.device.open()?;
     let mut models = Models(HashMap::new(), a.model.quantize_head, a.model.family);
-    let main_spec = EncoderSpec::new(&a.model.model);
+    let main_spec = EncoderSpec::new(a.model.spec());
     let specs = {
         let main = models.get(&main_spec, &device)?;
         encoder_specs(&a, main)?

@@ -308,7 +308,18 @@ fn lsr_index_dir(a: &EvalArgs, model: &csplade::model::SparseModel) -> Result<Pa
 
 fn lsr_run(a: &EvalArgs, c: &Collection) -> Result<(Run, LsrSide)> {
     phase(a, "LSR: loading the model and index");
-    let model = a.model.load()?;
+    // With --index and no --model: the model the index records.
+    let recorded = match (&a.index, &a.model.model) {
+        (Some(i), None) => csplade::index::IndexMeta::read(i)
+            .ok()
+            .and_then(|m| m.model_spec),
+        _ => None,
+    };
+    let margs = super::ModelArgs {
+        model: recorded.or_else(|| a.model.model.clone()),
+        ..a.model.clone()
+    };
+    let model = margs.load()?;
     let index_dir = lsr_index_dir(a, &model)?;
     let idx =
         LsrIndex::open(&index_dir).with_context(|| format!("opening {}", index_dir.display()))?;

@@ -22,8 +22,9 @@ pub struct ExportArgs {
     #[arg(long)]
     pub out: PathBuf,
     /// The model that built the index (for its vocabulary's term strings)
-    #[arg(long, default_value = "default")]
-    pub model: String,
+    /// [default: the model the index records, else default]
+    #[arg(long)]
+    pub model: Option<String>,
     /// OpenSearch index name in the bulk file's actions
     #[arg(long, default_value = "csplade")]
     pub name: String,
@@ -36,14 +37,19 @@ pub fn run(a: ExportArgs) -> Result<()> {
         LsrIndex::open(&a.index).with_context(|| format!("opening index {}", a.index.display()))?;
     let kind = csplade::data::output::EXPORT;
     csplade::data::output::check_file(&a.out, &kind, &[&a.index])?;
+    let spec = a
+        .model
+        .as_deref()
+        .or(idx.meta.model_spec.as_deref())
+        .unwrap_or("default");
     let model = csplade::model::family::open(
-        &a.model,
+        spec,
         &candle_core::Device::Cpu,
         csplade::quant::Precision::F32,
         false,
         csplade::model::Family::Auto,
     )
-    .with_context(|| format!("loading model {:?}", a.model))?;
+    .with_context(|| format!("loading model {spec:?}"))?;
     idx.meta.check_model(model.identity(), model.vocab_size())?;
     let r = export::export(&idx, model.tokenizer(), a.format, &a.out, &a.name)?;
     if a.json {

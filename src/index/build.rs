@@ -327,6 +327,7 @@ pub fn build(
             .display()
             .to_string(),
         corpus_fingerprint: corpus_fp,
+        model_spec: None,
         built_at: 0,
         build_seconds: 0.0,
         encoded_tokens: tokens_total,

@@ -34,6 +34,10 @@ pub struct IndexMeta {
     pub built_at: u64,
     pub build_seconds: f64,
     pub encoded_tokens: u64,
+    /// The model as `--model` named it when it was built (files made
+    /// absolute): commands that open the index use it when not told one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_spec: Option<String>,
 }
 
 impl IndexMeta {
