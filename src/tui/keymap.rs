@@ -125,12 +125,16 @@ impl Keymap {
         find(context).or_else(|| find("global"))
     }
 
-    /// Bindings of a context plus the global ones (for the hint bar).
+    /// Bindings of a context, then the global ones (for the hint bar, which
+    /// shows as many as fit).
     pub fn hints(&self, context: &str) -> Vec<&Binding> {
-        self.bindings
+        let mut hints: Vec<&Binding> = self
+            .bindings
             .iter()
-            .filter(|b| b.context == context || b.context == "global")
-            .collect()
+            .filter(|b| b.context == context)
+            .collect();
+        hints.extend(self.bindings.iter().filter(|b| b.context == "global"));
+        hints
     }
 }
 

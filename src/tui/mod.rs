@@ -289,7 +289,17 @@ async fn event_loop(
                     tokio::task::spawn_blocking(move || {
                         let r = session
                             .export_failures(&rows)
-                            .map(|(t, j)| format!("{} and {}", t.display(), j.display()))
+                            .map(|(t, j)| {
+                                // The names first: a narrow status bar cuts the directory.
+                                let name = |p: &std::path::Path| {
+                                    p.file_name()
+                                        .map_or(String::new(), |n| n.to_string_lossy().to_string())
+                                };
+                                let dir = t
+                                    .parent()
+                                    .map_or(String::new(), |d| d.display().to_string());
+                                format!("{} and {} in {dir}", name(&t), name(&j))
+                            })
                             .map_err(|e| format!("{e:#}"));
                         let _ = tx.send(Action::ExportDone(r));
                     });

@@ -68,6 +68,14 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         Layout::horizontal([Constraint::Min(60), Constraint::Length(34)]).areas(top);
     draw_scatter(f, scatter, c, &label, &key, t);
     let fmt = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.3}"));
+    // Wide enough for the longest encoder label (`base:echo:logprob:5`).
+    let label_width = c
+        .runs
+        .iter()
+        .map(|r| label(r).chars().count())
+        .max()
+        .unwrap_or(7)
+        .clamp(7, 40) as u16;
     let rows: Vec<Row> = c
         .runs
         .iter()
@@ -89,7 +97,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         super::table(
             rows,
             [
-                Constraint::Length(16),
+                Constraint::Length(label_width),
                 Constraint::Length(7),
                 Constraint::Length(10),
                 Constraint::Length(8),

@@ -85,24 +85,37 @@ pub fn draw(f: &mut Frame, app: &App) {
         ])),
         status,
     );
-    f.render_widget(hint_bar(app), hints);
+    f.render_widget(hint_bar(app, hints.width), hints);
     if app.help {
         help::draw(f, centered(f.area(), 80, 80), app);
     }
 }
 
-fn hint_bar(app: &App) -> Paragraph<'static> {
+/// The key hints that fit whole in `width` columns; when some do not, the
+/// bar ends by pointing at help.
+fn hint_bar(app: &App, width: u16) -> Paragraph<'static> {
     let t = &app.theme;
+    let more = " f1 all keys ";
+    let hints = app.keymap.hints(app.context());
     let mut spans = Vec::new();
-    for b in app.keymap.hints(app.context()) {
+    let mut used = 0usize;
+    for (i, b) in hints.iter().enumerate() {
+        let (key, desc) = (format!(" {} ", b.key), format!("{} ", b.desc));
+        let len = key.chars().count() + desc.chars().count();
+        let room = match i + 1 == hints.len() {
+            true => width as usize,
+            false => (width as usize).saturating_sub(more.len()),
+        };
+        if used + len > room {
+            spans.push(Span::styled(more, Style::default().fg(t.accent)));
+            break;
+        }
+        used += len;
         spans.push(Span::styled(
-            format!(" {} ", b.key),
+            key,
             Style::default().fg(t.accent).add_modifier(Modifier::BOLD),
         ));
-        spans.push(Span::styled(
-            format!("{} ", b.desc),
-            Style::default().fg(t.muted),
-        ));
+        spans.push(Span::styled(desc, Style::default().fg(t.muted)));
     }
     Paragraph::new(Line::from(spans))
 }
