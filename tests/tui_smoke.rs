@@ -94,6 +94,37 @@ fn explorer_starts_expands_a_query_shows_help_and_quits_cleanly() {
     );
     assert!(screen.contains("●"), "no in-text term mark:\n{screen}");
     assert!(screen.contains("█"), "no weight bars:\n{screen}");
+    // The query is edited mid-line: to its start, a word typed there, run.
+    tmux(&["send-keys", "-t", &session, "C-a"]);
+    tmux(&["send-keys", "-t", &session, "-l", "why "]);
+    // (▏ is the cursor, left just after the inserted word.)
+    let screen = wait_for(&session, "why ▏what causes hypertension in adults", 10);
+    assert!(
+        screen.contains("why ▏what causes hypertension in adults"),
+        "edit at the cursor:\n{screen}"
+    );
+    tmux(&["send-keys", "-t", &session, "Enter"]);
+    // Let the query (and any index work) settle, so that nothing but the
+    // resize itself can redraw the screen.
+    std::thread::sleep(Duration::from_secs(3));
+    // A narrower window is redrawn at once, with no key pressed: the query
+    // box's border closes at the new right edge (a clipped old frame would
+    // end mid-border).
+    tmux(&["resize-window", "-t", &session, "-x", "80", "-y", "24"]);
+    let redrawn = |screen: &str| {
+        screen
+            .lines()
+            .any(|l| l.contains("┌ Query") && l.trim_end().ends_with('┐'))
+    };
+    let t0 = Instant::now();
+    let mut screen = tmux(&["capture-pane", "-t", &session, "-p"]);
+    while !redrawn(&screen) && t0.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(200));
+        screen = tmux(&["capture-pane", "-t", &session, "-p"]);
+    }
+    assert!(redrawn(&screen), "not redrawn at 80×24:\n{screen}");
+    assert!(screen.lines().all(|l| l.chars().count() <= 80), "{screen}");
+    tmux(&["resize-window", "-t", &session, "-x", "140", "-y", "40"]);
     // Compare: the default preset puts causal, echo and bi side by side.
     tmux(&["send-keys", "-t", &session, "Tab"]);
     wait_for(&session, "Compare", 10);

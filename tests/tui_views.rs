@@ -286,6 +286,36 @@ fn a_failure_opens_in_search() {
         vec![Effect::RunQuery("salt and blood pressure".into())]
     );
     assert_eq!(a.tab, Tab::Search);
+    // Its result: 60 hits, the only relevant one 57th. It is selected, its
+    // document loads, and the hit list scrolls down to show it.
+    let mut deep = sample_result();
+    deep.text = "salt and blood pressure".into();
+    let template = deep.hits[1].clone();
+    deep.hits = (0..60)
+        .map(|i| HitRow {
+            rank: i + 1,
+            ordinal: 100 + i,
+            doc_id: format!("x{i}"),
+            relevance: Some(i32::from(i == 56)),
+            ..template.clone()
+        })
+        .collect();
+    assert_eq!(
+        a.update(Action::QueryDone(Ok(deep))),
+        vec![Effect::LoadDetail(156)]
+    );
+    assert_eq!(a.selected, 56);
+    assert!(
+        a.status.contains("first relevant document at rank 57"),
+        "{}",
+        a.status
+    );
+    let screen = render(&a);
+    assert!(
+        screen.contains("x56") && !screen.contains("x0 "),
+        "{screen}"
+    );
+    assert!(screen.contains("57 of 60"), "{screen}");
 }
 
 #[test]
@@ -742,4 +772,29 @@ fn a_clicked_failure_is_selected_and_a_second_click_opens_it() {
         vec![Effect::RunQuery("second query".into())]
     );
     assert_eq!(a.tab, Tab::Search);
+}
+
+/// Queries run in one session come back with Ctrl-P in the next (the
+/// history lives in `$CSPLADE_HOME/query-history`, last 200, no repeats).
+#[test]
+fn query_history_is_remembered_across_sessions() {
+    let home = tempfile::tempdir().unwrap();
+    std::env::set_var("CSPLADE_HOME", home.path());
+    for q in ["copy files", "copy files", "list\ndirectory"] {
+        csplade::explore::session::remember_query(q).unwrap();
+    }
+    let history = csplade::explore::session::query_history();
+    assert_eq!(history, vec!["copy files", "list directory"]);
+    let mut a = app();
+    a.input = csplade::tui::line_edit::LineEdit::with_history(history);
+    a.update(Action::Key(KeyEvent::new(
+        KeyCode::Char('p'),
+        KeyModifiers::CONTROL,
+    )));
+    assert_eq!(a.input.text, "list directory");
+    a.update(Action::Key(KeyEvent::new(
+        KeyCode::Char('p'),
+        KeyModifiers::CONTROL,
+    )));
+    assert_eq!(a.input.text, "copy files");
 }

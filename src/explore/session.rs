@@ -377,3 +377,30 @@ impl Session {
 pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(crate::data::output::write_new(path, bytes)?)
 }
+
+fn history_path() -> PathBuf {
+    data_dir().join("query-history")
+}
+
+/// The queries run in the explorer before, oldest first (at most 200).
+pub fn query_history() -> Vec<String> {
+    let text = std::fs::read_to_string(history_path()).unwrap_or_default();
+    let lines: Vec<String> = text.lines().map(str::to_string).collect();
+    let keep = lines.len().saturating_sub(200);
+    lines[keep..].to_vec()
+}
+
+/// Remember a query run in the explorer (not twice in a row), for the next
+/// session's Ctrl-P; the file keeps the last 200.
+pub fn remember_query(query: &str) -> Result<()> {
+    let query = query.replace(['\n', '\r'], " ");
+    let query = query.trim();
+    let mut lines = query_history();
+    if query.is_empty() || lines.last().map(String::as_str) == Some(query) {
+        return Ok(());
+    }
+    lines.push(query.to_string());
+    let keep = lines.len().saturating_sub(200);
+    let text = lines[keep..].join("\n") + "\n";
+    write_file(&history_path(), text.as_bytes())
+}

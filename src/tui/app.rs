@@ -102,6 +102,9 @@ pub struct App {
     pub model_ready: bool,
     pub index: IndexState,
     pub query_pending: bool,
+    /// The query was opened from Failures: select its first relevant hit
+    /// when the result arrives.
+    pub select_relevant: bool,
     pub theme: Theme,
     pub keymap: Keymap,
     pub quit: bool,
@@ -205,6 +208,7 @@ impl App {
             failure_view: 0,
             explanation: None,
             explain_pending: false,
+            select_relevant: false,
             tasks: Vec::new(),
             task_sel: 0,
             help: false,
@@ -293,7 +297,21 @@ impl App {
                     self.doc_scroll = 0;
                     self.detail = None;
                 }
-                self.selected = kept.unwrap_or(0);
+                // Opened from Failures: the first relevant document, however deep.
+                let relevant = std::mem::take(&mut self.select_relevant)
+                    .then(|| {
+                        r.hits
+                            .iter()
+                            .position(|h| h.relevance.is_some_and(|g| g > 0))
+                    })
+                    .flatten();
+                if let Some(i) = relevant {
+                    self.doc_scroll = 0;
+                    self.detail = None;
+                    self.status
+                        .push_str(&format!("; first relevant document at rank {}", i + 1));
+                }
+                self.selected = relevant.or(kept).unwrap_or(0);
                 let shown = r.hits.get(self.selected).map(|h| h.ordinal);
                 let reload = self.detail.is_none();
                 self.result = Some(r);
@@ -305,6 +323,7 @@ impl App {
             }
             Action::QueryDone(Err(e)) => {
                 self.query_pending = false;
+                self.select_relevant = false;
                 self.status = format!("query failed: {e}");
                 vec![]
             }

@@ -176,6 +176,7 @@ impl App {
                 self.input.set(&row.text);
                 self.tab = Tab::Search;
                 self.focus = Focus::Results;
+                self.select_relevant = true;
                 self.run(KeyAction::Submit)
             }
             KeyAction::StartIndex

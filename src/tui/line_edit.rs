@@ -21,6 +21,17 @@ pub struct LineEdit {
 const HISTORY: usize = 200;
 
 impl LineEdit {
+    /// An empty line whose history starts with `history` (oldest first).
+    pub fn with_history(mut history: Vec<String>) -> Self {
+        history.retain(|l| !l.trim().is_empty());
+        let keep = history.len().saturating_sub(HISTORY);
+        history.drain(..keep);
+        Self {
+            history,
+            ..Self::default()
+        }
+    }
+
     /// Replace the text (cursor at its end).
     pub fn set(&mut self, text: &str) {
         self.text = text.to_string();

@@ -211,6 +211,7 @@ async fn event_loop(
         });
     }
     let mut app = App::new(theme, keymap::Keymap::default_keymap());
+    app.input = line_edit::LineEdit::with_history(crate::explore::session::query_history());
     if let Some(p) = read_config().ok().and_then(|c| c.compare_preset) {
         app.set_compare_preset(&p);
     }
@@ -260,6 +261,9 @@ async fn event_loop(
                     });
                 }
                 Effect::RunQuery(text) => {
+                    if let Err(e) = crate::explore::session::remember_query(&text) {
+                        log(&format!("query history: {e:#}"));
+                    }
                     let ranking = app.ranking;
                     spawn_engine(&tx, &session, move |ex| {
                         Action::QueryDone(
