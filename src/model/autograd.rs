@@ -8,6 +8,7 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::disjoint::SendPtr;
 use super::gemm::{matmul_t, PackedWeight};
 use super::kernels::{self, fast_exp, AttentionShape, RopeTables};
 
@@ -167,13 +168,7 @@ fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     out
 }
 
-/// A raw output pointer shared by parallel tasks that write disjoint parts.
-struct SendPtr(*mut f32);
-// SAFETY: each parallel task writes only its own (sequence, KV group) slots of the output, so the shared pointer never carries overlapping writes across threads; the buffer outlives the parallel loop.
-unsafe impl Send for SendPtr {}
-// SAFETY: as for `Send`: no two threads write the same element, and nothing
-// reads through the pointer while the tasks run.
-unsafe impl Sync for SendPtr {}
+// Shared output pointer (see `super::disjoint::SendPtr`): each parallel task writes only its own (sequence, KV group) slots of the output, so the shared pointer never carries overlapping writes across threads; the buffer outlives the parallel loop.
 
 impl CustomOp1 for AttentionOp {
     fn name(&self) -> &'static str {

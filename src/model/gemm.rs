@@ -5,6 +5,7 @@
 //! runs as four 6×16 quarters, so the fused attention and LM-head kernels
 //! built on it run there too. Elsewhere callers fall back to candle's matmul.
 
+use super::disjoint::SendPtr;
 use rayon::prelude::*;
 
 /// Output columns per microkernel tile (two 16-lane registers).
@@ -239,13 +240,7 @@ fn pack_rows(x: &[f32], k: usize, r0: usize, rows: usize, apack: &mut [f32]) {
     }
 }
 
-/// A raw output pointer shared by parallel tasks that write disjoint parts.
-struct SendPtr(*mut f32);
-// SAFETY: each parallel task writes a disjoint rectangle of `out` (see `block`), and `out` outlives the parallel loop that shares the pointer.
-unsafe impl Send for SendPtr {}
-// SAFETY: as for `Send`: no two threads write the same element, and nothing
-// reads through the pointer while the tasks run.
-unsafe impl Sync for SendPtr {}
+// Shared output pointer (see `super::disjoint::SendPtr`): each parallel task writes a disjoint rectangle of `out` (see `block`), and `out` outlives the parallel loop that shares the pointer.
 
 /// One row block × a range of column panels. Each task writes a disjoint
 /// rectangle of `out`. A is packed once for the whole depth; each tile runs

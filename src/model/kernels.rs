@@ -2,6 +2,7 @@
 //! `exp`, masked row softmax for attention, and SwiGLU. They replace chains of
 //! candle ops that each allocate a tensor and call libm's scalar `expf`.
 
+use super::disjoint::SendPtr;
 use rayon::prelude::*;
 
 /// `e^x` for f32 within 1e-5 relative error over the range softmax and SiLU use;
@@ -171,13 +172,7 @@ pub fn attention(qkv: &[f32], s: &AttentionShape, rope: &RopeTables) -> Vec<f32>
     out
 }
 
-/// A raw output pointer shared by parallel tasks that write disjoint parts.
-struct SendPtr(*mut f32);
-// SAFETY: each parallel task writes only its own rows of the output buffer, which outlives the parallel loop that shares the pointer.
-unsafe impl Send for SendPtr {}
-// SAFETY: as for `Send`: no two threads write the same element, and nothing
-// reads through the pointer while the tasks run.
-unsafe impl Sync for SendPtr {}
+// Shared output pointer (see `super::disjoint::SendPtr`): each parallel task writes only its own rows of the output buffer, which outlives the parallel loop that shares the pointer.
 
 /// Log-probability pooling: for logits `[rows, vocab]` whose row r belongs to
 /// text `owner[r]`, `acc[owner[r] * vocab + v] = max(…, logit[r, v] − lse[r])`

@@ -4,6 +4,7 @@
 pub mod adapter;
 pub mod attention;
 pub mod autograd;
+mod disjoint;
 pub mod encoding;
 pub mod family;
 pub mod fetch;

@@ -16,6 +16,7 @@
 use rayon::prelude::*;
 
 mod kernels;
+use crate::model::disjoint::SendPtr;
 use kernels::{kernel_avx2, kernel_vnni};
 
 /// Output columns per tile (two 16-lane registers).
@@ -287,13 +288,7 @@ fn quantize_rows(
     }
 }
 
-/// A raw output pointer shared by parallel tasks that write disjoint parts.
-struct SendPtr(*mut f32);
-// SAFETY: each parallel task writes a disjoint set of columns of the output, and the output outlives the parallel loop that shares the pointer.
-unsafe impl Send for SendPtr {}
-// SAFETY: as for `Send`: no two threads write the same element, and nothing
-// reads through the pointer while the tasks run.
-unsafe impl Sync for SendPtr {}
+// Shared output pointer (see `crate::model::disjoint::SendPtr`): each parallel task writes a disjoint set of columns of the output, and the output outlives the parallel loop that shares the pointer.
 
 /// Receives each finished tile: (first row, rows, first column, columns,
 /// tile values `[MR][NR]`).
