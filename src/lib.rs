@@ -15,6 +15,7 @@ pub mod failures;
 pub mod index;
 pub mod model;
 pub mod quant;
+pub mod rng;
 pub mod search;
 pub mod tasks;
 pub mod train;

@@ -16,7 +16,7 @@ use std::path::Path;
 
 use crate::data::beir::Document;
 use crate::encode::SparseVec;
-use crate::model::tiny::SplitMix;
+use crate::rng::SplitMix;
 
 use super::{IndexError, IndexMeta};
 

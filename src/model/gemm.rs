@@ -416,7 +416,7 @@ unsafe fn kernel_avx2<const HALF: bool>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::tiny::SplitMix;
+    use crate::rng::SplitMix;
 
     fn naive(x: &[f32], m: usize, w: &[f32], n: usize, k: usize) -> Vec<f32> {
         let mut out = vec![0f32; m * n];

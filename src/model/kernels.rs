@@ -269,7 +269,7 @@ mod tests {
     #[test]
     fn logprob_pooling_matches_log_softmax() {
         let vocab = 5000;
-        let mut rng = crate::model::tiny::SplitMix::new(3);
+        let mut rng = crate::rng::SplitMix::new(3);
         let logits: Vec<f32> = (0..4 * vocab).map(|_| 8.0 * rng.uniform()).collect();
         let owner = [0, 1, 1, 0];
         let mut acc = vec![f32::NEG_INFINITY; 2 * vocab];

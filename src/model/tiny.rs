@@ -13,25 +13,7 @@ use super::gguf::{to_gguf_layout, write_llama};
 use super::llama::{Config, RopeStyle};
 use super::{ModelError, TextTokenizer};
 
-/// Deterministic generator (splitmix64) for reproducible random weights.
-pub struct SplitMix(u64);
-
-impl SplitMix {
-    pub fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [-1, 1).
-    pub fn uniform(&mut self) -> f32 {
-        (self.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-    }
-}
+pub use crate::rng::SplitMix;
 
 /// The tiny configuration: 2 layers, width 32, 4 query / 2 KV heads.
 pub fn tiny_config(vocab_size: usize) -> Config {

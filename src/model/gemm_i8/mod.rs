@@ -415,7 +415,7 @@ fn max_pool_t_with(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::tiny::SplitMix;
+    use crate::rng::SplitMix;
 
     #[test]
     fn blocks_match_ggml() {

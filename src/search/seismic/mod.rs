@@ -396,7 +396,7 @@ fn cluster(
         return vec![docs.to_vec()];
     }
     // A partial Fisher-Yates shuffle picks the centroids.
-    let mut rng = crate::model::tiny::SplitMix::new(0x5e15_u64 ^ seed.wrapping_mul(0x9E37));
+    let mut rng = crate::rng::SplitMix::new(0x5e15_u64 ^ seed.wrapping_mul(0x9E37));
     let mut pick: Vec<usize> = (0..docs.len()).collect();
     for i in 0..clusters {
         let j = i + (rng.next_u64() % (docs.len() - i) as u64) as usize;
@@ -493,7 +493,7 @@ fn summary(block: &[u32], vectors: &[SparseVec], energy: f32, s: &mut Scratch) -
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
-    use crate::model::tiny::SplitMix;
+    use crate::rng::SplitMix;
 
     /// Vectors with a skewed term distribution, like a model's expansions.
     pub(super) fn collection(n: usize, vocab: u32, seed: u64) -> Vec<SparseVec> {
