@@ -46,19 +46,6 @@ pub fn release_free_memory() {
     }
 }
 
-/// A test that cannot check anything here says so: `SKIP: why` on stderr,
-/// and a line in `$CSPLADE_SKIP_LOG` when set (CI counts and prints them).
-#[doc(hidden)]
-pub fn note_skip(why: &str) {
-    eprintln!("SKIP: {why}");
-    if let Some(path) = std::env::var_os("CSPLADE_SKIP_LOG").filter(|p| !p.is_empty()) {
-        use std::io::Write;
-        if let Ok(mut f) = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-        {
-            let _ = writeln!(f, "{why}");
-        }
-    }
-}
+#[cfg(test)]
+#[path = "../tests/common/skip.rs"]
+pub(crate) mod test_skip;

@@ -80,7 +80,7 @@ fn bm25_on_scifact_test_is_within_0_015_of_anserini() {
 fn man_pages_become_a_known_item_collection() {
     let root = std::path::Path::new("/usr/share/man/man1");
     if !root.is_dir() {
-        csplade::note_skip("man pages: none on this machine");
+        common::note_skip("man pages: none on this machine");
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -190,7 +190,7 @@ fn mined_negatives_are_never_near_copies_of_the_positive() {
 fn the_demo_picks_everyday_commands_first() {
     let root = std::path::Path::new("/usr/share/man/man1");
     if !root.is_dir() {
-        csplade::note_skip("man pages: none on this machine");
+        common::note_skip("man pages: none on this machine");
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

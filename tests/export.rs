@@ -12,6 +12,8 @@ use csplade::export::{self, ExportFormat};
 use csplade::index::{build, BuildOptions};
 use csplade::search::{Backend, LsrIndex};
 
+mod common;
+
 fn tiny_index(dir: &Path) -> (csplade::model::LoadedModel, LsrIndex) {
     let corpus = dir.join("ds");
     std::fs::create_dir_all(&corpus).unwrap();
@@ -144,7 +146,7 @@ fn ciff_holds_the_indexs_quantized_impacts() {
                 std::env::var("CSPLADE_REQUIRE_TOOLS").is_err(),
                 "ciff_dump ({dump}) is required: CSPLADE_REQUIRE_TOOLS is set"
             );
-            csplade::note_skip("CIFF read by ciff-toolkit: ciff_dump not installed");
+            common::note_skip("CIFF read by ciff-toolkit: ciff_dump not installed");
         }
     }
 }

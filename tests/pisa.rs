@@ -39,7 +39,7 @@ fn pisa_python() -> Option<String> {
         std::env::var("CSPLADE_REQUIRE_TOOLS").is_err(),
         "{python} cannot import pyterrier_pisa and ciff_toolkit: CSPLADE_REQUIRE_TOOLS is set"
     );
-    csplade::note_skip("PISA over csplade's CIFF: pyterrier-pisa not installed");
+    common::note_skip("PISA over csplade's CIFF: pyterrier-pisa not installed");
     None
 }
 

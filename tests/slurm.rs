@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use csplade::search::{Backend, LsrIndex};
 
+mod common;
+
 const BIN: &str = env!("CARGO_BIN_EXE_csplade");
 
 fn installed(tool: &str) -> bool {
@@ -255,7 +257,7 @@ fn a_slurm_job_array_encodes_shards_that_merge_into_the_one_process_index() {
             std::env::var("CSPLADE_REQUIRE_TOOLS").is_err(),
             "{missing} is required (slurm-wlm and munge): CSPLADE_REQUIRE_TOOLS is set"
         );
-        csplade::note_skip(&format!("Slurm job array: {missing} not installed"));
+        common::note_skip(&format!("Slurm job array: {missing} not installed"));
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

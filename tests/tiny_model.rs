@@ -6,6 +6,8 @@ use candle_core::{Device, Tensor};
 use csplade::encode::{Encoder, EncoderConfig, Head, SparseVec, Variant};
 use csplade::model::{self, AttentionMask, LoadedModel};
 
+mod common;
+
 fn tiny() -> (tempfile::TempDir, LoadedModel, LoadedModel) {
     let dir = tempfile::tempdir().unwrap();
     model::tiny::write_tiny_model(dir.path(), 7).unwrap();
@@ -333,7 +335,7 @@ fn corrupt_and_truncated_gguf_are_clear_errors() {
 
 #[test]
 fn inference_kernels_match_the_autograd_path() {
-    if model::gemm::skip_test_without(model::gemm::available(), "packed inference kernels") {
+    if common::skip_without(model::gemm::available(), "packed inference kernels") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -61,7 +61,7 @@ fn lora_grads(m: &mut LoadedModel, fused: bool, mask: AttentionMask) -> Vec<Vec<
 
 #[test]
 fn fused_training_ops_match_candle_autograd() {
-    if model::gemm::skip_test_without(model::gemm::available(), "fused training ops") {
+    if common::skip_without(model::gemm::available(), "fused training ops") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

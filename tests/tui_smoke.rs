@@ -29,7 +29,7 @@ fn explorer_starts_expands_a_query_shows_help_and_quits_cleanly() {
             std::env::var("CSPLADE_REQUIRE_DATA").is_err(),
             "tmux is required for the explorer smoke test in CI"
         );
-        csplade::note_skip("explorer smoke test: tmux not installed");
+        common::note_skip("explorer smoke test: tmux not installed");
         return;
     }
     common::base_model(); // fetch the model first (cached), outside the timed screen waits
@@ -175,7 +175,7 @@ fn compare_sets_a_splade_model_beside_the_default() {
             std::env::var("CSPLADE_REQUIRE_DATA").is_err(),
             "tmux is required for the explorer smoke test in CI"
         );
-        csplade::note_skip("explorer families test: tmux not installed");
+        common::note_skip("explorer families test: tmux not installed");
         return;
     }
     common::base_model();

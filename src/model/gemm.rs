@@ -99,23 +99,6 @@ impl PackedWeight {
     }
 }
 
-/// For tests of the SIMD kernels: on a CPU without them, print `SKIP`
-/// and return `true` (the test has nothing to compare); with
-/// `CSPLADE_REQUIRE_AVX512=1` (set by CI where the CPU has them) fail instead.
-#[doc(hidden)]
-pub fn skip_test_without(available: bool, what: &str) -> bool {
-    if available {
-        return false;
-    }
-    if std::env::var("CSPLADE_REQUIRE_AVX512").is_ok_and(|v| v == "1") {
-        panic!("{what} needs instructions this CPU lacks, and CSPLADE_REQUIRE_AVX512=1");
-    }
-    crate::note_skip(&format!(
-        "{what}: this CPU lacks the instructions it needs, nothing to compare the kernels with"
-    ));
-    true
-}
-
 /// Whether a fast kernel can run on this CPU: AVX-512, or AVX2 with FMA
 /// and F16C (for f16 panels).
 pub fn available() -> bool {
@@ -436,7 +419,7 @@ mod tests {
         #[cfg(target_arch = "x86_64")]
         {
             let avx512 = has_avx512();
-            skip_test_without(avx512, "AVX-512 f32 microkernel");
+            crate::test_skip::skip_without(avx512, "AVX-512 f32 microkernel");
             if !available() {
                 return;
             }
@@ -484,7 +467,7 @@ mod tests {
 
     #[test]
     fn matches_naive_on_ragged_shapes() {
-        if skip_test_without(available(), "packed f32/f16 GEMM") {
+        if crate::test_skip::skip_without(available(), "packed f32/f16 GEMM") {
             return;
         }
         let mut rng = SplitMix::new(1);

@@ -455,7 +455,7 @@ mod tests {
     /// The kernels this CPU runs; a note (and a SKIP) for VNNI where absent.
     fn kernels() -> Vec<Int8Kernel> {
         let here = Int8Kernel::all_here();
-        crate::model::gemm::skip_test_without(here.contains(&Int8Kernel::Vnni), "VNNI int8 GEMM");
+        crate::test_skip::skip_without(here.contains(&Int8Kernel::Vnni), "VNNI int8 GEMM");
         here
     }
 
