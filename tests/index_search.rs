@@ -400,6 +400,18 @@ fn an_index_is_never_written_over_the_users_files_or_its_collection() {
     build(&enc, &opts(&corpus, &out), |_| {}).unwrap();
     build(&enc, &opts(&corpus, &out), |_| {}).unwrap();
     assert!(out.join("meta.json").is_file());
+    // Damaged tantivy files: the error says to rebuild, not to upgrade tantivy.
+    let tmeta = std::fs::read_dir(&out)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("meta.json"))
+        .find(|p| p.is_file() && !p.starts_with(out.join("meta.json")))
+        .expect("a tantivy directory");
+    let bytes = std::fs::read(&tmeta).unwrap();
+    std::fs::write(&tmeta, &bytes[..bytes.len() / 2]).unwrap();
+    let e = LsrIndex::open(&out).err().expect("refused").to_string();
+    assert!(e.contains("rebuild the index"), "{e}");
+    assert!(!e.to_lowercase().contains("upgrad"), "{e}");
 }
 
 /// A seeded failure: the relevant document shares the query's word "zebra"

@@ -81,7 +81,7 @@ impl Bm25Index {
     }
 
     pub fn open(dir: &Path) -> Result<Self, IndexError> {
-        let index = Index::open_in_dir(dir).map_err(|e| tv(e, dir))?;
+        let index = Index::open_in_dir(dir).map_err(|e| super::unreadable_tantivy(dir, &e))?;
         index.tokenizers().register(ANALYZER, analyzer());
         let schema = index.schema();
         let field = |n: &str| {

@@ -68,6 +68,24 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), IndexError> {
     Ok(crate::data::output::write_new(path, bytes)?)
 }
 
+/// Tantivy could not open the index files in `dir`: they are damaged or
+/// incomplete, and the fix is a rebuild (not tantivy's own advice, which
+/// may suggest upgrading it).
+pub fn unreadable_tantivy(dir: &Path, e: &tantivy::TantivyError) -> IndexError {
+    let text = e.to_string();
+    let kept: Vec<&str> = text
+        .split(". ")
+        .filter(|s| !s.to_lowercase().contains("upgrad"))
+        .collect();
+    IndexError::Corrupt {
+        path: dir.to_path_buf(),
+        msg: format!(
+            "tantivy cannot read these files ({}); they are damaged or incomplete: rebuild the index with `csplade index`",
+            kept.join(". ").trim_end_matches('.')
+        ),
+    }
+}
+
 impl From<crate::data::output::OutputRefused> for IndexError {
     fn from(e: crate::data::output::OutputRefused) -> Self {
         IndexError::Output(e.into())

@@ -161,7 +161,8 @@ impl LsrIndex {
             path: tdir.clone(),
             msg: e.to_string(),
         };
-        let tantivy = Index::open_in_dir(&tdir).map_err(tv)?;
+        let tantivy =
+            Index::open_in_dir(&tdir).map_err(|e| crate::index::unreadable_tantivy(&tdir, &e))?;
         tantivy.tokenizers().register(TOKENIZER, ImpactTokenizer);
         let reader: IndexReader = tantivy
             .reader_builder()
