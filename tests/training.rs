@@ -264,6 +264,9 @@ fn interrupted_then_resumed_run_ends_where_an_uninterrupted_one_does() {
         .run(true, None, |_| {})
         .expect_err("mismatched recipe");
     assert!(e.to_string().contains("different"), "{e}");
+    // It names the setting that changed, and only that one.
+    assert!(e.to_string().contains("lr: 0.01 → 0.5"), "{e}");
+    assert!(!e.to_string().contains("seed:"), "{e}");
 }
 
 #[test]

@@ -207,13 +207,25 @@ pub fn build(
         .and_then(|t| serde_json::from_str::<Journal>(&t).ok())
     {
         Some(j) if j.settings == settings && j.done <= order.len() => j,
-        _ => Journal {
-            settings: settings.clone(),
-            done: 0,
-            bytes: 0,
-            tokens: 0,
-            seconds: 0.0,
-        },
+        old => {
+            if let Some(j) = old.filter(|j| j.done > 0 && j.settings != settings) {
+                let changed = super::shard::settings_differences(&j.settings, &settings);
+                progress(BuildProgress::Phase {
+                    name: format!(
+                        "the partial build in {} was made with other settings ({}); starting over",
+                        stage.display(),
+                        changed.join(", ")
+                    ),
+                });
+            }
+            Journal {
+                settings: settings.clone(),
+                done: 0,
+                bytes: 0,
+                tokens: 0,
+                seconds: 0.0,
+            }
+        }
     };
     let mut journal = std::fs::OpenOptions::new()
         .create(true)

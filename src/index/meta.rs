@@ -164,3 +164,44 @@ impl IndexMeta {
 fn short(s: &str) -> &str {
     &s[..s.len().min(12)]
 }
+
+/// The settings that differ between two JSON records of settings (objects
+/// compared key by key, anything else as a whole): `name: old → new`, for
+/// errors that must say which setting changed.
+pub fn differences(old: &serde_json::Value, new: &serde_json::Value) -> Vec<String> {
+    use serde_json::Value;
+    match (old, new) {
+        (Value::Object(a), Value::Object(b)) => {
+            let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            keys.into_iter()
+                .filter(|k| a.get(*k) != b.get(*k))
+                .map(|k| {
+                    let show = |v: Option<&Value>| v.map_or("(none)".to_string(), Value::to_string);
+                    format!("{k}: {} → {}", show(a.get(k)), show(b.get(k)))
+                })
+                .collect()
+        }
+        _ if old == new => Vec::new(),
+        _ => vec![format!("{old} → {new}")],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::differences;
+    use serde_json::json;
+
+    #[test]
+    fn differences_name_each_changed_setting() {
+        let a = json!({"model": "m1", "max_len": 128, "head": "logprob:5"});
+        let b = json!({"model": "m1", "max_len": 256, "doc_top_k": 0, "head": "logprob:5"});
+        assert_eq!(
+            differences(&a, &b),
+            vec!["doc_top_k: (none) → 0", "max_len: 128 → 256"]
+        );
+        assert!(differences(&a, &a).is_empty());
+        assert_eq!(differences(&json!(1), &json!(2)), vec!["1 → 2"]);
+    }
+}

@@ -107,12 +107,23 @@ pub fn merge(
             return Err(mismatch(
                 p,
                 format!(
-                    "shard {}/{} was built with other settings than {} (shard {}/{})",
+                    "shard {}/{} was built with other settings than {} (shard {}/{}): {}",
                     m.shard,
                     m.of,
                     parts[0].display(),
                     first.shard,
-                    first.of
+                    first.of,
+                    settings_differences(&first.settings, &m.settings)
+                        .into_iter()
+                        .chain(
+                            (m.of != first.of).then(|| format!("shards: {} → {}", first.of, m.of))
+                        )
+                        .chain((m.commit_every != first.commit_every).then(|| format!(
+                            "commit_every: {} → {}",
+                            first.commit_every, m.commit_every
+                        )))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             ));
         }
@@ -156,4 +167,14 @@ pub fn merge(
     let vecs = build::read_journal(&bytes, docs.len(), &parts[0].join(JOURNAL))?;
     crate::data::output::fresh_stage(&stage, &crate::data::output::INDEX, &inputs)?;
     build::finish(&stage, out, &docs, &vecs, first.index.clone(), t0, progress)
+}
+
+/// What differs between two shards' settings records (JSON, with the shard
+/// spec appended).
+pub(super) fn settings_differences(a: &str, b: &str) -> Vec<String> {
+    let json = |s: &str| {
+        let end = s.rfind('}').map_or(s.len(), |i| i + 1);
+        serde_json::from_str::<serde_json::Value>(&s[..end]).unwrap_or(serde_json::Value::Null)
+    };
+    super::meta::differences(&json(a), &json(b))
 }

@@ -450,7 +450,12 @@ impl Trainer {
                 saved.max_seconds = cfg.max_seconds;
                 saved.activation_memory_gb = cfg.activation_memory_gb;
                 if saved != cfg || state.phase != self.phase.name() {
-                    bail!("{}: the checkpoint was written by a different {} configuration; resume with the same config or start a new --out", ck.display(), state.phase);
+                    let json = |c: &TrainConfig| serde_json::to_value(c).unwrap_or_default();
+                    let mut changed = crate::index::meta::differences(&json(&saved), &json(&cfg));
+                    if state.phase != self.phase.name() {
+                        changed.push(format!("phase: {} → {}", state.phase, self.phase.name()));
+                    }
+                    bail!("{}: the checkpoint was written by a different {} configuration ({}); resume with the same config or start a new --out", ck.display(), state.phase, changed.join(", "));
                 }
                 (step, tokens_seen, elapsed) = (state.step, state.tokens_seen, state.elapsed_s);
             }
