@@ -66,14 +66,14 @@ fn parse_shard(s: &str) -> Result<(usize, usize), String> {
     let (i, n) = s
         .split_once('/')
         .ok_or_else(|| format!("{s:?}: write the shard as I/N, e.g. 0/4"))?;
-    let i: usize = i
-        .trim()
-        .parse()
-        .map_err(|_| format!("{s:?}: I is not a number"))?;
-    let n: usize = n
-        .trim()
-        .parse()
-        .map_err(|_| format!("{s:?}: N is not a number"))?;
+    let whole = |x: &str, what: &str| {
+        x.trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|&v| v <= 1_000_000)
+            .ok_or_else(|| format!("{s:?}: {what} must be a whole number from 0 to 1,000,000"))
+    };
+    let (i, n) = (whole(i, "I")?, whole(n, "N")?);
     if n == 0 || i >= n {
         return Err(format!("{s:?}: needs 0 ≤ I < N"));
     }

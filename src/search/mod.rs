@@ -62,10 +62,10 @@ impl std::str::FromStr for Backend {
                         terms
                             .parse()
                             .ok()
-                            .filter(|&n: &usize| n > 0)
+                            .filter(|&n: &usize| (1..=10_000).contains(&n))
                             .ok_or_else(|| {
                                 format!(
-                                    "seismic: query terms {terms:?} is not a count of at least 1"
+                                    "seismic: query terms {terms:?} must be a whole number from 1 to 10,000"
                                 )
                             })?;
                     let factor = parts
@@ -74,9 +74,11 @@ impl std::str::FromStr for Backend {
                     q.heap_factor = factor
                         .parse()
                         .ok()
-                        .filter(|f: &f32| f.is_finite() && *f >= 0.0)
+                        .filter(|f: &f32| f.is_finite() && (0.0..=1000.0).contains(f))
                         .ok_or_else(|| {
-                            format!("seismic: heap factor {factor:?} is not a number ≥ 0")
+                            format!(
+                                "seismic: heap factor {factor:?} must be a number from 0 to 1000"
+                            )
                         })?;
                 }
                 if parts.next().is_some() {
@@ -539,6 +541,8 @@ mod tests {
             ("seismic:0:0.7", "query terms"),
             ("seismic:5", "needs a heap factor"),
             ("seismic:5:NaN", "heap factor"),
+            ("seismic:99999999999999999999:0.7", "from 1 to 10,000"),
+            ("seismic:5:1e39", "from 0 to 1000"),
             ("seismic:5:0.7:1", "expected seismic"),
             ("exact:3", "unknown backend"),
             ("faiss", "unknown backend"),
