@@ -36,9 +36,19 @@ fn type_text(a: &mut App, s: &str) -> Vec<Effect> {
 }
 
 fn render(a: &App) -> String {
-    let mut t = Terminal::new(TestBackend::new(120, 32)).unwrap();
+    render_at(a, 120, 32)
+}
+
+fn render_at(a: &App, width: u16, height: u16) -> String {
+    let mut t = Terminal::new(TestBackend::new(width, height)).unwrap();
     t.draw(|f| views::draw(f, a)).unwrap();
     format!("{}", t.backend())
+}
+
+/// Every view also at the smallest terminal it is meant for and a large one.
+fn snapshot_sizes(name: &str, a: &App) {
+    insta::assert_snapshot!(format!("{name}_80x24"), render_at(a, 80, 24));
+    insta::assert_snapshot!(format!("{name}_220x60"), render_at(a, 220, 60));
 }
 
 fn sample_result() -> QueryResult {
@@ -362,6 +372,7 @@ fn snapshot_search_view() {
     a.update(Action::QueryDone(Ok(sample_result())));
     a.update(Action::DetailDone(Ok(sample_detail())));
     insta::assert_snapshot!("search", render(&a));
+    snapshot_sizes("search", &a);
 }
 
 fn sample_comparison() -> csplade::explore::Comparison {
@@ -476,6 +487,7 @@ fn snapshot_compare_view() {
     a.tab = Tab::Compare;
     a.update(Action::CompareDone(Ok(sample_comparison())));
     insta::assert_snapshot!("compare", render(&a));
+    snapshot_sizes("compare", &a);
 }
 
 #[test]
@@ -509,6 +521,7 @@ fn snapshot_failures_view() {
     );
     a.update(Action::ExplanationDone(Ok(sample_explanation())));
     insta::assert_snapshot!("failures_explained", render(&a));
+    snapshot_sizes("failures_explained", &a);
 }
 
 fn sample_explanation() -> csplade::explore::FailureExplanation {
@@ -631,6 +644,7 @@ fn snapshot_tasks_view() {
         }));
     }
     insta::assert_snapshot!("tasks", render(&a));
+    snapshot_sizes("tasks", &a);
 }
 
 #[test]
@@ -638,6 +652,7 @@ fn snapshot_help_popup() {
     let mut a = app();
     a.update(key(KeyCode::F(1)));
     insta::assert_snapshot!("help", render(&a));
+    snapshot_sizes("help", &a);
 }
 
 /// `p` in Compare cycles the presets, remembers the choice, and reruns the
