@@ -245,9 +245,38 @@ fn logprob_head_is_sparser_than_raw() {
     )
     .encode_one("the otter")
     .unwrap();
-    assert!(lp.vector.active() < raw.vector.active());
+    assert!(lp.vector.active() > 0 && lp.vector.active() < raw.vector.active());
     // log_softmax ≤ 0, so every weight is at most log(1 + shift).
     assert!(lp.vector.weights.iter().all(|&w| w <= 3f32.ln() + 1e-5));
+    // And each is the head's formula, from the model's own logits:
+    // w_v = log(1 + ReLU(max over positions of log_softmax(logits)_v + 2)).
+    let ids = g.tokenizer.encode("the otter").unwrap();
+    let t = Tensor::new(ids.as_slice(), &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    let logits: Vec<Vec<f32>> = g
+        .llama
+        .forward(&t, &[ids.len()], AttentionMask::Causal)
+        .unwrap()
+        .squeeze(0)
+        .unwrap()
+        .to_vec2()
+        .unwrap();
+    let vocab = logits[0].len();
+    let mut best = vec![f32::NEG_INFINITY; vocab];
+    for row in &logits {
+        let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+        let lse = max + row.iter().map(|x| (x - max).exp()).sum::<f32>().ln();
+        for (b, x) in best.iter_mut().zip(row) {
+            *b = b.max(x - lse);
+        }
+    }
+    for (v, b) in best.iter().enumerate() {
+        let want = (1.0 + (b + 2.0).max(0.0)).ln();
+        let got = lp.vector.get(v as u32);
+        assert!((got - want).abs() < 1e-4, "term {v}: {got} vs {want}");
+    }
 }
 
 #[test]
