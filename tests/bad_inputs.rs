@@ -250,3 +250,33 @@ fn search_says_when_a_query_is_cut_to_the_indexs_length() {
         stderr(&o)
     );
 }
+
+/// `quantize` names the input it cannot read, not the output it would write.
+#[test]
+fn quantize_says_which_model_it_cannot_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("v.gguf");
+    let o = out.to_str().unwrap();
+    for (model, says) in [
+        ("default", "use --precision q8_0"),
+        ("m.gguf+a.safetensors", "adapter merged at load"),
+        ("/no/such/model.gguf", "no such file"),
+    ] {
+        let r = csplade(
+            &[
+                "quantize",
+                "--model",
+                model,
+                "--precision",
+                "q8_0",
+                "--out",
+                o,
+            ],
+            dir.path(),
+        );
+        assert_eq!(r.status.code(), Some(1), "{model}");
+        let e = stderr(&r);
+        assert!(e.contains(says) && e.contains(model), "{model}: {e}");
+        assert!(!out.exists());
+    }
+}

@@ -36,9 +36,25 @@ pub fn quantize(a: QuantizeArgs) -> Result<()> {
     }
     let source = if a.model == "base" {
         csplade::model::fetch::base_model_path()?
+    } else if a.model == csplade::model::DEFAULT_SPEC || a.model.contains('+') {
+        bail!(
+            "--model {}: quantize writes a GGUF file of a backbone, and this model is a backbone \
+             with a csplade adapter merged at load (its per-term shifts and query table have no place \
+             in GGUF); to run it at {} use --precision {} (encode, index, search, eval, the explorer), \
+             or quantize `base` and keep the adapter beside it",
+            a.model,
+            a.precision,
+            a.precision
+        );
     } else {
         PathBuf::from(&a.model)
     };
+    if !source.exists() {
+        bail!(
+            "--model {}: no such file (quantize reads a .gguf file, or `base`)",
+            source.display()
+        );
+    }
     if source.is_dir() {
         bail!("quantize reads GGUF models; {} is a directory (HF checkpoints are not supported as a source yet)", source.display());
     }
