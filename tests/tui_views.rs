@@ -326,6 +326,13 @@ fn a_failure_opens_in_search() {
         "{screen}"
     );
     assert!(screen.contains("57 of 60"), "{screen}");
+    // End and Home jump to the ends of the list, which scrolls with them.
+    a.update(key(KeyCode::End));
+    assert_eq!(a.selected, 59);
+    assert!(render(&a).contains("x59"));
+    a.update(key(KeyCode::Home));
+    assert_eq!(a.selected, 0);
+    assert!(render(&a).contains("x0 "));
 }
 
 #[test]

@@ -72,6 +72,8 @@ impl App {
                 vec![]
             }
             KeyAction::NextHit => self.select_hit(self.selected + 1),
+            KeyAction::FirstHit => self.select_hit(0),
+            KeyAction::LastHit => self.select_hit(usize::MAX),
             KeyAction::PrevHit => self.select_hit(self.selected.saturating_sub(1)),
             KeyAction::ScrollDown => {
                 self.doc_scroll = self.doc_scroll.saturating_add(10);
@@ -81,8 +83,12 @@ impl App {
                 self.doc_scroll = self.doc_scroll.saturating_sub(10);
                 vec![]
             }
-            KeyAction::NextRow | KeyAction::PrevRow => {
-                let down = action == KeyAction::NextRow;
+            KeyAction::NextRow
+            | KeyAction::PrevRow
+            | KeyAction::FirstRow
+            | KeyAction::LastRow
+            | KeyAction::PageDownRows
+            | KeyAction::PageUpRows => {
                 let (sel, len) = match self.tab {
                     Tab::Failures => {
                         let n = self.visible_failures().len();
@@ -91,11 +97,15 @@ impl App {
                     _ => (&mut self.task_sel, self.tasks.len()),
                 };
                 if len > 0 {
-                    *sel = if down {
-                        (*sel + 1).min(len - 1)
-                    } else {
-                        sel.saturating_sub(1)
-                    };
+                    *sel = match action {
+                        KeyAction::NextRow => *sel + 1,
+                        KeyAction::PrevRow => sel.saturating_sub(1),
+                        KeyAction::FirstRow => 0,
+                        KeyAction::PageDownRows => *sel + 10,
+                        KeyAction::PageUpRows => sel.saturating_sub(10),
+                        _ => len - 1,
+                    }
+                    .min(len - 1);
                 }
                 vec![]
             }
