@@ -364,6 +364,13 @@ fn the_explorer_searches_and_explains_a_build_in_progress() {
         "{read:?} / {:?}",
         &d.text[..at]
     );
+    // Query terms flagged as only beyond the window are in the unread text
+    // and nowhere in what was read.
+    for t in &d.beyond_window {
+        let s = csplade::encode::encoder::surface(t);
+        assert!(d.text[at..].to_lowercase().contains(&s), "{t:?}");
+        assert!(!read.to_lowercase().contains(&s), "{t:?} was read");
+    }
 }
 
 /// `--out` never destroys what is not csplade's: a directory of the user's

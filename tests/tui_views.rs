@@ -128,6 +128,7 @@ fn sample_detail() -> DocDetail {
         missed_terms: vec![(" salt".into(), 1.6)],
         // The model read "Hypertension in adults is driven by salt," only.
         encoded_window: Some((41, 16)),
+        beyond_window: vec![" age".into()],
     }
 }
 

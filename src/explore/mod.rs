@@ -106,6 +106,9 @@ pub struct DocDetail {
     /// Where the model stopped reading `text` (bytes into it) and after how
     /// many tokens, when the document is longer than the encoder's length.
     pub encoded_window: Option<(usize, usize)>,
+    /// Query terms the document has only after that point: matches the
+    /// model could not see, a common and otherwise invisible failure.
+    pub beyond_window: Vec<String>,
 }
 
 /// Per-query effectiveness of the sparse model against BM25.
@@ -328,6 +331,10 @@ impl Explorer {
             .map(|(id, w)| (tok(id), w))
             .collect();
         let encoded_window = self.encoded_window(&doc.title, &doc.text);
+        let beyond_window = match encoded_window {
+            Some((at, _)) => self.beyond_window(query, &doc.title, &doc.text, at),
+            None => Vec::new(),
+        };
         Ok(DocDetail {
             ordinal,
             doc_id: doc.doc_id,
@@ -337,7 +344,35 @@ impl Explorer {
             top_terms,
             missed_terms,
             encoded_window,
+            beyond_window,
         })
+    }
+
+    /// The query's terms (by surface text) that occur in `text` after byte
+    /// `at` but nowhere in the title or before it.
+    fn beyond_window(&self, query: &SparseVec, title: &str, text: &str, at: usize) -> Vec<String> {
+        use crate::encode::encoder::surface;
+        let tok = self.model.tokenizer();
+        let words = |s: &str| -> std::collections::HashSet<String> {
+            tok.encode(s)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|id| surface(tok.token(id)))
+                .filter(|w| w.chars().any(char::is_alphanumeric))
+                .collect()
+        };
+        let read = words(&format!("{title} {}", &text[..at]));
+        let unread = words(&text[at..]);
+        let mut seen = std::collections::HashSet::new();
+        query
+            .top_k(0)
+            .into_iter()
+            .map(|(id, _)| tok.token(id).to_string())
+            .filter(|t| {
+                let s = surface(t);
+                unread.contains(&s) && !read.contains(&s) && seen.insert(s)
+            })
+            .collect()
     }
 
     /// Where the encoder stops reading a document's text (see

@@ -265,6 +265,16 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
                 ),
                 Style::default().fg(t.accent),
             )));
+            if !d.beyond_window.is_empty() {
+                let shown: Vec<String> = d.beyond_window.iter().map(|x| show_token(x)).collect();
+                doc_lines.push(Line::from(Span::styled(
+                    format!(
+                        "query terms only beyond the encoded window: {}",
+                        shown.join(" ")
+                    ),
+                    Style::default().fg(t.not_relevant),
+                )));
+            }
             for para in unread.lines() {
                 doc_lines.push(Line::from(Span::styled(
                     para.to_string(),
