@@ -244,13 +244,13 @@ impl ModelArgs {
         }
     }
 
-    /// The model, of any family, at the requested precision; refused when
-    /// it encodes the probe text to nothing.
     /// The model named, else `default`.
     pub fn spec(&self) -> &str {
         self.model.as_deref().unwrap_or("default")
     }
 
+    /// The model, of any family, at the requested precision; refused when
+    /// it encodes the probe text to nothing.
     pub fn load(&self) -> Result<SparseModel> {
         let device = self.device.open()?;
         let m = model::family::open(
