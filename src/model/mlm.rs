@@ -47,7 +47,7 @@ impl Act {
 
     fn apply(self, x: &Tensor) -> Result<Tensor> {
         match self {
-            Act::Gelu => x.gelu_erf(),
+            Act::Gelu => super::activation::gelu_erf(x),
             Act::GeluTanh => x.gelu(),
             Act::Relu => x.relu(),
         }

@@ -1,6 +1,7 @@
 //! The backbone and everything needed to load it: model fetch (pip + sha256),
 //! GGUF and HF loaders, tokenizer, the Llama-family transformer.
 
+pub mod activation;
 pub mod adapter;
 pub mod attention;
 pub mod autograd;
