@@ -797,10 +797,10 @@ fn a_clicked_failure_is_selected_and_a_second_click_opens_it() {
     assert_eq!(a.tab, Tab::Search);
 }
 
-/// Queries run in one session come back with Ctrl-P in the next (the
+/// Queries run in one explorer run come back with Ctrl-P in the next (the
 /// history lives in `$CSPLADE_HOME/query-history`, last 200, no repeats).
 #[test]
-fn query_history_is_remembered_across_sessions() {
+fn query_history_is_remembered_from_one_run_to_the_next() {
     let home = tempfile::tempdir().unwrap();
     std::env::set_var("CSPLADE_HOME", home.path());
     for q in ["copy files", "copy files", "list\ndirectory"] {

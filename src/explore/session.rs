@@ -391,7 +391,7 @@ pub fn query_history() -> Vec<String> {
 }
 
 /// Remember a query run in the explorer (not twice in a row), for the next
-/// session's Ctrl-P; the file keeps the last 200.
+/// time the explorer opens (Ctrl-P); the file keeps the last 200.
 pub fn remember_query(query: &str) -> Result<()> {
     let query = query.replace(['\n', '\r'], " ");
     let query = query.trim();
