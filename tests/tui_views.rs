@@ -820,4 +820,16 @@ fn query_history_is_remembered_from_one_run_to_the_next() {
         KeyModifiers::CONTROL,
     )));
     assert_eq!(a.input.text, "copy files");
+    // In an empty box ↑/↓ walk the history too; once the line is edited
+    // they move through the hits again.
+    a.input.set("");
+    a.update(key(KeyCode::Up));
+    assert_eq!(a.input.text, "list directory");
+    a.update(key(KeyCode::Up));
+    assert_eq!(a.input.text, "copy files");
+    a.update(key(KeyCode::Down));
+    assert_eq!(a.input.text, "list directory");
+    a.update(key(KeyCode::Char('!')));
+    a.update(key(KeyCode::Up));
+    assert_eq!(a.input.text, "list directory!");
 }

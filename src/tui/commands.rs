@@ -71,6 +71,14 @@ impl App {
                 self.focus = Focus::Input;
                 vec![]
             }
+            // In an empty query box (or one showing a recalled query), ↑/↓
+            // walk the query history instead of the hits.
+            KeyAction::NextHit | KeyAction::PrevHit
+                if self.focus == Focus::Input && self.input.browsing() =>
+            {
+                self.input.recall(action == KeyAction::PrevHit);
+                vec![]
+            }
             KeyAction::NextHit => self.select_hit(self.selected + 1),
             KeyAction::FirstHit => self.select_hit(0),
             KeyAction::LastHit => self.select_hit(usize::MAX),

@@ -71,7 +71,20 @@ impl LineEdit {
             return false;
         }
         let len = self.text.chars().count();
-        match (k.code, ctrl) {
+        let before = self.text.len();
+        let recalled = self.recalled;
+        let handled = self.edit(k.code, ctrl, len);
+        // An edited line is the user's own, no longer a recalled one.
+        let edited =
+            self.text.len() != before || matches!((k.code, ctrl), (KeyCode::Char(_), false));
+        if edited && self.recalled == recalled {
+            self.recalled = None;
+        }
+        handled
+    }
+
+    fn edit(&mut self, code: KeyCode, ctrl: bool, len: usize) -> bool {
+        match (code, ctrl) {
             (KeyCode::Char('a'), true) | (KeyCode::Home, _) => self.cursor = 0,
             (KeyCode::Char('e'), true) | (KeyCode::End, _) => self.cursor = len,
             (KeyCode::Char('b'), true) | (KeyCode::Left, false) => {
@@ -127,8 +140,14 @@ impl LineEdit {
         self.cursor = from;
     }
 
+    /// Whether ↑/↓ walk the history rather than the hits: the line is
+    /// empty, or is a line the history recalled.
+    pub fn browsing(&self) -> bool {
+        self.text.is_empty() || self.recalled.is_some()
+    }
+
     /// Step back (`older`) or forward through the history.
-    fn recall(&mut self, older: bool) {
+    pub fn recall(&mut self, older: bool) {
         if self.history.is_empty() {
             return;
         }
