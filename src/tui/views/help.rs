@@ -17,7 +17,11 @@ pub const LEGEND: &[(&str, &str, &str)] = &[
         "^U ^K ^W",
         "Delete to the start, to the end, the word before the cursor",
     ),
-    ("input", "^P/^N", "Previous / next query you ran (↑/↓ too while the box is empty)"),
+    (
+        "input",
+        "^P/^N",
+        "Previous / next query you ran (↑/↓ too while the box is empty)",
+    ),
     (
         "symbol",
         "●",
