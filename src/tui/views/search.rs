@@ -12,13 +12,31 @@ use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Sparkline, Wrap};
 use ratatui::Frame;
 
 use super::{bar, show_token, table};
-use crate::explore::{QueryPrior, Ranking};
+use crate::explore::{DocDetail, QueryPrior, Ranking};
 use crate::tui::app::{App, Focus};
 use crate::tui::mouse::Target;
+use crate::tui::theme::Theme;
 
 pub fn draw(f: &mut Frame, area: Rect, app: &App) {
-    let t = &app.theme;
     let [input, rest] = Layout::vertical([Constraint::Length(3), Constraint::Min(5)]).areas(area);
+    draw_query(f, input, app);
+    let [left, mid, right] = Layout::horizontal([
+        Constraint::Percentage(28),
+        Constraint::Percentage(36),
+        Constraint::Percentage(36),
+    ])
+    .areas(rest);
+    draw_expansion(f, left, app);
+    draw_hits(f, mid, app);
+    let [why, text] =
+        Layout::vertical([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(right);
+    draw_explanation(f, why, app);
+    draw_document(f, text, app);
+}
+
+/// The query box, with the cursor while it has the focus.
+fn draw_query(f: &mut Frame, input: Rect, app: &App) {
+    let t = &app.theme;
     let cursor = if app.focus == Focus::Input { "▏" } else { "" };
     let (before, after) = app.input.split();
     let input_style = if app.focus == Focus::Input {
@@ -36,14 +54,11 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         input,
     );
     app.clicks.add(input, Target::QueryInput);
-    let [left, mid, right] = Layout::horizontal([
-        Constraint::Percentage(28),
-        Constraint::Percentage(36),
-        Constraint::Percentage(36),
-    ])
-    .areas(rest);
+}
 
-    // Expansion, with the distribution of its weights underneath.
+/// The expansion, with the distribution of its weights underneath.
+fn draw_expansion(f: &mut Frame, left: Rect, app: &App) {
+    let t = &app.theme;
     let [left, weights] = Layout::vertical([Constraint::Min(5), Constraint::Length(5)]).areas(left);
     if let Some(r) = &app.result {
         const BINS: usize = 24;
@@ -97,8 +112,11 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         ),
         left,
     );
+}
 
-    // Hits, scrolled so that the selected one is in view.
+/// The hits, scrolled so that the selected one is in view.
+fn draw_hits(f: &mut Frame, mid: Rect, app: &App) {
+    let t = &app.theme;
     let shown = mid.height.saturating_sub(3) as usize;
     let offset = scroll_offset(app.selected, shown);
     let mut hit_rows = Vec::new();
@@ -132,26 +150,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
             hit_rows.push(Row::new(cells).style(style));
         }
     }
-    let hits_title = match (&app.result, app.query_pending) {
-        (_, true) => " Hits (running …) ".to_string(),
-        (Some(r), _) if r.hits.is_empty() => match &app.index {
-            crate::tui::app::IndexState::Ready(_) => " Hits (none) ".to_string(),
-            crate::tui::app::IndexState::Partial(n, total) => {
-                format!(" Hits (none among the {n} of {total} documents indexed so far) ")
-            }
-            _ => {
-                " Hits (none yet: the index is not searchable yet, see the status bar) ".to_string()
-            }
-        },
-        (Some(r), _) => format!(
-            " Hits by {} ({} of {}, h: rank by {}) ",
-            r.ranking.name(),
-            (app.selected + 1).min(r.hits.len()),
-            r.hits.len(),
-            r.ranking.next().name()
-        ),
-        (None, _) => " Hits ".to_string(),
-    };
+    let hits_title = hits_title(app);
     let ranking = app.result.as_ref().map_or(Ranking::Lsr, |r| r.ranking);
     let mut widths = vec![
         Constraint::Length(3),
@@ -181,13 +180,37 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         );
         app.clicks.add(row, Target::Hit(offset + i));
     }
+}
 
-    // Explanation, document terms, text.
-    let [why, text] =
-        Layout::vertical([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(right);
-    let mut why_rows = Vec::new();
-    let mut doc_lines: Vec<Line> = Vec::new();
+/// The hit list's title: the ranking and position, or why it is empty.
+fn hits_title(app: &App) -> String {
+    match (&app.result, app.query_pending) {
+        (_, true) => " Hits (running …) ".to_string(),
+        (Some(r), _) if r.hits.is_empty() => match &app.index {
+            crate::tui::app::IndexState::Ready(_) => " Hits (none) ".to_string(),
+            crate::tui::app::IndexState::Partial(n, total) => {
+                format!(" Hits (none among the {n} of {total} documents indexed so far) ")
+            }
+            _ => {
+                " Hits (none yet: the index is not searchable yet, see the status bar) ".to_string()
+            }
+        },
+        (Some(r), _) => format!(
+            " Hits by {} ({} of {}, h: rank by {}) ",
+            r.ranking.name(),
+            (app.selected + 1).min(r.hits.len()),
+            r.hits.len(),
+            r.ranking.next().name()
+        ),
+        (None, _) => " Hits ".to_string(),
+    }
+}
+
+/// Why the selected hit matched: each shared term's q_w, idf factor (with a
+/// query prior), d_w and product.
+fn draw_explanation(f: &mut Frame, why: Rect, app: &App) {
     let prior = app.result.as_ref().map_or(QueryPrior::None, |r| r.prior);
+    let mut why_rows = Vec::new();
     if let Some(d) = &app.detail {
         for (tok, q, factor, dw, p) in d
             .contributions
@@ -200,87 +223,6 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
             }
             cells.extend([format!("{dw:.2}"), format!("{p:.2}")]);
             why_rows.push(Row::new(cells));
-        }
-        let matched: HashSet<String> = d
-            .contributions
-            .iter()
-            .map(|c| c.0.trim().to_lowercase())
-            .filter(|s| s.chars().any(char::is_alphanumeric))
-            .collect();
-        let top: Vec<String> = d
-            .top_terms
-            .iter()
-            .take(12)
-            .map(|(tok, w)| format!("{}:{w:.1}", show_token(tok)))
-            .collect();
-        doc_lines.push(Line::from(Span::styled(
-            d.title.clone(),
-            Style::default().add_modifier(Modifier::BOLD),
-        )));
-        doc_lines.push(Line::from(Span::styled(
-            format!("top terms: {}", top.join(" ")),
-            Style::default().fg(t.muted),
-        )));
-        let missed: Vec<String> = d
-            .missed_terms
-            .iter()
-            .take(10)
-            .map(|(tok, w)| format!("{}:{w:.1}", show_token(tok)))
-            .collect();
-        if !missed.is_empty() {
-            doc_lines.push(Line::from(Span::styled(
-                format!("not in the query's expansion: {}", missed.join(" ")),
-                Style::default().fg(t.not_relevant),
-            )));
-        }
-        // What the model read, then (dimmed, after a rule) what it did not.
-        let (read, unread) = match d.encoded_window {
-            Some((at, _)) => d.text.split_at(at.min(d.text.len())),
-            None => (d.text.as_str(), ""),
-        };
-        for para in read.lines() {
-            let mut spans = Vec::new();
-            for (i, word) in para.split(' ').enumerate() {
-                if i > 0 {
-                    spans.push(Span::raw(" "));
-                }
-                let key: String = word
-                    .trim_matches(|c: char| !c.is_alphanumeric())
-                    .to_lowercase();
-                if !key.is_empty() && matched.contains(&key) {
-                    spans.push(Span::styled(
-                        word.to_string(),
-                        Style::default().fg(t.in_text).add_modifier(Modifier::BOLD),
-                    ));
-                } else {
-                    spans.push(Span::raw(word.to_string()));
-                }
-            }
-            doc_lines.push(Line::from(spans));
-        }
-        if let (Some((_, tokens)), false) = (d.encoded_window, unread.trim().is_empty()) {
-            doc_lines.push(Line::from(Span::styled(
-                format!(
-                    "── not read by the model: it encodes the first {tokens} tokens (--max-len) ──"
-                ),
-                Style::default().fg(t.accent),
-            )));
-            if !d.beyond_window.is_empty() {
-                let shown: Vec<String> = d.beyond_window.iter().map(|x| show_token(x)).collect();
-                doc_lines.push(Line::from(Span::styled(
-                    format!(
-                        "query terms only beyond the encoded window: {}",
-                        shown.join(" ")
-                    ),
-                    Style::default().fg(t.not_relevant),
-                )));
-            }
-            for para in unread.lines() {
-                doc_lines.push(Line::from(Span::styled(
-                    para.to_string(),
-                    Style::default().fg(t.muted),
-                )));
-            }
         }
     }
     let why_title = match &app.detail {
@@ -313,7 +255,17 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
             vec!["term", "q_w", "idf", "d_w", "q×i×d"],
         )
     };
-    f.render_widget(table(why_rows, widths, header, why_title, t), why);
+    f.render_widget(table(why_rows, widths, header, why_title, &app.theme), why);
+}
+
+/// The selected hit's title, its own and missed terms, and its text: what
+/// the model read (matched words highlighted), then, after a rule, what it
+/// did not, dimmed.
+fn draw_document(f: &mut Frame, text: Rect, app: &App) {
+    let doc_lines = app
+        .detail
+        .as_ref()
+        .map_or_else(Vec::new, |d| document_lines(d, &app.theme));
     f.render_widget(
         Paragraph::new(doc_lines)
             .wrap(Wrap { trim: true })
@@ -322,6 +274,94 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
         text,
     );
     app.clicks.add(text, Target::Document);
+}
+
+fn terms_line(terms: &[(String, f32)], take: usize) -> String {
+    terms
+        .iter()
+        .take(take)
+        .map(|(tok, w)| format!("{}:{w:.1}", show_token(tok)))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn document_lines(d: &DocDetail, t: &Theme) -> Vec<Line<'static>> {
+    let mut lines = vec![
+        Line::from(Span::styled(
+            d.title.clone(),
+            Style::default().add_modifier(Modifier::BOLD),
+        )),
+        Line::from(Span::styled(
+            format!("top terms: {}", terms_line(&d.top_terms, 12)),
+            Style::default().fg(t.muted),
+        )),
+    ];
+    if !d.missed_terms.is_empty() {
+        lines.push(Line::from(Span::styled(
+            format!(
+                "not in the query's expansion: {}",
+                terms_line(&d.missed_terms, 10)
+            ),
+            Style::default().fg(t.not_relevant),
+        )));
+    }
+    let matched: HashSet<String> = d
+        .contributions
+        .iter()
+        .map(|c| c.0.trim().to_lowercase())
+        .filter(|s| s.chars().any(char::is_alphanumeric))
+        .collect();
+    let (read, unread) = match d.encoded_window {
+        Some((at, _)) => d.text.split_at(at.min(d.text.len())),
+        None => (d.text.as_str(), ""),
+    };
+    lines.extend(read.lines().map(|para| highlighted(para, &matched, t)));
+    if let (Some((_, tokens)), false) = (d.encoded_window, unread.trim().is_empty()) {
+        lines.push(Line::from(Span::styled(
+            format!(
+                "── not read by the model: it encodes the first {tokens} tokens (--max-len) ──"
+            ),
+            Style::default().fg(t.accent),
+        )));
+        if !d.beyond_window.is_empty() {
+            let shown: Vec<String> = d.beyond_window.iter().map(|x| show_token(x)).collect();
+            lines.push(Line::from(Span::styled(
+                format!(
+                    "query terms only beyond the encoded window: {}",
+                    shown.join(" ")
+                ),
+                Style::default().fg(t.not_relevant),
+            )));
+        }
+        lines.extend(
+            unread.lines().map(|para| {
+                Line::from(Span::styled(para.to_string(), Style::default().fg(t.muted)))
+            }),
+        );
+    }
+    lines
+}
+
+/// A paragraph with the words the query matched in bold.
+fn highlighted(para: &str, matched: &HashSet<String>, t: &Theme) -> Line<'static> {
+    let mut spans = Vec::new();
+    for (i, word) in para.split(' ').enumerate() {
+        if i > 0 {
+            spans.push(Span::raw(" "));
+        }
+        let key: String = word
+            .trim_matches(|c: char| !c.is_alphanumeric())
+            .to_lowercase();
+        if !key.is_empty() && matched.contains(&key) {
+            spans.push(Span::styled(
+                word.to_string(),
+                Style::default().fg(t.in_text).add_modifier(Modifier::BOLD),
+            ));
+        } else {
+            spans.push(Span::raw(word.to_string()));
+        }
+    }
+    Line::from(spans)
 }
 
 /// The first row shown of a list whose `selected` row must be visible in
