@@ -122,229 +122,58 @@ pub fn build(
     }
     let docs = beir::read_corpus(&opts.corpus)?;
     let corpus_fp = fingerprint(&beir::collection_file(&opts.corpus, "corpus.jsonl"))?;
-    let model = &encoder.model;
-    let settings = serde_json::json!({
-        "corpus": corpus_fp, "model": model.identity().sha256, "variant": encoder.config.variant,
-        "head": encoder.config.head, "max_len": encoder.config.max_len, "precision": opts.precision,
-        "doc_top_k": opts.doc_top_k,
-    })
-    .to_string();
-    // A staging directory that already holds the complete index of these
-    // settings (a build killed after finishing, before publishing) is
-    // published as it is rather than encoded again.
-    if let Ok(done) = IndexMeta::read(&stage) {
-        let same = done.model.sha256 == model.identity().sha256
-            && done.variant == encoder.config.variant
-            && done.head == encoder.config.head
-            && done.max_len == encoder.config.max_len
-            && done.precision == opts.precision
-            && done.doc_top_k == opts.doc_top_k
-            && done.scale == opts.scale
-            && done.documents == docs.len()
-            && done.corpus_fingerprint == corpus_fp
-            && stage.join(VECTORS_FILE).is_file();
-        if same {
-            publish(&stage, &opts.out)?;
-            for leftover in [JOURNAL, PROGRESS] {
-                let _ = std::fs::remove_file(opts.out.join(leftover));
-            }
-            progress(BuildProgress::Done {
-                documents: docs.len(),
-                seconds: done.build_seconds,
-                path: opts.out.display().to_string(),
-            });
-            return Ok(done);
-        }
+    if let Some(done) = publish_if_staged(encoder, opts, &stage, docs.len(), &corpus_fp)? {
+        progress(BuildProgress::Done {
+            documents: docs.len(),
+            seconds: done.build_seconds,
+            path: opts.out.display().to_string(),
+        });
+        return Ok(done);
     }
     std::fs::create_dir_all(&stage).map_err(|e| IndexError::io(&stage, e))?;
     crate::data::output::mark_dir(&stage, &crate::data::output::INDEX)?;
 
     // Tokenize everything up front; encode longest first in fixed batches.
-    let mut seqs = Vec::with_capacity(docs.len());
-    let mut truncated = 0;
-    for d in &docs {
-        let text = d.full_text();
-        let ids = if text.trim().is_empty() {
-            vec![]
-        } else {
-            let (ids, dropped) = encoder.tokenize(&text)?;
-            truncated += usize::from(dropped > 0);
-            ids
-        };
-        seqs.push(ids);
-    }
+    let (seqs, truncated) = tokenize_all(encoder, &docs)?;
     let mut order: Vec<usize> = (0..docs.len()).collect();
     order.sort_by_key(|&i| (std::cmp::Reverse(seqs[i].len()), i));
-    let tokens_total: u64 = seqs.iter().map(|s| s.len() as u64).sum();
     let commit = opts.commit_every.max(1);
-    let base_settings = settings.clone();
+    let base_settings = serde_json::json!({
+        "corpus": corpus_fp, "model": encoder.model.identity().sha256,
+        "variant": encoder.config.variant, "head": encoder.config.head,
+        "max_len": encoder.config.max_len, "precision": opts.precision,
+        "doc_top_k": opts.doc_top_k,
+    })
+    .to_string();
     let settings = match opts.shard {
         // A shard encodes whole commit batches, so its batches are exactly
         // those of a one-process build: the same vectors, bit for bit.
         Some((i, n)) => {
-            if n == 0 || i >= n {
-                return Err(IndexError::Corrupt {
-                    path: opts.out.clone(),
-                    msg: format!("shard {i}/{n}: the shard must be below the count"),
-                });
-            }
-            order = order
-                .chunks(commit)
-                .enumerate()
-                .filter(|(k, _)| k % n == i)
-                .flat_map(|(_, c)| c.iter().copied())
-                .collect();
-            format!("{settings} shard {i}/{n} every {commit}")
+            order = shard_order(&order, commit, i, n, &opts.out)?;
+            format!("{base_settings} shard {i}/{n} every {commit}")
         }
-        None => settings,
+        None => base_settings.clone(),
     };
-
-    // Resume from the journal when the settings match.
-    let journal_path = stage.join(JOURNAL);
-    let progress_path = stage.join(PROGRESS);
-    let mut state = match std::fs::read_to_string(&progress_path)
-        .ok()
-        .and_then(|t| serde_json::from_str::<Journal>(&t).ok())
-    {
-        Some(j) if j.settings == settings && j.done <= order.len() => j,
-        old => {
-            if let Some(j) = old.filter(|j| j.done > 0 && j.settings != settings) {
-                let changed = super::shard::settings_differences(&j.settings, &settings);
-                progress(BuildProgress::Phase {
-                    name: format!(
-                        "the partial build in {} was made with other settings ({}); starting over",
-                        stage.display(),
-                        changed.join(", ")
-                    ),
-                });
-            }
-            Journal {
-                settings: settings.clone(),
-                done: 0,
-                bytes: 0,
-                tokens: 0,
-                seconds: 0.0,
-            }
-        }
+    let run = Encoding {
+        encoder,
+        opts,
+        seqs: &seqs,
+        order: &order,
+        commit,
+        journal_path: stage.join(JOURNAL),
+        progress_path: stage.join(PROGRESS),
     };
-    let mut journal = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(&journal_path)
-        .map_err(|e| IndexError::io(&journal_path, e))?;
-    let journaled = journal
-        .metadata()
-        .map_err(|e| IndexError::io(&journal_path, e))?
-        .len();
-    if state.bytes > journaled {
-        // The progress record claims more than the journal holds: it cannot
-        // be trusted, so the build starts over rather than inventing vectors.
-        state = Journal {
-            settings: settings.clone(),
-            done: 0,
-            bytes: 0,
-            tokens: 0,
-            seconds: 0.0,
-        };
-    }
-    // Drop any batch written after the last committed progress record.
-    journal
-        .set_len(state.bytes)
-        .map_err(|e| IndexError::io(&journal_path, e))?;
-    journal
-        .seek(SeekFrom::End(0))
-        .map_err(|e| IndexError::io(&journal_path, e))?;
-    let tokens_planned: u64 = order.iter().map(|&i| seqs[i].len() as u64).sum();
+    let (state, journal) = run.resume(&settings, &stage, &mut progress)?;
     progress(BuildProgress::Start {
         documents: order.len(),
         resumed_from: state.done,
-        tokens: tokens_planned,
+        tokens: order.iter().map(|&i| seqs[i].len() as u64).sum(),
         truncated,
         max_len: encoder.config.max_len,
     });
-    let session = Instant::now();
-    let session_start_tokens = state.tokens;
-    let mut commits = 0;
-    while state.done < order.len() {
-        if opts.interrupt_after.is_some_and(|n| commits >= n) {
-            return Err(IndexError::Interrupted {
-                done: state.done,
-                total: order.len(),
-                stage: stage.clone(),
-            });
-        }
-        commits += 1;
-        let end = (state.done + commit).min(order.len());
-        let chunk = &order[state.done..end];
-        let to_encode: Vec<Vec<u32>> = chunk
-            .iter()
-            .filter(|&&i| !seqs[i].is_empty())
-            .map(|&i| seqs[i].clone())
-            .collect();
-        let mut encoded = encoder.encode_ids(&to_encode)?.into_iter();
-        let mut buf = Vec::new();
-        for &i in chunk {
-            let v = if seqs[i].is_empty() {
-                SparseVec::default()
-            } else {
-                encoded.next().unwrap_or_default()
-            };
-            let v = prune(v, opts.doc_top_k);
-            buf.extend_from_slice(&(i as u32).to_le_bytes());
-            vectors::encode_record(&v, &mut buf);
-            state.tokens += seqs[i].len() as u64;
-        }
-        journal
-            .write_all(&buf)
-            .map_err(|e| IndexError::io(&journal_path, e))?;
-        journal
-            .sync_data()
-            .map_err(|e| IndexError::io(&journal_path, e))?;
-        state.bytes += buf.len() as u64;
-        state.done = end;
-        let elapsed = session.elapsed().as_secs_f64();
-        write_atomic(
-            &progress_path,
-            serde_json::to_string(&state).unwrap_or_default().as_bytes(),
-        )?;
-        let session_tokens = (state.tokens - session_start_tokens) as f64;
-        let tps = session_tokens / elapsed.max(1e-9);
-        progress(BuildProgress::Progress {
-            done: state.done,
-            total: order.len(),
-            tokens_done: state.tokens,
-            tokens_total: tokens_planned,
-            docs_per_s: (state.done as f64) / elapsed.max(1e-9),
-            tokens_per_s: tps,
-            eta_s: tokens_planned.saturating_sub(state.tokens) as f64 / tps.max(1e-9),
-        });
-    }
+    run.encode(state, journal, &stage, &mut progress)?;
 
-    let meta = IndexMeta {
-        format_version: FORMAT_VERSION,
-        model: model.identity().clone(),
-        variant: encoder.config.variant,
-        head: encoder.config.head,
-        precision: opts.precision.clone(),
-        max_len: encoder.config.max_len,
-        vocab_size: model.vocab_size(),
-        scale: opts.scale,
-        doc_top_k: opts.doc_top_k,
-        documents: docs.len(),
-        // Absolute, so the index finds its queries from any directory.
-        corpus: std::fs::canonicalize(&opts.corpus)
-            .unwrap_or_else(|_| opts.corpus.clone())
-            .display()
-            .to_string(),
-        corpus_fingerprint: corpus_fp,
-        model_spec: None,
-        built_at: 0,
-        build_seconds: 0.0,
-        encoded_tokens: tokens_total,
-    };
-    drop(journal);
+    let meta = new_meta(encoder, opts, docs.len(), corpus_fp, &seqs);
     if let Some((i, n)) = opts.shard {
         let shard = super::shard::ShardMeta {
             shard: i,
@@ -360,9 +189,272 @@ pub fn build(
     progress(BuildProgress::Phase {
         name: "writing vectors".into(),
     });
-    let bytes = std::fs::read(&journal_path).map_err(|e| IndexError::io(&journal_path, e))?;
-    let vecs = read_journal(&bytes, docs.len(), &journal_path)?;
+    let bytes =
+        std::fs::read(&run.journal_path).map_err(|e| IndexError::io(&run.journal_path, e))?;
+    let vecs = read_journal(&bytes, docs.len(), &run.journal_path)?;
     finish(&stage, &opts.out, &docs, &vecs, meta, t0, progress)
+}
+
+/// A staging directory that already holds the complete index of these
+/// settings (a build killed after finishing, before publishing) is
+/// published as it is rather than encoded again.
+fn publish_if_staged(
+    encoder: &Encoder,
+    opts: &BuildOptions,
+    stage: &Path,
+    documents: usize,
+    corpus_fp: &str,
+) -> Result<Option<IndexMeta>, IndexError> {
+    let Ok(done) = IndexMeta::read(stage) else {
+        return Ok(None);
+    };
+    let same = done.model.sha256 == encoder.model.identity().sha256
+        && done.variant == encoder.config.variant
+        && done.head == encoder.config.head
+        && done.max_len == encoder.config.max_len
+        && done.precision == opts.precision
+        && done.doc_top_k == opts.doc_top_k
+        && done.scale == opts.scale
+        && done.documents == documents
+        && done.corpus_fingerprint == corpus_fp
+        && stage.join(VECTORS_FILE).is_file();
+    if !same {
+        return Ok(None);
+    }
+    publish(stage, &opts.out)?;
+    for leftover in [JOURNAL, PROGRESS] {
+        let _ = std::fs::remove_file(opts.out.join(leftover));
+    }
+    Ok(Some(done))
+}
+
+/// Every document's token ids (empty for an empty text), and how many were
+/// cut to the encoder's length.
+fn tokenize_all(
+    encoder: &Encoder,
+    docs: &[beir::Document],
+) -> Result<(Vec<Vec<u32>>, usize), IndexError> {
+    let mut seqs = Vec::with_capacity(docs.len());
+    let mut truncated = 0;
+    for d in docs {
+        let text = d.full_text();
+        let ids = if text.trim().is_empty() {
+            vec![]
+        } else {
+            let (ids, dropped) = encoder.tokenize(&text)?;
+            truncated += usize::from(dropped > 0);
+            ids
+        };
+        seqs.push(ids);
+    }
+    Ok((seqs, truncated))
+}
+
+/// The documents of shard `i` of `n`: every n-th commit batch of `order`,
+/// starting at batch i.
+fn shard_order(
+    order: &[usize],
+    commit: usize,
+    i: usize,
+    n: usize,
+    out: &Path,
+) -> Result<Vec<usize>, IndexError> {
+    if n == 0 || i >= n {
+        return Err(IndexError::Corrupt {
+            path: out.to_path_buf(),
+            msg: format!("shard {i}/{n}: the shard must be below the count"),
+        });
+    }
+    Ok(order
+        .chunks(commit)
+        .enumerate()
+        .filter(|(k, _)| k % n == i)
+        .flat_map(|(_, c)| c.iter().copied())
+        .collect())
+}
+
+/// The metadata of an index of `documents` documents built by `encoder`.
+fn new_meta(
+    encoder: &Encoder,
+    opts: &BuildOptions,
+    documents: usize,
+    corpus_fingerprint: String,
+    seqs: &[Vec<u32>],
+) -> IndexMeta {
+    IndexMeta {
+        format_version: FORMAT_VERSION,
+        model: encoder.model.identity().clone(),
+        variant: encoder.config.variant,
+        head: encoder.config.head,
+        precision: opts.precision.clone(),
+        max_len: encoder.config.max_len,
+        vocab_size: encoder.model.vocab_size(),
+        scale: opts.scale,
+        doc_top_k: opts.doc_top_k,
+        documents,
+        // Absolute, so the index finds its queries from any directory.
+        corpus: std::fs::canonicalize(&opts.corpus)
+            .unwrap_or_else(|_| opts.corpus.clone())
+            .display()
+            .to_string(),
+        corpus_fingerprint,
+        model_spec: None,
+        built_at: 0,
+        build_seconds: 0.0,
+        encoded_tokens: seqs.iter().map(|s| s.len() as u64).sum(),
+    }
+}
+
+/// The journaled encoding of a build: documents in `order`, `commit` at a
+/// time, each batch appended to the journal and recorded in the progress
+/// file before the next.
+struct Encoding<'a> {
+    encoder: &'a Encoder<'a>,
+    opts: &'a BuildOptions,
+    seqs: &'a [Vec<u32>],
+    order: &'a [usize],
+    commit: usize,
+    journal_path: PathBuf,
+    progress_path: PathBuf,
+}
+
+impl Encoding<'_> {
+    fn fresh(settings: &str) -> Journal {
+        Journal {
+            settings: settings.to_string(),
+            done: 0,
+            bytes: 0,
+            tokens: 0,
+            seconds: 0.0,
+        }
+    }
+
+    /// Where the journal stands: resumed when the settings match (saying so
+    /// when they do not), its file cut back to the last committed batch.
+    fn resume(
+        &self,
+        settings: &str,
+        stage: &Path,
+        progress: &mut impl FnMut(BuildProgress),
+    ) -> Result<(Journal, std::fs::File), IndexError> {
+        let journal_path = &self.journal_path;
+        let mut state = match std::fs::read_to_string(&self.progress_path)
+            .ok()
+            .and_then(|t| serde_json::from_str::<Journal>(&t).ok())
+        {
+            Some(j) if j.settings == settings && j.done <= self.order.len() => j,
+            old => {
+                if let Some(j) = old.filter(|j| j.done > 0 && j.settings != settings) {
+                    let changed = super::shard::settings_differences(&j.settings, settings);
+                    progress(BuildProgress::Phase {
+                        name: format!(
+                            "the partial build in {} was made with other settings ({}); starting over",
+                            stage.display(),
+                            changed.join(", ")
+                        ),
+                    });
+                }
+                Self::fresh(settings)
+            }
+        };
+        let mut journal = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(journal_path)
+            .map_err(|e| IndexError::io(journal_path, e))?;
+        let journaled = journal
+            .metadata()
+            .map_err(|e| IndexError::io(journal_path, e))?
+            .len();
+        if state.bytes > journaled {
+            // The progress record claims more than the journal holds: it cannot
+            // be trusted, so the build starts over rather than inventing vectors.
+            state = Self::fresh(settings);
+        }
+        // Drop any batch written after the last committed progress record.
+        journal
+            .set_len(state.bytes)
+            .map_err(|e| IndexError::io(journal_path, e))?;
+        journal
+            .seek(SeekFrom::End(0))
+            .map_err(|e| IndexError::io(journal_path, e))?;
+        Ok((state, journal))
+    }
+
+    /// Encode and journal the remaining batches.
+    fn encode(
+        &self,
+        mut state: Journal,
+        mut journal: std::fs::File,
+        stage: &Path,
+        progress: &mut impl FnMut(BuildProgress),
+    ) -> Result<(), IndexError> {
+        let (seqs, order) = (self.seqs, self.order);
+        let tokens_planned: u64 = order.iter().map(|&i| seqs[i].len() as u64).sum();
+        let session = Instant::now();
+        let session_start_tokens = state.tokens;
+        let mut commits = 0;
+        while state.done < order.len() {
+            if self.opts.interrupt_after.is_some_and(|n| commits >= n) {
+                return Err(IndexError::Interrupted {
+                    done: state.done,
+                    total: order.len(),
+                    stage: stage.to_path_buf(),
+                });
+            }
+            commits += 1;
+            let end = (state.done + self.commit).min(order.len());
+            let buf = self.encode_batch(&order[state.done..end], &mut state.tokens)?;
+            let io = |e| IndexError::io(&self.journal_path, e);
+            journal.write_all(&buf).map_err(io)?;
+            journal.sync_data().map_err(io)?;
+            state.bytes += buf.len() as u64;
+            state.done = end;
+            let elapsed = session.elapsed().as_secs_f64();
+            write_atomic(
+                &self.progress_path,
+                serde_json::to_string(&state).unwrap_or_default().as_bytes(),
+            )?;
+            let session_tokens = (state.tokens - session_start_tokens) as f64;
+            let tps = session_tokens / elapsed.max(1e-9);
+            progress(BuildProgress::Progress {
+                done: state.done,
+                total: order.len(),
+                tokens_done: state.tokens,
+                tokens_total: tokens_planned,
+                docs_per_s: (state.done as f64) / elapsed.max(1e-9),
+                tokens_per_s: tps,
+                eta_s: tokens_planned.saturating_sub(state.tokens) as f64 / tps.max(1e-9),
+            });
+        }
+        Ok(())
+    }
+
+    /// One batch's journal records (corpus position, then the vector).
+    fn encode_batch(&self, chunk: &[usize], tokens: &mut u64) -> Result<Vec<u8>, IndexError> {
+        let seqs = self.seqs;
+        let to_encode: Vec<Vec<u32>> = chunk
+            .iter()
+            .filter(|&&i| !seqs[i].is_empty())
+            .map(|&i| seqs[i].clone())
+            .collect();
+        let mut encoded = self.encoder.encode_ids(&to_encode)?.into_iter();
+        let mut buf = Vec::new();
+        for &i in chunk {
+            let v = if seqs[i].is_empty() {
+                SparseVec::default()
+            } else {
+                encoded.next().unwrap_or_default()
+            };
+            let v = prune(v, self.opts.doc_top_k);
+            buf.extend_from_slice(&(i as u32).to_le_bytes());
+            vectors::encode_record(&v, &mut buf);
+            *tokens += seqs[i].len() as u64;
+        }
+        Ok(buf)
+    }
 }
 
 /// Write a complete index from every document's vector into `stage` and
