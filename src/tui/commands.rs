@@ -14,19 +14,7 @@ impl App {
                 self.quit = true;
                 vec![Effect::Quit]
             }
-            KeyAction::Help => {
-                self.help = !self.help;
-                self.help_scroll = 0;
-                vec![]
-            }
-            KeyAction::HelpDown => {
-                self.help_scroll = (self.help_scroll + 1).min(self.help_rows().saturating_sub(1));
-                vec![]
-            }
-            KeyAction::HelpUp => {
-                self.help_scroll = self.help_scroll.saturating_sub(1);
-                vec![]
-            }
+            KeyAction::Help | KeyAction::HelpDown | KeyAction::HelpUp => self.run_help(action),
             KeyAction::NextTab | KeyAction::PrevTab => {
                 let i = TABS.iter().position(|t| *t == self.tab).unwrap_or(0);
                 let n = TABS.len();
@@ -37,32 +25,8 @@ impl App {
                 }];
                 vec![]
             }
-            KeyAction::Submit => {
-                let q = self.input.text.trim().to_string();
-                self.input.remember();
-                if q.is_empty() {
-                    self.status = "type a query first".into();
-                    return vec![];
-                }
-                self.query_pending = true;
-                if !self.model_ready {
-                    self.status = "the query runs as soon as the model is loaded …".into();
-                    return vec![];
-                }
-                self.status = "encoding …".into();
-                vec![Effect::RunQuery(q)]
-            }
-            KeyAction::CycleRanking => {
-                self.ranking = self.ranking.next();
-                self.status = format!("hits ranked by {}", self.ranking.name());
-                match &self.result {
-                    Some(r) if self.model_ready => {
-                        self.query_pending = true;
-                        vec![Effect::RunQuery(r.text.clone())]
-                    }
-                    _ => vec![],
-                }
-            }
+            KeyAction::Submit => self.submit(),
+            KeyAction::CycleRanking => self.cycle_ranking(),
             KeyAction::FocusResults => {
                 self.focus = Focus::Results;
                 vec![]
@@ -96,6 +60,82 @@ impl App {
             | KeyAction::FirstRow
             | KeyAction::LastRow
             | KeyAction::PageDownRows
+            | KeyAction::PageUpRows => self.move_row(action),
+            KeyAction::RunCompare => self.run_compare(),
+            KeyAction::NextComparePreset => self.next_compare_preset(),
+            KeyAction::ComputeFailures
+            | KeyAction::CycleFailureView
+            | KeyAction::ExplainFailure
+            | KeyAction::ExportFailures
+            | KeyAction::OpenFailure => self.run_failures(action),
+            KeyAction::StartIndex
+            | KeyAction::StartEval
+            | KeyAction::StartQuantize
+            | KeyAction::StartAdapt
+            | KeyAction::StartContrastive
+            | KeyAction::ResumeTask
+            | KeyAction::CancelTask => self.run_task(action),
+        }
+    }
+
+    /// Run the query in the box (as soon as the model is loaded).
+    fn submit(&mut self) -> Vec<Effect> {
+        let q = self.input.text.trim().to_string();
+        self.input.remember();
+        if q.is_empty() {
+            self.status = "type a query first".into();
+            return vec![];
+        }
+        self.query_pending = true;
+        if !self.model_ready {
+            self.status = "the query runs as soon as the model is loaded …".into();
+            return vec![];
+        }
+        self.status = "encoding …".into();
+        vec![Effect::RunQuery(q)]
+    }
+
+    /// Rank the hits by the next system (LSR, hybrid, BM25), re-running the query.
+    fn cycle_ranking(&mut self) -> Vec<Effect> {
+        self.ranking = self.ranking.next();
+        self.status = format!("hits ranked by {}", self.ranking.name());
+        match &self.result {
+            Some(r) if self.model_ready => {
+                self.query_pending = true;
+                vec![Effect::RunQuery(r.text.clone())]
+            }
+            _ => vec![],
+        }
+    }
+
+    /// Open, close and scroll the help popup.
+    fn run_help(&mut self, action: KeyAction) -> Vec<Effect> {
+        match action {
+            KeyAction::Help => {
+                self.help = !self.help;
+                self.help_scroll = 0;
+                vec![]
+            }
+            KeyAction::HelpDown => {
+                self.help_scroll = (self.help_scroll + 1).min(self.help_rows().saturating_sub(1));
+                vec![]
+            }
+            KeyAction::HelpUp => {
+                self.help_scroll = self.help_scroll.saturating_sub(1);
+                vec![]
+            }
+            _ => vec![],
+        }
+    }
+
+    /// Up, down, to either end or ten at a time in the Failures or Tasks list.
+    fn move_row(&mut self, action: KeyAction) -> Vec<Effect> {
+        match action {
+            KeyAction::NextRow
+            | KeyAction::PrevRow
+            | KeyAction::FirstRow
+            | KeyAction::LastRow
+            | KeyAction::PageDownRows
             | KeyAction::PageUpRows => {
                 let (sel, len) = match self.tab {
                     Tab::Failures => {
@@ -117,23 +157,30 @@ impl App {
                 }
                 vec![]
             }
-            KeyAction::RunCompare => self.run_compare(),
-            KeyAction::NextComparePreset => {
-                if self.compare_pending {
-                    self.status = "a comparison is running; the preset changes when it ends".into();
-                    return vec![];
-                }
-                self.compare_preset =
-                    (self.compare_preset + 1) % crate::explore::COMPARE_PRESETS.len();
-                self.comparison = None;
-                let (name, about) = self.compare_preset();
-                self.status = format!("compare preset: {name} ({about})");
-                let mut effects = vec![Effect::SaveComparePreset(name.to_string())];
-                if self.result.is_some() {
-                    effects.extend(self.run_compare());
-                }
-                effects
-            }
+            _ => vec![],
+        }
+    }
+
+    /// The Compare view's next preset (remembered), re-run on the current query.
+    fn next_compare_preset(&mut self) -> Vec<Effect> {
+        if self.compare_pending {
+            self.status = "a comparison is running; the preset changes when it ends".into();
+            return vec![];
+        }
+        self.compare_preset = (self.compare_preset + 1) % crate::explore::COMPARE_PRESETS.len();
+        self.comparison = None;
+        let (name, about) = self.compare_preset();
+        self.status = format!("compare preset: {name} ({about})");
+        let mut effects = vec![Effect::SaveComparePreset(name.to_string())];
+        if self.result.is_some() {
+            effects.extend(self.run_compare());
+        }
+        effects
+    }
+
+    /// The Failures view's actions: rank, filter, explain, export, open.
+    fn run_failures(&mut self, action: KeyAction) -> Vec<Effect> {
+        match action {
             KeyAction::ComputeFailures => {
                 if !self.has_qrels {
                     self.status =
@@ -197,6 +244,14 @@ impl App {
                 self.select_relevant = true;
                 self.run(KeyAction::Submit)
             }
+            _ => vec![],
+        }
+    }
+
+    /// The Tasks view's actions: start a job (or resume the selected one),
+    /// cancel the selected one.
+    fn run_task(&mut self, action: KeyAction) -> Vec<Effect> {
+        match action {
             KeyAction::StartIndex
             | KeyAction::StartEval
             | KeyAction::StartQuantize
@@ -249,6 +304,7 @@ impl App {
                     vec![]
                 }
             },
+            _ => vec![],
         }
     }
 }
