@@ -14,6 +14,7 @@ use ratatui::widgets::{Bar, BarChart, BarGroup, Block, Borders, Paragraph, Row, 
 use ratatui::Frame;
 
 use super::show_token;
+use crate::explore::{FailureExplanation, FailureRow};
 use crate::tui::app::{App, FAILURE_VIEWS};
 use crate::tui::mouse::Target;
 
@@ -30,7 +31,6 @@ const BUCKETS: [(&str, f64); 8] = [
 ];
 
 pub fn draw(f: &mut Frame, area: Rect, app: &App) {
-    let t = &app.theme;
     let Some(all) = &app.failures else {
         let msg = if app.failures_pending {
             "Encoding every judged query and ranking it with LSR and BM25 …"
@@ -55,6 +55,16 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     ])
     .areas(area);
 
+    draw_chart(f, chart, app, all);
+    draw_table(f, table, app, all.len());
+    if let Some(e) = &app.explanation {
+        draw_explanation(f, explain, app, e);
+    }
+}
+
+/// The collection at a glance: how many queries LSR loses or wins, by how much.
+fn draw_chart(f: &mut Frame, chart: Rect, app: &App, all: &[FailureRow]) {
+    let t = &app.theme;
     // The collection at a glance: how many queries LSR loses or wins, by how much.
     let mut counts = [0u64; BUCKETS.len()];
     for r in all {
@@ -94,7 +104,11 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
             .bar_gap(2),
         chart,
     );
+}
 
+/// The judged queries of the current view, scrolled to the selection.
+fn draw_table(f: &mut Frame, table: Rect, app: &App, judged: usize) {
+    let t = &app.theme;
     let rows = app.visible_failures();
     let visible = table.height.saturating_sub(3) as usize;
     let start = app.failure_sel.saturating_sub(visible.saturating_sub(1));
@@ -152,90 +166,93 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
             format!(
                 " {} of {}: {} (s: next view, x: explain, e: export; ✗: no relevant document in LSR's top 100) ",
                 rows.len(),
-                all.len(),
+                judged,
                 FAILURE_VIEWS[app.failure_view % FAILURE_VIEWS.len()]
             ),
             t,
         ),
         table,
     );
+}
 
-    if let Some(e) = &app.explanation {
-        let muted = Style::default().fg(t.muted);
-        let rank = |r: Option<usize>| r.map_or("beyond 100".to_string(), |r| r.to_string());
-        let mut lines = vec![Line::from(vec![
-            Span::styled("expansion ", muted),
+/// Why LSR loses on the selected query: missed relevant documents with the
+/// BM25 words that find them, and the expansion terms behind wrong hits.
+fn draw_explanation(f: &mut Frame, explain: Rect, app: &App, e: &FailureExplanation) {
+    let t = &app.theme;
+    let muted = Style::default().fg(t.muted);
+    let rank = |r: Option<usize>| r.map_or("beyond 100".to_string(), |r| r.to_string());
+    let mut lines = vec![Line::from(vec![
+        Span::styled("expansion ", muted),
+        Span::raw(
+            e.expansion
+                .iter()
+                .take(10)
+                .map(|(tok, w)| format!("{} {w:.2}", show_token(tok)))
+                .collect::<Vec<_>>()
+                .join("  "),
+        ),
+    ])];
+    for m in &e.missed {
+        lines.push(Line::from(vec![
+            Span::styled(
+                format!("missed {} ", m.doc_id),
+                Style::default().fg(t.relevant),
+            ),
+            Span::styled(
+                format!(
+                    "(grade {}): LSR rank {}, BM25 rank {}",
+                    m.grade,
+                    rank(m.lsr_rank),
+                    rank(m.bm25_rank)
+                ),
+                muted,
+            ),
+        ]));
+        let words: Vec<Span> = m
+            .bm25_words
+            .iter()
+            .take(6)
+            .map(|w| {
+                let style = if w.missing_from_expansion {
+                    Style::default().fg(t.not_relevant)
+                } else {
+                    Style::default()
+                };
+                Span::styled(
+                    format!(
+                        "  {} bm25 {:.1} q {:.2} d {:.2}",
+                        w.word, w.bm25, w.query_weight, w.doc_weight
+                    ),
+                    style,
+                )
+            })
+            .collect();
+        lines.push(Line::from(words));
+    }
+    for h in &e.wrong_hits {
+        lines.push(Line::from(vec![
+            Span::styled(
+                format!("rank {} {} ", h.rank, h.doc_id),
+                Style::default().fg(t.not_relevant),
+            ),
+            Span::styled("lifted by ", muted),
             Span::raw(
-                e.expansion
+                h.lifted_by
                     .iter()
-                    .take(10)
-                    .map(|(tok, w)| format!("{} {w:.2}", show_token(tok)))
+                    .take(5)
+                    .map(|c| format!("{} {:.2}", show_token(&c.token), c.product))
                     .collect::<Vec<_>>()
                     .join("  "),
             ),
-        ])];
-        for m in &e.missed {
-            lines.push(Line::from(vec![
-                Span::styled(
-                    format!("missed {} ", m.doc_id),
-                    Style::default().fg(t.relevant),
-                ),
-                Span::styled(
-                    format!(
-                        "(grade {}): LSR rank {}, BM25 rank {}",
-                        m.grade,
-                        rank(m.lsr_rank),
-                        rank(m.bm25_rank)
-                    ),
-                    muted,
-                ),
-            ]));
-            let words: Vec<Span> = m
-                .bm25_words
-                .iter()
-                .take(6)
-                .map(|w| {
-                    let style = if w.missing_from_expansion {
-                        Style::default().fg(t.not_relevant)
-                    } else {
-                        Style::default()
-                    };
-                    Span::styled(
-                        format!(
-                            "  {} bm25 {:.1} q {:.2} d {:.2}",
-                            w.word, w.bm25, w.query_weight, w.doc_weight
-                        ),
-                        style,
-                    )
-                })
-                .collect();
-            lines.push(Line::from(words));
-        }
-        for h in &e.wrong_hits {
-            lines.push(Line::from(vec![
-                Span::styled(
-                    format!("rank {} {} ", h.rank, h.doc_id),
-                    Style::default().fg(t.not_relevant),
-                ),
-                Span::styled("lifted by ", muted),
-                Span::raw(
-                    h.lifted_by
-                        .iter()
-                        .take(5)
-                        .map(|c| format!("{} {:.2}", show_token(&c.token), c.product))
-                        .collect::<Vec<_>>()
-                        .join("  "),
-                ),
-            ]));
-        }
-        f.render_widget(
-            Paragraph::new(lines)
-                .wrap(Wrap { trim: false })
-                .block(Block::default().borders(Borders::ALL).title(format!(
-                    " Why LSR loses on {} ({:.3} vs BM25 {:.3}): red words score under BM25 but are missing from the expansion ",
-                    e.query_id, e.ndcg_lsr, e.ndcg_bm25
-                ))),
-            explain,
-        );
+        ]));
     }
+    f.render_widget(
+        Paragraph::new(lines)
+            .wrap(Wrap { trim: false })
+            .block(Block::default().borders(Borders::ALL).title(format!(
+                " Why LSR loses on {} ({:.3} vs BM25 {:.3}): red words score under BM25 but are missing from the expansion ",
+                e.query_id, e.ndcg_lsr, e.ndcg_bm25
+            ))),
+        explain,
+    );
 }
