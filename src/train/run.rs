@@ -433,38 +433,38 @@ impl Trainer {
     /// `resume`; `stop_after` ends early after that many steps of this call,
     /// with a checkpoint and the adapter of the step reached, as
     /// `max_seconds` does. Returns the step reached.
-    pub fn run(
-        &mut self,
-        resume: bool,
-        stop_after: Option<usize>,
-        mut report: impl FnMut(&StepReport),
-    ) -> Result<usize> {
-        let cfg = self.cfg.clone();
-        let (mut step, mut tokens_seen, mut elapsed) = (0usize, 0u64, 0f64);
-        if resume {
-            if let Some(ck) = checkpoint::latest(&self.out) {
-                let state = checkpoint::restore(&ck, &self.params, &mut self.opt)?;
-                let mut saved = state.config.clone();
-                saved.steps = cfg.steps;
-                saved.checkpoint_every = cfg.checkpoint_every;
-                saved.max_seconds = cfg.max_seconds;
-                saved.activation_memory_gb = cfg.activation_memory_gb;
-                if saved != cfg || state.phase != self.phase.name() {
-                    let json = |c: &TrainConfig| serde_json::to_value(c).unwrap_or_default();
-                    let mut changed = crate::index::meta::differences(&json(&saved), &json(&cfg));
-                    if state.phase != self.phase.name() {
-                        changed.push(format!("phase: {} → {}", state.phase, self.phase.name()));
-                    }
-                    bail!("{}: the checkpoint was written by a different {} configuration ({}); resume with the same config or start a new --out", ck.display(), state.phase, changed.join(", "));
+    /// Step, tokens seen and seconds of the latest checkpoint under `--out`
+    /// (zeros without one); a checkpoint of another recipe is refused,
+    /// naming the settings that differ.
+    fn restore_checkpoint(&mut self, cfg: &TrainConfig) -> Result<(usize, u64, f64)> {
+        if let Some(ck) = checkpoint::latest(&self.out) {
+            let state = checkpoint::restore(&ck, &self.params, &mut self.opt)?;
+            let mut saved = state.config.clone();
+            saved.steps = cfg.steps;
+            saved.checkpoint_every = cfg.checkpoint_every;
+            saved.max_seconds = cfg.max_seconds;
+            saved.activation_memory_gb = cfg.activation_memory_gb;
+            if saved != *cfg || state.phase != self.phase.name() {
+                let json = |c: &TrainConfig| serde_json::to_value(c).unwrap_or_default();
+                let mut changed = crate::index::meta::differences(&json(&saved), &json(cfg));
+                if state.phase != self.phase.name() {
+                    changed.push(format!("phase: {} → {}", state.phase, self.phase.name()));
                 }
-                (step, tokens_seen, elapsed) = (state.step, state.tokens_seen, state.elapsed_s);
+                bail!("{}: the checkpoint was written by a different {} configuration ({}); resume with the same config or start a new --out", ck.display(), state.phase, changed.join(", "));
             }
+            return Ok((state.step, state.tokens_seen, state.elapsed_s));
         }
+        Ok((0, 0, 0.0))
+    }
+
+    /// The contrastive phase's micro-batches (drawn once, cached in the run
+    /// directory) or the adaptation phase's packed token stream.
+    fn training_data(&self, cfg: &TrainConfig) -> Result<(Vec<super::data::MicroBatch>, Vec<u32>)> {
         let tok = &self.model.tokenizer;
         let work = self.out.clone();
         let (micro_batches, stream) = match self.phase {
             Phase::Contrastive => (
-                batches::load_or_draw(&cfg, tok, &work, cfg.steps * cfg.grad_accum)?,
+                batches::load_or_draw(cfg, tok, &work, cfg.steps * cfg.grad_accum)?,
                 Vec::new(),
             ),
             Phase::Adapt => (
@@ -480,6 +480,24 @@ impl Trainer {
                 cfg.seq_len
             );
         }
+        Ok((micro_batches, stream))
+    }
+
+    pub fn run(
+        &mut self,
+        resume: bool,
+        stop_after: Option<usize>,
+        mut report: impl FnMut(&StepReport),
+    ) -> Result<usize> {
+        let cfg = self.cfg.clone();
+        let (mut step, mut tokens_seen, elapsed) = match resume {
+            true => self.restore_checkpoint(&cfg)?,
+            false => (0, 0, 0.0),
+        };
+        let (micro_batches, stream) = self.training_data(&cfg)?;
+        // One step's gradient accumulation, clipping, update, checkpoint and
+        // report share a dozen running values (gradients, shift gradients,
+        // loss parts, token counts), so the step loop stays in one piece.
         let started = Instant::now();
         let first_step = step;
         // Tokens through the backbone in this call (for the rate), and how
