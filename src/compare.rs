@@ -216,6 +216,58 @@ pub fn load(spec: &EncoderSpec, device: &candle_core::Device) -> Result<SparseMo
     )
 }
 
+/// Loaded models by (model spec, precision): encoders that differ only in
+/// variant or head share one. With `quantize_head`, the embeddings and LM
+/// head take each encoder's precision too.
+pub struct Models {
+    device: candle_core::Device,
+    quantize_head: bool,
+    family: crate::model::Family,
+    loaded: std::collections::HashMap<(String, Precision), SparseModel>,
+}
+
+impl Models {
+    pub fn new(
+        device: candle_core::Device,
+        quantize_head: bool,
+        family: crate::model::Family,
+    ) -> Self {
+        Self {
+            device,
+            quantize_head,
+            family,
+            loaded: Default::default(),
+        }
+    }
+
+    /// The model of encoder `s`, loaded (and probed) on first use.
+    pub fn get(&mut self, s: &EncoderSpec) -> anyhow::Result<&SparseModel> {
+        use anyhow::Context;
+        let key = (s.model.clone(), s.precision);
+        if !self.loaded.contains_key(&key) {
+            let m = crate::model::family::open(
+                &s.model,
+                &self.device,
+                s.precision,
+                self.quantize_head,
+                self.family,
+            )
+            .with_context(|| format!("loading the model of encoder {s}"))?;
+            crate::encode::encoder::check_probe(&m)?;
+            self.loaded.insert(key.clone(), m);
+        }
+        Ok(&self.loaded[&key])
+    }
+
+    /// The model of an encoder already loaded with [`Models::get`].
+    ///
+    /// # Panics
+    /// If it was not loaded: a caller's ordering error, not an input's.
+    pub fn loaded(&self, s: &EncoderSpec) -> &SparseModel {
+        &self.loaded[&(s.model.clone(), s.precision)]
+    }
+}
+
 /// Whether `idx` holds documents encoded the way `model` with `config`
 /// encodes queries (the same weights, variant and head; the documents'
 /// precision may differ from the queries').

@@ -3,7 +3,8 @@
 //! human-readable bag of weighted terms that an inverted index can serve.
 //!
 //! The modules follow the pipeline: [`data`] → [`model`] → [`encode`] →
-//! [`index`] → [`search`] / [`eval`] → [`train`] → [`quant`] → [`tasks`] → [`tui`].
+//! [`index`] → [`search`] / [`eval`] → [`train`] → [`quant`] → [`compare`] /
+//! [`tradeoff`] → [`tasks`] → [`tui`].
 
 pub mod compare;
 pub mod data;
@@ -18,6 +19,7 @@ pub mod quant;
 pub mod rng;
 pub mod search;
 pub mod tasks;
+pub mod tradeoff;
 pub mod train;
 #[cfg(feature = "explorer")]
 pub mod tui;

@@ -9,7 +9,7 @@ use std::path::Path;
 /// after what they combine).
 const ORDER: &[&str] = &[
     "data", "model", "encode", "index", "search", "eval", "failures", "export", "train", "quant",
-    "compare", "tasks", "explore", "tui",
+    "compare", "tradeoff", "tasks", "explore", "tui",
 ];
 
 fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {

@@ -210,6 +210,25 @@ fn recipes(f: &Fixture) -> Vec<(&'static str, Vec<String>, PathBuf)> {
             f.p("toy"),
         ),
         ("train query-table --out", qt, f.p("toy")),
+        (
+            "tradeoff --csv",
+            v(&[
+                "tradeoff",
+                "--dataset",
+                &toy,
+                "--split",
+                "train",
+                "--index",
+                &idx,
+                "--model",
+                &tiny,
+                "--encoder",
+                &tiny,
+                "--queries",
+                "0",
+            ]),
+            f.p("toy/corpus.jsonl"),
+        ),
     ]
 }
 

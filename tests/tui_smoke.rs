@@ -150,6 +150,7 @@ fn explorer_starts_expands_a_query_shows_help_and_quits_cleanly() {
             .all(|c| c.parse::<f64>().is_ok_and(|x| x < 0.999)),
         "{cosines:?}\n{screen}"
     );
+    frontier_flow(&session);
     tmux(&["send-keys", "-t", &session, "F1"]);
     let screen = wait_for(&session, "Help", 10);
     assert!(screen.contains("Open or close help"), "{screen}");
@@ -163,6 +164,35 @@ fn explorer_starts_expands_a_query_shows_help_and_quits_cleanly() {
         .output();
     let status = std::fs::read_to_string(&exit_file).unwrap_or_default();
     assert_eq!(status.trim(), "0", "explorer exit status");
+}
+
+/// Frontier (two tabs on from Compare): `r` computes the precisions'
+/// trade-off as a background task (cached under the data home, keyed by
+/// corpus and reference, so a rerun reads it back), `a` switches the cost
+/// axis, and Enter opens a point in Compare beside the reference.
+fn frontier_flow(session: &str) {
+    tmux(&["send-keys", "-t", session, "Tab"]);
+    wait_for(session, "Failures", 10);
+    tmux(&["send-keys", "-t", session, "Tab"]);
+    let screen = wait_for(session, "Frontier", 10);
+    assert!(screen.contains("Frontier"), "{screen}");
+    tmux(&["send-keys", "-t", session, "r"]);
+    let screen = wait_for(session, "Pareto-optimal", 240);
+    assert!(screen.contains("Pareto-optimal"), "no frontier:\n{screen}");
+    for label in ["f32", "f16", "q8_0", "q4_0"] {
+        assert!(screen.contains(label), "no {label} point:\n{screen}");
+    }
+    assert!(screen.contains("1 query · pool depth 10"), "{screen}");
+    tmux(&["send-keys", "-t", session, "a"]);
+    let screen = wait_for(session, "document encoding", 10);
+    assert!(screen.contains("against document encoding"), "{screen}");
+    tmux(&["send-keys", "-t", session, "Down"]);
+    tmux(&["send-keys", "-t", session, "Enter"]);
+    let screen = wait_for(session, "compared 2 encoders", 120);
+    assert!(
+        screen.contains("default:f16"),
+        "f16 not beside the reference:\n{screen}"
+    );
 }
 
 /// A SPLADE checkpoint (sentence-transformers' layout) beside the default

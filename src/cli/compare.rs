@@ -2,14 +2,13 @@
 //! several encoders side by side — variants, heads, base against trained,
 //! adapters, precisions — with term and ranking agreement against the first.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde_json::json;
 
-use csplade::compare::{self, EncoderSpec};
+use csplade::compare::{self, EncoderSpec, Models};
 use csplade::model::SparseModel;
 use csplade::quant::Precision;
 use csplade::search::{Backend, LsrIndex};
@@ -98,41 +97,19 @@ fn encoder_specs(a: &CompareArgs, main: &SparseModel) -> Result<Vec<EncoderSpec>
     Ok(out)
 }
 
-/// Models by (model spec, precision): encoders differing in variant or head
-/// share one. With `quantize_head`, the embeddings and LM head take each
-/// encoder's precision too.
-struct Models(
-    HashMap<(String, Precision), SparseModel>,
-    bool,
-    csplade::model::Family,
-);
-
-impl Models {
-    fn get(&mut self, s: &EncoderSpec, device: &candle_core::Device) -> Result<&SparseModel> {
-        let key = (s.model.clone(), s.precision);
-        if !self.0.contains_key(&key) {
-            let m = csplade::model::family::open(&s.model, device, s.precision, self.1, self.2)
-                .with_context(|| format!("loading the model of encoder {s}"))?;
-            csplade::encode::encoder::check_probe(&m)?;
-            self.0.insert(key.clone(), m);
-        }
-        Ok(&self.0[&key])
-    }
-}
-
 pub fn run(a: CompareArgs) -> Result<()> {
     let device = a.model.device.open()?;
-    let mut models = Models(HashMap::new(), a.model.quantize_head, a.model.family);
+    let mut models = Models::new(device, a.model.quantize_head, a.model.family);
     let main_spec = EncoderSpec::new(a.model.spec());
     let specs = {
-        let main = models.get(&main_spec, &device)?;
+        let main = models.get(&main_spec)?;
         encoder_specs(&a, main)?
     };
     if specs.is_empty() {
         bail!("no encoder to compare");
     }
     for s in &specs {
-        models.get(s, &device)?;
+        models.get(s)?;
     }
     let indexes: Vec<LsrIndex> = a
         .index
@@ -158,12 +135,7 @@ pub fn run(a: CompareArgs) -> Result<()> {
     let text = a.text.join(" ");
     let encoders: Vec<(EncoderSpec, csplade::model::ModelRef)> = specs
         .iter()
-        .map(|s| {
-            (
-                s.clone(),
-                models.0[&(s.model.clone(), s.precision)].as_ref(),
-            )
-        })
+        .map(|s| (s.clone(), models.loaded(s).as_ref()))
         .collect();
     let c = compare::compare_text(&text, &encoders, max_len, a.top_k, index_of)?;
     if a.json {
@@ -278,7 +250,7 @@ fn over_collection<'a>(
     let mut rankings: Vec<Vec<Vec<String>>> = Vec::new();
     let mut rows = Vec::new();
     for (i, s) in specs.iter().enumerate() {
-        let model = &models.0[&(s.model.clone(), s.precision)];
+        let model = models.loaded(s);
         let idx = index_of(i).context("no index")?;
         idx.meta.check_corpus(&idx.dir, dataset)?;
         let config = s.config(model, idx.meta.max_len);

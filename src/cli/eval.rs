@@ -163,10 +163,10 @@ pub(super) struct Collection {
 impl Collection {
     /// Read and check the corpus, queries and qrels (unknown judged queries
     /// refused unless `--lenient`).
-    fn read(a: &EvalArgs) -> Result<Self> {
-        let docs = beir::read_corpus(&a.dataset)?;
-        let queries = beir::read_queries(&a.dataset)?;
-        let file = beir::read_qrels_file(&a.dataset, &a.split)?;
+    pub(super) fn read(dataset: &Path, split: &str, lenient: bool) -> Result<Self> {
+        let docs = beir::read_corpus(dataset)?;
+        let queries = beir::read_queries(dataset)?;
+        let file = beir::read_qrels_file(dataset, split)?;
         for n in &file.notes {
             eprintln!("csplade: warning: {n}");
         }
@@ -178,10 +178,10 @@ impl Collection {
             let msg = format!(
                 "{}:{line}: query {q:?} is judged but not in {} ({} such queries)",
                 file.path.display(),
-                beir::collection_file(&a.dataset, "queries.jsonl").display(),
+                beir::collection_file(dataset, "queries.jsonl").display(),
                 phantom.len()
             );
-            if !a.lenient {
+            if !lenient {
                 bail!("{msg}; fix the qrels, or pass --lenient to drop their judgements");
             }
             eprintln!("csplade: warning: {msg}; dropped (--lenient)");
@@ -205,12 +205,11 @@ impl Collection {
         if evaluated.is_empty() {
             bail!(
                 "no query of {} has a relevant judgement in qrels/{}.tsv",
-                a.dataset.display(),
-                a.split
+                dataset.display(),
+                split
             );
         }
-        let name = a
-            .dataset
+        let name = dataset
             .file_name()
             .map(|n| n.to_string_lossy().to_string())
             .unwrap_or_default();
@@ -272,36 +271,43 @@ fn bm25_run(a: &EvalArgs, c: &Collection) -> Result<Run> {
 /// The index `--index` names, or the cached one for this dataset and model
 /// (built now when missing).
 fn lsr_index_dir(a: &EvalArgs, model: &csplade::model::SparseModel) -> Result<PathBuf> {
-    if let Some(i) = &a.index {
-        return Ok(i.clone());
+    match &a.index {
+        Some(i) => Ok(i.clone()),
+        None => cached_index(&a.dataset, &a.model, model),
     }
+}
+
+/// The index cached in the data directory for `dataset` encoded as `margs`
+/// says with `model`, built now when missing.
+pub(super) fn cached_index(
+    dataset: &Path,
+    margs: &super::ModelArgs,
+    model: &csplade::model::SparseModel,
+) -> Result<PathBuf> {
     let fp = csplade::index::build::fingerprint(&csplade::data::beir::collection_file(
-        &a.dataset,
+        dataset,
         "corpus.jsonl",
     ))?;
-    let name = a
-        .dataset
+    let name = dataset
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_default();
-    let config = a.model.encoder_config(model);
+    let config = margs.encoder_config(model);
     let head = config.head.to_string().replace(':', "");
     let dir = data_dir().join("indexes").join(format!(
         "lsr-{name}-{}-{}-{}-{head}-{}-{}",
         short(&fp),
         short(&model.identity().sha256),
         config.variant,
-        csplade::quant::label(a.model.precision, a.model.quantize_head),
-        a.model.max_len
+        csplade::quant::label(margs.precision, margs.quantize_head),
+        margs.max_len
     ));
     if !dir.join("meta.json").is_file() {
         eprintln!(
             "csplade: no cached LSR index for this dataset and model; building {}",
             dir.display()
         );
-        super::index::build_with_progress(
-            model, &a.model, &a.dataset, &dir, 100.0, 0, 64, false, None,
-        )?;
+        super::index::build_with_progress(model, margs, dataset, &dir, 100.0, 0, 64, false, None)?;
     }
     Ok(dir)
 }
@@ -389,7 +395,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
             csplade::data::output::check_file(&p, &csplade::data::output::TREC_RUN, &inputs)?;
         }
     }
-    let c = Collection::read(&a)?;
+    let c = Collection::read(&a.dataset, &a.split, a.lenient)?;
     if a.explain_failures > 0 && !(a.system.lsr() && a.system.bm25() && a.system.reports_parts()) {
         bail!("--explain-failures compares LSR with BM25: use --system both or all");
     }

@@ -16,6 +16,7 @@ mod export;
 mod index;
 mod quant;
 mod search;
+mod tradeoff;
 mod train;
 
 use anyhow::{Context, Result};
@@ -69,6 +70,10 @@ enum Command {
     /// One text (or a collection's judged queries) under several encoders:
     /// variants, heads, base vs trained, adapters, precisions
     Compare(compare::CompareArgs),
+    /// Quality against speed and size of several encoders (precisions per
+    /// side, pruning, impact scale, Seismic) over one collection, measured
+    /// on a cached candidate pool in minutes
+    Tradeoff(tradeoff::TradeoffArgs),
     /// Open the terminal explorer (the default with no subcommand)
     Tui(TuiArgs),
     /// Measure throughput (tokens/s) and latency
@@ -308,6 +313,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Tui(a)) => tui(a),
         Some(Command::Quantize(a)) => quant::quantize(a),
         Some(Command::Compare(a)) => compare::run(a),
+        Some(Command::Tradeoff(a)) => tradeoff::run(a),
         Some(Command::Train(t)) => train::run(t),
         Some(Command::Export(a)) => export::run(a),
         Some(Command::Adapter(a)) => adapter::run(a),
@@ -413,6 +419,9 @@ mod path_flags {
         "train adapt --config",
         "train contrastive --config",
         "train query-table --config",
+        "tradeoff --dataset",
+        "tradeoff --full-index",
+        "tradeoff --index",
         "tui --dataset",
         "tui --index",
     ];

@@ -20,8 +20,10 @@ pub use crate::search::Backend;
 pub use crate::search::{Fusion, QueryPrior};
 use crate::search::{Hit, LsrIndex};
 
+pub use crate::compare::EncoderSpec;
 pub use crate::compare::PRESETS as COMPARE_PRESETS;
 pub use crate::encode::ExpansionTerm;
+pub use crate::tradeoff::{Axis as FrontierAxis, Frontier, PointResult as FrontierPoint};
 
 /// Which system ranks the hits in Search.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]

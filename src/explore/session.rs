@@ -51,6 +51,8 @@ pub struct Session {
 /// The background jobs the explorer offers for its collection and model.
 pub struct SessionTasks {
     pub index: TaskSpec,
+    /// The precisions' trade-off frontier over the collection's pool.
+    pub frontier: TaskSpec,
     pub eval: TaskSpec,
     pub quantize: TaskSpec,
     pub adapt: TaskSpec,
@@ -166,6 +168,18 @@ impl Session {
             index_args.extend(["--max-len".to_string(), n.to_string()]);
         }
         SessionTasks {
+            frontier: TaskSpec {
+                title: "frontier f32/f16/q8_0/q4_0".into(),
+                args: args(&[
+                    "tradeoff",
+                    "--dataset",
+                    &dataset,
+                    "--index",
+                    &index,
+                    "--model",
+                    &model,
+                ]),
+            },
             index: TaskSpec {
                 title: format!("index {name}"),
                 args: index_args,
@@ -292,11 +306,13 @@ impl Session {
     /// Compare `text` under the encoders of `preset` (blocking), loading
     /// the models it lacks.
     pub fn compare(&self, text: &str, preset: &str) -> Result<Comparison, String> {
-        let (main, mut models) = {
-            let s = self.state.lock().map_err(|e| e.to_string())?;
-            (s.model.clone(), s.compare_models.clone())
-        };
-        let main = main.ok_or("the model is still loading")?;
+        let main = self
+            .state
+            .lock()
+            .map_err(|e| e.to_string())?
+            .model
+            .clone()
+            .ok_or("the model is still loading")?;
         let specs = crate::compare::preset(
             preset,
             &self.model_spec,
@@ -307,6 +323,21 @@ impl Session {
             "families" => "the families preset compares the open model with a second one: set second_model = \"DIR\" in config.toml, or open the explorer with --second DIR".to_string(),
             _ => format!("unknown compare preset {preset:?}"),
         })?;
+        self.compare_specs(text, specs)
+    }
+
+    /// Compare `text` under these encoders (blocking), loading the models
+    /// it lacks.
+    pub fn compare_specs(
+        &self,
+        text: &str,
+        specs: Vec<crate::compare::EncoderSpec>,
+    ) -> Result<Comparison, String> {
+        let (main, mut models) = {
+            let s = self.state.lock().map_err(|e| e.to_string())?;
+            (s.model.clone(), s.compare_models.clone())
+        };
+        let main = main.ok_or("the model is still loading")?;
         let mut encoders = Vec::new();
         for s in specs {
             let key = format!("{} {}", s.model, s.precision);
@@ -331,6 +362,24 @@ impl Session {
         self.state.lock().map_err(|e| e.to_string())?.compare_models = models;
         let ex = self.explorer().ok_or("the model is still loading")?;
         ex.compare(text, &encoders).map_err(|e| e.to_string())
+    }
+
+    /// The latest trade-off frontier computed over this collection's
+    /// default pool with the open index as reference (`None`: none yet).
+    pub fn frontier(&self) -> Result<Option<crate::tradeoff::Frontier>, String> {
+        let index = self
+            .state
+            .lock()
+            .map_err(|e| e.to_string())?
+            .index
+            .clone()
+            .ok_or("the frontier needs the complete index: it is not built yet")?;
+        let identity = crate::tradeoff::PoolIdentity::new(
+            &index,
+            "test",
+            crate::tradeoff::PoolSpec::default(),
+        );
+        Ok(crate::tradeoff::store::PoolCache::new(&identity).frontier("latest"))
     }
 
     /// Write the failure list as TSV and JSON under `$CSPLADE_HOME/exports/`

@@ -3,7 +3,9 @@
 
 use crossterm::event::{KeyEvent, MouseEvent};
 
-use crate::explore::{Comparison, DocDetail, FailureExplanation, FailureRow, QueryResult};
+use crate::explore::{
+    Comparison, DocDetail, EncoderSpec, FailureExplanation, FailureRow, Frontier, QueryResult,
+};
 use crate::tasks::{TaskEvent, TaskId, TaskSpec};
 
 #[derive(Debug)]
@@ -25,6 +27,8 @@ pub enum Action {
     ExportDone(Result<String, String>),
     /// Documents searchable while the index is still building (of total).
     PartialReady(usize, usize),
+    /// The cached trade-off frontier (`None`: none computed yet).
+    FrontierDone(Result<Option<Frontier>, String>),
     Task(TaskEvent),
 }
 
@@ -39,6 +43,11 @@ pub enum Effect {
     ExportFailures(Vec<FailureRow>),
     /// Encode this text under every encoder of the named preset.
     RunCompare(String, String),
+    /// Encode this text under these encoders (a frontier point beside the
+    /// reference).
+    RunCompareEncoders(String, Vec<EncoderSpec>),
+    /// Read the cached trade-off frontier.
+    LoadFrontier,
     /// Remember the chosen comparison preset in the user's config.
     SaveComparePreset(String),
     StartTask(TaskSpec),

@@ -14,10 +14,17 @@ pub enum Tab {
     Search,
     Compare,
     Failures,
+    Frontier,
     Tasks,
 }
 
-pub const TABS: [Tab; 4] = [Tab::Search, Tab::Compare, Tab::Failures, Tab::Tasks];
+pub const TABS: [Tab; 5] = [
+    Tab::Search,
+    Tab::Compare,
+    Tab::Failures,
+    Tab::Frontier,
+    Tab::Tasks,
+];
 
 impl Tab {
     pub fn title(self) -> &'static str {
@@ -25,6 +32,7 @@ impl Tab {
             Tab::Search => "Search",
             Tab::Compare => "Compare",
             Tab::Failures => "Failures",
+            Tab::Frontier => "Frontier",
             Tab::Tasks => "Tasks",
         }
     }
@@ -116,6 +124,8 @@ pub struct App {
     /// Training phases (adapt, contrastive), resumed when rerun.
     pub train_tasks: Option<(TaskSpec, TaskSpec)>,
     pub has_qrels: bool,
+    /// The precisions' trade-off over the collection (its own view).
+    pub frontier: super::frontier::FrontierState,
 }
 
 const LOG_LINES: usize = 200;
@@ -226,6 +236,7 @@ impl App {
             quantize_task: None,
             train_tasks: None,
             has_qrels: false,
+            frontier: Default::default(),
         }
     }
 
@@ -239,6 +250,7 @@ impl App {
             (Tab::Search, Focus::Results) => "results",
             (Tab::Compare, _) => "compare",
             (Tab::Failures, _) => "failures",
+            (Tab::Frontier, _) => "frontier",
             (Tab::Tasks, _) => "tasks",
         }
     }
@@ -394,6 +406,7 @@ impl App {
                 };
                 vec![]
             }
+            Action::FrontierDone(r) => self.frontier_done(r),
             Action::Task(ev) => self.on_task(ev),
         }
     }
@@ -440,6 +453,8 @@ impl App {
                 if Some(&t.spec) == self.index_task.as_ref() {
                     effects.push(Effect::OpenIndex);
                 }
+                let spec = t.spec.clone();
+                effects.extend(self.frontier_task_done(&spec));
             }
             TaskEvent::Failed { error, .. } => {
                 t.status = TaskStatus::Failed(error.clone());

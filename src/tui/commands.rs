@@ -6,6 +6,7 @@ use super::action::Effect;
 use super::app::*;
 use super::keymap::KeyAction;
 use crate::explore::FailureRow;
+use crate::tasks::TaskSpec;
 
 impl App {
     pub(super) fn run(&mut self, action: KeyAction) -> Vec<Effect> {
@@ -18,12 +19,13 @@ impl App {
             KeyAction::NextTab | KeyAction::PrevTab => {
                 let i = TABS.iter().position(|t| *t == self.tab).unwrap_or(0);
                 let n = TABS.len();
-                self.tab = TABS[if action == KeyAction::NextTab {
-                    (i + 1) % n
-                } else {
-                    (i + n - 1) % n
-                }];
-                vec![]
+                self.switch_tab(
+                    TABS[if action == KeyAction::NextTab {
+                        (i + 1) % n
+                    } else {
+                        (i + n - 1) % n
+                    }],
+                )
             }
             KeyAction::Submit => self.submit(),
             KeyAction::CycleRanking => self.cycle_ranking(),
@@ -62,6 +64,9 @@ impl App {
             | KeyAction::PageDownRows
             | KeyAction::PageUpRows => self.move_row(action),
             KeyAction::RunCompare => self.run_compare(),
+            KeyAction::RunFrontier
+            | KeyAction::CycleFrontierAxis
+            | KeyAction::OpenFrontierPoint => self.run_frontier(action),
             KeyAction::NextComparePreset => self.next_compare_preset(),
             KeyAction::ComputeFailures
             | KeyAction::CycleFailureView
@@ -141,6 +146,10 @@ impl App {
                     Tab::Failures => {
                         let n = self.visible_failures().len();
                         (&mut self.failure_sel, n)
+                    }
+                    Tab::Frontier => {
+                        let n = self.frontier_len();
+                        (&mut self.frontier.selected, n)
                     }
                     _ => (&mut self.task_sel, self.tasks.len()),
                 };
@@ -248,6 +257,19 @@ impl App {
         }
     }
 
+    /// Start `spec` unless the same job is running.
+    pub(super) fn start_task(&mut self, spec: TaskSpec) -> Vec<Effect> {
+        if self
+            .tasks
+            .iter()
+            .any(|t| t.spec == spec && t.status == TaskStatus::Running)
+        {
+            self.status = "that task is already running".into();
+            return vec![];
+        }
+        vec![Effect::StartTask(spec)]
+    }
+
     /// The Tasks view's actions: start a job (or resume the selected one),
     /// cancel the selected one.
     fn run_task(&mut self, action: KeyAction) -> Vec<Effect> {
@@ -275,18 +297,7 @@ impl App {
                         .map(|t| t.spec.clone())
                 };
                 match spec {
-                    Some(s)
-                        if !self
-                            .tasks
-                            .iter()
-                            .any(|t| t.spec == s && t.status == TaskStatus::Running) =>
-                    {
-                        vec![Effect::StartTask(s)]
-                    }
-                    Some(_) => {
-                        self.status = "that task is already running".into();
-                        vec![]
-                    }
+                    Some(s) => self.start_task(s),
                     None => {
                         self.status = "that job is not available for this collection".into();
                         vec![]

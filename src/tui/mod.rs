@@ -7,6 +7,7 @@
 pub mod action;
 pub mod app;
 mod commands;
+pub mod frontier;
 pub mod keymap;
 pub mod line_edit;
 pub mod mouse;
@@ -177,29 +178,7 @@ async fn event_loop(
     let (task_tx, mut task_rx) = mpsc::unbounded_channel();
     let mut runner = TaskRunner::new(std::env::current_exe()?, task_tx);
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    {
-        let tx = tx.clone();
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                if crossterm::event::poll(std::time::Duration::from_millis(100)).unwrap_or(false) {
-                    let action = match crossterm::event::read() {
-                        Ok(crossterm::event::Event::Key(k))
-                            if k.kind == crossterm::event::KeyEventKind::Press =>
-                        {
-                            Some(Action::Key(k))
-                        }
-                        Ok(crossterm::event::Event::Mouse(m)) => Some(Action::Mouse(m)),
-                        Ok(crossterm::event::Event::Resize(..)) => Some(Action::Resize),
-                        _ => None,
-                    };
-                    if action.is_some_and(|a| tx.send(a).is_err()) {
-                        break;
-                    }
-                }
-            }
-        });
-    }
+    spawn_input(tx.clone(), stop.clone());
     {
         let tx = tx.clone();
         tokio::spawn(async move {
@@ -210,22 +189,7 @@ async fn event_loop(
             }
         });
     }
-    let mut app = App::new(theme, keymap::Keymap::default_keymap());
-    app.input = line_edit::LineEdit::with_history(crate::explore::session::query_history());
-    if let Some(p) = read_config().ok().and_then(|c| c.compare_preset) {
-        app.set_compare_preset(&p);
-    }
-    app.has_qrels = session.has_qrels();
-    let tasks = session.tasks();
-    app.index_task = Some(tasks.index);
-    app.eval_task = Some(tasks.eval);
-    app.quantize_task = Some(tasks.quantize);
-    app.train_tasks = Some((tasks.adapt, tasks.contrastive));
-    log(&format!(
-        "explorer: dataset {} index {}",
-        session.dataset.display(),
-        session.index_dir.display()
-    ));
+    let mut app = initial_app(theme, &session);
     // Load the model off the UI thread.
     {
         let (tx, session) = (tx.clone(), session.clone());
@@ -244,90 +208,7 @@ async fn event_loop(
     };
     loop {
         for e in effects.drain(..) {
-            match e {
-                Effect::Quit => {}
-                Effect::StartTask(spec) => {
-                    log(&format!("task start: {}", spec.args.join(" ")));
-                    let id = runner.spawn(spec.clone());
-                    app.add_task(id, spec);
-                }
-                Effect::CancelTask(id) => {
-                    runner.cancel(id);
-                }
-                Effect::OpenIndex => {
-                    let (tx, session) = (tx.clone(), session.clone());
-                    tokio::task::spawn_blocking(move || {
-                        let _ = tx.send(Action::IndexReady(session.open_index()));
-                    });
-                }
-                Effect::RunQuery(text) => {
-                    if let Err(e) = crate::explore::session::remember_query(&text) {
-                        log(&format!("query history: {e:#}"));
-                    }
-                    let ranking = app.ranking;
-                    spawn_engine(&tx, &session, move |ex| {
-                        Action::QueryDone(
-                            ex.query(&text, EXPLORER_HITS, ranking)
-                                .map_err(|e| e.to_string()),
-                        )
-                    })
-                }
-                Effect::LoadDetail(ordinal) => {
-                    let q = app
-                        .result
-                        .as_ref()
-                        .map(|r| r.vector.clone())
-                        .unwrap_or_default();
-                    spawn_engine(&tx, &session, move |ex| {
-                        Action::DetailDone(ex.detail(&q, ordinal).map_err(|e| e.to_string()))
-                    });
-                }
-                Effect::ComputeFailures => spawn_engine(&tx, &session, |ex| {
-                    Action::FailuresDone(ex.failures().map_err(|e| e.to_string()))
-                }),
-                Effect::ExplainFailure(id) => spawn_engine(&tx, &session, move |ex| {
-                    Action::ExplanationDone(ex.explain_failure(&id).map_err(|e| e.to_string()))
-                }),
-                Effect::ExportFailures(rows) => {
-                    let (tx, session) = (tx.clone(), session.clone());
-                    tokio::task::spawn_blocking(move || {
-                        let r = session
-                            .export_failures(&rows)
-                            .map(|(t, j)| {
-                                // The names first: a narrow status bar cuts the directory.
-                                let name = |p: &std::path::Path| {
-                                    p.file_name()
-                                        .map_or(String::new(), |n| n.to_string_lossy().to_string())
-                                };
-                                let dir = t
-                                    .parent()
-                                    .map_or(String::new(), |d| d.display().to_string());
-                                format!("{} and {} in {dir}", name(&t), name(&j))
-                            })
-                            .map_err(|e| format!("{e:#}"));
-                        let _ = tx.send(Action::ExportDone(r));
-                    });
-                }
-                Effect::RefreshPartial => {
-                    let (tx, session) = (tx.clone(), session.clone());
-                    tokio::task::spawn_blocking(move || {
-                        if let Some((n, total)) = session.refresh_partial() {
-                            let _ = tx.send(Action::PartialReady(n, total));
-                        }
-                    });
-                }
-                Effect::RunCompare(text, preset) => {
-                    let (tx, session) = (tx.clone(), session.clone());
-                    tokio::task::spawn_blocking(move || {
-                        let _ = tx.send(Action::CompareDone(session.compare(&text, &preset)));
-                    });
-                }
-                Effect::SaveComparePreset(name) => {
-                    if let Err(e) = save_config_value("compare_preset", &name) {
-                        log(&format!("saving the compare preset: {e:#}"));
-                    }
-                }
-            }
+            perform(e, &mut app, &mut runner, &tx, &session);
         }
         if app.quit {
             break;
@@ -341,6 +222,149 @@ async fn event_loop(
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     Ok(())
+}
+
+/// Keys, clicks and resizes from the terminal, on a thread of their own
+/// (until `stop`).
+fn spawn_input(tx: mpsc::UnboundedSender<Action>, stop: Arc<std::sync::atomic::AtomicBool>) {
+    std::thread::spawn(move || {
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            if crossterm::event::poll(std::time::Duration::from_millis(100)).unwrap_or(false) {
+                let action = match crossterm::event::read() {
+                    Ok(crossterm::event::Event::Key(k))
+                        if k.kind == crossterm::event::KeyEventKind::Press =>
+                    {
+                        Some(Action::Key(k))
+                    }
+                    Ok(crossterm::event::Event::Mouse(m)) => Some(Action::Mouse(m)),
+                    Ok(crossterm::event::Event::Resize(..)) => Some(Action::Resize),
+                    _ => None,
+                };
+                if action.is_some_and(|a| tx.send(a).is_err()) {
+                    break;
+                }
+            }
+        }
+    });
+}
+
+/// The explorer's state at start: remembered history and preset, and the
+/// jobs it offers for this collection.
+fn initial_app(theme: theme::Theme, session: &Session) -> App {
+    let mut app = App::new(theme, keymap::Keymap::default_keymap());
+    app.input = line_edit::LineEdit::with_history(crate::explore::session::query_history());
+    if let Some(p) = read_config().ok().and_then(|c| c.compare_preset) {
+        app.set_compare_preset(&p);
+    }
+    app.has_qrels = session.has_qrels();
+    let tasks = session.tasks();
+    app.index_task = Some(tasks.index);
+    app.eval_task = Some(tasks.eval);
+    app.quantize_task = Some(tasks.quantize);
+    app.train_tasks = Some((tasks.adapt, tasks.contrastive));
+    app.frontier.task = Some(tasks.frontier);
+    log(&format!(
+        "explorer: dataset {} index {}",
+        session.dataset.display(),
+        session.index_dir.display()
+    ));
+    app
+}
+
+/// Carry out one effect: start or cancel a job, or run engine work off the
+/// UI thread (its result comes back as an action).
+fn perform(
+    e: Effect,
+    app: &mut App,
+    runner: &mut TaskRunner,
+    tx: &mpsc::UnboundedSender<Action>,
+    session: &Arc<Session>,
+) {
+    let blocking = |f: Box<dyn FnOnce(&Session) -> Action + Send>| {
+        let (tx, session) = (tx.clone(), session.clone());
+        tokio::task::spawn_blocking(move || {
+            let _ = tx.send(f(&session));
+        });
+    };
+    match e {
+        Effect::Quit => {}
+        Effect::StartTask(spec) => {
+            log(&format!("task start: {}", spec.args.join(" ")));
+            let id = runner.spawn(spec.clone());
+            app.add_task(id, spec);
+        }
+        Effect::CancelTask(id) => {
+            runner.cancel(id);
+        }
+        Effect::OpenIndex => blocking(Box::new(|s| Action::IndexReady(s.open_index()))),
+        Effect::RunQuery(text) => {
+            if let Err(e) = crate::explore::session::remember_query(&text) {
+                log(&format!("query history: {e:#}"));
+            }
+            let ranking = app.ranking;
+            spawn_engine(tx, session, move |ex| {
+                Action::QueryDone(
+                    ex.query(&text, EXPLORER_HITS, ranking)
+                        .map_err(|e| e.to_string()),
+                )
+            })
+        }
+        Effect::LoadDetail(ordinal) => {
+            let q = app
+                .result
+                .as_ref()
+                .map(|r| r.vector.clone())
+                .unwrap_or_default();
+            spawn_engine(tx, session, move |ex| {
+                Action::DetailDone(ex.detail(&q, ordinal).map_err(|e| e.to_string()))
+            });
+        }
+        Effect::ComputeFailures => spawn_engine(tx, session, |ex| {
+            Action::FailuresDone(ex.failures().map_err(|e| e.to_string()))
+        }),
+        Effect::ExplainFailure(id) => spawn_engine(tx, session, move |ex| {
+            Action::ExplanationDone(ex.explain_failure(&id).map_err(|e| e.to_string()))
+        }),
+        Effect::ExportFailures(rows) => blocking(Box::new(move |s| {
+            Action::ExportDone(export_message(s.export_failures(&rows)))
+        })),
+        Effect::RefreshPartial => {
+            let (tx, session) = (tx.clone(), session.clone());
+            tokio::task::spawn_blocking(move || {
+                if let Some((n, total)) = session.refresh_partial() {
+                    let _ = tx.send(Action::PartialReady(n, total));
+                }
+            });
+        }
+        Effect::RunCompare(text, preset) => blocking(Box::new(move |s| {
+            Action::CompareDone(s.compare(&text, &preset))
+        })),
+        Effect::RunCompareEncoders(text, specs) => blocking(Box::new(move |s| {
+            Action::CompareDone(s.compare_specs(&text, specs))
+        })),
+        Effect::LoadFrontier => blocking(Box::new(|s| Action::FrontierDone(s.frontier()))),
+        Effect::SaveComparePreset(name) => {
+            if let Err(e) = save_config_value("compare_preset", &name) {
+                log(&format!("saving the compare preset: {e:#}"));
+            }
+        }
+    }
+}
+
+/// The status line for an export: the file names first (a narrow status
+/// bar cuts the directory).
+fn export_message(r: Result<(PathBuf, PathBuf)>) -> Result<String, String> {
+    r.map(|(t, j)| {
+        let name = |p: &std::path::Path| {
+            p.file_name()
+                .map_or(String::new(), |n| n.to_string_lossy().to_string())
+        };
+        let dir = t
+            .parent()
+            .map_or(String::new(), |d| d.display().to_string());
+        format!("{} and {} in {dir}", name(&t), name(&j))
+    })
+    .map_err(|e| format!("{e:#}"))
 }
 
 /// Run engine work on a blocking thread and send its result back.

@@ -75,10 +75,7 @@ impl App {
             return vec![];
         };
         match (target, click, down) {
-            (Target::Tab(t), true, _) => {
-                self.tab = t;
-                vec![]
-            }
+            (Target::Tab(t), true, _) => self.switch_tab(t),
             (Target::QueryInput, true, _) => self.run(KeyAction::FocusInput),
             (Target::Hit(i), true, _) => {
                 self.focus = Focus::Results;

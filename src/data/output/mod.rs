@@ -109,6 +109,12 @@ pub const EXPORT: OutputKind = OutputKind {
     what: "an index export csplade wrote",
 };
 
+/// `csplade tradeoff --csv`.
+pub const TRADEOFF: OutputKind = OutputKind {
+    tag: "tradeoff",
+    what: "a trade-off table csplade wrote",
+};
+
 static FORCE: AtomicBool = AtomicBool::new(false);
 
 /// `--force`: replace what csplade cannot prove it wrote (never a special

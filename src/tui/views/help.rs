@@ -52,6 +52,16 @@ pub const LEGEND: &[(&str, &str, &str)] = &[
         "- (Compare)",
         "hits@10 and τ need the encoders' rankings: pass --index",
     ),
+    (
+        "symbol",
+        "◆ (Frontier)",
+        "Pareto-optimal: no point has a higher nDCG@10 at a lower cost",
+    ),
+    (
+        "symbol",
+        "[lo,hi] Δ full",
+        "95% bootstrap interval over the pool's queries; pooled − full-index nDCG@10",
+    ),
 ];
 
 pub fn draw(f: &mut Frame, area: Rect, app: &App) {
@@ -65,6 +75,7 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
                 (crate::tui::app::Tab::Search, _) => "results",
                 (crate::tui::app::Tab::Compare, _) => "compare",
                 (crate::tui::app::Tab::Failures, _) => "failures",
+                (crate::tui::app::Tab::Frontier, _) => "frontier",
                 (crate::tui::app::Tab::Tasks, _) => "tasks",
             };
         }

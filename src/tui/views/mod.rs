@@ -3,6 +3,7 @@
 
 pub mod compare;
 pub mod failures;
+pub mod frontier;
 pub mod help;
 pub mod search;
 pub mod tasks;
@@ -50,6 +51,7 @@ pub fn draw(f: &mut Frame, app: &App) {
         Tab::Search => search::draw(f, body, app),
         Tab::Compare => compare::draw(f, body, app),
         Tab::Failures => failures::draw(f, body, app),
+        Tab::Frontier => frontier::draw(f, body, app),
         Tab::Tasks => tasks::draw(f, body, app),
     }
     // When the index build will end, from its task's rate.
