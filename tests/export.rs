@@ -46,7 +46,7 @@ fn tiny_index(dir: &Path) -> (csplade::model::LoadedModel, LsrIndex) {
         doc_top_k: 0,
         commit_every: 8,
         precision: "f32".into(),
-        interrupt_after: None,
+        stop_after_commits: None,
         shard: None,
     };
     build(&Encoder::new(&m, cfg), &opts, |_| {}).unwrap();

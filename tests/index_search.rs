@@ -57,7 +57,7 @@ fn opts(corpus: &Path, out: &Path) -> BuildOptions {
         doc_top_k: 0,
         commit_every: 8,
         precision: "f32".into(),
-        interrupt_after: None,
+        stop_after_commits: None,
         shard: None,
     }
 }
@@ -151,7 +151,7 @@ fn an_interrupted_build_resumes_and_publishes_atomically() {
     // Interrupted twice, then completed.
     let out = tmp.path().join("idx");
     let mut o = opts(&corpus, &out);
-    o.interrupt_after = Some(2);
+    o.stop_after_commits = Some(2);
     let err = build(&enc, &o, |_| {}).unwrap_err();
     assert!(
         matches!(
@@ -181,7 +181,7 @@ fn an_interrupted_build_resumes_and_publishes_atomically() {
         IndexError::Interrupted { done: 32, .. }
     ));
     let mut resumed_from = None;
-    o.interrupt_after = None;
+    o.stop_after_commits = None;
     build(&enc, &o, |p| {
         if let csplade::index::BuildProgress::Start {
             resumed_from: r, ..
@@ -306,7 +306,7 @@ fn the_explorer_searches_and_explains_a_build_in_progress() {
     write_corpus(&corpus, 30);
     let out = tmp.path().join("idx");
     let mut o = opts(&corpus, &out);
-    o.interrupt_after = Some(1);
+    o.stop_after_commits = Some(1);
     assert!(build(&Encoder::new(m.as_ref(), config()), &o, |_| {}).is_err());
     let partial = csplade::index::build::read_partial(&out).unwrap();
     assert_eq!(partial.len(), 8);

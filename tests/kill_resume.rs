@@ -132,6 +132,43 @@ fn index_builds_killed_at_any_point_resume_to_the_same_vectors() {
     );
 }
 
+/// `--stop-after N` ends a run after N commits, exit 0, nothing published;
+/// each rerun goes N further, and the last one publishes the index an
+/// uninterrupted build writes.
+#[test]
+fn builds_stopped_by_stop_after_resume_to_the_same_vectors() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("ds");
+    words_corpus(&corpus, 40);
+    csplade::model::tiny::write_tiny_model(&dir.path().join("m"), 4).unwrap();
+    let model = dir.path().join("m/tiny.gguf");
+    let whole = dir.path().join("whole");
+    assert!(index_cmd(&model, &corpus, &whole).status().unwrap().success());
+    let out = dir.path().join("stopped");
+    let stage = csplade::index::build::staging_dir(&out);
+    let mut runs = 0;
+    while !out.join("meta.json").exists() {
+        let o = index_cmd(&model, &corpus, &out)
+            .args(["--stop-after", "15"])
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        runs += 1;
+        if !out.join("meta.json").exists() {
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(err.contains("stopped after 15 commits as asked"), "{err}");
+            assert_eq!(documents_done(&stage), 15 * runs);
+        }
+        assert!(runs <= 3, "40 documents at 15 a run take three runs");
+    }
+    assert_eq!(runs, 3);
+    assert_eq!(
+        std::fs::read(out.join("vectors.bin")).unwrap(),
+        std::fs::read(whole.join("vectors.bin")).unwrap()
+    );
+}
+
 #[test]
 fn a_build_killed_between_finishing_and_publishing_is_published_not_redone() {
     let dir = tempfile::tempdir().unwrap();

@@ -112,7 +112,7 @@ fn pisa_ranks_csplades_ciff_like_csplade_on_the_scifact_test_queries() {
         doc_top_k: 0,
         commit_every: 512,
         precision: "f32".into(),
-        interrupt_after: None,
+        stop_after_commits: None,
         shard: None,
     };
     build(&enc, &opts, |_| {}).unwrap();

@@ -241,7 +241,7 @@ fn compare_ranks_every_judged_query_per_precision() {
         doc_top_k: 0,
         commit_every: 8,
         precision: "f32".into(),
-        interrupt_after: None,
+        stop_after_commits: None,
         shard: None,
     };
     csplade::index::build(&Encoder::new(&m, cfg()), &opts, |_| {}).unwrap();

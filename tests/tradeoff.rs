@@ -39,6 +39,16 @@ fn pooled_points_match_the_full_index_and_come_back_from_the_cache() {
     let home = d.join("home");
     common::tiny(d, false);
     common::toy_collection(&d.join("toy"));
+    // A document without text is indexed as an empty vector; pooled
+    // encoding must take it too (judged, so it is always in the pool).
+    let corpus = d.join("toy/corpus.jsonl");
+    let mut text = std::fs::read_to_string(&corpus).unwrap();
+    text.push_str("{\"_id\":\"blank\",\"title\":\"\",\"text\":\"  \"}\n");
+    std::fs::write(&corpus, text).unwrap();
+    let qrels = d.join("toy/qrels/train.tsv");
+    let mut judged = std::fs::read_to_string(&qrels).unwrap();
+    judged.push_str("q0\tblank\t0\n");
+    std::fs::write(&qrels, judged).unwrap();
     let s = |p: &str| d.join(p).to_str().unwrap().to_string();
     let tiny = s("tiny.gguf");
     let (ok, _, err) = csplade(
@@ -138,7 +148,7 @@ fn pooled_points_match_the_full_index_and_come_back_from_the_cache() {
         (reference["ndcg10"].as_f64().unwrap() - eval_ndcg).abs() < 1e-9,
         "{eval_ndcg}"
     );
-    assert!(f["pool_documents"].as_u64().unwrap() <= 12);
+    assert!(f["pool_documents"].as_u64().unwrap() <= 13);
     // One document encoding beyond the reference (q8_0), costed.
     assert_eq!(f["cost"]["encoders"], 1);
     assert!(f["cost"]["pool_tokens"].as_u64().unwrap() > 0);
@@ -158,6 +168,37 @@ fn pooled_points_match_the_full_index_and_come_back_from_the_cache() {
             .filter(|n| n.ends_with(".part") || n.contains("csplade-tmp"))
             .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    // Adding an encoder encodes its pool only: the cached vectors stay as
+    // they were written.
+    let pool_dir = home.join("tradeoff").join(f["pool_key"].as_str().unwrap());
+    let encodings = || -> Vec<(String, std::time::SystemTime)> {
+        let mut v: Vec<_> = std::fs::read_dir(&pool_dir)
+            .unwrap()
+            .map(|e| e.unwrap())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".vec"))
+            .map(|e| {
+                (
+                    e.file_name().to_string_lossy().to_string(),
+                    e.metadata().unwrap().modified().unwrap(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let before = encodings();
+    let q4 = format!("{tiny}:q4_0");
+    let mut more = args.clone();
+    more.extend(["--encoder", &q4]);
+    let g = json(&home, &more);
+    let after = encodings();
+    assert_eq!(after.len(), before.len() + 1, "{after:?}");
+    assert!(
+        before.iter().all(|b| after.contains(b)),
+        "{before:?} → {after:?}"
+    );
+    assert_eq!(g["cost"]["encoders"], 2);
 
     // Another reference (another model's index): another pool, never this one.
     let other = d.join("other");

@@ -307,7 +307,8 @@ pub(super) fn cached_index(
             "csplade: no cached LSR index for this dataset and model; building {}",
             dir.display()
         );
-        super::index::build_with_progress(model, margs, dataset, &dir, 100.0, 0, 64, false, None)?;
+        let settings = super::index::IndexSettings::default();
+        super::index::build_with_progress(model, margs, dataset, &dir, &settings, false)?;
     }
     Ok(dir)
 }

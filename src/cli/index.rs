@@ -36,6 +36,11 @@ pub struct IndexArgs {
     /// Documents encoded between resumable commits
     #[arg(long, default_value_t = 64, value_parser = super::within(1, 1_000_000))]
     pub commit_every: usize,
+    /// Encode at most N commit batches (--commit-every documents each) in
+    /// this run, then stop; rerunning the same command resumes (for jobs
+    /// with a time limit)
+    #[arg(long, value_name = "N", value_parser = super::within(1, 1_000_000_000))]
+    pub stop_after: Option<usize>,
     /// Print progress as JSON lines on stdout (for the explorer)
     #[arg(long)]
     pub progress_json: bool,
@@ -99,32 +104,66 @@ pub fn run(a: IndexArgs) -> Result<()> {
         anyhow::bail!("index needs --corpus and --out (or the merge subcommand)");
     };
     let model = a.model.load()?;
-    build_with_progress(
-        &model,
-        &a.model,
-        corpus,
-        out,
-        a.scale,
-        a.doc_top_k,
-        a.commit_every,
-        a.progress_json,
-        a.shard,
-    )?;
-    Ok(())
+    let settings = IndexSettings {
+        scale: a.scale,
+        doc_top_k: a.doc_top_k,
+        commit_every: a.commit_every,
+        shard: a.shard,
+        stop_after: a.stop_after,
+    };
+    match build_with_progress(&model, &a.model, corpus, out, &settings, a.progress_json) {
+        Err(e) if a.stop_after.is_some() => match e.downcast_ref::<csplade::index::IndexError>() {
+            Some(csplade::index::IndexError::Interrupted { done, total, .. }) => {
+                eprintln!(
+                    "csplade: stopped after {} commits as asked ({done} of {total} documents encoded); rerun the same command to resume",
+                    a.stop_after.unwrap_or_default()
+                );
+                Ok(())
+            }
+            _ => Err(e),
+        },
+        r => r.map(|_| ()),
+    }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// How an index is built, beside the model: impacts, pruning, commits,
+/// sharding and where this run stops.
+#[derive(Clone, Copy, Debug)]
+pub struct IndexSettings {
+    pub scale: f32,
+    pub doc_top_k: usize,
+    pub commit_every: usize,
+    pub shard: Option<(usize, usize)>,
+    pub stop_after: Option<usize>,
+}
+
+impl Default for IndexSettings {
+    fn default() -> Self {
+        Self {
+            scale: 100.0,
+            doc_top_k: 0,
+            commit_every: 64,
+            shard: None,
+            stop_after: None,
+        }
+    }
+}
+
 pub fn build_with_progress(
     model: &SparseModel,
     margs: &ModelArgs,
     corpus: &std::path::Path,
     out: &std::path::Path,
-    scale: f32,
-    doc_top_k: usize,
-    commit_every: usize,
+    settings: &IndexSettings,
     json: bool,
-    shard: Option<(usize, usize)>,
 ) -> Result<csplade::index::IndexMeta> {
+    let &IndexSettings {
+        scale,
+        doc_top_k,
+        commit_every,
+        shard,
+        stop_after,
+    } = settings;
     if margs.inference_free {
         anyhow::bail!(
             "--inference-free encodes queries only: documents are always encoded by the model"
@@ -138,7 +177,7 @@ pub fn build_with_progress(
         doc_top_k,
         commit_every,
         precision: csplade::quant::label(margs.precision, margs.quantize_head),
-        interrupt_after: None,
+        stop_after_commits: stop_after,
         shard,
     };
     let mut bar: Option<ProgressBar> = None;

@@ -38,9 +38,10 @@ pub struct BuildOptions {
     pub commit_every: usize,
     /// Precision label recorded in the metadata.
     pub precision: String,
-    /// Stop (as if killed) after this many commits in this run: for
-    /// time-boxed runs and for testing resumption. `None` runs to the end.
-    pub interrupt_after: Option<usize>,
+    /// Stop after this many commits in this run (`csplade index
+    /// --stop-after`): for time-limited jobs, which rerun to resume. `None`
+    /// runs to the end.
+    pub stop_after_commits: Option<usize>,
     /// `(i, n)`: encode only shard i of n (every n-th commit batch, starting
     /// at batch i) into a partial index that `index merge` joins.
     pub shard: Option<(usize, usize)>,
@@ -397,7 +398,7 @@ impl Encoding<'_> {
         let session_start_tokens = state.tokens;
         let mut commits = 0;
         while state.done < order.len() {
-            if self.opts.interrupt_after.is_some_and(|n| commits >= n) {
+            if self.opts.stop_after_commits.is_some_and(|n| commits >= n) {
                 return Err(IndexError::Interrupted {
                     done: state.done,
                     total: order.len(),

@@ -209,7 +209,10 @@ mod tests {
         assert_eq!(bootstrap_ci(&few, 1000, 3), (lo, hi), "seeded");
         // constant data: a point interval
         let (lo, hi) = bootstrap_ci(&[0.3; 10], 100, 1);
-        assert!((lo - 0.3).abs() < 1e-12 && (hi - 0.3).abs() < 1e-12, "{lo} {hi}");
+        assert!(
+            (lo - 0.3).abs() < 1e-12 && (hi - 0.3).abs() < 1e-12,
+            "{lo} {hi}"
+        );
     }
 
     #[test]

@@ -421,6 +421,12 @@ fn encode_documents(
     let enc = spec.encoder(model, setup.index.meta.max_len)?;
     let mut journal = cache.resume_documents(key)?;
     let total = texts.len();
+    if !journal.vectors.is_empty() {
+        on(Event::Phase(format!(
+            "resuming {spec}: {} of {total} pool documents already encoded",
+            journal.vectors.len()
+        )));
+    }
     let started = Instant::now();
     let resumed_tokens = journal.tokens;
     while journal.vectors.len() < total {
@@ -430,9 +436,9 @@ fn encode_documents(
             .map(String::as_str)
             .collect();
         let t = Instant::now();
-        let encoded = enc.encode(&batch)?;
-        let tokens: u64 = encoded.iter().map(|e| e.token_ids.len() as u64).sum();
-        let vectors: Vec<SparseVec> = encoded.into_iter().map(|e| e.vector).collect();
+        let encoded = encode_texts(&enc, &batch)?;
+        let tokens: u64 = encoded.iter().map(|e| e.0).sum();
+        let vectors: Vec<SparseVec> = encoded.into_iter().map(|e| e.1).collect();
         journal.append(&vectors, tokens, t.elapsed().as_secs_f64())?;
         let rate =
             (journal.tokens - resumed_tokens) as f64 / started.elapsed().as_secs_f64().max(1e-9);
@@ -452,6 +458,20 @@ fn encode_documents(
         model_bytes: model.as_ref().weight_bytes(),
     };
     Ok((journal.vectors, info))
+}
+
+/// Encode documents: (tokens, vector) each, a document without text as an
+/// empty vector (as the index build stores it).
+fn encode_texts(enc: &crate::encode::Encoder, texts: &[&str]) -> Result<Vec<(u64, SparseVec)>> {
+    let keep: Vec<usize> = (0..texts.len())
+        .filter(|&i| !texts[i].trim().is_empty())
+        .collect();
+    let kept: Vec<&str> = keep.iter().map(|&i| texts[i]).collect();
+    let mut out = vec![(0, SparseVec::default()); texts.len()];
+    for (i, e) in keep.into_iter().zip(enc.encode(&kept)?) {
+        out[i] = (e.token_ids.len() as u64, e.vector);
+    }
+    Ok(out)
 }
 
 /// Each sampled query's ranking (document ids, best first, at most 100)
