@@ -143,7 +143,10 @@ fn builds_stopped_by_stop_after_resume_to_the_same_vectors() {
     csplade::model::tiny::write_tiny_model(&dir.path().join("m"), 4).unwrap();
     let model = dir.path().join("m/tiny.gguf");
     let whole = dir.path().join("whole");
-    assert!(index_cmd(&model, &corpus, &whole).status().unwrap().success());
+    assert!(index_cmd(&model, &corpus, &whole)
+        .status()
+        .unwrap()
+        .success());
     let out = dir.path().join("stopped");
     let stage = csplade::index::build::staging_dir(&out);
     let mut runs = 0;

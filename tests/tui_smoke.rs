@@ -189,10 +189,10 @@ fn frontier_flow(session: &str) {
     tmux(&["send-keys", "-t", session, "Down"]);
     tmux(&["send-keys", "-t", session, "Enter"]);
     let screen = wait_for(session, "compared 2 encoders", 120);
-    assert!(
-        screen.contains("default:f16"),
-        "f16 not beside the reference:\n{screen}"
-    );
+    // Compare's columns drop the shared model name: f32 (the reference) and f16.
+    for column in ["┌ f32 ", "┌ f16 "] {
+        assert!(screen.contains(column), "no {column} column:\n{screen}");
+    }
 }
 
 /// A SPLADE checkpoint (sentence-transformers' layout) beside the default

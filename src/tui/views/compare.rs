@@ -21,26 +21,9 @@ use crate::tui::app::App;
 
 pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     let t = &app.theme;
-    let (preset, about) = app.compare_preset();
+    let (preset, _) = app.compare_preset();
     let Some(c) = &app.comparison else {
-        let msg = if app.compare_pending {
-            format!(
-                "Loading the encoders of {preset} ({about}) and encoding the query under each …"
-            )
-        } else if app.result.is_some() {
-            format!("Press Enter to compare the current query: {preset} ({about}). p: next preset.")
-        } else {
-            format!("Run a query in Search first, then compare it here: {preset} ({about}). p: next preset.")
-        };
-        f.render_widget(
-            Paragraph::new(msg).block(
-                Block::default()
-                    .borders(Borders::ALL)
-                    .title(format!(" Compare: {preset} ")),
-            ),
-            area,
-        );
-        return;
+        return draw_placeholder(f, area, app);
     };
     // Column labels: the specs without the model when they all share it.
     let same_model = c
@@ -67,6 +50,45 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     let [summary, scatter] =
         Layout::horizontal([Constraint::Min(60), Constraint::Length(34)]).areas(top);
     draw_scatter(f, scatter, c, &label, &key, t);
+    let title = format!(
+        " Compare {preset}: \"{}\" (vs the first{}; p: next preset) ",
+        c.text,
+        alignment_note(c)
+    );
+    draw_summary(f, summary, c, &label, title, t);
+    draw_term_columns(f, terms, c, &label, &key, t);
+}
+
+/// What Compare shows before a comparison: how to get one.
+fn draw_placeholder(f: &mut Frame, area: Rect, app: &App) {
+    let (preset, about) = app.compare_preset();
+    let msg = if app.compare_pending {
+        format!("Loading the encoders of {preset} ({about}) and encoding the query under each …")
+    } else if app.result.is_some() {
+        format!("Press Enter to compare the current query: {preset} ({about}). p: next preset.")
+    } else {
+        format!("Run a query in Search first, then compare it here: {preset} ({about}). p: next preset.")
+    };
+    f.render_widget(
+        Paragraph::new(msg).block(
+            Block::default()
+                .borders(Borders::ALL)
+                .title(format!(" Compare: {preset} ")),
+        ),
+        area,
+    );
+}
+
+/// One row per encoder: active terms, latency, model size and agreement
+/// with the first.
+fn draw_summary(
+    f: &mut Frame,
+    summary: Rect,
+    c: &crate::explore::Comparison,
+    label: &dyn Fn(&crate::explore::EncoderRun) -> String,
+    title: String,
+    t: &crate::tui::theme::Theme,
+) {
     let fmt = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.3}"));
     // Wide enough for the longest encoder label (`base:echo:logprob:5`).
     let label_width = c
@@ -111,15 +133,23 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
                 "encoder", "active", "latency", "model", "terms@10", "cosine", "max|Δw|",
                 "hits@10", "τ",
             ],
-            format!(
-                " Compare {preset}: \"{}\" (vs the first{}; p: next preset) ",
-                c.text,
-                alignment_note(c)
-            ),
+            title,
             t,
         ),
         summary,
     );
+}
+
+/// Each encoder's top terms in a column of its own: red for a term outside
+/// the first's list, yellow for one at another rank, with its weight change.
+fn draw_term_columns(
+    f: &mut Frame,
+    terms: Rect,
+    c: &crate::explore::Comparison,
+    label: &dyn Fn(&crate::explore::EncoderRun) -> String,
+    key: &dyn Fn(&crate::explore::ExpansionTerm) -> String,
+    t: &crate::tui::theme::Theme,
+) {
     let reference: HashMap<String, (usize, f32)> = c
         .runs
         .first()
