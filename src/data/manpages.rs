@@ -346,10 +346,6 @@ pub fn parse_page(id: &str, src: &str) -> Result<Page, &'static str> {
 
 /// Convert the machine's man pages into a BEIR collection at `out`.
 pub fn convert(opts: &ManpageOptions, out: &Path) -> Result<ManpageReport, DataError> {
-    let io = |p: &Path, e: std::io::Error| DataError::Io {
-        path: p.to_path_buf(),
-        source: e,
-    };
     let mut stage = out.as_os_str().to_owned();
     stage.push(".partial");
     let stage = PathBuf::from(stage);
@@ -357,6 +353,30 @@ pub fn convert(opts: &ManpageOptions, out: &Path) -> Result<ManpageReport, DataE
     for p in [out, stage.as_path()] {
         super::output::check(p, &super::output::MANPAGES, &[&opts.root])?;
     }
+    let files = page_files(opts);
+    if files.is_empty() {
+        return Err(DataError::Invalid {
+            path: opts.root.clone(),
+            msg: "no man pages found (install the man-db and manpages packages, or pass --root)"
+                .into(),
+        });
+    }
+    let (docs, queries, report) = read_pages(opts, &files);
+    if docs.is_empty() {
+        return Err(DataError::Invalid {
+            path: opts.root.clone(),
+            msg: "no page had a NAME line to turn into a query".into(),
+        });
+    }
+    write_collection(opts, &stage, &docs, &queries)?;
+    super::output::publish(&stage, out)?;
+    Ok(report)
+}
+
+/// The page files of the chosen sections, keyed in the order they are
+/// read: common commands and short names first (`common_first`), else a
+/// stable spread over the alphabet.
+fn page_files(opts: &ManpageOptions) -> BTreeMap<String, PathBuf> {
     let mut files: BTreeMap<String, PathBuf> = BTreeMap::new();
     for s in &opts.sections {
         let dir = opts.root.join(format!("man{s}"));
@@ -388,13 +408,15 @@ pub fn convert(opts: &ManpageOptions, out: &Path) -> Result<ManpageReport, DataE
             files.insert(format!("{key}{id}"), p);
         }
     }
-    if files.is_empty() {
-        return Err(DataError::Invalid {
-            path: opts.root.clone(),
-            msg: "no man pages found (install the man-db and manpages packages, or pass --root)"
-                .into(),
-        });
-    }
+    files
+}
+
+/// Parse pages until `opts.max` documents: each page with a NAME line
+/// and a body becomes a document and its known-item query.
+fn read_pages(
+    opts: &ManpageOptions,
+    files: &BTreeMap<String, PathBuf>,
+) -> (Vec<Document>, Vec<Query>, ManpageReport) {
     let mut report = ManpageReport::default();
     // Families of generated pages (gcloud ships 16,000 of them) would drown
     // the rest: keep at most a few pages per prefix before the first '_'.
@@ -448,15 +470,22 @@ pub fn convert(opts: &ManpageOptions, out: &Path) -> Result<ManpageReport, DataE
         }
     }
     report.written = docs.len();
-    if docs.is_empty() {
-        return Err(DataError::Invalid {
-            path: opts.root.clone(),
-            msg: "no page had a NAME line to turn into a query".into(),
-        });
-    }
-    // Stage, then rename into place.
-    super::output::fresh_stage(&stage, &super::output::MANPAGES, &[&opts.root])?;
-    std::fs::create_dir_all(stage.join("qrels")).map_err(|e| io(&stage, e))?;
+    (docs, queries, report)
+}
+
+/// Write the collection (corpus, queries, qrels) into a fresh stage.
+fn write_collection(
+    opts: &ManpageOptions,
+    stage: &Path,
+    docs: &[Document],
+    queries: &[Query],
+) -> Result<(), DataError> {
+    let io = |p: &Path, e: std::io::Error| DataError::Io {
+        path: p.to_path_buf(),
+        source: e,
+    };
+    super::output::fresh_stage(stage, &super::output::MANPAGES, &[&opts.root])?;
+    std::fs::create_dir_all(stage.join("qrels")).map_err(|e| io(stage, e))?;
     let write_jsonl = |p: PathBuf, items: Vec<String>| -> Result<(), DataError> {
         let mut f = std::io::BufWriter::new(std::fs::File::create(&p).map_err(|e| io(&p, e))?);
         for l in items {
@@ -479,9 +508,7 @@ pub fn convert(opts: &ManpageOptions, out: &Path) -> Result<ManpageReport, DataE
     )?;
     let mut qrels = vec!["query-id\tcorpus-id\tscore".to_string()];
     qrels.extend(docs.iter().map(|d| format!("q-{}\t{}\t1", d.id, d.id)));
-    write_jsonl(stage.join("qrels").join("test.tsv"), qrels)?;
-    super::output::publish(&stage, out)?;
-    Ok(report)
+    write_jsonl(stage.join("qrels").join("test.tsv"), qrels)
 }
 
 #[cfg(test)]
