@@ -288,51 +288,7 @@ impl App {
                 self.status = format!("no index: {e}");
                 vec![]
             }
-            Action::QueryDone(Ok(r)) => {
-                self.query_pending = false;
-                self.status = format!(
-                    "{} terms, {} hits ({:.0} ms encode, {:.1} ms search, {})",
-                    r.terms.len(),
-                    r.hits.len(),
-                    r.encode_ms,
-                    r.search_ms,
-                    r.scorer
-                );
-                // The same query again (re-run when the index grew, or under
-                // another ranking) keeps the selected document where it can.
-                let same_query = self.result.as_ref().is_some_and(|old| old.text == r.text);
-                let kept = self
-                    .current_hit_ordinal()
-                    .filter(|_| same_query)
-                    .and_then(|o| r.hits.iter().position(|h| h.ordinal == o));
-                if kept.is_none() || kept != Some(self.selected) {
-                    self.doc_scroll = 0;
-                    self.detail = None;
-                }
-                // Opened from Failures: the first relevant document, however deep.
-                let relevant = std::mem::take(&mut self.select_relevant)
-                    .then(|| {
-                        r.hits
-                            .iter()
-                            .position(|h| h.relevance.is_some_and(|g| g > 0))
-                    })
-                    .flatten();
-                if let Some(i) = relevant {
-                    self.doc_scroll = 0;
-                    self.detail = None;
-                    self.status
-                        .push_str(&format!("; first relevant document at rank {}", i + 1));
-                }
-                self.selected = relevant.or(kept).unwrap_or(0);
-                let shown = r.hits.get(self.selected).map(|h| h.ordinal);
-                let reload = self.detail.is_none();
-                self.result = Some(r);
-                shown
-                    .filter(|_| reload)
-                    .map(Effect::LoadDetail)
-                    .into_iter()
-                    .collect()
-            }
+            Action::QueryDone(Ok(r)) => self.query_done(r),
             Action::QueryDone(Err(e)) => {
                 self.query_pending = false;
                 self.select_relevant = false;
@@ -379,26 +335,7 @@ impl App {
                 }
                 vec![]
             }
-            Action::ExplanationDone(r) => {
-                self.explain_pending = false;
-                match r {
-                    Ok(e) => {
-                        self.status = format!(
-                            "query {}: {}, {} explained",
-                            e.query_id,
-                            count(
-                                e.missed.len(),
-                                "relevant document missed",
-                                "relevant documents missed"
-                            ),
-                            count(e.wrong_hits.len(), "wrong hit", "wrong hits")
-                        );
-                        self.explanation = Some(e);
-                    }
-                    Err(e) => self.status = format!("explanation failed: {e}"),
-                }
-                vec![]
-            }
+            Action::ExplanationDone(r) => self.explanation_done(r),
             Action::ExportDone(r) => {
                 self.status = match r {
                     Ok(paths) => format!("exported to {paths}"),
@@ -409,6 +346,80 @@ impl App {
             Action::FrontierDone(r) => self.frontier_done(r),
             Action::Task(ev) => self.on_task(ev),
         }
+    }
+
+    /// A query's result: keep the selected document where the same query
+    /// was re-run, select the first relevant hit for a query opened from
+    /// Failures, and load the selected document.
+    fn query_done(&mut self, r: QueryResult) -> Vec<Effect> {
+        self.query_pending = false;
+        self.status = format!(
+            "{} terms, {} hits ({:.0} ms encode, {:.1} ms search, {})",
+            r.terms.len(),
+            r.hits.len(),
+            r.encode_ms,
+            r.search_ms,
+            r.scorer
+        );
+        // The same query again (re-run when the index grew, or under
+        // another ranking) keeps the selected document where it can.
+        let same_query = self.result.as_ref().is_some_and(|old| old.text == r.text);
+        let kept = self
+            .current_hit_ordinal()
+            .filter(|_| same_query)
+            .and_then(|o| r.hits.iter().position(|h| h.ordinal == o));
+        if kept.is_none() || kept != Some(self.selected) {
+            self.doc_scroll = 0;
+            self.detail = None;
+        }
+        // Opened from Failures: the first relevant document, however deep.
+        let relevant = std::mem::take(&mut self.select_relevant)
+            .then(|| {
+                r.hits
+                    .iter()
+                    .position(|h| h.relevance.is_some_and(|g| g > 0))
+            })
+            .flatten();
+        if let Some(i) = relevant {
+            self.doc_scroll = 0;
+            self.detail = None;
+            self.status
+                .push_str(&format!("; first relevant document at rank {}", i + 1));
+        }
+        self.selected = relevant.or(kept).unwrap_or(0);
+        let shown = r.hits.get(self.selected).map(|h| h.ordinal);
+        let reload = self.detail.is_none();
+        self.result = Some(r);
+        shown
+            .filter(|_| reload)
+            .map(Effect::LoadDetail)
+            .into_iter()
+            .collect()
+    }
+
+    /// Why LSR loses on a judged query, or why that could not be computed.
+    fn explanation_done(
+        &mut self,
+        r: Result<crate::explore::FailureExplanation, String>,
+    ) -> Vec<Effect> {
+        self.explain_pending = false;
+        match r {
+            Ok(e) => {
+                self.status = format!(
+                    "query {}: {}, {} explained",
+                    e.query_id,
+                    count(
+                        e.missed.len(),
+                        "relevant document missed",
+                        "relevant documents missed"
+                    ),
+                    count(e.wrong_hits.len(), "wrong hit", "wrong hits")
+                );
+                self.explanation = Some(e);
+            }
+            Err(e) => self.status = format!("explanation failed: {e}"),
+        }
+        vec![]
     }
 
     pub(super) fn current_hit_ordinal(&self) -> Option<usize> {
