@@ -295,12 +295,12 @@ fn write_csv(path: &std::path::Path, f: &Frontier, inputs: &[&std::path::Path]) 
         inputs,
         "tradeoff",
         |w| {
-            writeln!(w, "label,query_encoder,document_encoder,doc_top_k,scale,seismic,queries,pool_depth,pool_documents,ndcg10,ndcg10_lo,ndcg10_hi,full_ndcg10,recall100_in_pool,overlap10,kendall_tau,doc_tokens_per_s,query_p50_ms,query_p99_ms,query_model_bytes,doc_model_bytes,index_bytes")?;
+            writeln!(w, "label,query_encoder,document_encoder,doc_top_k,scale,seismic,queries,pool_depth,pool_documents,ndcg10,ndcg10_lo,ndcg10_hi,full_ndcg10,full_ndcg10_lo,full_ndcg10_hi,recall100_in_pool,overlap10,kendall_tau,doc_tokens_per_s,query_p50_ms,query_p99_ms,query_model_bytes,doc_model_bytes,index_bytes")?;
             for p in &f.points {
                 let opt = |x: Option<String>| x.unwrap_or_default();
                 writeln!(
                 w,
-                "\"{}\",\"{}\",\"{}\",{},{},{},{},{},{},{:.5},{:.5},{:.5},{},{:.5},{:.5},{:.5},{:.1},{:.3},{:.3},{},{},{}",
+                "\"{}\",\"{}\",\"{}\",{},{},{},{},{},{},{:.5},{:.5},{:.5},{},{},{},{:.5},{:.5},{:.5},{:.1},{:.3},{:.3},{},{},{}",
                 p.label.replace('"', "\"\""),
                 p.query_encoder.replace('"', "\"\""),
                 p.document_encoder.replace('"', "\"\""),
@@ -314,6 +314,8 @@ fn write_csv(path: &std::path::Path, f: &Frontier, inputs: &[&std::path::Path]) 
                 p.ndcg10_ci[0],
                 p.ndcg10_ci[1],
                 opt(p.full_ndcg10.map(|x| format!("{x:.5}"))),
+                opt(p.full_ndcg10_ci.map(|c| format!("{:.5}", c[0]))),
+                opt(p.full_ndcg10_ci.map(|c| format!("{:.5}", c[1]))),
                 p.recall100_in_pool,
                 p.overlap10,
                 p.kendall_tau,

@@ -169,7 +169,7 @@ impl Session {
         }
         SessionTasks {
             frontier: TaskSpec {
-                title: "frontier f32/f16/q8_0/q4_0".into(),
+                title: "frontier f32/f16/q8_0/q4_0, per side".into(),
                 args: args(&[
                     "tradeoff",
                     "--dataset",
@@ -178,6 +178,7 @@ impl Session {
                     &index,
                     "--model",
                     &model,
+                    "--mixed",
                 ]),
             },
             index: TaskSpec {

@@ -122,6 +122,9 @@ pub struct PointResult {
     /// nDCG@10 of the same queries over a full index of this encoder,
     /// where one was given: the pooled estimate's measured error.
     pub full_ndcg10: Option<f64>,
+    /// Its 95% bootstrap interval over the same queries.
+    #[serde(default)]
+    pub full_ndcg10_ci: Option<[f64; 2]>,
     pub per_query_ndcg10: Vec<f64>,
 }
 

@@ -520,7 +520,7 @@ fn rank_pool(
     })
 }
 
-/// nDCG@10 of the sampled queries over a full index of this point's
+/// Per-query nDCG@10 of the sampled queries over a full index of this point's
 /// encoder, when one was given (plain index side, same encoder both sides).
 fn full_ndcg(
     setup: &Setup,
@@ -529,7 +529,7 @@ fn full_ndcg(
     prior: QueryPrior,
     pool: &Pool,
     models: &mut Models,
-) -> Result<Option<f64>> {
+) -> Result<Option<Vec<f64>>> {
     let mut docs_side = p.queries.clone();
     docs_side.inference_free = false;
     if !p.plain_index() || docs_side != p.documents {
@@ -553,7 +553,7 @@ fn full_ndcg(
         let judged = setup.qrels.get(qid).cloned().unwrap_or_default();
         ndcg.push(crate::eval::ndcg_at(&ranking, &judged, 10));
     }
-    Ok(Some(measure::mean(&ndcg)))
+    Ok(Some(ndcg))
 }
 
 /// A point's figures from its per-query scores, its encodings (the
@@ -566,7 +566,7 @@ fn point_result(
     q: &QueryEncoding,
     (vectors, d): &Pooled,
     corpus_docs: usize,
-    full_ndcg10: Option<f64>,
+    full: Option<Vec<f64>>,
 ) -> PointResult {
     let ndcg: Vec<f64> = scores.iter().map(|s| s.ndcg10).collect();
     let col = |f: fn(&QueryScore) -> f64| measure::mean(&scores.iter().map(f).collect::<Vec<_>>());
@@ -598,7 +598,11 @@ fn point_result(
         query_model_bytes: q.model_bytes,
         doc_model_bytes: d.model_bytes,
         index_bytes: measure::projected_index_bytes(&stored, p.scale, corpus_docs),
-        full_ndcg10,
+        full_ndcg10: full.as_deref().map(measure::mean),
+        full_ndcg10_ci: full.as_deref().map(|f| {
+            let (lo, hi) = measure::bootstrap_ci(f, BOOTSTRAP_ROUNDS, pool.identity.spec.seed);
+            [lo, hi]
+        }),
         per_query_ndcg10: ndcg,
     }
 }

@@ -32,6 +32,7 @@ fn point(label: &str, ndcg: f64, p50: f64, model_mb: f64, full: Option<f64>) -> 
         doc_model_bytes: (model_mb * 1e6) as usize,
         index_bytes: 12_000_000,
         full_ndcg10: full,
+        full_ndcg10_ci: full.map(|x| [x - 0.05, x + 0.05]),
         per_query_ndcg10: vec![ndcg; 80],
     }
 }
