@@ -111,6 +111,9 @@ pub struct TuiArgs {
     /// clicks and the wheel
     #[arg(long)]
     pub no_mouse: bool,
+    /// Hits listed per query in Search (the list scrolls)
+    #[arg(long, default_value_t = 200, value_parser = within(1, 100_000))]
+    pub k: usize,
     /// Query-side prior: none, idf or idf:POWER; default: the model's own
     #[arg(long)]
     pub query_prior: Option<csplade::search::QueryPrior>,
@@ -338,6 +341,7 @@ fn tui(a: TuiArgs) -> Result<()> {
         inference_free: a.inference_free,
         second_model: a.second,
         mouse: !a.no_mouse,
+        hits: a.k,
     })
 }
 

@@ -126,6 +126,8 @@ pub struct App {
     pub has_qrels: bool,
     /// The precisions' trade-off over the collection (its own view).
     pub frontier: super::frontier::FrontierState,
+    /// Hits listed per query (`--k`).
+    pub hits: usize,
 }
 
 const LOG_LINES: usize = 200;
@@ -237,6 +239,7 @@ impl App {
             train_tasks: None,
             has_qrels: false,
             frontier: Default::default(),
+            hits: 200,
         }
     }
 

@@ -44,6 +44,8 @@ pub struct TuiOptions {
     pub second_model: Option<String>,
     /// Take mouse clicks and the wheel (off: the terminal keeps them).
     pub mouse: bool,
+    /// Hits listed per query in Search.
+    pub hits: usize,
 }
 
 /// User settings from `<config dir>/csplade/config.toml`; a key it does not
@@ -158,7 +160,7 @@ pub fn run(opts: TuiOptions) -> Result<()> {
     // terminal (for selecting text with the mouse).
     let mouse = opts.mouse
         && crossterm::execute!(std::io::stdout(), crossterm::event::EnableMouseCapture).is_ok();
-    let result = rt.block_on(event_loop(&mut terminal, theme, session));
+    let result = rt.block_on(event_loop(&mut terminal, theme, session, opts.hits));
     if mouse {
         let _ = crossterm::execute!(std::io::stdout(), crossterm::event::DisableMouseCapture);
     }
@@ -166,13 +168,12 @@ pub fn run(opts: TuiOptions) -> Result<()> {
     result
 }
 
-/// Hits a query shows (the list scrolls).
-const EXPLORER_HITS: usize = 200;
 
 async fn event_loop(
     terminal: &mut ratatui::DefaultTerminal,
     theme: theme::Theme,
     session: Arc<Session>,
+    hits: usize,
 ) -> Result<()> {
     let (tx, mut rx) = mpsc::unbounded_channel::<Action>();
     let (task_tx, mut task_rx) = mpsc::unbounded_channel();
@@ -190,6 +191,7 @@ async fn event_loop(
         });
     }
     let mut app = initial_app(theme, &session);
+    app.hits = hits;
     // Load the model off the UI thread.
     {
         let (tx, session) = (tx.clone(), session.clone());
@@ -301,10 +303,10 @@ fn perform(
             if let Err(e) = crate::explore::session::remember_query(&text) {
                 log(&format!("query history: {e:#}"));
             }
-            let ranking = app.ranking;
+            let (ranking, hits) = (app.ranking, app.hits);
             spawn_engine(tx, session, move |ex| {
                 Action::QueryDone(
-                    ex.query(&text, EXPLORER_HITS, ranking)
+                    ex.query(&text, hits, ranking)
                         .map_err(|e| e.to_string()),
                 )
             })
