@@ -53,6 +53,11 @@ pub struct MissedDocument {
     pub bm25_words: Vec<WordEvidence>,
     /// What the document shares with the expansion, heaviest first.
     pub shared_terms: Vec<TermEvidence>,
+    pub ordinal: usize,
+    /// The query's terms that the document has only beyond what the model
+    /// read of it (its first `max_len` tokens): they cannot match. Filled
+    /// where the document's text is at hand (the explorer).
+    pub beyond_window: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -191,6 +196,8 @@ pub fn explain(
             bm25_rank: rank_of(case.bm25, doc),
             bm25_words,
             shared_terms: evidence(tok, idx.explain(case.expansion, o)),
+            ordinal: o,
+            beyond_window: Vec::new(),
         });
     }
     let relevant_ids: HashSet<&str> = case

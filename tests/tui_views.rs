@@ -555,6 +555,8 @@ fn sample_explanation() -> csplade::explore::FailureExplanation {
                 missing_from_expansion: true,
             }],
             shared_terms: vec![],
+            ordinal: 9,
+            beyond_window: vec![" sodium".into()],
         }],
         wrong_hits: vec![WrongHit {
             doc_id: "d3".into(),

@@ -485,11 +485,14 @@ impl Explorer {
             ndcg_lsr: ndcg(&lsr),
             ndcg_bm25: ndcg(&bm25),
         };
-        Ok(crate::failures::explain(
-            idx,
-            self.model.tokenizer(),
-            &case,
-        )?)
+        let mut explained = crate::failures::explain(idx, self.model.tokenizer(), &case)?;
+        for m in &mut explained.missed {
+            let doc = idx.document(m.ordinal)?;
+            if let Some((at, _)) = self.encoded_window(&doc.title, &doc.text) {
+                m.beyond_window = self.beyond_window(&e.vector, &doc.title, &doc.text, at);
+            }
+        }
+        Ok(explained)
     }
 }
 

@@ -228,6 +228,16 @@ fn draw_explanation(f: &mut Frame, explain: Rect, app: &App, e: &FailureExplanat
             })
             .collect();
         lines.push(Line::from(words));
+        if !m.beyond_window.is_empty() {
+            let terms: Vec<String> = m.beyond_window.iter().map(|t| show_token(t)).collect();
+            lines.push(Line::from(Span::styled(
+                format!(
+                    "  only beyond the encoded window (the model never read them): {}",
+                    terms.join(" ")
+                ),
+                muted,
+            )));
+        }
     }
     for h in &e.wrong_hits {
         lines.push(Line::from(vec![
