@@ -55,6 +55,19 @@ pub enum IndexSub {
     /// Join the N shards of one build (`index --shard I/N`) into the index a
     /// one-process build would write
     Merge(MergeArgs),
+    /// Check every file of an index: metadata, the vectors' checksum and
+    /// count, tantivy's and BM25's documents, the document order and ids,
+    /// tantivy's impacts against the vectors, a Seismic cache; each failure
+    /// says whether a rebuild or a resume fixes it
+    Verify(VerifyArgs),
+}
+
+#[derive(Args)]
+pub struct VerifyArgs {
+    /// The index directory
+    pub index: PathBuf,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args)]
@@ -85,7 +98,40 @@ fn parse_shard(s: &str) -> Result<(usize, usize), String> {
     Ok((i, n))
 }
 
+/// `index verify`: each check on a line; failing checks make the exit
+/// status 1.
+fn verify(v: &VerifyArgs) -> Result<()> {
+    let checks = csplade::search::verify::verify(&v.index);
+    if v.json {
+        println!("{}", serde_json::to_string(&checks)?);
+    } else {
+        for c in &checks {
+            println!(
+                "{:<5} {:<16} {}",
+                if c.ok { "ok" } else { "FAIL" },
+                c.what,
+                c.detail
+            );
+            if let Some(fix) = &c.fix {
+                println!("      {:<16} fix: {fix}", "");
+            }
+        }
+    }
+    let failed = checks.iter().filter(|c| !c.ok).count();
+    if failed > 0 {
+        anyhow::bail!(
+            "{failed} of {} checks failed for {}",
+            checks.len(),
+            v.index.display()
+        );
+    }
+    Ok(())
+}
+
 pub fn run(a: IndexArgs) -> Result<()> {
+    if let Some(IndexSub::Verify(v)) = &a.sub {
+        return verify(v);
+    }
     if let Some(IndexSub::Merge(m)) = a.sub {
         let meta = csplade::index::shard::merge(&m.shards, &m.out, |p| {
             if let BuildProgress::Phase { name } = &p {

@@ -419,6 +419,7 @@ mod path_flags {
         "export --index",
         "index --corpus",
         "index merge --shards",
+        "index verify --index",
         "search --index",
         "train adapt --config",
         "train contrastive --config",

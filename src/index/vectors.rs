@@ -1,15 +1,21 @@
 //! The exact sparse vectors of an index, in a compact binary file:
 //! `CSPV` magic, version, document count, then per document a `u32` term
-//! count, the term ids (`u32`) and the weights (`f32`), all little-endian.
+//! count, the term ids (`u32`) and the weights (`f32`), all little-endian;
+//! since version 2 a sha256 of everything before it closes the file, and
+//! reading checks it (version 1 files, from earlier csplade, have none).
 
 use std::io::{BufWriter, Read, Write};
+
+use sha2::{Digest, Sha256};
 use std::path::Path;
 
 use super::IndexError;
 use crate::encode::SparseVec;
 
 const MAGIC: &[u8; 4] = b"CSPV";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
+/// Bytes of the closing checksum.
+const SUM: usize = 32;
 
 /// Serialize one vector record.
 pub fn encode_record(v: &SparseVec, out: &mut Vec<u8>) {
@@ -56,12 +62,17 @@ pub fn write(path: &Path, vectors: &[SparseVec]) -> Result<(), IndexError> {
         head.extend_from_slice(&VERSION.to_le_bytes());
         head.extend_from_slice(&(vectors.len() as u32).to_le_bytes());
         w.write_all(&head).map_err(|e| IndexError::io(&tmp, e))?;
+        let mut sum = Sha256::new();
+        sum.update(&head);
         let mut buf = Vec::new();
         for v in vectors {
             buf.clear();
             encode_record(v, &mut buf);
+            sum.update(&buf);
             w.write_all(&buf).map_err(|e| IndexError::io(&tmp, e))?;
         }
+        w.write_all(&sum.finalize())
+            .map_err(|e| IndexError::io(&tmp, e))?;
         w.flush().map_err(|e| IndexError::io(&tmp, e))?;
         w.get_ref()
             .sync_all()
@@ -83,10 +94,25 @@ pub fn read(path: &Path) -> Result<Vec<SparseVec>, IndexError> {
         return Err(corrupt("not a csplade vectors file"));
     }
     let version = u32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]);
-    if version != VERSION {
-        return Err(corrupt(&format!(
-            "vectors format {version}, expected {VERSION}"
-        )));
+    match version {
+        1 => {}
+        VERSION => {
+            if buf.len() < 12 + SUM {
+                return Err(corrupt("truncated: no checksum"));
+            }
+            let (body, sum) = buf.split_at(buf.len() - SUM);
+            if Sha256::digest(body).as_slice() != sum {
+                return Err(corrupt(
+                    "checksum mismatch: the file changed after csplade wrote it (a disk error or an edit); rebuild the index",
+                ));
+            }
+            buf.truncate(buf.len() - SUM);
+        }
+        _ => {
+            return Err(corrupt(&format!(
+                "vectors format {version}, expected {VERSION} (or 1)"
+            )))
+        }
     }
     let n = u32::from_le_bytes([buf[8], buf[9], buf[10], buf[11]]) as usize;
     // Every record takes at least 4 bytes: a count beyond that is a lie.
@@ -127,6 +153,29 @@ mod tests {
         assert_eq!(read(&p).unwrap(), vs);
         let bytes = std::fs::read(&p).unwrap();
         std::fs::write(&p, &bytes[..bytes.len() - 3]).unwrap();
-        assert!(read(&p).unwrap_err().to_string().contains("truncated"));
+        assert!(read(&p).unwrap_err().to_string().contains("checksum"));
+    }
+
+    #[test]
+    fn a_flipped_bit_fails_the_checksum_and_version_1_files_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("v.bin");
+        let vs = vec![SparseVec::from_pairs(vec![(3, 1.5), (10, 0.25)])];
+        write(&p, &vs).unwrap();
+        let good = std::fs::read(&p).unwrap();
+        // A weight changed in place: still a well-formed record.
+        let mut bad = good.clone();
+        bad[12 + 4 + 8] ^= 0x01;
+        std::fs::write(&p, &bad).unwrap();
+        let e = read(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("checksum mismatch") && e.contains("rebuild"),
+            "{e}"
+        );
+        // The same content as version 1 (no checksum) reads as before.
+        let mut v1 = good[..good.len() - SUM].to_vec();
+        v1[4..8].copy_from_slice(&1u32.to_le_bytes());
+        std::fs::write(&p, &v1).unwrap();
+        assert_eq!(read(&p).unwrap(), vs);
     }
 }

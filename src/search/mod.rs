@@ -7,6 +7,7 @@
 pub mod fusion;
 pub mod prior;
 pub mod seismic;
+pub mod verify;
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -227,25 +228,58 @@ impl LsrIndex {
         &self,
         build: seismic::SeismicBuild,
     ) -> Result<(seismic::SeismicIndex, bool), IndexError> {
+        if let Some(s) = self.cached_seismic(build)? {
+            return Ok((s, false));
+        }
+        let s = seismic::SeismicIndex::build(&self.vectors, self.meta.vocab_size, build);
+        s.save(&self.dir.join(SEISMIC_FILE), self.seismic_key()?)?;
+        Ok((s, true))
+    }
+
+    /// The Seismic structure cached in `seismic.bin`, if one was made with
+    /// `build` for this very index (`None`: none, or a stale one).
+    pub fn cached_seismic(
+        &self,
+        build: seismic::SeismicBuild,
+    ) -> Result<Option<seismic::SeismicIndex>, IndexError> {
+        let path = self.dir.join(SEISMIC_FILE);
+        if !path.is_file() {
+            return Ok(None);
+        }
+        seismic::SeismicIndex::load(&path, self.seismic_key()?, build)
+    }
+
+    /// What a cached Seismic structure must have been made for.
+    fn seismic_key(&self) -> Result<seismic::CacheKey, IndexError> {
         let vectors_file = self.dir.join(VECTORS_FILE);
         let vectors_bytes = std::fs::metadata(&vectors_file)
             .map_err(|e| IndexError::io(&vectors_file, e))?
             .len();
-        let key = seismic::CacheKey {
+        Ok(seismic::CacheKey {
             documents: self.meta.documents as u32,
             vocab: self.meta.vocab_size as u32,
             vectors_bytes,
             built_at: self.meta.built_at,
-        };
-        let path = self.dir.join(SEISMIC_FILE);
-        if path.is_file() {
-            if let Some(s) = seismic::SeismicIndex::load(&path, key, build)? {
-                return Ok((s, false));
+        })
+    }
+
+    /// Whether tantivy's documents carry the ordinals 0..n, each once.
+    pub fn ordinals_are_a_permutation(&self) -> Result<(), String> {
+        let n = self.len();
+        let mut seen = vec![false; n];
+        let mut count = 0;
+        for &o in self.ordinals.iter().flatten() {
+            count += 1;
+            match seen.get_mut(o as usize) {
+                Some(s) if !*s => *s = true,
+                Some(_) => return Err(format!("ordinal {o} appears twice")),
+                None => return Err(format!("ordinal {o} is beyond the {n} documents")),
             }
         }
-        let s = seismic::SeismicIndex::build(&self.vectors, self.meta.vocab_size, build);
-        s.save(&path, key)?;
-        Ok((s, true))
+        if count != n {
+            return Err(format!("{count} tantivy documents for {n}"));
+        }
+        Ok(())
     }
 
     pub fn len(&self) -> usize {

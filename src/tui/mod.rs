@@ -168,7 +168,6 @@ pub fn run(opts: TuiOptions) -> Result<()> {
     result
 }
 
-
 async fn event_loop(
     terminal: &mut ratatui::DefaultTerminal,
     theme: theme::Theme,
@@ -305,10 +304,7 @@ fn perform(
             }
             let (ranking, hits) = (app.ranking, app.hits);
             spawn_engine(tx, session, move |ex| {
-                Action::QueryDone(
-                    ex.query(&text, hits, ranking)
-                        .map_err(|e| e.to_string()),
-                )
+                Action::QueryDone(ex.query(&text, hits, ranking).map_err(|e| e.to_string()))
             })
         }
         Effect::LoadDetail(ordinal) => {
