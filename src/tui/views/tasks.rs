@@ -12,7 +12,6 @@ use crate::tui::app::{App, TaskStatus};
 use crate::tui::mouse::Target;
 
 pub fn draw(f: &mut Frame, area: Rect, app: &App) {
-    let t = &app.theme;
     if app.tasks.is_empty() {
         f.render_widget(
             Paragraph::new("No tasks yet. Press i to build (or resume) the index.")
@@ -24,6 +23,17 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
     let n = app.tasks.len().min(6) as u16;
     let [list, detail] =
         Layout::vertical([Constraint::Length(n * 2 + 2), Constraint::Min(4)]).areas(area);
+    draw_list(f, list, app);
+    let Some(sel) = app.tasks.get(app.task_sel) else {
+        return;
+    };
+    draw_detail(f, detail, app, sel);
+}
+
+/// Six tasks at a time, each a gauge with its state, phase, rate and ETA,
+/// scrolled so that the selected one is in view.
+fn draw_list(f: &mut Frame, list: Rect, app: &App) {
+    let t = &app.theme;
     let block = Block::default().borders(Borders::ALL).title(" Tasks ");
     let inner = block.inner(list);
     f.render_widget(block, list);
@@ -89,9 +99,11 @@ pub fn draw(f: &mut Frame, area: Rect, app: &App) {
             row,
         );
     }
-    let Some(sel) = app.tasks.get(app.task_sel) else {
-        return;
-    };
+}
+
+/// The selected task's loss chart (training) and log tail.
+fn draw_detail(f: &mut Frame, detail: Rect, app: &App, sel: &crate::tui::app::TaskView) {
+    let t = &app.theme;
     let (chart_area, log_area) = if sel.losses.is_empty() {
         (None, detail)
     } else {
