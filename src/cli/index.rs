@@ -227,6 +227,7 @@ pub fn build_with_progress(
         shard,
     };
     let mut bar: Option<ProgressBar> = None;
+    let out_dir = opts.out.clone();
     let meta = build(&encoder, &opts, |p| {
         if json {
             if let Ok(line) = serde_json::to_string(&p) {
@@ -234,59 +235,7 @@ pub fn build_with_progress(
             }
             return;
         }
-        match &p {
-            BuildProgress::Start {
-                documents,
-                resumed_from,
-                tokens,
-                truncated,
-                max_len,
-            } => {
-                if *truncated > 0 {
-                    eprintln!("csplade: notice: {truncated} of {documents} documents are longer than {max_len} tokens and are encoded from their first {max_len} (--max-len)");
-                }
-                if *resumed_from > 0 {
-                    eprintln!("csplade: resuming an interrupted build at document {resumed_from} of {documents}");
-                }
-                eprintln!(
-                    "csplade: encoding {documents} documents ({tokens} tokens) into {}",
-                    opts.out.display()
-                );
-                let b = ProgressBar::new(*documents as u64);
-                b.set_style(
-                    ProgressStyle::with_template("{bar:40} {pos}/{len} docs  {msg}  ETA {eta}")
-                        .unwrap_or_else(|_| ProgressStyle::default_bar()),
-                );
-                b.set_position(*resumed_from as u64);
-                bar = Some(b);
-            }
-            BuildProgress::Progress {
-                done,
-                docs_per_s,
-                tokens_per_s,
-                ..
-            } => {
-                if let Some(b) = &bar {
-                    b.set_position(*done as u64);
-                    b.set_message(format!(
-                        "{docs_per_s:.1} docs/s, {tokens_per_s:.0} tokens/s"
-                    ));
-                }
-            }
-            BuildProgress::Phase { name } => {
-                if let Some(b) = bar.take() {
-                    b.finish();
-                }
-                eprintln!("csplade: {name} …");
-            }
-            BuildProgress::Done {
-                documents,
-                seconds,
-                path,
-            } => {
-                eprintln!("csplade: indexed {documents} documents in {seconds:.1} s → {path}");
-            }
-        }
+        show_progress(&p, &mut bar, &out_dir);
     })?;
     // A complete index records the model that built it, for the commands
     // that open it without being told one (a shard's merge does not).
@@ -296,6 +245,63 @@ pub fn build_with_progress(
         meta.write(out)?;
     }
     Ok(meta)
+}
+
+/// A build's progress on the terminal: notices, a progress bar, phases.
+fn show_progress(p: &BuildProgress, bar: &mut Option<ProgressBar>, out: &std::path::Path) {
+    match p {
+        BuildProgress::Start {
+            documents,
+            resumed_from,
+            tokens,
+            truncated,
+            max_len,
+        } => {
+            if *truncated > 0 {
+                eprintln!("csplade: notice: {truncated} of {documents} documents are longer than {max_len} tokens and are encoded from their first {max_len} (--max-len)");
+            }
+            if *resumed_from > 0 {
+                eprintln!("csplade: resuming an interrupted build at document {resumed_from} of {documents}");
+            }
+            eprintln!(
+                "csplade: encoding {documents} documents ({tokens} tokens) into {}",
+                out.display()
+            );
+            let b = ProgressBar::new(*documents as u64);
+            b.set_style(
+                ProgressStyle::with_template("{bar:40} {pos}/{len} docs  {msg}  ETA {eta}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            b.set_position(*resumed_from as u64);
+            *bar = Some(b);
+        }
+        BuildProgress::Progress {
+            done,
+            docs_per_s,
+            tokens_per_s,
+            ..
+        } => {
+            if let Some(b) = bar.as_ref() {
+                b.set_position(*done as u64);
+                b.set_message(format!(
+                    "{docs_per_s:.1} docs/s, {tokens_per_s:.0} tokens/s"
+                ));
+            }
+        }
+        BuildProgress::Phase { name } => {
+            if let Some(b) = bar.take() {
+                b.finish();
+            }
+            eprintln!("csplade: {name} …");
+        }
+        BuildProgress::Done {
+            documents,
+            seconds,
+            path,
+        } => {
+            eprintln!("csplade: indexed {documents} documents in {seconds:.1} s → {path}");
+        }
+    }
 }
 
 /// `spec` with every part that names a file or directory made absolute, so
