@@ -263,40 +263,78 @@ fn over_collection<'a>(
                 idx.meta.head
             );
         }
-        let encoded = s.encoder(model, idx.meta.max_len)?.encode(&texts)?;
-        let mut per_query = Vec::with_capacity(encoded.len());
-        for e in &encoded {
-            per_query.push(
-                idx.search(&e.vector, 10, Backend::Exact)?
-                    .into_iter()
-                    .map(|h| h.doc_id)
-                    .collect::<Vec<String>>(),
-            );
-        }
-        let ndcg = queries
-            .iter()
-            .zip(&per_query)
-            .map(|(q, r)| {
-                let r: Vec<&str> = r.iter().map(String::as_str).collect();
-                csplade::eval::ndcg_at(&r, &qrels[&q.id], 10)
-            })
-            .sum::<f64>()
-            / queries.len() as f64;
-        let agreement = rankings.first().map(|first: &Vec<Vec<String>>| {
-            let (mut ov, mut tau, mut n) = (0.0, 0.0, 0.0);
-            for (x, y) in first.iter().zip(&per_query) {
-                if let Some((o, t)) = compare::agreement(x, y) {
-                    ov += o;
-                    tau += t;
-                    n += 1.0;
-                }
-            }
-            (ov / f64::max(n, 1.0), tau / f64::max(n, 1.0))
-        });
+        let per_query = top10(s, model, idx, &texts)?;
+        let ndcg = mean_ndcg10(&queries, &per_query, &qrels);
+        let agreement = rankings
+            .first()
+            .map(|first| mean_agreement(first, &per_query));
         rankings.push(per_query);
         rows.push((s.to_string(), ndcg, agreement));
     }
-    if a.json {
+    report(a.json, dataset, queries.len(), rows)
+}
+
+/// Each query's top 10 document ids under encoder `s` over `idx`.
+fn top10(
+    s: &EncoderSpec,
+    model: &csplade::model::SparseModel,
+    idx: &LsrIndex,
+    texts: &[&str],
+) -> Result<Vec<Vec<String>>> {
+    let encoded = s.encoder(model, idx.meta.max_len)?.encode(texts)?;
+    let mut per_query = Vec::with_capacity(encoded.len());
+    for e in &encoded {
+        per_query.push(
+            idx.search(&e.vector, 10, Backend::Exact)?
+                .into_iter()
+                .map(|h| h.doc_id)
+                .collect::<Vec<String>>(),
+        );
+    }
+    Ok(per_query)
+}
+
+/// Mean nDCG@10 of the rankings over the judged queries.
+fn mean_ndcg10(
+    queries: &[csplade::data::beir::Query],
+    rankings: &[Vec<String>],
+    qrels: &csplade::data::beir::Qrels,
+) -> f64 {
+    queries
+        .iter()
+        .zip(rankings)
+        .map(|(q, r)| {
+            let r: Vec<&str> = r.iter().map(String::as_str).collect();
+            csplade::eval::ndcg_at(&r, &qrels[&q.id], 10)
+        })
+        .sum::<f64>()
+        / queries.len() as f64
+}
+
+/// Overlap@10 and Kendall τ against the first encoder's rankings, averaged.
+fn mean_agreement(first: &[Vec<String>], rankings: &[Vec<String>]) -> (f64, f64) {
+    let (mut ov, mut tau, mut n) = (0.0, 0.0, 0.0);
+    for (x, y) in first.iter().zip(rankings) {
+        if let Some((o, t)) = compare::agreement(x, y) {
+            ov += o;
+            tau += t;
+            n += 1.0;
+        }
+    }
+    (ov / f64::max(n, 1.0), tau / f64::max(n, 1.0))
+}
+
+/// An encoder's label, nDCG@10 and (overlap@10, τ) against the first.
+type EncoderRow = (String, f64, Option<(f64, f64)>);
+
+/// Per encoder: its nDCG@10 and its agreement with the first, as JSON or a table.
+fn report(
+    json_out: bool,
+    dataset: &std::path::Path,
+    queries: usize,
+    rows: Vec<EncoderRow>,
+) -> Result<()> {
+    if json_out {
         let encoders: Vec<_> = rows
             .iter()
             .map(|(s, n, ag)| {
@@ -309,13 +347,13 @@ fn over_collection<'a>(
             .collect();
         println!(
             "{}",
-            json!({"dataset": dataset.display().to_string(), "queries": queries.len(), "encoders": encoders})
+            json!({"dataset": dataset.display().to_string(), "queries": queries, "encoders": encoders})
         );
         return Ok(());
     }
     println!(
         "{} judged queries of {}, top 10 per query:",
-        queries.len(),
+        queries,
         dataset.display()
     );
     println!(
