@@ -135,20 +135,7 @@ pub fn run(cmd: TrainCommand) -> Result<()> {
     let cfg = TrainConfig::load(a.config.as_deref(), &overrides).map_err(anyhow::Error::msg)?;
     cfg.check_output(&a.out)?;
     if a.prepare_only {
-        if phase != Phase::Contrastive {
-            anyhow::bail!("--prepare-only draws contrastive batches; the adaptation phase reads its corpora directly");
-        }
-        let _lock = cfg.claim_output(&a.out, "train --prepare-only")?;
-        let tok = csplade::model::load_tokenizer(&cfg.model)
-            .with_context(|| format!("loading the tokenizer of {:?}", cfg.model))?;
-        let count = cfg.steps * cfg.grad_accum;
-        batches::load_or_draw(&cfg, &tok, &a.out, count)?;
-        eprintln!(
-            "csplade: {count} micro-batches of {} queries → {}",
-            cfg.batch,
-            a.out.join(batches::FILE).display()
-        );
-        return Ok(());
+        return prepare_only(phase, &cfg, &a);
     }
     if (a.resume || a.export_only) && csplade::train::checkpoint::latest(&a.out).is_none() {
         anyhow::bail!(
@@ -167,25 +154,13 @@ pub fn run(cmd: TrainCommand) -> Result<()> {
         );
         return Ok(());
     }
-    let trainable: usize = trainer
-        .params
-        .iter()
-        .map(|(_, p)| p.as_tensor().elem_count())
-        .sum();
+    announce(&trainer, phase, &cfg, &a, engine);
     let log_path = a.out.join("progress.jsonl");
     let mut log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(&log_path)
         .with_context(|| log_path.display().to_string())?;
-    if a.progress_json {
-        println!(
-            "{}",
-            serde_json::json!({"event": "phase", "name": format!("{} training ({trainable} trainable parameters)", phase.name())})
-        );
-    } else {
-        eprintln!("csplade: {} phase, {} variant, head {}, {} {} ({trainable} trainable parameters), {} steps on {} ({:?} engine) → {}", phase.name(), cfg.variant, cfg.head, cfg.adapter, if cfg.adapter == "lora" { format!("rank {}", cfg.lora_rank) } else { String::new() }, cfg.steps, a.device, engine, a.out.display());
-    }
     let bar = (!a.progress_json).then(|| {
         let b = ProgressBar::new(cfg.steps as u64);
         b.set_style(
@@ -210,7 +185,55 @@ pub fn run(cmd: TrainCommand) -> Result<()> {
     if let Some(b) = bar {
         b.finish();
     }
-    let adapter = a.out.join("adapter.safetensors");
+    finished(json, reached, &cfg.model, &a.out);
+    Ok(())
+}
+
+/// `--prepare-only`: draw the contrastive phase's batches, train nothing.
+fn prepare_only(phase: Phase, cfg: &TrainConfig, a: &TrainArgs) -> Result<()> {
+    if phase != Phase::Contrastive {
+        anyhow::bail!("--prepare-only draws contrastive batches; the adaptation phase reads its corpora directly");
+    }
+    let _lock = cfg.claim_output(&a.out, "train --prepare-only")?;
+    let tok = csplade::model::load_tokenizer(&cfg.model)
+        .with_context(|| format!("loading the tokenizer of {:?}", cfg.model))?;
+    let count = cfg.steps * cfg.grad_accum;
+    batches::load_or_draw(cfg, &tok, &a.out, count)?;
+    eprintln!(
+        "csplade: {count} micro-batches of {} queries → {}",
+        cfg.batch,
+        a.out.join(batches::FILE).display()
+    );
+    Ok(())
+}
+
+/// What is about to train, as a phase line for the explorer or a line on
+/// the terminal.
+fn announce(
+    trainer: &Trainer,
+    phase: Phase,
+    cfg: &TrainConfig,
+    a: &TrainArgs,
+    engine: impl std::fmt::Debug,
+) {
+    let trainable: usize = trainer
+        .params
+        .iter()
+        .map(|(_, p)| p.as_tensor().elem_count())
+        .sum();
+    if a.progress_json {
+        println!(
+            "{}",
+            serde_json::json!({"event": "phase", "name": format!("{} training ({trainable} trainable parameters)", phase.name())})
+        );
+    } else {
+        eprintln!("csplade: {} phase, {} variant, head {}, {} {} ({trainable} trainable parameters), {} steps on {} ({:?} engine) → {}", phase.name(), cfg.variant, cfg.head, cfg.adapter, if cfg.adapter == "lora" { format!("rank {}", cfg.lora_rank) } else { String::new() }, cfg.steps, a.device, engine, a.out.display());
+    }
+}
+
+/// Where the adapter went, as the explorer's done event or a line.
+fn finished(json: bool, reached: usize, model: &str, out: &std::path::Path) {
+    let adapter = out.join("adapter.safetensors");
     if json {
         println!(
             "{}",
@@ -220,11 +243,10 @@ pub fn run(cmd: TrainCommand) -> Result<()> {
         eprintln!(
             "csplade: {reached} steps; adapter → {} (use --model {}+{})",
             adapter.display(),
-            cfg.model,
+            model,
             adapter.display()
         );
     }
-    Ok(())
 }
 
 /// `train query-table`: draw, encode the documents once (resumable), train
