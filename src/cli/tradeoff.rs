@@ -202,21 +202,7 @@ pub fn run(a: TradeoffArgs) -> Result<()> {
     };
     phase("reading the collection and the reference index");
     let c = super::eval::Collection::read(&a.dataset, &a.split, false)?;
-    let index_dir = match &a.index {
-        Some(i) => i.clone(),
-        None => super::eval::cached_index(&a.dataset, &a.model, &a.model.load()?)?,
-    };
-    let idx =
-        LsrIndex::open(&index_dir).with_context(|| format!("opening {}", index_dir.display()))?;
-    idx.meta.check_corpus(&index_dir, &a.dataset)?;
-    let full: Vec<LsrIndex> = a
-        .full
-        .iter()
-        .map(|p| LsrIndex::open(p).with_context(|| format!("opening {}", p.display())))
-        .collect::<Result<_>>()?;
-    for (f, p) in full.iter().zip(&a.full) {
-        f.meta.check_corpus(p, &a.dataset)?;
-    }
+    let (index_dir, idx, full) = open_indexes(&a)?;
     let mut models = Models::new(a.model.device.open()?, false, a.model.family);
     let reference = canonical(reference_spec(&a, &idx)?, &mut models)?;
     let mut inputs = vec![a.dataset.as_path(), index_dir.as_path()];
@@ -258,21 +244,7 @@ pub fn run(a: TradeoffArgs) -> Result<()> {
     };
     if a.plan {
         let p = tradeoff::plan(&setup, &mut models, &mut on)?;
-        if a.json {
-            println!("{}", serde_json::to_string(&p)?);
-        } else {
-            println!(
-                "{} queries, depth {}: {} of {} documents pooled, {} of {} tokens ({:.1}% of a full index per encoder)",
-                p.queries,
-                p.depth,
-                p.pool_documents,
-                p.corpus_documents,
-                p.pool_tokens,
-                p.corpus_tokens,
-                100.0 * p.pool_tokens as f64 / p.corpus_tokens.max(1) as f64
-            );
-        }
-        return Ok(());
+        return print_plan(&p, a.json);
     }
     let f = tradeoff::run(&setup, &points, &mut models, &mut on)?;
     if let Some(path) = &a.csv {
@@ -282,6 +254,47 @@ pub fn run(a: TradeoffArgs) -> Result<()> {
         println!("{}", serde_json::to_string(&f)?);
     } else {
         print_table(&f);
+    }
+    Ok(())
+}
+
+/// The reference index (`--index`, else the one cached for the dataset
+/// and model, built when missing) and the `--full-index` ones, each checked
+/// against the collection.
+fn open_indexes(a: &TradeoffArgs) -> Result<(PathBuf, LsrIndex, Vec<LsrIndex>)> {
+    let index_dir = match &a.index {
+        Some(i) => i.clone(),
+        None => super::eval::cached_index(&a.dataset, &a.model, &a.model.load()?)?,
+    };
+    let idx =
+        LsrIndex::open(&index_dir).with_context(|| format!("opening {}", index_dir.display()))?;
+    idx.meta.check_corpus(&index_dir, &a.dataset)?;
+    let full: Vec<LsrIndex> = a
+        .full
+        .iter()
+        .map(|p| LsrIndex::open(p).with_context(|| format!("opening {}", p.display())))
+        .collect::<Result<_>>()?;
+    for (f, p) in full.iter().zip(&a.full) {
+        f.meta.check_corpus(p, &a.dataset)?;
+    }
+    Ok((index_dir, idx, full))
+}
+
+/// What `--plan` found: the pool and its share of a full index.
+fn print_plan(p: &tradeoff::Plan, json_out: bool) -> Result<()> {
+    if json_out {
+        println!("{}", serde_json::to_string(p)?);
+    } else {
+        println!(
+            "{} queries, depth {}: {} of {} documents pooled, {} of {} tokens ({:.1}% of a full index per encoder)",
+            p.queries,
+            p.depth,
+            p.pool_documents,
+            p.corpus_documents,
+            p.pool_tokens,
+            p.corpus_tokens,
+            100.0 * p.pool_tokens as f64 / p.corpus_tokens.max(1) as f64
+        );
     }
     Ok(())
 }

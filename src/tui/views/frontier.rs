@@ -109,30 +109,7 @@ fn draw_chart(f: &mut Frame, area: Rect, app: &App, fr: &Frontier, pareto: &[boo
             )
         })
         .collect();
-    let placed = place_labels(&marks, w, h);
-    let mut lines: Vec<Vec<Span>> = vec![Vec::new(); h];
-    let mut rows: Vec<Vec<(usize, usize, usize)>> = vec![Vec::new(); h];
-    for (k, &(row, col)) in placed.iter().enumerate() {
-        rows[row].push((col, marks[k].2.chars().count(), order[k]));
-    }
-    for (row, items) in rows.iter_mut().enumerate() {
-        items.sort();
-        let mut at = 0;
-        for &(col, len, i) in items.iter() {
-            lines[row].push(Span::raw(" ".repeat(col - at)));
-            let mut style = Style::default().fg(if pareto[i] { t.accent } else { t.muted });
-            if i == app.frontier.selected {
-                style = Style::default()
-                    .fg(t.selection)
-                    .add_modifier(Modifier::BOLD | Modifier::REVERSED);
-            }
-            let label = marks[order.iter().position(|&o| o == i).unwrap_or(0)]
-                .2
-                .clone();
-            lines[row].push(Span::styled(label, style));
-            at = col + len;
-        }
-    }
+    let lines = label_rows(app, pareto, &order, &marks, w, h);
     let mut text: Vec<Line> = lines.into_iter().map(Line::from).collect();
     let lo = format!("{x0:.1}");
     let hi = format!("{x1:.1}");
@@ -166,6 +143,44 @@ fn draw_chart(f: &mut Frame, area: Rect, app: &App, fr: &Frontier, pareto: &[boo
             r,
         );
     }
+}
+
+/// The plot's rows: every label at its placed cell, styled as a front
+/// point, another point or the selection.
+fn label_rows(
+    app: &App,
+    pareto: &[bool],
+    order: &[usize],
+    marks: &[(f64, f64, String)],
+    w: usize,
+    h: usize,
+) -> Vec<Vec<Span<'static>>> {
+    let t = &app.theme;
+    let placed = place_labels(marks, w, h);
+    let mut lines: Vec<Vec<Span>> = vec![Vec::new(); h];
+    let mut rows: Vec<Vec<(usize, usize, usize)>> = vec![Vec::new(); h];
+    for (k, &(row, col)) in placed.iter().enumerate() {
+        rows[row].push((col, marks[k].2.chars().count(), order[k]));
+    }
+    for (row, items) in rows.iter_mut().enumerate() {
+        items.sort();
+        let mut at = 0;
+        for &(col, len, i) in items.iter() {
+            lines[row].push(Span::raw(" ".repeat(col - at)));
+            let mut style = Style::default().fg(if pareto[i] { t.accent } else { t.muted });
+            if i == app.frontier.selected {
+                style = Style::default()
+                    .fg(t.selection)
+                    .add_modifier(Modifier::BOLD | Modifier::REVERSED);
+            }
+            let label = marks[order.iter().position(|&o| o == i).unwrap_or(0)]
+                .2
+                .clone();
+            lines[row].push(Span::styled(label, style));
+            at = col + len;
+        }
+    }
+    lines
 }
 
 /// Cells for labels at fractional positions (x right, y up, 0–1) in a
