@@ -1,15 +1,22 @@
 //! The Seismic structure cached next to its index (`seismic.bin`): written
 //! atomically, reused only for the same index and build settings, and
-//! checked on reading so that a damaged file is refused, never searched.
+//! checked on reading so that a damaged file is refused, never searched:
+//! since version 2 a sha256 of everything before it closes the file, and
+//! the arrays are checked for consistency as well (a version 1 cache is
+//! simply rebuilt).
 
 use std::io::{BufWriter, Read, Write};
 use std::path::Path;
+
+use sha2::{Digest, Sha256};
 
 use super::{SeismicBuild, SeismicIndex};
 use crate::index::IndexError;
 
 const MAGIC: &[u8; 4] = b"CSPS";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
+/// Bytes of the closing checksum.
+const SUM: usize = 32;
 
 /// What a cached structure must match to be reused: the index's document
 /// count, vocabulary and vectors file size, and the build settings.
@@ -28,7 +35,10 @@ impl SeismicIndex {
         let io = |e| IndexError::io(&tmp, e);
         {
             let f = std::fs::File::create(&tmp).map_err(io)?;
-            let mut w = BufWriter::new(f);
+            let mut w = Summed {
+                w: BufWriter::new(f),
+                sum: Sha256::new(),
+            };
             let mut head = Vec::new();
             head.extend_from_slice(MAGIC);
             for x in [VERSION, key.documents, key.vocab] {
@@ -64,8 +74,10 @@ impl SeismicIndex {
                 let bits: Vec<u32> = a.iter().map(|x| x.to_bits()).collect();
                 write_u32s(&mut w, &bits).map_err(io)?;
             }
-            w.flush().map_err(io)?;
-            w.get_ref().sync_all().map_err(io)?;
+            let Summed { w: mut file, sum } = w;
+            file.write_all(&sum.finalize()).map_err(io)?;
+            file.flush().map_err(io)?;
+            file.get_ref().sync_all().map_err(io)?;
         }
         std::fs::rename(&tmp, path).map_err(|e| IndexError::io(path, e))
     }
@@ -85,15 +97,23 @@ impl SeismicIndex {
             path: path.to_path_buf(),
             msg,
         };
-        let mut r = Reader { buf: &buf, pos: 0 };
         let truncated = || corrupt("truncated Seismic cache".into());
-        if r.bytes(4).ok_or_else(truncated)? != MAGIC {
+        if buf.get(..4) != Some(&MAGIC[..]) {
             return Err(corrupt("not a csplade Seismic cache".into()));
         }
-        let version = r.u32().ok_or_else(truncated)?;
-        if version != VERSION {
+        let version = buf.get(4..8).ok_or_else(truncated)?;
+        if version != VERSION.to_le_bytes() {
             return Ok(None);
         }
+        if buf.len() < 8 + SUM
+            || Sha256::digest(&buf[..buf.len() - SUM]).as_slice() != &buf[buf.len() - SUM..]
+        {
+            return Err(corrupt(
+                "checksum mismatch: the Seismic cache was truncated or changed after csplade wrote it; delete it and it is rebuilt on first use".into(),
+            ));
+        }
+        let body = &buf[..buf.len() - SUM];
+        let mut r = Reader { buf: body, pos: 8 };
         let found = CacheKey {
             documents: r.u32().ok_or_else(truncated)?,
             vocab: r.u32().ok_or_else(truncated)?,
@@ -119,7 +139,7 @@ impl SeismicIndex {
         let floats = |v: Vec<u32>| v.into_iter().map(f32::from_bits).collect::<Vec<f32>>();
         let summary_min = floats(r.u32s().ok_or_else(truncated)?);
         let summary_step = floats(r.u32s().ok_or_else(truncated)?);
-        if r.pos != buf.len() {
+        if r.pos != body.len() {
             return Err(corrupt("trailing bytes in the Seismic cache".into()));
         }
         let mut a = arrays.into_iter();
@@ -175,6 +195,23 @@ impl SeismicIndex {
             return Err("a document or term beyond the index".into());
         }
         Ok(())
+    }
+}
+
+/// A writer that hashes what passes through it.
+struct Summed<W> {
+    w: W,
+    sum: Sha256,
+}
+
+impl<W: Write> Write for Summed<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.w.write(buf)?;
+        self.sum.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.w.flush()
     }
 }
 
@@ -251,12 +288,27 @@ mod tests {
         assert_eq!(SeismicIndex::load(&p, key, narrower).unwrap(), None);
         let bytes = std::fs::read(&p).unwrap();
         std::fs::write(&p, &bytes[..bytes.len() - 5]).unwrap();
-        assert!(SeismicIndex::load(&p, key, build).is_err());
+        let e = SeismicIndex::load(&p, key, build).unwrap_err().to_string();
+        assert!(e.contains("checksum mismatch"), "{e}");
+        // One byte changed: the checksum refuses it.
+        let mut flipped = bytes.clone();
+        flipped[70] ^= 1;
+        std::fs::write(&p, &flipped).unwrap();
+        let e = SeismicIndex::load(&p, key, build).unwrap_err().to_string();
+        assert!(e.contains("checksum mismatch"), "{e}");
+        // Behind the checksum, the structure is checked too: corruptions
+        // resealed with a valid checksum are still refused.
+        let reseal = |mut b: Vec<u8>| {
+            let n = b.len() - SUM;
+            let sum = Sha256::digest(&b[..n]);
+            b[n..].copy_from_slice(&sum);
+            b
+        };
         // Offsets that point outside the arrays are refused, not searched:
         // the header is 52 bytes, then the term offsets' length and first entry.
         let mut bad = bytes.clone();
         bad[60..64].copy_from_slice(&u32::MAX.to_le_bytes());
-        std::fs::write(&p, &bad).unwrap();
+        std::fs::write(&p, reseal(bad)).unwrap();
         let e = SeismicIndex::load(&p, key, build).unwrap_err().to_string();
         assert!(e.contains("offsets are inconsistent"), "{e}");
         // The last document number made larger than the collection.
@@ -264,7 +316,7 @@ mod tests {
         let last_doc =
             52 + 8 + 4 * 101 + 8 + 4 * (index.blocks() + 1) + 8 + 4 * (index.postings() - 1);
         bad[last_doc..last_doc + 4].copy_from_slice(&500u32.to_le_bytes());
-        std::fs::write(&p, &bad).unwrap();
+        std::fs::write(&p, reseal(bad)).unwrap();
         let e = SeismicIndex::load(&p, key, build).unwrap_err().to_string();
         assert!(e.contains("beyond the index"), "{e}");
     }
