@@ -179,7 +179,14 @@ impl Session {
                     "--model",
                     &model,
                     "--mixed",
-                ]),
+                ])
+                .into_iter()
+                .chain(
+                    self.prior
+                        .iter()
+                        .flat_map(|p| ["--query-prior".to_string(), p.to_string()]),
+                )
+                .collect(),
             },
             index: TaskSpec {
                 title: format!("index {name}"),
@@ -375,10 +382,19 @@ impl Session {
             .index
             .clone()
             .ok_or("the frontier needs the complete index: it is not built yet")?;
+        let model = self
+            .state
+            .lock()
+            .map_err(|e| e.to_string())?
+            .model
+            .clone()
+            .ok_or("the model is still loading")?;
+        let prior = self.prior.unwrap_or_else(|| model.query_prior());
         let identity = crate::tradeoff::PoolIdentity::new(
             &index,
             "test",
             crate::tradeoff::PoolSpec::default(),
+            prior,
         );
         Ok(crate::tradeoff::store::PoolCache::new(&identity).frontier("latest"))
     }

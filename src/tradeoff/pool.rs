@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 use crate::data::beir::{Qrels, Query};
 use crate::encode::SparseVec;
 use crate::rng::SplitMix;
+use crate::search::prior::QueryPrior;
 use crate::search::LsrIndex;
 
 /// How the pool is drawn.
@@ -48,10 +49,12 @@ pub struct PoolIdentity {
     pub reference: String,
     pub split: String,
     pub spec: PoolSpec,
+    /// The query prior the reference's candidates were ranked with.
+    pub prior: String,
 }
 
 impl PoolIdentity {
-    pub fn new(index: &LsrIndex, split: &str, spec: PoolSpec) -> Self {
+    pub fn new(index: &LsrIndex, split: &str, spec: PoolSpec, prior: QueryPrior) -> Self {
         let m = &index.meta;
         Self {
             corpus_fingerprint: m.corpus_fingerprint.clone(),
@@ -61,6 +64,7 @@ impl PoolIdentity {
             ),
             split: split.to_string(),
             spec,
+            prior: prior.to_string(),
         }
     }
 
@@ -181,8 +185,12 @@ mod tests {
             reference: "sha:echo:logprob:5:f32:128".into(),
             split: "test".into(),
             spec: PoolSpec::default(),
+            prior: "idf:0.5".into(),
         };
         let mut keys = vec![base.key()];
+        let mut v = base.clone();
+        v.prior = "none".into();
+        keys.push(v.key());
         let mut v = base.clone();
         v.corpus_fingerprint = "d".into();
         keys.push(v.key());

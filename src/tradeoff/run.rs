@@ -191,7 +191,8 @@ fn prepare_pool(
     on: &mut dyn FnMut(Event),
 ) -> Result<(PoolCache, Vec<Query>, Pool)> {
     let idx = setup.index;
-    let identity = PoolIdentity::new(idx, setup.split, setup.pool);
+    let prior = prior_for(setup, &setup.reference, models)?;
+    let identity = PoolIdentity::new(idx, setup.split, setup.pool, prior);
     let cache = PoolCache::new(&identity);
     let sample = pool::sample_queries(setup.evaluated, setup.pool.queries, setup.pool.seed);
     if let Some(p) = cache.pool(&identity) {
@@ -201,7 +202,6 @@ fn prepare_pool(
         "encoding the sampled queries (reference)".into(),
     ));
     let ref_queries = query_encoding(setup, &cache, &sample, &setup.reference, models)?;
-    let prior = prior_for(setup, &setup.reference, models)?;
     on(Event::Phase(
         "pooling BM25's and the reference's candidates".into(),
     ));

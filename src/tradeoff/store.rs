@@ -327,6 +327,7 @@ mod tests {
             reference: "r".into(),
             split: "test".into(),
             spec: PoolSpec::default(),
+            prior: "none".into(),
         };
         let pool = Pool {
             identity: id.clone(),
