@@ -311,16 +311,20 @@ impl Session {
         })
     }
 
-    /// Compare `text` under the encoders of `preset` (blocking), loading
-    /// the models it lacks.
-    pub fn compare(&self, text: &str, preset: &str) -> Result<Comparison, String> {
-        let main = self
-            .state
+    /// The open model, once loaded.
+    fn loaded_model(&self) -> Result<Arc<SparseModel>, String> {
+        self.state
             .lock()
             .map_err(|e| e.to_string())?
             .model
             .clone()
-            .ok_or("the model is still loading")?;
+            .ok_or_else(|| "the model is still loading".to_string())
+    }
+
+    /// Compare `text` under the encoders of `preset` (blocking), loading
+    /// the models it lacks.
+    pub fn compare(&self, text: &str, preset: &str) -> Result<Comparison, String> {
+        let main = self.loaded_model()?;
         let specs = crate::compare::preset(
             preset,
             &self.model_spec,
@@ -382,14 +386,10 @@ impl Session {
             .index
             .clone()
             .ok_or("the frontier needs the complete index: it is not built yet")?;
-        let model = self
-            .state
-            .lock()
-            .map_err(|e| e.to_string())?
-            .model
-            .clone()
-            .ok_or("the model is still loading")?;
-        let prior = self.prior.unwrap_or_else(|| model.query_prior());
+        let prior = match self.prior {
+            Some(p) => p,
+            None => self.loaded_model()?.query_prior(),
+        };
         let identity = crate::tradeoff::PoolIdentity::new(
             &index,
             "test",

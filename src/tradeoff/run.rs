@@ -89,7 +89,12 @@ pub fn run(
     points.retain(|p| *p != reference_point);
     points.insert(0, reference_point);
 
-    let (docs, mut cost) = pooled_vectors(setup, &cache, &pool, &points, models, on)?;
+    let at = Pooling {
+        setup,
+        cache: &cache,
+        pool: &pool,
+    };
+    let (docs, mut cost) = pooled_vectors(at, &points, models, on)?;
 
     on(Event::Phase("ranking the pool".into()));
     let mut results: Vec<PointResult> = Vec::new();
@@ -147,17 +152,25 @@ pub fn run(
 /// encoded.
 type Pooled = (Vec<SparseVec>, DocEncoding);
 
+/// What every pooled encoding reads and writes: the setup, the pool and
+/// the pool's cache.
+#[derive(Clone, Copy)]
+struct Pooling<'p, 'a> {
+    setup: &'p Setup<'a>,
+    cache: &'p PoolCache,
+    pool: &'p Pool,
+}
+
 /// Every document encoder's pooled vectors (by encoder key): the
 /// reference's from its index, the others' from the cache or encoded now;
 /// and what they cost against full indexes.
 fn pooled_vectors(
-    setup: &Setup,
-    cache: &PoolCache,
-    pool: &Pool,
+    at: Pooling,
     points: &[Point],
     models: &mut Models,
     on: &mut dyn FnMut(Event),
 ) -> Result<(HashMap<String, Pooled>, Cost)> {
+    let setup = at.setup;
     let max_len = setup.index.meta.max_len;
     let mut docs: HashMap<String, Pooled> = HashMap::new();
     let mut cost = Cost::default();
@@ -168,9 +181,9 @@ fn pooled_vectors(
             continue;
         }
         let enc = if key == ref_key {
-            reference_documents(setup, cache, pool, models, &key, on)?
+            reference_documents(at, models, &key, on)?
         } else {
-            let e = pooled_documents(setup, cache, pool, &p.documents, models, &key, on)?;
+            let e = pooled_documents(at, &p.documents, models, &key, on)?;
             cost.full_index_tokens += setup.index.meta.encoded_tokens;
             cost.encoders += 1;
             e
@@ -341,14 +354,14 @@ fn pool_texts(setup: &Setup, pool: &Pool) -> Result<Vec<String>> {
 /// The reference's pooled vectors come from its index; its speed is
 /// measured on the first `speed_sample` pool documents (cached).
 fn reference_documents(
-    setup: &Setup,
-    cache: &PoolCache,
-    pool: &Pool,
+    at: Pooling,
     models: &mut Models,
     key: &str,
     on: &mut dyn FnMut(Event),
 ) -> Result<Pooled> {
-    let vectors: Vec<SparseVec> = pool
+    let (setup, cache) = (at.setup, at.cache);
+    let vectors: Vec<SparseVec> = at
+        .pool
         .documents
         .iter()
         .map(|&o| setup.index.vectors[o].clone())
@@ -361,17 +374,13 @@ fn reference_documents(
                 "timing the reference {}",
                 setup.reference
             )));
-            let mut sample = pool.clone();
+            let mut sample = at.pool.clone();
             sample.documents.truncate(setup.speed_sample.max(1));
-            let (v, info) = encode_documents(
-                setup,
-                cache,
-                &sample,
-                &setup.reference,
-                models,
-                &speed_key,
-                on,
-            )?;
+            let at = Pooling {
+                pool: &sample,
+                ..at
+            };
+            let (v, info) = encode_documents(at, &setup.reference, models, &speed_key, on)?;
             cache.seal_documents(&speed_key, &v, &info)?;
             info
         }
@@ -382,44 +391,41 @@ fn reference_documents(
 /// An encoder's pooled vectors: sealed in the cache, or encoded now
 /// (resuming an interrupted encoding) and sealed.
 fn pooled_documents(
-    setup: &Setup,
-    cache: &PoolCache,
-    pool: &Pool,
+    at: Pooling,
     spec: &EncoderSpec,
     models: &mut Models,
     key: &str,
     on: &mut dyn FnMut(Event),
 ) -> Result<Pooled> {
-    if let Some(done) = cache
+    if let Some(done) = at
+        .cache
         .documents(key)
-        .filter(|d| d.0.len() == pool.documents.len())
+        .filter(|d| d.0.len() == at.pool.documents.len())
     {
         return Ok(done);
     }
     on(Event::Phase(format!(
         "encoding {} pool documents with {spec}",
-        pool.documents.len()
+        at.pool.documents.len()
     )));
-    let (v, info) = encode_documents(setup, cache, pool, spec, models, key, on)?;
-    cache.seal_documents(key, &v, &info)?;
+    let (v, info) = encode_documents(at, spec, models, key, on)?;
+    at.cache.seal_documents(key, &v, &info)?;
     Ok((v, info))
 }
 
 /// Encode the pool's documents with `spec` through a journal, batch by
 /// batch, from wherever an earlier run stopped.
 fn encode_documents(
-    setup: &Setup,
-    cache: &PoolCache,
-    pool: &Pool,
+    at: Pooling,
     spec: &EncoderSpec,
     models: &mut Models,
     key: &str,
     on: &mut dyn FnMut(Event),
 ) -> Result<Pooled> {
-    let texts = pool_texts(setup, pool)?;
+    let texts = pool_texts(at.setup, at.pool)?;
     let model = models.get(spec)?;
-    let enc = spec.encoder(model, setup.index.meta.max_len)?;
-    let mut journal = cache.resume_documents(key)?;
+    let enc = spec.encoder(model, at.setup.index.meta.max_len)?;
+    let mut journal = at.cache.resume_documents(key)?;
     let total = texts.len();
     if !journal.vectors.is_empty() {
         on(Event::Phase(format!(
@@ -428,10 +434,10 @@ fn encode_documents(
         )));
     }
     let started = Instant::now();
-    let resumed_tokens = journal.tokens;
+    let (resumed_docs, resumed_tokens) = (journal.vectors.len(), journal.tokens);
     while journal.vectors.len() < total {
-        let at = journal.vectors.len();
-        let batch: Vec<&str> = texts[at..(at + JOURNAL_BATCH).min(total)]
+        let from = journal.vectors.len();
+        let batch: Vec<&str> = texts[from..(from + JOURNAL_BATCH).min(total)]
             .iter()
             .map(String::as_str)
             .collect();
@@ -443,7 +449,7 @@ fn encode_documents(
         let rate =
             (journal.tokens - resumed_tokens) as f64 / started.elapsed().as_secs_f64().max(1e-9);
         let done = journal.vectors.len();
-        let per_doc = started.elapsed().as_secs_f64() / (done - at.min(done)).max(1) as f64;
+        let per_doc = started.elapsed().as_secs_f64() / (done - resumed_docs).max(1) as f64;
         on(Event::Progress {
             done,
             total,
