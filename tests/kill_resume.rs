@@ -172,6 +172,45 @@ fn builds_stopped_by_stop_after_resume_to_the_same_vectors() {
     );
 }
 
+/// A journal changed after it was committed (a disk error, an edit) fails
+/// its checksum on resume: the build says so and starts over, and the
+/// index it publishes is the uninterrupted build's.
+#[test]
+fn a_damaged_journal_is_detected_on_resume_and_the_build_starts_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("ds");
+    words_corpus(&corpus, 30);
+    csplade::model::tiny::write_tiny_model(&dir.path().join("m"), 4).unwrap();
+    let model = dir.path().join("m/tiny.gguf");
+    let whole = dir.path().join("whole");
+    assert!(index_cmd(&model, &corpus, &whole).status().unwrap().success());
+    let out = dir.path().join("damaged");
+    let stage = csplade::index::build::staging_dir(&out);
+    assert!(index_cmd(&model, &corpus, &out)
+        .args(["--stop-after", "10"])
+        .status()
+        .unwrap()
+        .success());
+    assert_eq!(documents_done(&stage), 10);
+    // A weight inside the first committed record, changed in place.
+    let journal = stage.join("journal.bin");
+    let mut bytes = std::fs::read(&journal).unwrap();
+    let n = bytes.len();
+    bytes[n / 2] ^= 0x04;
+    std::fs::write(&journal, &bytes).unwrap();
+    let o = index_cmd(&model, &corpus, &out)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("damaged (checksum mismatch); starting over"), "{err}");
+    assert_eq!(
+        std::fs::read(out.join("vectors.bin")).unwrap(),
+        std::fs::read(whole.join("vectors.bin")).unwrap()
+    );
+}
+
 #[test]
 fn a_build_killed_between_finishing_and_publishing_is_published_not_redone() {
     let dir = tempfile::tempdir().unwrap();

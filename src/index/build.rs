@@ -85,6 +85,20 @@ struct Journal {
     bytes: u64,
     tokens: u64,
     seconds: f64,
+    /// CRC-32 of the journal's first `bytes` bytes, extended at every
+    /// commit and checked on resume (absent in records of earlier csplade).
+    #[serde(default)]
+    crc: Option<u32>,
+}
+
+/// Whether the journal's committed bytes still have the checksum its
+/// progress record holds (a record without one is taken as it is).
+fn journal_intact(path: &Path, state: &Journal) -> Result<bool, IndexError> {
+    let Some(crc) = state.crc else {
+        return Ok(true);
+    };
+    let bytes = std::fs::read(path).map_err(|e| IndexError::io(path, e))?;
+    Ok(crc32fast::hash(&bytes) == crc)
 }
 
 /// `<out>.partial`: where the index is staged until complete.
@@ -327,6 +341,7 @@ impl Encoding<'_> {
             bytes: 0,
             tokens: 0,
             seconds: 0.0,
+            crc: Some(0),
         }
     }
 
@@ -378,6 +393,18 @@ impl Encoding<'_> {
         journal
             .set_len(state.bytes)
             .map_err(|e| IndexError::io(journal_path, e))?;
+        if !journal_intact(journal_path, &state)? {
+            progress(BuildProgress::Phase {
+                name: format!(
+                    "the journal of the partial build in {} is damaged (checksum mismatch); starting over",
+                    stage.display()
+                ),
+            });
+            state = Self::fresh(settings);
+            journal
+                .set_len(0)
+                .map_err(|e| IndexError::io(journal_path, e))?;
+        }
         journal
             .seek(SeekFrom::End(0))
             .map_err(|e| IndexError::io(journal_path, e))?;
@@ -412,6 +439,11 @@ impl Encoding<'_> {
             journal.write_all(&buf).map_err(io)?;
             journal.sync_data().map_err(io)?;
             state.bytes += buf.len() as u64;
+            state.crc = state.crc.map(|c| {
+                let mut h = crc32fast::Hasher::new_with_initial(c);
+                h.update(&buf);
+                h.finalize()
+            });
             state.done = end;
             let elapsed = session.elapsed().as_secs_f64();
             write_atomic(
