@@ -183,7 +183,10 @@ fn a_damaged_journal_is_detected_on_resume_and_the_build_starts_over() {
     csplade::model::tiny::write_tiny_model(&dir.path().join("m"), 4).unwrap();
     let model = dir.path().join("m/tiny.gguf");
     let whole = dir.path().join("whole");
-    assert!(index_cmd(&model, &corpus, &whole).status().unwrap().success());
+    assert!(index_cmd(&model, &corpus, &whole)
+        .status()
+        .unwrap()
+        .success());
     let out = dir.path().join("damaged");
     let stage = csplade::index::build::staging_dir(&out);
     assert!(index_cmd(&model, &corpus, &out)
@@ -204,7 +207,10 @@ fn a_damaged_journal_is_detected_on_resume_and_the_build_starts_over() {
         .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");
-    assert!(err.contains("damaged (checksum mismatch); starting over"), "{err}");
+    assert!(
+        err.contains("damaged (checksum mismatch); starting over"),
+        "{err}"
+    );
     assert_eq!(
         std::fs::read(out.join("vectors.bin")).unwrap(),
         std::fs::read(whole.join("vectors.bin")).unwrap()

@@ -168,26 +168,7 @@ impl Session {
             index_args.extend(["--max-len".to_string(), n.to_string()]);
         }
         SessionTasks {
-            frontier: TaskSpec {
-                title: "frontier f32/f16/q8_0/q4_0, per side".into(),
-                args: args(&[
-                    "tradeoff",
-                    "--dataset",
-                    &dataset,
-                    "--index",
-                    &index,
-                    "--model",
-                    &model,
-                    "--mixed",
-                ])
-                .into_iter()
-                .chain(
-                    self.prior
-                        .iter()
-                        .flat_map(|p| ["--query-prior".to_string(), p.to_string()]),
-                )
-                .collect(),
-            },
+            frontier: self.frontier_task(&dataset, &index),
             index: TaskSpec {
                 title: format!("index {name}"),
                 args: index_args,
@@ -222,6 +203,31 @@ impl Session {
             },
             adapt: train("adapt", "50"),
             contrastive: train("contrastive", "100"),
+        }
+    }
+
+    /// The trade-off frontier of the model's precisions (each also per
+    /// side) over this collection, with the explorer's query prior.
+    fn frontier_task(&self, dataset: &str, index: &str) -> TaskSpec {
+        let mut args: Vec<String> = [
+            "tradeoff",
+            "--dataset",
+            dataset,
+            "--index",
+            index,
+            "--model",
+            &self.model_spec,
+            "--mixed",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        if let Some(p) = self.prior {
+            args.extend(["--query-prior".to_string(), p.to_string()]);
+        }
+        TaskSpec {
+            title: "frontier f32/f16/q8_0/q4_0, per side".into(),
+            args,
         }
     }
 
