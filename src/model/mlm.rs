@@ -205,13 +205,96 @@ fn norm(vb: &VarBuilder, name: &str, size: usize, eps: f64) -> Result<LayerNorm>
     ))
 }
 
+/// Encoder layer `i` of a BERT or DistilBERT checkpoint, under each
+/// architecture's tensor names.
+fn load_layer(base: &VarBuilder, config: &MlmConfig, i: usize) -> Result<Layer> {
+    let (h, eps) = (config.hidden_size, config.layer_norm_eps);
+    let lin =
+        |vb: &VarBuilder, name: &str, i: usize, o: usize| Linear::load(vb.pp(name), i, o, true);
+    let (ff, inner) = (config.intermediate_size, h);
+    Ok(match config.arch {
+        Arch::Bert => {
+            let l = base.pp(format!("encoder.layer.{i}"));
+            let a = l.pp("attention");
+            Layer {
+                q: lin(&a, "self.query", h, inner)?,
+                k: lin(&a, "self.key", h, inner)?,
+                v: lin(&a, "self.value", h, inner)?,
+                o: lin(&a, "output.dense", inner, h)?,
+                attn_norm: norm(&a.pp("output"), "LayerNorm", h, eps)?,
+                ffn_in: lin(&l, "intermediate.dense", h, ff)?,
+                ffn_out: lin(&l, "output.dense", ff, h)?,
+                ffn_norm: norm(&l.pp("output"), "LayerNorm", h, eps)?,
+            }
+        }
+        Arch::DistilBert => {
+            let l = base.pp(format!("transformer.layer.{i}"));
+            let a = l.pp("attention");
+            Layer {
+                q: lin(&a, "q_lin", h, inner)?,
+                k: lin(&a, "k_lin", h, inner)?,
+                v: lin(&a, "v_lin", h, inner)?,
+                o: lin(&a, "out_lin", inner, h)?,
+                attn_norm: norm(&l, "sa_layer_norm", h, eps)?,
+                ffn_in: lin(&l, "ffn.lin1", h, ff)?,
+                ffn_out: lin(&l, "ffn.lin2", ff, h)?,
+                ffn_norm: norm(&l, "output_layer_norm", h, eps)?,
+            }
+        }
+    })
+}
+
+/// The MLM head: transform, its norm, the decoder (tied to the word
+/// embeddings when the checkpoint has none of its own) and its bias.
+fn load_head(
+    vb: &VarBuilder,
+    config: &MlmConfig,
+    word: &Tensor,
+) -> Result<(Linear, LayerNorm, Tensor, Tensor)> {
+    let (h, eps) = (config.hidden_size, config.layer_norm_eps);
+    let lin =
+        |vb: &VarBuilder, name: &str, i: usize, o: usize| Linear::load(vb.pp(name), i, o, true);
+    Ok(match config.arch {
+        Arch::Bert => {
+            let p = vb.pp("cls.predictions");
+            let decoder = if p.contains_tensor("decoder.weight") {
+                p.get((config.vocab_size, h), "decoder.weight")?
+            } else {
+                word.clone()
+            };
+            let bias = if p.contains_tensor("bias") {
+                p.get(config.vocab_size, "bias")?
+            } else {
+                p.get(config.vocab_size, "decoder.bias")?
+            };
+            (
+                lin(&p, "transform.dense", h, h)?,
+                norm(&p.pp("transform"), "LayerNorm", h, eps)?,
+                decoder,
+                bias,
+            )
+        }
+        Arch::DistilBert => {
+            let decoder = if vb.contains_tensor("vocab_projector.weight") {
+                vb.get((config.vocab_size, h), "vocab_projector.weight")?
+            } else {
+                word.clone()
+            };
+            (
+                lin(vb, "vocab_transform", h, h)?,
+                norm(vb, "vocab_layer_norm", h, eps)?,
+                decoder,
+                vb.get(config.vocab_size, "vocab_projector.bias")?,
+            )
+        }
+    })
+}
+
 impl MaskedLm {
     /// Weights from a `VarBuilder` over the checkpoint's tensors (with or
     /// without the `bert.` / `distilbert.` prefix).
     pub fn load(vb: VarBuilder, config: &MlmConfig) -> Result<Self> {
         let (h, eps) = (config.hidden_size, config.layer_norm_eps);
-        let lin =
-            |vb: &VarBuilder, name: &str, i: usize, o: usize| Linear::load(vb.pp(name), i, o, true);
         let (base_name, emb_norm_name) = match config.arch {
             Arch::Bert => ("bert", "LayerNorm"),
             Arch::DistilBert => ("distilbert", "LayerNorm"),
@@ -235,74 +318,10 @@ impl MaskedLm {
             _ => None,
         };
         let emb_norm = norm(&emb, emb_norm_name, h, eps)?;
-        let mut layers = Vec::with_capacity(config.layers);
-        for i in 0..config.layers {
-            let (ff, inner) = (config.intermediate_size, h);
-            layers.push(match config.arch {
-                Arch::Bert => {
-                    let l = base.pp(format!("encoder.layer.{i}"));
-                    let a = l.pp("attention");
-                    Layer {
-                        q: lin(&a, "self.query", h, inner)?,
-                        k: lin(&a, "self.key", h, inner)?,
-                        v: lin(&a, "self.value", h, inner)?,
-                        o: lin(&a, "output.dense", inner, h)?,
-                        attn_norm: norm(&a.pp("output"), "LayerNorm", h, eps)?,
-                        ffn_in: lin(&l, "intermediate.dense", h, ff)?,
-                        ffn_out: lin(&l, "output.dense", ff, h)?,
-                        ffn_norm: norm(&l.pp("output"), "LayerNorm", h, eps)?,
-                    }
-                }
-                Arch::DistilBert => {
-                    let l = base.pp(format!("transformer.layer.{i}"));
-                    let a = l.pp("attention");
-                    Layer {
-                        q: lin(&a, "q_lin", h, inner)?,
-                        k: lin(&a, "k_lin", h, inner)?,
-                        v: lin(&a, "v_lin", h, inner)?,
-                        o: lin(&a, "out_lin", inner, h)?,
-                        attn_norm: norm(&l, "sa_layer_norm", h, eps)?,
-                        ffn_in: lin(&l, "ffn.lin1", h, ff)?,
-                        ffn_out: lin(&l, "ffn.lin2", ff, h)?,
-                        ffn_norm: norm(&l, "output_layer_norm", h, eps)?,
-                    }
-                }
-            });
-        }
-        let (transform, transform_norm, decoder, decoder_bias) = match config.arch {
-            Arch::Bert => {
-                let p = vb.pp("cls.predictions");
-                let decoder = if p.contains_tensor("decoder.weight") {
-                    p.get((config.vocab_size, h), "decoder.weight")?
-                } else {
-                    word.clone()
-                };
-                let bias = if p.contains_tensor("bias") {
-                    p.get(config.vocab_size, "bias")?
-                } else {
-                    p.get(config.vocab_size, "decoder.bias")?
-                };
-                (
-                    lin(&p, "transform.dense", h, h)?,
-                    norm(&p.pp("transform"), "LayerNorm", h, eps)?,
-                    decoder,
-                    bias,
-                )
-            }
-            Arch::DistilBert => {
-                let decoder = if vb.contains_tensor("vocab_projector.weight") {
-                    vb.get((config.vocab_size, h), "vocab_projector.weight")?
-                } else {
-                    word.clone()
-                };
-                (
-                    lin(&vb, "vocab_transform", h, h)?,
-                    norm(&vb, "vocab_layer_norm", h, eps)?,
-                    decoder,
-                    vb.get(config.vocab_size, "vocab_projector.bias")?,
-                )
-            }
-        };
+        let layers = (0..config.layers)
+            .map(|i| load_layer(&base, config, i))
+            .collect::<Result<Vec<_>>>()?;
+        let (transform, transform_norm, decoder, decoder_bias) = load_head(&vb, config, &word)?;
         Ok(Self {
             config: config.clone(),
             word,
