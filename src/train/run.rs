@@ -218,27 +218,13 @@ impl Trainer {
                 v.set(&t.to_device(&dev)?)?;
             }
         }
-        let shift = match (phase, cfg.head(), cfg.learn_shift) {
-            (Phase::Contrastive, Head::LogProb { shift }, true) => {
-                let v = Var::from_tensor(&Tensor::new(&[shift], &dev)?)?;
-                params.push((SHIFT.into(), v.clone()));
-                Some(v)
-            }
-            _ => None,
-        };
-        let term_shift = match (phase, cfg.learn_term_shift) {
-            (Phase::Contrastive, true) => {
-                let vocab = model.config().vocab_size;
-                let start = match init.as_ref().and_then(|(_, a)| a.tensors.get(TERM_SHIFT)) {
-                    Some(t) => t.to_device(&dev)?,
-                    None => initial_term_shift(&cfg, &model.tokenizer, vocab)?.to_device(&dev)?,
-                };
-                let v = Var::from_tensor(&start)?;
-                params.push((TERM_SHIFT.into(), v.clone()));
-                Some(v)
-            }
-            _ => None,
-        };
+        let (shift, term_shift) = learned_shifts(
+            &cfg,
+            phase,
+            &model,
+            init.as_ref().map(|i| &i.1),
+            &mut params,
+        )?;
         let opt = AdamW::new(&params, cfg.weight_decay)?;
         let graph_budget = if cfg.activation_memory_gb > 0.0 {
             (cfg.activation_memory_gb * 1e9) as usize
@@ -641,4 +627,39 @@ impl Trainer {
         }
         Ok(step)
     }
+}
+
+/// The contrastive phase's learned head shift and per-term shifts, as
+/// trainable variables added to `params` (the per-term shifts start from
+/// the adapter being continued, else from corpus statistics).
+fn learned_shifts(
+    cfg: &TrainConfig,
+    phase: Phase,
+    model: &LoadedModel,
+    init: Option<&Adapter>,
+    params: &mut Vec<(String, Var)>,
+) -> Result<(Option<Var>, Option<Var>)> {
+    let dev = model.llama.device().clone();
+    let shift = match (phase, cfg.head(), cfg.learn_shift) {
+        (Phase::Contrastive, Head::LogProb { shift }, true) => {
+            let v = Var::from_tensor(&Tensor::new(&[shift], &dev)?)?;
+            params.push((SHIFT.into(), v.clone()));
+            Some(v)
+        }
+        _ => None,
+    };
+    let term_shift = match (phase, cfg.learn_term_shift) {
+        (Phase::Contrastive, true) => {
+            let vocab = model.config().vocab_size;
+            let start = match init.and_then(|a| a.tensors.get(TERM_SHIFT)) {
+                Some(t) => t.to_device(&dev)?,
+                None => initial_term_shift(cfg, &model.tokenizer, vocab)?.to_device(&dev)?,
+            };
+            let v = Var::from_tensor(&start)?;
+            params.push((TERM_SHIFT.into(), v.clone()));
+            Some(v)
+        }
+        _ => None,
+    };
+    Ok((shift, term_shift))
 }
