@@ -68,17 +68,46 @@ pub fn encode_batch(
         )?;
         return Ok(w.chunks(vocab).map(SparseVec::from_dense).collect());
     }
-    let rows_t = Tensor::from_vec(rows.clone(), rows.len(), dev)?;
+    let maxes = fused_head_maxima(model, config, &hidden, &rows, &owner, batch.len())?;
+    Ok(maxes
+        .chunks(vocab)
+        .map(|m| {
+            let w: Vec<f32> = m
+                .iter()
+                .map(|&x| if x > 0.0 { x.ln_1p() } else { 0.0 })
+                .collect();
+            SparseVec::from_dense(&w)
+        })
+        .collect())
+}
+
+/// Per text, every vocabulary entry's head value max-pooled over the text's
+/// `rows` of `hidden` (the fused heads: raw, scaled raw, or log-prob with
+/// its shift and per-term shifts), before log(1 + ReLU).
+fn fused_head_maxima(
+    model: &LoadedModel,
+    config: &EncoderConfig,
+    hidden: &Tensor,
+    rows: &[u32],
+    owner: &[usize],
+    texts: usize,
+) -> Result<Vec<f32>, EncodeError> {
+    let (dev, llama, vocab) = (
+        model.llama.device(),
+        &model.llama,
+        model.config().vocab_size,
+    );
+    let rows_t = Tensor::from_vec(rows.to_vec(), rows.len(), dev)?;
     let pooled_hidden = hidden.index_select(&rows_t, 0)?;
-    let mut maxes = vec![f32::NEG_INFINITY; batch.len() * vocab];
+    let mut maxes = vec![f32::NEG_INFINITY; texts * vocab];
     match config.head {
         Head::RawLogits => model
             .llama
-            .head_max_pool(&pooled_hidden, &owner, &mut maxes)?,
+            .head_max_pool(&pooled_hidden, owner, &mut maxes)?,
         Head::ScaledRaw { scale } => {
             model
                 .llama
-                .head_max_pool(&pooled_hidden, &owner, &mut maxes)?;
+                .head_max_pool(&pooled_hidden, owner, &mut maxes)?;
             // A positive scale keeps the maximum where it was.
             maxes.iter_mut().for_each(|m| *m *= scale);
         }
@@ -117,14 +146,5 @@ pub fn encode_batch(
             }
         }
     }
-    Ok(maxes
-        .chunks(vocab)
-        .map(|m| {
-            let w: Vec<f32> = m
-                .iter()
-                .map(|&x| if x > 0.0 { x.ln_1p() } else { 0.0 })
-                .collect();
-            SparseVec::from_dense(&w)
-        })
-        .collect())
+    Ok(maxes)
 }
