@@ -156,31 +156,7 @@ pub fn run(a: &EncodeBench, seqs: &[Vec<u32>], variant: Variant, head: String) -
     }
     let (inputs, pool_from): (Vec<Vec<u32>>, Vec<usize>) =
         seqs.iter().map(|s| input_layout(variant, s)).unzip();
-    let dir = TempDir::new()?;
-    let script = dir.0.join("pytorch_encode.py");
-    let request = dir.0.join("request.json");
-    let result = dir.0.join("result.json");
-    std::fs::write(&script, SCRIPT)?;
-    let req = json!({"model": model_file, "inputs": inputs, "pool_from": pool_from,
-        "batch": a.model.batch, "threads": threads, "repeat": a.repeat.max(1),
-        "modes": ["f32", "int8"], "head": head, "top": TOP});
-    std::fs::write(&request, serde_json::to_vec(&req)?)?;
-    let status = Command::new(&py)
-        // The model is a local file: no hub access, no progress bars.
-        .env("HF_HUB_OFFLINE", "1")
-        .env("TRANSFORMERS_OFFLINE", "1")
-        .env("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-        .env("TQDM_DISABLE", "1")
-        .arg(&script)
-        .arg(&request)
-        .arg(&result)
-        .status()
-        .with_context(|| format!("running the PyTorch reference with {}", py.display()))?;
-    if !status.success() {
-        bail!("the PyTorch reference failed ({status}); its messages are above");
-    }
-    let res: Value = serde_json::from_slice(&std::fs::read(&result)?)
-        .context("reading the PyTorch reference's result")?;
+    let res = reference_run(a, &py, &model_file, &inputs, &pool_from, threads, &head)?;
     let mut tops: Vec<Vec<Vec<u64>>> = ours.iter().map(|v| top_ids(v)).collect();
     for mode in ["f32", "int8"] {
         let s = res["modes"][mode]["seconds"]
@@ -226,4 +202,42 @@ pub fn run(a: &EncodeBench, seqs: &[Vec<u32>], variant: Variant, head: String) -
         );
     }
     Ok(())
+}
+
+/// Run the PyTorch reference script over the same inputs (laid out as the
+/// variant reads them) and read its result: timings and top terms per mode.
+fn reference_run(
+    a: &EncodeBench,
+    py: &std::path::Path,
+    model_file: &Value,
+    inputs: &[Vec<u32>],
+    pool_from: &[usize],
+    threads: usize,
+    head: &str,
+) -> Result<Value> {
+    let dir = TempDir::new()?;
+    let script = dir.0.join("pytorch_encode.py");
+    let request = dir.0.join("request.json");
+    let result = dir.0.join("result.json");
+    std::fs::write(&script, SCRIPT)?;
+    let req = json!({"model": model_file, "inputs": inputs, "pool_from": pool_from,
+        "batch": a.model.batch, "threads": threads, "repeat": a.repeat.max(1),
+        "modes": ["f32", "int8"], "head": head, "top": TOP});
+    std::fs::write(&request, serde_json::to_vec(&req)?)?;
+    let status = Command::new(py)
+        // The model is a local file: no hub access, no progress bars.
+        .env("HF_HUB_OFFLINE", "1")
+        .env("TRANSFORMERS_OFFLINE", "1")
+        .env("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        .env("TQDM_DISABLE", "1")
+        .arg(&script)
+        .arg(&request)
+        .arg(&result)
+        .status()
+        .with_context(|| format!("running the PyTorch reference with {}", py.display()))?;
+    if !status.success() {
+        bail!("the PyTorch reference failed ({status}); its messages are above");
+    }
+    serde_json::from_slice(&std::fs::read(&result)?)
+        .context("reading the PyTorch reference's result")
 }

@@ -469,6 +469,13 @@ impl Trainer {
         Ok((micro_batches, stream))
     }
 
+    /// Train from the start or the last checkpoint until `steps` (or
+    /// `stop_after` more), reporting every step; the step reached.
+    ///
+    /// Long on purpose: one step's gradient accumulation, clipping, update,
+    /// checkpoint and report share a dozen running values (gradients, shift
+    /// gradients, loss parts, token counts); split, they would travel as a
+    /// struct threaded through every part for no gain in clarity.
     pub fn run(
         &mut self,
         resume: bool,
