@@ -482,8 +482,7 @@ impl Encoding<'_> {
                 encoded.next().unwrap_or_default()
             };
             let v = prune(v, self.opts.doc_top_k);
-            buf.extend_from_slice(&(i as u32).to_le_bytes());
-            vectors::encode_record(&v, &mut buf);
+            vectors::encode_journal_entry(i, &v, &mut buf);
             *tokens += seqs[i].len() as u64;
         }
         Ok(buf)
@@ -557,12 +556,7 @@ pub fn read_partial(out: &Path) -> Result<Vec<(usize, SparseVec)>, IndexError> {
     // `done` comes from a file: never reserve more than the journal can hold.
     let mut out = Vec::with_capacity(j.done.min(bytes.len() / 4));
     let mut pos = 0;
-    while pos + 4 <= bytes.len() {
-        let ord = u32::from_le_bytes([bytes[pos], bytes[pos + 1], bytes[pos + 2], bytes[pos + 3]])
-            as usize;
-        let Some((v, next)) = vectors::decode_record(&bytes, pos + 4) else {
-            break;
-        };
+    while let Some((ord, v, next)) = vectors::decode_journal_entry(&bytes, pos) {
         out.push((ord, v));
         pos = next;
     }
@@ -579,13 +573,8 @@ pub fn read_journal(bytes: &[u8], docs: usize, path: &Path) -> Result<Vec<Sparse
             path: path.to_path_buf(),
             msg: format!("{what} at byte {pos}; delete the partial build to start over"),
         };
-        let ord = bytes
-            .get(pos..pos + 4)
-            .and_then(|b| b.try_into().ok())
-            .map(u32::from_le_bytes)
-            .ok_or_else(|| corrupt("truncated journal record"))? as usize;
-        let (v, next) = vectors::decode_record(bytes, pos + 4)
-            .ok_or_else(|| corrupt("malformed journal record"))?;
+        let (ord, v, next) = vectors::decode_journal_entry(bytes, pos)
+            .ok_or_else(|| corrupt("truncated or malformed journal record"))?;
         let slot = vecs
             .get_mut(ord)
             .ok_or_else(|| corrupt("journal record of a document beyond the corpus"))?;

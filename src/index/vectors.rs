@@ -1,84 +1,110 @@
-//! The exact sparse vectors of an index, in a compact binary file:
-//! `CSPV` magic, version, document count, then per document a `u32` term
-//! count, the term ids (`u32`) and the weights (`f32`), all little-endian;
-//! since version 2 a sha256 of everything before it closes the file, and
-//! reading checks it (version 1 files, from earlier csplade, have none).
+//! The exact sparse vectors of an index, in a compact binary file. The
+//! layout, declared once by the structs below (all little-endian):
+//!
+//! ```text
+//! VectorsHeader   magic "CSPV", version u32, documents u32
+//! documents × (RecordHead terms u32, ids [u32; terms], weights [f32; terms])
+//! sha256 of everything before it (32 bytes; since version 2)
+//! ```
+//!
+//! Reading checks the checksum (version 1 files, from earlier csplade, have
+//! none). A record (ids strictly ascending, weights finite and positive) is
+//! also the unit of the index journal (after a [`JournalEntry`]) and of the
+//! training caches of document vectors.
 
-use std::io::{BufWriter, Read, Write};
+use std::io::{Read, Write};
+use std::path::Path;
 
 use sha2::{Digest, Sha256};
-use std::path::Path;
+use zerocopy::little_endian::{F32, U32};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 use super::IndexError;
 use crate::encode::SparseVec;
 
-const MAGIC: &[u8; 4] = b"CSPV";
-const VERSION: u32 = 2;
+/// The first bytes of `vectors.bin`.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug)]
+#[repr(C)]
+pub struct VectorsHeader {
+    pub magic: [u8; 4],
+    pub version: U32,
+    pub documents: U32,
+}
+
+/// The head of one vector record: how many (id, weight) pairs follow, the
+/// ids first (`u32`), then the weights (`f32`).
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug)]
+#[repr(C)]
+pub struct RecordHead {
+    pub terms: U32,
+}
+
+/// What precedes each record in an index journal: the document's corpus
+/// position.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug)]
+#[repr(C)]
+pub struct JournalEntry {
+    pub ordinal: U32,
+}
+
+pub const MAGIC: [u8; 4] = *b"CSPV";
+pub const VERSION: u32 = 2;
 /// Bytes of the closing checksum.
-const SUM: usize = 32;
+pub const SUM: usize = 32;
+/// Bytes of [`VectorsHeader`].
+pub const HEADER: usize = std::mem::size_of::<VectorsHeader>();
 
 /// Serialize one vector record.
 pub fn encode_record(v: &SparseVec, out: &mut Vec<u8>) {
-    out.extend_from_slice(&(v.ids.len() as u32).to_le_bytes());
+    let head = RecordHead {
+        terms: U32::new(v.ids.len() as u32),
+    };
+    out.extend_from_slice(head.as_bytes());
     for id in &v.ids {
-        out.extend_from_slice(&id.to_le_bytes());
+        out.extend_from_slice(U32::new(*id).as_bytes());
     }
     for w in &v.weights {
-        out.extend_from_slice(&w.to_le_bytes());
+        out.extend_from_slice(F32::new(*w).as_bytes());
     }
 }
 
 /// Parse one record at `pos`; returns the vector and the next position.
 pub fn decode_record(buf: &[u8], pos: usize) -> Option<(SparseVec, usize)> {
-    let n = u32::from_le_bytes(buf.get(pos..pos + 4)?.try_into().ok()?) as usize;
-    let ids_at = pos + 4;
-    let w_at = ids_at + 4 * n;
-    let end = w_at + 4 * n;
-    let ids_b = buf.get(ids_at..w_at)?;
-    let w_b = buf.get(w_at..end)?;
-    let ids: Vec<u32> = ids_b
-        .chunks_exact(4)
-        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
-    let weights: Vec<f32> = w_b
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
+    let (head, rest) = RecordHead::read_from_prefix(buf.get(pos..)?).ok()?;
+    let n = head.terms.get() as usize;
+    let (ids, rest) = <[U32]>::ref_from_prefix_with_elems(rest, n).ok()?;
+    let (weights, _) = <[F32]>::ref_from_prefix_with_elems(rest, n).ok()?;
+    let ids: Vec<u32> = ids.iter().map(|i| i.get()).collect();
+    let weights: Vec<f32> = weights.iter().map(|w| w.get()).collect();
     if ids.windows(2).any(|w| w[0] >= w[1]) || weights.iter().any(|w| !(w.is_finite() && *w > 0.0))
     {
         return None;
     }
+    let end = pos + std::mem::size_of::<RecordHead>() + 8 * n;
     Some((SparseVec { ids, weights }, end))
 }
 
-/// Write all vectors (document order) atomically.
+/// Write all vectors (document order) atomically (see
+/// [`crate::data::output::write_with`]).
 pub fn write(path: &Path, vectors: &[SparseVec]) -> Result<(), IndexError> {
-    let tmp = path.with_extension("tmp");
-    {
-        let f = std::fs::File::create(&tmp).map_err(|e| IndexError::io(&tmp, e))?;
-        let mut w = BufWriter::new(f);
-        let mut head = Vec::with_capacity(12);
-        head.extend_from_slice(MAGIC);
-        head.extend_from_slice(&VERSION.to_le_bytes());
-        head.extend_from_slice(&(vectors.len() as u32).to_le_bytes());
-        w.write_all(&head).map_err(|e| IndexError::io(&tmp, e))?;
+    let head = VectorsHeader {
+        magic: MAGIC,
+        version: U32::new(VERSION),
+        documents: U32::new(vectors.len() as u32),
+    };
+    Ok(crate::data::output::write_with(path, |w| {
         let mut sum = Sha256::new();
-        sum.update(&head);
+        sum.update(head.as_bytes());
+        w.write_all(head.as_bytes())?;
         let mut buf = Vec::new();
         for v in vectors {
             buf.clear();
             encode_record(v, &mut buf);
             sum.update(&buf);
-            w.write_all(&buf).map_err(|e| IndexError::io(&tmp, e))?;
+            w.write_all(&buf)?;
         }
         w.write_all(&sum.finalize())
-            .map_err(|e| IndexError::io(&tmp, e))?;
-        w.flush().map_err(|e| IndexError::io(&tmp, e))?;
-        w.get_ref()
-            .sync_all()
-            .map_err(|e| IndexError::io(&tmp, e))?;
-    }
-    std::fs::rename(&tmp, path).map_err(|e| IndexError::io(path, e))
+    })?)
 }
 
 pub fn read(path: &Path) -> Result<Vec<SparseVec>, IndexError> {
@@ -90,14 +116,14 @@ pub fn read(path: &Path) -> Result<Vec<SparseVec>, IndexError> {
         path: path.to_path_buf(),
         msg: msg.to_string(),
     };
-    if buf.len() < 12 || &buf[..4] != MAGIC {
-        return Err(corrupt("not a csplade vectors file"));
-    }
-    let version = u32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]);
-    match version {
+    let head = match VectorsHeader::read_from_prefix(&buf) {
+        Ok((head, _)) if head.magic == MAGIC => head,
+        _ => return Err(corrupt("not a csplade vectors file")),
+    };
+    match head.version.get() {
         1 => {}
         VERSION => {
-            if buf.len() < 12 + SUM {
+            if buf.len() < HEADER + SUM {
                 return Err(corrupt("truncated: no checksum"));
             }
             let (body, sum) = buf.split_at(buf.len() - SUM);
@@ -108,22 +134,22 @@ pub fn read(path: &Path) -> Result<Vec<SparseVec>, IndexError> {
             }
             buf.truncate(buf.len() - SUM);
         }
-        _ => {
+        version => {
             return Err(corrupt(&format!(
                 "vectors format {version}, expected {VERSION} (or 1)"
             )))
         }
     }
-    let n = u32::from_le_bytes([buf[8], buf[9], buf[10], buf[11]]) as usize;
-    // Every record takes at least 4 bytes: a count beyond that is a lie.
-    if n > (buf.len() - 12) / 4 {
+    let n = head.documents.get() as usize;
+    // Every record takes at least a RecordHead: a count beyond that is a lie.
+    if n > (buf.len() - HEADER) / std::mem::size_of::<RecordHead>() {
         return Err(corrupt(&format!(
             "declares {n} records in {} bytes",
             buf.len()
         )));
     }
     let mut out = Vec::with_capacity(n);
-    let mut pos = 12;
+    let mut pos = HEADER;
     for i in 0..n {
         let (v, next) = decode_record(&buf, pos)
             .ok_or_else(|| corrupt(&format!("record {i} is truncated or malformed")))?;
@@ -134,6 +160,23 @@ pub fn read(path: &Path) -> Result<Vec<SparseVec>, IndexError> {
         return Err(corrupt("trailing bytes after the last record"));
     }
     Ok(out)
+}
+
+/// Append a journal entry: the document's corpus position, then its record.
+pub fn encode_journal_entry(ordinal: usize, v: &SparseVec, out: &mut Vec<u8>) {
+    let entry = JournalEntry {
+        ordinal: U32::new(ordinal as u32),
+    };
+    out.extend_from_slice(entry.as_bytes());
+    encode_record(v, out);
+}
+
+/// Parse one journal entry at `pos`: (corpus position, vector, next position);
+/// `None` when it is truncated or malformed.
+pub fn decode_journal_entry(buf: &[u8], pos: usize) -> Option<(usize, SparseVec, usize)> {
+    let (entry, _) = JournalEntry::read_from_prefix(buf.get(pos..)?).ok()?;
+    let (v, next) = decode_record(buf, pos + std::mem::size_of::<JournalEntry>())?;
+    Some((entry.ordinal.get() as usize, v, next))
 }
 
 #[cfg(test)]
@@ -165,7 +208,8 @@ mod tests {
         let good = std::fs::read(&p).unwrap();
         // A weight changed in place: still a well-formed record.
         let mut bad = good.clone();
-        bad[12 + 4 + 8] ^= 0x01;
+        // The second weight of the first record.
+        bad[HEADER + std::mem::size_of::<RecordHead>() + 2 * 4 + 4] ^= 0x01;
         std::fs::write(&p, &bad).unwrap();
         let e = read(&p).unwrap_err().to_string();
         assert!(
@@ -174,7 +218,8 @@ mod tests {
         );
         // The same content as version 1 (no checksum) reads as before.
         let mut v1 = good[..good.len() - SUM].to_vec();
-        v1[4..8].copy_from_slice(&1u32.to_le_bytes());
+        let (head, _) = VectorsHeader::mut_from_prefix(&mut v1).unwrap();
+        head.version = U32::new(1);
         std::fs::write(&p, &v1).unwrap();
         assert_eq!(read(&p).unwrap(), vs);
     }

@@ -5,6 +5,8 @@
 //! runs as four 6×16 quarters, so the fused attention and LM-head kernels
 //! built on it run there too. Elsewhere callers fall back to candle's matmul.
 
+use std::ops::Range;
+
 use super::disjoint::SendPtr;
 use rayon::prelude::*;
 
@@ -148,7 +150,7 @@ pub fn matmul_t(x: &[f32], m: usize, w: &PackedWeight, out: &mut [f32]) {
         let r0 = mb * mc;
         let rows = mc.min(m - r0);
         let out_ptr = &out_ptr;
-        block(x, k, r0, rows, w, p0, p1, out_ptr.0, n);
+        block(x, r0..r0 + rows, w, p0..p1, out_ptr.0);
     });
 }
 
@@ -228,22 +230,19 @@ fn pack_rows(x: &[f32], k: usize, r0: usize, rows: usize, apack: &mut [f32]) {
 /// One row block × a range of column panels. Each task writes a disjoint
 /// rectangle of `out`. A is packed once for the whole depth; each tile runs
 /// the full depth in registers, so C is written exactly once.
-#[allow(clippy::too_many_arguments)]
 fn block(
     x: &[f32],
-    k: usize,
-    r0: usize,
-    rows: usize,
+    row_range: Range<usize>,
     w: &PackedWeight,
-    p0: usize,
-    p1: usize,
+    panels: Range<usize>,
     out: *mut f32,
-    ldc: usize,
 ) {
+    let (k, ldc) = (w.k, w.n);
+    let (r0, rows) = (row_range.start, row_range.len());
     let tiles = rows.div_ceil(MR);
     let mut apack = vec![0f32; tiles * MR * k];
     pack_rows(x, k, r0, rows, &mut apack);
-    for p in p0..p1 {
+    for p in panels {
         let bp = w.panel(p);
         let cols = NR.min(w.n - p * NR);
         for t in 0..tiles {
@@ -266,7 +265,6 @@ fn block(
 /// [`available`] must hold; `a` holds `kc × MR` packed values, `b` a
 /// panel of `kc × NR`, and `c` is valid for writes of `rows` rows of `cols`
 /// values at stride `ldc`, written by no other thread meanwhile.
-#[allow(clippy::too_many_arguments)]
 unsafe fn tile(
     kc: usize,
     a: &[f32],

@@ -107,9 +107,11 @@ fn check_vectors(dir: &Path, meta: &IndexMeta) -> Check {
             REBUILD,
         );
     }
-    let summed = std::fs::read(&path)
-        .ok()
-        .is_some_and(|b| b.get(4..8) != Some(&1u32.to_le_bytes()[..]));
+    let summed = std::fs::read(&path).ok().is_some_and(|b| {
+        use zerocopy::FromBytes;
+        crate::index::vectors::VectorsHeader::read_from_prefix(&b)
+            .is_ok_and(|(h, _)| h.version.get() != 1)
+    });
     let postings: usize = vectors.iter().map(|v| v.active()).sum();
     let detail = format!(
         "{} vectors, {postings} postings, {}",

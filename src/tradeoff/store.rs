@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use zerocopy::little_endian::{F32, U32};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 use super::pool::{Pool, PoolIdentity};
 use crate::data::output::{atomic, OutputError};
@@ -188,24 +190,39 @@ fn read_journal(bytes: &[u8]) -> (Vec<SparseVec>, u64, f64, usize) {
     }
 }
 
-/// A batch's cost line: a record of two `u32::MAX` ids (which no vector
-/// has) whose two "weights" are the batch's tokens and seconds.
+/// A batch's cost line: laid out as a vector record of two `u32::MAX` ids
+/// (which no vector has) whose two "weights" are the batch's tokens and
+/// seconds.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug)]
+#[repr(C)]
+struct CostLine {
+    terms: U32,
+    marker: [U32; 2],
+    tokens: F32,
+    seconds: F32,
+}
+
+impl CostLine {
+    const MARKER: [U32; 2] = [U32::MAX_VALUE, U32::MAX_VALUE];
+
+    fn new(tokens: u64, seconds: f64) -> Self {
+        Self {
+            terms: U32::new(2),
+            marker: Self::MARKER,
+            tokens: F32::new(tokens as f32),
+            seconds: F32::new(seconds as f32),
+        }
+    }
+}
+
+/// The cost line at `pos`, if there is one: (tokens, seconds, next position).
 fn cost_line(bytes: &[u8], pos: usize) -> Option<(f32, f32, usize)> {
-    let word =
-        |i: usize| -> Option<[u8; 4]> { bytes.get(pos + 4 * i..pos + 4 * i + 4)?.try_into().ok() };
-    let marker = (
-        u32::from_le_bytes(word(0)?),
-        u32::from_le_bytes(word(1)?),
-        u32::from_le_bytes(word(2)?),
-    );
-    if marker != (2, u32::MAX, u32::MAX) {
+    let (line, _) = CostLine::read_from_prefix(bytes.get(pos..)?).ok()?;
+    if line.terms.get() != 2 || line.marker != CostLine::MARKER {
         return None;
     }
-    Some((
-        f32::from_le_bytes(word(3)?),
-        f32::from_le_bytes(word(4)?),
-        pos + 20,
-    ))
+    let next = pos + std::mem::size_of::<CostLine>();
+    Some((line.tokens.get(), line.seconds.get(), next))
 }
 
 /// An encoding in progress: what is done, and the file the next batches
@@ -232,11 +249,7 @@ impl Journal {
         for v in batch {
             encode_record(v, &mut bytes);
         }
-        bytes.extend_from_slice(&2u32.to_le_bytes());
-        bytes.extend_from_slice(&u32::MAX.to_le_bytes());
-        bytes.extend_from_slice(&u32::MAX.to_le_bytes());
-        bytes.extend_from_slice(&(tokens as f32).to_le_bytes());
-        bytes.extend_from_slice(&(seconds as f32).to_le_bytes());
+        bytes.extend_from_slice(CostLine::new(tokens, seconds).as_bytes());
         let io = |e| OutputError::io(&self.path, e);
         self.file.seek(SeekFrom::Start(self.end)).map_err(io)?;
         self.file.write_all(&bytes).map_err(io)?;

@@ -5,13 +5,20 @@
 //! resumed on a machine without them — a GPU machine, say. The file is
 //! keyed by every recipe field that shapes the batches and is rebuilt (from
 //! the data) when the key differs or the run needs more micro-batches.
+//!
+//! The layout, inside gzip: the line `csplade-batches-1`, the [`Header`] as
+//! one line of JSON, then for each micro-batch and each of its queries the
+//! query, its positive and its hard negatives, each a [`SeqHead`] and its
+//! token ids.
 
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use zerocopy::little_endian::{U16, U32};
+use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 use super::config::TrainConfig;
 use super::data::{self, DrawSettings, MicroBatch};
@@ -54,44 +61,53 @@ pub fn draw_settings(cfg: &TrainConfig) -> DrawSettings {
     }
 }
 
+/// The head of one stored text: its token count; the token ids follow,
+/// as `u16` or, when the header says `wide`, `u32` (little-endian).
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug)]
+#[repr(C)]
+struct SeqHead {
+    tokens: U32,
+}
+
+/// The longest text a batches file may hold, in tokens.
+const MAX_TOKENS: usize = 1 << 20;
+
 fn write_seq(w: &mut impl Write, s: &[u32], wide: bool) -> std::io::Result<()> {
-    w.write_all(&(s.len() as u32).to_le_bytes())?;
-    for &t in s {
-        if wide {
-            w.write_all(&t.to_le_bytes())?;
-        } else {
-            w.write_all(&(t as u16).to_le_bytes())?;
-        }
+    let head = SeqHead {
+        tokens: U32::new(s.len() as u32),
+    };
+    w.write_all(head.as_bytes())?;
+    if wide {
+        let ids: Vec<U32> = s.iter().map(|&t| U32::new(t)).collect();
+        w.write_all(ids.as_bytes())
+    } else {
+        let ids: Vec<U16> = s.iter().map(|&t| U16::new(t as u16)).collect();
+        w.write_all(ids.as_bytes())
     }
-    Ok(())
 }
 
 fn read_seq(r: &mut impl Read, wide: bool) -> std::io::Result<Vec<u32>> {
-    let mut b4 = [0u8; 4];
-    r.read_exact(&mut b4)?;
-    let n = u32::from_le_bytes(b4) as usize;
-    if n > 1 << 20 {
+    let mut head = SeqHead::new_zeroed();
+    r.read_exact(head.as_mut_bytes())?;
+    let n = head.tokens.get() as usize;
+    if n > MAX_TOKENS {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
             format!("a text of {n} tokens"),
         ));
     }
-    let width = if wide { 4 } else { 2 };
-    let mut raw = vec![0u8; n * width];
-    r.read_exact(&mut raw)?;
-    Ok(raw
-        .chunks(width)
-        .map(|c| {
-            if wide {
-                u32::from_le_bytes([c[0], c[1], c[2], c[3]])
-            } else {
-                u16::from_le_bytes([c[0], c[1]]) as u32
-            }
-        })
-        .collect())
+    if wide {
+        let mut ids = vec![U32::ZERO; n];
+        r.read_exact(ids.as_mut_bytes())?;
+        Ok(ids.iter().map(|t| t.get()).collect())
+    } else {
+        let mut ids = vec![U16::ZERO; n];
+        r.read_exact(ids.as_mut_bytes())?;
+        Ok(ids.iter().map(|t| t.get() as u32).collect())
+    }
 }
 
-/// Write `batches` to `path` atomically (temporary file, then rename).
+/// Write `batches` to `path` atomically (see [`crate::data::output::write_with`]).
 pub fn write(path: &Path, key: &str, batches: &[MicroBatch], vocab: usize) -> Result<()> {
     let first = batches.first();
     let header = Header {
@@ -101,14 +117,6 @@ pub fn write(path: &Path, key: &str, batches: &[MicroBatch], vocab: usize) -> Re
         hard_negatives: first.and_then(|b| b.negatives.first()).map_or(0, Vec::len),
         wide: vocab > u16::MAX as usize + 1,
     };
-    let tmp = path.with_extension("gz.tmp");
-    let f = std::fs::File::create(&tmp).with_context(|| tmp.display().to_string())?;
-    let mut w = flate2::write::GzEncoder::new(BufWriter::new(f), flate2::Compression::default());
-    let io = |e: std::io::Error| anyhow::anyhow!("{}: {e}", tmp.display());
-    w.write_all(MAGIC).map_err(io)?;
-    w.write_all(serde_json::to_string(&header)?.as_bytes())
-        .map_err(io)?;
-    w.write_all(b"\n").map_err(io)?;
     for mb in batches {
         if mb.queries.len() != header.batch
             || mb
@@ -118,19 +126,25 @@ pub fn write(path: &Path, key: &str, batches: &[MicroBatch], vocab: usize) -> Re
         {
             bail!("micro-batches of unequal shape cannot be stored");
         }
-        for ((q, p), negs) in mb.queries.iter().zip(&mb.positives).zip(&mb.negatives) {
-            write_seq(&mut w, q, header.wide).map_err(io)?;
-            write_seq(&mut w, p, header.wide).map_err(io)?;
-            for n in negs {
-                write_seq(&mut w, n, header.wide).map_err(io)?;
+    }
+    let header_line = serde_json::to_string(&header)?;
+    crate::data::output::write_with(path, |file| {
+        let mut w = flate2::write::GzEncoder::new(file, flate2::Compression::default());
+        w.write_all(MAGIC)?;
+        w.write_all(header_line.as_bytes())?;
+        w.write_all(b"\n")?;
+        for mb in batches {
+            for ((q, p), negs) in mb.queries.iter().zip(&mb.positives).zip(&mb.negatives) {
+                write_seq(&mut w, q, header.wide)?;
+                write_seq(&mut w, p, header.wide)?;
+                for n in negs {
+                    write_seq(&mut w, n, header.wide)?;
+                }
             }
         }
-    }
-    let inner = w.finish().map_err(io)?;
-    let f = inner.into_inner().map_err(|e| io(e.into_error()))?;
-    f.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, path).with_context(|| path.display().to_string())?;
-    Ok(())
+        w.finish().map(|_| ())
+    })
+    .with_context(|| format!("writing the training batches {}", path.display()))
 }
 
 /// The first `count` micro-batches stored at `path`, if its key is `key` and

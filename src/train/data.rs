@@ -500,12 +500,10 @@ pub fn packed_corpus(
     Ok(stream)
 }
 
-/// SplitMix64 of `x`: the run's only source of randomness.
-pub fn mix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
+/// SplitMix64 of `x` (the generator's first output from seed `x`): the
+/// run's only source of randomness.
+pub fn mix(x: u64) -> u64 {
+    crate::rng::SplitMix::new(x).next_u64()
 }
 
 /// Example indices of micro-batch `k` (of `size`) over `n` examples: epochs

@@ -19,7 +19,7 @@ mod manifest;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-pub use atomic::{write_file, write_new};
+pub use atomic::{write_file, write_new, write_with};
 pub use lock::OutputLock;
 pub use manifest::{mark_dir, DIR_MANIFEST, FILE_REGISTRY};
 

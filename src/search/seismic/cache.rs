@@ -1,22 +1,96 @@
 //! The Seismic structure cached next to its index (`seismic.bin`): written
 //! atomically, reused only for the same index and build settings, and
-//! checked on reading so that a damaged file is refused, never searched:
-//! since version 2 a sha256 of everything before it closes the file, and
-//! the arrays are checked for consistency as well (a version 1 cache is
-//! simply rebuilt).
+//! checked on reading so that a damaged file is refused, never searched.
+//! The layout, declared once by the structs below (all little-endian):
+//!
+//! ```text
+//! SeismicHeader   magic "CSPS", version u32, the CacheKey, the SeismicBuild
+//! 5 × u32 arrays  term_blocks, block_docs, docs, block_summary, summary_terms
+//! u8 array        summary_codes
+//! 2 × f32 arrays  summary_min, summary_step
+//! sha256 of everything before it (32 bytes)
+//! ```
+//!
+//! Each array is an [`ArrayHead`] (its length) and its elements. Since
+//! version 2 the checksum closes the file and the arrays are checked for
+//! consistency as well (a version 1 cache is simply rebuilt).
 
-use std::io::{BufWriter, Read, Write};
+use std::io::{Read, Write};
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
+use zerocopy::little_endian::{F32, U32, U64};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 use super::{SeismicBuild, SeismicIndex};
 use crate::index::IndexError;
 
-const MAGIC: &[u8; 4] = b"CSPS";
+const MAGIC: [u8; 4] = *b"CSPS";
 const VERSION: u32 = 2;
 /// Bytes of the closing checksum.
 const SUM: usize = 32;
+
+/// The first bytes of `seismic.bin`: what the structure was built from and
+/// with.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug)]
+#[repr(C)]
+pub struct SeismicHeader {
+    pub magic: [u8; 4],
+    pub version: U32,
+    pub documents: U32,
+    pub vocab: U32,
+    pub vectors_bytes: U64,
+    pub built_at: U64,
+    pub postings_per_term: U32,
+    pub doc_cut: U32,
+    pub min_block: U32,
+    pub block_fraction: F32,
+    pub summary_energy: F32,
+}
+
+/// The length (in elements) that precedes each array.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug)]
+#[repr(C)]
+pub struct ArrayHead {
+    pub len: U64,
+}
+
+impl SeismicHeader {
+    fn new(key: CacheKey, b: &SeismicBuild) -> Self {
+        Self {
+            magic: MAGIC,
+            version: U32::new(VERSION),
+            documents: U32::new(key.documents),
+            vocab: U32::new(key.vocab),
+            vectors_bytes: U64::new(key.vectors_bytes),
+            built_at: U64::new(key.built_at),
+            postings_per_term: U32::new(b.postings_per_term as u32),
+            doc_cut: U32::new(b.doc_cut as u32),
+            min_block: U32::new(b.min_block as u32),
+            block_fraction: F32::new(b.block_fraction),
+            summary_energy: F32::new(b.summary_energy),
+        }
+    }
+
+    fn key(&self) -> CacheKey {
+        CacheKey {
+            documents: self.documents.get(),
+            vocab: self.vocab.get(),
+            vectors_bytes: self.vectors_bytes.get(),
+            built_at: self.built_at.get(),
+        }
+    }
+
+    fn build(&self) -> SeismicBuild {
+        SeismicBuild {
+            postings_per_term: self.postings_per_term.get() as usize,
+            doc_cut: self.doc_cut.get() as usize,
+            min_block: self.min_block.get() as usize,
+            block_fraction: self.block_fraction.get(),
+            summary_energy: self.summary_energy.get(),
+        }
+    }
+}
 
 /// What a cached structure must match to be reused: the index's document
 /// count, vocabulary and vectors file size, and the build settings.
@@ -29,35 +103,15 @@ pub struct CacheKey {
 }
 
 impl SeismicIndex {
-    /// Write atomically (temporary file, then rename).
+    /// Write atomically (see [`crate::data::output::write_with`]).
     pub fn save(&self, path: &Path, key: CacheKey) -> Result<(), IndexError> {
-        let tmp = path.with_extension("tmp");
-        let io = |e| IndexError::io(&tmp, e);
-        {
-            let f = std::fs::File::create(&tmp).map_err(io)?;
+        let head = SeismicHeader::new(key, &self.build);
+        Ok(crate::data::output::write_with(path, |file| {
             let mut w = Summed {
-                w: BufWriter::new(f),
+                w: file,
                 sum: Sha256::new(),
             };
-            let mut head = Vec::new();
-            head.extend_from_slice(MAGIC);
-            for x in [VERSION, key.documents, key.vocab] {
-                head.extend_from_slice(&x.to_le_bytes());
-            }
-            head.extend_from_slice(&key.vectors_bytes.to_le_bytes());
-            head.extend_from_slice(&key.built_at.to_le_bytes());
-            let b = &self.build;
-            for x in [
-                b.postings_per_term as u32,
-                b.doc_cut as u32,
-                b.min_block as u32,
-            ] {
-                head.extend_from_slice(&x.to_le_bytes());
-            }
-            for x in [b.block_fraction, b.summary_energy] {
-                head.extend_from_slice(&x.to_le_bytes());
-            }
-            w.write_all(&head).map_err(io)?;
+            w.write_all(head.as_bytes())?;
             for a in [
                 &self.term_blocks,
                 &self.block_docs,
@@ -65,21 +119,17 @@ impl SeismicIndex {
                 &self.block_summary,
                 &self.summary_terms,
             ] {
-                write_u32s(&mut w, a).map_err(io)?;
+                let a: Vec<U32> = a.iter().map(|&x| U32::new(x)).collect();
+                write_array(&mut w, a.as_bytes(), a.len())?;
             }
-            w.write_all(&(self.summary_codes.len() as u64).to_le_bytes())
-                .map_err(io)?;
-            w.write_all(&self.summary_codes).map_err(io)?;
+            write_array(&mut w, &self.summary_codes, self.summary_codes.len())?;
             for a in [&self.summary_min, &self.summary_step] {
-                let bits: Vec<u32> = a.iter().map(|x| x.to_bits()).collect();
-                write_u32s(&mut w, &bits).map_err(io)?;
+                let a: Vec<F32> = a.iter().map(|&x| F32::new(x)).collect();
+                write_array(&mut w, a.as_bytes(), a.len())?;
             }
-            let Summed { w: mut file, sum } = w;
-            file.write_all(&sum.finalize()).map_err(io)?;
-            file.flush().map_err(io)?;
-            file.get_ref().sync_all().map_err(io)?;
-        }
-        std::fs::rename(&tmp, path).map_err(|e| IndexError::io(path, e))
+            let Summed { w: file, sum } = w;
+            file.write_all(&sum.finalize())
+        })?)
     }
 
     /// Read a cached structure; `Ok(None)` when it was made for another
@@ -101,47 +151,42 @@ impl SeismicIndex {
         if buf.get(..4) != Some(&MAGIC[..]) {
             return Err(corrupt("not a csplade Seismic cache".into()));
         }
-        let version = buf.get(4..8).ok_or_else(truncated)?;
-        if version != VERSION.to_le_bytes() {
+        let version = buf.get(4..).and_then(|b| U32::read_from_prefix(b).ok());
+        if version.map(|(v, _)| v.get()) != Some(VERSION) {
+            // A cache of another version is simply rebuilt.
             return Ok(None);
         }
-        if buf.len() < 8 + SUM
+        if buf.len() < HEADER + SUM
             || Sha256::digest(&buf[..buf.len() - SUM]).as_slice() != &buf[buf.len() - SUM..]
         {
             return Err(corrupt(
                 "checksum mismatch: the Seismic cache was truncated or changed after csplade wrote it; delete it and it is rebuilt on first use".into(),
             ));
         }
-        let body = &buf[..buf.len() - SUM];
-        let mut r = Reader { buf: body, pos: 8 };
-        let found = CacheKey {
-            documents: r.u32().ok_or_else(truncated)?,
-            vocab: r.u32().ok_or_else(truncated)?,
-            vectors_bytes: r.u64().ok_or_else(truncated)?,
-            built_at: r.u64().ok_or_else(truncated)?,
-        };
-        let found_build = SeismicBuild {
-            postings_per_term: r.u32().ok_or_else(truncated)? as usize,
-            doc_cut: r.u32().ok_or_else(truncated)? as usize,
-            min_block: r.u32().ok_or_else(truncated)? as usize,
-            block_fraction: f32::from_bits(r.u32().ok_or_else(truncated)?),
-            summary_energy: f32::from_bits(r.u32().ok_or_else(truncated)?),
-        };
-        if found != key || found_build != build {
+        let (head, _) = SeismicHeader::read_from_prefix(&buf).map_err(|_| truncated())?;
+        if head.key() != key || head.build() != build {
             return Ok(None);
         }
+        let body = &buf[..buf.len() - SUM];
+        let mut r = Reader {
+            buf: body,
+            pos: HEADER,
+        };
         let mut arrays = Vec::new();
         for _ in 0..5 {
-            arrays.push(r.u32s().ok_or_else(truncated)?);
+            arrays.push(r.array::<U32>().ok_or_else(truncated)?);
         }
-        let n = r.u64().ok_or_else(truncated)? as usize;
-        let summary_codes = r.bytes(n).ok_or_else(truncated)?.to_vec();
-        let floats = |v: Vec<u32>| v.into_iter().map(f32::from_bits).collect::<Vec<f32>>();
-        let summary_min = floats(r.u32s().ok_or_else(truncated)?);
-        let summary_step = floats(r.u32s().ok_or_else(truncated)?);
+        let summary_codes = r.array::<u8>().ok_or_else(truncated)?;
+        let summary_min = r.array::<F32>().ok_or_else(truncated)?;
+        let summary_step = r.array::<F32>().ok_or_else(truncated)?;
         if r.pos != body.len() {
             return Err(corrupt("trailing bytes in the Seismic cache".into()));
         }
+        let words = |v: Vec<U32>| v.into_iter().map(|x| x.get()).collect::<Vec<u32>>();
+        let floats = |v: Vec<F32>| v.into_iter().map(|x| x.get()).collect::<Vec<f32>>();
+        let (summary_codes, summary_min, summary_step) =
+            (summary_codes, floats(summary_min), floats(summary_step));
+        let arrays: Vec<Vec<u32>> = arrays.into_iter().map(words).collect();
         let mut a = arrays.into_iter();
         let mut next = || a.next().unwrap_or_default();
         let index = Self {
@@ -215,13 +260,16 @@ impl<W: Write> Write for Summed<W> {
     }
 }
 
-fn write_u32s(w: &mut impl Write, a: &[u32]) -> std::io::Result<()> {
-    w.write_all(&(a.len() as u64).to_le_bytes())?;
-    let mut bytes = Vec::with_capacity(4 * a.len());
-    for x in a {
-        bytes.extend_from_slice(&x.to_le_bytes());
-    }
-    w.write_all(&bytes)
+/// Bytes of [`SeismicHeader`].
+pub const HEADER: usize = std::mem::size_of::<SeismicHeader>();
+
+/// An array: its [`ArrayHead`], then its `len` elements' bytes.
+fn write_array(w: &mut impl Write, bytes: &[u8], len: usize) -> std::io::Result<()> {
+    let head = ArrayHead {
+        len: U64::new(len as u64),
+    };
+    w.write_all(head.as_bytes())?;
+    w.write_all(bytes)
 }
 
 struct Reader<'a> {
@@ -229,27 +277,14 @@ struct Reader<'a> {
     pos: usize,
 }
 
-impl<'a> Reader<'a> {
-    fn bytes(&mut self, n: usize) -> Option<&'a [u8]> {
-        let end = self.pos.checked_add(n)?;
-        let b = self.buf.get(self.pos..end)?;
-        self.pos = end;
-        Some(b)
-    }
-    fn u32(&mut self) -> Option<u32> {
-        Some(u32::from_le_bytes(self.bytes(4)?.try_into().ok()?))
-    }
-    fn u64(&mut self) -> Option<u64> {
-        Some(u64::from_le_bytes(self.bytes(8)?.try_into().ok()?))
-    }
-    fn u32s(&mut self) -> Option<Vec<u32>> {
-        let n = usize::try_from(self.u64()?).ok()?;
-        let b = self.bytes(n.checked_mul(4)?)?;
-        Some(
-            b.chunks_exact(4)
-                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-        )
+impl Reader<'_> {
+    /// The next array of `T`; `None` when the file ends inside it.
+    fn array<T: FromBytes + Immutable + Unaligned + Copy>(&mut self) -> Option<Vec<T>> {
+        let (head, rest) = ArrayHead::read_from_prefix(self.buf.get(self.pos..)?).ok()?;
+        let n = usize::try_from(head.len.get()).ok()?;
+        let (items, _) = <[T]>::ref_from_prefix_with_elems(rest, n).ok()?;
+        self.pos += std::mem::size_of::<ArrayHead>() + std::mem::size_of_val(items);
+        Some(items.to_vec())
     }
 }
 
@@ -305,16 +340,24 @@ mod tests {
             b
         };
         // Offsets that point outside the arrays are refused, not searched:
-        // the header is 52 bytes, then the term offsets' length and first entry.
+        // the first term offset, after the header and its array's length.
+        let array = std::mem::size_of::<ArrayHead>();
+        let first_offset = HEADER + array;
         let mut bad = bytes.clone();
-        bad[60..64].copy_from_slice(&u32::MAX.to_le_bytes());
+        bad[first_offset..first_offset + 4].copy_from_slice(&u32::MAX.to_le_bytes());
         std::fs::write(&p, reseal(bad)).unwrap();
         let e = SeismicIndex::load(&p, key, build).unwrap_err().to_string();
         assert!(e.contains("offsets are inconsistent"), "{e}");
         // The last document number made larger than the collection.
         let mut bad = bytes.clone();
-        let last_doc =
-            52 + 8 + 4 * 101 + 8 + 4 * (index.blocks() + 1) + 8 + 4 * (index.postings() - 1);
+        // After term_blocks (vocab + 1 offsets) and block_docs (blocks + 1).
+        let last_doc = HEADER
+            + array
+            + 4 * (100 + 1)
+            + array
+            + 4 * (index.blocks() + 1)
+            + array
+            + 4 * (index.postings() - 1);
         bad[last_doc..last_doc + 4].copy_from_slice(&500u32.to_le_bytes());
         std::fs::write(&p, reseal(bad)).unwrap();
         let e = SeismicIndex::load(&p, key, build).unwrap_err().to_string();
