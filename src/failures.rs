@@ -133,22 +133,15 @@ fn surface_words(text: &str) -> HashMap<String, String> {
     out
 }
 
-/// Explain one query where LSR ranks relevant documents below BM25.
-pub fn explain(
-    idx: &LsrIndex,
-    tok: &TextTokenizer,
-    case: &FailureCase,
-) -> Result<FailureExplanation, IndexError> {
-    let ordinal: HashMap<&str, usize> = (0..idx.len()).map(|o| (idx.doc_id(o), o)).collect();
-    let heaviest = case.expansion.weights.iter().copied().fold(0f32, f32::max);
-    let words = surface_words(case.text);
+/// The relevant documents of a case: highest grade first, then the worst
+/// LSR rank.
+fn relevant_worst_first<'c>(case: &'c FailureCase) -> Vec<(&'c String, i32)> {
     let mut relevant: Vec<(&String, i32)> = case
         .judged
         .iter()
         .filter(|(_, &g)| g > 0)
         .map(|(d, &g)| (d, g))
         .collect();
-    // Highest grade first, then the worst LSR rank.
     relevant.sort_by_key(|(d, g)| {
         (
             std::cmp::Reverse(*g),
@@ -156,58 +149,55 @@ pub fn explain(
             (*d).clone(),
         )
     });
-    let mut missed = Vec::new();
-    for (doc, grade) in relevant {
-        let lsr_rank = rank_of(case.lsr, doc);
-        if lsr_rank.is_some_and(|r| r <= 10) || missed.len() == DOCS {
+    relevant
+}
+
+/// Why BM25 matched document `o`: each query word it scores, strongest
+/// first, with the weights the model gave its tokens on both sides.
+fn bm25_evidence(
+    idx: &LsrIndex,
+    tok: &TextTokenizer,
+    case: &FailureCase,
+    o: usize,
+) -> Result<Vec<WordEvidence>, IndexError> {
+    let heaviest = case.expansion.weights.iter().copied().fold(0f32, f32::max);
+    let words = surface_words(case.text);
+    let vector = &idx.vectors[o];
+    let mut out = Vec::new();
+    for (term, score) in idx.bm25.term_scores(case.text, o)? {
+        if score <= 0.0 {
             continue;
         }
-        let Some(&o) = ordinal.get(doc.as_str()) else {
-            continue;
-        };
-        let vector = &idx.vectors[o];
-        let mut bm25_words = Vec::new();
-        for (term, score) in idx.bm25.term_scores(case.text, o)? {
-            if score <= 0.0 {
-                continue;
-            }
-            let word = words.get(&term).cloned().unwrap_or_else(|| term.clone());
-            let ids = tok.encode(&format!(" {word}")).unwrap_or_default();
-            let qw = ids
-                .iter()
-                .map(|&i| case.expansion.get(i))
-                .fold(0f32, f32::max);
-            let dw = ids.iter().map(|&i| vector.get(i)).fold(0f32, f32::max);
-            bm25_words.push(WordEvidence {
-                word,
-                term,
-                bm25: score,
-                tokens: ids.iter().map(|&i| tok.token(i).to_string()).collect(),
-                query_weight: qw,
-                doc_weight: dw,
-                missing_from_expansion: qw < 0.1 * heaviest,
-            });
-        }
-        bm25_words.sort_by(|a, b| b.bm25.total_cmp(&a.bm25));
-        missed.push(MissedDocument {
-            doc_id: doc.clone(),
-            grade,
-            lsr_rank,
-            bm25_rank: rank_of(case.bm25, doc),
-            bm25_words,
-            shared_terms: evidence(tok, idx.explain(case.expansion, o)),
-            ordinal: o,
-            beyond_window: Vec::new(),
+        let word = words.get(&term).cloned().unwrap_or_else(|| term.clone());
+        let ids = tok.encode(&format!(" {word}")).unwrap_or_default();
+        let qw = ids
+            .iter()
+            .map(|&i| case.expansion.get(i))
+            .fold(0f32, f32::max);
+        let dw = ids.iter().map(|&i| vector.get(i)).fold(0f32, f32::max);
+        out.push(WordEvidence {
+            word,
+            term,
+            bm25: score,
+            tokens: ids.iter().map(|&i| tok.token(i).to_string()).collect(),
+            query_weight: qw,
+            doc_weight: dw,
+            missing_from_expansion: qw < 0.1 * heaviest,
         });
     }
+    out.sort_by(|a, b| b.bm25.total_cmp(&a.bm25));
+    Ok(out)
+}
+
+/// LSR's top hits that are not relevant, and the terms that lifted them.
+fn wrong_hits(idx: &LsrIndex, tok: &TextTokenizer, case: &FailureCase) -> Vec<WrongHit> {
     let relevant_ids: HashSet<&str> = case
         .judged
         .iter()
         .filter(|(_, &g)| g > 0)
         .map(|(d, _)| d.as_str())
         .collect();
-    let wrong_hits = case
-        .lsr
+    case.lsr
         .iter()
         .enumerate()
         .filter(|(_, h)| !relevant_ids.contains(h.doc_id.as_str()))
@@ -218,7 +208,37 @@ pub fn explain(
             score: h.score,
             lifted_by: evidence(tok, idx.explain(case.expansion, h.ordinal)),
         })
-        .collect();
+        .collect()
+}
+
+/// Explain one query where LSR ranks relevant documents below BM25.
+pub fn explain(
+    idx: &LsrIndex,
+    tok: &TextTokenizer,
+    case: &FailureCase,
+) -> Result<FailureExplanation, IndexError> {
+    let ordinal: HashMap<&str, usize> = (0..idx.len()).map(|o| (idx.doc_id(o), o)).collect();
+    let mut missed = Vec::new();
+    for (doc, grade) in relevant_worst_first(case) {
+        let lsr_rank = rank_of(case.lsr, doc);
+        if lsr_rank.is_some_and(|r| r <= 10) || missed.len() == DOCS {
+            continue;
+        }
+        let Some(&o) = ordinal.get(doc.as_str()) else {
+            continue;
+        };
+        missed.push(MissedDocument {
+            doc_id: doc.clone(),
+            grade,
+            lsr_rank,
+            bm25_rank: rank_of(case.bm25, doc),
+            bm25_words: bm25_evidence(idx, tok, case, o)?,
+            shared_terms: evidence(tok, idx.explain(case.expansion, o)),
+            ordinal: o,
+            beyond_window: Vec::new(),
+        });
+    }
+    let wrong_hits = wrong_hits(idx, tok, case);
     Ok(FailureExplanation {
         query_id: case.query_id.to_string(),
         text: case.text.to_string(),

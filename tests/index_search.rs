@@ -614,6 +614,25 @@ fn shards_merge_into_the_one_process_index() {
         let e = String::from_utf8_lossy(&o.stderr);
         assert!(e.contains(says), "{e}");
     }
+    // A shard's journal changed after it was finished: the merge says which
+    // shard and how to rebuild it, and writes nothing.
+    let journal = shards[1].join("journal.bin");
+    let mut bytes = std::fs::read(&journal).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::write(&journal, &bytes).unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_csplade"))
+        .args(["index", "merge", "--out", out.to_str().unwrap()])
+        .args(shards.iter().map(|p| p.to_str().unwrap()))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains("shard 1/3's journal changed") && e.contains("--shard 1/3"),
+        "{e}"
+    );
+    assert!(!out.exists(), "a refused merge left {}", out.display());
 }
 
 fn tiny_model_at(spec: &Path) -> LoadedModel {

@@ -382,29 +382,11 @@ fn tui(_: TuiBench) -> Result<()> {
 
 #[cfg(feature = "explorer")]
 fn tui(a: TuiBench) -> Result<()> {
-    use crossterm::event::{KeyCode, KeyEvent};
     use csplade::tui::action::Action;
-    use csplade::tui::app::App;
     use ratatui::backend::TestBackend;
     use ratatui::Terminal;
-    use std::sync::Arc;
-    let (idx, model) = super::search::open_with_model(&a.index, a.model.as_deref(), None)?;
-    let config = idx.meta.encoder_config();
-    let corpus = std::path::Path::new(&idx.meta.corpus).to_path_buf();
-    let ex = csplade::explore::Explorer {
-        model: Arc::new(model),
-        config,
-        index: Some(Arc::new(idx)),
-        partial: None,
-        corpus: Arc::new(Vec::new()),
-        queries: Arc::new(beir::read_queries(&corpus).unwrap_or_default()),
-        qrels: beir::read_qrels(&corpus, "test").ok().map(Arc::new),
-        backend: csplade::search::Backend::Exact,
-        prior: Default::default(),
-        fusion: Default::default(),
-        inference_free: false,
-    };
-    let mut app = App::new(
+    let ex = tui_explorer(&a)?;
+    let mut app = csplade::tui::app::App::new(
         csplade::tui::theme::Theme::dark(),
         csplade::tui::keymap::Keymap::default_keymap(),
     );
@@ -434,7 +416,51 @@ fn tui(a: TuiBench) -> Result<()> {
             ex.detail(&q, h.ordinal).map_err(|e| e.to_string()),
         ));
     }
-    // Keystrokes that do not touch the model: move through hits, switch tabs.
+    let mut key_ms = time_keystrokes(&mut app, &mut term, a.repeat)?;
+    let timings = TuiTimings {
+        keys: (percentile(&mut key_ms, 0.5), percentile(&mut key_ms, 0.99)),
+        enter: (
+            percentile(&mut enter_ms, 0.5),
+            percentile(&mut enter_ms, 0.99),
+        ),
+        tokens,
+    };
+    report_tui(&a, &timings);
+    Ok(())
+}
+
+/// The explorer over the bench's index, with the model the index records.
+#[cfg(feature = "explorer")]
+fn tui_explorer(a: &TuiBench) -> Result<csplade::explore::Explorer> {
+    use std::sync::Arc;
+    let (idx, model) = super::search::open_with_model(&a.index, a.model.as_deref(), None)?;
+    let config = idx.meta.encoder_config();
+    let corpus = std::path::Path::new(&idx.meta.corpus).to_path_buf();
+    Ok(csplade::explore::Explorer {
+        model: Arc::new(model),
+        config,
+        index: Some(Arc::new(idx)),
+        partial: None,
+        corpus: Arc::new(Vec::new()),
+        queries: Arc::new(beir::read_queries(&corpus).unwrap_or_default()),
+        qrels: beir::read_qrels(&corpus, "test").ok().map(Arc::new),
+        backend: csplade::search::Backend::Exact,
+        prior: Default::default(),
+        fusion: Default::default(),
+        inference_free: false,
+    })
+}
+
+/// Keystrokes that do not touch the model (move through hits, switch
+/// tabs), each timed to the end of its redraw, in milliseconds.
+#[cfg(feature = "explorer")]
+fn time_keystrokes(
+    app: &mut csplade::tui::app::App,
+    term: &mut ratatui::Terminal<ratatui::backend::TestBackend>,
+    repeat: usize,
+) -> Result<Vec<f64>> {
+    use crossterm::event::{KeyCode, KeyEvent};
+    use csplade::tui::action::Action;
     let keys = [
         KeyCode::Esc,
         KeyCode::Down,
@@ -445,17 +471,26 @@ fn tui(a: TuiBench) -> Result<()> {
         KeyCode::PageDown,
     ];
     let mut key_ms = Vec::new();
-    for i in 0..a.repeat.max(1) {
+    for i in 0..repeat.max(1) {
         let t0 = Instant::now();
         app.update(Action::Key(KeyEvent::from(keys[i % keys.len()])));
-        term.draw(|f| csplade::tui::views::draw(f, &app))?;
+        term.draw(|f| csplade::tui::views::draw(f, app))?;
         key_ms.push(t0.elapsed().as_secs_f64() * 1e3);
     }
-    let (k50, k99) = (percentile(&mut key_ms, 0.5), percentile(&mut key_ms, 0.99));
-    let (e50, e99) = (
-        percentile(&mut enter_ms, 0.5),
-        percentile(&mut enter_ms, 0.99),
-    );
+    Ok(key_ms)
+}
+
+/// The explorer's latencies, p50 and p99 (of five, for Enter: the max).
+#[cfg(feature = "explorer")]
+struct TuiTimings {
+    keys: (f64, f64),
+    enter: (f64, f64),
+    tokens: usize,
+}
+
+#[cfg(feature = "explorer")]
+fn report_tui(a: &TuiBench, t: &TuiTimings) {
+    let ((k50, k99), (e50, e99), tokens) = (t.keys, t.enter, t.tokens);
     let rss = peak_rss().unwrap_or(0);
     if a.json {
         println!(
@@ -473,5 +508,4 @@ fn tui(a: TuiBench) -> Result<()> {
             rss as f64 / 1e6
         );
     }
-    Ok(())
 }

@@ -195,6 +195,45 @@ fn pytorch(
     py: &Path,
     dir: &Path,
 ) -> Result<(Timed, Value)> {
+    let req = pytorch_request(cfg, micro)?;
+    let (res, peak) = run_reference(py, dir, &req)?;
+    let steps = res["steps"]
+        .as_array()
+        .context("no steps in the PyTorch result")?;
+    let timed = &steps[1.min(steps.len())..];
+    // Tokens as csplade counts them: every text laid out for the variant.
+    let count = |mb: &csplade::train::data::MicroBatch| -> u64 {
+        mb.queries
+            .iter()
+            .chain(&mb.positives)
+            .chain(mb.negatives.iter().flatten())
+            .map(|t| input_layout(cfg.variant, t).0.len() as u64)
+            .sum()
+    };
+    let tokens: u64 = micro.iter().skip(1).map(count).sum();
+    let reported: u64 = timed.iter().filter_map(|s| s["tokens"].as_u64()).sum();
+    if reported != tokens {
+        bail!(
+            "the PyTorch reference counted {reported} tokens, csplade {tokens}: not the same step"
+        );
+    }
+    let seconds: f64 = timed.iter().filter_map(|s| s["seconds"].as_f64()).sum();
+    let versions =
+        json!({"torch": res["torch"], "transformers": res["transformers"], "peft": res["peft"]});
+    Ok((
+        Timed {
+            name: "PyTorch + peft".into(),
+            tokens,
+            seconds,
+            peak,
+        },
+        versions,
+    ))
+}
+
+/// What the reference script is asked to run: the model, the micro-batches
+/// and the recipe's training settings.
+fn pytorch_request(cfg: &TrainConfig, micro: &[csplade::train::data::MicroBatch]) -> Result<Value> {
     let model = match cfg.model.as_str() {
         "base" => json!({"gguf": csplade::model::fetch::base_model_path()?}),
         m if Path::new(m).is_dir() => json!({"hf": m}),
@@ -211,17 +250,24 @@ fn pytorch(
             json!({"queries": mb.queries, "docs": docs})
         })
         .collect();
-    let req = json!({"model": model, "micro_batches": batches, "variant": cfg.variant.to_string(),
+    Ok(
+        json!({"model": model, "micro_batches": batches, "variant": cfg.variant.to_string(),
         "head": cfg.head, "rank": cfg.lora_rank, "alpha": cfg.lora_alpha, "targets": cfg.targets,
         "lr": cfg.lr, "lambda_q": cfg.lambda_q, "lambda_d": cfg.lambda_d,
-        "learn_term_shift": cfg.learn_term_shift, "threads": candle_core::utils::get_num_threads()});
+        "learn_term_shift": cfg.learn_term_shift, "threads": candle_core::utils::get_num_threads()}),
+    )
+}
+
+/// Run the reference script on `req` under GNU time (for its peak memory,
+/// when GNU time is installed): its result and the peak in bytes.
+fn run_reference(py: &Path, dir: &Path, req: &Value) -> Result<(Value, Option<u64>)> {
     let (script, request, result) = (
         dir.join("pytorch_train.py"),
         dir.join("request.json"),
         dir.join("result.json"),
     );
     std::fs::write(&script, SCRIPT)?;
-    std::fs::write(&request, serde_json::to_vec(&req)?)?;
+    std::fs::write(&request, serde_json::to_vec(req)?)?;
     let out = Command::new("/usr/bin/time")
         .arg("-f")
         .arg("csplade-peak-kb %M")
@@ -258,38 +304,7 @@ fn pytorch(
         .map(|k| k * 1024);
     let res: Value = serde_json::from_slice(&std::fs::read(&result)?)
         .context("reading the PyTorch reference's result")?;
-    let steps = res["steps"]
-        .as_array()
-        .context("no steps in the PyTorch result")?;
-    let timed = &steps[1.min(steps.len())..];
-    // Tokens as csplade counts them: every text laid out for the variant.
-    let count = |mb: &csplade::train::data::MicroBatch| -> u64 {
-        mb.queries
-            .iter()
-            .chain(&mb.positives)
-            .chain(mb.negatives.iter().flatten())
-            .map(|t| input_layout(cfg.variant, t).0.len() as u64)
-            .sum()
-    };
-    let tokens: u64 = micro.iter().skip(1).map(count).sum();
-    let reported: u64 = timed.iter().filter_map(|s| s["tokens"].as_u64()).sum();
-    if reported != tokens {
-        bail!(
-            "the PyTorch reference counted {reported} tokens, csplade {tokens}: not the same step"
-        );
-    }
-    let seconds: f64 = timed.iter().filter_map(|s| s["seconds"].as_f64()).sum();
-    let versions =
-        json!({"torch": res["torch"], "transformers": res["transformers"], "peft": res["peft"]});
-    Ok((
-        Timed {
-            name: "PyTorch + peft".into(),
-            tokens,
-            seconds,
-            peak,
-        },
-        versions,
-    ))
+    Ok((res, peak))
 }
 
 fn report(a: &TrainBench, cfg: &TrainConfig, rows: Vec<Timed>, versions: Value) -> Result<()> {

@@ -201,30 +201,37 @@ fn print_comparison(c: &compare::Comparison, top_k: usize) {
             .collect();
         println!("{}", cells.join(" "));
     }
+    print_alignments(c, top_k);
+}
+
+/// For each encoder with another vocabulary than the first: the top terms
+/// on either side without a counterpart on the other.
+fn print_alignments(c: &compare::Comparison, top_k: usize) {
+    let show = |v: &[String]| {
+        v.iter()
+            .take(8)
+            .map(|t| format!("{t:?}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
     for r in &c.runs {
-        if let Some(al) = &r.alignment {
-            let show = |v: &[String]| {
-                v.iter()
-                    .take(8)
-                    .map(|t| format!("{t:?}"))
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            };
-            println!(
-                "\n{} has another vocabulary than {}: terms compared by their surface text (case, leading space and ## ignored)",
-                r.encoder, c.runs[0].encoder
-            );
-            println!(
-                "  {} of the first's top {top_k} terms have no counterpart in it: {}",
-                al.first_only.len(),
-                show(&al.first_only)
-            );
-            println!(
-                "  {} of its top {top_k} terms have none in the first's: {}",
-                al.this_only.len(),
-                show(&al.this_only)
-            );
-        }
+        let Some(al) = &r.alignment else {
+            continue;
+        };
+        println!(
+            "\n{} has another vocabulary than {}: terms compared by their surface text (case, leading space and ## ignored)",
+            r.encoder, c.runs[0].encoder
+        );
+        println!(
+            "  {} of the first's top {top_k} terms have no counterpart in it: {}",
+            al.first_only.len(),
+            show(&al.first_only)
+        );
+        println!(
+            "  {} of its top {top_k} terms have none in the first's: {}",
+            al.this_only.len(),
+            show(&al.this_only)
+        );
     }
 }
 

@@ -249,10 +249,59 @@ fn finished(json: bool, reached: usize, model: &str, out: &std::path::Path) {
     }
 }
 
+/// One step of `train query-table`, as JSON lines or as a line on stderr.
+fn report_table_progress(p: &csplade::train::query_table::TableProgress, json: bool) {
+    use csplade::train::query_table::TableProgress;
+    if json {
+        if let TableProgress::Encoding { done, total } = p {
+            println!(
+                "{}",
+                serde_json::json!({"event": "progress", "done": done, "total": total, "unit": "micro-batches"})
+            );
+        }
+        println!("{}", serde_json::to_string(p).unwrap_or_default());
+        return;
+    }
+    match p {
+        TableProgress::Encoding { done, total } if done % 10 == 0 || done == total => {
+            eprintln!("csplade: encoded the documents of {done} of {total} micro-batches")
+        }
+        TableProgress::Epoch { epoch, epochs, loss, held_out_infonce, active_q, .. } => eprintln!(
+            "csplade: epoch {epoch}/{epochs}: loss {loss:.4}, held-out InfoNCE {held_out_infonce:.4}, median {active_q} weighted tokens per query"
+        ),
+        _ => {}
+    }
+}
+
+/// An adapter with no weights of its own, recording the model's encoding:
+/// what a query table is stored in when the model has no adapter.
+fn empty_adapter(
+    model: &csplade::model::LoadedModel,
+    max_len: usize,
+) -> csplade::model::adapter::Adapter {
+    let (variant, head) = model.trained_encoding();
+    csplade::model::adapter::Adapter {
+        meta: csplade::model::adapter::AdapterMeta {
+            base_id: model.identity.id.clone(),
+            base_sha256: model.identity.sha256.clone(),
+            kind: "lora".into(),
+            rank: 1,
+            alpha: 1.0,
+            variant,
+            head,
+            max_len,
+            trained: String::new(),
+            query_prior: Default::default(),
+            documents_as: None,
+        },
+        tensors: Default::default(),
+    }
+}
+
 /// `train query-table`: draw, encode the documents once (resumable), train
 /// the table, write the model's adapter with it.
 fn query_table(a: QueryTableArgs) -> Result<()> {
-    use csplade::train::query_table::{self, TableOptions, TableProgress};
+    use csplade::train::query_table::{self, TableOptions};
     let mut overrides = a.overrides.clone();
     overrides.push(format!("model={:?}", a.model));
     let cfg = TrainConfig::load(a.config.as_deref(), &overrides).map_err(anyhow::Error::msg)?;
@@ -273,48 +322,9 @@ fn query_table(a: QueryTableArgs) -> Result<()> {
     };
     let json = a.progress_json;
     let table = query_table::train(&model, &cfg, &a.out, &opts, |p| {
-        if json {
-            if let TableProgress::Encoding { done, total } = p {
-                println!(
-                    "{}",
-                    serde_json::json!({"event": "progress", "done": done, "total": total, "unit": "micro-batches"})
-                );
-            }
-            println!("{}", serde_json::to_string(p).unwrap_or_default());
-        } else {
-            match p {
-                TableProgress::Encoding { done, total } if done % 10 == 0 || done == total => {
-                    eprintln!("csplade: encoded the documents of {done} of {total} micro-batches")
-                }
-                TableProgress::Epoch { epoch, epochs, loss, held_out_infonce, active_q, .. } => eprintln!(
-                    "csplade: epoch {epoch}/{epochs}: loss {loss:.4}, held-out InfoNCE {held_out_infonce:.4}, median {active_q} weighted tokens per query"
-                ),
-                _ => {}
-            }
-        }
+        report_table_progress(p, json)
     })?;
-    let mut adapter = match source {
-        Some(ad) => ad,
-        None => {
-            let (variant, head) = model.trained_encoding();
-            csplade::model::adapter::Adapter {
-                meta: csplade::model::adapter::AdapterMeta {
-                    base_id: model.identity.id.clone(),
-                    base_sha256: model.identity.sha256.clone(),
-                    kind: "lora".into(),
-                    rank: 1,
-                    alpha: 1.0,
-                    variant,
-                    head,
-                    max_len: cfg.doc_max_len,
-                    trained: String::new(),
-                    query_prior: Default::default(),
-                    documents_as: None,
-                },
-                tensors: Default::default(),
-            }
-        }
-    };
+    let mut adapter = source.unwrap_or_else(|| empty_adapter(&model, cfg.doc_max_len));
     // The documents are encoded as the source model encodes them.
     adapter.meta.documents_as = Some(model.identity.sha256.clone());
     let vocab = table.len();

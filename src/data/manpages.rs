@@ -198,22 +198,9 @@ fn macro_args(s: &str) -> Vec<String> {
 /// Render roff source (man or mdoc macros) to sections of plain text.
 /// Returns `(page name from .Nm, [(section heading, text)])`.
 pub fn render(src: &str) -> (Option<String>, Vec<(String, String)>) {
-    let mut sections: Vec<(String, String)> = vec![(String::new(), String::new())];
-    let mut nm: Option<String> = None;
-    let push = |sections: &mut Vec<(String, String)>, text: &str| {
-        if let Some(last) = sections.last_mut() {
-            if !last.1.is_empty() && !last.1.ends_with('\n') && !last.1.ends_with(' ') {
-                last.1.push(' ');
-            }
-            last.1.push_str(text.trim());
-        }
-    };
-    let brk = |sections: &mut Vec<(String, String)>| {
-        if let Some(last) = sections.last_mut() {
-            if !last.1.is_empty() && !last.1.ends_with('\n') {
-                last.1.push('\n');
-            }
-        }
+    let mut out = Rendered {
+        sections: vec![(String::new(), String::new())],
+        nm: None,
     };
     for line in src.lines() {
         if line.starts_with(".\\\"") || line.starts_with("'\\\"") || line.starts_with("\\\"") {
@@ -222,78 +209,95 @@ pub fn render(src: &str) -> (Option<String>, Vec<(String, String)>) {
         if let Some(rest) = line.strip_prefix('.').or_else(|| line.strip_prefix('\'')) {
             let rest = rest.trim_start();
             let (name, args) = rest.split_once([' ', '\t']).unwrap_or((rest, ""));
-            let args = macro_args(args);
-            let text = || unescape(&args.join(" "));
-            match name {
-                "SH" | "Sh" => {
-                    sections.push((unescape(&args.join(" ")).to_uppercase(), String::new()))
-                }
-                "SS" | "Ss" => {
-                    brk(&mut sections);
-                    push(&mut sections, &text());
-                    brk(&mut sections);
-                }
-                "B" | "I" | "SM" | "SB" | "Em" | "Sy" | "Ar" | "Pa" | "Ev" | "Cm" | "Dv" | "Er"
-                | "Ic" | "Li" | "Va" | "Ad" | "Ms" | "Tn" | "Lk" | "Mt" | "Ql" => {
-                    push(&mut sections, &text())
-                }
-                "BR" | "RB" | "IR" | "RI" | "BI" | "IB" => {
-                    push(&mut sections, &unescape(&args.concat()))
-                }
-                "TP" | "PP" | "LP" | "P" | "HP" | "br" | "sp" | "Pp" | "Lp" | "Bl" | "El"
-                | "Bd" | "Ed" => brk(&mut sections),
-                "IP" | "It" => {
-                    brk(&mut sections);
-                    push(&mut sections, &text());
-                }
-                "Nm" => {
-                    if nm.is_none() {
-                        nm = args.first().cloned();
-                    }
-                    let shown = args
-                        .first()
-                        .cloned()
-                        .or_else(|| nm.clone())
-                        .unwrap_or_default();
-                    push(&mut sections, &unescape(&shown));
-                }
-                "Nd" => push(&mut sections, &format!("- {}", text())),
-                "Fl" => push(
-                    &mut sections,
-                    &args
-                        .iter()
-                        .map(|a| format!("-{}", unescape(a)))
-                        .collect::<Vec<_>>()
-                        .join(" "),
-                ),
-                "Xr" => push(
-                    &mut sections,
-                    &format!(
-                        "{}({})",
-                        unescape(args.first().map_or("", |s| s)),
-                        args.get(1).map_or("", |s| s)
-                    ),
-                ),
-                "Op" | "Oo" => push(&mut sections, &format!("[{}]", text())),
-                "Dq" | "Qq" | "Sq" | "Pq" | "D1" | "Dl" => push(&mut sections, &text()),
-                _ => {} // layout and definitions: no text
-            }
+            out.apply(name, &macro_args(args));
             continue;
         }
         let t = unescape(line);
         if t.trim().is_empty() {
-            brk(&mut sections);
+            out.brk();
         } else {
-            push(&mut sections, &t);
+            out.push(&t);
         }
     }
-    (
-        nm,
-        sections
-            .into_iter()
-            .filter(|s| !s.1.trim().is_empty() || !s.0.is_empty())
-            .collect(),
-    )
+    let sections = out
+        .sections
+        .into_iter()
+        .filter(|s| !s.1.trim().is_empty() || !s.0.is_empty())
+        .collect();
+    (out.nm, sections)
+}
+
+/// A page being rendered: its sections so far and the name `.Nm` gave.
+struct Rendered {
+    sections: Vec<(String, String)>,
+    nm: Option<String>,
+}
+
+impl Rendered {
+    /// Append text to the current section, a space apart.
+    fn push(&mut self, text: &str) {
+        if let Some(last) = self.sections.last_mut() {
+            if !last.1.is_empty() && !last.1.ends_with('\n') && !last.1.ends_with(' ') {
+                last.1.push(' ');
+            }
+            last.1.push_str(text.trim());
+        }
+    }
+
+    /// End the current line.
+    fn brk(&mut self) {
+        if let Some(last) = self.sections.last_mut() {
+            if !last.1.is_empty() && !last.1.ends_with('\n') {
+                last.1.push('\n');
+            }
+        }
+    }
+
+    /// One macro line: the text it shows, or the break or section it starts.
+    fn apply(&mut self, name: &str, args: &[String]) {
+        let text = || unescape(&args.join(" "));
+        match name {
+            "SH" | "Sh" => self.sections.push((text().to_uppercase(), String::new())),
+            "SS" | "Ss" => {
+                self.brk();
+                self.push(&text());
+                self.brk();
+            }
+            "B" | "I" | "SM" | "SB" | "Em" | "Sy" | "Ar" | "Pa" | "Ev" | "Cm" | "Dv" | "Er"
+            | "Ic" | "Li" | "Va" | "Ad" | "Ms" | "Tn" | "Lk" | "Mt" | "Ql" => self.push(&text()),
+            "BR" | "RB" | "IR" | "RI" | "BI" | "IB" => self.push(&unescape(&args.concat())),
+            "TP" | "PP" | "LP" | "P" | "HP" | "br" | "sp" | "Pp" | "Lp" | "Bl" | "El" | "Bd"
+            | "Ed" => self.brk(),
+            "IP" | "It" => {
+                self.brk();
+                self.push(&text());
+            }
+            "Nm" => {
+                if self.nm.is_none() {
+                    self.nm = args.first().cloned();
+                }
+                let shown = args
+                    .first()
+                    .cloned()
+                    .or_else(|| self.nm.clone())
+                    .unwrap_or_default();
+                self.push(&unescape(&shown));
+            }
+            "Nd" => self.push(&format!("- {}", text())),
+            "Fl" => {
+                let flags: Vec<String> = args.iter().map(|a| format!("-{}", unescape(a))).collect();
+                self.push(&flags.join(" "))
+            }
+            "Xr" => self.push(&format!(
+                "{}({})",
+                unescape(args.first().map_or("", |s| s)),
+                args.get(1).map_or("", |s| s)
+            )),
+            "Op" | "Oo" => self.push(&format!("[{}]", text())),
+            "Dq" | "Qq" | "Sq" | "Pq" | "D1" | "Dl" => self.push(&text()),
+            _ => {} // layout and definitions: no text
+        }
+    }
 }
 
 /// Parse one page; `None` for redirects (`.so`) and pages without a NAME line.

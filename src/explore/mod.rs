@@ -451,7 +451,7 @@ impl Explorer {
 }
 
 pub use crate::compare::{surface, Comparison, EncoderRun};
-pub use crate::failures::FailureExplanation;
+pub use crate::failures::{FailureExplanation, MissedDocument};
 
 impl Explorer {
     /// Why LSR ranks judged query `query_id` below BM25: its missed relevant

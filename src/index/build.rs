@@ -147,19 +147,11 @@ pub fn build(
     }
     std::fs::create_dir_all(&stage).map_err(|e| IndexError::io(&stage, e))?;
     crate::data::output::mark_dir(&stage, &crate::data::output::INDEX)?;
-
     // Tokenize everything up front; encode longest first in fixed batches.
     let (seqs, truncated) = tokenize_all(encoder, &docs)?;
-    let mut order: Vec<usize> = (0..docs.len()).collect();
-    order.sort_by_key(|&i| (std::cmp::Reverse(seqs[i].len()), i));
+    let mut order = longest_first(&seqs);
     let commit = opts.commit_every.max(1);
-    let base_settings = serde_json::json!({
-        "corpus": corpus_fp, "model": encoder.model.identity().sha256,
-        "variant": encoder.config.variant, "head": encoder.config.head,
-        "max_len": encoder.config.max_len, "precision": opts.precision,
-        "doc_top_k": opts.doc_top_k,
-    })
-    .to_string();
+    let base_settings = settings_record(encoder, opts, &corpus_fp);
     let settings = match opts.shard {
         // A shard encodes whole commit batches, so its batches are exactly
         // those of a one-process build: the same vectors, bit for bit.
@@ -197,6 +189,7 @@ pub fn build(
             settings: base_settings,
             documents: order.len(),
             index: meta,
+            journal_crc: None,
         };
         return super::shard::publish_shard(&stage, &opts.out, &shard, t0, progress);
     }
@@ -208,6 +201,25 @@ pub fn build(
         std::fs::read(&run.journal_path).map_err(|e| IndexError::io(&run.journal_path, e))?;
     let vecs = read_journal(&bytes, docs.len(), &run.journal_path)?;
     finish(&stage, &opts.out, &docs, &vecs, meta, t0, progress)
+}
+
+/// Document positions, longest first (ties in corpus order).
+fn longest_first(seqs: &[Vec<u32>]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..seqs.len()).collect();
+    order.sort_by_key(|&i| (std::cmp::Reverse(seqs[i].len()), i));
+    order
+}
+
+/// Every setting that shapes the vectors, as the record a resumed build
+/// (and every shard of one build) must match.
+fn settings_record(encoder: &Encoder, opts: &BuildOptions, corpus_fp: &str) -> String {
+    serde_json::json!({
+        "corpus": corpus_fp, "model": encoder.model.identity().sha256,
+        "variant": encoder.config.variant, "head": encoder.config.head,
+        "max_len": encoder.config.max_len, "precision": opts.precision,
+        "doc_top_k": opts.doc_top_k,
+    })
+    .to_string()
 }
 
 /// A staging directory that already holds the complete index of these

@@ -28,6 +28,10 @@ pub struct ShardMeta {
     pub documents: usize,
     /// The merged index's metadata (its build time filled in at merge).
     pub index: IndexMeta,
+    /// CRC-32 of the shard's journal when it was finished, checked again at
+    /// merge (absent in shards of earlier csplade).
+    #[serde(default)]
+    pub journal_crc: Option<u32>,
 }
 
 /// Publish a finished shard's staging directory at `out`.
@@ -38,6 +42,12 @@ pub(super) fn publish_shard(
     t0: Instant,
     mut progress: impl FnMut(BuildProgress),
 ) -> Result<IndexMeta, IndexError> {
+    let journal = stage.join(JOURNAL);
+    let bytes = std::fs::read(&journal).map_err(|e| IndexError::io(&journal, e))?;
+    let shard = &ShardMeta {
+        journal_crc: Some(crc32fast::hash(&bytes)),
+        ..shard.clone()
+    };
     let text = serde_json::to_string_pretty(shard).map_err(|e| IndexError::Corrupt {
         path: stage.join(SHARD_FILE),
         msg: e.to_string(),
@@ -97,48 +107,11 @@ pub fn merge(
             msg: "no shard to merge".into(),
         });
     };
+    shards_agree(parts, &metas)?;
     let mismatch = |p: &Path, msg: String| IndexError::Corrupt {
         path: p.to_path_buf(),
         msg,
     };
-    for (p, m) in parts.iter().zip(&metas) {
-        if m.settings != first.settings || m.of != first.of || m.commit_every != first.commit_every
-        {
-            return Err(mismatch(
-                p,
-                format!(
-                    "shard {}/{} was built with other settings than {} (shard {}/{}): {}",
-                    m.shard,
-                    m.of,
-                    parts[0].display(),
-                    first.shard,
-                    first.of,
-                    settings_differences(&first.settings, &m.settings)
-                        .into_iter()
-                        .chain(
-                            (m.of != first.of).then(|| format!("shards: {} → {}", first.of, m.of))
-                        )
-                        .chain((m.commit_every != first.commit_every).then(|| format!(
-                            "commit_every: {} → {}",
-                            first.commit_every, m.commit_every
-                        )))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            ));
-        }
-    }
-    let mut have: Vec<usize> = metas.iter().map(|m| m.shard).collect();
-    have.sort_unstable();
-    if have != (0..first.of).collect::<Vec<_>>() {
-        return Err(mismatch(
-            out,
-            format!(
-                "merging needs shards 0..{} exactly once; given {have:?}",
-                first.of
-            ),
-        ));
-    }
     let corpus = PathBuf::from(&first.index.corpus);
     let _lock = crate::data::output::lock::acquire(out, "index merge")?;
     // Never over (or inside) the corpus or a shard being merged.
@@ -159,14 +132,82 @@ pub fn merge(
     progress(BuildProgress::Phase {
         name: format!("merging {} shards", first.of),
     });
-    let mut bytes = Vec::new();
-    for p in parts {
-        let j = p.join(JOURNAL);
-        bytes.extend(std::fs::read(&j).map_err(|e| IndexError::io(&j, e))?);
-    }
+    let bytes = shard_journals(parts, &metas)?;
     let vecs = build::read_journal(&bytes, docs.len(), &parts[0].join(JOURNAL))?;
     crate::data::output::fresh_stage(&stage, &crate::data::output::INDEX, &inputs)?;
     build::finish(&stage, out, &docs, &vecs, first.index.clone(), t0, progress)
+}
+
+/// Every shard was built with the first one's settings, and together they
+/// are shards 0..N, each once.
+fn shards_agree(parts: &[PathBuf], metas: &[ShardMeta]) -> Result<(), IndexError> {
+    let first = &metas[0];
+    for (p, m) in parts.iter().zip(metas) {
+        if m.settings == first.settings && m.of == first.of && m.commit_every == first.commit_every
+        {
+            continue;
+        }
+        let differences: Vec<String> = settings_differences(&first.settings, &m.settings)
+            .into_iter()
+            .chain((m.of != first.of).then(|| format!("shards: {} → {}", first.of, m.of)))
+            .chain(
+                (m.commit_every != first.commit_every)
+                    .then(|| format!("commit_every: {} → {}", first.commit_every, m.commit_every)),
+            )
+            .collect();
+        return Err(IndexError::Corrupt {
+            path: p.to_path_buf(),
+            msg: format!(
+                "shard {}/{} was built with other settings than {} (shard {}/{}): {}",
+                m.shard,
+                m.of,
+                parts[0].display(),
+                first.shard,
+                first.of,
+                differences.join(", ")
+            ),
+        });
+    }
+    let mut have: Vec<usize> = metas.iter().map(|m| m.shard).collect();
+    have.sort_unstable();
+    if have != (0..first.of).collect::<Vec<_>>() {
+        return Err(IndexError::Corrupt {
+            path: parts[0].clone(),
+            msg: format!(
+                "merging needs shards 0..{} exactly once; given {have:?}",
+                first.of
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The shards' journals, one after another, each checked against the
+/// checksum its shard recorded when it was finished.
+fn shard_journals(parts: &[PathBuf], metas: &[ShardMeta]) -> Result<Vec<u8>, IndexError> {
+    let mut bytes = Vec::new();
+    for (p, m) in parts.iter().zip(metas) {
+        let j = p.join(JOURNAL);
+        let journal = std::fs::read(&j).map_err(|e| IndexError::io(&j, e))?;
+        if m.journal_crc
+            .is_some_and(|crc| crc32fast::hash(&journal) != crc)
+        {
+            return Err(IndexError::Corrupt {
+                path: j,
+                msg: format!(
+                    "shard {}/{}'s journal changed after the shard was finished (checksum mismatch); rebuild it: delete {} and rerun its `csplade index --shard {}/{} --out {}`",
+                    m.shard,
+                    m.of,
+                    p.display(),
+                    m.shard,
+                    m.of,
+                    p.display()
+                ),
+            });
+        }
+        bytes.extend(journal);
+    }
+    Ok(bytes)
 }
 
 /// What differs between two shards' settings records (JSON, with the shard

@@ -135,29 +135,7 @@ impl Attention {
                     qkv = qkv.broadcast_add(bias)?;
                 }
                 if mask.additive.is_none() {
-                    let shape = kernels::AttentionShape {
-                        batch: b,
-                        t,
-                        heads: h,
-                        kv_heads: kvh,
-                        head_dim: d,
-                        lengths: mask.lengths,
-                        bidirectional: mask.bidirectional,
-                    };
-                    let ctx = super::linear::with_f32_slice(&qkv, |q| {
-                        super::linear::with_f32_slice(&rope.cos, |c| {
-                            super::linear::with_f32_slice(&rope.sin, |s| {
-                                let tables = kernels::RopeTables {
-                                    cos: c,
-                                    sin: s,
-                                    interleaved: rope.style == RopeStyle::Interleaved,
-                                };
-                                kernels::attention(q, &shape, &tables)
-                            })
-                        })
-                    })???;
-                    let ctx = Tensor::from_vec(ctx, (b, t, h * d), x.device())?;
-                    return self.o_proj.forward(&ctx);
+                    return self.packed_kernel(&qkv, (b, t), rope, mask);
                 }
                 (
                     qkv.narrow(1, 0, h * d)?,
@@ -165,37 +143,88 @@ impl Attention {
                     qkv.narrow(1, (h + kvh) * d, kvh * d)?,
                 )
             }
-            None if mask.fused => {
-                let flat = x.reshape((b * t, hidden))?;
-                let qkv = Tensor::cat(
-                    &[
-                        self.q_proj.forward(&flat)?,
-                        self.k_proj.forward(&flat)?,
-                        self.v_proj.forward(&flat)?,
-                    ],
-                    1,
-                )?;
-                let op = super::autograd::AttentionOp {
-                    batch: b,
-                    t,
-                    heads: h,
-                    kv_heads: kvh,
-                    head_dim: d,
-                    lengths: mask.lengths.to_vec(),
-                    bidirectional: mask.bidirectional,
-                    interleaved: rope.style == RopeStyle::Interleaved,
-                    cos: rope.cos.narrow(0, 0, t)?.flatten_all()?.to_vec1()?,
-                    sin: rope.sin.narrow(0, 0, t)?.flatten_all()?.to_vec1()?,
-                };
-                let ctx = qkv.apply_op1(op)?.reshape((b, t, h * d))?;
-                return self.o_proj.forward(&ctx);
-            }
+            None if mask.fused => return self.fused_autograd(x, rope, mask),
             None => (
                 self.q_proj.forward(x)?,
                 self.k_proj.forward(x)?,
                 self.v_proj.forward(x)?,
             ),
         };
+        self.with_mask_tensor((q, k, v), (b, t), rope, mask)
+    }
+
+    /// Inference through the fused attention kernel on packed QKV rows.
+    fn packed_kernel(
+        &self,
+        qkv: &Tensor,
+        (b, t): (usize, usize),
+        rope: &Rope,
+        mask: &MaskSpec,
+    ) -> Result<Tensor> {
+        let (h, d) = (self.heads, self.head_dim);
+        let shape = kernels::AttentionShape {
+            batch: b,
+            t,
+            heads: h,
+            kv_heads: self.kv_heads,
+            head_dim: d,
+            lengths: mask.lengths,
+            bidirectional: mask.bidirectional,
+        };
+        let ctx = super::linear::with_f32_slice(qkv, |q| {
+            super::linear::with_f32_slice(&rope.cos, |c| {
+                super::linear::with_f32_slice(&rope.sin, |s| {
+                    let tables = kernels::RopeTables {
+                        cos: c,
+                        sin: s,
+                        interleaved: rope.style == RopeStyle::Interleaved,
+                    };
+                    kernels::attention(q, &shape, &tables)
+                })
+            })
+        })???;
+        let ctx = Tensor::from_vec(ctx, (b, t, h * d), qkv.device())?;
+        self.o_proj.forward(&ctx)
+    }
+
+    /// Training through the fused attention op with its own backward pass.
+    fn fused_autograd(&self, x: &Tensor, rope: &Rope, mask: &MaskSpec) -> Result<Tensor> {
+        let (b, t, hidden) = x.dims3()?;
+        let (h, d) = (self.heads, self.head_dim);
+        let flat = x.reshape((b * t, hidden))?;
+        let qkv = Tensor::cat(
+            &[
+                self.q_proj.forward(&flat)?,
+                self.k_proj.forward(&flat)?,
+                self.v_proj.forward(&flat)?,
+            ],
+            1,
+        )?;
+        let op = super::autograd::AttentionOp {
+            batch: b,
+            t,
+            heads: h,
+            kv_heads: self.kv_heads,
+            head_dim: d,
+            lengths: mask.lengths.to_vec(),
+            bidirectional: mask.bidirectional,
+            interleaved: rope.style == RopeStyle::Interleaved,
+            cos: rope.cos.narrow(0, 0, t)?.flatten_all()?.to_vec1()?,
+            sin: rope.sin.narrow(0, 0, t)?.flatten_all()?.to_vec1()?,
+        };
+        let ctx = qkv.apply_op1(op)?.reshape((b, t, h * d))?;
+        self.o_proj.forward(&ctx)
+    }
+
+    /// Attention with candle's operations and an additive mask tensor.
+    fn with_mask_tensor(
+        &self,
+        (q, k, v): (Tensor, Tensor, Tensor),
+        (b, t): (usize, usize),
+        rope: &Rope,
+        mask: &MaskSpec,
+    ) -> Result<Tensor> {
+        let (h, kvh, d) = (self.heads, self.kv_heads, self.head_dim);
         let q = q.reshape((b, t, h, d))?.transpose(1, 2)?.contiguous()?;
         let k = k.reshape((b, t, kvh, d))?.transpose(1, 2)?.contiguous()?;
         let v = v.reshape((b, t, kvh, d))?.transpose(1, 2)?.contiguous()?;

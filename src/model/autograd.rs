@@ -63,6 +63,7 @@ impl AttentionOp {
     }
 
     /// `∂L/∂qkv` from `∂L/∂context`, recomputing the attention pattern.
+    /// One task per (sequence, KV group): its query heads, key and value.
     pub fn backward(&self, qkv: &[f32], dctx: &[f32]) -> Vec<f32> {
         let (t, h, kvh, d) = (self.t, self.heads, self.kv_heads, self.head_dim);
         let width = (h + 2 * kvh) * d;
@@ -74,66 +75,10 @@ impl AttentionOp {
         (0..self.batch * kvh).into_par_iter().for_each(|task| {
             let ptr = &ptr;
             let (bi, g) = (task / kvh, task % kvh);
-            let row = |p: usize| &qkv[(bi * t + p) * width..(bi * t + p + 1) * width];
-            // Rotated keys [t, d], values [t, d], scaled rotated queries [rep·t, d].
-            let mut k = vec![0f32; t * d];
-            let mut v = vec![0f32; t * d];
-            let mut q = vec![0f32; rep * t * d];
-            for p in 0..t {
-                let r = row(p);
-                k[p * d..(p + 1) * d].copy_from_slice(&r[(h + g) * d..(h + g + 1) * d]);
-                rope.apply_forward(&mut k[p * d..(p + 1) * d], p);
-                v[p * d..(p + 1) * d].copy_from_slice(&r[(h + kvh + g) * d..(h + kvh + g + 1) * d]);
-                for j in 0..rep {
-                    let head = g * rep + j;
-                    let dst = &mut q[(j * t + p) * d..(j * t + p + 1) * d];
-                    dst.copy_from_slice(&r[head * d..(head + 1) * d]);
-                    rope.apply_forward(dst, p);
-                    dst.iter_mut().for_each(|x| *x *= scale);
-                }
-            }
-            let mut dc = vec![0f32; rep * t * d];
-            for j in 0..rep {
-                let head = g * rep + j;
-                for p in 0..t {
-                    let src = &dctx[(bi * t + p) * h * d + head * d..][..d];
-                    dc[(j * t + p) * d..(j * t + p + 1) * d].copy_from_slice(src);
-                }
-            }
-            // P = softmax(q kᵀ) under the mask.
-            let mut probs = vec![0f32; rep * t * t];
-            matmul_t(&q, rep * t, &PackedWeight::pack(&k, t, d), &mut probs);
-            let len = self.lengths[bi].max(1);
-            for (i, sr) in probs.chunks_mut(t).enumerate() {
-                let p = i % t;
-                let visible = if self.bidirectional {
-                    len
-                } else {
-                    (p + 1).min(len)
-                };
-                kernels::softmax_row(sr, visible);
-            }
-            // dP = dC vᵀ; dS = P ⊙ (dP − Σ_j dP·P).
-            let mut ds = vec![0f32; rep * t * t];
-            matmul_t(&dc, rep * t, &PackedWeight::pack(&v, t, d), &mut ds);
-            for (dr, pr) in ds.chunks_mut(t).zip(probs.chunks(t)) {
-                let dot: f32 = dr.iter().zip(pr).map(|(a, b)| a * b).sum();
-                dr.iter_mut()
-                    .zip(pr)
-                    .for_each(|(a, &b)| *a = b * (*a - dot));
-            }
-            // dq = dS k · scale; dk = dSᵀ q; dv = Pᵀ dC.
-            let k_t = transpose(&k, t, d);
-            let mut dq = vec![0f32; rep * t * d];
-            matmul_t(&ds, rep * t, &PackedWeight::pack(&k_t, d, t), &mut dq);
-            let ds_t = transpose(&ds, rep * t, t);
-            let q_t = transpose(&q, rep * t, d);
-            let mut dk = vec![0f32; t * d];
-            matmul_t(&ds_t, t, &PackedWeight::pack(&q_t, d, rep * t), &mut dk);
-            let p_t = transpose(&probs, rep * t, t);
-            let dc_t = transpose(&dc, rep * t, d);
-            let mut dv = vec![0f32; t * d];
-            matmul_t(&p_t, t, &PackedWeight::pack(&dc_t, d, rep * t), &mut dv);
+            let (q, k, v) = self.group_inputs(qkv, bi, g);
+            let dc = self.group_dctx(dctx, bi, g);
+            let probs = self.group_probs(&q, &k, bi);
+            let (dq, dk, dv) = self.group_grads(&q, &k, &v, &dc, &probs);
             for p in 0..t {
                 // SAFETY: each task writes only its own (sequence, KV group)
                 // slots: query heads g·rep.., key head g, value head g.
@@ -155,6 +100,103 @@ impl AttentionOp {
             }
         });
         dqkv
+    }
+
+    /// Sequence `bi`, KV group `g`: scaled rotated queries `[rep·t, d]`,
+    /// rotated keys `[t, d]` and values `[t, d]`.
+    fn group_inputs(&self, qkv: &[f32], bi: usize, g: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let (t, h, kvh, d) = (self.t, self.heads, self.kv_heads, self.head_dim);
+        let width = (h + 2 * kvh) * d;
+        let rep = h / kvh;
+        let scale = 1.0 / (d as f32).sqrt();
+        let rope = self.rope();
+        let row = |p: usize| &qkv[(bi * t + p) * width..(bi * t + p + 1) * width];
+        let mut k = vec![0f32; t * d];
+        let mut v = vec![0f32; t * d];
+        let mut q = vec![0f32; rep * t * d];
+        for p in 0..t {
+            let r = row(p);
+            k[p * d..(p + 1) * d].copy_from_slice(&r[(h + g) * d..(h + g + 1) * d]);
+            rope.apply_forward(&mut k[p * d..(p + 1) * d], p);
+            v[p * d..(p + 1) * d].copy_from_slice(&r[(h + kvh + g) * d..(h + kvh + g + 1) * d]);
+            for j in 0..rep {
+                let head = g * rep + j;
+                let dst = &mut q[(j * t + p) * d..(j * t + p + 1) * d];
+                dst.copy_from_slice(&r[head * d..(head + 1) * d]);
+                rope.apply_forward(dst, p);
+                dst.iter_mut().for_each(|x| *x *= scale);
+            }
+        }
+        (q, k, v)
+    }
+
+    /// `∂L/∂context` of the query heads of group `g` in sequence `bi`, `[rep·t, d]`.
+    fn group_dctx(&self, dctx: &[f32], bi: usize, g: usize) -> Vec<f32> {
+        let (t, h, d) = (self.t, self.heads, self.head_dim);
+        let rep = h / self.kv_heads;
+        let mut dc = vec![0f32; rep * t * d];
+        for j in 0..rep {
+            let head = g * rep + j;
+            for p in 0..t {
+                let src = &dctx[(bi * t + p) * h * d + head * d..][..d];
+                dc[(j * t + p) * d..(j * t + p + 1) * d].copy_from_slice(src);
+            }
+        }
+        dc
+    }
+
+    /// P = softmax(q kᵀ) under sequence `bi`'s mask, `[rep·t, t]`.
+    fn group_probs(&self, q: &[f32], k: &[f32], bi: usize) -> Vec<f32> {
+        let (t, d) = (self.t, self.head_dim);
+        let rep = self.heads / self.kv_heads;
+        let mut probs = vec![0f32; rep * t * t];
+        matmul_t(q, rep * t, &PackedWeight::pack(k, t, d), &mut probs);
+        let len = self.lengths[bi].max(1);
+        for (i, sr) in probs.chunks_mut(t).enumerate() {
+            let p = i % t;
+            let visible = if self.bidirectional {
+                len
+            } else {
+                (p + 1).min(len)
+            };
+            kernels::softmax_row(sr, visible);
+        }
+        probs
+    }
+
+    /// (dq, dk, dv) of one group, dq still without the query scale.
+    fn group_grads(
+        &self,
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        dc: &[f32],
+        probs: &[f32],
+    ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let (t, d) = (self.t, self.head_dim);
+        let rep = self.heads / self.kv_heads;
+        // dP = dC vᵀ; dS = P ⊙ (dP − Σ_j dP·P).
+        let mut ds = vec![0f32; rep * t * t];
+        matmul_t(dc, rep * t, &PackedWeight::pack(v, t, d), &mut ds);
+        for (dr, pr) in ds.chunks_mut(t).zip(probs.chunks(t)) {
+            let dot: f32 = dr.iter().zip(pr).map(|(a, b)| a * b).sum();
+            dr.iter_mut()
+                .zip(pr)
+                .for_each(|(a, &b)| *a = b * (*a - dot));
+        }
+        // dq = dS k (scaled by the caller); dk = dSᵀ q; dv = Pᵀ dC.
+        let k_t = transpose(k, t, d);
+        let mut dq = vec![0f32; rep * t * d];
+        matmul_t(&ds, rep * t, &PackedWeight::pack(&k_t, d, t), &mut dq);
+        let ds_t = transpose(&ds, rep * t, t);
+        let q_t = transpose(q, rep * t, d);
+        let mut dk = vec![0f32; t * d];
+        matmul_t(&ds_t, t, &PackedWeight::pack(&q_t, d, rep * t), &mut dk);
+        let p_t = transpose(probs, rep * t, t);
+        let dc_t = transpose(dc, rep * t, d);
+        let mut dv = vec![0f32; t * d];
+        matmul_t(&p_t, t, &PackedWeight::pack(&dc_t, d, rep * t), &mut dv);
+        (dq, dk, dv)
     }
 }
 

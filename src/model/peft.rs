@@ -80,74 +80,13 @@ fn permuted_heads(name: &str, cfg: &Config) -> Option<usize> {
 /// Read the PEFT adapter in `dir` for a base with config `cfg`; returns the
 /// adapter and the bytes that identify it.
 pub fn read(dir: &Path, cfg: &Config) -> Result<(Adapter, Vec<u8>), ModelError> {
-    let cfg_path = dir.join(CONFIG_FILE);
-    let text = std::fs::read(&cfg_path).map_err(|source| ModelError::Io {
-        path: cfg_path.clone(),
-        source,
-    })?;
-    let pc: PeftConfig = serde_json::from_slice(&text)
-        .map_err(|e| err(&cfg_path, format!("not a PEFT adapter config: {e}")))?;
-    if pc.peft_type.as_deref().is_some_and(|t| t != "LORA") {
-        return Err(err(
-            &cfg_path,
-            format!("peft_type {:?}: only LORA adapters are read", pc.peft_type),
-        ));
-    }
-    if pc.use_dora || pc.fan_in_fan_out {
-        return Err(err(
-            &cfg_path,
-            "DoRA and fan_in_fan_out adapters are not supported",
-        ));
-    }
-    if pc.modules_to_save.as_ref().is_some_and(|m| !m.is_empty()) {
-        return Err(err(
-            &cfg_path,
-            "modules_to_save (fully trained modules) are not supported",
-        ));
-    }
-    if pc.bias.as_deref().is_some_and(|b| b != "none") {
-        return Err(err(
-            &cfg_path,
-            "LoRA biases are not supported (bias must be \"none\")",
-        ));
-    }
-    if pc.r == 0 {
-        return Err(err(&cfg_path, "r = 0"));
-    }
+    let (pc, text) = read_config(dir)?;
     let w_path = dir.join(WEIGHTS_FILE);
     let bytes = std::fs::read(&w_path).map_err(|source| ModelError::Io {
         path: w_path.clone(),
         source,
     })?;
-    let raw = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
-        .map_err(|e| err(&w_path, format!("reading tensors: {e}")))?;
-    let mut tensors = HashMap::new();
-    for (name, t) in raw {
-        let Some(rest) = name.strip_prefix(PREFIX) else {
-            return Err(err(
-                &w_path,
-                format!("unexpected tensor {name} (not under {PREFIX})"),
-            ));
-        };
-        let rest = rest.replace(".default.", ".");
-        let (module, leaf) = if let Some(m) = rest.strip_suffix(".lora_A.weight") {
-            (m, "lora_a")
-        } else if let Some(m) = rest.strip_suffix(".lora_B.weight") {
-            (m, "lora_b")
-        } else {
-            return Err(err(
-                &w_path,
-                format!("unexpected tensor {name} (only LoRA A/B weights are read)"),
-            ));
-        };
-        let mut t = t.to_dtype(DType::F32)?;
-        if leaf == "lora_b" {
-            if let Some(heads) = permuted_heads(module, cfg) {
-                t = permute_for_interleaved(&t, heads)?;
-            }
-        }
-        tensors.insert(format!("{module}.{leaf}"), t);
-    }
+    let tensors = lora_tensors(&w_path, &bytes, cfg)?;
     // rsLoRA scales by alpha/√r; csplade's adapters by alpha/r.
     let alpha = if pc.use_rslora {
         pc.lora_alpha * (pc.r as f32).sqrt()
@@ -173,6 +112,77 @@ pub fn read(dir: &Path, cfg: &Config) -> Result<(Adapter, Vec<u8>), ModelError> 
     id.extend_from_slice(&bytes);
     id.extend(read_encoding(dir, &mut a)?);
     Ok((a, id))
+}
+
+/// The adapter's `adapter_config.json`, refused unless it describes a plain
+/// LoRA adapter csplade can apply; with the file's bytes.
+fn read_config(dir: &Path) -> Result<(PeftConfig, Vec<u8>), ModelError> {
+    let cfg_path = dir.join(CONFIG_FILE);
+    let text = std::fs::read(&cfg_path).map_err(|source| ModelError::Io {
+        path: cfg_path.clone(),
+        source,
+    })?;
+    let pc: PeftConfig = serde_json::from_slice(&text)
+        .map_err(|e| err(&cfg_path, format!("not a PEFT adapter config: {e}")))?;
+    let refusal = if pc.peft_type.as_deref().is_some_and(|t| t != "LORA") {
+        Some(format!(
+            "peft_type {:?}: only LORA adapters are read",
+            pc.peft_type
+        ))
+    } else if pc.use_dora || pc.fan_in_fan_out {
+        Some("DoRA and fan_in_fan_out adapters are not supported".into())
+    } else if pc.modules_to_save.as_ref().is_some_and(|m| !m.is_empty()) {
+        Some("modules_to_save (fully trained modules) are not supported".into())
+    } else if pc.bias.as_deref().is_some_and(|b| b != "none") {
+        Some("LoRA biases are not supported (bias must be \"none\")".into())
+    } else if pc.r == 0 {
+        Some("r = 0".into())
+    } else {
+        None
+    };
+    match refusal {
+        Some(why) => Err(err(&cfg_path, why)),
+        None => Ok((pc, text)),
+    }
+}
+
+/// The LoRA A/B weights of `adapter_model.safetensors`, under csplade's
+/// module names, B rows permuted where the base interleaves its heads.
+fn lora_tensors(
+    w_path: &Path,
+    bytes: &[u8],
+    cfg: &Config,
+) -> Result<HashMap<String, Tensor>, ModelError> {
+    let raw = candle_core::safetensors::load_buffer(bytes, &Device::Cpu)
+        .map_err(|e| err(w_path, format!("reading tensors: {e}")))?;
+    let mut tensors = HashMap::new();
+    for (name, t) in raw {
+        let Some(rest) = name.strip_prefix(PREFIX) else {
+            return Err(err(
+                w_path,
+                format!("unexpected tensor {name} (not under {PREFIX})"),
+            ));
+        };
+        let rest = rest.replace(".default.", ".");
+        let (module, leaf) = if let Some(m) = rest.strip_suffix(".lora_A.weight") {
+            (m, "lora_a")
+        } else if let Some(m) = rest.strip_suffix(".lora_B.weight") {
+            (m, "lora_b")
+        } else {
+            return Err(err(
+                w_path,
+                format!("unexpected tensor {name} (only LoRA A/B weights are read)"),
+            ));
+        };
+        let mut t = t.to_dtype(DType::F32)?;
+        if leaf == "lora_b" {
+            if let Some(heads) = permuted_heads(module, cfg) {
+                t = permute_for_interleaved(&t, heads)?;
+            }
+        }
+        tensors.insert(format!("{module}.{leaf}"), t);
+    }
+    Ok(tensors)
 }
 
 /// What csplade records beside a PEFT adapter it exported (variant, head,

@@ -185,36 +185,7 @@ pub fn backward(
     })?;
     let mut grad = Tensor::from_vec(grad, (r_total, hidden), rows.device())?;
     if let Some(lse) = &pooled.lse {
-        // ∂lse_r/∂h_r = softmax(logits_r) · W, for the rows that won anything.
-        let active: Vec<u32> = (0..r_total as u32)
-            .filter(|&r| lse_coef[r as usize] != 0.0)
-            .collect();
-        let mut pulled = vec![0f32; r_total * hidden];
-        for chunk in active.chunks(CHUNK_ROWS) {
-            let idx = Tensor::from_vec(chunk.to_vec(), chunk.len(), rows.device())?;
-            let logits = llama.head(&rows.index_select(&idx, 0)?)?.contiguous()?;
-            let mut probs = logits.flatten_all()?.to_vec1::<f32>()?;
-            probs
-                .par_chunks_mut(vocab)
-                .zip(chunk.par_iter())
-                .for_each(|(row, &r)| {
-                    let (l, c) = (lse[r as usize], lse_coef[r as usize]);
-                    for p in row.iter_mut() {
-                        *p = c * fast_exp(*p - l);
-                    }
-                });
-            let probs = Tensor::from_vec(probs, (chunk.len(), vocab), rows.device())?;
-            let back = llama
-                .head_backward(&probs)?
-                .flatten_all()?
-                .to_vec1::<f32>()?;
-            for (j, &r) in chunk.iter().enumerate() {
-                let r = r as usize;
-                pulled[r * hidden..(r + 1) * hidden]
-                    .copy_from_slice(&back[j * hidden..(j + 1) * hidden]);
-            }
-        }
-        grad = (grad + Tensor::from_vec(pulled, (r_total, hidden), rows.device())?)?;
+        grad = (grad + normaliser_backward(llama, rows, lse, &lse_coef, vocab)?)?;
     }
     Ok((
         grad,
@@ -223,4 +194,46 @@ pub fn backward(
             term_shift: dterm,
         },
     ))
+}
+
+/// The log-probability head's normaliser on the way back: for the rows
+/// that won anything, `coef_r · ∂lse_r/∂h_r = coef_r · softmax(logits_r) · W`
+/// (`[R, hidden]`, zero for the other rows).
+fn normaliser_backward(
+    llama: &Llama,
+    rows: &Tensor,
+    lse: &[f32],
+    lse_coef: &[f32],
+    vocab: usize,
+) -> Result<Tensor> {
+    let (r_total, hidden) = rows.dims2()?;
+    let active: Vec<u32> = (0..r_total as u32)
+        .filter(|&r| lse_coef[r as usize] != 0.0)
+        .collect();
+    let mut pulled = vec![0f32; r_total * hidden];
+    for chunk in active.chunks(CHUNK_ROWS) {
+        let idx = Tensor::from_vec(chunk.to_vec(), chunk.len(), rows.device())?;
+        let logits = llama.head(&rows.index_select(&idx, 0)?)?.contiguous()?;
+        let mut probs = logits.flatten_all()?.to_vec1::<f32>()?;
+        probs
+            .par_chunks_mut(vocab)
+            .zip(chunk.par_iter())
+            .for_each(|(row, &r)| {
+                let (l, c) = (lse[r as usize], lse_coef[r as usize]);
+                for p in row.iter_mut() {
+                    *p = c * fast_exp(*p - l);
+                }
+            });
+        let probs = Tensor::from_vec(probs, (chunk.len(), vocab), rows.device())?;
+        let back = llama
+            .head_backward(&probs)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        for (j, &r) in chunk.iter().enumerate() {
+            let r = r as usize;
+            pulled[r * hidden..(r + 1) * hidden]
+                .copy_from_slice(&back[j * hidden..(j + 1) * hidden]);
+        }
+    }
+    Tensor::from_vec(pulled, (r_total, hidden), rows.device())
 }

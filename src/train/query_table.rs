@@ -274,34 +274,10 @@ pub fn train(
     if opts.micro_batches < 2 || opts.epochs == 0 {
         bail!("a query table needs at least 2 micro-batches (one held out) and 1 epoch");
     }
-    let tok = &model.tokenizer;
-    let micro = batches::load_or_draw(cfg, tok, out, opts.micro_batches)?;
-    let (variant, head) = model.trained_encoding();
-    let enc_cfg = EncoderConfig {
-        variant,
-        head,
-        max_len: cfg.doc_max_len,
-        batch_size: 8,
-    };
-    let enc = Encoder::new(model, enc_cfg.clone());
-    let docs = encode_documents(
-        &enc,
-        &micro,
-        &out.join(DOCS_FILE),
-        &cache_key(model, cfg, &enc_cfg),
-        &mut report,
-    )?;
-    let mut examples = Vec::with_capacity(micro.len());
-    for (b, d) in micro.iter().zip(docs) {
-        let queries = b
-            .queries
-            .iter()
-            .map(|q| query_tokens(model, q, cfg.query_max_len))
-            .collect::<Result<_>>()?;
-        examples.push(Example { queries, docs: d });
-    }
+    let examples = examples(model, cfg, out, opts, &mut report)?;
     let held = (examples.len() / 10).max(1);
     let (train_set, held_out) = examples.split_at(examples.len() - held);
+    let tok = &model.tokenizer;
     let (df, n) = data::document_frequencies(&cfg.data_dir(), &cfg.pairs, tok, cfg.doc_max_len)?;
     let mut table = crate::search::prior::idf_table(&df, n);
     table.resize(tok.vocab_size(), 0.0);
@@ -330,13 +306,6 @@ pub fn train(
         }
         let m = order.len().max(1) as f32;
         let held_out_infonce = eval(&table);
-        let active_q = median(
-            train_set
-                .iter()
-                .flat_map(|ex| ex.queries.iter())
-                .map(|q| table_vector(&table, q).active() as f32)
-                .collect(),
-        );
         report(&TableProgress::Epoch {
             epoch: epoch + 1,
             epochs: opts.epochs,
@@ -344,13 +313,61 @@ pub fn train(
             infonce: infonce / m,
             flops: flops / m,
             held_out_infonce,
-            active_q,
+            active_q: median_active(&table, train_set),
         });
         if held_out_infonce < best.0 {
             best = (held_out_infonce, table.clone());
         }
     }
     Ok(best.1)
+}
+
+/// The training examples: each micro-batch's queries as token lists and
+/// its documents as the model's vectors (encoded once, cached in `out`).
+fn examples(
+    model: &LoadedModel,
+    cfg: &TrainConfig,
+    out: &Path,
+    opts: &TableOptions,
+    report: &mut impl FnMut(&TableProgress),
+) -> Result<Vec<Example>> {
+    let micro = batches::load_or_draw(cfg, &model.tokenizer, out, opts.micro_batches)?;
+    let (variant, head) = model.trained_encoding();
+    let enc_cfg = EncoderConfig {
+        variant,
+        head,
+        max_len: cfg.doc_max_len,
+        batch_size: 8,
+    };
+    let enc = Encoder::new(model, enc_cfg.clone());
+    let docs = encode_documents(
+        &enc,
+        &micro,
+        &out.join(DOCS_FILE),
+        &cache_key(model, cfg, &enc_cfg),
+        report,
+    )?;
+    let mut examples = Vec::with_capacity(micro.len());
+    for (b, d) in micro.iter().zip(docs) {
+        let queries = b
+            .queries
+            .iter()
+            .map(|q| query_tokens(model, q, cfg.query_max_len))
+            .collect::<Result<_>>()?;
+        examples.push(Example { queries, docs: d });
+    }
+    Ok(examples)
+}
+
+/// The median number of weighted tokens of the training queries under `table`.
+fn median_active(table: &[f32], train_set: &[Example]) -> f32 {
+    median(
+        train_set
+            .iter()
+            .flat_map(|ex| ex.queries.iter())
+            .map(|q| table_vector(table, q).active() as f32)
+            .collect(),
+    )
 }
 
 /// The run's adapter file.

@@ -1,6 +1,6 @@
 //! A training run: model with trainable adapters, the step loop of either
-//! phase, checkpoints every N steps, resume, progress reports, and the final
-//! adapter file.
+//! phase (in `step`), checkpoints every N steps, resume, progress reports,
+//! and the final adapter file.
 //!
 //! Two engines compute a step. On the CPU (fused): gradients flow in two
 //! legs, candle's autograd from the adapters to the final hidden states and
@@ -9,8 +9,9 @@
 //! surrogate Σ hidden ⊙ ∂L/∂hidden. Elsewhere (generic: a GPU, or the CPU
 //! when asked): plain candle ops end to end (`train::graph`).
 
+mod step;
+
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor, Var};
@@ -19,7 +20,7 @@ use serde::Serialize;
 use super::config::TrainConfig;
 use super::data::{self, MicroBatch};
 use super::loss::{self, ContrastiveLoss};
-use super::optim::{self, AdamW};
+use super::optim::AdamW;
 use super::{batches, checkpoint, graph, pooling};
 use crate::encode::encoder::input_layout;
 use crate::encode::Head;
@@ -169,55 +170,8 @@ impl Trainer {
         if engine == Engine::Generic && phase == Phase::Adapt {
             bail!("the adaptation phase runs on the CPU engine only (--device cpu)");
         }
-        let dev = model.llama.device().clone();
-        // An adapter of the same layout is trained further in place; any
-        // other is merged into the base and a new adapter stacked on top.
-        let init = match &cfg.init_adapter {
-            Some(p) => Some((p.clone(), Adapter::read(p)?)),
-            None => None,
-        };
-        let continues = init
-            .as_ref()
-            .is_some_and(|(_, a)| super::export::continues_adapter(&cfg, a));
-        if let Some((p, a)) = &init {
-            if a.tensors.contains_key(TERM_SHIFT) && !cfg.learn_term_shift {
-                bail!("{}: the adapter has learned per-term shifts; set learn_term_shift = true to train on from it", p.display());
-            }
-        }
-        if let (Some((p, a)), false) = (&init, continues) {
-            a.merge_into(&mut model.llama, p)?;
-            // The per-term shifts are trained on as a variable below.
-            model.llama.term_shift = None;
-        }
-        // LoRA keeps the base frozen: on the fused engine its projections
-        // run on the fast GEMM.
-        let fused = engine == Engine::Cpu;
-        model
-            .llama
-            .prepare_for_training(fused && cfg.adapter != "full", fused)?;
-        let mut params = if cfg.adapter == "full" {
-            adapter::attach_full(&mut model.llama, &cfg.targets)?
-        } else {
-            adapter::attach_low_rank(
-                &mut model.llama,
-                cfg.lora_rank,
-                cfg.lora_alpha,
-                &cfg.targets,
-                cfg.seed,
-            )?
-        };
-        if params.is_empty() {
-            bail!("targets {:?} match no projection of the model", cfg.targets);
-        }
-        if let (Some((p, a)), true) = (&init, continues) {
-            for (name, v) in params.iter().filter(|(n, _)| !n.starts_with("head.")) {
-                let t = a
-                    .tensors
-                    .get(name)
-                    .with_context(|| format!("{}: no {name}", p.display()))?;
-                v.set(&t.to_device(&dev)?)?;
-            }
-        }
+        let (init, continues) = starting_adapter(&cfg, &mut model)?;
+        let mut params = attach_trainable(&cfg, &mut model, engine, init.as_ref(), continues)?;
         let (shift, term_shift) = learned_shifts(
             &cfg,
             phase,
@@ -468,172 +422,75 @@ impl Trainer {
         }
         Ok((micro_batches, stream))
     }
+}
 
-    /// Train from the start or the last checkpoint until `steps` (or
-    /// `stop_after` more), reporting every step; the step reached.
-    ///
-    /// Long on purpose: one step's gradient accumulation, clipping, update,
-    /// checkpoint and report share a dozen running values (gradients, shift
-    /// gradients, loss parts, token counts); split, they would travel as a
-    /// struct threaded through every part for no gain in clarity.
-    pub fn run(
-        &mut self,
-        resume: bool,
-        stop_after: Option<usize>,
-        mut report: impl FnMut(&StepReport),
-    ) -> Result<usize> {
-        let cfg = self.cfg.clone();
-        let (mut step, mut tokens_seen, elapsed) = match resume {
-            true => self.restore_checkpoint(&cfg)?,
-            false => (0, 0, 0.0),
-        };
-        let (micro_batches, stream) = self.training_data(&cfg)?;
-        // One step's gradient accumulation, clipping, update, checkpoint and
-        // report share a dozen running values (gradients, shift gradients,
-        // loss parts, token counts), so the step loop stays in one piece.
-        let started = Instant::now();
-        let first_step = step;
-        // Tokens through the backbone in this call (for the rate), and how
-        // many of them are already in `tokens_seen`.
-        let (mut run_tokens, mut counted) = (0u64, 0u64);
-        while step < cfg.steps && stop_after.is_none_or(|s| step - first_step < s) {
-            let step_start = Instant::now();
-            let tokens_before = run_tokens;
-            let mut acc: Vec<Option<Tensor>> = vec![None; self.params.len()];
-            let mut dshift = 0f32;
-            let mut dterm: Option<Vec<f32>> = None;
-            let mut rep = StepReport {
-                event: "step",
-                phase: self.phase.name(),
-                step: step + 1,
-                steps: cfg.steps,
-                ..Default::default()
-            };
-            let (mut sum_loss, mut parts_a, mut parts_b, mut parts_c, mut aq, mut ad) =
-                (0f32, 0f32, 0f32, 0f32, 0f32, 0f32);
-            for a in 0..cfg.grad_accum {
-                let k = step * cfg.grad_accum + a;
-                let tokens = match self.phase {
-                    Phase::Contrastive => {
-                        let (l, q, d, t) = self.contrastive_micro(
-                            &micro_batches[k],
-                            step,
-                            &mut acc,
-                            &mut dshift,
-                            &mut dterm,
-                        )?;
-                        sum_loss += l.total;
-                        (parts_a, parts_b, parts_c) = (
-                            parts_a + l.infonce,
-                            parts_b + l.flops_q,
-                            parts_c + l.flops_d,
-                        );
-                        (aq, ad) = (aq + q, ad + d);
-                        t
-                    }
-                    Phase::Adapt => {
-                        let (clm, relu, act, t) = self.adapt_micro(&stream, k, &mut acc)?;
-                        sum_loss += clm + cfg.lambda_relu * relu;
-                        (parts_a, parts_b) = (parts_a + clm, parts_b + relu);
-                        aq += act;
-                        t
-                    }
-                };
-                run_tokens += tokens as u64;
-            }
-            let m = cfg.grad_accum as f32;
-            rep.loss = sum_loss / m;
-            rep.parts = match self.phase {
-                Phase::Contrastive => {
-                    serde_json::json!({"infonce": parts_a / m, "flops_q": parts_b / m, "flops_d": parts_c / m})
-                }
-                Phase::Adapt => serde_json::json!({"clm": parts_a / m, "relu_clm": parts_b / m}),
-            };
-            (rep.active_q, rep.active_d) = (aq / m, ad / m);
-            if !rep.loss.is_finite() {
-                bail!(
-                    "the loss became {} at step {}: nothing was applied; the last checkpoint in {} is intact — lower the learning rate",
-                    rep.loss,
-                    step + 1,
-                    self.out.display()
-                );
-            }
-            let mut grads = Vec::with_capacity(self.params.len());
-            for (i, (name, p)) in self.params.iter().enumerate() {
-                let dev = p.as_tensor().device();
-                grads.push(
-                    match (acc[i].take(), dterm.take_if(|_| name == TERM_SHIFT)) {
-                        (Some(g), _) => g,
-                        (None, Some(d)) => Tensor::from_vec(d, p.as_tensor().dims(), dev)?,
-                        (None, None) if name == SHIFT => Tensor::new(&[dshift], dev)?,
-                        (None, None) => p.as_tensor().zeros_like()?,
-                    },
-                );
-            }
-            rep.grad_norm = optim::clip_global_norm(&mut grads, cfg.grad_clip)?;
-            if !rep.grad_norm.is_finite() {
-                bail!(
-                    "the gradient norm became {} at step {}: nothing was applied; the last checkpoint in {} is intact — lower the learning rate",
-                    rep.grad_norm,
-                    step + 1,
-                    self.out.display()
-                );
-            }
-            rep.lr = optim::learning_rate(cfg.lr, step, cfg.warmup_steps, cfg.steps);
-            let shift_lr = optim::learning_rate(cfg.shift_lr, step, cfg.warmup_steps, cfg.steps);
-            let term_lr =
-                optim::learning_rate(cfg.term_shift_lr, step, cfg.warmup_steps, cfg.steps);
-            let lrs: Vec<f64> = self
-                .params
-                .iter()
-                .map(|(n, _)| match n.as_str() {
-                    SHIFT => shift_lr,
-                    TERM_SHIFT => term_lr,
-                    _ => rep.lr,
-                })
-                .collect();
-            self.opt.step(&self.params, &grads, &lrs)?;
-            step += 1;
-            let secs = started.elapsed().as_secs_f64();
-            tokens_seen += run_tokens - counted;
-            counted = run_tokens;
-            rep.tokens_per_s = run_tokens as f64 / secs.max(1e-9);
-            rep.step_tokens = run_tokens - tokens_before;
-            rep.step_seconds = step_start.elapsed().as_secs_f64();
-            let per_step = secs / (step - first_step) as f64;
-            rep.eta_s = per_step * (cfg.steps - step) as f64;
-            rep.shift = match &self.shift {
-                Some(v) => Some(v.as_tensor().to_vec1::<f32>()?[0]),
-                None => None,
-            };
-            report(&rep);
-            let stopping = (cfg.max_seconds > 0.0 && secs >= cfg.max_seconds)
-                || stop_after.is_some_and(|s| step - first_step >= s);
-            if step % cfg.checkpoint_every.max(1) == 0 || step == cfg.steps || stopping {
-                let state = checkpoint::RunState {
-                    phase: self.phase.name().into(),
-                    step,
-                    tokens_seen,
-                    elapsed_s: elapsed + secs,
-                    config: cfg.clone(),
-                };
-                checkpoint::save(&self.out, &self.params, &self.opt, &state)?;
-            }
-            if stopping {
-                super::export::write_adapter(self, step, elapsed + secs, tokens_seen)?;
-                return Ok(step);
-            }
+/// The adapter a run starts from (`init_adapter`), and whether it is
+/// trained further in place (same layout). Any other is merged into the
+/// base here, so that a new adapter is stacked on top.
+fn starting_adapter(
+    cfg: &TrainConfig,
+    model: &mut LoadedModel,
+) -> Result<(Option<(PathBuf, Adapter)>, bool)> {
+    let init = match &cfg.init_adapter {
+        Some(p) => Some((p.clone(), Adapter::read(p)?)),
+        None => None,
+    };
+    let continues = init
+        .as_ref()
+        .is_some_and(|(_, a)| super::export::continues_adapter(cfg, a));
+    if let Some((p, a)) = &init {
+        if a.tensors.contains_key(TERM_SHIFT) && !cfg.learn_term_shift {
+            bail!("{}: the adapter has learned per-term shifts; set learn_term_shift = true to train on from it", p.display());
         }
-        if step == cfg.steps {
-            super::export::write_adapter(
-                self,
-                step,
-                elapsed + started.elapsed().as_secs_f64(),
-                tokens_seen,
-            )?;
-        }
-        Ok(step)
     }
+    if let (Some((p, a)), false) = (&init, continues) {
+        a.merge_into(&mut model.llama, p)?;
+        // The per-term shifts are trained on as a variable.
+        model.llama.term_shift = None;
+    }
+    Ok((init, continues))
+}
+
+/// Attach the trainable weights (LoRA or full) to the model, set from the
+/// starting adapter when the run continues it.
+fn attach_trainable(
+    cfg: &TrainConfig,
+    model: &mut LoadedModel,
+    engine: Engine,
+    init: Option<&(PathBuf, Adapter)>,
+    continues: bool,
+) -> Result<Vec<(String, Var)>> {
+    // LoRA keeps the base frozen: on the fused engine its projections
+    // run on the fast GEMM.
+    let fused = engine == Engine::Cpu;
+    model
+        .llama
+        .prepare_for_training(fused && cfg.adapter != "full", fused)?;
+    let params = if cfg.adapter == "full" {
+        adapter::attach_full(&mut model.llama, &cfg.targets)?
+    } else {
+        adapter::attach_low_rank(
+            &mut model.llama,
+            cfg.lora_rank,
+            cfg.lora_alpha,
+            &cfg.targets,
+            cfg.seed,
+        )?
+    };
+    if params.is_empty() {
+        bail!("targets {:?} match no projection of the model", cfg.targets);
+    }
+    if let (Some((p, a)), true) = (init, continues) {
+        let dev = model.llama.device().clone();
+        for (name, v) in params.iter().filter(|(n, _)| !n.starts_with("head.")) {
+            let t = a
+                .tensors
+                .get(name)
+                .with_context(|| format!("{}: no {name}", p.display()))?;
+            v.set(&t.to_device(&dev)?)?;
+        }
+    }
+    Ok(params)
 }
 
 /// The contrastive phase's learned head shift and per-term shifts, as

@@ -264,31 +264,12 @@ impl App {
             Action::Mouse(m) => self.on_mouse(m),
             // Nothing changes but the frame, which every action redraws.
             Action::Resize => vec![],
-            Action::ModelReady(Ok(msg)) => {
-                self.model_ready = true;
-                self.status = msg;
-                if !self.input.text.trim().is_empty() && self.query_pending {
-                    return vec![Effect::RunQuery(self.input.text.clone())];
+            Action::ModelReady(r) => self.model_ready(r),
+            Action::IndexReady(r) => self.index_ready(r),
+            Action::PartialReady(n, total) => {
+                if matches!(self.index, IndexState::Building | IndexState::Partial(..)) {
+                    self.index = IndexState::Partial(n, total);
                 }
-                vec![]
-            }
-            Action::ModelReady(Err(e)) => {
-                self.status = format!("model failed to load: {e}");
-                vec![]
-            }
-            Action::IndexReady(Ok(n)) => {
-                self.index = IndexState::Ready(n);
-                self.status = format!("index ready: {n} documents");
-                // Re-run the current query so hits appear.
-                if self.model_ready && !self.input.text.trim().is_empty() {
-                    self.query_pending = true;
-                    return vec![Effect::RunQuery(self.input.text.clone())];
-                }
-                vec![]
-            }
-            Action::IndexReady(Err(e)) => {
-                self.index = IndexState::Unavailable(e.clone());
-                self.status = format!("no index: {e}");
                 vec![]
             }
             Action::QueryDone(Ok(r)) => self.query_done(r),
@@ -308,36 +289,8 @@ impl App {
                 self.status = format!("document failed: {e}");
                 vec![]
             }
-            Action::FailuresDone(r) => {
-                self.failures_pending = false;
-                match r {
-                    Ok(rows) => {
-                        self.status = format!("{} judged queries compared", rows.len());
-                        self.failures = Some(rows);
-                        self.failure_sel = 0;
-                        self.explanation = None;
-                    }
-                    Err(e) => self.status = format!("failure analysis failed: {e}"),
-                }
-                vec![]
-            }
-            Action::PartialReady(n, total) => {
-                if matches!(self.index, IndexState::Building | IndexState::Partial(..)) {
-                    self.index = IndexState::Partial(n, total);
-                }
-                vec![]
-            }
-            Action::CompareDone(r) => {
-                self.compare_pending = false;
-                match r {
-                    Ok(c) => {
-                        self.status = format!("compared {} encoders", c.runs.len());
-                        self.comparison = Some(c);
-                    }
-                    Err(e) => self.status = format!("comparison failed: {e}"),
-                }
-                vec![]
-            }
+            Action::FailuresDone(r) => self.failures_done(r),
+            Action::CompareDone(r) => self.compare_done(r),
             Action::ExplanationDone(r) => self.explanation_done(r),
             Action::ExportDone(r) => {
                 self.status = match r {
@@ -349,6 +302,66 @@ impl App {
             Action::FrontierDone(r) => self.frontier_done(r),
             Action::Task(ev) => self.on_task(ev),
         }
+    }
+
+    /// The model loaded (or not): a query typed meanwhile runs now.
+    fn model_ready(&mut self, r: Result<String, String>) -> Vec<Effect> {
+        match r {
+            Ok(msg) => {
+                self.model_ready = true;
+                self.status = msg;
+                if !self.input.text.trim().is_empty() && self.query_pending {
+                    return vec![Effect::RunQuery(self.input.text.clone())];
+                }
+            }
+            Err(e) => self.status = format!("model failed to load: {e}"),
+        }
+        vec![]
+    }
+
+    /// The index opened (or not): the current query re-runs so hits appear.
+    fn index_ready(&mut self, r: Result<usize, String>) -> Vec<Effect> {
+        match r {
+            Ok(n) => {
+                self.index = IndexState::Ready(n);
+                self.status = format!("index ready: {n} documents");
+                if self.model_ready && !self.input.text.trim().is_empty() {
+                    self.query_pending = true;
+                    return vec![Effect::RunQuery(self.input.text.clone())];
+                }
+            }
+            Err(e) => {
+                self.index = IndexState::Unavailable(e.clone());
+                self.status = format!("no index: {e}");
+            }
+        }
+        vec![]
+    }
+
+    fn failures_done(&mut self, r: Result<Vec<FailureRow>, String>) -> Vec<Effect> {
+        self.failures_pending = false;
+        match r {
+            Ok(rows) => {
+                self.status = format!("{} judged queries compared", rows.len());
+                self.failures = Some(rows);
+                self.failure_sel = 0;
+                self.explanation = None;
+            }
+            Err(e) => self.status = format!("failure analysis failed: {e}"),
+        }
+        vec![]
+    }
+
+    fn compare_done(&mut self, r: Result<Comparison, String>) -> Vec<Effect> {
+        self.compare_pending = false;
+        match r {
+            Ok(c) => {
+                self.status = format!("compared {} encoders", c.runs.len());
+                self.comparison = Some(c);
+            }
+            Err(e) => self.status = format!("comparison failed: {e}"),
+        }
+        vec![]
     }
 
     /// A query's result: keep the selected document where the same query

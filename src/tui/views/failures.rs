@@ -14,9 +14,10 @@ use ratatui::widgets::{Bar, BarChart, BarGroup, Block, Borders, Paragraph, Row, 
 use ratatui::Frame;
 
 use super::show_token;
-use crate::explore::{FailureExplanation, FailureRow};
+use crate::explore::{FailureExplanation, FailureRow, MissedDocument};
 use crate::tui::app::{App, FAILURE_VIEWS};
 use crate::tui::mouse::Target;
+use crate::tui::theme::Theme;
 
 /// Δ nDCG@10 buckets of the histogram: (label, upper bound).
 const BUCKETS: [(&str, f64); 8] = [
@@ -175,12 +176,65 @@ fn draw_table(f: &mut Frame, table: Rect, app: &App, judged: usize) {
     );
 }
 
+/// A missed relevant document: its ranks, the BM25 words that find it
+/// (red where the expansion lacks them) and the terms it holds only beyond
+/// the encoded window.
+fn missed_lines(t: &Theme, m: &MissedDocument) -> Vec<Line<'static>> {
+    let muted = Style::default().fg(t.muted);
+    let rank = |r: Option<usize>| r.map_or("beyond 100".to_string(), |r| r.to_string());
+    let mut lines = vec![Line::from(vec![
+        Span::styled(
+            format!("missed {} ", m.doc_id),
+            Style::default().fg(t.relevant),
+        ),
+        Span::styled(
+            format!(
+                "(grade {}): LSR rank {}, BM25 rank {}",
+                m.grade,
+                rank(m.lsr_rank),
+                rank(m.bm25_rank)
+            ),
+            muted,
+        ),
+    ])];
+    let words: Vec<Span> = m
+        .bm25_words
+        .iter()
+        .take(6)
+        .map(|w| {
+            let style = if w.missing_from_expansion {
+                Style::default().fg(t.not_relevant)
+            } else {
+                Style::default()
+            };
+            Span::styled(
+                format!(
+                    "  {} bm25 {:.1} q {:.2} d {:.2}",
+                    w.word, w.bm25, w.query_weight, w.doc_weight
+                ),
+                style,
+            )
+        })
+        .collect();
+    lines.push(Line::from(words));
+    if !m.beyond_window.is_empty() {
+        let terms: Vec<String> = m.beyond_window.iter().map(|t| show_token(t)).collect();
+        lines.push(Line::from(Span::styled(
+            format!(
+                "  only beyond the encoded window (the model never read them): {}",
+                terms.join(" ")
+            ),
+            muted,
+        )));
+    }
+    lines
+}
+
 /// Why LSR loses on the selected query: missed relevant documents with the
 /// BM25 words that find them, and the expansion terms behind wrong hits.
 fn draw_explanation(f: &mut Frame, explain: Rect, app: &App, e: &FailureExplanation) {
     let t = &app.theme;
     let muted = Style::default().fg(t.muted);
-    let rank = |r: Option<usize>| r.map_or("beyond 100".to_string(), |r| r.to_string());
     let mut lines = vec![Line::from(vec![
         Span::styled("expansion ", muted),
         Span::raw(
@@ -193,51 +247,7 @@ fn draw_explanation(f: &mut Frame, explain: Rect, app: &App, e: &FailureExplanat
         ),
     ])];
     for m in &e.missed {
-        lines.push(Line::from(vec![
-            Span::styled(
-                format!("missed {} ", m.doc_id),
-                Style::default().fg(t.relevant),
-            ),
-            Span::styled(
-                format!(
-                    "(grade {}): LSR rank {}, BM25 rank {}",
-                    m.grade,
-                    rank(m.lsr_rank),
-                    rank(m.bm25_rank)
-                ),
-                muted,
-            ),
-        ]));
-        let words: Vec<Span> = m
-            .bm25_words
-            .iter()
-            .take(6)
-            .map(|w| {
-                let style = if w.missing_from_expansion {
-                    Style::default().fg(t.not_relevant)
-                } else {
-                    Style::default()
-                };
-                Span::styled(
-                    format!(
-                        "  {} bm25 {:.1} q {:.2} d {:.2}",
-                        w.word, w.bm25, w.query_weight, w.doc_weight
-                    ),
-                    style,
-                )
-            })
-            .collect();
-        lines.push(Line::from(words));
-        if !m.beyond_window.is_empty() {
-            let terms: Vec<String> = m.beyond_window.iter().map(|t| show_token(t)).collect();
-            lines.push(Line::from(Span::styled(
-                format!(
-                    "  only beyond the encoded window (the model never read them): {}",
-                    terms.join(" ")
-                ),
-                muted,
-            )));
-        }
+        lines.extend(missed_lines(t, m));
     }
     for h in &e.wrong_hits {
         lines.push(Line::from(vec![
