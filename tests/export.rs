@@ -9,7 +9,7 @@ use std::path::Path;
 use candle_core::Device;
 use csplade::encode::{Encoder, EncoderConfig, Head, SparseVec, Variant};
 use csplade::export::{self, ExportFormat};
-use csplade::index::{build, BuildOptions};
+use csplade::index::build;
 use csplade::search::{Backend, LsrIndex};
 
 mod common;
@@ -39,16 +39,7 @@ fn tiny_index(dir: &Path) -> (csplade::model::LoadedModel, LsrIndex) {
         max_len: 64,
         batch_size: 4,
     };
-    let opts = BuildOptions {
-        corpus,
-        out: dir.join("idx"),
-        scale: 100.0,
-        doc_top_k: 0,
-        commit_every: 8,
-        precision: "f32".into(),
-        stop_after_commits: None,
-        shard: None,
-    };
+    let opts = common::build_options(&corpus, &dir.join("idx"));
     build(&Encoder::new(&m, cfg), &opts, |_| {}).unwrap();
     let idx = LsrIndex::open(&dir.join("idx")).unwrap();
     (m, idx)

@@ -8,6 +8,8 @@ use csplade::encode::{Encoder, EncoderConfig, Head};
 use csplade::model;
 use csplade::quant::{self, Precision};
 
+mod common;
+
 fn random(n: usize, seed: u64) -> Vec<f32> {
     let mut r = model::tiny::SplitMix::new(seed);
     (0..n).map(|_| 3.0 * r.uniform()).collect()
@@ -234,16 +236,7 @@ fn compare_ranks_every_judged_query_per_precision() {
     std::fs::write(corpus.join("qrels/test.tsv"), r).unwrap();
     let m = model::load(spec.to_str().unwrap(), &Device::Cpu).unwrap();
     let out = dir.path().join("idx");
-    let opts = csplade::index::BuildOptions {
-        corpus: corpus.clone(),
-        out: out.clone(),
-        scale: 100.0,
-        doc_top_k: 0,
-        commit_every: 8,
-        precision: "f32".into(),
-        stop_after_commits: None,
-        shard: None,
-    };
+    let opts = common::build_options(&corpus, &out);
     csplade::index::build(&Encoder::new(&m, cfg()), &opts, |_| {}).unwrap();
     let run = std::process::Command::new(env!("CARGO_BIN_EXE_csplade"))
         .args([

@@ -209,33 +209,15 @@ fn write_corpus(dir: &Path, n: usize) {
         "and",
         "laminar",
     ];
-    std::fs::create_dir_all(dir.join("qrels")).unwrap();
-    let mut rng = csplade::model::tiny::SplitMix::new(5);
-    let mut corpus = String::new();
-    let mut queries = String::new();
-    let mut qrels = String::from("query-id\tcorpus-id\tscore\n");
-    for i in 0..n {
-        let len = 4 + (rng.next_u64() % 24) as usize;
-        let words: Vec<&str> = (0..len)
-            .map(|_| WORDS[(rng.next_u64() % WORDS.len() as u64) as usize])
-            .collect();
-        corpus.push_str(
-            &serde_json::json!({"_id": format!("d{i}"), "title": "", "text": words.join(" ")})
-                .to_string(),
-        );
-        corpus.push('\n');
-        if i % 5 == 0 {
-            queries.push_str(
-                &serde_json::json!({"_id": format!("q{i}"), "text": words[..3].join(" ")})
-                    .to_string(),
-            );
-            queries.push('\n');
-            qrels.push_str(&format!("q{i}\td{i}\t1\n"));
-        }
+    common::RandomCorpus {
+        words: WORDS,
+        seed: 5,
+        min_words: 4,
+        spread: 24,
+        query_every: 5,
+        titled: false,
     }
-    std::fs::write(dir.join("corpus.jsonl"), corpus).unwrap();
-    std::fs::write(dir.join("queries.jsonl"), queries).unwrap();
-    std::fs::write(dir.join("qrels/test.tsv"), qrels).unwrap();
+    .write(dir, n)
 }
 
 fn run_ok(c: &mut Command) -> String {

@@ -5,18 +5,18 @@
 
 #[path = "common/frontier.rs"]
 mod frontier_fixture;
+#[path = "common/tui.rs"]
+mod tui_fixture;
 
-use crossterm::event::{KeyCode, KeyEvent};
+use crossterm::event::KeyCode;
 use csplade::explore::{EncoderSpec, FrontierAxis};
 use csplade::tasks::{TaskEvent, TaskSpec};
 use csplade::tui::action::{Action, Effect};
 use csplade::tui::app::{App, IndexState, Tab};
 use csplade::tui::keymap::Keymap;
 use csplade::tui::theme::Theme;
-use csplade::tui::views;
 use frontier_fixture::sample_frontier;
-use ratatui::backend::TestBackend;
-use ratatui::Terminal;
+use tui_fixture::{key, render_at};
 
 fn frontier_task() -> TaskSpec {
     TaskSpec {
@@ -31,16 +31,6 @@ fn app() -> App {
     a.index = IndexState::Ready(5183);
     a.frontier.task = Some(frontier_task());
     a
-}
-
-fn key(c: KeyCode) -> Action {
-    Action::Key(KeyEvent::from(c))
-}
-
-fn render_at(a: &App, width: u16, height: u16) -> String {
-    let mut t = Terminal::new(TestBackend::new(width, height)).unwrap();
-    t.draw(|f| views::draw(f, a)).unwrap();
-    format!("{}", t.backend())
 }
 
 /// Tab to the Frontier view (Search → Compare → Failures → Frontier).

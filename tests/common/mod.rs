@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod index;
 pub mod skip;
 #[allow(unused_imports)]
 pub use skip::{note_skip, skip_without};
@@ -141,4 +142,64 @@ pub fn lora_adapter(dir: &Path) -> std::path::PathBuf {
     let file = dir.join("lora.safetensors");
     adapter::Adapter { meta, tensors }.write(&file).unwrap();
     file
+}
+
+/// A seeded collection of random words: each document `d{i}` draws
+/// `min_words + (0..spread)` of `words`; every `query_every`-th document
+/// gets a judged query (`q{i}`, its first three words) in `qrels/test.tsv`.
+pub struct RandomCorpus<'a> {
+    pub words: &'a [&'a str],
+    pub seed: u64,
+    pub min_words: usize,
+    pub spread: u64,
+    pub query_every: usize,
+    /// Titles `doc {i}` (else empty).
+    pub titled: bool,
+}
+
+impl RandomCorpus<'_> {
+    pub fn write(&self, dir: &Path, n: usize) {
+        std::fs::create_dir_all(dir.join("qrels")).unwrap();
+        let mut rng = csplade::rng::SplitMix::new(self.seed);
+        let (mut corpus, mut queries) = (String::new(), String::new());
+        let mut qrels = String::from("query-id\tcorpus-id\tscore\n");
+        let words = self.words;
+        for i in 0..n {
+            let len = self.min_words + (rng.next_u64() % self.spread) as usize;
+            let text: Vec<&str> = (0..len)
+                .map(|_| words[(rng.next_u64() % words.len() as u64) as usize])
+                .collect();
+            let title = if self.titled {
+                format!("doc {i}")
+            } else {
+                String::new()
+            };
+            let doc =
+                serde_json::json!({"_id": format!("d{i}"), "title": title, "text": text.join(" ")});
+            corpus.push_str(&format!("{doc}\n"));
+            if i % self.query_every == 0 {
+                let q = serde_json::json!({"_id": format!("q{i}"), "text": text[..3].join(" ")});
+                queries.push_str(&format!("{q}\n"));
+                qrels.push_str(&format!("q{i}\td{i}\t1\n"));
+            }
+        }
+        std::fs::write(dir.join("corpus.jsonl"), corpus).unwrap();
+        std::fs::write(dir.join("queries.jsonl"), queries).unwrap();
+        std::fs::write(dir.join("qrels/test.tsv"), qrels).unwrap();
+    }
+}
+
+/// The index settings tests build with: f32, impacts scaled by 100, a
+/// commit every 8 documents, every term kept.
+pub fn build_options(corpus: &Path, out: &Path) -> csplade::index::BuildOptions {
+    csplade::index::BuildOptions {
+        corpus: corpus.to_path_buf(),
+        out: out.to_path_buf(),
+        scale: 100.0,
+        doc_top_k: 0,
+        commit_every: 8,
+        precision: "f32".into(),
+        stop_after_commits: None,
+        shard: None,
+    }
 }
