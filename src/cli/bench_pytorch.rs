@@ -6,7 +6,6 @@
 //! Python named by `--python` (or `CSPLADE_PYTORCH_PYTHON`, else `python3`).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
@@ -129,18 +128,11 @@ pub fn run(a: &EncodeBench, seqs: &[Vec<u32>], variant: Variant, head: String) -
     }
     let model_file = backbone(a.model.spec())?;
     let py = python(a);
-    let probe = Command::new(&py)
-        .args(["-c", "import torch, transformers"])
-        .output()
-        .with_context(|| format!("running {} for the PyTorch reference", py.display()))?;
-    if !probe.status.success() {
-        let err = String::from_utf8_lossy(&probe.stderr);
-        bail!(
-            "the PyTorch reference needs torch and transformers (and gguf for a .gguf model) importable by {}: {}; install them with pip, or name another interpreter with --python",
-            py.display(),
-            err.trim().lines().last().unwrap_or("import failed")
-        );
-    }
+    super::python_reference::require(
+        &py,
+        "torch, transformers",
+        "torch and transformers (and gguf for a .gguf model)",
+    )?;
     let tokens: usize = seqs.iter().map(Vec::len).sum();
     let threads = candle_core::utils::get_num_threads();
     let mut rows = Vec::new();
@@ -224,15 +216,7 @@ fn reference_run(
         "batch": a.model.batch, "threads": threads, "repeat": a.repeat.max(1),
         "modes": ["f32", "int8"], "head": head, "top": TOP});
     std::fs::write(&request, serde_json::to_vec(&req)?)?;
-    let status = Command::new(py)
-        // The model is a local file: no hub access, no progress bars.
-        .env("HF_HUB_OFFLINE", "1")
-        .env("TRANSFORMERS_OFFLINE", "1")
-        .env("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-        .env("TQDM_DISABLE", "1")
-        .arg(&script)
-        .arg(&request)
-        .arg(&result)
+    let status = super::python_reference::offline(py, &script, &request, &result)
         .status()
         .with_context(|| format!("running the PyTorch reference with {}", py.display()))?;
     if !status.success() {

@@ -6,7 +6,6 @@
 //! compiled in.
 
 use std::path::PathBuf;
-use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -98,14 +97,7 @@ fn reference_run(
     let req = json!({"dir": model_dir, "texts": a.texts, "words": a.words, "batch": a.batch,
         "threads": threads, "repeat": a.repeat, "seed": 7});
     std::fs::write(&request, serde_json::to_vec(&req)?)?;
-    let out = Command::new(&py)
-        .env("HF_HUB_OFFLINE", "1")
-        .env("TRANSFORMERS_OFFLINE", "1")
-        .env("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-        .env("TQDM_DISABLE", "1")
-        .arg(&script)
-        .arg(&request)
-        .arg(&result)
+    let out = super::python_reference::offline(&py, &script, &request, &result)
         .output()
         .with_context(|| {
             format!(

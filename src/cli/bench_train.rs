@@ -173,18 +173,11 @@ fn python(a: &TrainBench) -> Result<PathBuf> {
         .clone()
         .or_else(|| std::env::var_os("CSPLADE_PYTORCH_PYTHON").map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from("python3"));
-    let probe = Command::new(&py)
-        .args(["-c", "import torch, transformers, peft"])
-        .output()
-        .with_context(|| format!("running {} for the PyTorch reference", py.display()))?;
-    if !probe.status.success() {
-        let err = String::from_utf8_lossy(&probe.stderr);
-        bail!(
-            "the PyTorch reference needs torch, transformers and peft (and gguf, accelerate for a .gguf model) importable by {}: {}; install them with pip, or name another interpreter with --python",
-            py.display(),
-            err.trim().lines().last().unwrap_or("import failed")
-        );
-    }
+    super::python_reference::require(
+        &py,
+        "torch, transformers, peft",
+        "torch, transformers and peft (and gguf, accelerate for a .gguf model)",
+    )?;
     Ok(py)
 }
 
@@ -268,27 +261,19 @@ fn run_reference(py: &Path, dir: &Path, req: &Value) -> Result<(Value, Option<u6
     );
     std::fs::write(&script, SCRIPT)?;
     std::fs::write(&request, serde_json::to_vec(req)?)?;
-    let out = Command::new("/usr/bin/time")
+    let out = super::python_reference::hub_off(&mut Command::new("/usr/bin/time"))
         .arg("-f")
         .arg("csplade-peak-kb %M")
         .arg(py)
         .arg(&script)
         .arg(&request)
         .arg(&result)
-        .env("HF_HUB_OFFLINE", "1")
-        .env("TRANSFORMERS_OFFLINE", "1")
-        .env("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-        .env("TQDM_DISABLE", "1")
         .output();
     // Without GNU time, run it directly (no peak memory then).
     let (status, stderr) = match out {
         Ok(o) => (o.status, String::from_utf8_lossy(&o.stderr).to_string()),
         Err(_) => {
-            let o = Command::new(py)
-                .arg(&script)
-                .arg(&request)
-                .arg(&result)
-                .env("HF_HUB_OFFLINE", "1")
+            let o = super::python_reference::offline(py, &script, &request, &result)
                 .output()
                 .with_context(|| format!("running the PyTorch reference with {}", py.display()))?;
             (o.status, String::from_utf8_lossy(&o.stderr).to_string())

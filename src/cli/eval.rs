@@ -126,8 +126,9 @@ fn short(s: &str) -> &str {
     &s[..s.len().min(12)]
 }
 
-/// Cached BM25 index for a dataset, built on demand.
-fn bm25_for(dataset: &Path, docs: &[beir::Document]) -> Result<Bm25Index> {
+/// A collection's corpus fingerprint and directory name: what its cached
+/// indexes are keyed by.
+fn collection_identity(dataset: &Path) -> Result<(String, String)> {
     let fp = csplade::index::build::fingerprint(&csplade::data::beir::collection_file(
         dataset,
         "corpus.jsonl",
@@ -136,6 +137,12 @@ fn bm25_for(dataset: &Path, docs: &[beir::Document]) -> Result<Bm25Index> {
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_default();
+    Ok((fp, name))
+}
+
+/// Cached BM25 index for a dataset, built on demand.
+fn bm25_for(dataset: &Path, docs: &[beir::Document]) -> Result<Bm25Index> {
+    let (fp, name) = collection_identity(dataset)?;
     let dir = data_dir()
         .join("indexes")
         .join(format!("bm25-{name}-{}", short(&fp)));
@@ -284,14 +291,7 @@ pub(super) fn cached_index(
     margs: &super::ModelArgs,
     model: &csplade::model::SparseModel,
 ) -> Result<PathBuf> {
-    let fp = csplade::index::build::fingerprint(&csplade::data::beir::collection_file(
-        dataset,
-        "corpus.jsonl",
-    ))?;
-    let name = dataset
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default();
+    let (fp, name) = collection_identity(dataset)?;
     let config = margs.encoder_config(model);
     let head = config.head.to_string().replace(':', "");
     let dir = data_dir().join("indexes").join(format!(

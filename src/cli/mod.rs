@@ -6,6 +6,7 @@ mod bench_pytorch;
 mod bench_seismic;
 mod bench_splade;
 mod bench_train;
+mod python_reference;
 mod compare;
 mod data;
 mod device;
