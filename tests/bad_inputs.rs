@@ -4,6 +4,8 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+mod common;
+
 fn csplade(args: &[&str], home: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_csplade"))
         .args(args)
@@ -126,7 +128,7 @@ fn a_gguf_of_random_tensor_data_is_refused_at_load() {
 
 #[test]
 fn a_diverged_adapter_is_refused_at_load() {
-    use csplade::model::adapter::{Adapter, AdapterMeta};
+    use csplade::model::adapter::Adapter;
     let dir = tempfile::tempdir().unwrap();
     csplade::model::tiny::write_tiny_model(dir.path(), 9).unwrap();
     let tiny = dir.path().join("tiny.gguf");
@@ -143,19 +145,7 @@ fn a_diverged_adapter_is_refused_at_load() {
             )
         })
         .collect();
-    let meta = AdapterMeta {
-        base_id: "tiny".into(),
-        base_sha256: String::new(),
-        kind: "lora".into(),
-        rank: 2,
-        alpha: 4.0,
-        variant: csplade::encode::Variant::Echo,
-        head: csplade::encode::Head::LogProb { shift: 4.0 },
-        max_len: 32,
-        trained: "diverged".into(),
-        query_prior: Default::default(),
-        documents_as: None,
-    };
+    let meta = common::tiny_adapter_meta("diverged");
     let file = dir.path().join("nan.safetensors");
     Adapter { meta, tensors }.write(&file).unwrap();
     let spec = format!("{}+{}", tiny.display(), file.display());

@@ -5,6 +5,8 @@
 use std::path::Path;
 use std::process::Command;
 
+mod common;
+
 fn write(dir: &Path, corpus: &[(&str, &str)], queries: &[(&str, &str)], qrels: &str) {
     std::fs::create_dir_all(dir.join("qrels")).unwrap();
     let c: String = corpus
@@ -184,28 +186,21 @@ fn eval_explains_the_queries_lsr_loses() {
     write(&ds, &c, &queries, "q1\td0\t1\nq2\td9\t1\nq3\td22\t1\n");
     csplade::model::tiny::write_tiny_model(&dir.path().join("m"), 5).unwrap();
     let spec = dir.path().join("m/tiny.gguf");
-    let out = Command::new(env!("CARGO_BIN_EXE_csplade"))
-        .args([
-            "eval",
-            "--system",
-            "both",
-            "--json",
-            "--explain-failures",
-            "2",
-            "--model",
-        ])
-        .arg(&spec)
-        .arg("--dataset")
-        .arg(&ds)
-        .env("CSPLADE_HOME", dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut eval = Command::new(env!("CARGO_BIN_EXE_csplade"));
+    eval.args([
+        "eval",
+        "--system",
+        "both",
+        "--json",
+        "--explain-failures",
+        "2",
+        "--model",
+    ])
+    .arg(&spec)
+    .arg("--dataset")
+    .arg(&ds)
+    .env("CSPLADE_HOME", dir.path());
+    let v = common::json_output(&mut eval);
     let failures = v["failures"].as_array().expect("failures listed");
     assert!(!failures.is_empty() && failures.len() <= 2, "{v}");
     for f in failures {
@@ -262,23 +257,16 @@ fn eval_fuses_lsr_with_bm25_and_reports_the_query_prior() {
     let spec = dir.path().join("m/tiny.gguf");
     let run = |prior: &str| {
         let runs = dir.path().join(format!("run-{prior}"));
-        let out = Command::new(env!("CARGO_BIN_EXE_csplade"))
-            .args(["eval", "--system", "all", "--fusion", "rrf:60", "--json"])
+        let mut eval = Command::new(env!("CARGO_BIN_EXE_csplade"));
+        eval.args(["eval", "--system", "all", "--fusion", "rrf:60", "--json"])
             .args(["--query-prior", prior, "--model"])
             .arg(&spec)
             .arg("--dataset")
             .arg(&ds)
             .arg("--run")
             .arg(&runs)
-            .env("CSPLADE_HOME", dir.path())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            .env("CSPLADE_HOME", dir.path());
+        let v = common::json_output(&mut eval);
         (v, runs)
     };
     let read = |p: std::path::PathBuf| -> Vec<(String, String, usize, f64)> {

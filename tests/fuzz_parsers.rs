@@ -15,6 +15,8 @@ use candle_core::Device;
 use csplade::data::beir;
 use csplade::model::tiny::SplitMix;
 
+mod common;
+
 struct Rng(SplitMix);
 
 impl Rng {
@@ -183,19 +185,7 @@ fn adapter(cases: usize) {
     let targets = vec!["q_proj".to_string(), "down_proj".to_string()];
     let vars =
         csplade::model::adapter::attach_low_rank(&mut fresh.llama, 2, 4.0, &targets, 1).unwrap();
-    let meta = csplade::model::adapter::AdapterMeta {
-        base_id: "tiny".into(),
-        base_sha256: String::new(),
-        kind: "lora".into(),
-        rank: 2,
-        alpha: 4.0,
-        variant: csplade::encode::Variant::Echo,
-        head: csplade::encode::Head::LogProb { shift: 4.0 },
-        max_len: 32,
-        trained: String::new(),
-        query_prior: Default::default(),
-        documents_as: None,
-    };
+    let meta = common::tiny_adapter_meta("");
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("a.safetensors");
     let mut tensors: std::collections::HashMap<_, _> = vars

@@ -8,39 +8,50 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_csplade"))
 }
 
-fn words_corpus(dir: &Path, n: usize) {
+/// A collection of `n` random-word documents, a tiny model, and the
+/// directory they live in.
+struct Setup {
+    dir: tempfile::TempDir,
+    corpus: PathBuf,
+    model: PathBuf,
+}
+
+fn setup(n: usize) -> Setup {
     const WORDS: &[&str] = &[
         "otter", "river", "stone", "bank", "heat", "theory", "water", "night", "fish", "thin",
     ];
-    std::fs::create_dir_all(dir.join("qrels")).unwrap();
-    let mut rng = csplade::model::tiny::SplitMix::new(5);
-    let mut corpus = String::new();
-    for i in 0..n {
-        let len = 4 + (rng.next_u64() % 30) as usize;
-        let text: Vec<&str> = (0..len)
-            .map(|_| WORDS[(rng.next_u64() % WORDS.len() as u64) as usize])
-            .collect();
-        corpus.push_str(
-            &serde_json::json!({"_id": format!("d{i}"), "title": "", "text": text.join(" ")})
-                .to_string(),
-        );
-        corpus.push('\n');
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("ds");
+    common::RandomCorpus {
+        words: WORDS,
+        seed: 5,
+        min_words: 4,
+        spread: 30,
+        query_every: n,
+        titled: false,
     }
-    std::fs::write(dir.join("corpus.jsonl"), corpus).unwrap();
-    std::fs::write(
-        dir.join("queries.jsonl"),
-        "{\"_id\": \"q0\", \"text\": \"otter\"}\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("qrels/test.tsv"),
-        "query-id\tcorpus-id\tscore\nq0\td0\t1\n",
-    )
-    .unwrap();
+    .write(&corpus, n);
+    csplade::model::tiny::write_tiny_model(&dir.path().join("m"), 4).unwrap();
+    let model = dir.path().join("m/tiny.gguf");
+    Setup { dir, corpus, model }
+}
+
+impl Setup {
+    /// An uninterrupted build into `name`: the reference.
+    fn whole(&self, name: &str) -> PathBuf {
+        let out = self.dir.path().join(name);
+        assert!(index_cmd(&self.model, &self.corpus, &out)
+            .status()
+            .unwrap()
+            .success());
+        out
+    }
 }
 
 fn index_cmd(model: &Path, corpus: &Path, out: &Path) -> Command {
@@ -87,22 +98,15 @@ fn documents_done(stage: &Path) -> usize {
 
 #[test]
 fn index_builds_killed_at_any_point_resume_to_the_same_vectors() {
-    let dir = tempfile::tempdir().unwrap();
-    let corpus = dir.path().join("ds");
-    words_corpus(&corpus, 300);
-    csplade::model::tiny::write_tiny_model(&dir.path().join("m"), 4).unwrap();
-    let model = dir.path().join("m/tiny.gguf");
-    let whole = dir.path().join("whole");
-    assert!(index_cmd(&model, &corpus, &whole)
-        .status()
-        .unwrap()
-        .success());
+    let set = setup(300);
+    let (dir, corpus, model) = (&set.dir, &set.corpus, &set.model);
+    let whole = set.whole("whole");
     let reference = std::fs::read(whole.join("vectors.bin")).unwrap();
     let mut killed_mid_build = 0;
     for (trial, at) in [5usize, 60, 150, 299].into_iter().enumerate() {
         let out = dir.path().join(format!("killed-{trial}"));
         let stage = csplade::index::build::staging_dir(&out);
-        let child = index_cmd(&model, &corpus, &out).spawn().unwrap();
+        let child = index_cmd(model, corpus, &out).spawn().unwrap();
         if kill_when(child, || documents_done(&stage) >= at) {
             killed_mid_build += 1;
             assert!(
@@ -118,7 +122,7 @@ fn index_builds_killed_at_any_point_resume_to_the_same_vectors() {
                 std::io::Write::write_all(&mut j, &[7, 0, 0, 0, 200, 1]).unwrap();
             }
         }
-        assert!(index_cmd(&model, &corpus, &out).status().unwrap().success());
+        assert!(index_cmd(model, corpus, &out).status().unwrap().success());
         assert_eq!(
             std::fs::read(out.join("vectors.bin")).unwrap(),
             reference,
@@ -137,21 +141,14 @@ fn index_builds_killed_at_any_point_resume_to_the_same_vectors() {
 /// uninterrupted build writes.
 #[test]
 fn builds_stopped_by_stop_after_resume_to_the_same_vectors() {
-    let dir = tempfile::tempdir().unwrap();
-    let corpus = dir.path().join("ds");
-    words_corpus(&corpus, 40);
-    csplade::model::tiny::write_tiny_model(&dir.path().join("m"), 4).unwrap();
-    let model = dir.path().join("m/tiny.gguf");
-    let whole = dir.path().join("whole");
-    assert!(index_cmd(&model, &corpus, &whole)
-        .status()
-        .unwrap()
-        .success());
+    let set = setup(40);
+    let (dir, corpus, model) = (&set.dir, &set.corpus, &set.model);
+    let whole = set.whole("whole");
     let out = dir.path().join("stopped");
     let stage = csplade::index::build::staging_dir(&out);
     let mut runs = 0;
     while !out.join("meta.json").exists() {
-        let o = index_cmd(&model, &corpus, &out)
+        let o = index_cmd(model, corpus, &out)
             .args(["--stop-after", "15"])
             .stderr(Stdio::piped())
             .output()
@@ -177,19 +174,12 @@ fn builds_stopped_by_stop_after_resume_to_the_same_vectors() {
 /// index it publishes is the uninterrupted build's.
 #[test]
 fn a_damaged_journal_is_detected_on_resume_and_the_build_starts_over() {
-    let dir = tempfile::tempdir().unwrap();
-    let corpus = dir.path().join("ds");
-    words_corpus(&corpus, 30);
-    csplade::model::tiny::write_tiny_model(&dir.path().join("m"), 4).unwrap();
-    let model = dir.path().join("m/tiny.gguf");
-    let whole = dir.path().join("whole");
-    assert!(index_cmd(&model, &corpus, &whole)
-        .status()
-        .unwrap()
-        .success());
+    let set = setup(30);
+    let (dir, corpus, model) = (&set.dir, &set.corpus, &set.model);
+    let whole = set.whole("whole");
     let out = dir.path().join("damaged");
     let stage = csplade::index::build::staging_dir(&out);
-    assert!(index_cmd(&model, &corpus, &out)
+    assert!(index_cmd(model, corpus, &out)
         .args(["--stop-after", "10"])
         .status()
         .unwrap()
@@ -201,7 +191,7 @@ fn a_damaged_journal_is_detected_on_resume_and_the_build_starts_over() {
     let n = bytes.len();
     bytes[n / 2] ^= 0x04;
     std::fs::write(&journal, &bytes).unwrap();
-    let o = index_cmd(&model, &corpus, &out)
+    let o = index_cmd(model, corpus, &out)
         .stderr(Stdio::piped())
         .output()
         .unwrap();
@@ -219,19 +209,16 @@ fn a_damaged_journal_is_detected_on_resume_and_the_build_starts_over() {
 
 #[test]
 fn a_build_killed_between_finishing_and_publishing_is_published_not_redone() {
-    let dir = tempfile::tempdir().unwrap();
-    let corpus = dir.path().join("ds");
-    words_corpus(&corpus, 40);
-    csplade::model::tiny::write_tiny_model(&dir.path().join("m"), 4).unwrap();
-    let model = dir.path().join("m/tiny.gguf");
+    let set = setup(40);
+    let (dir, corpus, model) = (&set.dir, &set.corpus, &set.model);
     let out = dir.path().join("index");
-    assert!(index_cmd(&model, &corpus, &out).status().unwrap().success());
+    assert!(index_cmd(model, corpus, &out).status().unwrap().success());
     let reference = std::fs::read(out.join("vectors.bin")).unwrap();
     // The state a kill leaves after the journal is deleted and before the
     // rename: a complete staging directory and no index.
     let stage = csplade::index::build::staging_dir(&out);
     std::fs::rename(&out, &stage).unwrap();
-    let o = index_cmd(&model, &corpus, &out)
+    let o = index_cmd(model, corpus, &out)
         .arg("--progress-json")
         .stdout(Stdio::piped())
         .output()
@@ -245,26 +232,6 @@ fn a_build_killed_between_finishing_and_publishing_is_published_not_redone() {
     assert!(events.contains("\"done\""), "{events}");
     assert_eq!(std::fs::read(out.join("vectors.bin")).unwrap(), reference);
     assert!(!stage.exists());
-}
-
-fn toy_collection(dir: &Path) {
-    let words = [
-        "zebra", "quartz", "violin", "glacier", "pepper", "orbit", "walnut", "falcon", "copper",
-        "tulip",
-    ];
-    std::fs::create_dir_all(dir.join("qrels")).unwrap();
-    let (mut c, mut q) = (String::new(), String::new());
-    let mut r = String::from("query-id\tcorpus-id\tscore\n");
-    for (i, w) in words.iter().enumerate() {
-        c.push_str(&format!(
-            "{{\"_id\":\"d{i}\",\"text\":\"notes about the {w} and other things\"}}\n"
-        ));
-        q.push_str(&format!("{{\"_id\":\"q{i}\",\"text\":\"{w}?\"}}\n"));
-        r.push_str(&format!("q{i}\td{i}\t1\n"));
-    }
-    std::fs::write(dir.join("corpus.jsonl"), c).unwrap();
-    std::fs::write(dir.join("queries.jsonl"), q).unwrap();
-    std::fs::write(dir.join("qrels/train.tsv"), r).unwrap();
 }
 
 fn train_cmd(data: &Path, model: &Path, out: &Path, resume: bool) -> Command {
@@ -318,7 +285,7 @@ fn steps_logged(run: &Path) -> usize {
 #[test]
 fn training_runs_killed_mid_run_resume_to_the_same_parameters_and_moments() {
     let dir = tempfile::tempdir().unwrap();
-    toy_collection(&dir.path().join("toy"));
+    common::toy_collection(&dir.path().join("toy"));
     csplade::model::tiny::write_tiny_model(&dir.path().join("m"), 11).unwrap();
     let model = dir.path().join("m/tiny.gguf");
     let data = dir.path().to_path_buf();

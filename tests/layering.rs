@@ -35,7 +35,10 @@ fn module_path(rel: &Path) -> Vec<String> {
         .iter()
         .map(|c| c.to_string_lossy().trim_end_matches(".rs").to_string())
         .collect();
-    if parts.last().is_some_and(|l| l == "mod" || l == "lib" || l == "main") {
+    if parts
+        .last()
+        .is_some_and(|l| l == "mod" || l == "lib" || l == "main")
+    {
         parts.pop();
     }
     parts
@@ -151,7 +154,11 @@ fn modules_import_only_earlier_stages() {
         };
         checked += 1;
         for (used, line) in found {
-            if ORDER.iter().position(|m| *m == used).is_some_and(|u| u > stage) {
+            if ORDER
+                .iter()
+                .position(|m| *m == used)
+                .is_some_and(|u| u > stage)
+            {
                 broken.push(format!("{}:{line}: {top} uses {used}", rel.display()));
             }
         }

@@ -238,8 +238,8 @@ fn compare_ranks_every_judged_query_per_precision() {
     let out = dir.path().join("idx");
     let opts = common::build_options(&corpus, &out);
     csplade::index::build(&Encoder::new(&m, cfg()), &opts, |_| {}).unwrap();
-    let run = std::process::Command::new(env!("CARGO_BIN_EXE_csplade"))
-        .args([
+    let v = common::json_output(
+        std::process::Command::new(env!("CARGO_BIN_EXE_csplade")).args([
             "compare",
             "--model",
             spec.to_str().unwrap(),
@@ -250,15 +250,8 @@ fn compare_ranks_every_judged_query_per_precision() {
             "--dataset",
             corpus.to_str().unwrap(),
             "--json",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
+        ]),
     );
-    let v: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
     assert_eq!(v["queries"], 4);
     // f32 scores exactly what `csplade eval` reports for the same index.
     let eval = std::process::Command::new(env!("CARGO_BIN_EXE_csplade"))

@@ -174,28 +174,8 @@ fn written_adapter_encodes_like_the_model_that_trained_it() {
         }
         dense
     };
-    let (laid, start) = csplade::encode::encoder::input_layout(Variant::Echo, &ids);
-    let x = Tensor::new(laid.as_slice(), &Device::Cpu)
-        .unwrap()
-        .unsqueeze(0)
-        .unwrap();
-    let h = t
-        .model
-        .llama
-        .hidden_states(&x, &[laid.len()], AttentionMask::Causal)
-        .unwrap()
-        .squeeze(0)
-        .unwrap();
-    let rows = h.narrow(0, start, laid.len() - start).unwrap();
-    let owner = vec![0usize; laid.len() - start];
-    let live = pooling::pool(&t.model.llama, &rows, &owner, 1, meta.head, None)
-        .unwrap()
-        .weights();
-    let worst = live
-        .iter()
-        .zip(&merged_weights)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
+    let live = live_echo_weights(&t, &ids, meta.head, None);
+    let worst = max_abs_diff(&live, &merged_weights);
     assert!(
         worst < 0.02,
         "merged f16 adapter drifts from the trained model by {worst}"
@@ -339,20 +319,6 @@ fn learned_term_shifts_travel_with_the_adapter() {
         .to_dense(vocab);
     // The training model, live: its pooled weights with the trained shifts.
     let ids = t.model.tokenizer.encode(text).unwrap();
-    let (laid, start) = csplade::encode::encoder::input_layout(Variant::Echo, &ids);
-    let x = Tensor::new(laid.as_slice(), &Device::Cpu)
-        .unwrap()
-        .unsqueeze(0)
-        .unwrap();
-    let h = t
-        .model
-        .llama
-        .hidden_states(&x, &[laid.len()], AttentionMask::Causal)
-        .unwrap()
-        .squeeze(0)
-        .unwrap();
-    let rows = h.narrow(0, start, laid.len() - start).unwrap();
-    let owner = vec![0usize; laid.len() - start];
     let live_shifts = t
         .term_shift
         .as_ref()
@@ -360,14 +326,8 @@ fn learned_term_shifts_travel_with_the_adapter() {
         .as_tensor()
         .to_vec1()
         .unwrap();
-    let live = pooling::pool(&t.model.llama, &rows, &owner, 1, head, Some(live_shifts))
-        .unwrap()
-        .weights();
-    let worst = live
-        .iter()
-        .zip(&with)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
+    let live = live_echo_weights(&t, &ids, head, Some(live_shifts));
+    let worst = max_abs_diff(&live, &with);
     assert!(
         worst < 0.02,
         "merged model drifts from the trained one by {worst}"
@@ -456,4 +416,33 @@ fn a_diverging_run_stops_and_keeps_its_last_good_checkpoint() {
         );
     }
     assert!(!run.join("adapter.safetensors").exists());
+}
+
+/// The training model's own weights for `ids` under Echo (adapters live,
+/// the autograd path), pooled with `head` and the per-term `shifts`.
+fn live_echo_weights(t: &Trainer, ids: &[u32], head: Head, shifts: Option<Vec<f32>>) -> Vec<f32> {
+    let (laid, start) = csplade::encode::encoder::input_layout(Variant::Echo, ids);
+    let x = Tensor::new(laid.as_slice(), &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    let h = t
+        .model
+        .llama
+        .hidden_states(&x, &[laid.len()], AttentionMask::Causal)
+        .unwrap()
+        .squeeze(0)
+        .unwrap();
+    let rows = h.narrow(0, start, laid.len() - start).unwrap();
+    let owner = vec![0usize; laid.len() - start];
+    pooling::pool(&t.model.llama, &rows, &owner, 1, head, shifts)
+        .unwrap()
+        .weights()
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max)
 }

@@ -22,25 +22,30 @@ fn wait_for(session: &str, needle: &str, secs: u64) -> String {
     }
 }
 
-#[test]
-fn explorer_starts_expands_a_query_shows_help_and_quits_cleanly() {
-    if Command::new("tmux").arg("-V").output().is_err() {
-        assert!(
-            std::env::var("CSPLADE_REQUIRE_DATA").is_err(),
-            "tmux is required for the explorer smoke test in CI"
-        );
-        common::note_skip("explorer smoke test: tmux not installed");
-        return;
+/// Whether tmux is installed; without it the test is skipped (a failure
+/// in CI, which installs it).
+fn tmux_available(what: &str) -> bool {
+    if Command::new("tmux").arg("-V").output().is_ok() {
+        return true;
     }
-    common::base_model(); // fetch the model first (cached), outside the timed screen waits
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("tiny");
+    assert!(
+        std::env::var("CSPLADE_REQUIRE_DATA").is_err(),
+        "tmux is required for the explorer smoke test in CI"
+    );
+    common::note_skip(&format!("{what}: tmux not installed"));
+    false
+}
+
+const CP: &str = r#"{"_id":"a","title":"cp","text":"copy files and directories"}"#;
+const LS: &str = r#"{"_id":"b","title":"ls","text":"list directory contents"}"#;
+
+/// A small collection under `dir/tiny`: `documents` (JSON lines), the
+/// query "copy files" judged relevant to `a`.
+fn man_pages(dir: &std::path::Path, documents: &[&str]) -> std::path::PathBuf {
+    let data = dir.join("tiny");
     std::fs::create_dir_all(data.join("qrels")).unwrap();
-    std::fs::write(
-        data.join("corpus.jsonl"),
-        "{\"_id\":\"a\",\"title\":\"cp\",\"text\":\"copy files and directories\"}\n{\"_id\":\"b\",\"title\":\"ls\",\"text\":\"list directory contents\"}\n",
-    )
-    .unwrap();
+    let corpus: String = documents.iter().map(|d| format!("{d}\n")).collect();
+    std::fs::write(data.join("corpus.jsonl"), corpus).unwrap();
     std::fs::write(
         data.join("queries.jsonl"),
         "{\"_id\":\"q\",\"text\":\"copy files\"}\n",
@@ -51,6 +56,17 @@ fn explorer_starts_expands_a_query_shows_help_and_quits_cleanly() {
         "query-id\tcorpus-id\tscore\nq\ta\t1\n",
     )
     .unwrap();
+    data
+}
+
+#[test]
+fn explorer_starts_expands_a_query_shows_help_and_quits_cleanly() {
+    if !tmux_available("explorer smoke test") {
+        return;
+    }
+    common::base_model(); // fetch the model first (cached), outside the timed screen waits
+    let tmp = tempfile::tempdir().unwrap();
+    let data = man_pages(tmp.path(), &[CP, LS]);
     let exit_file = tmp.path().join("exit");
     let session = format!("csplade-smoke-{}", std::process::id());
     // A config directory of its own: the user's remembered settings stay out.
@@ -200,33 +216,12 @@ fn frontier_flow(session: &str) {
 /// two vocabularies side by side, lined up by surface text.
 #[test]
 fn compare_sets_a_splade_model_beside_the_default() {
-    if Command::new("tmux").arg("-V").output().is_err() {
-        assert!(
-            std::env::var("CSPLADE_REQUIRE_DATA").is_err(),
-            "tmux is required for the explorer smoke test in CI"
-        );
-        common::note_skip("explorer families test: tmux not installed");
+    if !tmux_available("explorer families test") {
         return;
     }
     common::base_model();
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("tiny");
-    std::fs::create_dir_all(data.join("qrels")).unwrap();
-    std::fs::write(
-        data.join("corpus.jsonl"),
-        "{\"_id\":\"a\",\"title\":\"cp\",\"text\":\"copy files and directories\"}\n",
-    )
-    .unwrap();
-    std::fs::write(
-        data.join("queries.jsonl"),
-        "{\"_id\":\"q\",\"text\":\"copy files\"}\n",
-    )
-    .unwrap();
-    std::fs::write(
-        data.join("qrels/test.tsv"),
-        "query-id\tcorpus-id\tscore\nq\ta\t1\n",
-    )
-    .unwrap();
+    let data = man_pages(tmp.path(), &[CP]);
     let splade = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/families/bert-splade");
     let config = tmp.path().join("config/csplade");

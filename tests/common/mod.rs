@@ -203,3 +203,33 @@ pub fn build_options(corpus: &Path, out: &Path) -> csplade::index::BuildOptions 
         shard: None,
     }
 }
+
+/// Run `c`, require success (failing with its stderr), and parse its
+/// standard output as JSON.
+pub fn json_output(c: &mut std::process::Command) -> serde_json::Value {
+    let out = c.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The metadata of a LoRA adapter of rank 2 (alpha 4) for the tiny model,
+/// Echo with the log-probability head (shift 4), 32 tokens.
+pub fn tiny_adapter_meta(trained: &str) -> csplade::model::adapter::AdapterMeta {
+    csplade::model::adapter::AdapterMeta {
+        base_id: "tiny".into(),
+        base_sha256: String::new(),
+        kind: "lora".into(),
+        rank: 2,
+        alpha: 4.0,
+        variant: csplade::encode::Variant::Echo,
+        head: csplade::encode::Head::LogProb { shift: 4.0 },
+        max_len: 32,
+        trained: trained.into(),
+        query_prior: Default::default(),
+        documents_as: None,
+    }
+}
