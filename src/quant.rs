@@ -89,9 +89,13 @@ pub fn kendall_tau(a: &[String], b: &[String]) -> f64 {
 /// Save a precision variant of a GGUF model as a new GGUF file: every
 /// projection at `precision` (and the embeddings too with `quantize_head`),
 /// norms in f32, tokenizer metadata copied, `csplade.precision` recorded.
-/// Written atomically. HF directories are not supported as sources.
+/// With `adapted` (the source with an adapter merged, unpacked) its merged
+/// projections, per-term shifts, query table and encoding are written
+/// instead, so the variant encodes as the adapted model does. Written
+/// atomically. HF directories are not supported as sources.
 pub fn write_variant(
     source: &std::path::Path,
+    adapted: Option<crate::model::LoadedModel>,
     out: &std::path::Path,
     precision: Precision,
     quantize_head: bool,
@@ -102,7 +106,11 @@ pub fn write_variant(
     crate::data::output::check_file(out, &crate::data::output::GGUF, &[source])?;
     let mut g = crate::model::gguf::GgufFile::open(source)?;
     let cfg = g.llama_config()?;
-    let tensors = g.hf_tensors(&candle_core::Device::Cpu)?;
+    let mut tensors = g.hf_tensors(&candle_core::Device::Cpu)?;
+    let mut meta = g.metadata_with_prefix("tokenizer.");
+    if let Some(m) = adapted {
+        meta.extend(adaptation(m, &mut tensors)?);
+    }
     let mut names: Vec<&String> = tensors.keys().collect();
     names.sort();
     let mut q = Vec::with_capacity(names.len());
@@ -117,7 +125,6 @@ pub fn write_variant(
         };
         q.push((name.clone(), QTensor::quantize(t, dtype)?));
     }
-    let mut meta = g.metadata_with_prefix("tokenizer.");
     meta.push((
         "general.name".into(),
         Value::String(format!("csplade {}", label(precision, quantize_head))),
@@ -127,6 +134,50 @@ pub fn write_variant(
         Value::String(label(precision, quantize_head)),
     ));
     crate::model::gguf::write_llama(out, &cfg, &meta, &q, &[source])
+}
+
+/// An adapted model's weights in place of its base's (`tensors`, HF
+/// names): every projection as merged, the per-term shifts and the query
+/// table as csplade's own tensors; returns the metadata that says how it
+/// encodes.
+fn adaptation(
+    mut m: crate::model::LoadedModel,
+    tensors: &mut std::collections::HashMap<String, candle_core::Tensor>,
+) -> Result<Vec<(String, candle_core::quantized::gguf_file::Value)>, crate::model::ModelError> {
+    use crate::model::gguf;
+    for (name, lin) in m.llama.linears_mut() {
+        let hf = format!("model.{name}.weight");
+        if !tensors.contains_key(&hf) {
+            return Err(crate::model::ModelError::Unsupported(format!(
+                "{hf}: the adapted model has a projection its base GGUF lacks"
+            )));
+        }
+        tensors.insert(hf, lin.weight.to_device(&candle_core::Device::Cpu)?);
+    }
+    if let Some(t) = &m.llama.term_shift {
+        tensors.insert(
+            gguf::TERM_SHIFT_TENSOR.into(),
+            t.to_device(&candle_core::Device::Cpu)?,
+        );
+    }
+    if let Some(q) = m.query_table.take() {
+        let n = q.len();
+        tensors.insert(
+            gguf::QUERY_TABLE_TENSOR.into(),
+            candle_core::Tensor::from_vec(q, n, &candle_core::Device::Cpu)?,
+        );
+    }
+    let mut meta = m.adapter.take().ok_or_else(|| {
+        crate::model::ModelError::Unsupported("the adapted model records no adapter".into())
+    })?;
+    // The variant's documents are its own, not another model's.
+    meta.documents_as = None;
+    let json = serde_json::to_string(&meta)
+        .map_err(|e| crate::model::ModelError::Unsupported(e.to_string()))?;
+    Ok(vec![(
+        gguf::ADAPTER_META_KEY.into(),
+        candle_core::quantized::gguf_file::Value::String(json),
+    )])
 }
 
 #[cfg(test)]

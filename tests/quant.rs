@@ -159,7 +159,7 @@ fn a_quantized_gguf_reloads_identically() {
     model::tiny::write_tiny_model(dir.path(), 22).unwrap();
     let src = dir.path().join("tiny.gguf");
     let out = dir.path().join("tiny-q8_0.gguf");
-    quant::write_variant(&src, &out, Precision::Q8_0, false).unwrap();
+    quant::write_variant(&src, None, &out, Precision::Q8_0, false).unwrap();
     // Tensor by tensor: the file holds exactly the quantized blocks.
     let mut a = model::gguf::GgufFile::open(&src).unwrap();
     let mut b = model::gguf::GgufFile::open(&out).unwrap();
@@ -294,5 +294,88 @@ fn compare_ranks_every_judged_query_per_precision() {
         assert!(x["ndcg@10"].is_number(), "{x}");
         // Four documents: every ranking holds all of them in its top 10.
         assert_eq!(x["vs_first"]["overlap@10"], 1.0, "{x}");
+    }
+}
+
+/// A GGUF variant of an adapted model (`quantize --model BASE+ADAPTER`)
+/// carries the merged projections, the per-term shifts, the query table and
+/// the adapter's encoding: loaded alone, it encodes as the adapted model
+/// does at that precision.
+#[test]
+fn a_quantized_adapted_model_keeps_its_shifts_table_and_encoding() {
+    use csplade::model::adapter::{Adapter, QUERY_TABLE, TERM_SHIFT};
+    let dir = tempfile::tempdir().unwrap();
+    model::tiny::write_tiny_model(dir.path(), 21).unwrap();
+    let lora = common::lora_adapter(dir.path());
+    let mut a = Adapter::read(&lora).unwrap();
+    let vocab = model::load(dir.path().join("tiny.gguf").to_str().unwrap(), &Device::Cpu)
+        .unwrap()
+        .config()
+        .vocab_size;
+    let shifts: Vec<f32> = (0..vocab).map(|i| (i % 7) as f32 * 0.25 - 0.5).collect();
+    let table: Vec<f32> = (0..vocab).map(|i| (i % 5) as f32 * 0.5).collect();
+    a.tensors.insert(
+        TERM_SHIFT.into(),
+        Tensor::from_vec(shifts.clone(), vocab, &Device::Cpu).unwrap(),
+    );
+    a.tensors.insert(
+        QUERY_TABLE.into(),
+        Tensor::from_vec(table.clone(), vocab, &Device::Cpu).unwrap(),
+    );
+    let adapter = dir.path().join("shifted.safetensors");
+    a.write(&adapter).unwrap();
+    let spec = format!(
+        "{}+{}",
+        dir.path().join("tiny.gguf").display(),
+        adapter.display()
+    );
+    let out = dir.path().join("variant.gguf");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_csplade"))
+        .args(["quantize", "--model", &spec, "--precision", "f16", "--out"])
+        .arg(&out)
+        .env("CSPLADE_HOME", dir.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let variant = model::load(out.to_str().unwrap(), &Device::Cpu).unwrap();
+    let adapted = model::load_at(&spec, &Device::Cpu, Precision::F16, false).unwrap();
+    let meta = variant
+        .adapter
+        .clone()
+        .expect("the variant records its encoding");
+    assert_eq!(meta, a.meta);
+    let got: Vec<f32> = variant
+        .llama
+        .term_shift
+        .as_ref()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    assert_eq!(got, shifts);
+    assert_eq!(variant.query_table.as_deref(), Some(&table[..]));
+    let (variant_enc, head) = variant.trained_encoding();
+    assert_eq!((variant_enc, head), (a.meta.variant, a.meta.head));
+    let cfg = EncoderConfig {
+        variant: variant_enc,
+        head,
+        max_len: 64,
+        batch_size: 2,
+    };
+    for text in ["the thin otter", "on and on in the inner other bank"] {
+        let x = Encoder::new(&variant, cfg.clone())
+            .encode_one(text)
+            .unwrap()
+            .vector;
+        let y = Encoder::new(&adapted, cfg.clone())
+            .encode_one(text)
+            .unwrap()
+            .vector;
+        let (x, y) = (x.to_dense(vocab), y.to_dense(vocab));
+        let worst = x
+            .iter()
+            .zip(&y)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < 0.02, "{text}: the variant drifts by {worst}");
     }
 }

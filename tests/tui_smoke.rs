@@ -297,3 +297,73 @@ fn compare_sets_a_splade_model_beside_the_default() {
         "0"
     );
 }
+
+/// `z` in Tasks saves a q8_0 GGUF variant of the default model (base with
+/// its trained adapter merged, shifts and encoding included) into the data
+/// directory; the variant then loads on its own and encodes with Echo.
+#[test]
+fn z_saves_a_q8_0_variant_of_the_default_model() {
+    if !tmux_available("explorer quantize test") {
+        return;
+    }
+    common::base_model();
+    let tmp = tempfile::tempdir().unwrap();
+    // A data directory of its own, holding only the fetched base model.
+    let home = tmp.path().join("home");
+    let models = home.join("models");
+    std::fs::create_dir_all(&models).unwrap();
+    let base = csplade::model::fetch::base_model_path().unwrap();
+    let name = base.file_name().unwrap().to_string_lossy().to_string();
+    std::os::unix::fs::symlink(&base, models.join(&name)).unwrap();
+    std::fs::copy(
+        base.with_file_name(format!("{name}.sha256")),
+        models.join(format!("{name}.sha256")),
+    )
+    .unwrap();
+    let data = man_pages(tmp.path(), &[CP, LS]);
+    let session = format!("csplade-quantize-{}", std::process::id());
+    let cmd = format!(
+        "CSPLADE_HOME={} XDG_CONFIG_HOME={} {} tui --dataset {} --index {}",
+        home.display(),
+        tmp.path().join("config").display(),
+        env!("CARGO_BIN_EXE_csplade"),
+        data.display(),
+        tmp.path().join("idx").display(),
+    );
+    tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        &session,
+        "-x",
+        "140",
+        "-y",
+        "40",
+        &cmd,
+    ]);
+    let screen = wait_for(&session, "ready", 60);
+    assert!(screen.contains("ready"), "{screen}");
+    // Tasks is the last view: one step back from Search.
+    tmux(&["send-keys", "-t", &session, "BTab"]);
+    wait_for(&session, "Tasks", 10);
+    tmux(&["send-keys", "-t", &session, "z"]);
+    let variant = models.join("variant-q8_0.gguf");
+    let t0 = Instant::now();
+    let mut screen = String::new();
+    while t0.elapsed() < Duration::from_secs(120) {
+        screen = tmux(&["capture-pane", "-t", &session, "-p"]);
+        if screen.contains("quantize q8_0 — done") || screen.contains("failed") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    tmux(&["kill-session", "-t", &session]);
+    assert!(
+        !screen.contains("failed") && variant.is_file(),
+        "no variant written:\n{screen}"
+    );
+    let m = csplade::model::load(variant.to_str().unwrap(), &candle_core::Device::Cpu).unwrap();
+    let meta = m.adapter.clone().expect("the variant records its encoding");
+    assert_eq!(meta.variant, csplade::encode::Variant::Echo);
+    assert!(m.llama.term_shift.is_some(), "the shifts were dropped");
+}

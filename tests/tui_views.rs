@@ -276,3 +276,35 @@ fn query_history_is_remembered_from_one_run_to_the_next() {
     a.update(key(KeyCode::Up));
     assert_eq!(a.input.text, "list directory!");
 }
+
+/// A task that reports phases but no progress (quantize) shows its phase
+/// alone, not `0/0 … ETA 0s`; once done, only its state.
+#[test]
+fn a_task_of_phases_alone_shows_no_empty_progress() {
+    let mut a = app();
+    a.tab = Tab::Tasks;
+    a.add_task(
+        3,
+        TaskSpec {
+            title: "quantize q8_0".into(),
+            args: vec!["quantize".into()],
+        },
+    );
+    a.update(Action::Task(TaskEvent::Phase {
+        id: 3,
+        name: "quantizing to q8_0".into(),
+    }));
+    let screen = render(&a);
+    assert!(
+        screen.contains("quantize q8_0 — running [quantizing to q8_0]"),
+        "{screen}"
+    );
+    assert!(
+        !screen.contains("0/0") && !screen.contains("ETA"),
+        "{screen}"
+    );
+    a.update(Action::Task(TaskEvent::Succeeded { id: 3 }));
+    let screen = render(&a);
+    assert!(screen.contains("quantize q8_0 — done"), "{screen}");
+    assert!(!screen.contains("[quantizing"), "{screen}");
+}

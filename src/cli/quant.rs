@@ -10,7 +10,8 @@ use csplade::quant::{self, Precision};
 
 #[derive(Args)]
 pub struct QuantizeArgs {
-    /// Source model: `base` or a .gguf file
+    /// Source model: `default` (with its trained adapter), `base`, a .gguf
+    /// file, or either with `+ADAPTER.safetensors`
     #[arg(long, default_value = "default")]
     pub model: String,
     /// f16, q8_0 or q4_0
@@ -34,31 +35,8 @@ pub fn quantize(a: QuantizeArgs) -> Result<()> {
             json!({"event": "phase", "name": format!("quantizing to {}", quant::label(a.precision, a.quantize_head))})
         );
     }
-    let source = if a.model == "base" {
-        csplade::model::fetch::base_model_path()?
-    } else if a.model == csplade::model::DEFAULT_SPEC || a.model.contains('+') {
-        bail!(
-            "--model {}: quantize writes a GGUF file of a backbone, and this model is a backbone \
-             with a csplade adapter merged at load (its per-term shifts and query table have no place \
-             in GGUF); to run it at {} use --precision {} (encode, index, search, eval, the explorer), \
-             or quantize `base` and keep the adapter beside it",
-            a.model,
-            a.precision,
-            a.precision
-        );
-    } else {
-        PathBuf::from(&a.model)
-    };
-    if !source.exists() {
-        bail!(
-            "--model {}: no such file (quantize reads a .gguf file, or `base`)",
-            source.display()
-        );
-    }
-    if source.is_dir() {
-        bail!("quantize reads GGUF models; {} is a directory (HF checkpoints are not supported as a source yet)", source.display());
-    }
-    quant::write_variant(&source, &a.out, a.precision, a.quantize_head)
+    let (source, adapted) = sources(&a.model)?;
+    quant::write_variant(&source, adapted, &a.out, a.precision, a.quantize_head)
         .with_context(|| format!("writing {}", a.out.display()))?;
     let bytes = std::fs::metadata(&a.out).map(|m| m.len()).unwrap_or(0);
     let msg = format!(
@@ -74,4 +52,36 @@ pub fn quantize(a: QuantizeArgs) -> Result<()> {
         println!("{msg}");
     }
     Ok(())
+}
+
+/// The GGUF file a model spec rests on, and the model itself loaded with its
+/// adapter merged when the spec names one (`default`, `BASE+ADAPTER`).
+fn sources(spec: &str) -> Result<(PathBuf, Option<csplade::model::LoadedModel>)> {
+    let base = match spec.rsplit_once('+') {
+        _ if spec == csplade::model::DEFAULT_SPEC => "base",
+        Some((base, _)) => base,
+        None => spec,
+    };
+    let source = if base == "base" {
+        csplade::model::fetch::base_model_path()?
+    } else {
+        PathBuf::from(base)
+    };
+    if !source.exists() {
+        bail!(
+            "--model {spec}: {} does not exist (quantize reads a .gguf file or `base`, with or without an adapter)",
+            source.display()
+        );
+    }
+    if source.is_dir() {
+        bail!("--model {spec}: quantize reads GGUF models; {} is a directory (HF checkpoints are not supported as a source yet)", source.display());
+    }
+    let adapted = if base == spec {
+        None
+    } else {
+        let m = csplade::model::load_unpacked(spec, &candle_core::Device::Cpu)
+            .with_context(|| format!("reading --model {spec}"))?;
+        Some(m)
+    };
+    Ok((source, adapted))
 }

@@ -86,6 +86,10 @@ impl GgufFile {
         }
     }
 
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     pub fn meta(&self, key: &str) -> Option<&Value> {
         self.content.metadata.get(key)
     }
@@ -221,6 +225,15 @@ fn check_supported(dt: GgmlDType) -> Result<(), String> {
 }
 
 /// Whole-model tensors: (GGUF name, HF name).
+/// Tensors and metadata csplade adds to a GGUF of an adapted model (a
+/// variant written by `csplade quantize --model default`): the trained
+/// head's per-term shifts, the inference-free query table, and the adapter's
+/// metadata (how the model encodes) as JSON. Named alike in both layouts.
+pub const CSPLADE_PREFIX: &str = "csplade.";
+pub const TERM_SHIFT_TENSOR: &str = "csplade.term_shift";
+pub const QUERY_TABLE_TENSOR: &str = "csplade.query_table";
+pub const ADAPTER_META_KEY: &str = "csplade.adapter";
+
 const GLOBAL_NAMES: [(&str, &str); 3] = [
     ("token_embd.weight", "model.embed_tokens.weight"),
     ("output_norm.weight", "model.norm.weight"),
@@ -242,6 +255,9 @@ const LAYER_NAMES: [(&str, &str); 9] = [
 
 /// GGUF tensor name → HF (transformers) tensor name.
 pub fn hf_name(gguf: &str) -> Option<String> {
+    if gguf.starts_with(CSPLADE_PREFIX) {
+        return Some(gguf.to_string());
+    }
     if let Some((_, hf)) = GLOBAL_NAMES.iter().find(|(g, _)| *g == gguf) {
         return Some(hf.to_string());
     }
@@ -254,6 +270,9 @@ pub fn hf_name(gguf: &str) -> Option<String> {
 
 /// HF tensor name → GGUF tensor name (inverse of [`hf_name`]).
 pub fn gguf_name(hf: &str) -> Option<String> {
+    if hf.starts_with(CSPLADE_PREFIX) {
+        return Some(hf.to_string());
+    }
     if let Some((g, _)) = GLOBAL_NAMES.iter().find(|(_, h)| *h == hf) {
         return Some(g.to_string());
     }

@@ -25,7 +25,7 @@ pub mod tokenizer;
 
 use std::path::{Path, PathBuf};
 
-use candle_core::Device;
+use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 pub use family::{Family, ModelRef, SparseModel};
@@ -341,12 +341,15 @@ pub fn load_gguf(path: &Path, device: &Device) -> Result<LoadedModel, ModelError
             ),
         });
     }
-    let tensors = g.hf_tensors(device)?;
+    let mut tensors = g.hf_tensors(device)?;
+    let adapted = gguf_adaptation(&g, &mut tensors, config.vocab_size)?;
     let vb = candle_nn::VarBuilder::from_tensors(tensors, candle_core::DType::F32, device);
-    let llama = Llama::load(vb, &config).map_err(|e| ModelError::Format {
+    let mut llama = Llama::load(vb, &config).map_err(|e| ModelError::Format {
         path: path.to_path_buf(),
         msg: format!("weights do not fit the llama config: {e}"),
     })?;
+    let (adapter, term_shift, query_table) = adapted;
+    llama.term_shift = term_shift;
     let sha256 = fetch::sha256_cached(path)?;
     let id = path
         .file_stem()
@@ -356,7 +359,66 @@ pub fn load_gguf(path: &Path, device: &Device) -> Result<LoadedModel, ModelError
         llama,
         tokenizer,
         identity: ModelIdentity { id, sha256 },
-        adapter: None,
-        query_table: None,
+        adapter,
+        query_table,
     })
+}
+
+/// What a GGUF written from an adapted model carries besides its weights
+/// (see [`gguf::ADAPTER_META_KEY`]): the adapter's metadata, the per-term
+/// shifts and the query table, taken out of `tensors`. All `None` for any
+/// other GGUF.
+type Adaptation = (
+    Option<adapter::AdapterMeta>,
+    Option<Tensor>,
+    Option<Vec<f32>>,
+);
+
+fn gguf_adaptation(
+    g: &gguf::GgufFile,
+    tensors: &mut std::collections::HashMap<String, Tensor>,
+    vocab: usize,
+) -> Result<Adaptation, ModelError> {
+    let bad = |msg: String| ModelError::Format {
+        path: g.path().to_path_buf(),
+        msg,
+    };
+    let meta = match g.meta(gguf::ADAPTER_META_KEY) {
+        None => None,
+        Some(_) => {
+            let json = g.meta_str(gguf::ADAPTER_META_KEY)?;
+            Some(serde_json::from_str(json).map_err(|e| {
+                bad(format!(
+                    "{}: not csplade adapter metadata: {e}",
+                    gguf::ADAPTER_META_KEY
+                ))
+            })?)
+        }
+    };
+    let mut per_term = |name: &str| -> Result<Option<Tensor>, ModelError> {
+        match tensors.remove(name) {
+            Some(t) if t.dims() == [vocab] => Ok(Some(t)),
+            Some(t) => Err(bad(format!(
+                "{name} has shape {:?}, the vocabulary {vocab}",
+                t.dims()
+            ))),
+            None => Ok(None),
+        }
+    };
+    let term_shift = per_term(gguf::TERM_SHIFT_TENSOR)?;
+    let query_table = match per_term(gguf::QUERY_TABLE_TENSOR)? {
+        Some(t) => {
+            let v: Vec<f32> = t.to_vec1()?;
+            if let Some(i) = v.iter().position(|w| !(w.is_finite() && *w >= 0.0)) {
+                return Err(bad(format!(
+                    "{}[{i}] is {}: query weights must be finite and ≥ 0",
+                    gguf::QUERY_TABLE_TENSOR,
+                    v[i]
+                )));
+            }
+            Some(v)
+        }
+        None => None,
+    };
+    Ok((meta, term_shift, query_table))
 }

@@ -70,20 +70,7 @@ fn draw_list(f: &mut Frame, list: Rect, app: &App) {
         };
         let label = match task.status {
             // Progress, phase and ETA mean something only while it runs.
-            TaskStatus::Running => format!(
-                "{} — {status} {}{:.0}/{:.0} {:.0} {} ETA {:.0}s",
-                task.spec.title,
-                if task.phase.is_empty() {
-                    String::new()
-                } else {
-                    format!("[{}] ", task.phase)
-                },
-                task.done,
-                task.total,
-                task.rate,
-                task.unit,
-                task.eta_s
-            ),
+            TaskStatus::Running => running_label(task),
             _ => format!("{} — {status}", task.spec.title),
         };
         let style = if i == app.task_sel {
@@ -99,6 +86,25 @@ fn draw_list(f: &mut Frame, list: Rect, app: &App) {
             row,
         );
     }
+}
+
+/// A running task: its phase, and its progress, rate and ETA once it
+/// reports any (a task of phases alone shows no `0/0`).
+fn running_label(task: &crate::tui::app::TaskView) -> String {
+    let phase = if task.phase.is_empty() {
+        String::new()
+    } else {
+        format!(" [{}]", task.phase)
+    };
+    let progress = if task.total > 0.0 {
+        format!(
+            " {:.0}/{:.0} {:.0} {} ETA {:.0}s",
+            task.done, task.total, task.rate, task.unit, task.eta_s
+        )
+    } else {
+        String::new()
+    };
+    format!("{} — running{phase}{progress}", task.spec.title)
 }
 
 /// The selected task's loss chart (training) and log tail.
