@@ -45,9 +45,11 @@ pub fn run(cmd: DataCommand) -> Result<()> {
             };
             let r = convert(&opts, &a.out)?;
             println!(
-                "wrote {} pages to {} ({} scanned; skipped {} redirects, {} without a NAME description, {} unreadable, {} beyond the per-family cap)",
+                "wrote {} pages and {} queries to {} (typeset by {}; {} scanned; skipped {} redirects, {} without a NAME description, {} unreadable, {} beyond the per-family cap)",
                 r.written,
+                r.queries,
                 a.out.display(),
+                r.renderer,
                 r.scanned,
                 r.skipped_redirects,
                 r.skipped_no_name,

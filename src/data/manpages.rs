@@ -66,6 +66,11 @@ pub struct ManpageReport {
     pub skipped_unreadable: usize,
     pub skipped_no_name: usize,
     pub skipped_family: usize,
+    /// Distinct NAME descriptions: the queries (pages sharing one, such as
+    /// ls, dir and vdir, are all relevant to it).
+    pub queries: usize,
+    /// Who typeset the pages: "groff" or "csplade".
+    pub renderer: &'static str,
 }
 
 /// Pages kept per `prefix_` family.
@@ -300,8 +305,47 @@ impl Rendered {
     }
 }
 
-/// Parse one page; `None` for redirects (`.so`) and pages without a NAME line.
+/// How pages are turned into text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Renderer {
+    /// The system's groff (see [`super::groff`]), falling back to csplade's
+    /// own renderer for a page groff fails on.
+    Groff,
+    /// csplade's own roff renderer ([`render`]).
+    Builtin,
+}
+
+impl Renderer {
+    /// groff where it is installed, else csplade's own.
+    pub fn best() -> Self {
+        if super::groff::available() {
+            Renderer::Groff
+        } else {
+            Renderer::Builtin
+        }
+    }
+
+    fn sections(self, src: &str) -> Vec<(String, String)> {
+        if self == Renderer::Groff {
+            if let Some(text) = super::groff::typeset(src) {
+                let s = super::groff::sections(&text);
+                if !s.is_empty() {
+                    return s;
+                }
+            }
+        }
+        render(src).1
+    }
+}
+
+/// Parse one page with csplade's own renderer; `None` for redirects
+/// (`.so`) and pages without a NAME line.
 pub fn parse_page(id: &str, src: &str) -> Result<Page, &'static str> {
+    parse_page_with(id, src, Renderer::Builtin)
+}
+
+/// [`parse_page`] with the given renderer.
+pub fn parse_page_with(id: &str, src: &str, renderer: Renderer) -> Result<Page, &'static str> {
     if src
         .lines()
         .find(|l| !l.starts_with(".\\\"") && !l.trim().is_empty())
@@ -309,15 +353,15 @@ pub fn parse_page(id: &str, src: &str) -> Result<Page, &'static str> {
     {
         return Err("redirect");
     }
-    let (_nm, sections) = render(src);
+    let sections = renderer.sections(src);
     let name_sec = sections
         .iter()
         .find(|s| s.0 == "NAME" || s.0 == "NOM" || s.0 == "NAMN")
         .ok_or("no NAME")?;
     let name_text = name_sec.1.split_whitespace().collect::<Vec<_>>().join(" ");
-    let (names, desc) = name_text
-        .split_once(" - ")
-        .or_else(|| name_text.split_once(" — "))
+    let (names, desc) = [" - ", " — ", " − ", " – "]
+        .iter()
+        .find_map(|dash| name_text.split_once(dash))
         .ok_or("no NAME")?;
     let desc = desc.trim().trim_end_matches('.').to_string();
     if desc.is_empty() {
@@ -365,14 +409,16 @@ pub fn convert(opts: &ManpageOptions, out: &Path) -> Result<ManpageReport, DataE
                 .into(),
         });
     }
-    let (docs, queries, report) = read_pages(opts, &files);
+    let (docs, descriptions, mut report) = read_pages(opts, &files);
     if docs.is_empty() {
         return Err(DataError::Invalid {
             path: opts.root.clone(),
             msg: "no page had a NAME line to turn into a query".into(),
         });
     }
-    write_collection(opts, &stage, &docs, &queries)?;
+    let (queries, qrels) = known_item_queries(&docs, &descriptions);
+    report.queries = queries.len();
+    write_collection(opts, &stage, &docs, &queries, &qrels)?;
     super::output::publish(&stage, out)?;
     Ok(report)
 }
@@ -415,13 +461,42 @@ fn page_files(opts: &ManpageOptions) -> BTreeMap<String, PathBuf> {
     files
 }
 
+/// One query per distinct NAME description, in first-seen order, with
+/// every page that bears it judged relevant: (queries, (query, page) pairs).
+fn known_item_queries(
+    docs: &[Document],
+    descriptions: &[String],
+) -> (Vec<Query>, Vec<(String, String)>) {
+    let mut by_text: std::collections::HashMap<&str, String> = std::collections::HashMap::new();
+    let (mut queries, mut qrels) = (Vec::new(), Vec::new());
+    for (d, desc) in docs.iter().zip(descriptions) {
+        let qid = by_text.entry(desc.as_str()).or_insert_with(|| {
+            let id = format!("q-{}", d.id);
+            queries.push(Query {
+                id: id.clone(),
+                text: desc.clone(),
+            });
+            id
+        });
+        qrels.push((qid.clone(), d.id.clone()));
+    }
+    (queries, qrels)
+}
+
 /// Parse pages until `opts.max` documents: each page with a NAME line
-/// and a body becomes a document and its known-item query.
+/// and a body becomes a document; returned with its NAME description.
 fn read_pages(
     opts: &ManpageOptions,
     files: &BTreeMap<String, PathBuf>,
-) -> (Vec<Document>, Vec<Query>, ManpageReport) {
-    let mut report = ManpageReport::default();
+) -> (Vec<Document>, Vec<String>, ManpageReport) {
+    let renderer = Renderer::best();
+    let mut report = ManpageReport {
+        renderer: match renderer {
+            Renderer::Groff => "groff",
+            Renderer::Builtin => "csplade",
+        },
+        ..Default::default()
+    };
     // Families of generated pages (gcloud ships 16,000 of them) would drown
     // the rest: keep at most a few pages per prefix before the first '_'.
     let mut family: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
@@ -449,7 +524,7 @@ fn read_pages(
             report.skipped_unreadable += 1;
             continue;
         };
-        match parse_page(&id, &src) {
+        match parse_page_with(&id, &src, renderer) {
             Ok(p) if p.body.len() >= 40 => {
                 let mut text = p.body.clone();
                 if text.len() > opts.max_chars {
@@ -459,10 +534,7 @@ fn read_pages(
                     }
                     text.truncate(cut);
                 }
-                queries.push(Query {
-                    id: format!("q-{id}"),
-                    text: p.description.clone(),
-                });
+                queries.push(p.description.clone());
                 docs.push(Document {
                     id,
                     title: p.title,
@@ -483,6 +555,7 @@ fn write_collection(
     stage: &Path,
     docs: &[Document],
     queries: &[Query],
+    qrels: &[(String, String)],
 ) -> Result<(), DataError> {
     let io = |p: &Path, e: std::io::Error| DataError::Io {
         path: p.to_path_buf(),
@@ -510,9 +583,9 @@ fn write_collection(
             .map(|q| serde_json::to_string(q).unwrap_or_default())
             .collect(),
     )?;
-    let mut qrels = vec!["query-id\tcorpus-id\tscore".to_string()];
-    qrels.extend(docs.iter().map(|d| format!("q-{}\t{}\t1", d.id, d.id)));
-    write_jsonl(stage.join("qrels").join("test.tsv"), qrels)
+    let mut lines = vec!["query-id\tcorpus-id\tscore".to_string()];
+    lines.extend(qrels.iter().map(|(q, d)| format!("{q}\t{d}\t1")));
+    write_jsonl(stage.join("qrels").join("test.tsv"), lines)
 }
 
 #[cfg(test)]
@@ -529,6 +602,34 @@ mod tests {
         assert!(p.body.contains("Copy SOURCE to DEST."));
         assert!(p.body.contains("-a, --archive"));
         assert!(p.body.contains("[OPTION]... SOURCE DEST"));
+    }
+
+    #[test]
+    fn pages_sharing_a_name_line_share_one_query() {
+        let doc = |id: &str| Document {
+            id: id.into(),
+            title: id.into(),
+            text: "text".into(),
+        };
+        let docs = [doc("ls.1"), doc("cp.1"), doc("dir.1"), doc("vdir.1")];
+        let desc = ["list directory contents", "copy files and directories"]
+            .iter()
+            .chain(&["list directory contents"; 2])
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>();
+        let (queries, qrels) = known_item_queries(&docs, &desc);
+        let ids: Vec<&str> = queries.iter().map(|q| q.id.as_str()).collect();
+        assert_eq!(ids, ["q-ls.1", "q-cp.1"]);
+        let pair = |q: &str, d: &str| (q.to_string(), d.to_string());
+        assert_eq!(
+            qrels,
+            [
+                pair("q-ls.1", "ls.1"),
+                pair("q-cp.1", "cp.1"),
+                pair("q-ls.1", "dir.1"),
+                pair("q-ls.1", "vdir.1")
+            ]
+        );
     }
 
     #[test]

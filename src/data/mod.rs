@@ -2,6 +2,7 @@
 //! csplade keeps its own files, and where it looks for collections.
 
 pub mod beir;
+pub mod groff;
 pub mod manpages;
 pub mod output;
 

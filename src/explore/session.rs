@@ -63,9 +63,11 @@ pub struct SessionTasks {
 /// and short enough for the demo to be searchable within minutes.
 pub const DEMO_MAX_LEN: usize = 128;
 
-/// The demo collection (300 man pages), created on first use.
+/// The demo collection (300 man pages), created on first use. Its name
+/// changes with the way it is made (`-2`: typeset by groff, one query per
+/// NAME description), so an older demo is not reused.
 pub fn demo_dataset() -> Result<PathBuf> {
-    let dir = data_dir().join("demo").join("manpages-300");
+    let dir = data_dir().join("demo").join("manpages-300-2");
     if !dir.join("corpus.jsonl").is_file() {
         let opts = crate::data::manpages::ManpageOptions::demo();
         crate::data::manpages::convert(&opts, &dir).context("building the man-page demo corpus")?;
