@@ -367,3 +367,131 @@ fn z_saves_a_q8_0_variant_of_the_default_model() {
     assert_eq!(meta.variant, csplade::encode::Variant::Echo);
     assert!(m.llama.term_shift.is_some(), "the shifts were dropped");
 }
+
+/// A result list longer than the screen scrolls to its last hit with End,
+/// and a failure opened from Failures lands on its relevant document, here
+/// ranked 45th by LSR, scrolled into view.
+#[test]
+fn a_long_hit_list_scrolls_to_its_end_and_a_failure_opens_at_its_relevant_document() {
+    if !tmux_available("explorer scrolling test") {
+        return;
+    }
+    common::base_model();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("words");
+    const WORDS: &[&str] = &[
+        "the", "otter", "river", "thin", "bank", "stone", "water", "fish", "night", "other",
+        "inner", "on", "and", "theory", "heat",
+    ];
+    common::RandomCorpus {
+        words: WORDS,
+        seed: 3,
+        min_words: 3,
+        spread: 20,
+        query_every: 1000,
+        titled: false,
+    }
+    .write(&data, 90);
+    let query = "otter river stone";
+    std::fs::write(
+        data.join("queries.jsonl"),
+        format!("{{\"_id\":\"q0\",\"text\":\"{query}\"}}\n"),
+    )
+    .unwrap();
+    let idx = tmp.path().join("idx");
+    let bin = env!("CARGO_BIN_EXE_csplade");
+    let built = Command::new(bin)
+        .args(["index", "--model", "default", "--corpus"])
+        .arg(&data)
+        .arg("--out")
+        .arg(&idx)
+        .output()
+        .unwrap();
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    // LSR's own ranking, from the command line: the 45th hit is judged the
+    // one relevant document, so LSR misses it and Failures lists the query.
+    let v = common::json_output(
+        Command::new(bin)
+            .args(["search", "--k", "200", "--json", "--index"])
+            .arg(&idx)
+            .arg(query),
+    );
+    let hits: Vec<String> = v["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["doc_id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(hits.len() > 45, "only {} hits", hits.len());
+    let (n, relevant) = (hits.len(), hits[44].clone());
+    std::fs::write(
+        data.join("qrels/test.tsv"),
+        format!("query-id\tcorpus-id\tscore\nq0\t{relevant}\t1\n"),
+    )
+    .unwrap();
+    let session = format!("csplade-scroll-{}", std::process::id());
+    let cmd = format!(
+        "XDG_CONFIG_HOME={} {bin} tui --dataset {} --index {}",
+        tmp.path().join("config").display(),
+        data.display(),
+        idx.display(),
+    );
+    tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        &session,
+        "-x",
+        "140",
+        "-y",
+        "40",
+        &cmd,
+    ]);
+    let screen = wait_for(&session, "ready", 60);
+    assert!(screen.contains("ready"), "{screen}");
+    tmux(&["send-keys", "-t", &session, query, "Enter"]);
+    let first = format!("(1 of {n},");
+    let screen = wait_for(&session, &first, 60);
+    assert!(screen.contains(&first), "no hits:\n{screen}");
+    // Out of the query box, End selects the last hit and scrolls to it.
+    tmux(&["send-keys", "-t", &session, "Escape"]);
+    tmux(&["send-keys", "-t", &session, "End"]);
+    let last = format!("Why {} matched", hits[n - 1]);
+    let screen = wait_for(&session, &last, 20);
+    let closing = tmux(&["capture-pane", "-t", &session, "-p"]);
+    assert!(
+        screen.contains(&format!("({n} of {n},")) && screen.contains(&last),
+        "not at the last hit:\n{closing}"
+    );
+    assert!(
+        screen.lines().any(|l| l.contains(&format!("│{n} "))),
+        "the last hit's row is not on screen:\n{screen}"
+    );
+    // Failures (Search → Compare → Failures), computed with r, lists the
+    // query; Enter opens it in Search with its relevant document, 45th,
+    // selected and shown.
+    tmux(&["send-keys", "-t", &session, "Tab"]);
+    tmux(&["send-keys", "-t", &session, "Tab"]);
+    wait_for(&session, "Press r", 10);
+    tmux(&["send-keys", "-t", &session, "r"]);
+    let screen = wait_for(&session, "q0", 60);
+    assert!(screen.contains(query), "no failure listed:\n{screen}");
+    tmux(&["send-keys", "-t", &session, "Enter"]);
+    let opened = format!("Why {relevant} matched");
+    let screen = wait_for(&session, &opened, 60);
+    tmux(&["kill-session", "-t", &session]);
+    assert!(
+        screen.contains(&opened) && screen.contains(&format!("(45 of {n},")),
+        "the relevant document is not selected:\n{screen}"
+    );
+    assert!(
+        screen
+            .lines()
+            .any(|l| l.contains("│45 ") && l.contains(&relevant)),
+        "its row is not on screen:\n{screen}"
+    );
+}
