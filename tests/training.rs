@@ -446,3 +446,29 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .map(|(x, y)| (x - y).abs())
         .fold(0f32, f32::max)
 }
+
+/// A checkpoint whose tensors changed on disk after they were written (a
+/// flipped byte) is refused on resume, never trained on.
+#[test]
+fn a_checkpoint_changed_on_disk_is_refused_on_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    toy_collection(&dir.path().join("toy"));
+    let run = dir.path().join("run");
+    let trainer = || {
+        Trainer::new(
+            toy_config(dir.path(), 5),
+            Phase::Contrastive,
+            &run,
+            tiny(&dir.path().join("m"), false),
+        )
+        .unwrap()
+    };
+    assert_eq!(trainer().run(false, Some(2), |_| {}).unwrap(), 2);
+    let tensors = run.join("checkpoint/state.safetensors");
+    let mut bytes = std::fs::read(&tensors).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x10;
+    std::fs::write(&tensors, &bytes).unwrap();
+    let e = trainer().run(true, None, |_| {}).unwrap_err().to_string();
+    assert!(e.contains("checksum mismatch"), "{e}");
+}

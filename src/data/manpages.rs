@@ -5,7 +5,7 @@
 //! relevant document is that page, with the NAME section removed from it.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -564,11 +564,15 @@ fn write_collection(
     super::output::fresh_stage(stage, &super::output::MANPAGES, &[&opts.root])?;
     std::fs::create_dir_all(stage.join("qrels")).map_err(|e| io(stage, e))?;
     let write_jsonl = |p: PathBuf, items: Vec<String>| -> Result<(), DataError> {
-        let mut f = std::io::BufWriter::new(std::fs::File::create(&p).map_err(|e| io(&p, e))?);
-        for l in items {
-            writeln!(f, "{l}").map_err(|e| io(&p, e))?;
-        }
-        f.flush().map_err(|e| io(&p, e))
+        let mut text = items.join("\n");
+        text.push('\n');
+        super::output::write_new(&p, text.as_bytes()).map_err(|e| match e {
+            super::output::OutputError::Io { path, source } => DataError::Io { path, source },
+            other => DataError::Invalid {
+                path: p.clone(),
+                msg: other.to_string(),
+            },
+        })
     };
     write_jsonl(
         stage.join("corpus.jsonl"),

@@ -276,20 +276,16 @@ pub fn write(a: &Adapter, cfg: &Config, base_name: &str, out: &Path) -> Result<(
     let mut stage = out.as_os_str().to_owned();
     stage.push(".partial");
     let stage = std::path::PathBuf::from(stage);
-    let io = |p: &Path| {
-        let p = p.to_path_buf();
-        move |source| ModelError::Io { path: p, source }
-    };
     output::fresh_stage(&stage, &PEFT_ADAPTER, &[])?;
     let named: HashMap<String, Tensor> = tensors.into_iter().collect();
     candle_core::safetensors::save(&named, stage.join(WEIGHTS_FILE))?;
     let json = serde_json::to_string_pretty(&config).map_err(|e| err(out, e.to_string()))?;
-    std::fs::write(stage.join(CONFIG_FILE), json).map_err(io(&stage))?;
+    output::write_new(&stage.join(CONFIG_FILE), json.as_bytes())?;
     let mut encoding = serde_json::json!({"variant": a.meta.variant, "head": a.meta.head,
         "max_len": a.meta.max_len, "trained": a.meta.trained, "query_prior": a.meta.query_prior});
     if let Some(b) = a.tensors.get(super::adapter::TERM_SHIFT) {
         encoding["term_shift"] = serde_json::json!(b.to_dtype(DType::F32)?.to_vec1::<f32>()?);
     }
-    std::fs::write(stage.join(ENCODING_FILE), encoding.to_string()).map_err(io(&stage))?;
+    output::write_new(&stage.join(ENCODING_FILE), encoding.to_string().as_bytes())?;
     Ok(output::publish(&stage, out)?)
 }

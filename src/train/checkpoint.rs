@@ -1,7 +1,9 @@
 //! Checkpoints of a training run: trainable parameters, AdamW moments, the
 //! step reached and the run's configuration, written atomically (a fresh
 //! directory renamed into place) so a killed run never leaves a half-written
-//! checkpoint, and `--resume` continues bit-for-bit.
+//! checkpoint, and `--resume` continues bit-for-bit. `state.json` records
+//! the sha256 of `state.safetensors`, checked before it is restored: a
+//! checkpoint changed on disk is refused, never trained on.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -75,6 +77,12 @@ pub fn save(
         msg: e.to_string(),
     })?;
     json["adam_t"] = opt.t.into();
+    json["tensors_sha256"] = crate::model::fetch::sha256_file(&tensor_file)
+        .map_err(|e| CheckpointError::Invalid {
+            path: tensor_file.clone(),
+            msg: e.to_string(),
+        })?
+        .into();
     let state_file = fresh.join("state.json");
     std::fs::write(&state_file, json.to_string()).map_err(io(&state_file))?;
     for f in [&tensor_file, &state_file] {
@@ -119,7 +127,18 @@ pub fn restore(
         serde_json::from_str(&text).map_err(|e| invalid(format!("state.json: {e}")))?;
     let state: RunState =
         serde_json::from_value(json.clone()).map_err(|e| invalid(format!("state.json: {e}")))?;
-    let tensors = candle_core::safetensors::load(ckpt.join("state.safetensors"), &Device::Cpu)?;
+    let tensor_file = ckpt.join("state.safetensors");
+    // Checkpoints of earlier csplade record no checksum and are taken as they are.
+    if let Some(expected) = json["tensors_sha256"].as_str() {
+        let actual = crate::model::fetch::sha256_file(&tensor_file)
+            .map_err(|e| invalid(format!("state.safetensors: {e}")))?;
+        if actual != expected {
+            return Err(invalid(
+                "state.safetensors changed after it was written (checksum mismatch): delete the checkpoint directory to start over, or restore it from a copy".into(),
+            ));
+        }
+    }
+    let tensors = candle_core::safetensors::load(&tensor_file, &Device::Cpu)?;
     for (i, (name, p)) in params.iter().enumerate() {
         let get = |k: String| {
             tensors.get(&k).cloned().ok_or_else(|| {
