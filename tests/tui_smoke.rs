@@ -22,6 +22,32 @@ fn wait_for(session: &str, needle: &str, secs: u64) -> String {
     }
 }
 
+/// Start the explorer command `cmd` in a detached tmux session `width`
+/// columns by 40 rows.
+fn start(session: &str, cmd: &str, width: u16) {
+    let width = width.to_string();
+    tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        session,
+        "-x",
+        &width,
+        "-y",
+        "40",
+        cmd,
+    ]);
+}
+
+/// Wait for the model to be loaded (the status bar says ready).
+fn wait_until_ready(session: &str) {
+    let screen = wait_for(session, "ready", 60);
+    assert!(
+        screen.contains("ready"),
+        "the model never became ready:\n{screen}"
+    );
+}
+
 /// Whether tmux is installed; without it the test is skipped (a failure
 /// in CI, which installs it).
 fn tmux_available(what: &str) -> bool {
@@ -78,24 +104,10 @@ fn explorer_starts_expands_a_query_shows_help_and_quits_cleanly() {
         tmp.path().join("idx").display(),
         exit_file.display()
     );
-    tmux(&[
-        "new-session",
-        "-d",
-        "-s",
-        &session,
-        "-x",
-        "140",
-        "-y",
-        "40",
-        &cmd,
-    ]);
+    start(&session, &cmd, 140);
     let screen = wait_for(&session, "Query", 20);
     assert!(screen.contains("Search"), "{screen}");
-    let screen = wait_for(&session, "ready", 60);
-    assert!(
-        screen.contains("ready"),
-        "the model never became ready:\n{screen}"
-    );
+    wait_until_ready(&session);
     tmux(&[
         "send-keys",
         "-t",
@@ -244,22 +256,8 @@ fn compare_sets_a_splade_model_beside_the_default() {
         tmp.path().join("idx").display(),
         exit_file.display()
     );
-    tmux(&[
-        "new-session",
-        "-d",
-        "-s",
-        &session,
-        "-x",
-        "160",
-        "-y",
-        "40",
-        &cmd,
-    ]);
-    let screen = wait_for(&session, "ready", 60);
-    assert!(
-        screen.contains("ready"),
-        "the model never became ready:\n{screen}"
-    );
+    start(&session, &cmd, 160);
+    wait_until_ready(&session);
     tmux(&[
         "send-keys",
         "-t",
@@ -330,19 +328,8 @@ fn z_saves_a_q8_0_variant_of_the_default_model() {
         data.display(),
         tmp.path().join("idx").display(),
     );
-    tmux(&[
-        "new-session",
-        "-d",
-        "-s",
-        &session,
-        "-x",
-        "140",
-        "-y",
-        "40",
-        &cmd,
-    ]);
-    let screen = wait_for(&session, "ready", 60);
-    assert!(screen.contains("ready"), "{screen}");
+    start(&session, &cmd, 140);
+    wait_until_ready(&session);
     // Tasks is the last view: one step back from Search.
     tmux(&["send-keys", "-t", &session, "BTab"]);
     wait_for(&session, "Tasks", 10);
@@ -440,19 +427,8 @@ fn a_long_hit_list_scrolls_to_its_end_and_a_failure_opens_at_its_relevant_docume
         data.display(),
         idx.display(),
     );
-    tmux(&[
-        "new-session",
-        "-d",
-        "-s",
-        &session,
-        "-x",
-        "140",
-        "-y",
-        "40",
-        &cmd,
-    ]);
-    let screen = wait_for(&session, "ready", 60);
-    assert!(screen.contains("ready"), "{screen}");
+    start(&session, &cmd, 140);
+    wait_until_ready(&session);
     tmux(&["send-keys", "-t", &session, query, "Enter"]);
     let first = format!("(1 of {n},");
     let screen = wait_for(&session, &first, 60);
