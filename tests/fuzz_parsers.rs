@@ -5,7 +5,9 @@
 //! input but must never panic. Each test runs `CSPLADE_FUZZ_CASES` cases
 //! (default 10,000); the ignored `deep::*` tests run 1,000,000 per parser.
 //! A failure names the parser, the case and its seed, and keeps the input
-//! under target/fuzz-failures/.
+//! under target/fuzz-failures/. A case that runs past
+//! `CSPLADE_FUZZ_CASE_SECONDS` (default 10) is a hang: a watchdog keeps its
+//! input the same way and ends the run, so a hang fails instead of sticking.
 
 use std::io::Write;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -112,20 +114,80 @@ fn cases() -> usize {
         .unwrap_or(10_000)
 }
 
-/// Run `parse` on `cases` mutations of the seeds; panics are failures.
-fn fuzz(name: &str, seeds: &[Vec<u8>], cases: usize, mut parse: impl FnMut(&[u8])) {
+/// Seconds one case may take (`CSPLADE_FUZZ_CASE_SECONDS`, default 10).
+fn case_limit() -> std::time::Duration {
+    let secs = std::env::var("CSPLADE_FUZZ_CASE_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10.0);
+    std::time::Duration::from_secs_f64(secs)
+}
+
+/// The case being parsed: when it started, its number and its input.
+type Running = std::sync::Arc<std::sync::Mutex<Option<(std::time::Instant, usize, Vec<u8>)>>>;
+
+/// A watchdog over the case being parsed: one that runs past the limit is
+/// a hang, which keeps its input under target/fuzz-failures/ and ends the
+/// test binary with the case named (a stuck parser cannot be unwound).
+fn watchdog(
+    name: &'static str,
+    running: Running,
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    let limit = case_limit();
+    std::thread::spawn(move || {
+        while !done.load(std::sync::atomic::Ordering::Relaxed) {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            let Ok(guard) = running.lock() else { return };
+            let Some((started, case, input)) = guard.as_ref() else {
+                continue;
+            };
+            if started.elapsed() > limit {
+                let file = keep_failure(name, *case, input);
+                // Straight to stderr: the test harness's capture would be
+                // lost with the process.
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "{name}: case {case} hung (over {} s); input kept at {}",
+                    limit.as_secs_f64(),
+                    file.display()
+                );
+                std::process::abort();
+            }
+        }
+    });
+}
+
+fn keep_failure(name: &str, case: usize, input: &[u8]) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/fuzz-failures");
+    let _ = std::fs::create_dir_all(&dir);
+    let file = dir.join(format!("{name}-{case}.bin"));
+    let _ = std::fs::write(&file, input);
+    file
+}
+
+/// Run `parse` on `cases` mutations of the seeds; panics and cases over the
+/// time limit are failures.
+fn fuzz(name: &'static str, seeds: &[Vec<u8>], cases: usize, mut parse: impl FnMut(&[u8])) {
     let mut rng = Rng(SplitMix::new(0xF022 ^ name.len() as u64));
     let (mut accepted, mut refused) = (0usize, 0usize);
     let started = std::time::Instant::now();
+    let running: Running = Default::default();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    watchdog(name, running.clone(), done.clone());
     for case in 0..cases {
         let seed = &seeds[case % seeds.len()];
         let input = mutate(seed, &mut rng);
+        if let Ok(mut r) = running.lock() {
+            *r = Some((std::time::Instant::now(), case, input.clone()));
+        }
         let r = catch_unwind(AssertUnwindSafe(|| parse(&input)));
+        if let Ok(mut r) = running.lock() {
+            *r = None;
+        }
         if r.is_err() {
-            let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/fuzz-failures");
-            let _ = std::fs::create_dir_all(&dir);
-            let file = dir.join(format!("{name}-{case}.bin"));
-            let _ = std::fs::write(&file, &input);
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+            let file = keep_failure(name, case, &input);
             let what = LAST_PANIC.lock().map(|m| m.clone()).unwrap_or_default();
             let _ = std::panic::take_hook();
             panic!(
@@ -139,6 +201,7 @@ fn fuzz(name: &str, seeds: &[Vec<u8>], cases: usize, mut parse: impl FnMut(&[u8]
             refused += 1;
         }
     }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
     eprintln!(
         "fuzz {name}: {cases} cases without a panic ({accepted} unmutated, {refused} mutated) in {:.1} s",
         started.elapsed().as_secs_f64()
@@ -302,8 +365,7 @@ fn index_files(cases: usize) {
     });
     let mut journal = Vec::new();
     for (i, v) in vs.iter().enumerate().rev() {
-        journal.extend_from_slice(&(i as u32).to_le_bytes());
-        vectors::encode_record(v, &mut journal);
+        vectors::encode_journal_entry(i, v, &mut journal);
     }
     fuzz("journal", &[journal], cases, |bytes| {
         let _ = csplade::index::build::read_journal(bytes, 3, Path::new("journal.bin"));
@@ -417,6 +479,80 @@ fn batches_file(cases: usize) {
     });
 }
 
+fn seismic_cache(cases: usize) {
+    use csplade::encode::SparseVec;
+    use csplade::search::seismic::{CacheKey, SeismicBuild, SeismicIndex};
+    let vs: Vec<SparseVec> = (0..40u32)
+        .map(|d| {
+            SparseVec::from_pairs(
+                (0..5)
+                    .map(|t| ((d * 7 + t * 13) % 90, 1.0 + t as f32))
+                    .collect(),
+            )
+        })
+        .collect();
+    let build = SeismicBuild::default();
+    let key = CacheKey {
+        documents: 40,
+        vocab: 90,
+        vectors_bytes: 1,
+        built_at: 2,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("seismic.bin");
+    SeismicIndex::build(&vs, 90, build)
+        .save(&path, key)
+        .unwrap();
+    let seed = std::fs::read(&path).unwrap();
+    // The checksum would refuse almost every mutation before the structure
+    // is read: mutations are also resealed, so the structure checks run.
+    let mut n = 0usize;
+    fuzz("seismic-bin", &[seed], cases, |bytes| {
+        let mut b = bytes.to_vec();
+        n += 1;
+        if b.len() > 32 && n.is_multiple_of(2) {
+            use sha2::Digest;
+            let n = b.len() - 32;
+            let sum = sha2::Sha256::digest(&b[..n]);
+            b[n..].copy_from_slice(&sum);
+        }
+        std::fs::write(&path, &b).unwrap();
+        let _ = SeismicIndex::load(&path, key, build);
+    });
+}
+
+fn shard_json(cases: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let meta = serde_json::json!({
+        "format_version": 1, "model": {"id": "m", "sha256": "ab"}, "variant": "echo",
+        "head": {"kind": "log_prob", "shift": 5.0}, "precision": "f32", "max_len": 256,
+        "vocab_size": 49152, "scale": 100.0, "doc_top_k": 0, "documents": 3,
+        "corpus": "/c", "corpus_fingerprint": "ff", "built_at": 1, "build_seconds": 1.0,
+        "encoded_tokens": 10
+    });
+    let shard = serde_json::json!({"shard": 1, "of": 3, "commit_every": 8,
+        "settings": "{}", "documents": 2, "index": meta, "journal_crc": 7});
+    let seed = serde_json::to_vec_pretty(&shard).unwrap();
+    std::fs::write(dir.path().join("shard.json"), &seed).unwrap();
+    csplade::index::shard::read_shard(dir.path()).expect("the seed is a valid shard record");
+    fuzz("shard-json", &[seed], cases, |bytes| {
+        std::fs::write(dir.path().join("shard.json"), bytes).unwrap();
+        let _ = csplade::index::shard::read_shard(dir.path());
+    });
+}
+
+fn man_page_roff(cases: usize) {
+    let seeds = [
+        ".\\\" comment\n.TH CP \"1\"\n.SH NAME\ncp \\- copy files\n.SH SYNOPSIS\n.B cp\n[\\fI\\,OPTION\\/\\fR]... \\fISOURCE DEST\\fR\n.SH DESCRIPTION\n.TP\n\\fB\\-a\\fR, \\fB\\-\\-archive\\fR\nsame as \\(aq\\-dR\\(aq\n.if n \\{\\\nshown\n.\\}\n",
+        ".Dd May 1\n.Dt LS 1\n.Sh NAME\n.Nm ls\n.Nd list directory contents\n.Sh DESCRIPTION\n.Bl -tag\n.It Fl l\nlong, see\n.Xr stat 2 .\n.El\n",
+    ];
+    let seeds: Vec<Vec<u8>> = seeds.iter().map(|s| s.as_bytes().to_vec()).collect();
+    fuzz("man-roff", &seeds, cases, |bytes| {
+        let text = String::from_utf8_lossy(bytes);
+        let _ = csplade::data::manpages::parse_page("x.1", &text);
+    });
+}
+
 macro_rules! parser_tests {
     ($($name:ident => $run:ident),* $(,)?) => {
         $(#[test]
@@ -449,4 +585,7 @@ parser_tests! {
     training_batches_files => batches_file,
     build_in_progress_progress_and_journal => build_in_progress,
     background_task_progress_lines => task_progress_lines,
+    seismic_cache_file => seismic_cache,
+    shard_records => shard_json,
+    man_page_roff_sources => man_page_roff,
 }
