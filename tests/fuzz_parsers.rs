@@ -370,13 +370,7 @@ fn index_files(cases: usize) {
     fuzz("journal", &[journal], cases, |bytes| {
         let _ = csplade::index::build::read_journal(bytes, 3, Path::new("journal.bin"));
     });
-    let meta = serde_json::json!({
-        "format_version": 1, "model": {"id": "m", "sha256": "ab"}, "variant": "echo",
-        "head": {"kind": "log_prob", "shift": 5.0}, "precision": "f32", "max_len": 256,
-        "vocab_size": 49152, "scale": 100.0, "doc_top_k": 0, "documents": 3,
-        "corpus": "/c", "corpus_fingerprint": "ff", "built_at": 1, "build_seconds": 1.0,
-        "encoded_tokens": 10
-    });
+    let meta = index_meta();
     let seed = serde_json::to_vec_pretty(&meta).unwrap();
     assert!(csplade::index::IndexMeta::read(&{
         std::fs::write(d.join("meta.json"), &seed).unwrap();
@@ -479,6 +473,17 @@ fn batches_file(cases: usize) {
     });
 }
 
+/// A valid `meta.json` of a three-document index.
+fn index_meta() -> serde_json::Value {
+    serde_json::json!({
+        "format_version": 1, "model": {"id": "m", "sha256": "ab"}, "variant": "echo",
+        "head": {"kind": "log_prob", "shift": 5.0}, "precision": "f32", "max_len": 256,
+        "vocab_size": 49152, "scale": 100.0, "doc_top_k": 0, "documents": 3,
+        "corpus": "/c", "corpus_fingerprint": "ff", "built_at": 1, "build_seconds": 1.0,
+        "encoded_tokens": 10
+    })
+}
+
 fn seismic_cache(cases: usize) {
     use csplade::encode::SparseVec;
     use csplade::search::seismic::{CacheKey, SeismicBuild, SeismicIndex};
@@ -523,13 +528,7 @@ fn seismic_cache(cases: usize) {
 
 fn shard_json(cases: usize) {
     let dir = tempfile::tempdir().unwrap();
-    let meta = serde_json::json!({
-        "format_version": 1, "model": {"id": "m", "sha256": "ab"}, "variant": "echo",
-        "head": {"kind": "log_prob", "shift": 5.0}, "precision": "f32", "max_len": 256,
-        "vocab_size": 49152, "scale": 100.0, "doc_top_k": 0, "documents": 3,
-        "corpus": "/c", "corpus_fingerprint": "ff", "built_at": 1, "build_seconds": 1.0,
-        "encoded_tokens": 10
-    });
+    let meta = index_meta();
     let shard = serde_json::json!({"shard": 1, "of": 3, "commit_every": 8,
         "settings": "{}", "documents": 2, "index": meta, "journal_crc": 7});
     let seed = serde_json::to_vec_pretty(&shard).unwrap();
