@@ -62,7 +62,8 @@ fn sources(spec: &str) -> Result<(PathBuf, Option<csplade::model::LoadedModel>)>
         Some((base, _)) => base,
         None => spec,
     };
-    let source = if base == "base" {
+    // `default` rests on `base` too (its adapter is merged below).
+    let source = if base == "base" || base == csplade::model::DEFAULT_SPEC {
         csplade::model::fetch::base_model_path()?
     } else {
         PathBuf::from(base)
