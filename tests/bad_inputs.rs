@@ -241,16 +241,22 @@ fn search_says_when_a_query_is_cut_to_the_indexs_length() {
     );
 }
 
-/// `quantize` names the input it cannot read, not the output it would write.
+/// `quantize` names the input it cannot read, not the output it would write
+/// (the default model and `BASE+ADAPTER` are written: tests/quant.rs).
 #[test]
-fn quantize_says_which_model_it_cannot_write() {
+fn quantize_says_which_model_it_cannot_read() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("v.gguf");
     let o = out.to_str().unwrap();
+    csplade::model::tiny::write_tiny_model(dir.path(), 9).unwrap();
+    let adapter_missing = format!(
+        "{}+missing.safetensors",
+        dir.path().join("tiny.gguf").display()
+    );
     for (model, says) in [
-        ("default", "use --precision q8_0"),
-        ("m.gguf+a.safetensors", "adapter merged at load"),
-        ("/no/such/model.gguf", "no such file"),
+        ("m.gguf+a.safetensors", "m.gguf does not exist"),
+        ("/no/such/model.gguf", "does not exist"),
+        (adapter_missing.as_str(), "missing.safetensors"),
     ] {
         let r = csplade(
             &[
