@@ -149,7 +149,7 @@ pub fn vocabulary(tok: &TextTokenizer, vocab: usize) -> Vec<String> {
 
 /// The integer impact of a weight: the index's own quantization.
 pub fn quantize(w: f32, scale: f32) -> i32 {
-    (w * scale).round() as i32
+    crate::index::impact::impact(w, scale) as i32
 }
 
 /// Write through `f` to the export file `out` under the output policy,

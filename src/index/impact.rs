@@ -59,11 +59,23 @@ impl TokenStream for ImpactStream<'_> {
     }
 }
 
-/// The impact text of a document vector: `id:round(w × scale)` pairs.
+/// The integer impact the index stores for weight `w`: `round(w × scale)`.
+/// Every reader of the quantized index (tantivy's scorer, exports, the
+/// trade-off's projection, `index verify`) goes through this.
+pub fn impact(w: f32, scale: f32) -> u32 {
+    (w * scale).round() as u32
+}
+
+/// The weight tantivy scores with for `w`: its impact read back.
+pub fn as_scored(w: f32, scale: f32) -> f32 {
+    impact(w, scale) as f32 / scale
+}
+
+/// The impact text of a document vector: `id:impact` pairs.
 pub fn impact_text(v: &crate::encode::SparseVec, scale: f32) -> String {
     let mut s = String::with_capacity(v.active() * 8);
     for (id, w) in v.iter() {
-        let tf = (w * scale).round() as u32;
+        let tf = impact(w, scale);
         if tf > 0 {
             use std::fmt::Write;
             let _ = write!(s, "{id}:{tf} ");

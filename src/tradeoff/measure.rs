@@ -23,7 +23,7 @@ pub fn as_indexed(v: &SparseVec, top_k: usize, scale: Option<f32>) -> SparseVec 
     let pairs = match scale {
         Some(s) => pairs
             .into_iter()
-            .map(|(id, w)| (id, (w * s).round() / s))
+            .map(|(id, w)| (id, crate::index::impact::as_scored(w, s)))
             .collect(),
         None => pairs,
     };
@@ -37,7 +37,7 @@ pub fn posting_bytes(scale: Option<f32>, max_weight: f32) -> usize {
     match scale {
         None => 8,
         Some(s) => {
-            let top = (max_weight * s).round().max(1.0) as u64;
+            let top = crate::index::impact::impact(max_weight, s).max(1) as u64;
             4 + (64 - top.leading_zeros() as usize).div_ceil(8)
         }
     }
