@@ -162,6 +162,15 @@ pub fn read(path: &Path) -> Result<Vec<SparseVec>, IndexError> {
     Ok(out)
 }
 
+/// Whether the file at `path` carries a checksum (format 2 and later),
+/// read from its header alone.
+pub fn has_checksum(path: &Path) -> bool {
+    let mut head = [0u8; HEADER];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .is_ok_and(|_| VectorsHeader::read_from_bytes(&head).is_ok_and(|h| h.version.get() != 1))
+}
+
 /// Append a journal entry: the document's corpus position, then its record.
 pub fn encode_journal_entry(ordinal: usize, v: &SparseVec, out: &mut Vec<u8>) {
     let entry = JournalEntry {

@@ -135,28 +135,45 @@ pub struct StoredDoc {
     pub text: String,
 }
 
+/// The vectors of the index in `dir`, checked against its metadata: one
+/// per document, every term within the vocabulary.
+pub fn read_vectors(dir: &Path, meta: &IndexMeta) -> Result<Vec<SparseVec>, IndexError> {
+    let vectors = vectors::read(&dir.join(VECTORS_FILE))?;
+    if vectors.len() != meta.documents {
+        return Err(IndexError::Corrupt {
+            path: dir.join(VECTORS_FILE),
+            msg: format!("{} vectors for {} documents", vectors.len(), meta.documents),
+        });
+    }
+    // Term ids are sorted within a vector: its last is its largest.
+    for (d, v) in vectors.iter().enumerate() {
+        if let Some(&id) = v.ids.last().filter(|&&id| id as usize >= meta.vocab_size) {
+            return Err(IndexError::Corrupt {
+                path: dir.join(VECTORS_FILE),
+                msg: format!(
+                    "document {d} has term {id}, beyond the vocabulary of {}",
+                    meta.vocab_size
+                ),
+            });
+        }
+    }
+    Ok(vectors)
+}
+
 impl LsrIndex {
     pub fn open(dir: &Path) -> Result<Self, IndexError> {
         let meta = IndexMeta::read(dir)?;
-        let vectors = vectors::read(&dir.join(VECTORS_FILE))?;
-        if vectors.len() != meta.documents {
-            return Err(IndexError::Corrupt {
-                path: dir.join(VECTORS_FILE),
-                msg: format!("{} vectors for {} documents", vectors.len(), meta.documents),
-            });
-        }
-        // Term ids are sorted within a vector: its last is its largest.
-        for (d, v) in vectors.iter().enumerate() {
-            if let Some(&id) = v.ids.last().filter(|&&id| id as usize >= meta.vocab_size) {
-                return Err(IndexError::Corrupt {
-                    path: dir.join(VECTORS_FILE),
-                    msg: format!(
-                        "document {d} has term {id}, beyond the vocabulary of {}",
-                        meta.vocab_size
-                    ),
-                });
-            }
-        }
+        let vectors = read_vectors(dir, &meta)?;
+        Self::open_with(dir, meta, vectors)
+    }
+
+    /// [`LsrIndex::open`] with the metadata and vectors already read (and
+    /// checked by [`read_vectors`]).
+    pub fn open_with(
+        dir: &Path,
+        meta: IndexMeta,
+        vectors: Vec<SparseVec>,
+    ) -> Result<Self, IndexError> {
         let postings = Postings::new(vectors.iter(), meta.vocab_size);
         let idf = postings.idf(vectors.len());
         let tdir = dir.join(TANTIVY_DIR);

@@ -69,8 +69,20 @@ pub fn verify(dir: &Path) -> Vec<Check> {
             meta.documents, meta.model.id, meta.variant, meta.head, meta.precision, meta.vocab_size
         ),
     )];
-    out.push(check_vectors(dir, &meta));
-    match LsrIndex::open(dir) {
+    let vectors = match super::read_vectors(dir, &meta) {
+        Ok(v) => v,
+        Err(e) => {
+            out.push(fail(VECTORS_FILE, e.to_string(), REBUILD));
+            out.push(fail(
+                "tantivy, BM25",
+                format!("not opened: {VECTORS_FILE} failed above"),
+                REBUILD,
+            ));
+            return out;
+        }
+    };
+    out.push(vectors_summary(dir, &vectors));
+    match LsrIndex::open_with(dir, meta, vectors) {
         Ok(idx) => {
             out.push(pass(
                 "tantivy, BM25",
@@ -83,35 +95,10 @@ pub fn verify(dir: &Path) -> Vec<Check> {
     out
 }
 
-/// `vectors.bin`: readable, checksum, count, vocabulary.
-fn check_vectors(dir: &Path, meta: &IndexMeta) -> Check {
-    let path = dir.join(VECTORS_FILE);
-    let vectors = match crate::index::vectors::read(&path) {
-        Ok(v) => v,
-        Err(e) => return fail(VECTORS_FILE, e.to_string(), REBUILD),
-    };
-    if vectors.len() != meta.documents {
-        return fail(
-            VECTORS_FILE,
-            format!("{} vectors for {} documents", vectors.len(), meta.documents),
-            REBUILD,
-        );
-    }
-    if let Some(d) = vectors
-        .iter()
-        .position(|v| v.ids.last().is_some_and(|&t| t as usize >= meta.vocab_size))
-    {
-        return fail(
-            VECTORS_FILE,
-            format!("document {d} has a term beyond the vocabulary"),
-            REBUILD,
-        );
-    }
-    let summed = std::fs::read(&path).ok().is_some_and(|b| {
-        use zerocopy::FromBytes;
-        crate::index::vectors::VectorsHeader::read_from_prefix(&b)
-            .is_ok_and(|(h, _)| h.version.get() != 1)
-    });
+/// `vectors.bin`, read and checked: its size and whether a checksum
+/// guarded it.
+fn vectors_summary(dir: &Path, vectors: &[crate::encode::SparseVec]) -> Check {
+    let summed = crate::index::vectors::has_checksum(&dir.join(VECTORS_FILE));
     let postings: usize = vectors.iter().map(|v| v.active()).sum();
     let detail = format!(
         "{} vectors, {postings} postings, {}",
@@ -183,7 +170,7 @@ fn check_impacts(idx: &LsrIndex) -> Check {
         let q = crate::encode::SparseVec::from_pairs(v.top_k(16));
         let expected: f32 = q
             .iter()
-            .map(|(t, w)| w * (v.get(t) * scale).round() / scale)
+            .map(|(t, w)| w * crate::index::impact::as_scored(v.get(t), scale))
             .sum();
         let hits = match idx.search_tantivy(&q, 50) {
             Ok(h) => h,
