@@ -128,17 +128,19 @@ pub fn restore(
     let state: RunState =
         serde_json::from_value(json.clone()).map_err(|e| invalid(format!("state.json: {e}")))?;
     let tensor_file = ckpt.join("state.safetensors");
+    // Read once: hashed, then parsed from the same bytes.
+    let bytes = std::fs::read(&tensor_file).map_err(io(&tensor_file))?;
     // Checkpoints of earlier csplade record no checksum and are taken as they are.
     if let Some(expected) = json["tensors_sha256"].as_str() {
-        let actual = crate::model::fetch::sha256_file(&tensor_file)
-            .map_err(|e| invalid(format!("state.safetensors: {e}")))?;
+        use sha2::Digest;
+        let actual = format!("{:x}", sha2::Sha256::digest(&bytes));
         if actual != expected {
             return Err(invalid(
                 "state.safetensors changed after it was written (checksum mismatch): delete the checkpoint directory to start over, or restore it from a copy".into(),
             ));
         }
     }
-    let tensors = candle_core::safetensors::load(&tensor_file, &Device::Cpu)?;
+    let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)?;
     for (i, (name, p)) in params.iter().enumerate() {
         let get = |k: String| {
             tensors.get(&k).cloned().ok_or_else(|| {
