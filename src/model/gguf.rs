@@ -233,6 +233,11 @@ pub const CSPLADE_PREFIX: &str = "csplade.";
 pub const TERM_SHIFT_TENSOR: &str = "csplade.term_shift";
 pub const QUERY_TABLE_TENSOR: &str = "csplade.query_table";
 pub const ADAPTER_META_KEY: &str = "csplade.adapter";
+/// Those tensors' names in the GGUF and in an adapter file.
+pub const ADAPTER_TENSORS: [(&str, &str); 2] = [
+    (TERM_SHIFT_TENSOR, super::adapter::TERM_SHIFT),
+    (QUERY_TABLE_TENSOR, super::adapter::QUERY_TABLE),
+];
 
 const GLOBAL_NAMES: [(&str, &str); 3] = [
     ("token_embd.weight", "model.embed_tokens.weight"),

@@ -342,14 +342,21 @@ pub fn load_gguf(path: &Path, device: &Device) -> Result<LoadedModel, ModelError
         });
     }
     let mut tensors = g.hf_tensors(device)?;
-    let adapted = gguf_adaptation(&g, &mut tensors, config.vocab_size)?;
+    let adapted = gguf_adapter(&g, &mut tensors)?;
     let vb = candle_nn::VarBuilder::from_tensors(tensors, candle_core::DType::F32, device);
     let mut llama = Llama::load(vb, &config).map_err(|e| ModelError::Format {
         path: path.to_path_buf(),
         msg: format!("weights do not fit the llama config: {e}"),
     })?;
-    let (adapter, term_shift, query_table) = adapted;
-    llama.term_shift = term_shift;
+    // Its head tensors go where an adapter file's would, checked the same way.
+    let (adapter, query_table) = match adapted {
+        Some(a) => {
+            a.merge_into(&mut llama, path)?;
+            let table = a.query_table(config.vocab_size, path)?;
+            (Some(a.meta), table)
+        }
+        None => (None, None),
+    };
     let sha256 = fetch::sha256_cached(path)?;
     let id = path
         .file_stem()
@@ -364,61 +371,43 @@ pub fn load_gguf(path: &Path, device: &Device) -> Result<LoadedModel, ModelError
     })
 }
 
-/// What a GGUF written from an adapted model carries besides its weights
-/// (see [`gguf::ADAPTER_META_KEY`]): the adapter's metadata, the per-term
-/// shifts and the query table, taken out of `tensors`. All `None` for any
-/// other GGUF.
-type Adaptation = (
-    Option<adapter::AdapterMeta>,
-    Option<Tensor>,
-    Option<Vec<f32>>,
-);
-
-fn gguf_adaptation(
+/// The adapter a GGUF written from an adapted model carries (see
+/// [`gguf::ADAPTER_META_KEY`]): its metadata and its head tensors (per-term
+/// shifts, query table), taken out of `tensors`; `None` for any other GGUF.
+fn gguf_adapter(
     g: &gguf::GgufFile,
     tensors: &mut std::collections::HashMap<String, Tensor>,
-    vocab: usize,
-) -> Result<Adaptation, ModelError> {
+) -> Result<Option<adapter::Adapter>, ModelError> {
     let bad = |msg: String| ModelError::Format {
         path: g.path().to_path_buf(),
         msg,
     };
-    let meta = match g.meta(gguf::ADAPTER_META_KEY) {
-        None => None,
-        Some(_) => {
-            let json = g.meta_str(gguf::ADAPTER_META_KEY)?;
-            Some(serde_json::from_str(json).map_err(|e| {
-                bad(format!(
-                    "{}: not csplade adapter metadata: {e}",
-                    gguf::ADAPTER_META_KEY
-                ))
-            })?)
+    let head: std::collections::HashMap<String, Tensor> = gguf::ADAPTER_TENSORS
+        .iter()
+        .filter_map(|(in_gguf, in_adapter)| {
+            tensors
+                .remove(*in_gguf)
+                .map(|t| (in_adapter.to_string(), t))
+        })
+        .collect();
+    if g.meta(gguf::ADAPTER_META_KEY).is_none() {
+        if head.is_empty() {
+            return Ok(None);
         }
-    };
-    let mut per_term = |name: &str| -> Result<Option<Tensor>, ModelError> {
-        match tensors.remove(name) {
-            Some(t) if t.dims() == [vocab] => Ok(Some(t)),
-            Some(t) => Err(bad(format!(
-                "{name} has shape {:?}, the vocabulary {vocab}",
-                t.dims()
-            ))),
-            None => Ok(None),
-        }
-    };
-    let term_shift = per_term(gguf::TERM_SHIFT_TENSOR)?;
-    let query_table = match per_term(gguf::QUERY_TABLE_TENSOR)? {
-        Some(t) => {
-            let v: Vec<f32> = t.to_vec1()?;
-            if let Some(i) = v.iter().position(|w| !(w.is_finite() && *w >= 0.0)) {
-                return Err(bad(format!(
-                    "{}[{i}] is {}: query weights must be finite and ≥ 0",
-                    gguf::QUERY_TABLE_TENSOR,
-                    v[i]
-                )));
-            }
-            Some(v)
-        }
-        None => None,
-    };
-    Ok((meta, term_shift, query_table))
+        return Err(bad(format!(
+            "csplade head tensors without their metadata ({})",
+            gguf::ADAPTER_META_KEY
+        )));
+    }
+    let json = g.meta_str(gguf::ADAPTER_META_KEY)?;
+    let meta = serde_json::from_str(json).map_err(|e| {
+        bad(format!(
+            "{}: not csplade adapter metadata: {e}",
+            gguf::ADAPTER_META_KEY
+        ))
+    })?;
+    Ok(Some(adapter::Adapter {
+        meta,
+        tensors: head,
+    }))
 }
