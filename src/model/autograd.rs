@@ -151,16 +151,7 @@ impl AttentionOp {
         let rep = self.heads / self.kv_heads;
         let mut probs = vec![0f32; rep * t * t];
         matmul_t(q, rep * t, &PackedWeight::pack(k, t, d), &mut probs);
-        let len = self.lengths[bi].max(1);
-        for (i, sr) in probs.chunks_mut(t).enumerate() {
-            let p = i % t;
-            let visible = if self.bidirectional {
-                len
-            } else {
-                (p + 1).min(len)
-            };
-            kernels::softmax_row(sr, visible);
-        }
+        kernels::masked_softmax(&mut probs, t, self.lengths[bi], self.bidirectional);
         probs
     }
 

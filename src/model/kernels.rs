@@ -27,6 +27,23 @@ pub fn fast_exp(x: f32) -> f32 {
     p * f32::from_bits(bits)
 }
 
+/// The attention pattern of one sequence from its scores, in place: rows of
+/// `t` scores (a query position `i % t` each; several heads stacked), each
+/// softmaxed over the positions it may see — all `len` real tokens when
+/// `bidirectional`, else those up to its own. The forward kernel and the
+/// training backward (which recomputes it) both use this.
+pub fn masked_softmax(scores: &mut [f32], t: usize, len: usize, bidirectional: bool) {
+    let len = len.max(1);
+    for (i, row) in scores.chunks_mut(t).enumerate() {
+        let visible = if bidirectional {
+            len
+        } else {
+            (i % t + 1).min(len)
+        };
+        softmax_row(row, visible);
+    }
+}
+
 /// Softmax of `row[..visible]` in place; the rest of the row becomes 0.
 #[inline]
 pub fn softmax_row(row: &mut [f32], visible: usize) {
@@ -146,16 +163,7 @@ pub fn attention(qkv: &[f32], s: &AttentionShape, rope: &RopeTables) -> Vec<f32>
         }
         let mut scores = vec![0f32; rep * t * t];
         matmul_t(&q, rep * t, &keys, &mut scores);
-        let len = s.lengths[bi].max(1);
-        for (i, sr) in scores.chunks_mut(t).enumerate() {
-            let p = i % t;
-            let visible = if s.bidirectional {
-                len
-            } else {
-                (p + 1).min(len)
-            };
-            softmax_row(sr, visible);
-        }
+        masked_softmax(&mut scores, t, s.lengths[bi], s.bidirectional);
         let mut ctx = vec![0f32; rep * t * d];
         matmul_t(&scores, rep * t, &values, &mut ctx);
         for r in 0..rep {
