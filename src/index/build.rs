@@ -178,7 +178,7 @@ pub fn build(
         truncated,
         max_len: encoder.config.max_len,
     });
-    run.encode(state, journal, &stage, &mut progress)?;
+    let state = run.encode(state, journal, &stage, &mut progress)?;
 
     let meta = new_meta(encoder, opts, docs.len(), corpus_fp, &seqs);
     if let Some((i, n)) = opts.shard {
@@ -189,7 +189,7 @@ pub fn build(
             settings: base_settings,
             documents: order.len(),
             index: meta,
-            journal_crc: None,
+            journal_crc: state.crc,
         };
         return super::shard::publish_shard(&stage, &opts.out, &shard, t0, progress);
     }
@@ -430,7 +430,7 @@ impl Encoding<'_> {
         mut journal: std::fs::File,
         stage: &Path,
         progress: &mut impl FnMut(BuildProgress),
-    ) -> Result<(), IndexError> {
+    ) -> Result<Journal, IndexError> {
         let (seqs, order) = (self.seqs, self.order);
         let tokens_planned: u64 = order.iter().map(|&i| seqs[i].len() as u64).sum();
         let session = Instant::now();
@@ -474,7 +474,7 @@ impl Encoding<'_> {
                 eta_s: tokens_planned.saturating_sub(state.tokens) as f64 / tps.max(1e-9),
             });
         }
-        Ok(())
+        Ok(state)
     }
 
     /// One batch's journal records (corpus position, then the vector).

@@ -28,8 +28,9 @@ pub struct ShardMeta {
     pub documents: usize,
     /// The merged index's metadata (its build time filled in at merge).
     pub index: IndexMeta,
-    /// CRC-32 of the shard's journal when it was finished, checked again at
-    /// merge (absent in shards of earlier csplade).
+    /// CRC-32 of the shard's journal as its build kept it (extended at every
+    /// commit), checked again at merge (absent in shards of earlier csplade,
+    /// or built from a progress record without one).
     #[serde(default)]
     pub journal_crc: Option<u32>,
 }
@@ -42,12 +43,6 @@ pub(super) fn publish_shard(
     t0: Instant,
     mut progress: impl FnMut(BuildProgress),
 ) -> Result<IndexMeta, IndexError> {
-    let journal = stage.join(JOURNAL);
-    let bytes = std::fs::read(&journal).map_err(|e| IndexError::io(&journal, e))?;
-    let shard = &ShardMeta {
-        journal_crc: Some(crc32fast::hash(&bytes)),
-        ..shard.clone()
-    };
     let text = serde_json::to_string_pretty(shard).map_err(|e| IndexError::Corrupt {
         path: stage.join(SHARD_FILE),
         msg: e.to_string(),
