@@ -172,32 +172,37 @@ impl SeismicIndex {
             buf: body,
             pos: HEADER,
         };
-        let mut arrays = Vec::new();
-        for _ in 0..5 {
-            arrays.push(r.array::<U32>().ok_or_else(truncated)?);
-        }
-        let summary_codes = r.array::<u8>().ok_or_else(truncated)?;
-        let summary_min = r.array::<F32>().ok_or_else(truncated)?;
-        let summary_step = r.array::<F32>().ok_or_else(truncated)?;
+        // Read in the order `save` writes them.
+        let mut u32s = || {
+            r.array::<U32>()
+                .map(|v| v.iter().map(|x| x.get()).collect::<Vec<u32>>())
+        };
+        let (term_blocks, block_docs, docs, block_summary, summary_terms) = (
+            u32s().ok_or_else(truncated)?,
+            u32s().ok_or_else(truncated)?,
+            u32s().ok_or_else(truncated)?,
+            u32s().ok_or_else(truncated)?,
+            u32s().ok_or_else(truncated)?,
+        );
+        let summary_codes = r.array::<u8>().ok_or_else(truncated)?.to_vec();
+        let mut f32s = || {
+            r.array::<F32>()
+                .map(|v| v.iter().map(|x| x.get()).collect::<Vec<f32>>())
+        };
+        let summary_min = f32s().ok_or_else(truncated)?;
+        let summary_step = f32s().ok_or_else(truncated)?;
         if r.pos != body.len() {
             return Err(corrupt("trailing bytes in the Seismic cache".into()));
         }
-        let words = |v: Vec<U32>| v.into_iter().map(|x| x.get()).collect::<Vec<u32>>();
-        let floats = |v: Vec<F32>| v.into_iter().map(|x| x.get()).collect::<Vec<f32>>();
-        let (summary_codes, summary_min, summary_step) =
-            (summary_codes, floats(summary_min), floats(summary_step));
-        let arrays: Vec<Vec<u32>> = arrays.into_iter().map(words).collect();
-        let mut a = arrays.into_iter();
-        let mut next = || a.next().unwrap_or_default();
         let index = Self {
             build,
             documents: key.documents,
             vocab: key.vocab,
-            term_blocks: next(),
-            block_docs: next(),
-            docs: next(),
-            block_summary: next(),
-            summary_terms: next(),
+            term_blocks,
+            block_docs,
+            docs,
+            block_summary,
+            summary_terms,
             summary_codes,
             summary_min,
             summary_step,
@@ -277,14 +282,15 @@ struct Reader<'a> {
     pos: usize,
 }
 
-impl Reader<'_> {
-    /// The next array of `T`; `None` when the file ends inside it.
-    fn array<T: FromBytes + Immutable + Unaligned + Copy>(&mut self) -> Option<Vec<T>> {
-        let (head, rest) = ArrayHead::read_from_prefix(self.buf.get(self.pos..)?).ok()?;
+impl<'a> Reader<'a> {
+    /// The next array of `T`, in place; `None` when the file ends inside it.
+    fn array<T: FromBytes + Immutable + Unaligned>(&mut self) -> Option<&'a [T]> {
+        let buf: &'a [u8] = self.buf;
+        let (head, rest) = ArrayHead::read_from_prefix(buf.get(self.pos..)?).ok()?;
         let n = usize::try_from(head.len.get()).ok()?;
         let (items, _) = <[T]>::ref_from_prefix_with_elems(rest, n).ok()?;
         self.pos += std::mem::size_of::<ArrayHead>() + std::mem::size_of_val(items);
-        Some(items.to_vec())
+        Some(items)
     }
 }
 
