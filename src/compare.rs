@@ -61,6 +61,7 @@ impl EncoderSpec {
             head: self.head.unwrap_or(head),
             max_len,
             batch_size: 8,
+            windows: 1,
         }
     }
 }

@@ -38,6 +38,7 @@ fn tiny_index(dir: &Path) -> (csplade::model::LoadedModel, LsrIndex) {
         head: Head::LogProb { shift: 3.0 },
         max_len: 64,
         batch_size: 4,
+        windows: 1,
     };
     let opts = common::build_options(&corpus, &dir.join("idx"));
     build(&Encoder::new(&m, cfg), &opts, |_| {}).unwrap();

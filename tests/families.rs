@@ -63,6 +63,7 @@ fn encoder<'m>(m: impl Into<ModelRef<'m>>, inference_free: bool) -> Encoder<'m> 
             head,
             max_len: 60,
             batch_size: 2,
+            windows: 1,
         },
     )
     .with_inference_free(inference_free)
@@ -177,6 +178,7 @@ fn a_bidirectional_llama_with_a_peft_adapter_matches_transformers() {
             head: "raw:0.5".parse().unwrap(),
             max_len: 60,
             batch_size: 2,
+            windows: 1,
         },
     );
     assert_matches("llama bi + peft", &enc, &expected("llama-bi-peft"));

@@ -139,6 +139,7 @@ fn query_table_learns_against_cached_documents() {
         head,
         max_len: 64,
         batch_size: 4,
+        windows: 1,
     };
     let q = Encoder::new(&with, cfgq.clone())
         .with_inference_free(true)

@@ -102,6 +102,7 @@ fn pisa_ranks_csplades_ciff_like_csplade_on_the_scifact_test_queries() {
             head: Head::LogProb { shift: 3.0 },
             max_len: 64,
             batch_size: 32,
+            windows: 1,
         },
     );
     let corpus = data.join("scifact");

@@ -360,6 +360,7 @@ fn a_quantized_adapted_model_keeps_its_shifts_table_and_encoding() {
         head,
         max_len: 64,
         batch_size: 2,
+        windows: 1,
     };
     for text in ["the thin otter", "on and on in the inner other bank"] {
         let x = Encoder::new(&variant, cfg.clone())

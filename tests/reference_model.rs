@@ -36,6 +36,7 @@ fn expansions_match_the_numpy_reference_to_1e_3() {
                         head,
                         max_len: 256,
                         batch_size: 1,
+                        windows: 1,
                     },
                 );
                 let got = enc.encode_ids(std::slice::from_ref(&ids)).unwrap()[0].to_dense(vocab);

@@ -230,6 +230,44 @@ fn empty_and_overlong_text() {
     assert!(e.truncated_tokens > 0);
 }
 
+/// A text longer than `max_len` read as windows: its vector is the
+/// term-wise maximum of its windows' vectors, each encoded as a text of its
+/// own (echo repeats each window), and only what lies past the last window
+/// is dropped.
+#[test]
+fn windows_pool_a_long_text_by_the_maximum_over_its_windows() {
+    let (_d, g, _h) = tiny();
+    let text = "the other one then the other two and three and the thin otter";
+    let config = |windows| EncoderConfig {
+        variant: Variant::Echo,
+        head: Head::LogProb { shift: 2.0 },
+        max_len: 4,
+        batch_size: 3,
+        windows,
+    };
+    let ids = g.tokenizer.encode(text).unwrap();
+    assert!(ids.len() > 8, "the text must need more than two windows");
+    let two = Encoder::new(&g, config(2)).encode_one(text).unwrap();
+    assert_eq!(two.token_ids, ids[..8]);
+    assert_eq!(two.truncated_tokens, ids.len() - 8);
+    let one = Encoder::new(&g, config(1));
+    let halves = one
+        .encode_ids(&[ids[..4].to_vec(), ids[4..8].to_vec()])
+        .unwrap();
+    let mut want = vec![0f32; g.config().vocab_size];
+    for v in &halves {
+        for (id, w) in v.iter() {
+            want[id as usize] = want[id as usize].max(w);
+        }
+    }
+    assert!(halves[1].iter().any(|(id, w)| w > halves[0].get(id)));
+    assert_close(&two.vector, &SparseVec::from_dense(&want), 1e-5);
+    // One window is the truncated text, as before windows existed.
+    let truncated = one.encode_one(text).unwrap();
+    assert_eq!(truncated.token_ids, ids[..4]);
+    assert_close(&truncated.vector, &halves[0], 1e-5);
+}
+
 #[test]
 fn logprob_head_is_sparser_than_raw() {
     let (_d, g, _h) = tiny();
@@ -449,6 +487,7 @@ fn generic_encoder_matches_the_packed_cpu_encoder() {
                     head,
                     max_len: 64,
                     batch_size: 2,
+                    windows: 1,
                 };
                 let fused = Encoder::new(&packed, cfg.clone());
                 assert!(!fused.generic);

@@ -161,6 +161,7 @@ fn written_adapter_encodes_like_the_model_that_trained_it() {
         head: meta.head,
         max_len: 64,
         batch_size: 2,
+        windows: 1,
     };
     let text = "notes about the zebra";
     let ids = t.model.tokenizer.encode(text).unwrap();
@@ -309,6 +310,7 @@ fn learned_term_shifts_travel_with_the_adapter() {
         head,
         max_len: 64,
         batch_size: 2,
+        windows: 1,
     };
     let text = "notes about the violin";
     let vocab = merged.config().vocab_size;

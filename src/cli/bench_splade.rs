@@ -142,6 +142,7 @@ fn time_csplade(
             head,
             max_len: 512,
             batch_size: batch,
+            windows: 1,
         },
     );
     let prepared: Vec<Vec<u32>> = texts

@@ -141,6 +141,7 @@ fn check(dir: &Path, device: &Device) -> Result<Check> {
                 head,
                 max_len: 64,
                 batch_size: 2,
+                windows: 1,
             };
             let a = Encoder::new(&on_cpu, cfg.clone()).encode(&texts)?;
             let b = Encoder::new(&on_dev, cfg).encode(&texts)?;

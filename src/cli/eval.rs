@@ -294,8 +294,14 @@ pub(super) fn cached_index(
     let (fp, name) = collection_identity(dataset)?;
     let config = margs.encoder_config(model);
     let head = config.head.to_string().replace(':', "");
+    // Windows only in the names of indexes that read more than one, so
+    // indexes cached before windows existed are found again.
+    let windows = match config.windows {
+        1 => String::new(),
+        n => format!("x{n}"),
+    };
     let dir = data_dir().join("indexes").join(format!(
-        "lsr-{name}-{}-{}-{}-{head}-{}-{}",
+        "lsr-{name}-{}-{}-{}-{head}-{}-{}{windows}",
         short(&fp),
         short(&model.identity().sha256),
         config.variant,

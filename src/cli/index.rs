@@ -256,9 +256,16 @@ fn show_progress(p: &BuildProgress, bar: &mut Option<ProgressBar>, out: &std::pa
             tokens,
             truncated,
             max_len,
+            windows,
         } => {
             if *truncated > 0 {
-                eprintln!("csplade: notice: {truncated} of {documents} documents are longer than {max_len} tokens and are encoded from their first {max_len} (--max-len)");
+                let read = max_len * windows;
+                let flags = if *windows > 1 {
+                    format!("--max-len {max_len} × --windows {windows}")
+                } else {
+                    "--max-len; --windows N reads N windows of it".to_string()
+                };
+                eprintln!("csplade: notice: {truncated} of {documents} documents are longer than {read} tokens and are encoded from their first {read} ({flags})");
             }
             if *resumed_from > 0 {
                 eprintln!("csplade: resuming an interrupted build at document {resumed_from} of {documents}");

@@ -154,6 +154,12 @@ pub struct ModelArgs {
     /// Maximum tokens kept per text (longer texts are truncated with a notice)
     #[arg(long, default_value_t = 256, value_parser = within(1, 32_768))]
     pub max_len: usize,
+    /// Read a text longer than --max-len as up to N consecutive windows of
+    /// --max-len tokens, each encoded on its own and pooled by the term-wise
+    /// maximum (the head's max over positions, across windows); 1 truncates
+    /// [default: 1; with an index, the index's]
+    #[arg(long, value_parser = within(1, 64))]
+    pub windows: Option<usize>,
     /// Sparse head: `logprob:C` (log(1+ReLU(log_softmax + C)), sparse even
     /// untrained) or `raw` (the paper's log(1+ReLU(logit)), ~49k active terms
     /// on the untrained backbone); default: the adapter's, else logprob:6
@@ -231,6 +237,14 @@ impl ModelArgs {
                 meta.variant
             );
         }
+        if let Some(w) = self.windows.filter(|w| *w != meta.windows) {
+            anyhow::bail!(
+                "--windows {w}: the index's documents were read as {} window(s) of {} tokens; \
+                 drop --windows, or rebuild the index with --windows {w}",
+                meta.windows,
+                meta.max_len
+            );
+        }
         if let Some(h) = self.head.filter(|h| *h != meta.head) {
             anyhow::bail!(
                 "--head {h}: the index's documents were encoded with {}; \
@@ -250,6 +264,7 @@ impl ModelArgs {
             head: self.head.unwrap_or(head),
             max_len: self.max_len,
             batch_size: self.batch.max(1),
+            windows: self.windows.unwrap_or(1),
         }
     }
 

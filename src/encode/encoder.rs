@@ -26,6 +26,16 @@ pub struct EncoderConfig {
     pub max_len: usize,
     /// Texts per forward pass.
     pub batch_size: usize,
+    /// A text longer than `max_len` tokens is read as up to this many
+    /// consecutive windows of `max_len` tokens, each encoded on its own
+    /// (echo repeats each window) and pooled by the term-wise maximum: the
+    /// head's max over positions, carried across windows. 1 truncates.
+    #[serde(default = "one_window")]
+    pub windows: usize,
+}
+
+fn one_window() -> usize {
+    1
 }
 
 impl Default for EncoderConfig {
@@ -35,6 +45,7 @@ impl Default for EncoderConfig {
             head: Head::RawLogits,
             max_len: 256,
             batch_size: 8,
+            windows: 1,
         }
     }
 }
@@ -68,6 +79,7 @@ pub fn check_probe<'m>(model: impl Into<ModelRef<'m>>) -> Result<(), EncodeError
             head,
             max_len: 64,
             batch_size: 1,
+            windows: 1,
         },
     );
     let v = enc.encode_one(PROBE_TEXT)?.vector;
@@ -87,9 +99,10 @@ pub fn check_probe<'m>(model: impl Into<ModelRef<'m>>) -> Result<(), EncodeError
 /// One encoded text.
 #[derive(Clone, Debug)]
 pub struct Encoded {
-    /// The (possibly truncated) input tokens, without echo repetition.
+    /// The (possibly truncated) input tokens, without echo repetition: all
+    /// windows' tokens.
     pub token_ids: Vec<u32>,
-    /// Tokens dropped by `max_len`.
+    /// Tokens dropped by `max_len` × `windows`.
     pub truncated_tokens: usize,
     pub vector: SparseVec,
 }
@@ -197,7 +210,8 @@ impl<'m> Encoder<'m> {
         Ok(self)
     }
 
-    /// Tokenize and truncate; `(ids, tokens dropped)`.
+    /// Tokenize and truncate to [`Self::max_text_tokens`]; `(ids, tokens
+    /// dropped)`.
     pub fn tokenize(&self, text: &str) -> Result<(Vec<u32>, usize), EncodeError> {
         if text.trim().is_empty() {
             return Err(EncodeError::EmptyText);
@@ -213,7 +227,7 @@ impl<'m> Encoder<'m> {
         if ids.is_empty() {
             return Err(EncodeError::EmptyText);
         }
-        let cap = self.max_tokens();
+        let cap = self.max_text_tokens();
         let dropped = ids.len().saturating_sub(cap);
         ids.truncate(cap);
         Ok((ids, dropped))
@@ -229,6 +243,11 @@ impl<'m> Encoder<'m> {
             ModelRef::Causal(_) => ctx,
         };
         self.config.max_len.clamp(1, ctx.max(1))
+    }
+
+    /// Tokens read from each text over all its windows.
+    pub fn max_text_tokens(&self) -> usize {
+        self.max_tokens().saturating_mul(self.config.windows.max(1))
     }
 
     pub fn encode_one(&self, text: &str) -> Result<Encoded, EncodeError> {
@@ -254,7 +273,8 @@ impl<'m> Encoder<'m> {
             .collect())
     }
 
-    /// Encode pre-tokenized texts (already truncated), in input order.
+    /// Encode pre-tokenized texts (already truncated to
+    /// [`Self::max_text_tokens`]), in input order.
     pub fn encode_ids(&self, seqs: &[Vec<u32>]) -> Result<Vec<SparseVec>, EncodeError> {
         if seqs.iter().any(|s| s.is_empty()) {
             return Err(EncodeError::EmptyText);
@@ -266,13 +286,25 @@ impl<'m> Encoder<'m> {
                 .ok_or_else(|| EncodeError::NoQueryTable(self.model.identity().id.clone()))?;
             return Ok(seqs.iter().map(|s| table_vector(table, s)).collect());
         }
-        let mut order: Vec<usize> = (0..seqs.len()).collect();
-        order.sort_by_key(|&i| std::cmp::Reverse(seqs[i].len()));
+        // Each text's windows (one for a text that fits), encoded as texts
+        // of their own, then pooled back into their text by the maximum.
+        let width = self.max_tokens();
+        let (pieces, owner): (Vec<&[u32]>, Vec<usize>) = seqs
+            .iter()
+            .enumerate()
+            .flat_map(|(i, s)| s.chunks(width).map(move |w| (w, i)))
+            .unzip();
+        let mut order: Vec<usize> = (0..pieces.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(pieces[i].len()));
         let mut out: Vec<Option<SparseVec>> = vec![None; seqs.len()];
         for chunk in order.chunks(self.config.batch_size.max(1)) {
-            let batch: Vec<&[u32]> = chunk.iter().map(|&i| seqs[i].as_slice()).collect();
+            let batch: Vec<&[u32]> = chunk.iter().map(|&i| pieces[i]).collect();
             for (&i, v) in chunk.iter().zip(self.encode_batch(&batch)?) {
-                out[i] = Some(v);
+                let text = &mut out[owner[i]];
+                *text = Some(match text.take() {
+                    Some(seen) => seen.max(&v),
+                    None => v,
+                });
             }
         }
         Ok(out.into_iter().map(|v| v.unwrap_or_default()).collect())

@@ -93,6 +93,12 @@ impl SparseVec {
         self.ids.iter().copied().zip(self.weights.iter().copied())
     }
 
+    /// The term-wise maximum of two vectors (max pooling across windows of
+    /// one text).
+    pub fn max(&self, other: &SparseVec) -> SparseVec {
+        Self::from_pairs(self.iter().chain(other.iter()).collect())
+    }
+
     /// Dot product, the CSPLADE relevance score.
     pub fn dot(&self, other: &SparseVec) -> f32 {
         let (mut i, mut j, mut s) = (0, 0, 0f32);

@@ -55,9 +55,10 @@ pub enum BuildProgress {
         documents: usize,
         resumed_from: usize,
         tokens: u64,
-        /// Documents cut to the encoder's length, and its length.
+        /// Documents cut to the encoder's length, its length and windows.
         truncated: usize,
         max_len: usize,
+        windows: usize,
     },
     Progress {
         done: usize,
@@ -177,6 +178,7 @@ pub fn build(
         tokens: order.iter().map(|&i| seqs[i].len() as u64).sum(),
         truncated,
         max_len: encoder.config.max_len,
+        windows: encoder.config.windows.max(1),
     });
     let state = run.encode(state, journal, &stage, &mut progress)?;
 
@@ -213,13 +215,18 @@ fn longest_first(seqs: &[Vec<u32>]) -> Vec<usize> {
 /// Every setting that shapes the vectors, as the record a resumed build
 /// (and every shard of one build) must match.
 fn settings_record(encoder: &Encoder, opts: &BuildOptions, corpus_fp: &str) -> String {
-    serde_json::json!({
+    let mut record = serde_json::json!({
         "corpus": corpus_fp, "model": encoder.model.identity().sha256,
         "variant": encoder.config.variant, "head": encoder.config.head,
         "max_len": encoder.config.max_len, "precision": opts.precision,
         "doc_top_k": opts.doc_top_k,
-    })
-    .to_string()
+    });
+    // Recorded only when it differs from truncation, so builds in progress
+    // from before windows existed still resume.
+    if encoder.config.windows > 1 {
+        record["windows"] = encoder.config.windows.into();
+    }
+    record.to_string()
 }
 
 /// A staging directory that already holds the complete index of these
@@ -315,6 +322,7 @@ fn new_meta(
         head: encoder.config.head,
         precision: opts.precision.clone(),
         max_len: encoder.config.max_len,
+        windows: encoder.config.windows.max(1),
         vocab_size: encoder.model.vocab_size(),
         scale: opts.scale,
         doc_top_k: opts.doc_top_k,

@@ -21,6 +21,10 @@ pub struct IndexMeta {
     pub head: Head,
     pub precision: String,
     pub max_len: usize,
+    /// Windows of `max_len` tokens read from each document, max-pooled
+    /// (1: truncated to the first `max_len`; indexes from before windows).
+    #[serde(default = "one_window")]
+    pub windows: usize,
     pub vocab_size: usize,
     /// Impacts stored as term frequency `round(w × scale)`.
     pub scale: f32,
@@ -38,6 +42,10 @@ pub struct IndexMeta {
     /// absolute): commands that open the index use it when not told one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_spec: Option<String>,
+}
+
+fn one_window() -> usize {
+    1
 }
 
 impl IndexMeta {
@@ -119,6 +127,7 @@ impl IndexMeta {
             head: self.head,
             max_len: self.max_len,
             batch_size: 8,
+            windows: self.windows,
         }
     }
 

@@ -338,6 +338,7 @@ fn examples(
         head,
         max_len: cfg.doc_max_len,
         batch_size: 8,
+        windows: 1,
     };
     let enc = Encoder::new(model, enc_cfg.clone());
     let docs = encode_documents(
