@@ -2,7 +2,6 @@
 //! model close to f32, and a GGUF written by `quantize` that loads back
 //! identically.
 
-use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 use csplade::encode::{Encoder, EncoderConfig, Head};
 use csplade::model;
@@ -64,37 +63,42 @@ fn linear_layers_at_each_precision_stay_within_their_rounding() {
     assert!(errors.windows(2).all(|e| e[0] < e[1]), "{errors:?}");
 }
 
+/// Each weight as csplade's linear layer holds it at each precision (its
+/// own f16 panels and int8 q8_0/q4_0 codes where this CPU runs them, else
+/// candle's), read back through the layer's own product with the identity:
+/// every value within the format's rounding of its block.
 #[test]
 fn quantize_dequantize_error_bounds() {
-    let v = random(64 * 256, 5);
-    let t = Tensor::from_vec(v.clone(), (64, 256), &Device::Cpu).unwrap();
+    let (n, k) = (64, 256);
+    let v = random(n * k, 5);
+    let w = Tensor::from_vec(v.clone(), (n, k), &Device::Cpu).unwrap();
+    let identity = Tensor::eye(k, candle_core::DType::F32, &Device::Cpu).unwrap();
     // Error bound as a fraction of the block's largest |x|: q8_0 rounds to
     // the nearest of ±127 steps (half a step); q4_0 maps the signed extreme
-    // to -8 steps, so the opposite side tops out at +7 and may lose a whole step.
-    for (dtype, bound_per_block) in [
-        (GgmlDType::F16, None),
-        (GgmlDType::Q8_0, Some(0.5 / 127.0)),
-        (GgmlDType::Q4_0, Some(1.0 / 8.0)),
+    // to -8 steps, so the opposite side tops out at +7 and may lose a whole
+    // step. The int8 GEMM also quantizes the identity's rows (1.0 → 127
+    // codes of an f16 scale): within the amax·1e-3 term.
+    for (precision, bound_per_block) in [
+        (Precision::F16, None),
+        (Precision::Q8_0, Some(0.5 / 127.0)),
+        (Precision::Q4_0, Some(1.0 / 8.0)),
     ] {
-        let q = QTensor::quantize(&t, dtype).unwrap();
-        let back: Vec<f32> = q
-            .dequantize(&Device::Cpu)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        for (b, (chunk, got)) in v.chunks(32).zip(back.chunks(32)).enumerate() {
-            let amax = chunk.iter().fold(0f32, |m, x| m.max(x.abs()));
-            for (x, y) in chunk.iter().zip(got) {
-                let err = (x - y).abs();
-                match bound_per_block {
-                    // Round to nearest: half a step of the block's scale, plus f16 scale rounding.
-                    Some(frac) => assert!(
-                        err <= amax * frac + amax * 1e-3 + 1e-6,
-                        "{dtype:?} block {b}: |{x} - {y}| = {err}"
-                    ),
-                    None => assert!(err <= x.abs() * 2f32.powi(-11) + 1e-7, "f16: {x} vs {y}"),
+        let layer = model::linear::Weights::new(&w, precision).unwrap();
+        // x · Wᵀ with x = I is Wᵀ: out[i][j] = W[j][i].
+        let back: Vec<Vec<f32>> = layer.matmul(&identity).unwrap().to_vec2().unwrap();
+        for (row, values) in v.chunks(k).enumerate() {
+            for (b, chunk) in values.chunks(32).enumerate() {
+                let amax = chunk.iter().fold(0f32, |m, x| m.max(x.abs()));
+                for (t, x) in chunk.iter().enumerate() {
+                    let y = back[b * 32 + t][row];
+                    let err = (x - y).abs();
+                    match bound_per_block {
+                        Some(frac) => assert!(
+                            err <= amax * frac + amax * 1e-3 + 1e-6,
+                            "{precision:?} row {row} block {b}: |{x} - {y}| = {err}"
+                        ),
+                        None => assert!(err <= x.abs() * 2f32.powi(-11) + 1e-7, "f16: {x} vs {y}"),
+                    }
                 }
             }
         }

@@ -411,7 +411,8 @@ mod tests {
         out
     }
 
-    /// Both microkernels on one full tile (each where the CPU runs it).
+    /// Both microkernels on one full tile (each where the CPU runs it), on
+    /// f32 panels and on f16 panels (each value widened from its f16 bits).
     #[test]
     fn microkernels_agree_on_a_tile() {
         #[cfg(target_arch = "x86_64")]
@@ -425,48 +426,78 @@ mod tests {
             let k = 77;
             let a: Vec<f32> = (0..k * MR).map(|_| rng.uniform()).collect();
             let b: Vec<f32> = (0..k * NR).map(|_| rng.uniform()).collect();
-            let want: Vec<f32> = (0..MR * NR)
-                .map(|ij| {
-                    let (i, j) = (ij / NR, ij % NR);
-                    (0..k)
-                        .map(|kk| a[kk * MR + i] as f64 * b[kk * NR + j] as f64)
-                        .sum::<f64>() as f32
-                })
+            let b16: Vec<u16> = b
+                .iter()
+                .map(|&x| half::f16::from_f32(x).to_bits())
                 .collect();
-            let mut got = vec![vec![f32::NAN; MR * NR]; 2];
-            let avx2 =
-                std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
-            // SAFETY: the features were checked; a is k × MR, b k × NR, c MR × NR.
-            unsafe {
-                if avx2 {
-                    kernel_avx2::<false>(
-                        k,
-                        a.as_ptr(),
-                        b.as_ptr() as *const u8,
-                        got[0].as_mut_ptr(),
-                        NR,
-                    );
-                }
-                if avx512 {
-                    kernel_avx512::<false>(
-                        k,
-                        a.as_ptr(),
-                        b.as_ptr() as *const u8,
-                        got[1].as_mut_ptr(),
-                        NR,
-                    );
-                }
-            }
-            // Every element of every kernel that ran (one left NaN fails).
-            for (g, ran) in got.iter().zip([avx2, avx512]) {
-                if !ran {
-                    continue;
-                }
-                for (x, y) in g.iter().zip(&want) {
-                    assert!((x - y).abs() <= 1e-4 * (k as f32).sqrt(), "{x} vs {y}");
+            let widened: Vec<f32> = b16
+                .iter()
+                .map(|&h| half::f16::from_bits(h).to_f32())
+                .collect();
+            for (half, panel, values) in [
+                (false, b.as_ptr() as *const u8, &b),
+                (true, b16.as_ptr() as *const u8, &widened),
+            ] {
+                let want = tile_reference(&a, values, k);
+                for (kernel, got) in run_kernels(k, &a, panel, half, avx512) {
+                    // Every element (one left NaN fails).
+                    for (x, y) in got.iter().zip(&want) {
+                        assert!(
+                            (x - y).abs() <= 1e-4 * (k as f32).sqrt(),
+                            "{kernel} (f16 panel: {half}): {x} vs {y}"
+                        );
+                    }
                 }
             }
         }
+    }
+
+    /// An MR × NR tile of `a` (k × MR) times `b` (k × NR), summed in f64.
+    fn tile_reference(a: &[f32], b: &[f32], k: usize) -> Vec<f32> {
+        (0..MR * NR)
+            .map(|ij| {
+                let (i, j) = (ij / NR, ij % NR);
+                (0..k)
+                    .map(|kk| a[kk * MR + i] as f64 * b[kk * NR + j] as f64)
+                    .sum::<f64>() as f32
+            })
+            .collect()
+    }
+
+    /// The tile from each microkernel this CPU runs, over f32 or f16 panels.
+    #[cfg(target_arch = "x86_64")]
+    fn run_kernels(
+        k: usize,
+        a: &[f32],
+        b: *const u8,
+        half: bool,
+        avx512: bool,
+    ) -> Vec<(&'static str, Vec<f32>)> {
+        let avx2 = std::is_x86_feature_detected!("avx2")
+            && std::is_x86_feature_detected!("fma")
+            && std::is_x86_feature_detected!("f16c");
+        let mut out = Vec::new();
+        // SAFETY: the features were checked; a is k × MR, b k × NR values
+        // of the panel's type, c MR × NR.
+        unsafe {
+            if avx2 {
+                let mut c = vec![f32::NAN; MR * NR];
+                match half {
+                    true => kernel_avx2::<true>(k, a.as_ptr(), b, c.as_mut_ptr(), NR),
+                    false => kernel_avx2::<false>(k, a.as_ptr(), b, c.as_mut_ptr(), NR),
+                }
+                out.push(("avx2", c));
+            }
+            if avx512 {
+                let mut c = vec![f32::NAN; MR * NR];
+                match half {
+                    true => kernel_avx512::<true>(k, a.as_ptr(), b, c.as_mut_ptr(), NR),
+                    false => kernel_avx512::<false>(k, a.as_ptr(), b, c.as_mut_ptr(), NR),
+                }
+                out.push(("avx512", c));
+            }
+        }
+        out
     }
 
     #[test]

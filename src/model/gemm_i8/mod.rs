@@ -452,6 +452,50 @@ mod tests {
         }
     }
 
+    /// One q8_0 and one q4_0 block whose scale is exactly 1, so every code
+    /// is worked out by hand from GGML's rounding (q8_0: round half away
+    /// from zero; q4_0: min(15, trunc(x/d + 8.5)) − 8 with d = signed
+    /// extreme / −8): csplade's own blocks and the bytes of the GGUF blocks
+    /// a variant file stores (candle's quantizer) both have these codes.
+    #[test]
+    fn q8_0_and_q4_0_blocks_have_the_hand_computed_codes() {
+        use candle_core::quantized::{GgmlDType, QTensor};
+        let mut q8_in = vec![
+            127.0f32, -126.6, 0.4, 0.5, -0.5, 1.49, 1.5, -2.5, 2.51, 63.5, -63.5, 100.2, 0.0, -0.0,
+            3.0, -3.0,
+        ];
+        q8_in.extend((16..32).map(|t| t as f32 * 0.25));
+        let q8_want: [i8; QK] = [
+            127, -127, 0, 1, -1, 1, 2, -3, 3, 64, -64, 100, 0, 0, 3, -3, 4, 4, 5, 5, 5, 5, 6, 6, 6,
+            6, 7, 7, 7, 7, 8, 8,
+        ];
+        let mut q4_in = vec![
+            -8.0f32, 7.0, 7.9, 0.49, 0.5, -0.5, -0.51, -7.6, 1.2, -3.0, 3.0, 2.5, -2.5, 0.0,
+        ];
+        q4_in.extend((14..32).map(|t| (t as f32 - 23.0) * 0.5));
+        let q4_want: [i8; QK] = [
+            -8, 7, 7, 0, 1, 0, -1, -8, 1, -3, 3, 3, -2, 0, -4, -4, -3, -3, -2, -2, -1, -1, 0, 0, 1,
+            1, 2, 2, 3, 3, 4, 4,
+        ];
+        assert_eq!(quantize_block(&q8_in), (1.0, q8_want));
+        assert_eq!(quantize_block_q4(&q4_in), (1.0, q4_want));
+        let one = half::f16::from_f32(1.0).to_le_bytes();
+        let stored = |x: &[f32], dtype| {
+            let t = candle_core::Tensor::new(x, &candle_core::Device::Cpu).unwrap();
+            let q = QTensor::quantize(&t.reshape((1, QK)).unwrap(), dtype).unwrap();
+            q.data().unwrap().to_vec()
+        };
+        let mut q8_bytes = one.to_vec();
+        q8_bytes.extend(q8_want.iter().map(|&c| c as u8));
+        assert_eq!(stored(&q8_in, GgmlDType::Q8_0), q8_bytes);
+        // q4_0 packs code j (+8) in the low nibble of byte j, code j + 16 in the high.
+        let mut q4_bytes = one.to_vec();
+        q4_bytes.extend(
+            (0..QK / 2).map(|j| ((q4_want[j] + 8) as u8) | (((q4_want[j + 16] + 8) as u8) << 4)),
+        );
+        assert_eq!(stored(&q4_in, GgmlDType::Q4_0), q4_bytes);
+    }
+
     /// The kernels this CPU runs; a note (and a SKIP) for VNNI where absent.
     fn kernels() -> Vec<Int8Kernel> {
         let here = Int8Kernel::all_here();
