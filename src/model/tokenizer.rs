@@ -115,8 +115,13 @@ impl TextTokenizer {
                 path.display()
             )));
         }
-        let tk = Tokenizer::from_file(path)
-            .map_err(|e| ModelError::Tokenizer(format!("{}: {e}", path.display())))?;
+        let bad =
+            |e: &dyn std::fmt::Display| ModelError::Tokenizer(format!("{}: {e}", path.display()));
+        let text = std::fs::read_to_string(path).map_err(|e| bad(&e))?;
+        // JSON syntax first: the tokenizers crate panics on a syntax error
+        // inside its `decoder` section instead of returning one.
+        serde_json::from_str::<serde::de::IgnoredAny>(&text).map_err(|e| bad(&e))?;
+        let tk: Tokenizer = text.parse().map_err(|e| bad(&e))?;
         Self::finish(tk)
     }
 

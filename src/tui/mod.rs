@@ -52,12 +52,19 @@ pub struct TuiOptions {
 /// know is refused with its line, not ignored.
 #[derive(serde::Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-struct Config {
+pub struct Config {
     theme: Option<String>,
     /// The Compare view's preset (remembered when changed there).
     compare_preset: Option<String>,
     /// The model the `families` preset compares with the open one.
     second_model: Option<String>,
+}
+
+impl Config {
+    /// Parse config.toml's text; an error names the line and the key.
+    pub fn parse(text: &str) -> Result<Self, toml::de::Error> {
+        toml::from_str(text)
+    }
 }
 
 fn config_file() -> Option<PathBuf> {
@@ -67,7 +74,7 @@ fn config_file() -> Option<PathBuf> {
 fn read_config() -> Result<Config> {
     Ok(config_file()
         .and_then(|p| std::fs::read_to_string(p).ok())
-        .map(|t| toml::from_str(&t))
+        .map(|t| Config::parse(&t))
         .transpose()
         .context("reading config.toml")?
         .unwrap_or_default())

@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod fuzz;
 pub mod index;
 pub mod skip;
 #[allow(unused_imports)]
