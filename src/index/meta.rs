@@ -83,6 +83,15 @@ impl IndexMeta {
                 ),
             });
         }
+        if !(1..=64).contains(&meta.windows) {
+            return Err(IndexError::Corrupt {
+                path,
+                msg: format!(
+                    "{} windows per document: csplade reads 1 to 64",
+                    meta.windows
+                ),
+            });
+        }
         if !(meta.scale.is_finite() && meta.scale > 0.0) {
             return Err(IndexError::Corrupt {
                 path,
@@ -212,5 +221,30 @@ mod tests {
         );
         assert!(differences(&a, &a).is_empty());
         assert_eq!(differences(&json!(1), &json!(2)), vec!["1 → 2"]);
+    }
+
+    /// Metadata from before windows existed reads as one window; a count
+    /// outside 1–64 is refused.
+    #[test]
+    fn windows_default_to_one_and_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut meta = json!({
+            "format_version": super::FORMAT_VERSION,
+            "model": {"id": "m", "sha256": "00"},
+            "variant": "echo", "head": {"kind": "log_prob", "shift": 5.0},
+            "precision": "f32", "max_len": 128, "vocab_size": 10, "scale": 100.0,
+            "doc_top_k": 0, "documents": 1, "corpus": "c", "corpus_fingerprint": "f",
+            "built_at": 0, "build_seconds": 0.0, "encoded_tokens": 3
+        });
+        let write = |m: &serde_json::Value| {
+            std::fs::write(dir.path().join(super::META_FILE), m.to_string()).unwrap();
+            super::IndexMeta::read(dir.path())
+        };
+        assert_eq!(write(&meta).unwrap().windows, 1);
+        for (n, ok) in [(0, false), (1, true), (64, true), (65, false)] {
+            meta["windows"] = n.into();
+            let read = write(&meta);
+            assert_eq!(read.is_ok(), ok, "{n} windows: {read:?}");
+        }
     }
 }
