@@ -34,7 +34,8 @@ pub struct EncoderConfig {
     pub windows: usize,
 }
 
-fn one_window() -> usize {
+/// One window: truncation (metadata written before windows existed).
+pub(crate) fn one_window() -> usize {
     1
 }
 

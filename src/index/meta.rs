@@ -23,7 +23,7 @@ pub struct IndexMeta {
     pub max_len: usize,
     /// Windows of `max_len` tokens read from each document, max-pooled
     /// (1: truncated to the first `max_len`; indexes from before windows).
-    #[serde(default = "one_window")]
+    #[serde(default = "crate::encode::encoder::one_window")]
     pub windows: usize,
     pub vocab_size: usize,
     /// Impacts stored as term frequency `round(w × scale)`.
@@ -42,10 +42,6 @@ pub struct IndexMeta {
     /// absolute): commands that open the index use it when not told one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_spec: Option<String>,
-}
-
-fn one_window() -> usize {
-    1
 }
 
 impl IndexMeta {
