@@ -276,3 +276,56 @@ fn quantize_says_which_model_it_cannot_read() {
         assert!(!out.exists());
     }
 }
+
+/// A model directory whose config.json or tokenizer.json cannot describe a
+/// model is refused naming the file and what is wrong, before anything
+/// divides by a head count or encodes through a broken template.
+#[test]
+fn impossible_model_configs_and_tokenizers_are_refused_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    csplade::model::tiny::write_tiny_model(dir.path(), 9).unwrap();
+    let hf = dir.path().join("hf");
+    let config = std::fs::read_to_string(hf.join("config.json")).unwrap();
+    let tokenizer = std::fs::read_to_string(hf.join("tokenizer.json")).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&config).unwrap();
+    for (key, value, says) in [
+        (
+            "num_attention_heads",
+            0,
+            "num_attention_heads 0: must be from 1",
+        ),
+        ("num_key_value_heads", 3, "cannot share 3 key/value heads"),
+        ("hidden_size", 30, "each head needs an even whole size"),
+    ] {
+        let mut bad = json.clone();
+        bad[key] = value.into();
+        std::fs::write(hf.join("config.json"), bad.to_string()).unwrap();
+        let r = csplade(
+            &["encode", "--model", hf.to_str().unwrap(), "otter"],
+            dir.path(),
+        );
+        assert_eq!(r.status.code(), Some(1), "{key} {value}");
+        let e = stderr(&r);
+        assert!(e.contains("config.json") && e.contains(says), "{key}: {e}");
+    }
+    std::fs::write(hf.join("config.json"), config).unwrap();
+    // A template that places a special token the tokenizer does not define.
+    let mut tk: serde_json::Value = serde_json::from_str(&tokenizer).unwrap();
+    tk["post_processor"] = serde_json::json!({
+        "type": "TemplateProcessing",
+        "single": [{"SpecialToken": {"id": "[CLS]", "type_id": 0}},
+                   {"Sequence": {"id": "A", "type_id": 0}}],
+        "pair": [], "special_tokens": {}
+    });
+    std::fs::write(hf.join("tokenizer.json"), tk.to_string()).unwrap();
+    let r = csplade(
+        &["encode", "--model", hf.to_str().unwrap(), "otter"],
+        dir.path(),
+    );
+    assert_eq!(r.status.code(), Some(1));
+    let e = stderr(&r);
+    assert!(
+        e.contains("tokenizer.json") && e.contains("\"[CLS]\""),
+        "{e}"
+    );
+}

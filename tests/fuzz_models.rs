@@ -1,6 +1,7 @@
 //! Fuzzing of what csplade reads models, adapters and run state from (the
-//! harness: tests/common/fuzz.rs): HF model directories (`config.json`,
-//! `tokenizer.json`, the safetensors header and data), PEFT adapter
+//! harness: tests/common/fuzz.rs): HF model directories, causal and masked
+//! (`config.json`, `tokenizer.json`, the safetensors header and data, a
+//! sentence-transformers layout's module files), PEFT adapter
 //! directories, training checkpoints as `--resume` restores them, CIFF
 //! files and the explorer's `config.toml`. Each case mutates one file of a
 //! valid seed that csplade wrote, and reads the whole directory back.
@@ -29,6 +30,9 @@ fn fuzz_directory(
     let work = tempfile::tempdir().unwrap();
     let dir = work.path();
     for (f, bytes) in files.iter().zip(&seeds) {
+        if let Some(parent) = dir.join(f).parent() {
+            std::fs::create_dir_all(parent).unwrap();
+        }
         std::fs::write(dir.join(f), bytes).unwrap();
     }
     // The harness mutates one seed per case, taken in turn: the case's file
@@ -50,6 +54,27 @@ fn hf_model_directory(cases: usize) {
     fuzz_directory("hf-model-dir", &m.path().join("hf"), &files, cases, |dir| {
         if let Ok(model) = csplade::model::load(dir.to_str().unwrap(), &Device::Cpu) {
             let _ = model.tokenizer.encode("the otter");
+        }
+    });
+}
+
+/// A SPLADE checkpoint as sentence-transformers writes it (the BERT fixture
+/// of tests/families.rs), opened by family detection.
+fn masked_lm_directory(cases: usize) {
+    let seed = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/families/bert-splade");
+    let files = [
+        "config.json",
+        "tokenizer.json",
+        "model.safetensors",
+        "modules.json",
+        "1_SpladePooling/config.json",
+    ];
+    fuzz_directory("masked-lm-dir", &seed, &files, cases, |dir| {
+        let family = csplade::model::Family::Auto;
+        let precision = csplade::quant::Precision::F32;
+        let spec = dir.to_str().unwrap();
+        if let Ok(m) = csplade::model::family::open(spec, &Device::Cpu, precision, false, family) {
+            let _ = csplade::encode::Encoder::new(&m, Default::default()).encode_one("the otter");
         }
     });
 }
@@ -177,6 +202,7 @@ fn explorer_config(_cases: usize) {}
 
 parser_tests! {
     hf_config_tokenizer_and_safetensors => hf_model_directory,
+    masked_lm_config_tokenizer_and_safetensors => masked_lm_directory,
     peft_adapter_directories => peft_directory,
     training_checkpoints_on_resume => training_checkpoint,
     ciff_files => ciff_file,

@@ -149,7 +149,7 @@ impl GgufFile {
             _ => self.meta_usize(&p("vocab_size"))?,
         };
         let tied = !self.content.tensor_infos.contains_key("output.weight");
-        Ok(Config {
+        let config = Config {
             vocab_size: vocab,
             hidden_size: hidden,
             intermediate_size: self.meta_usize(&p("feed_forward_length"))?,
@@ -162,7 +162,12 @@ impl GgufFile {
             tie_word_embeddings: tied,
             attention_bias: self.content.tensor_infos.contains_key("blk.0.attn_q.bias"),
             rope_style: RopeStyle::Interleaved,
-        })
+        };
+        config.check().map_err(|msg| ModelError::Format {
+            path: self.path.clone(),
+            msg,
+        })?;
+        Ok(config)
     }
 
     /// Metadata entries under a prefix (`tokenizer.`), for copying into a new file.

@@ -55,7 +55,7 @@ pub fn parse_config(text: &str, origin: &Path) -> Result<Config, ModelError> {
             )))
         }
     };
-    Ok(Config {
+    let config = Config {
         vocab_size: c.vocab_size,
         hidden_size: c.hidden_size,
         intermediate_size: c.intermediate_size,
@@ -68,7 +68,12 @@ pub fn parse_config(text: &str, origin: &Path) -> Result<Config, ModelError> {
         tie_word_embeddings: c.tie_word_embeddings,
         attention_bias: c.attention_bias.unwrap_or(default_bias),
         rope_style: RopeStyle::HalfRotation,
-    })
+    };
+    config.check().map_err(|msg| ModelError::Format {
+        path: origin.to_path_buf(),
+        msg,
+    })?;
+    Ok(config)
 }
 
 pub fn load(dir: &Path, device: &Device) -> Result<LoadedModel, ModelError> {

@@ -41,6 +41,56 @@ pub struct Config {
 }
 
 impl Config {
+    /// Refuse shapes no checkpoint can have, before anything divides by
+    /// them or allocates them: every size from 1 to a bound far above any
+    /// released model, heads that divide the hidden size and are shared by
+    /// whole key/value groups, an even head size (RoPE rotates pairs), and
+    /// a finite, positive norm epsilon and RoPE base.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        let sizes = [
+            ("vocab_size", self.vocab_size, 10_000_000),
+            ("hidden_size", self.hidden_size, 1 << 16),
+            ("intermediate_size", self.intermediate_size, 1 << 18),
+            ("num_hidden_layers", self.num_hidden_layers, 1024),
+            ("num_attention_heads", self.num_attention_heads, 1024),
+            ("num_key_value_heads", self.num_key_value_heads, 1024),
+            (
+                "max_position_embeddings",
+                self.max_position_embeddings,
+                1 << 21,
+            ),
+        ];
+        for (name, value, max) in sizes {
+            if value == 0 || value > max {
+                return Err(format!("{name} {value}: must be from 1 to {max}"));
+            }
+        }
+        let (hidden, heads, kv) = (
+            self.hidden_size,
+            self.num_attention_heads,
+            self.num_key_value_heads,
+        );
+        if !hidden.is_multiple_of(heads) || !(hidden / heads).is_multiple_of(2) {
+            return Err(format!(
+                "hidden_size {hidden} over {heads} attention heads: each head needs an even whole size"
+            ));
+        }
+        if !heads.is_multiple_of(kv) {
+            return Err(format!(
+                "{heads} attention heads cannot share {kv} key/value heads evenly"
+            ));
+        }
+        for (name, x) in [
+            ("rms_norm_eps", self.rms_norm_eps),
+            ("rope_theta", self.rope_theta),
+        ] {
+            if !(x.is_finite() && x > 0.0) {
+                return Err(format!("{name} {x}: must be a finite number above 0"));
+            }
+        }
+        Ok(())
+    }
+
     pub fn head_dim(&self) -> usize {
         self.hidden_size / self.num_attention_heads
     }

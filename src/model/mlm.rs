@@ -156,16 +156,45 @@ pub fn parse_config(text: &str, origin: &Path) -> std::result::Result<MlmConfig,
             layer_norm_eps: c.layer_norm_eps.unwrap_or(1e-12),
         }
     };
-    if cfg.heads == 0 || cfg.hidden_size % cfg.heads != 0 {
-        return Err(ModelError::Format {
-            path: origin.to_path_buf(),
-            msg: format!(
-                "hidden size {} is not a multiple of {} heads",
-                cfg.hidden_size, cfg.heads
-            ),
-        });
-    }
+    cfg.check().map_err(|msg| ModelError::Format {
+        path: origin.to_path_buf(),
+        msg,
+    })?;
     Ok(cfg)
+}
+
+impl MlmConfig {
+    /// Refuse shapes no checkpoint can have, before anything divides by
+    /// them or allocates them (bounds far above any released model).
+    fn check(&self) -> std::result::Result<(), String> {
+        let sizes = [
+            ("vocab size", self.vocab_size, 1, 10_000_000),
+            ("hidden size", self.hidden_size, 1, 1 << 16),
+            ("layers", self.layers, 1, 1024),
+            ("attention heads", self.heads, 1, 1024),
+            ("intermediate size", self.intermediate_size, 1, 1 << 18),
+            ("max positions", self.max_position_embeddings, 1, 1 << 21),
+            ("token types", self.type_vocab_size, 0, 1024),
+        ];
+        for (name, value, min, max) in sizes {
+            if !(min..=max).contains(&value) {
+                return Err(format!("{name} {value}: must be from {min} to {max}"));
+            }
+        }
+        if !self.hidden_size.is_multiple_of(self.heads) {
+            return Err(format!(
+                "hidden size {} is not a multiple of {} heads",
+                self.hidden_size, self.heads
+            ));
+        }
+        if !(self.layer_norm_eps.is_finite() && self.layer_norm_eps > 0.0) {
+            return Err(format!(
+                "layer norm epsilon {}: must be a finite number above 0",
+                self.layer_norm_eps
+            ));
+        }
+        Ok(())
+    }
 }
 
 struct Layer {

@@ -118,9 +118,11 @@ impl TextTokenizer {
         let bad =
             |e: &dyn std::fmt::Display| ModelError::Tokenizer(format!("{}: {e}", path.display()));
         let text = std::fs::read_to_string(path).map_err(|e| bad(&e))?;
-        // JSON syntax first: the tokenizers crate panics on a syntax error
-        // inside its `decoder` section instead of returning one.
-        serde_json::from_str::<serde::de::IgnoredAny>(&text).map_err(|e| bad(&e))?;
+        // JSON syntax and templates first: the tokenizers crate panics on a
+        // syntax error inside its `decoder` section, and when encoding with a
+        // template that names a special token it does not define.
+        let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(&e))?;
+        check_templates(&json).map_err(|e| bad(&e))?;
         let tk: Tokenizer = text.parse().map_err(|e| bad(&e))?;
         Self::finish(tk)
     }
@@ -238,5 +240,37 @@ impl TextTokenizer {
 
     pub fn inner(&self) -> &Tokenizer {
         &self.inner
+    }
+}
+
+/// Every special token a `TemplateProcessing` post-processor (at any depth,
+/// so inside a `Sequence` too) places must be among its `special_tokens`.
+fn check_templates(v: &serde_json::Value) -> Result<(), String> {
+    match v {
+        serde_json::Value::Object(o) => {
+            if o.get("type").and_then(|t| t.as_str()) == Some("TemplateProcessing") {
+                let defined = o.get("special_tokens").and_then(|s| s.as_object());
+                for piece in ["single", "pair"]
+                    .iter()
+                    .filter_map(|k| o.get(*k).and_then(|p| p.as_array()))
+                    .flatten()
+                {
+                    let Some(id) = piece.pointer("/SpecialToken/id") else {
+                        continue;
+                    };
+                    let known = id
+                        .as_str()
+                        .is_some_and(|id| defined.is_some_and(|d| d.contains_key(id)));
+                    if !known {
+                        return Err(format!(
+                            "post_processor: the template places special token {id} that its special_tokens do not define"
+                        ));
+                    }
+                }
+            }
+            o.values().try_for_each(check_templates)
+        }
+        serde_json::Value::Array(a) => a.iter().try_for_each(check_templates),
+        _ => Ok(()),
     }
 }
