@@ -35,7 +35,7 @@ pub fn run(a: EncodeArgs) -> Result<()> {
     for (text, e) in texts.iter().zip(&encoded) {
         if e.truncated_tokens > 0 {
             eprintln!(
-                "csplade: notice: text truncated to {} tokens ({} dropped; raise --max-len to keep more)",
+                "csplade: notice: text truncated to {} tokens ({} dropped; raise --max-len or --windows to keep more)",
                 e.token_ids.len(),
                 e.truncated_tokens
             );
