@@ -15,7 +15,8 @@ mod common;
 use common::fuzz::{fuzz, mutate, parser_tests, Rng};
 
 /// A directory of seed files, each case mutating one of them (the others
-/// kept as written) before `read` opens the directory.
+/// kept as written) before `read` opens the directory. Case N mutates
+/// `files[N % files.len()]`: a kept failure input is that file.
 fn fuzz_directory(
     name: &'static str,
     seed_dir: &Path,

@@ -161,7 +161,7 @@ fn index_files(cases: usize) {
         vectors::encode_journal_entry(i, v, &mut journal);
     }
     fuzz("journal", &[journal], cases, |bytes| {
-        let _ = csplade::index::build::read_journal(bytes, 3, Path::new("journal.bin"));
+        let _ = csplade::index::journal::read_journal(bytes, 3, Path::new("journal.bin"));
     });
     let meta = index_meta();
     let seed = serde_json::to_vec_pretty(&meta).unwrap();
@@ -204,7 +204,7 @@ fn build_in_progress(cases: usize) {
     let seed = serde_json::to_vec(&progress).unwrap();
     std::fs::write(stage.join("progress.json"), &seed).unwrap();
     assert_eq!(
-        build::read_partial(&out).unwrap().len(),
+        csplade::index::journal::read_partial(&out).unwrap().len(),
         2,
         "the seed build reads back"
     );
@@ -216,20 +216,20 @@ fn build_in_progress(cases: usize) {
     }))
     .unwrap();
     std::fs::write(stage.join("progress.json"), &claims_too_much).unwrap();
-    assert_eq!(build::read_partial(&out).unwrap().len(), 2);
+    assert_eq!(csplade::index::journal::read_partial(&out).unwrap().len(), 2);
     fuzz(
         "progress-json",
         &[seed.clone(), claims_too_much],
         cases,
         |bytes| {
             std::fs::write(stage.join("progress.json"), bytes).unwrap();
-            let _ = build::read_partial(&out);
+            let _ = csplade::index::journal::read_partial(&out);
         },
     );
     std::fs::write(stage.join("progress.json"), &seed).unwrap();
     fuzz("partial-journal", &[journal], cases, |bytes| {
         std::fs::write(stage.join("journal.bin"), bytes).unwrap();
-        let _ = build::read_partial(&out);
+        let _ = csplade::index::journal::read_partial(&out);
     });
 }
 

@@ -108,7 +108,7 @@ fn an_interrupted_build_resumes_and_publishes_atomically() {
     );
     assert!(!out.exists(), "a half index must not be visible");
     // What is committed so far can already be searched.
-    let partial = csplade::index::build::read_partial(&out).unwrap();
+    let partial = csplade::index::journal::read_partial(&out).unwrap();
     assert_eq!(partial.len(), 16);
     let open_err = LsrIndex::open(&out)
         .err()
@@ -250,7 +250,7 @@ fn the_explorer_searches_and_explains_a_build_in_progress() {
     let mut o = opts(&corpus, &out);
     o.stop_after_commits = Some(1);
     assert!(build(&Encoder::new(m.as_ref(), config()), &o, |_| {}).is_err());
-    let partial = csplade::index::build::read_partial(&out).unwrap();
+    let partial = csplade::index::journal::read_partial(&out).unwrap();
     assert_eq!(partial.len(), 8);
     let docs = beir::read_corpus(&corpus).unwrap();
     let ex = csplade::explore::Explorer {

@@ -273,7 +273,7 @@ impl Session {
     /// Load what a running build has encoded so far (blocking):
     /// `(searchable documents, total)`, or `None` when nothing is readable yet.
     pub fn refresh_partial(&self) -> Option<(usize, usize)> {
-        let vectors = crate::index::build::read_partial(&self.index_dir).ok()?;
+        let vectors = crate::index::journal::read_partial(&self.index_dir).ok()?;
         let mut s = self.state.lock().ok()?;
         let vocab = s.model.as_ref()?.vocab_size();
         let total = self.corpus.len();

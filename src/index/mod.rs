@@ -4,6 +4,7 @@
 pub mod bm25;
 pub mod build;
 pub mod impact;
+pub mod journal;
 pub mod meta;
 pub mod shard;
 pub mod synthetic;

@@ -10,7 +10,8 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use super::build::{self, BuildProgress, JOURNAL, PROGRESS};
+use super::build::{self, BuildProgress};
+use super::journal::{self, JOURNAL, PROGRESS};
 use super::{write_atomic, IndexError, IndexMeta};
 use crate::data::beir;
 
@@ -128,7 +129,7 @@ pub fn merge(
         name: format!("merging {} shards", first.of),
     });
     let bytes = shard_journals(parts, &metas)?;
-    let vecs = build::read_journal(&bytes, docs.len(), &parts[0].join(JOURNAL))?;
+    let vecs = journal::read_journal(&bytes, docs.len(), &parts[0].join(JOURNAL))?;
     crate::data::output::fresh_stage(&stage, &crate::data::output::INDEX, &inputs)?;
     build::finish(&stage, out, &docs, &vecs, first.index.clone(), t0, progress)
 }
