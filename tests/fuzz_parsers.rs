@@ -216,7 +216,10 @@ fn build_in_progress(cases: usize) {
     }))
     .unwrap();
     std::fs::write(stage.join("progress.json"), &claims_too_much).unwrap();
-    assert_eq!(csplade::index::journal::read_partial(&out).unwrap().len(), 2);
+    assert_eq!(
+        csplade::index::journal::read_partial(&out).unwrap().len(),
+        2
+    );
     fuzz(
         "progress-json",
         &[seed.clone(), claims_too_much],

@@ -16,7 +16,7 @@ use tantivy::schema::{
 };
 use tantivy::{Index, TantivyDocument};
 
-use super::journal::{read_journal, Encoding, JOURNAL, PROGRESS};
+use super::journal::{Encoding, JOURNAL, PROGRESS};
 use super::meta::{IndexMeta, FORMAT_VERSION};
 use super::{bm25, impact, vectors, IndexError};
 use crate::data::beir::{self, Document};
@@ -175,9 +175,7 @@ pub fn build(
     progress(BuildProgress::Phase {
         name: "writing vectors".into(),
     });
-    let bytes =
-        std::fs::read(&run.journal_path).map_err(|e| IndexError::io(&run.journal_path, e))?;
-    let vecs = read_journal(&bytes, docs.len(), &run.journal_path)?;
+    let vecs = run.vectors(docs.len())?;
     finish(&stage, &opts.out, &docs, &vecs, meta, t0, progress)
 }
 

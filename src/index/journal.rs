@@ -68,6 +68,13 @@ impl Encoding<'_> {
         }
     }
 
+    /// Every document's vector from the complete journal, in corpus order.
+    pub(super) fn vectors(&self, documents: usize) -> Result<Vec<SparseVec>, IndexError> {
+        let path = &self.journal_path;
+        let bytes = std::fs::read(path).map_err(|e| IndexError::io(path, e))?;
+        read_journal(&bytes, documents, path)
+    }
+
     /// Where the journal stands: resumed when the settings match (saying so
     /// when they do not), its file cut back to the last committed batch.
     pub(super) fn resume(
