@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use crate::encode::encoder::Reading;
 use crate::encode::{Encoder, EncoderConfig, ExpansionTerm, Head, SparseVec, Variant};
 use crate::model::{ModelError, ModelRef, SparseModel};
 use crate::quant::{Precision, VectorDiff};
@@ -46,22 +47,22 @@ impl EncoderSpec {
     pub fn encoder<'m>(
         &self,
         model: impl Into<ModelRef<'m>>,
-        max_len: usize,
+        reading: Reading,
     ) -> Result<Encoder<'m>, crate::encode::EncodeError> {
         let model = model.into();
-        Encoder::new(model, self.config(model, max_len)).with_inference_free(self.inference_free)
+        Encoder::new(model, self.config(model, reading)).with_inference_free(self.inference_free)
     }
 
     /// How `model` (loaded from this spec) encodes: the spec's choices, then
     /// what its adapter was trained with.
-    pub fn config<'m>(&self, model: impl Into<ModelRef<'m>>, max_len: usize) -> EncoderConfig {
+    pub fn config<'m>(&self, model: impl Into<ModelRef<'m>>, reading: Reading) -> EncoderConfig {
         let (variant, head) = model.into().trained_encoding();
         EncoderConfig {
             variant: self.variant.unwrap_or(variant),
             head: self.head.unwrap_or(head),
-            max_len,
+            max_len: reading.max_len,
             batch_size: 8,
-            windows: 1,
+            windows: reading.windows,
         }
     }
 }
@@ -387,7 +388,7 @@ pub fn agreement(a: &[String], b: &[String]) -> Option<(f64, f64)> {
 pub fn compare_text<'a>(
     text: &str,
     encoders: &[(EncoderSpec, ModelRef<'_>)],
-    max_len: usize,
+    reading: Reading,
     top_terms: usize,
     index_of: impl Fn(usize) -> Option<&'a LsrIndex>,
 ) -> anyhow::Result<Comparison> {
@@ -395,8 +396,8 @@ pub fn compare_text<'a>(
     let mut first: Option<(SparseVec, Option<Vec<String>>, &crate::model::TextTokenizer)> = None;
     for (i, (spec, model)) in encoders.iter().enumerate() {
         let model = *model;
-        let config = spec.config(model, max_len);
-        let enc = spec.encoder(model, max_len)?;
+        let config = spec.config(model, reading);
+        let enc = spec.encoder(model, reading)?;
         let encoded = enc.encode_one(text)?;
         // Timed on a second encoding (the first warms caches).
         let t0 = Instant::now();

@@ -9,6 +9,7 @@ use clap::Args;
 use serde_json::json;
 
 use csplade::compare::{self, EncoderSpec, Models};
+use csplade::encode::encoder::Reading;
 use csplade::model::SparseModel;
 use csplade::quant::Precision;
 use csplade::search::{Backend, LsrIndex};
@@ -128,7 +129,10 @@ pub fn run(a: CompareArgs) -> Result<()> {
         1 => indexes.first(),
         _ => indexes.get(i),
     };
-    let max_len = a.model.max_len;
+    let reading = Reading {
+        max_len: a.model.max_len,
+        windows: a.model.windows.unwrap_or(1),
+    };
     if let Some(dataset) = &a.dataset {
         return over_collection(&a, dataset, &specs, &mut models, &index_of);
     }
@@ -137,7 +141,7 @@ pub fn run(a: CompareArgs) -> Result<()> {
         .iter()
         .map(|s| (s.clone(), models.loaded(s).as_ref()))
         .collect();
-    let c = compare::compare_text(&text, &encoders, max_len, a.top_k, index_of)?;
+    let c = compare::compare_text(&text, &encoders, reading, a.top_k, index_of)?;
     if a.json {
         println!("{}", serde_json::to_string(&c)?);
         return Ok(());
@@ -260,7 +264,7 @@ fn over_collection<'a>(
         let model = models.loaded(s);
         let idx = index_of(i).context("no index")?;
         idx.meta.check_corpus(&idx.dir, dataset)?;
-        let config = s.config(model, idx.meta.max_len);
+        let config = s.config(model, idx.meta.reading());
         if !compare::index_serves(idx, model, &config) {
             bail!(
                 "{} holds documents of {} ({}, {}), not of encoder {s}: give one --index per encoder",
@@ -288,7 +292,7 @@ fn top10(
     idx: &LsrIndex,
     texts: &[&str],
 ) -> Result<Vec<Vec<String>>> {
-    let encoded = s.encoder(model, idx.meta.max_len)?.encode(texts)?;
+    let encoded = s.encoder(model, idx.meta.reading())?.encode(texts)?;
     let mut per_query = Vec::with_capacity(encoded.len());
     for e in &encoded {
         per_query.push(

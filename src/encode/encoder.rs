@@ -34,6 +34,25 @@ pub struct EncoderConfig {
     pub windows: usize,
 }
 
+/// How much of a text an encoder reads: `max_len` tokens, in up to
+/// `windows` windows of that length (the two settings of [`EncoderConfig`]
+/// that an index records for its documents).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Reading {
+    pub max_len: usize,
+    pub windows: usize,
+}
+
+impl Reading {
+    /// The first `max_len` tokens only.
+    pub fn truncated(max_len: usize) -> Self {
+        Self {
+            max_len,
+            windows: 1,
+        }
+    }
+}
+
 /// One window: truncation (metadata written before windows existed).
 pub(crate) fn one_window() -> usize {
     1

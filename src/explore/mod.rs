@@ -509,6 +509,10 @@ impl Explorer {
             .map(|(s, m)| (s.clone(), m.as_ref().as_ref()))
             .collect();
         let index = self.index.as_deref();
-        crate::compare::compare_text(text, &refs, self.config.max_len, 30, |_| index)
+        let reading = crate::encode::encoder::Reading {
+            max_len: self.config.max_len,
+            windows: self.config.windows,
+        };
+        crate::compare::compare_text(text, &refs, reading, 30, |_| index)
     }
 }

@@ -124,6 +124,14 @@ impl IndexMeta {
         super::write_atomic(&path, text.as_bytes())
     }
 
+    /// How much of each document was read.
+    pub fn reading(&self) -> crate::encode::encoder::Reading {
+        crate::encode::encoder::Reading {
+            max_len: self.max_len,
+            windows: self.windows,
+        }
+    }
+
     /// The encoder settings the documents were encoded with, so queries are
     /// encoded the same way.
     pub fn encoder_config(&self) -> EncoderConfig {

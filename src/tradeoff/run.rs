@@ -13,6 +13,7 @@ use super::store::{key_of, DocEncoding, PoolCache, QueryEncoding};
 use super::{Cost, Frontier, Point, PointResult};
 use crate::compare::{EncoderSpec, Models};
 use crate::data::beir::{Document, Qrels, Query};
+use crate::encode::encoder::Reading;
 use crate::encode::SparseVec;
 use crate::search::prior::QueryPrior;
 use crate::search::seismic::{SeismicBuild, SeismicIndex};
@@ -58,17 +59,23 @@ pub enum Event {
 
 /// An encoder's cache key: the model's weights and everything else that
 /// decides its vectors.
-fn encoder_key(models: &mut Models, spec: &EncoderSpec, max_len: usize) -> Result<String> {
+fn encoder_key(models: &mut Models, spec: &EncoderSpec, reading: Reading) -> Result<String> {
     let model = models.get(spec)?;
-    let c = spec.config(model, max_len);
-    Ok(key_of(&(
+    let c = spec.config(model, reading);
+    let key = key_of(&(
         &model.identity().sha256,
         c.variant.to_string(),
         c.head.to_string(),
         spec.precision.to_string(),
-        max_len,
+        reading.max_len,
         spec.inference_free,
-    )))
+    ));
+    // Windows only in the keys of encodings that read more than one, so
+    // pools cached before windows existed are found again.
+    Ok(match reading.windows {
+        1 => key,
+        n => key_of(&(key, n)),
+    })
 }
 
 /// Compute the frontier of `points` (the reference point comes first
@@ -81,7 +88,7 @@ pub fn run(
 ) -> Result<Frontier> {
     let t0 = Instant::now();
     let idx = setup.index;
-    let max_len = idx.meta.max_len;
+    let reading = idx.meta.reading();
     check_reference(setup, models)?;
     let (cache, sample, pool) = prepare_pool(setup, models, on)?;
     let mut points: Vec<Point> = points.to_vec();
@@ -102,7 +109,7 @@ pub fn run(
     for p in &points {
         let q = query_encoding(setup, &cache, &sample, &p.queries, models)?;
         let prior = prior_for(setup, &p.queries, models)?;
-        let dkey = encoder_key(models, &p.documents, max_len)?;
+        let dkey = encoder_key(models, &p.documents, reading)?;
         let encoded = &docs[&dkey];
         let rankings = rank_pool(idx, &pool, &encoded.0, p, &q.vectors, prior)?;
         if reference_top10.is_empty() {
@@ -171,12 +178,12 @@ fn pooled_vectors(
     on: &mut dyn FnMut(Event),
 ) -> Result<(HashMap<String, Pooled>, Cost)> {
     let setup = at.setup;
-    let max_len = setup.index.meta.max_len;
+    let reading = setup.index.meta.reading();
     let mut docs: HashMap<String, Pooled> = HashMap::new();
     let mut cost = Cost::default();
-    let ref_key = encoder_key(models, &setup.reference, max_len)?;
+    let ref_key = encoder_key(models, &setup.reference, reading)?;
     for p in points {
-        let key = encoder_key(models, &p.documents, max_len)?;
+        let key = encoder_key(models, &p.documents, reading)?;
         if docs.contains_key(&key) {
             continue;
         }
@@ -248,7 +255,7 @@ pub fn plan(setup: &Setup, models: &mut Models, on: &mut dyn FnMut(Event)) -> Re
     let texts = pool_texts(setup, &pool)?;
     let enc = setup
         .reference
-        .encoder(models.get(&setup.reference)?, setup.index.meta.max_len)?;
+        .encoder(models.get(&setup.reference)?, setup.index.meta.reading())?;
     let mut pool_tokens = 0u64;
     for t in &texts {
         pool_tokens += enc.tokenize(t)?.0.len() as u64;
@@ -267,7 +274,7 @@ pub fn plan(setup: &Setup, models: &mut Models, on: &mut dyn FnMut(Event)) -> Re
 fn check_reference(setup: &Setup, models: &mut Models) -> Result<()> {
     let idx = setup.index;
     let model = models.get(&setup.reference)?;
-    let config = setup.reference.config(model, idx.meta.max_len);
+    let config = setup.reference.config(model, idx.meta.reading());
     if !crate::compare::index_serves(idx, model, &config)
         || setup.reference.precision.to_string() != idx.meta.precision
         || setup.reference.inference_free
@@ -304,7 +311,7 @@ fn query_encoding(
     spec: &EncoderSpec,
     models: &mut Models,
 ) -> Result<QueryEncoding> {
-    let key = encoder_key(models, spec, setup.index.meta.max_len)?;
+    let key = encoder_key(models, spec, setup.index.meta.reading())?;
     if let Some(q) = cache
         .queries(&key)
         .filter(|q| q.vectors.len() == sample.len())
@@ -312,7 +319,7 @@ fn query_encoding(
         return Ok(q);
     }
     let model = models.get(spec)?;
-    let enc = spec.encoder(model, setup.index.meta.max_len)?;
+    let enc = spec.encoder(model, setup.index.meta.reading())?;
     if let Some(first) = sample.first() {
         enc.encode_one(&first.text)?;
     }
@@ -424,7 +431,7 @@ fn encode_documents(
 ) -> Result<Pooled> {
     let texts = pool_texts(at.setup, at.pool)?;
     let model = models.get(spec)?;
-    let enc = spec.encoder(model, at.setup.index.meta.max_len)?;
+    let enc = spec.encoder(model, at.setup.index.meta.reading())?;
     let mut journal = at.cache.resume_documents(key)?;
     let total = texts.len();
     if !journal.vectors.is_empty() {
@@ -542,13 +549,13 @@ fn full_ndcg(
         return Ok(None);
     }
     let model = models.get(&p.documents)?;
-    let config = p.documents.config(model, setup.index.meta.max_len);
+    let config = p.documents.config(model, setup.index.meta.reading());
     let full = std::iter::once(setup.index)
         .chain(setup.full.iter())
         .find(|f| {
             crate::compare::index_serves(f, model, &config)
                 && f.meta.precision == p.documents.precision.to_string()
-                && f.meta.max_len == setup.index.meta.max_len
+                && f.meta.reading() == setup.index.meta.reading()
                 && f.meta.corpus_fingerprint == setup.index.meta.corpus_fingerprint
         });
     let Some(full) = full else { return Ok(None) };
