@@ -10,6 +10,7 @@
 //! the same queries is printed beside the pooled estimate, the measured error
 //! of the method.
 
+mod documents;
 pub mod measure;
 pub mod pool;
 mod run;
