@@ -3,7 +3,7 @@
 //! shows them (roff requests, escapes, conditionals and macros all handled),
 //! one paragraph per line. The page's sections are read back from its
 //! layout: headings start at the left margin, text is indented. Without
-//! groff, csplade's own renderer (`manpages::render`) is used.
+//! groff, csplade's own renderer (`roff::render`) is used.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
