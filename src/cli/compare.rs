@@ -9,7 +9,6 @@ use clap::Args;
 use serde_json::json;
 
 use csplade::compare::{self, EncoderSpec, Models};
-use csplade::encode::encoder::Reading;
 use csplade::model::SparseModel;
 use csplade::quant::Precision;
 use csplade::search::{Backend, LsrIndex};
@@ -129,10 +128,7 @@ pub fn run(a: CompareArgs) -> Result<()> {
         1 => indexes.first(),
         _ => indexes.get(i),
     };
-    let reading = Reading {
-        max_len: a.model.max_len,
-        windows: a.model.windows.unwrap_or(1),
-    };
+    let reading = a.model.reading();
     if let Some(dataset) = &a.dataset {
         return over_collection(&a, dataset, &specs, &mut models, &index_of);
     }

@@ -259,11 +259,21 @@ impl ModelArgs {
     /// adapter was trained with, then causal / logprob:6.
     pub fn encoder_config<'m>(&self, model: impl Into<ModelRef<'m>>) -> EncoderConfig {
         let (variant, head) = model.into().trained_encoding();
+        let reading = self.reading();
         EncoderConfig {
             variant: self.variant.unwrap_or(variant),
             head: self.head.unwrap_or(head),
-            max_len: self.max_len,
+            max_len: reading.max_len,
             batch_size: self.batch.max(1),
+            windows: reading.windows,
+        }
+    }
+
+    /// How much of each text the flags say to read (one window unless
+    /// `--windows`).
+    pub fn reading(&self) -> csplade::encode::encoder::Reading {
+        csplade::encode::encoder::Reading {
+            max_len: self.max_len,
             windows: self.windows.unwrap_or(1),
         }
     }

@@ -58,6 +58,16 @@ pub(crate) fn one_window() -> usize {
     1
 }
 
+impl EncoderConfig {
+    /// How much of a text this configuration reads.
+    pub fn reading(&self) -> Reading {
+        Reading {
+            max_len: self.max_len,
+            windows: self.windows,
+        }
+    }
+}
+
 impl Default for EncoderConfig {
     fn default() -> Self {
         Self {
@@ -209,9 +219,11 @@ pub struct Encoder<'m> {
 }
 
 impl<'m> Encoder<'m> {
-    pub fn new(model: impl Into<ModelRef<'m>>, config: EncoderConfig) -> Self {
+    pub fn new(model: impl Into<ModelRef<'m>>, mut config: EncoderConfig) -> Self {
         let model = model.into();
         let generic = !model.on_cpu();
+        // At least one window: zero would read nothing.
+        config.windows = config.windows.max(1);
         Self {
             model,
             config,
@@ -267,7 +279,7 @@ impl<'m> Encoder<'m> {
 
     /// Tokens read from each text over all its windows.
     pub fn max_text_tokens(&self) -> usize {
-        self.max_tokens().saturating_mul(self.config.windows.max(1))
+        self.max_tokens().saturating_mul(self.config.windows)
     }
 
     pub fn encode_one(&self, text: &str) -> Result<Encoded, EncodeError> {

@@ -509,10 +509,6 @@ impl Explorer {
             .map(|(s, m)| (s.clone(), m.as_ref().as_ref()))
             .collect();
         let index = self.index.as_deref();
-        let reading = crate::encode::encoder::Reading {
-            max_len: self.config.max_len,
-            windows: self.config.windows,
-        };
-        crate::compare::compare_text(text, &refs, reading, 30, |_| index)
+        crate::compare::compare_text(text, &refs, self.config.reading(), 30, |_| index)
     }
 }

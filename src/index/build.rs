@@ -154,7 +154,7 @@ pub fn build(
         tokens: order.iter().map(|&i| seqs[i].len() as u64).sum(),
         truncated,
         max_len: encoder.config.max_len,
-        windows: encoder.config.windows.max(1),
+        windows: encoder.config.windows,
     });
     let state = run.encode(state, journal, &stage, &mut progress)?;
 
@@ -296,7 +296,7 @@ fn new_meta(
         head: encoder.config.head,
         precision: opts.precision.clone(),
         max_len: encoder.config.max_len,
-        windows: encoder.config.windows.max(1),
+        windows: encoder.config.windows,
         vocab_size: encoder.model.vocab_size(),
         scale: opts.scale,
         doc_top_k: opts.doc_top_k,
