@@ -112,7 +112,7 @@ mod tests {
                 std::env::var("CSPLADE_REQUIRE_DATA").is_err(),
                 "groff is required in CI (the demo's renderer)"
             );
-            eprintln!("SKIP groff rendering: groff not installed");
+            crate::test_skip::note_skip("groff rendering: groff not installed");
             return;
         }
         let src = ".TH T 1\n.SH NAME\nt \\- test a page\n.SH DESCRIPTION\n.if n \\{\\\nShown on terminals.\n.\\}\nUse \\fB\\-\\-all\\fR with \\$1 never shown.\n";

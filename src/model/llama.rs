@@ -47,24 +47,20 @@ impl Config {
     /// whole key/value groups, an even head size (RoPE rotates pairs), and
     /// a finite, positive norm epsilon and RoPE base.
     pub fn check(&self) -> std::result::Result<(), String> {
-        let sizes = [
-            ("vocab_size", self.vocab_size, 10_000_000),
-            ("hidden_size", self.hidden_size, 1 << 16),
-            ("intermediate_size", self.intermediate_size, 1 << 18),
-            ("num_hidden_layers", self.num_hidden_layers, 1024),
-            ("num_attention_heads", self.num_attention_heads, 1024),
-            ("num_key_value_heads", self.num_key_value_heads, 1024),
+        super::sizes_within(&[
+            ("vocab_size", self.vocab_size, 1, 10_000_000),
+            ("hidden_size", self.hidden_size, 1, 1 << 16),
+            ("intermediate_size", self.intermediate_size, 1, 1 << 18),
+            ("num_hidden_layers", self.num_hidden_layers, 1, 1024),
+            ("num_attention_heads", self.num_attention_heads, 1, 1024),
+            ("num_key_value_heads", self.num_key_value_heads, 1, 1024),
             (
                 "max_position_embeddings",
                 self.max_position_embeddings,
+                1,
                 1 << 21,
             ),
-        ];
-        for (name, value, max) in sizes {
-            if value == 0 || value > max {
-                return Err(format!("{name} {value}: must be from 1 to {max}"));
-            }
-        }
+        ])?;
         let (hidden, heads, kv) = (
             self.hidden_size,
             self.num_attention_heads,

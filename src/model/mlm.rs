@@ -167,7 +167,7 @@ impl MlmConfig {
     /// Refuse shapes no checkpoint can have, before anything divides by
     /// them or allocates them (bounds far above any released model).
     fn check(&self) -> std::result::Result<(), String> {
-        let sizes = [
+        super::sizes_within(&[
             ("vocab size", self.vocab_size, 1, 10_000_000),
             ("hidden size", self.hidden_size, 1, 1 << 16),
             ("layers", self.layers, 1, 1024),
@@ -175,12 +175,7 @@ impl MlmConfig {
             ("intermediate size", self.intermediate_size, 1, 1 << 18),
             ("max positions", self.max_position_embeddings, 1, 1 << 21),
             ("token types", self.type_vocab_size, 0, 1024),
-        ];
-        for (name, value, min, max) in sizes {
-            if !(min..=max).contains(&value) {
-                return Err(format!("{name} {value}: must be from {min} to {max}"));
-            }
-        }
+        ])?;
         if !self.hidden_size.is_multiple_of(self.heads) {
             return Err(format!(
                 "hidden size {} is not a multiple of {} heads",

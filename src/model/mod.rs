@@ -371,6 +371,18 @@ pub fn load_gguf(path: &Path, device: &Device) -> Result<LoadedModel, ModelError
     })
 }
 
+/// Each `(name, value, min, max)` of a checkpoint's config within its
+/// bounds (far above any released model), checked before anything divides
+/// by a size or allocates from it.
+pub(crate) fn sizes_within(sizes: &[(&str, usize, usize, usize)]) -> Result<(), String> {
+    for &(name, value, min, max) in sizes {
+        if !(min..=max).contains(&value) {
+            return Err(format!("{name} {value}: must be from {min} to {max}"));
+        }
+    }
+    Ok(())
+}
+
 /// The adapter a GGUF written from an adapted model carries (see
 /// [`gguf::ADAPTER_META_KEY`]): its metadata and its head tensors (per-term
 /// shifts, query table), taken out of `tensors`; `None` for any other GGUF.
