@@ -165,6 +165,50 @@ fn opensearchs_idf_json_layout_matches_its_reference_code() {
     );
 }
 
+/// Older BERT checkpoints (TensorFlow-era conversions, some SPLADE models
+/// published since) name their LayerNorms `gamma` / `beta`; transformers
+/// renames them on load, and so does csplade: the same weights under the old
+/// names encode exactly as the fixture does.
+#[test]
+fn layer_norms_named_gamma_and_beta_load_as_transformers_loads_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("bert-splade-gamma-beta");
+    copy_dir(&fixtures().join("bert-splade"), &dir);
+    let file = dir.join("model.safetensors");
+    let tensors = candle_core::safetensors::load(&file, &Device::Cpu).unwrap();
+    let mut renamed = 0;
+    let old_names: std::collections::HashMap<String, candle_core::Tensor> = tensors
+        .into_iter()
+        .map(|(name, t)| {
+            let old = match name.strip_suffix("LayerNorm.weight") {
+                Some(stem) => format!("{stem}LayerNorm.gamma"),
+                None => match name.strip_suffix("LayerNorm.bias") {
+                    Some(stem) => format!("{stem}LayerNorm.beta"),
+                    None => return (name, t),
+                },
+            };
+            renamed += 1;
+            (old, t)
+        })
+        .collect();
+    // The embeddings', two per encoder layer and the prediction head's.
+    assert!(renamed >= 8, "only {renamed} LayerNorm tensors renamed");
+    candle_core::safetensors::save(&old_names, &file).unwrap();
+    let m = family::open(
+        dir.to_str().unwrap(),
+        &Device::Cpu,
+        Precision::F32,
+        false,
+        Family::Auto,
+    )
+    .unwrap_or_else(|e| panic!("gamma/beta names: {e}"));
+    assert_matches(
+        "bert-splade (gamma/beta)",
+        &encoder(&m, false),
+        &expected("bert-splade"),
+    );
+}
+
 #[test]
 fn a_bidirectional_llama_with_a_peft_adapter_matches_transformers() {
     let dir = fixtures().join("llama-bi-peft");

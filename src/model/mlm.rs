@@ -220,11 +220,19 @@ pub struct MaskedLm {
     device: Device,
 }
 
+/// A LayerNorm under its current names (`weight`, `bias`) or the TensorFlow-era
+/// ones that older BERT checkpoints still carry (`gamma`, `beta`), which
+/// transformers renames on load too.
 fn norm(vb: &VarBuilder, name: &str, size: usize, eps: f64) -> Result<LayerNorm> {
     let vb = vb.pp(name);
+    let (scale, shift) = if !vb.contains_tensor("weight") && vb.contains_tensor("gamma") {
+        ("gamma", "beta")
+    } else {
+        ("weight", "bias")
+    };
     Ok(LayerNorm::new(
-        vb.get(size, "weight")?,
-        vb.get(size, "bias")?,
+        vb.get(size, scale)?,
+        vb.get(size, shift)?,
         eps,
     ))
 }
