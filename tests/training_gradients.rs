@@ -154,15 +154,24 @@ fn pooling_gradient_matches_finite_differences() {
 /// own head gradients; fused attention, RMSNorm and SwiGLU where the CPU has
 /// AVX-512) on one micro-batch: the same loss, the same gradients for every LoRA
 /// matrix, the learned shift C and the per-term shifts — for Echo and Bi,
-/// with texts forwarded in several groups.
+/// with texts forwarded in several groups, and with a teacher (a SPLADE
+/// checkpoint of another tokenizer) distilled into the step.
 #[test]
 fn generic_step_matches_the_cpu_step() {
     use csplade::train::{batches, Engine};
     let dir = tempfile::tempdir().unwrap();
     toy_collection(&dir.path().join("toy"));
-    for variant in ["echo", "bi"] {
+    let splade = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/families/bert-splade");
+    for variant in ["echo", "bi", "echo-distilled"] {
         let mut cfg = toy_config(dir.path(), 3);
-        cfg.variant = variant.parse().unwrap();
+        cfg.variant = variant.trim_end_matches("-distilled").parse().unwrap();
+        if variant.ends_with("-distilled") {
+            cfg.teacher = Some(splade.to_str().unwrap().to_string());
+            cfg.distill_weight = 0.5;
+            cfg.teacher_temperature = 0.5;
+            cfg.validate().unwrap();
+        }
         cfg.learn_shift = true;
         cfg.learn_term_shift = true;
         cfg.forward_group = 3;
@@ -238,11 +247,13 @@ fn generic_step_matches_the_cpu_step() {
             );
         }
         assert!(lf.infonce > 0.1 && lf.flops_d > 0.0, "{lf:?}");
+        assert_eq!(lf.distill > 1e-4, cfg.teacher.is_some(), "{variant}: {lf:?}");
         for (a, b) in [
             (lf.total, lg.total),
             (lf.infonce, lg.infonce),
             (lf.flops_q, lg.flops_q),
             (lf.flops_d, lg.flops_d),
+            (lf.distill, lg.distill),
         ] {
             assert!(
                 (a - b).abs() <= 1e-4 * a.abs().max(1.0),

@@ -87,6 +87,14 @@ pub struct TrainConfig {
     /// Where the collections live (default: $CSPLADE_DATA, else
     /// $CSPLADE_HOME/data).
     pub data_dir: Option<PathBuf>,
+    /// Distillation: a teacher csplade opens (a SPLADE checkpoint directory,
+    /// or anything `--model` takes) that scores every query–document pair
+    /// of a micro-batch; the student also learns to match its distribution.
+    pub teacher: Option<String>,
+    /// β: the loss is `(1−β)·InfoNCE + β·KL(teacher ‖ student)` (+ FLOPS).
+    pub distill_weight: f32,
+    /// τ: the teacher's scores are divided by it before its softmax.
+    pub teacher_temperature: f32,
     // Adaptation phase.
     /// λ of the ReLU-CLM term (paper: 1).
     pub lambda_relu: f32,
@@ -145,6 +153,9 @@ impl Default for TrainConfig {
             pairs: vec!["scifact".into(), "climate-fever".into()],
             pair_weights: BTreeMap::new(),
             data_dir: None,
+            teacher: None,
+            distill_weight: 0.0,
+            teacher_temperature: 1.0,
             lambda_relu: 1.0,
             seq_len: 128,
             corpora: vec!["scifact".into()],
@@ -241,12 +252,42 @@ impl TrainConfig {
                 return Err(format!("pair_weights.{name} = {w}: must be finite and ≥ 0"));
             }
         }
+        self.check_distillation()?;
         if (self.learn_shift || self.learn_term_shift)
             && !matches!(self.head(), Head::LogProb { .. })
         {
             return Err("learn_shift / learn_term_shift need a logprob:C head".into());
         }
         Ok(())
+    }
+
+    fn check_distillation(&self) -> Result<(), String> {
+        let (beta, tau) = (self.distill_weight, self.teacher_temperature);
+        if !(0.0..=1.0).contains(&beta) {
+            return Err(format!("distill_weight = {beta}: must lie in [0, 1]"));
+        }
+        if !(tau.is_finite() && tau > 0.0) {
+            return Err(format!(
+                "teacher_temperature = {tau}: must be a finite number > 0"
+            ));
+        }
+        match (&self.teacher, beta > 0.0) {
+            (None, true) => Err(format!(
+                "distill_weight = {beta} needs a teacher (teacher = \"MODEL\")"
+            )),
+            (Some(t), false) => Err(format!(
+                "teacher = {t:?} with distill_weight = 0: the teacher would be ignored"
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// The teacher and its weight and temperature, when distilling.
+    pub fn distillation(&self) -> Option<(&str, f32, f32)> {
+        self.teacher
+            .as_deref()
+            .filter(|_| self.distill_weight > 0.0)
+            .map(|t| (t, self.distill_weight, self.teacher_temperature))
     }
 
     pub fn head(&self) -> Head {
@@ -275,10 +316,16 @@ impl TrainConfig {
     /// The collections the recipe reads (pairs and adaptation corpora).
     pub fn input_dirs(&self) -> Vec<PathBuf> {
         let data = self.data_dir();
+        let teacher = self
+            .teacher
+            .iter()
+            .map(PathBuf::from)
+            .filter(|p| p.exists());
         self.pairs
             .iter()
             .chain(&self.corpora)
             .map(|s| super::data::source_dir(&data, s))
+            .chain(teacher)
             .collect()
     }
 
@@ -340,5 +387,40 @@ mod tests {
         let e = TrainConfig::load(None, &["stepz=7".into()]).expect_err("unknown field");
         assert!(e.contains("stepz"), "{e}");
         assert!(TrainConfig::load(None, &["head=weird".into()]).is_err());
+    }
+
+    #[test]
+    fn distillation_settings_are_checked_together() {
+        let load = |sets: &[&str]| {
+            let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+            TrainConfig::load(None, &sets)
+        };
+        let c = load(&["teacher=\"splade\"", "distill_weight=0.5"]).expect("a teacher");
+        assert_eq!(c.distillation(), Some(("splade", 0.5, 1.0)));
+        assert_eq!(load(&[]).expect("no teacher").distillation(), None);
+        for (sets, says) in [
+            (&["distill_weight=0.5"][..], "needs a teacher"),
+            (&["teacher=\"t\""][..], "would be ignored"),
+            (&["teacher=\"t\"", "distill_weight=1.5"][..], "[0, 1]"),
+            (
+                &[
+                    "teacher=\"t\"",
+                    "distill_weight=0.5",
+                    "teacher_temperature=0",
+                ][..],
+                "> 0",
+            ),
+            (
+                &[
+                    "teacher=\"t\"",
+                    "distill_weight=0.5",
+                    "teacher_temperature=nan",
+                ][..],
+                "> 0",
+            ),
+        ] {
+            let e = load(sets).expect_err("refused");
+            assert!(e.contains(says), "{sets:?}: {e}");
+        }
     }
 }

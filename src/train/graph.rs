@@ -11,7 +11,7 @@
 
 use candle_core::{DType, Result, Tensor, Var};
 
-use super::loss::ContrastiveLoss;
+use super::loss::{ContrastiveLoss, Distill};
 use super::run::Trainer;
 use crate::encode::encoder::input_layout;
 use crate::encode::head::{log_softmax_last, sparse_head, PoolLayout};
@@ -23,9 +23,9 @@ use crate::encode::Head;
 pub fn contrastive_loss(
     wq: &Tensor,
     wd: &Tensor,
-    lambda_q: f32,
-    lambda_d: f32,
-) -> Result<(Tensor, Tensor, Tensor, Tensor)> {
+    (lambda_q, lambda_d): (f32, f32),
+    teacher: Option<&Distill>,
+) -> Result<(Tensor, ContrastiveLoss)> {
     let (nq, nd) = (wq.dim(0)?, wd.dim(0)?);
     let scores = wq.matmul(&wd.t()?)?;
     let logp = log_softmax_last(&scores)?;
@@ -34,12 +34,36 @@ pub fn contrastive_loss(
         eye[i * nd + i] = 1.0;
     }
     let positive = Tensor::from_vec(eye, (nq, nd), wq.device())?;
-    let infonce = ((logp * positive)?.sum_all()? * (-1.0 / nq.max(1) as f64))?;
+    let per_query = -1.0 / nq.max(1) as f64;
+    let infonce = ((&logp * positive)?.sum_all()? * per_query)?;
     // Expansions are non-negative: FLOPS = Σ_v (mean_b w[b, v])².
     let flops_q = wq.mean(0)?.sqr()?.sum_all()?;
     let flops_d = wd.mean(0)?.sqr()?.sum_all()?;
-    let total = ((&infonce + (&flops_q * lambda_q as f64)?)? + (&flops_d * lambda_d as f64)?)?;
-    Ok((total, infonce, flops_q, flops_d))
+    let flops = ((&flops_q * lambda_q as f64)? + (&flops_d * lambda_d as f64)?)?;
+    let scalar = |t: &Tensor| t.to_dtype(DType::F32)?.to_scalar::<f32>();
+    let (total, distill) = match teacher {
+        None => ((&infonce + flops)?, 0.0),
+        Some(t) => {
+            // KL(p ‖ softmax(s)) = −Σ p·log softmax(s) − H(p), H a constant.
+            let p: Vec<f32> = (0..nq).flat_map(|i| t.targets(i, nd)).collect();
+            let neg_entropy: f32 = p.iter().filter(|&&x| x > 0.0).map(|x| x * x.ln()).sum();
+            let p = Tensor::from_vec(p, (nq, nd), wq.device())?;
+            let cross = ((&logp * p)?.sum_all()? * per_query)?;
+            let neg_entropy = (neg_entropy / nq.max(1) as f32) as f64;
+            let distill = cross.affine(1.0, neg_entropy)?;
+            let beta = t.weight as f64;
+            let mixed = ((&infonce * (1.0 - beta))? + (&distill * beta)?)?;
+            ((mixed + flops)?, scalar(&distill)?)
+        }
+    };
+    let loss = ContrastiveLoss {
+        total: scalar(&total)?,
+        infonce: scalar(&infonce)?,
+        flops_q: scalar(&flops_q)?,
+        flops_d: scalar(&flops_d)?,
+        distill,
+    };
+    Ok((total, loss))
 }
 
 /// The head's shifts as one `[vocab]` tensor on the graph, when any is learned.
@@ -134,8 +158,8 @@ pub fn contrastive_micro(
     tr: &Trainer,
     queries: &[&[u32]],
     docs: &[&[u32]],
-    lambda_q: f32,
-    lambda_d: f32,
+    lambdas: (f32, f32),
+    teacher: Option<&Distill>,
     scale: f32,
     acc: &mut [Option<Tensor>],
 ) -> Result<(ContrastiveLoss, f32, f32, usize)> {
@@ -144,16 +168,8 @@ pub fn contrastive_micro(
     let (wq, q_tok) = all_expansions(tr, queries, &q_parts)?;
     let (wd, d_tok) = all_expansions(tr, docs, &d_parts)?;
     let (wq, wd) = (Var::from_tensor(&wq)?, Var::from_tensor(&wd)?);
-    let (total, infonce, flops_q, flops_d) =
-        contrastive_loss(wq.as_tensor(), wd.as_tensor(), lambda_q, lambda_d)?;
+    let (total, loss) = contrastive_loss(wq.as_tensor(), wd.as_tensor(), lambdas, teacher)?;
     let grads = (&total * scale as f64)?.backward()?;
-    let scalar = |t: &Tensor| t.to_dtype(DType::F32)?.to_scalar::<f32>();
-    let loss = ContrastiveLoss {
-        total: scalar(&total)?,
-        infonce: scalar(&infonce)?,
-        flops_q: scalar(&flops_q)?,
-        flops_d: scalar(&flops_d)?,
-    };
     for (seqs, parts, w) in [(queries, &q_parts, &wq), (docs, &d_parts, &wd)] {
         let Some(dw) = grads.get(w.as_tensor()) else {
             continue;

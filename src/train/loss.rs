@@ -17,6 +17,43 @@ pub struct ContrastiveLoss {
     pub infonce: f32,
     pub flops_q: f32,
     pub flops_d: f32,
+    /// KL(teacher ‖ student) over each query's documents, when distilling.
+    pub distill: f32,
+}
+
+/// A teacher's scores for distillation: the loss becomes
+/// `(1−β)·InfoNCE + β·KL(softmax(t/τ) ‖ softmax(s))` per query (+ FLOPS),
+/// whose gradient with respect to the student's scores is
+/// `(softmax(s) − (1−β)·one-hot − β·softmax(t/τ)) / queries`.
+#[derive(Clone, Copy, Debug)]
+pub struct Distill<'a> {
+    /// `[queries × documents]`, row-major, the same pairs as the student's.
+    pub scores: &'a [f32],
+    /// β in [0, 1].
+    pub weight: f32,
+    /// τ > 0.
+    pub temperature: f32,
+}
+
+impl Distill<'_> {
+    /// Row `i` of the teacher's distribution `softmax(t/τ)` over `nd` documents.
+    pub fn targets(&self, i: usize, nd: usize) -> Vec<f32> {
+        let row = &self.scores[i * nd..(i + 1) * nd];
+        let t = self.temperature.max(f32::MIN_POSITIVE);
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let e: Vec<f32> = row.iter().map(|&x| ((x - max) / t).exp()).collect();
+        let sum: f32 = e.iter().sum();
+        e.iter().map(|x| x / sum).collect()
+    }
+}
+
+/// KL(p ‖ softmax(row)) with `lse` the row's log-sum-exp.
+fn kl_to(p: &[f32], row: &[f32], lse: f32) -> f32 {
+    p.iter()
+        .zip(row)
+        .filter(|(&pj, _)| pj > 0.0)
+        .map(|(&pj, &s)| pj * (pj.ln() - (s - lse)))
+        .sum()
 }
 
 /// FLOPS(w) = Σ_v (mean_b w[b, v])² for non-negative `w [texts × vocab]`.
@@ -42,15 +79,16 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 
 /// InfoNCE of queries `wq [nq × vocab]` against documents `wd [nd × vocab]`
 /// (query i's positive is document `positive[i]`; every other document is a
-/// negative), plus `λ_q·FLOPS(wq) + λ_d·FLOPS(wd)`. Returns the loss and
+/// negative), plus `λ_q·FLOPS(wq) + λ_d·FLOPS(wd)`, with a teacher's term
+/// when `teacher` is given (see [`Distill`]). Returns the loss and
 /// `(∂L/∂wq, ∂L/∂wd)`.
 pub fn contrastive(
     wq: &[f32],
     wd: &[f32],
     vocab: usize,
     positive: &[usize],
-    lambda_q: f32,
-    lambda_d: f32,
+    (lambda_q, lambda_d): (f32, f32),
+    teacher: Option<&Distill>,
 ) -> (ContrastiveLoss, Vec<f32>, Vec<f32>) {
     let nq = wq.len() / vocab;
     let nd = wd.len() / vocab;
@@ -64,22 +102,33 @@ pub fn contrastive(
             )
         })
         .collect();
-    // ∂L/∂score = (softmax − one-hot) / nq.
+    // ∂L/∂score = (softmax − target) / nq, the target being the one-hot
+    // label, mixed with the teacher's distribution when distilling.
+    let beta = teacher.map_or(0.0, |t| t.weight);
     let mut dscore = vec![0f32; nq * nd];
-    let mut infonce = 0f32;
+    let (mut infonce, mut distill) = (0f32, 0f32);
     for i in 0..nq {
         let row = &scores[i * nd..(i + 1) * nd];
         let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let sum: f32 = row.iter().map(|&s| (s - max).exp()).sum();
         let lse = max + sum.ln();
         infonce += lse - row[positive[i]];
+        let soft = teacher.map(|t| t.targets(i, nd));
+        if let Some(p) = &soft {
+            distill += kl_to(p, row, lse);
+        }
         for j in 0..nd {
             let p = (row[j] - lse).exp();
             let onehot = if j == positive[i] { 1.0 } else { 0.0 };
-            dscore[i * nd + j] = (p - onehot) / nq as f32;
+            let target = match &soft {
+                Some(t) => (1.0 - beta) * onehot + beta * t[j],
+                None => onehot,
+            };
+            dscore[i * nd + j] = (p - target) / nq as f32;
         }
     }
     infonce /= nq.max(1) as f32;
+    distill /= nq.max(1) as f32;
     let mut dq = vec![0f32; wq.len()];
     dq.par_chunks_mut(vocab).enumerate().for_each(|(i, g)| {
         for j in 0..nd {
@@ -101,10 +150,11 @@ pub fn contrastive(
     let flops_q = add_flops_grad(wq, vocab, lambda_q, &mut dq);
     let flops_d = add_flops_grad(wd, vocab, lambda_d, &mut dd);
     let loss = ContrastiveLoss {
-        total: infonce + lambda_q * flops_q + lambda_d * flops_d,
+        total: (1.0 - beta) * infonce + beta * distill + lambda_q * flops_q + lambda_d * flops_d,
         infonce,
         flops_q,
         flops_d,
+        distill,
     };
     (loss, dq, dd)
 }
@@ -220,22 +270,62 @@ mod tests {
             .map(|i| ((i * 53 % 13) as f32) / 10.0)
             .collect();
         let pos = [1, 2];
-        let (loss, dq, dd) = contrastive(&wq, &wd, vocab, &pos, 0.3, 0.2);
-        assert!(loss.total.is_finite() && loss.infonce > 0.0);
-        let fq = |q: &[f32]| contrastive(q, &wd, vocab, &pos, 0.3, 0.2).0.total;
-        let fd = |d: &[f32]| contrastive(&wq, d, vocab, &pos, 0.3, 0.2).0.total;
-        for i in 0..wq.len() {
-            if wq[i] > 0.0 {
-                let n = numeric(&fq, &wq, i);
-                assert!((n - dq[i]).abs() < 2e-3, "dq[{i}] {} vs {n}", dq[i]);
+        // A teacher that prefers other documents than the labels do.
+        let teacher_scores = [0.5, 2.0, -1.0, 3.0, 0.0, 1.5];
+        let distill = Distill {
+            scores: &teacher_scores,
+            weight: 0.6,
+            temperature: 0.7,
+        };
+        for teacher in [None, Some(&distill)] {
+            let loss_of =
+                |q: &[f32], d: &[f32]| contrastive(q, d, vocab, &pos, (0.3, 0.2), teacher).0;
+            let (loss, dq, dd) = contrastive(&wq, &wd, vocab, &pos, (0.3, 0.2), teacher);
+            assert!(loss.total.is_finite() && loss.infonce > 0.0);
+            assert_eq!(loss.distill > 0.0, teacher.is_some(), "{loss:?}");
+            let fq = |q: &[f32]| loss_of(q, &wd).total;
+            let fd = |d: &[f32]| loss_of(&wq, d).total;
+            for i in 0..wq.len() {
+                if wq[i] > 0.0 {
+                    let n = numeric(&fq, &wq, i);
+                    assert!((n - dq[i]).abs() < 2e-3, "dq[{i}] {} vs {n}", dq[i]);
+                }
+            }
+            for i in 0..wd.len() {
+                if wd[i] > 0.0 {
+                    let n = numeric(&fd, &wd, i);
+                    assert!((n - dd[i]).abs() < 2e-3, "dd[{i}] {} vs {n}", dd[i]);
+                }
             }
         }
-        for i in 0..wd.len() {
-            if wd[i] > 0.0 {
-                let n = numeric(&fd, &wd, i);
-                assert!((n - dd[i]).abs() < 2e-3, "dd[{i}] {} vs {n}", dd[i]);
-            }
-        }
+    }
+
+    /// A teacher whose scores are the student's own (τ = 1) is matched
+    /// already: KL 0, and with β = 1 no gradient beyond FLOPS's.
+    #[test]
+    fn a_teacher_that_agrees_with_the_student_pulls_nowhere() {
+        let vocab = 5;
+        let wq: Vec<f32> = (0..2 * vocab).map(|i| (i % 4) as f32 / 3.0).collect();
+        let wd: Vec<f32> = (0..3 * vocab).map(|i| (i % 3) as f32 / 2.0).collect();
+        let own: Vec<f32> = (0..6)
+            .map(|k| dot(&wq[k / 3 * vocab..][..vocab], &wd[k % 3 * vocab..][..vocab]))
+            .collect();
+        let same = Distill {
+            scores: &own,
+            weight: 1.0,
+            temperature: 1.0,
+        };
+        let (loss, dq, dd) = contrastive(&wq, &wd, vocab, &[0, 1], (0.0, 0.0), Some(&same));
+        assert!(loss.distill.abs() < 1e-6, "{loss:?}");
+        assert!(loss.infonce > 0.0, "the label's term is still measured");
+        assert!(dq.iter().chain(&dd).all(|g| g.abs() < 1e-5));
+        // A sharper teacher (τ < 1) on the same scores does pull.
+        let sharper = Distill {
+            temperature: 0.5,
+            ..same
+        };
+        let (loss, dq, _) = contrastive(&wq, &wd, vocab, &[0, 1], (0.0, 0.0), Some(&sharper));
+        assert!(loss.distill > 1e-3 && dq.iter().any(|g| g.abs() > 1e-4));
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod optim;
 pub mod pooling;
 pub mod query_table;
 pub mod run;
+pub mod teacher;
 
 pub use config::TrainConfig;
 pub use run::{Engine, Phase, StepReport, Trainer};

@@ -119,6 +119,8 @@ pub struct Trainer {
     /// Bytes of forward activations the CPU engine keeps for the backward
     /// pass per micro-batch (see `activation_memory_gb`).
     pub graph_budget: usize,
+    /// The teacher of a distillation run (`teacher` in the recipe).
+    pub teacher: Option<super::teacher::Teacher>,
 }
 
 /// The per-term shifts a run starts from when its adapter has none:
@@ -185,6 +187,12 @@ impl Trainer {
         } else {
             super::groups::available_memory().unwrap_or(8 << 30) / 2
         };
+        let teacher = match cfg.distillation() {
+            Some((spec, ..)) if phase == Phase::Contrastive => {
+                Some(super::teacher::Teacher::open(spec)?)
+            }
+            _ => None,
+        };
         let lock = cfg.claim_output(out, "train")?;
         Ok(Self {
             _lock: lock,
@@ -199,6 +207,26 @@ impl Trainer {
             out: out.to_path_buf(),
             init: init.map(|(_, a)| a),
             graph_budget,
+            teacher,
+        })
+    }
+
+    /// The teacher's scores of a micro-batch's (query, document) pairs, when
+    /// distilling.
+    fn teacher_scores(&self, queries: &[&[u32]], docs: &[&[u32]]) -> Result<Option<Vec<f32>>> {
+        self.teacher
+            .as_ref()
+            .map(|t| t.scores(&self.model.tokenizer, queries, docs))
+            .transpose()
+    }
+
+    /// The distillation term over `scores` (see [`loss::Distill`]).
+    pub(super) fn distill<'a>(&self, scores: Option<&'a [f32]>) -> Option<loss::Distill<'a>> {
+        let (_, weight, temperature) = self.cfg.distillation()?;
+        scores.map(|scores| loss::Distill {
+            scores,
+            weight,
+            temperature,
         })
     }
 
@@ -315,9 +343,17 @@ impl Trainer {
         let lq = loss::flops_weight(cfg.lambda_q, step, cfg.flops_warmup_steps);
         let ld = loss::flops_weight(cfg.lambda_d, step, cfg.flops_warmup_steps);
         let scale = 1.0 / cfg.grad_accum as f32;
+        let teacher = self.teacher_scores(&queries, &docs)?;
+        let distill = self.distill(teacher.as_deref());
         if self.engine == Engine::Generic {
             return Ok(graph::contrastive_micro(
-                self, &queries, &docs, lq, ld, scale, acc,
+                self,
+                &queries,
+                &docs,
+                (lq, ld),
+                distill.as_ref(),
+                scale,
+                acc,
             )?);
         }
         let head = self.head()?;
@@ -336,7 +372,8 @@ impl Trainer {
         let (wq, wd) = (pq.weights(), pd.weights());
         let vocab = pq.vocab;
         let positive: Vec<usize> = (0..queries.len()).collect();
-        let (l, mut gq, mut gd) = loss::contrastive(&wq, &wd, vocab, &positive, lq, ld);
+        let (l, mut gq, mut gd) =
+            loss::contrastive(&wq, &wd, vocab, &positive, (lq, ld), distill.as_ref());
         gq.iter_mut().chain(gd.iter_mut()).for_each(|g| *g *= scale);
         let (hq, sq) = pooling::backward(llama, &q_rows, &pq, &gq)?;
         let (hd, sd) = pooling::backward(llama, &d_rows, &pd, &gd)?;

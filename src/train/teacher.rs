@@ -1,0 +1,81 @@
+//! A teacher for contrastive training (distillation, as SPLADE++ distils a
+//! stronger ranker into its encoder): another sparse encoder csplade opens —
+//! a SPLADE checkpoint, an inference-free model, another csplade model —
+//! scores every query–document pair of each micro-batch, and the student
+//! learns to match the teacher's distribution over the batch's documents
+//! besides the positive label (see `loss::Distill`).
+//!
+//! The micro-batches hold the student's token ids; the teacher reads the
+//! same text, decoded from them (so it sees what the student saw, truncation
+//! included), through its own tokenizer and its own trained encoding.
+
+use anyhow::{Context, Result};
+use candle_core::Device;
+
+use crate::encode::{Encoder, EncoderConfig};
+use crate::model::family::{self, Family};
+use crate::model::{SparseModel, TextTokenizer};
+use crate::quant::Precision;
+
+/// Longest text (in the teacher's tokens) the teacher reads; the student's
+/// documents are at most `doc_max_len` of its own tokens, well under this.
+const TEACHER_MAX_LEN: usize = 512;
+
+pub struct Teacher {
+    model: SparseModel,
+    /// Queries through the model's inference-free side when that is how it
+    /// was trained to read them.
+    inference_free: bool,
+}
+
+impl Teacher {
+    /// Open the teacher `spec` (a model directory or anything `--model` takes).
+    pub fn open(spec: &str) -> Result<Self> {
+        let model = family::open(spec, &Device::Cpu, Precision::F32, false, Family::Auto)
+            .with_context(|| format!("opening the teacher {spec:?}"))?;
+        let inference_free = model.inference_free_by_default();
+        Ok(Self {
+            model,
+            inference_free,
+        })
+    }
+
+    fn encoder(&self, inference_free: bool) -> Result<Encoder<'_>> {
+        let (variant, head) = self.model.trained_encoding();
+        let config = EncoderConfig {
+            variant,
+            head,
+            max_len: TEACHER_MAX_LEN,
+            batch_size: 8,
+            windows: 1,
+        };
+        Ok(Encoder::new(&self.model, config).with_inference_free(inference_free)?)
+    }
+
+    /// The teacher's score of every (query, document) pair, row-major
+    /// `[queries × documents]`; texts are decoded from the student's ids.
+    pub fn scores(
+        &self,
+        student: &TextTokenizer,
+        queries: &[&[u32]],
+        docs: &[&[u32]],
+    ) -> Result<Vec<f32>> {
+        let decode = |seqs: &[&[u32]]| -> Vec<String> {
+            seqs.iter().map(|ids| student.decode(ids)).collect()
+        };
+        let (q_text, d_text) = (decode(queries), decode(docs));
+        let q_refs: Vec<&str> = q_text.iter().map(String::as_str).collect();
+        let d_refs: Vec<&str> = d_text.iter().map(String::as_str).collect();
+        let q = self
+            .encoder(self.inference_free)?
+            .encode(&q_refs)
+            .context("the teacher encoding the batch's queries")?;
+        let d = self
+            .encoder(false)?
+            .encode(&d_refs)
+            .context("the teacher encoding the batch's documents")?;
+        Ok(q.iter()
+            .flat_map(|qe| d.iter().map(|de| qe.vector.dot(&de.vector)))
+            .collect())
+    }
+}
