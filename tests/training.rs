@@ -262,6 +262,8 @@ fn the_shipped_recipes_parse() {
         "csplade-echo-2.toml",
         "csplade-cpu-3.toml",
         "csplade-cpu-4.toml",
+        "csplade-cpu-5.toml",
+        "csplade-cpu-6.toml",
     ] {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("assets/recipes")
@@ -279,7 +281,39 @@ fn the_shipped_recipes_parse() {
             c.init_adapter.as_deref(),
             Some(Path::new("RUN1/adapter.safetensors"))
         );
+        let distils = r == "csplade-cpu-6.toml";
+        assert_eq!(c.distillation().is_some(), distils, "{r}");
     }
+}
+
+/// A run that only distils (β = 1) learns its teacher's preferences: the KL
+/// to the teacher (a SPLADE checkpoint of another tokenizer) falls, and the
+/// progress reports it.
+#[test]
+fn a_distilled_run_moves_towards_its_teacher() {
+    let dir = tempfile::tempdir().unwrap();
+    toy_collection(&dir.path().join("toy"));
+    let m = tiny(&dir.path().join("m"), false);
+    let mut cfg = toy_config(dir.path(), 30);
+    let teacher = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/families/bert-splade");
+    cfg.teacher = Some(teacher.to_str().unwrap().to_string());
+    cfg.distill_weight = 1.0;
+    cfg.teacher_temperature = 0.1;
+    cfg.validate().unwrap();
+    let mut t = Trainer::new(cfg, Phase::Contrastive, &dir.path().join("run"), m).unwrap();
+    let mut kl = Vec::new();
+    t.run(false, None, |r| {
+        kl.push(r.parts["distill"].as_f64().expect("distill reported") as f32)
+    })
+    .unwrap();
+    assert_eq!(kl.len(), 30);
+    let first: f32 = kl[..6].iter().sum::<f32>() / 6.0;
+    let last: f32 = kl[24..].iter().sum::<f32>() / 6.0;
+    assert!(first > 0.05, "the teacher must disagree at first: {kl:?}");
+    assert!(
+        last < 0.7 * first,
+        "KL to the teacher did not fall: first steps {first:.3}, last {last:.3} ({kl:?})"
+    );
 }
 
 /// Learned per-term shifts are stored with the adapter, loaded with it, and

@@ -247,7 +247,11 @@ fn generic_step_matches_the_cpu_step() {
             );
         }
         assert!(lf.infonce > 0.1 && lf.flops_d > 0.0, "{lf:?}");
-        assert_eq!(lf.distill > 1e-4, cfg.teacher.is_some(), "{variant}: {lf:?}");
+        assert_eq!(
+            lf.distill > 1e-4,
+            cfg.teacher.is_some(),
+            "{variant}: {lf:?}"
+        );
         for (a, b) in [
             (lf.total, lg.total),
             (lf.infonce, lg.infonce),

@@ -109,6 +109,7 @@ impl Trainer {
                     sums.parts[0] += l.infonce;
                     sums.parts[1] += l.flops_q;
                     sums.parts[2] += l.flops_d;
+                    sums.parts[3] += l.distill;
                     (sums.active_q, sums.active_d) = (sums.active_q + q, sums.active_d + d);
                     t
                 }
@@ -192,7 +193,7 @@ struct StepSums {
     dterm: Option<Vec<f32>>,
     loss: f32,
     /// InfoNCE, FLOPS on queries, FLOPS on documents; adaptation: CLM, ReLU-CLM.
-    parts: [f32; 3],
+    parts: [f32; 4],
     active_q: f32,
     active_d: f32,
     tokens: u64,
@@ -210,6 +211,9 @@ impl StepSums {
             steps: cfg.steps,
             loss: self.loss / m,
             parts: match phase {
+                Phase::Contrastive if cfg.distillation().is_some() => serde_json::json!(
+                    {"infonce": p[0], "flops_q": p[1], "flops_d": p[2], "distill": p[3]}
+                ),
                 Phase::Contrastive => {
                     serde_json::json!({"infonce": p[0], "flops_q": p[1], "flops_d": p[2]})
                 }
