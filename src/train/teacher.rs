@@ -14,8 +14,8 @@ use candle_core::Device;
 
 use crate::encode::{Encoder, EncoderConfig};
 use crate::model::family::{self, Family};
+use crate::model::precision::Precision;
 use crate::model::{SparseModel, TextTokenizer};
-use crate::quant::Precision;
 
 /// Longest text (in the teacher's tokens) the teacher reads; the student's
 /// documents are at most `doc_max_len` of its own tokens, well under this.
