@@ -180,7 +180,9 @@ fn explorer_starts_expands_a_query_shows_help_and_quits_cleanly() {
     );
     frontier_flow(&session);
     tmux(&["send-keys", "-t", &session, "F1"]);
-    let screen = wait_for(&session, "Help", 10);
+    // Wait for the line itself: a capture can catch a frame half written,
+    // the popup's title drawn and its rows not yet.
+    let screen = wait_for(&session, "Open or close help", 10);
     assert!(screen.contains("Open or close help"), "{screen}");
     tmux(&["send-keys", "-t", &session, "C-c"]);
     let t0 = Instant::now();
