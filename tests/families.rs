@@ -18,6 +18,9 @@ use csplade::model::family::{self, Family};
 use csplade::model::{ModelRef, SparseModel};
 use csplade::quant::Precision;
 
+mod common;
+use common::copy_dir;
+
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/families")
 }
@@ -392,19 +395,6 @@ fn a_splade_checkpoint_indexes_searches_evaluates_and_exports() {
         !ok && err.contains("no inference-free query table"),
         "{err}"
     );
-}
-
-/// Copy a fixture directory (recursively) to `to`.
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            copy_dir(&p, &to.join(e.file_name()));
-        } else {
-            std::fs::copy(&p, to.join(e.file_name())).unwrap();
-        }
-    }
 }
 
 fn open_err(dir: &Path) -> String {

@@ -129,6 +129,7 @@ fn checkpoint_seed(out: &Path) -> Vec<(String, Var)> {
         tokens_seen: 64,
         elapsed_s: 1.5,
         config: csplade::train::TrainConfig::default(),
+        inputs: [("init_adapter".to_string(), "0".repeat(64))].into(),
     };
     checkpoint::save(out, &params, &opt, &state).unwrap();
     params

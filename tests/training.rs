@@ -508,3 +508,49 @@ fn a_checkpoint_changed_on_disk_is_refused_on_resume() {
     let e = trainer().run(true, None, |_| {}).unwrap_err().to_string();
     assert!(e.contains("checksum mismatch"), "{e}");
 }
+
+/// A checkpoint records its teacher's and initial adapter's sha256: a resume
+/// whose teacher was replaced at the same path is refused, naming it, and
+/// one with the same teacher continues.
+#[test]
+fn a_resume_with_another_teacher_at_the_same_path_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    toy_collection(&dir.path().join("toy"));
+    let teacher = dir.path().join("teacher");
+    common::copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/families/bert-splade"),
+        &teacher,
+    );
+    let run = dir.path().join("run");
+    let trainer = || {
+        let mut cfg = toy_config(dir.path(), 6);
+        cfg.teacher = Some(teacher.to_str().unwrap().to_string());
+        cfg.distill_weight = 0.5;
+        Trainer::new(
+            cfg,
+            Phase::Contrastive,
+            &run,
+            tiny(&dir.path().join("m"), false),
+        )
+    };
+    assert_eq!(trainer().unwrap().run(false, Some(3), |_| {}).unwrap(), 3);
+    let state = std::fs::read_to_string(run.join("checkpoint/state.json")).unwrap();
+    assert!(state.contains("\"teacher\""), "{state}");
+    // The same teacher: the run goes on.
+    assert_eq!(trainer().unwrap().run(true, Some(1), |_| {}).unwrap(), 4);
+    // Other weights under the same path: one value changed.
+    let file = teacher.join("model.safetensors");
+    let mut tensors = candle_core::safetensors::load(&file, &Device::Cpu).unwrap();
+    let bias = tensors
+        .get_mut("cls.predictions.bias")
+        .expect("decoder bias");
+    *bias = (&*bias + 0.5).unwrap();
+    candle_core::safetensors::save(&tensors, &file).unwrap();
+    let e = trainer()
+        .unwrap()
+        .run(true, None, |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("teacher has changed"), "{e}");
+    assert!(e.contains("state.json") || e.contains("checkpoint"), "{e}");
+}

@@ -36,6 +36,11 @@ pub struct RunState {
     pub tokens_seen: u64,
     pub elapsed_s: f64,
     pub config: TrainConfig,
+    /// What the run started from besides the base, by sha256: `init_adapter`
+    /// and `teacher` (the recipe names them by path only), so that a resume
+    /// whose input was replaced at the same path is refused.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub inputs: std::collections::BTreeMap<String, String>,
 }
 
 pub fn dir(out: &Path) -> PathBuf {

@@ -121,6 +121,8 @@ pub struct Trainer {
     pub graph_budget: usize,
     /// The teacher of a distillation run (`teacher` in the recipe).
     pub teacher: Option<super::teacher::Teacher>,
+    /// sha256 of the run's inputs named by path (see `RunState::inputs`).
+    pub inputs: std::collections::BTreeMap<String, String>,
 }
 
 /// The per-term shifts a run starts from when its adapter has none:
@@ -193,6 +195,7 @@ impl Trainer {
             }
             _ => None,
         };
+        let inputs = input_digests(&cfg, teacher.as_ref())?;
         let lock = cfg.claim_output(out, "train")?;
         Ok(Self {
             _lock: lock,
@@ -208,6 +211,7 @@ impl Trainer {
             init: init.map(|(_, a)| a),
             graph_budget,
             teacher,
+            inputs,
         })
     }
 
@@ -429,6 +433,12 @@ impl Trainer {
                 }
                 bail!("{}: the checkpoint was written by a different {} configuration ({}); resume with the same config or start a new --out", ck.display(), state.phase, changed.join(", "));
             }
+            for (input, was) in &state.inputs {
+                let now = self.inputs.get(input).map_or("none", String::as_str);
+                if now != was {
+                    bail!("{}: the run's {input} has changed since this checkpoint (sha256 {was} → {now}); put it back or start a new --out", ck.display());
+                }
+            }
             return Ok((state.step, state.tokens_seen, state.elapsed_s));
         }
         Ok((0, 0, 0.0))
@@ -464,6 +474,23 @@ impl Trainer {
 /// The adapter a run starts from (`init_adapter`), and whether it is
 /// trained further in place (same layout). Any other is merged into the
 /// base here, so that a new adapter is stacked on top.
+/// sha256 of the initial adapter's file and of the teacher's weights.
+fn input_digests(
+    cfg: &TrainConfig,
+    teacher: Option<&super::teacher::Teacher>,
+) -> Result<std::collections::BTreeMap<String, String>> {
+    let mut inputs = std::collections::BTreeMap::new();
+    if let Some(p) = &cfg.init_adapter {
+        let digest = crate::model::fetch::sha256_file(p)
+            .with_context(|| format!("{}: reading the initial adapter", p.display()))?;
+        inputs.insert("init_adapter".to_string(), digest);
+    }
+    if let Some(t) = teacher {
+        inputs.insert("teacher".to_string(), t.sha256().to_string());
+    }
+    Ok(inputs)
+}
+
 fn starting_adapter(
     cfg: &TrainConfig,
     model: &mut LoadedModel,

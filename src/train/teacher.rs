@@ -40,6 +40,11 @@ impl Teacher {
         })
     }
 
+    /// The teacher's identity: the sha256 over its weights and head.
+    pub fn sha256(&self) -> &str {
+        &self.model.identity().sha256
+    }
+
     fn encoder(&self, inference_free: bool) -> Result<Encoder<'_>> {
         let (variant, head) = self.model.trained_encoding();
         let config = EncoderConfig {

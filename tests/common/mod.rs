@@ -234,3 +234,16 @@ pub fn tiny_adapter_meta(trained: &str) -> csplade::model::adapter::AdapterMeta 
         documents_as: None,
     }
 }
+
+/// Copy a directory (recursively) to `to`.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            copy_dir(&p, &to.join(e.file_name()));
+        } else {
+            std::fs::copy(&p, to.join(e.file_name())).unwrap();
+        }
+    }
+}

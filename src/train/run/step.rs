@@ -67,6 +67,7 @@ impl Trainer {
                     tokens_seen,
                     elapsed_s: elapsed + secs,
                     config: cfg.clone(),
+                    inputs: self.inputs.clone(),
                 };
                 checkpoint::save(&self.out, &self.params, &self.opt, &state)?;
             }
