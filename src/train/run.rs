@@ -471,9 +471,6 @@ impl Trainer {
     }
 }
 
-/// The adapter a run starts from (`init_adapter`), and whether it is
-/// trained further in place (same layout). Any other is merged into the
-/// base here, so that a new adapter is stacked on top.
 /// sha256 of the initial adapter's file and of the teacher's weights.
 fn input_digests(
     cfg: &TrainConfig,
@@ -491,6 +488,9 @@ fn input_digests(
     Ok(inputs)
 }
 
+/// The adapter a run starts from (`init_adapter`), and whether it is
+/// trained further in place (same layout). Any other is merged into the
+/// base here, so that a new adapter is stacked on top.
 fn starting_adapter(
     cfg: &TrainConfig,
     model: &mut LoadedModel,
