@@ -264,6 +264,7 @@ fn the_shipped_recipes_parse() {
         "csplade-cpu-4.toml",
         "csplade-cpu-5.toml",
         "csplade-cpu-6.toml",
+        "csplade-cpu-7.toml",
     ] {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("assets/recipes")
@@ -281,7 +282,7 @@ fn the_shipped_recipes_parse() {
             c.init_adapter.as_deref(),
             Some(Path::new("RUN1/adapter.safetensors"))
         );
-        let distils = r == "csplade-cpu-6.toml";
+        let distils = matches!(r, "csplade-cpu-6.toml" | "csplade-cpu-7.toml");
         assert_eq!(c.distillation().is_some(), distils, "{r}");
     }
 }
