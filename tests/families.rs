@@ -219,12 +219,7 @@ fn opening_a_model_directory_leaves_it_as_it_was() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("user-model");
     copy_dir(&fixtures().join("bert-splade"), &dir);
-    let listing = |d: &Path| {
-        let mut names: Vec<String> = walk(d).iter().map(|p| p.display().to_string()).collect();
-        names.sort();
-        names
-    };
-    let before = listing(&dir);
+    let before = common::snapshot(&dir);
     let home = tmp.path().join("home");
     for _ in 0..2 {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_csplade"))
@@ -243,31 +238,16 @@ fn opening_a_model_directory_leaves_it_as_it_was() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    assert_eq!(
-        listing(&dir),
-        before,
+    assert!(
+        common::snapshot(&dir) == before,
         "csplade wrote into the model directory"
     );
-    let cached = walk(&home.join("hashes"));
+    let cached: Vec<_> = std::fs::read_dir(home.join("hashes")).unwrap().collect();
     assert_eq!(
         cached.len(),
         1,
         "one weights file, one cached hash: {cached:?}"
     );
-}
-
-/// Every file under `d`, recursively.
-fn walk(d: &Path) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    for e in std::fs::read_dir(d).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            files.extend(walk(&p));
-        } else {
-            files.push(p);
-        }
-    }
-    files
 }
 
 #[test]

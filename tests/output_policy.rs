@@ -6,12 +6,12 @@
 //! and each must be refused with the policy's message, leaving the target
 //! exactly as it was.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
+use common::snapshot;
 
 struct Fixture {
     dir: tempfile::TempDir,
@@ -230,34 +230,6 @@ fn recipes(f: &Fixture) -> Vec<(&'static str, Vec<String>, PathBuf)> {
             f.p("toy/corpus.jsonl"),
         ),
     ]
-}
-
-/// Everything under `p` as it stands: kinds, link targets, file bytes
-/// (special files are never opened).
-fn snapshot(p: &Path) -> BTreeMap<PathBuf, String> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![p.to_path_buf()];
-    while let Some(at) = stack.pop() {
-        let Ok(m) = std::fs::symlink_metadata(&at) else {
-            out.insert(at, "absent".into());
-            continue;
-        };
-        let t = m.file_type();
-        let what = if t.is_symlink() {
-            format!("link → {:?}", std::fs::read_link(&at).unwrap())
-        } else if t.is_dir() {
-            for e in std::fs::read_dir(&at).unwrap() {
-                stack.push(e.unwrap().path());
-            }
-            "dir".into()
-        } else if t.is_file() {
-            format!("file {:?}", std::fs::read(&at).unwrap())
-        } else {
-            "special".into()
-        };
-        out.insert(at, what);
-    }
-    out
 }
 
 /// The targets no output may replace, made fresh under `root`.

@@ -247,3 +247,31 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// Everything under `p` as it stands: kinds, link targets, file bytes
+/// (special files are never opened).
+pub fn snapshot(p: &Path) -> std::collections::BTreeMap<PathBuf, String> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![p.to_path_buf()];
+    while let Some(at) = stack.pop() {
+        let Ok(m) = std::fs::symlink_metadata(&at) else {
+            out.insert(at, "absent".into());
+            continue;
+        };
+        let t = m.file_type();
+        let what = if t.is_symlink() {
+            format!("link → {:?}", std::fs::read_link(&at).unwrap())
+        } else if t.is_dir() {
+            for e in std::fs::read_dir(&at).unwrap() {
+                stack.push(e.unwrap().path());
+            }
+            "dir".into()
+        } else if t.is_file() {
+            format!("file {:?}", std::fs::read(&at).unwrap())
+        } else {
+            "special".into()
+        };
+        out.insert(at, what);
+    }
+    out
+}
