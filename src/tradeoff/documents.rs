@@ -90,32 +90,21 @@ fn reference_documents(
     key: &str,
     on: &mut dyn FnMut(Event),
 ) -> Result<Pooled> {
-    let (setup, cache) = (at.setup, at.cache);
+    let setup = at.setup;
     let vectors: Vec<SparseVec> = at
         .pool
         .documents
         .iter()
         .map(|&o| setup.index.vectors[o].clone())
         .collect();
-    let speed_key = format!("speed-{key}");
-    let info = match cache.documents(&speed_key) {
-        Some((_, info)) => info,
-        None => {
-            on(Event::Phase(format!(
-                "timing the reference {}",
-                setup.reference
-            )));
-            let mut sample = at.pool.clone();
-            sample.documents.truncate(setup.speed_sample.max(1));
-            let at = Pooling {
-                pool: &sample,
-                ..at
-            };
-            let (v, info) = encode_documents(at, &setup.reference, models, &speed_key, on)?;
-            cache.seal_documents(&speed_key, &v, &info)?;
-            info
-        }
+    let mut sample = at.pool.clone();
+    sample.documents.truncate(setup.speed_sample.max(1));
+    let at = Pooling {
+        pool: &sample,
+        ..at
     };
+    let speed_key = format!("speed-{key}");
+    let (_, info) = pooled_documents(at, &setup.reference, models, &speed_key, on)?;
     Ok((vectors, info))
 }
 
