@@ -43,16 +43,6 @@ pub struct Reading {
     pub windows: usize,
 }
 
-impl Reading {
-    /// The first `max_len` tokens only.
-    pub fn truncated(max_len: usize) -> Self {
-        Self {
-            max_len,
-            windows: 1,
-        }
-    }
-}
-
 /// One window: truncation (metadata written before windows existed).
 pub(crate) fn one_window() -> usize {
     1
