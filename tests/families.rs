@@ -46,14 +46,18 @@ fn expected(name: &str) -> Vec<(String, BTreeMap<u32, f32>)> {
 }
 
 fn open(dir: &str) -> SparseModel {
+    open_at(&fixtures().join(dir))
+}
+
+fn open_at(dir: &Path) -> SparseModel {
     family::open(
-        fixtures().join(dir).to_str().unwrap(),
+        dir.to_str().unwrap(),
         &Device::Cpu,
         Precision::F32,
         false,
         Family::Auto,
     )
-    .unwrap_or_else(|e| panic!("{dir}: {e}"))
+    .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
 }
 
 fn encoder<'m>(m: impl Into<ModelRef<'m>>, inference_free: bool) -> Encoder<'m> {
@@ -183,28 +187,17 @@ fn layer_norms_named_gamma_and_beta_load_as_transformers_loads_them() {
     let old_names: std::collections::HashMap<String, candle_core::Tensor> = tensors
         .into_iter()
         .map(|(name, t)| {
-            let old = match name.strip_suffix("LayerNorm.weight") {
-                Some(stem) => format!("{stem}LayerNorm.gamma"),
-                None => match name.strip_suffix("LayerNorm.bias") {
-                    Some(stem) => format!("{stem}LayerNorm.beta"),
-                    None => return (name, t),
-                },
-            };
-            renamed += 1;
+            let old = name
+                .replace("LayerNorm.weight", "LayerNorm.gamma")
+                .replace("LayerNorm.bias", "LayerNorm.beta");
+            renamed += usize::from(old != name);
             (old, t)
         })
         .collect();
     // The embeddings', two per encoder layer and the prediction head's.
     assert!(renamed >= 8, "only {renamed} LayerNorm tensors renamed");
     candle_core::safetensors::save(&old_names, &file).unwrap();
-    let m = family::open(
-        dir.to_str().unwrap(),
-        &Device::Cpu,
-        Precision::F32,
-        false,
-        Family::Auto,
-    )
-    .unwrap_or_else(|e| panic!("gamma/beta names: {e}"));
+    let m = open_at(&dir);
     assert_matches(
         "bert-splade (gamma/beta)",
         &encoder(&m, false),

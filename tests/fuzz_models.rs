@@ -62,7 +62,7 @@ fn hf_model_directory(cases: usize) {
 /// A SPLADE checkpoint as sentence-transformers writes it (the BERT fixture
 /// of tests/families.rs), opened by family detection.
 fn masked_lm_directory(cases: usize) {
-    let seed = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/families/bert-splade");
+    let seed = common::bert_splade();
     let files = [
         "config.json",
         "tokenizer.json",

@@ -296,7 +296,7 @@ fn a_distilled_run_moves_towards_its_teacher() {
     toy_collection(&dir.path().join("toy"));
     let m = tiny(&dir.path().join("m"), false);
     let mut cfg = toy_config(dir.path(), 30);
-    let teacher = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/families/bert-splade");
+    let teacher = common::bert_splade();
     cfg.teacher = Some(teacher.to_str().unwrap().to_string());
     cfg.distill_weight = 1.0;
     cfg.teacher_temperature = 0.1;
@@ -518,10 +518,7 @@ fn a_resume_with_another_teacher_at_the_same_path_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     toy_collection(&dir.path().join("toy"));
     let teacher = dir.path().join("teacher");
-    common::copy_dir(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/families/bert-splade"),
-        &teacher,
-    );
+    common::copy_dir(&common::bert_splade(), &teacher);
     let run = dir.path().join("run");
     let trainer = || {
         let mut cfg = toy_config(dir.path(), 6);

@@ -161,8 +161,7 @@ fn generic_step_matches_the_cpu_step() {
     use csplade::train::{batches, Engine};
     let dir = tempfile::tempdir().unwrap();
     toy_collection(&dir.path().join("toy"));
-    let splade = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/families/bert-splade");
+    let splade = common::bert_splade();
     for variant in ["echo", "bi", "echo-distilled"] {
         let mut cfg = toy_config(dir.path(), 3);
         cfg.variant = variant.trim_end_matches("-distilled").parse().unwrap();

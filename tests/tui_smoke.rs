@@ -236,8 +236,7 @@ fn compare_sets_a_splade_model_beside_the_default() {
     common::base_model();
     let tmp = tempfile::tempdir().unwrap();
     let data = man_pages(tmp.path(), &[CP]);
-    let splade = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/families/bert-splade");
+    let splade = common::bert_splade();
     let config = tmp.path().join("config/csplade");
     std::fs::create_dir_all(&config).unwrap();
     std::fs::write(

@@ -275,3 +275,9 @@ pub fn snapshot(p: &Path) -> std::collections::BTreeMap<PathBuf, String> {
     }
     out
 }
+
+/// The tiny BERT SPLADE checkpoint committed under `tests/fixtures/families/`
+/// (written by sentence-transformers; see `tests/families.rs`).
+pub fn bert_splade() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/families/bert-splade")
+}
