@@ -54,7 +54,12 @@ pub(super) fn pooled_vectors(
         let enc = if key == ref_key {
             reference_documents(at, models, &key, on)?
         } else {
-            let e = pooled_documents(at, &p.documents, models, &key, on)?;
+            let phase = format!(
+                "encoding {} pool documents with {}",
+                at.pool.documents.len(),
+                p.documents
+            );
+            let e = pooled_documents(at, &p.documents, models, &key, phase, on)?;
             cost.full_index_tokens += setup.index.meta.encoded_tokens;
             cost.encoders += 1;
             e
@@ -104,17 +109,19 @@ fn reference_documents(
         ..at
     };
     let speed_key = format!("speed-{key}");
-    let (_, info) = pooled_documents(at, &setup.reference, models, &speed_key, on)?;
+    let phase = format!("timing the reference {}", setup.reference);
+    let (_, info) = pooled_documents(at, &setup.reference, models, &speed_key, phase, on)?;
     Ok((vectors, info))
 }
 
 /// An encoder's pooled vectors: sealed in the cache, or encoded now
-/// (resuming an interrupted encoding) and sealed.
+/// (announced as `phase`; resuming an interrupted encoding) and sealed.
 fn pooled_documents(
     at: Pooling,
     spec: &EncoderSpec,
     models: &mut Models,
     key: &str,
+    phase: String,
     on: &mut dyn FnMut(Event),
 ) -> Result<Pooled> {
     if let Some(done) = at
@@ -124,10 +131,7 @@ fn pooled_documents(
     {
         return Ok(done);
     }
-    on(Event::Phase(format!(
-        "encoding {} pool documents with {spec}",
-        at.pool.documents.len()
-    )));
+    on(Event::Phase(phase));
     let (v, info) = encode_documents(at, spec, models, key, on)?;
     at.cache.seal_documents(key, &v, &info)?;
     Ok((v, info))
