@@ -157,4 +157,56 @@ fn query_table_learns_against_cached_documents() {
         Encoder::new(&m, cfgq).with_inference_free(true).is_err(),
         "no table, refused"
     );
+    carried_to_another_adapter(dir.path(), &file, &table);
+}
+
+/// `adapter set-prior --query-table-from`: another adapter of the same base
+/// takes the table (and the prior) and keeps its own documents' identity; an
+/// adapter without a table is refused as a source, writing nothing.
+fn carried_to_another_adapter(dir: &std::path::Path, with_table: &std::path::Path, table: &[f32]) {
+    let m = dir.join("m");
+    let lora = common::lora_adapter(&m);
+    let gguf = m.join("tiny.gguf");
+    let set_prior = |from: &std::path::Path, out: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_csplade"))
+            .args(["adapter", "set-prior", "--prior", "idf:0.5"])
+            .arg("--model")
+            .arg(&gguf)
+            .arg("--adapter")
+            .arg(&lora)
+            .arg("--query-table-from")
+            .arg(from)
+            .arg("--out")
+            .arg(out)
+            .output()
+            .unwrap()
+    };
+    let out = dir.join("carried.safetensors");
+    let o = set_prior(with_table, &out);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let spec = |a: &std::path::Path| format!("{}+{}", gguf.display(), a.display());
+    let (own, carried) = (
+        model::load(&spec(&lora), &Device::Cpu).unwrap(),
+        model::load(&spec(&out), &Device::Cpu).unwrap(),
+    );
+    assert_eq!(carried.identity.sha256, own.identity.sha256);
+    let got = carried
+        .query_table
+        .as_deref()
+        .expect("the table came along");
+    let stored = |w: f32| half::f16::from_f32(w).to_f32();
+    assert!(got.iter().zip(table).all(|(g, t)| *g == stored(*t)));
+    let meta = adapter::Adapter::read(&out).unwrap().meta;
+    assert_eq!(meta.query_prior.to_string(), "idf:0.5");
+    assert!(meta
+        .trained
+        .ends_with("query table from with-table.safetensors"));
+    let refused = dir.join("refused.safetensors");
+    let o = set_prior(&lora, &refused);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("has no inference-free query table"),
+        "{err}"
+    );
+    assert!(!refused.exists(), "nothing written");
 }

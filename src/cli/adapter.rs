@@ -31,6 +31,11 @@ pub struct SetPriorArgs {
     /// none, idf or idf:POWER
     #[arg(long)]
     pub prior: csplade::search::QueryPrior,
+    /// Also carry the inference-free query table of this adapter (one
+    /// trained against another checkpoint's documents: measure it with
+    /// `eval --inference-free` before relying on it)
+    #[arg(long)]
+    pub query_table_from: Option<PathBuf>,
     /// The new adapter file (an existing one only when csplade wrote it
     /// there as an adapter)
     #[arg(long)]
@@ -99,24 +104,55 @@ pub fn run(cmd: AdapterCommand) -> Result<()> {
 
 fn set_prior(a: SetPriorArgs) -> Result<()> {
     use csplade::data::output::{self, ADAPTER};
-    output::check_file(&a.out, &ADAPTER, &[&a.adapter])?;
+    let mut inputs: Vec<&Path> = vec![&a.adapter];
+    inputs.extend(a.query_table_from.as_deref());
+    output::check_file(&a.out, &ADAPTER, &inputs)?;
     let spec = format!("{}+{}", a.model, a.adapter.display());
     let model = csplade::model::load_unpacked(&spec, &candle_core::Device::Cpu)
         .with_context(|| format!("loading {spec:?}"))?;
     let mut adapter = Adapter::read(&a.adapter)?;
     adapter.meta.query_prior = a.prior;
     adapter.meta.documents_as = Some(model.identity.sha256.clone());
+    if let Some(from) = &a.query_table_from {
+        let vocab = model.llama.config.vocab_size;
+        carry_query_table(&mut adapter, from, vocab)?;
+    }
     let bytes = adapter.to_bytes(&a.out)?;
-    output::write_file(&a.out, &ADAPTER, &[&a.adapter], "adapter set-prior", |w| {
+    output::write_file(&a.out, &ADAPTER, &inputs, "adapter set-prior", |w| {
         std::io::Write::write_all(w, &bytes)
     })?;
     eprintln!(
-        "csplade: {} → {} (query prior {}; documents encode as {}'s, identity {})",
+        "csplade: {} → {} (query prior {}; documents encode as {}'s, identity {}{})",
         a.adapter.display(),
         a.out.display(),
         a.prior,
         spec,
-        &model.identity.sha256[..12]
+        &model.identity.sha256[..12],
+        match &a.query_table_from {
+            Some(from) => format!("; query table from {}", from.display()),
+            None => String::new(),
+        }
     );
+    Ok(())
+}
+
+/// Copy `from`'s inference-free query table into `adapter`, checked against
+/// the model's vocabulary, and say so in the adapter's training summary.
+fn carry_query_table(adapter: &mut Adapter, from: &Path, vocab: usize) -> Result<()> {
+    use csplade::model::adapter::QUERY_TABLE;
+    let source = Adapter::read(from)?;
+    let Some(table) = source.query_table(vocab, from)? else {
+        bail!(
+            "{} has no inference-free query table ({QUERY_TABLE})",
+            from.display()
+        );
+    };
+    let tensor = candle_core::Tensor::from_vec(table, vocab, &candle_core::Device::Cpu)?;
+    adapter.tensors.insert(QUERY_TABLE.to_string(), tensor);
+    let name = from
+        .file_name()
+        .unwrap_or(from.as_os_str())
+        .to_string_lossy();
+    adapter.meta.trained = format!("{}; query table from {name}", adapter.meta.trained);
     Ok(())
 }
