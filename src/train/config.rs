@@ -95,6 +95,11 @@ pub struct TrainConfig {
     pub distill_weight: f32,
     /// τ: the teacher's scores are divided by it before its softmax.
     pub teacher_temperature: f32,
+    /// w: the teacher becomes its hybrid with BM25 over the run's training
+    /// documents — per query, `w · bm25 + (1 − w) · teacher`, both min-max
+    /// normalised over the micro-batch's documents (so τ acts on [0, 1]
+    /// scores: 0.1 or below keeps the teacher decisive). 0: the teacher alone.
+    pub teacher_bm25: f32,
     // Adaptation phase.
     /// λ of the ReLU-CLM term (paper: 1).
     pub lambda_relu: f32,
@@ -156,6 +161,7 @@ impl Default for TrainConfig {
             teacher: None,
             distill_weight: 0.0,
             teacher_temperature: 1.0,
+            teacher_bm25: 0.0,
             lambda_relu: 1.0,
             seq_len: 128,
             corpora: vec!["scifact".into()],
@@ -269,6 +275,15 @@ impl TrainConfig {
         if !(tau.is_finite() && tau > 0.0) {
             return Err(format!(
                 "teacher_temperature = {tau}: must be a finite number > 0"
+            ));
+        }
+        let w = self.teacher_bm25;
+        if !(0.0..1.0).contains(&w) {
+            return Err(format!("teacher_bm25 = {w}: must lie in [0, 1)"));
+        }
+        if w > 0.0 && self.teacher.is_none() {
+            return Err(format!(
+                "teacher_bm25 = {w} fuses BM25 into a teacher: it needs teacher = \"MODEL\""
             ));
         }
         match (&self.teacher, beta > 0.0) {
@@ -418,6 +433,11 @@ mod tests {
                 ][..],
                 "> 0",
             ),
+            (
+                &["teacher=\"t\"", "distill_weight=0.5", "teacher_bm25=1"][..],
+                "[0, 1)",
+            ),
+            (&["teacher_bm25=0.5"][..], "needs teacher"),
         ] {
             let e = load(sets).expect_err("refused");
             assert!(e.contains(says), "{sets:?}: {e}");

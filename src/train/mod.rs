@@ -12,6 +12,7 @@ pub mod data;
 pub mod export;
 pub mod graph;
 pub mod groups;
+pub mod lexical;
 pub mod loss;
 pub mod optim;
 pub mod pooling;

@@ -7,7 +7,8 @@
 //!
 //! The micro-batches hold the student's token ids; the teacher reads the
 //! same text, decoded from them (so it sees what the student saw, truncation
-//! included), through its own tokenizer and its own trained encoding.
+//! included), through its own tokenizer and its own trained encoding. With
+//! `teacher_bm25` the teacher is its hybrid with BM25 (see `lexical`).
 
 use anyhow::{Context, Result};
 use candle_core::Device;
@@ -16,6 +17,8 @@ use crate::encode::{Encoder, EncoderConfig};
 use crate::model::family::{self, Family};
 use crate::model::precision::Precision;
 use crate::model::{SparseModel, TextTokenizer};
+use crate::train::data::MicroBatch;
+use crate::train::lexical::{self, Bm25Stats};
 
 /// Longest text (in the teacher's tokens) the teacher reads; the student's
 /// documents are at most `doc_max_len` of its own tokens, well under this.
@@ -26,6 +29,8 @@ pub struct Teacher {
     /// Queries through the model's inference-free side when that is how it
     /// was trained to read them.
     inference_free: bool,
+    /// BM25 over the run's training documents and its weight in the hybrid.
+    bm25: Option<(Bm25Stats, f32)>,
 }
 
 impl Teacher {
@@ -37,7 +42,20 @@ impl Teacher {
         Ok(Self {
             model,
             inference_free,
+            bm25: None,
         })
+    }
+
+    /// Make the teacher its hybrid with BM25 (weight `weight`), document
+    /// frequencies and lengths counted over every document of `data`.
+    pub fn fuse_bm25(&mut self, weight: f32, student: &TextTokenizer, data: &[MicroBatch]) {
+        let texts: Vec<String> = data
+            .iter()
+            .flat_map(|mb| mb.positives.iter().chain(mb.negatives.iter().flatten()))
+            .map(|ids| student.decode(ids))
+            .collect();
+        let stats = Bm25Stats::count(texts.iter().map(String::as_str));
+        self.bm25 = Some((stats, weight));
     }
 
     /// The teacher's identity: the sha256 over its weights and head.
@@ -79,8 +97,14 @@ impl Teacher {
             .encoder(false)?
             .encode(&d_refs)
             .context("the teacher encoding the batch's documents")?;
-        Ok(q.iter()
+        let mut scores: Vec<f32> = q
+            .iter()
             .flat_map(|qe| d.iter().map(|de| qe.vector.dot(&de.vector)))
-            .collect())
+            .collect();
+        if let Some((stats, weight)) = &self.bm25 {
+            let bm25 = stats.scores(&q_refs, &d_refs);
+            lexical::fuse(&mut scores, &bm25, d_refs.len(), *weight);
+        }
+        Ok(scores)
     }
 }

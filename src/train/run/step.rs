@@ -28,6 +28,9 @@ impl Trainer {
             false => (0, 0, 0.0),
         };
         let data = self.training_data(&cfg)?;
+        if let Some(t) = self.teacher.as_mut().filter(|_| cfg.teacher_bm25 > 0.0) {
+            t.fuse_bm25(cfg.teacher_bm25, &self.model.tokenizer, &data.0);
+        }
         let started = Instant::now();
         let first_step = step;
         // Tokens through the backbone in this call (for the rate).
