@@ -265,6 +265,7 @@ fn the_shipped_recipes_parse() {
         "csplade-cpu-5.toml",
         "csplade-cpu-6.toml",
         "csplade-cpu-7.toml",
+        "csplade-cpu-8.toml",
     ] {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("assets/recipes")
@@ -282,8 +283,12 @@ fn the_shipped_recipes_parse() {
             c.init_adapter.as_deref(),
             Some(Path::new("RUN1/adapter.safetensors"))
         );
-        let distils = matches!(r, "csplade-cpu-6.toml" | "csplade-cpu-7.toml");
+        let distils = matches!(
+            r,
+            "csplade-cpu-6.toml" | "csplade-cpu-7.toml" | "csplade-cpu-8.toml"
+        );
         assert_eq!(c.distillation().is_some(), distils, "{r}");
+        assert_eq!(c.teacher_bm25 > 0.0, r == "csplade-cpu-8.toml", "{r}");
     }
 }
 
