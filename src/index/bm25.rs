@@ -29,6 +29,17 @@ pub fn analyzer() -> TextAnalyzer {
         .build()
 }
 
+/// The terms the analyzer makes of `text`, in order, duplicates kept.
+pub fn analyzed_terms(text: &str) -> Vec<String> {
+    let mut a = analyzer();
+    let mut stream = a.token_stream(text);
+    let mut out = Vec::new();
+    while let Some(t) = stream.next() {
+        out.push(t.text.clone());
+    }
+    out
+}
+
 fn tv(e: tantivy::TantivyError, dir: &Path) -> IndexError {
     IndexError::Tantivy {
         path: dir.to_path_buf(),
@@ -107,13 +118,7 @@ impl Bm25Index {
 
     /// The analyzed terms of a query text (duplicates kept, as Lucene does).
     pub fn query_terms(&self, text: &str) -> Vec<String> {
-        let mut a = analyzer();
-        let mut stream = a.token_stream(text);
-        let mut out = Vec::new();
-        while let Some(t) = stream.next() {
-            out.push(t.text.clone());
-        }
-        out
+        analyzed_terms(text)
     }
 
     pub fn search(&self, text: &str, k: usize) -> Result<Vec<Bm25Hit>, IndexError> {

@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::index::bm25::analyzer;
+use crate::index::bm25::analyzed_terms as terms;
 
 const K1: f32 = 1.2;
 const B: f32 = 0.75;
@@ -19,17 +19,6 @@ pub struct Bm25Stats {
     df: HashMap<String, u32>,
     docs: usize,
     avg_len: f32,
-}
-
-/// The analyzed terms of `text` (duplicates kept, as BM25's query is built).
-fn terms(text: &str) -> Vec<String> {
-    let mut a = analyzer();
-    let mut stream = a.token_stream(text);
-    let mut out = Vec::new();
-    while let Some(t) = stream.next() {
-        out.push(t.text.clone());
-    }
-    out
 }
 
 impl Bm25Stats {
