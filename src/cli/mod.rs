@@ -429,6 +429,7 @@ mod path_flags {
     /// Flags that name paths csplade only reads.
     const INPUTS: &[&str] = &[
         "adapter set-prior --adapter",
+        "adapter set-prior --query-table-from",
         "bench encode --dataset",
         "bench encode --python",
         "bench tui --index",
