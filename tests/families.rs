@@ -215,20 +215,15 @@ fn opening_a_model_directory_leaves_it_as_it_was() {
     let before = common::snapshot(&dir);
     let home = tmp.path().join("home");
     for _ in 0..2 {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_csplade"))
-            .env("CSPLADE_HOME", &home)
-            .args([
-                "encode",
-                "--model",
-                dir.to_str().unwrap(),
-                "which command copies files",
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        common::succeeds(
+            std::process::Command::new(env!("CARGO_BIN_EXE_csplade"))
+                .env("CSPLADE_HOME", &home)
+                .args([
+                    "encode",
+                    "--model",
+                    dir.to_str().unwrap(),
+                    "which command copies files",
+                ]),
         );
     }
     assert!(

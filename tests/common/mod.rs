@@ -205,16 +205,21 @@ pub fn build_options(corpus: &Path, out: &Path) -> csplade::index::BuildOptions 
     }
 }
 
-/// Run `c`, require success (failing with its stderr), and parse its
-/// standard output as JSON.
-pub fn json_output(c: &mut std::process::Command) -> serde_json::Value {
+/// Run `c` and require success (failing with its stderr).
+pub fn succeeds(c: &mut std::process::Command) -> std::process::Output {
     let out = c.output().unwrap();
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).unwrap()
+    out
+}
+
+/// Run `c`, require success (failing with its stderr), and parse its
+/// standard output as JSON.
+pub fn json_output(c: &mut std::process::Command) -> serde_json::Value {
+    serde_json::from_slice(&succeeds(c).stdout).unwrap()
 }
 
 /// The metadata of a LoRA adapter of rank 2 (alpha 4) for the tiny model,
