@@ -140,15 +140,16 @@ fn set_prior(a: SetPriorArgs) -> Result<()> {
 /// the model's vocabulary, and say so in the adapter's training summary.
 fn carry_query_table(adapter: &mut Adapter, from: &Path, vocab: usize) -> Result<()> {
     use csplade::model::adapter::QUERY_TABLE;
-    let source = Adapter::read(from)?;
-    let Some(table) = source.query_table(vocab, from)? else {
+    let mut source = Adapter::read(from)?;
+    if source.query_table(vocab, from)?.is_none() {
         bail!(
             "{} has no inference-free query table ({QUERY_TABLE})",
             from.display()
         );
-    };
-    let tensor = candle_core::Tensor::from_vec(table, vocab, &candle_core::Device::Cpu)?;
-    adapter.tensors.insert(QUERY_TABLE.to_string(), tensor);
+    }
+    if let Some(table) = source.tensors.remove(QUERY_TABLE) {
+        adapter.tensors.insert(QUERY_TABLE.to_string(), table);
+    }
     let name = from
         .file_name()
         .unwrap_or(from.as_os_str())
