@@ -1,6 +1,7 @@
 //! Effectiveness: nDCG@10, MRR@10, Recall@100 and Recall@1000 with
 //! trec_eval's definitions (graded gains, log2 discount, relevant = grade > 0),
-//! per query and averaged over the judged queries; and TREC run files.
+//! per query and averaged over the judged queries; how an index's documents
+//! weigh their terms; and TREC run files.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -122,6 +123,57 @@ pub fn evaluate_run(
     (mean, per_query)
 }
 
+/// How an index's documents weigh their terms, as medians over the documents
+/// with at least 10 active terms. A flat bag of words (every term at one
+/// cap) has gap 0 and all of its terms within 0.05 of the largest.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct DocumentWeights {
+    /// The gap between a document's 1st and 10th weight.
+    #[serde(rename = "median_gap_1st_10th")]
+    pub gap: f64,
+    /// That gap as a fraction of the document's largest weight: unlike the
+    /// gap it does not grow with the scale of the weights, which a
+    /// dot-product ranking ignores.
+    #[serde(rename = "median_relative_gap_1st_10th")]
+    pub relative_gap: f64,
+    /// The document's largest weight.
+    #[serde(rename = "median_largest_weight")]
+    pub largest: f64,
+    /// How many of its terms lie within 0.05 of its largest weight.
+    #[serde(rename = "median_terms_within_0.05_of_max")]
+    pub near_largest: f64,
+}
+
+/// [`DocumentWeights`] of the documents' weight lists (any order); `None`
+/// when no document has 10 active terms.
+pub fn document_weights<'a>(
+    documents: impl IntoIterator<Item = &'a [f32]>,
+) -> Option<DocumentWeights> {
+    let (mut gap, mut relative, mut largest, mut near) = (vec![], vec![], vec![], vec![]);
+    for weights in documents {
+        let mut w: Vec<f32> = weights.iter().copied().filter(|&x| x > 0.0).collect();
+        if w.len() < 10 {
+            continue;
+        }
+        w.sort_by(|a, b| b.total_cmp(a));
+        let (top, tenth) = (f64::from(w[0]), f64::from(w[9]));
+        gap.push(top - tenth);
+        relative.push((top - tenth) / top);
+        largest.push(top);
+        near.push(w.iter().filter(|&&x| x >= w[0] - 0.05).count() as f64);
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    (!gap.is_empty()).then(|| DocumentWeights {
+        gap: median(gap),
+        relative_gap: median(relative),
+        largest: median(largest),
+        near_largest: median(near),
+    })
+}
+
 /// Write a TREC run file (`qid Q0 docid rank score tag`, one line per
 /// retrieved document) under the output policy (never inside `inputs`),
 /// atomically. A query or document id holding whitespace cannot be
@@ -200,5 +252,33 @@ mod tests {
         assert_eq!(per.len(), 2);
         assert_eq!(mean.ndcg10, 0.5);
         assert_eq!(mean.mrr10, 0.5);
+    }
+    #[test]
+    fn document_weights_are_medians_over_documents_of_ten_terms() {
+        // Weights 2.0, 1.9, …, 1.1 (gap 0.9, 1 term within 0.05 of the
+        // largest), a flat document at 1.5 (gap 0, all 12 near), the first
+        // again with zeros, and a document of 3 terms, which is left out.
+        let graded: Vec<f32> = (0..10).map(|i| 2.0 - 0.1 * i as f32).collect();
+        let flat = vec![1.5f32; 12];
+        let short = vec![9.0f32, 0.1, 0.2];
+        let mut with_zeros = graded.clone();
+        with_zeros.extend([0.0; 5]); // zeros are not active terms
+        let w = document_weights([
+            graded.as_slice(),
+            flat.as_slice(),
+            short.as_slice(),
+            with_zeros.as_slice(),
+        ])
+        .unwrap();
+        // Medians of three documents: gaps [0.9, 0, 0.9], near [1, 12, 1].
+        assert!((w.gap - 0.9).abs() < 1e-6, "{w:?}");
+        assert!((w.relative_gap - 0.45).abs() < 1e-6, "{w:?}");
+        assert!((w.largest - 2.0).abs() < 1e-6, "{w:?}");
+        assert_eq!(w.near_largest, 1.0);
+        // Scaling every weight scales the gap, not the relative gap.
+        let scaled: Vec<f32> = graded.iter().map(|x| 3.0 * x).collect();
+        let s = document_weights([scaled.as_slice()]).unwrap();
+        assert!((s.gap - 2.7).abs() < 1e-5 && (s.relative_gap - 0.45).abs() < 1e-6);
+        assert_eq!(document_weights([short.as_slice()]), None);
     }
 }

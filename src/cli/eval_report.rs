@@ -7,6 +7,8 @@ use std::collections::HashMap;
 use anyhow::Result;
 use serde_json::json;
 
+use csplade::eval::{document_weights, DocumentWeights};
+
 use super::eval::{print_failures, Collection, EvalArgs, LsrSide, Scored};
 
 /// What `eval` prints.
@@ -34,26 +36,10 @@ impl Report<'_> {
         })
     }
 
-    /// How documents weigh their terms: the median gap between a
-    /// document's 1st and 10th weight, and the median number of its terms
-    /// within 0.05 of its largest (a flat bag of words: gap 0, every term).
-    fn document_weights(&self) -> Option<(f64, f64)> {
+    /// How the index's documents weigh their terms.
+    fn document_weights(&self) -> Option<DocumentWeights> {
         let s = self.side?;
-        let (mut gaps, mut near) = (Vec::new(), Vec::new());
-        for d in &s.index.vectors {
-            let mut w = d.weights.clone();
-            if w.len() < 10 {
-                continue;
-            }
-            w.sort_by(|a, b| b.total_cmp(a));
-            gaps.push((w[0] - w[9]) as f64);
-            near.push(w.iter().filter(|&&x| x >= w[0] - 0.05).count() as f64);
-        }
-        let med = |mut v: Vec<f64>| {
-            v.sort_by(f64::total_cmp);
-            v.get(v.len() / 2).copied().unwrap_or(0.0)
-        };
-        (!gaps.is_empty()).then(|| (med(gaps), med(near)))
+        document_weights(s.index.vectors.iter().map(|d| d.weights.as_slice()))
     }
 
     pub fn json(&self) -> Result<()> {
@@ -67,9 +53,8 @@ impl Report<'_> {
         if let Some(s) = self.side {
             out["query_prior"] = json!(s.prior.to_string());
         }
-        if let Some((gap, near)) = self.document_weights() {
-            out["document_weights"] =
-                json!({"median_gap_1st_10th": gap, "median_terms_within_0.05_of_max": near});
+        if let Some(w) = self.document_weights() {
+            out["document_weights"] = serde_json::to_value(w)?;
         }
         if self.a.system.hybrid() {
             out["fusion"] = json!(self.a.fusion.to_string());
@@ -91,9 +76,10 @@ impl Report<'_> {
         if let Some((q, d)) = self.sparsity() {
             println!("LSR median active dimensions: {q} per query, {d} per document");
         }
-        if let Some((gap, near)) = self.document_weights() {
+        if let Some(w) = self.document_weights() {
             println!(
-                "LSR documents: median gap {gap:.3} between the 1st and 10th weight, median {near} terms within 0.05 of the largest"
+                "LSR documents: median gap {:.3} between the 1st and 10th weight ({:.3} of the largest, median {:.3}), median {} terms within 0.05 of the largest",
+                w.gap, w.relative_gap, w.largest, w.near_largest
             );
         }
         if let Some(s) = self.side.filter(|s| !s.prior.is_none()) {
