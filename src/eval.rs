@@ -253,6 +253,7 @@ mod tests {
         assert_eq!(mean.ndcg10, 0.5);
         assert_eq!(mean.mrr10, 0.5);
     }
+
     #[test]
     fn document_weights_are_medians_over_documents_of_ten_terms() {
         // Weights 2.0, 1.9, …, 1.1 (gap 0.9, 1 term within 0.05 of the

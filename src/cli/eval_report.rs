@@ -78,8 +78,12 @@ impl Report<'_> {
         }
         if let Some(w) = self.document_weights() {
             println!(
-                "LSR documents: median gap {:.3} between the 1st and 10th weight ({:.3} of the largest, median {:.3}), median {} terms within 0.05 of the largest",
-                w.gap, w.relative_gap, w.largest, w.near_largest
+                "LSR documents: median gap {:.3} between the 1st and 10th weight ({:.3} of the largest, median {:.3}), median {} term{} within 0.05 of the largest",
+                w.gap,
+                w.relative_gap,
+                w.largest,
+                w.near_largest,
+                if w.near_largest == 1.0 { "" } else { "s" }
             );
         }
         if let Some(s) = self.side.filter(|s| !s.prior.is_none()) {
