@@ -144,6 +144,12 @@ pub struct DocumentWeights {
     pub near_largest: f64,
 }
 
+/// The median of `values` (the upper one of an even count; 0 for none).
+pub fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
+}
+
 /// [`DocumentWeights`] of the documents' weight lists (any order); `None`
 /// when no document has 10 active terms.
 pub fn document_weights<'a>(
@@ -162,10 +168,6 @@ pub fn document_weights<'a>(
         largest.push(top);
         near.push(w.iter().filter(|&&x| x >= w[0] - 0.05).count() as f64);
     }
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
     (!gap.is_empty()).then(|| DocumentWeights {
         gap: median(gap),
         relative_gap: median(relative),

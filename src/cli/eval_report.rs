@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use anyhow::Result;
 use serde_json::json;
 
-use csplade::eval::{document_weights, DocumentWeights};
+use csplade::eval::{document_weights, median, DocumentWeights};
 
 use super::eval::{print_failures, Collection, EvalArgs, LsrSide, Scored};
 
@@ -20,18 +20,13 @@ pub(super) struct Report<'a> {
     pub explained: &'a [csplade::failures::FailureExplanation],
 }
 
-fn median(mut v: Vec<usize>) -> f64 {
-    v.sort_unstable();
-    v.get(v.len() / 2).copied().unwrap_or(0) as f64
-}
-
 impl Report<'_> {
     /// Median active dimensions of the queries and documents.
     fn sparsity(&self) -> Option<(f64, f64)> {
         self.side.map(|s| {
             (
-                median(s.expansions.iter().map(|e| e.active()).collect()),
-                median(s.index.vectors.iter().map(|d| d.active()).collect()),
+                median(s.expansions.iter().map(|e| e.active() as f64).collect()),
+                median(s.index.vectors.iter().map(|d| d.active() as f64).collect()),
             )
         })
     }

@@ -145,9 +145,8 @@ fn all_expansions(tr: &Trainer, seqs: &[&[u32]], parts: &[Vec<usize>]) -> Result
 }
 
 fn active_median(w: &Tensor) -> Result<f32> {
-    let mut counts = w.gt(0.0)?.to_dtype(DType::F32)?.sum(1)?.to_vec1::<f32>()?;
-    counts.sort_by(f32::total_cmp);
-    Ok(counts.get(counts.len() / 2).copied().unwrap_or(0.0))
+    let counts = w.gt(0.0)?.to_dtype(DType::F32)?.sum(1)?.to_vec1::<f32>()?;
+    Ok(super::run::median(counts))
 }
 
 /// One contrastive micro-batch: `docs` holds the positives (document i for

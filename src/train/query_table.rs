@@ -22,6 +22,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::data::{self, MicroBatch};
+use super::run::median;
 use super::{batches, TrainConfig};
 use crate::encode::encoder::table_vector;
 use crate::encode::{Encoder, EncoderConfig, SparseVec};
@@ -255,11 +256,6 @@ impl Adam {
             table[i] = (table[i] - lr as f32 * update).max(0.0);
         }
     }
-}
-
-fn median(mut v: Vec<f32>) -> f32 {
-    v.sort_by(f32::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
 /// Train the query table of `model` on the recipe's training pairs; the run
