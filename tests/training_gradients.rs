@@ -11,8 +11,9 @@ mod common;
 use common::{tiny, toy_collection, toy_config};
 
 /// Gradients of Σ hidden ⊙ G for every LoRA variable.
-fn lora_grads(m: &mut LoadedModel, fused: bool, mask: AttentionMask) -> Vec<Vec<f32>> {
-    m.llama.prepare_for_training(fused, fused).unwrap();
+/// With `bf16`, the frozen projections multiply in bf16 (fused engine only).
+fn lora_grads(m: &mut LoadedModel, fused: bool, bf16: bool, mask: AttentionMask) -> Vec<Vec<f32>> {
+    m.llama.prepare_for_training(fused, fused, bf16).unwrap();
     // Every projection of every layer.
     let targets = TrainConfig::default().targets;
     let vars = adapter::attach_low_rank(&mut m.llama, 4, 8.0, &targets, 5).unwrap();
@@ -64,15 +65,9 @@ fn fused_training_ops_match_candle_autograd() {
     let dir = tempfile::tempdir().unwrap();
     for hf in [false, true] {
         for mask in [AttentionMask::Causal, AttentionMask::Bidirectional] {
-            let composite = lora_grads(&mut tiny(dir.path(), hf), false, mask);
-            let fused = lora_grads(&mut tiny(dir.path(), hf), true, mask);
-            let mut worst = 0f32;
-            for (a, b) in composite.iter().zip(&fused) {
-                let scale = a.iter().map(|x| x.abs()).fold(1e-3, f32::max);
-                for (x, y) in a.iter().zip(b) {
-                    worst = worst.max((x - y).abs() / scale);
-                }
-            }
+            let composite = lora_grads(&mut tiny(dir.path(), hf), false, false, mask);
+            let fused = lora_grads(&mut tiny(dir.path(), hf), true, false, mask);
+            let worst = relative_difference(&composite, &fused);
             assert!(
                 worst < 1e-3,
                 "hf={hf} {mask:?}: fused gradients differ by {worst} (relative)"
@@ -81,11 +76,44 @@ fn fused_training_ops_match_candle_autograd() {
     }
 }
 
+/// The largest difference between two sets of gradients, each variable's
+/// relative to its largest magnitude.
+fn relative_difference(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
+    let mut worst = 0f32;
+    for (a, b) in a.iter().zip(b) {
+        let scale = a.iter().map(|x| x.abs()).fold(1e-3, f32::max);
+        for (x, y) in a.iter().zip(b) {
+            worst = worst.max((x - y).abs() / scale);
+        }
+    }
+    worst
+}
+
+/// Mixed precision: with the frozen projections multiplied in bf16, the
+/// LoRA gradients are f32's to bf16 precision — visibly rounded (so the
+/// bf16 products did run), and within a few percent.
+#[test]
+fn bf16_frozen_products_give_the_f32_gradients_to_bf16_precision() {
+    if common::skip_without(model::gemm::bf16_available(), "bf16 training products") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for mask in [AttentionMask::Causal, AttentionMask::Bidirectional] {
+        let f32_grads = lora_grads(&mut tiny(dir.path(), false), true, false, mask);
+        let bf16_grads = lora_grads(&mut tiny(dir.path(), false), true, true, mask);
+        let worst = relative_difference(&f32_grads, &bf16_grads);
+        assert!(
+            worst > 1e-5 && worst < 3e-2,
+            "{mask:?}: bf16 gradients differ from f32 by {worst} (relative)"
+        );
+    }
+}
+
 #[test]
 fn pooling_gradient_matches_finite_differences() {
     let dir = tempfile::tempdir().unwrap();
     let mut m = tiny(dir.path(), false);
-    m.llama.prepare_for_training(true, true).unwrap();
+    m.llama.prepare_for_training(true, true, false).unwrap();
     let d = m.config().hidden_size;
     let vocab = m.config().vocab_size;
     let rows_n = 5;

@@ -300,6 +300,28 @@ fn gemm(a: GemmBench) -> Result<()> {
             candle / t
         );
     }
+    if csplade::model::gemm::bf16_available() {
+        // The training engine's mixed-precision products for frozen weights.
+        let packed = csplade::model::linear::with_f32_slice(&w, |d| {
+            csplade::model::gemm::PackedWeight::pack_bf16(d, a.n, a.k)
+        })?;
+        let kind = match csplade::model::gemm::bf16_native() {
+            true => "vdpbf16ps",
+            false => "widened to f32",
+        };
+        let t = best_of(a.repeat, || {
+            csplade::model::linear::matmul_packed(&x, &packed)?;
+            Ok(())
+        })?;
+        println!(
+            "{}x{}x{}: bf16 training products ({kind}) {:.1} GFLOP/s ({:.2}x candle f32)",
+            a.m,
+            a.n,
+            a.k,
+            flop / t / 1e9,
+            candle / t
+        );
+    }
     Ok(())
 }
 

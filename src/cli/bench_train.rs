@@ -105,8 +105,15 @@ fn time_engine(
     let mut steps: Vec<(u64, f64)> = Vec::new();
     trainer.run(false, None, |r| steps.push((r.step_tokens, r.step_seconds)))?;
     let timed = &steps[1.min(steps.len())..];
+    let bf16 = engine == Engine::Cpu
+        && cfg.frozen_precision == "bf16"
+        && csplade::model::gemm::bf16_available();
     Ok(Timed {
-        name: format!("csplade {} engine", engine_name(engine)),
+        name: format!(
+            "csplade {} engine{}",
+            engine_name(engine),
+            if bf16 { ", bf16 products" } else { "" }
+        ),
         tokens: timed.iter().map(|s| s.0).sum(),
         seconds: timed.iter().map(|s| s.1).sum(),
         peak: peak_memory(),
@@ -151,8 +158,21 @@ pub fn run(a: TrainBench) -> Result<()> {
     // PyTorch first, while this process holds little: the two must never
     // need the machine's memory at once.
     let (torch, versions) = pytorch(&cfg, &micro, &python, &scratch.0)?;
-    for engine in [Engine::Cpu, Engine::Generic] {
-        let run = scratch.0.join(engine_name(engine).replace(' ', "-"));
+    // The fused engine at f32, and with bf16 products where the CPU runs them.
+    let mut systems = vec![(Engine::Cpu, "f32")];
+    if csplade::model::gemm::bf16_available() {
+        systems.push((Engine::Cpu, "bf16"));
+    }
+    systems.push((Engine::Generic, "f32"));
+    for (engine, precision) in systems {
+        let cfg = TrainConfig {
+            frozen_precision: precision.into(),
+            ..cfg.clone()
+        };
+        let run = scratch.0.join(format!(
+            "{}-{precision}",
+            engine_name(engine).replace(' ', "-")
+        ));
         rows.push(time_engine(
             &a,
             &cfg,
@@ -316,8 +336,9 @@ fn report(a: &TrainBench, cfg: &TrainConfig, rows: Vec<Timed>, versions: Value) 
         "train {}: {} timed steps after one warm-up, batch {} ({} hard negatives), variant {}, {threads} threads",
         a.phase, a.steps, cfg.batch, cfg.hard_negatives, cfg.variant
     );
+    let width = rows.iter().map(|t| t.name.len()).max().unwrap_or(0).max(26);
     println!(
-        "{:<26} {:>9} {:>9} {:>10} {:>9} {:>11}",
+        "{:<width$} {:>9} {:>9} {:>10} {:>9} {:>11}",
         "system", "tokens", "seconds", "tokens/s", "× first", "peak memory"
     );
     for t in &rows {
@@ -325,7 +346,7 @@ fn report(a: &TrainBench, cfg: &TrainConfig, rows: Vec<Timed>, versions: Value) 
             .peak
             .map_or("-".to_string(), |b| format!("{:.1} GB", b as f64 / 1e9));
         println!(
-            "{:<26} {:>9} {:>9.1} {:>10.1} {:>9.2} {:>11}",
+            "{:<width$} {:>9} {:>9.1} {:>10.1} {:>9.2} {:>11}",
             t.name,
             t.tokens,
             t.seconds,

@@ -209,13 +209,13 @@ fn prepare_only(phase: Phase, cfg: &TrainConfig, a: &TrainArgs) -> Result<()> {
 
 /// What is about to train, as a phase line for the explorer or a line on
 /// the terminal.
-fn announce(
-    trainer: &Trainer,
-    phase: Phase,
-    cfg: &TrainConfig,
-    a: &TrainArgs,
-    engine: impl std::fmt::Debug,
-) {
+fn announce(trainer: &Trainer, phase: Phase, cfg: &TrainConfig, a: &TrainArgs, engine: Engine) {
+    // What the frozen base's products actually run at on this CPU.
+    let products = match (engine, cfg.frozen_precision.as_str()) {
+        (Engine::Cpu, "bf16") if csplade::model::gemm::bf16_available() => ", bf16 products",
+        (Engine::Cpu, "bf16") => ", f32 products: bf16 needs AVX-512",
+        _ => "",
+    };
     let trainable: usize = trainer
         .params
         .iter()
@@ -224,10 +224,10 @@ fn announce(
     if a.progress_json {
         println!(
             "{}",
-            serde_json::json!({"event": "phase", "name": format!("{} training ({trainable} trainable parameters)", phase.name())})
+            serde_json::json!({"event": "phase", "name": format!("{} training ({trainable} trainable parameters{products})", phase.name())})
         );
     } else {
-        eprintln!("csplade: {} phase, {} variant, head {}, {} {} ({trainable} trainable parameters), {} steps on {} ({:?} engine) → {}", phase.name(), cfg.variant, cfg.head, cfg.adapter, if cfg.adapter == "lora" { format!("rank {}", cfg.lora_rank) } else { String::new() }, cfg.steps, a.device, engine, a.out.display());
+        eprintln!("csplade: {} phase, {} variant, head {}, {} {} ({trainable} trainable parameters), {} steps on {} ({:?} engine{products}) → {}", phase.name(), cfg.variant, cfg.head, cfg.adapter, if cfg.adapter == "lora" { format!("rank {}", cfg.lora_rank) } else { String::new() }, cfg.steps, a.device, engine, a.out.display());
     }
 }
 

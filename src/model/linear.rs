@@ -129,21 +129,23 @@ pub struct FrozenMatmul {
 }
 
 impl FrozenMatmul {
-    /// `None` where the fast GEMM is unavailable.
-    pub fn new(weight: &Tensor) -> Result<Option<Self>> {
+    /// `None` where the fast GEMM is unavailable. With `bf16` (and a CPU
+    /// that runs bf16 panels, [`gemm::bf16_available`]) both products round
+    /// their inputs to bf16 and accumulate in f32; otherwise they are f32.
+    pub fn new(weight: &Tensor, bf16: bool) -> Result<Option<Self>> {
         if !gemm::available() || !weight.device().is_cpu() {
             return Ok(None);
         }
         let (n, k) = weight.dims2()?;
         let w = weight.to_dtype(DType::F32)?.contiguous()?;
         let w_t = w.t()?.contiguous()?;
+        let pack = |d: &[f32], n, k| match bf16 && gemm::bf16_available() {
+            true => PackedWeight::pack_bf16(d, n, k),
+            false => PackedWeight::pack(d, n, k),
+        };
         Ok(Some(Self {
-            w: Arc::new(with_f32_slice(&w, |d| {
-                PackedWeight::pack_as(d, n, k, false)
-            })?),
-            w_t: Arc::new(with_f32_slice(&w_t, |d| {
-                PackedWeight::pack_as(d, k, n, false)
-            })?),
+            w: Arc::new(with_f32_slice(&w, |d| pack(d, n, k))?),
+            w_t: Arc::new(with_f32_slice(&w_t, |d| pack(d, k, n))?),
         }))
     }
 
@@ -201,9 +203,10 @@ impl Linear {
         }
     }
 
-    /// Keep the weight frozen for training on the fast GEMM (see [`FrozenMatmul`]).
-    pub fn freeze_for_training(&mut self) -> Result<()> {
-        self.frozen = FrozenMatmul::new(&self.weight)?;
+    /// Keep the weight frozen for training on the fast GEMM (see
+    /// [`FrozenMatmul`]; `bf16` selects its mixed-precision products).
+    pub fn freeze_for_training(&mut self, bf16: bool) -> Result<()> {
+        self.frozen = FrozenMatmul::new(&self.weight, bf16)?;
         Ok(())
     }
 

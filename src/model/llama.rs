@@ -353,8 +353,15 @@ impl Llama {
     /// `fused` selects csplade's fused ops with hand-written backward passes
     /// (attention, RMSNorm, SwiGLU; AVX-512 machines) over candle's
     /// composite ops; `freeze_projections` runs frozen projections on the
-    /// packed GEMM (LoRA; not for full fine-tuning).
-    pub fn prepare_for_training(&mut self, freeze_projections: bool, fused: bool) -> Result<()> {
+    /// packed GEMM (LoRA; not for full fine-tuning). With `bf16`, the frozen
+    /// projections and the head multiply in bf16 with f32 sums where the CPU
+    /// can ([`super::gemm::bf16_available`]).
+    pub fn prepare_for_training(
+        &mut self,
+        freeze_projections: bool,
+        fused: bool,
+        bf16: bool,
+    ) -> Result<()> {
         let fused = fused && super::gemm::available();
         self.rope.differentiable = true;
         self.fused_training = fused;
@@ -368,14 +375,14 @@ impl Llama {
             l.mlp.fused_training = fused;
         }
         // One packing of the frozen head serves the forward and its backward.
-        self.lm_head_frozen = super::linear::FrozenMatmul::new(&self.lm_head)?;
+        self.lm_head_frozen = super::linear::FrozenMatmul::new(&self.lm_head, bf16)?;
         self.lm_head_packed = Some(match &self.lm_head_frozen {
             Some(f) => f.weights(),
             None => Weights::new(&self.lm_head, Precision::F32)?,
         });
         if freeze_projections {
             for (_, lin) in self.linears_mut() {
-                lin.freeze_for_training()?;
+                lin.freeze_for_training(bf16)?;
             }
         }
         Ok(())

@@ -527,9 +527,11 @@ fn attach_trainable(
     // LoRA keeps the base frozen: on the fused engine its projections
     // run on the fast GEMM.
     let fused = engine == Engine::Cpu;
-    model
-        .llama
-        .prepare_for_training(fused && cfg.adapter != "full", fused)?;
+    model.llama.prepare_for_training(
+        fused && cfg.adapter != "full",
+        fused,
+        cfg.frozen_precision == "bf16",
+    )?;
     let params = if cfg.adapter == "full" {
         adapter::attach_full(&mut model.llama, &cfg.targets)?
     } else {
