@@ -56,7 +56,7 @@ pub struct TrainConfig {
     /// Precision of the frozen base's products on the fused CPU engine
     /// (LoRA's projections and the LM head, forward and input gradient):
     /// `f32`, or `bf16` — activations and weights rounded to bf16, sums in
-    /// f32, as in GPU mixed-precision training; twice the f32 rate on CPUs
+    /// f32, as in GPU mixed-precision training; up to twice the f32 rate on CPUs
     /// with AVX-512 BF16. The trainable weights, their gradients and the
     /// optimizer stay f32. CPUs without AVX-512 compute f32 either way.
     pub frozen_precision: String,

@@ -9,7 +9,8 @@
 //! Panels hold f32, f16 (widened in registers) or bf16 pairs. A bf16 product
 //! rounds the activations to bf16 as well and accumulates in f32 — mixed
 //! precision for frozen weights in training — which AVX-512 BF16 CPUs run
-//! with `vdpbf16ps` at twice the f32 rate (see [`microkernels`]).
+//! with `vdpbf16ps`, two products per lane and instruction, at up to twice
+//! the f32 rate (see [`microkernels`]).
 
 mod microkernels;
 #[cfg(test)]
@@ -59,7 +60,7 @@ pub fn bf16_available() -> bool {
 }
 
 /// Whether bf16 products run on the CPU's own bf16 dot-product instruction
-/// (twice the f32 rate) rather than widened.
+/// (up to twice the f32 rate) rather than widened.
 pub fn bf16_native() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
