@@ -95,11 +95,7 @@ pub(super) unsafe fn kernel_avx512<const HALF: bool>(
             row[1] = _mm512_fmadd_ps(ai, b1, row[1]);
         }
     }
-    for (i, row) in acc.iter().enumerate() {
-        let ci = c.add(i * ldc);
-        _mm512_storeu_ps(ci, row[0]);
-        _mm512_storeu_ps(ci.add(16), row[1]);
-    }
+    store_tile(&acc, c, ldc);
 }
 
 /// The same 12×32 tile with 256-bit registers: four 6×16 quarters, each
@@ -178,11 +174,7 @@ pub(super) unsafe fn kernel_bf16(
             row[1] = _mm512_dpbf16_ps(row[1], ai, b1);
         }
     }
-    for (i, row) in acc.iter().enumerate() {
-        let ci = c.add(i * ldc);
-        _mm512_storeu_ps(ci, row[0]);
-        _mm512_storeu_ps(ci.add(16), row[1]);
-    }
+    store_tile(&acc, c, ldc);
 }
 
 /// [`kernel_bf16`] for AVX-512 CPUs without BF16: each pair is widened to
@@ -223,6 +215,18 @@ pub(super) unsafe fn kernel_bf16_widened(
             row[1] = _mm512_fmadd_ps(hi, b1h, _mm512_fmadd_ps(lo, b1l, row[1]));
         }
     }
+    store_tile(&acc, c, ldc);
+}
+
+/// Write the 12×32 accumulators to `c` (rows at stride `ldc`).
+///
+/// # Safety
+/// The CPU must have AVX-512F; `c` is valid for an MR × NR tile of writes
+/// at stride `ldc`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn store_tile(acc: &[[std::arch::x86_64::__m512; 2]; MR], c: *mut f32, ldc: usize) {
+    use std::arch::x86_64::*;
     for (i, row) in acc.iter().enumerate() {
         let ci = c.add(i * ldc);
         _mm512_storeu_ps(ci, row[0]);
