@@ -16,7 +16,7 @@ use super::ModelArgs;
 pub enum BenchCommand {
     /// Encoding throughput over a fixed SciFact sample (tokens/s)
     Encode(EncodeBench),
-    /// GEMM throughput (GFLOP/s) of the inference kernel vs candle's matmul
+    /// GEMM throughput (GFLOP/s) of the inference kernels, and of the training engine's bf16 products, vs candle's matmul
     Gemm(GemmBench),
     /// Search latency p50/p99 (without and with query encoding), index size,
     /// build throughput
