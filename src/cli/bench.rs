@@ -277,6 +277,16 @@ fn gemm(a: GemmBench) -> Result<()> {
         a.k,
         flop / candle / 1e9
     );
+    let row = |label: String, t: f64| {
+        println!(
+            "{}x{}x{}: {label} {:.1} GFLOP/s ({:.2}x candle f32)",
+            a.m,
+            a.n,
+            a.k,
+            flop / t / 1e9,
+            candle / t
+        )
+    };
     for p in csplade::quant::ALL {
         let weights = Weights::new(&w, p)?;
         let kind = match (&weights, p) {
@@ -291,14 +301,7 @@ fn gemm(a: GemmBench) -> Result<()> {
             weights.matmul(&x)?;
             Ok(())
         })?;
-        println!(
-            "{}x{}x{}: {p} ({kind}) {:.1} GFLOP/s ({:.2}x candle f32)",
-            a.m,
-            a.n,
-            a.k,
-            flop / t / 1e9,
-            candle / t
-        );
+        row(format!("{p} ({kind})"), t);
     }
     if csplade::model::gemm::bf16_available() {
         // The training engine's mixed-precision products for frozen weights.
@@ -313,14 +316,7 @@ fn gemm(a: GemmBench) -> Result<()> {
             csplade::model::linear::matmul_packed(&x, &packed)?;
             Ok(())
         })?;
-        println!(
-            "{}x{}x{}: bf16 training products ({kind}) {:.1} GFLOP/s ({:.2}x candle f32)",
-            a.m,
-            a.n,
-            a.k,
-            flop / t / 1e9,
-            candle / t
-        );
+        row(format!("bf16 training products ({kind})"), t);
     }
     Ok(())
 }

@@ -105,14 +105,15 @@ fn time_engine(
     let mut steps: Vec<(u64, f64)> = Vec::new();
     trainer.run(false, None, |r| steps.push((r.step_tokens, r.step_seconds)))?;
     let timed = &steps[1.min(steps.len())..];
-    let bf16 = engine == Engine::Cpu
-        && cfg.frozen_precision == "bf16"
-        && csplade::model::gemm::bf16_available();
     Ok(Timed {
         name: format!(
             "csplade {} engine{}",
             engine_name(engine),
-            if bf16 { ", bf16 products" } else { "" }
+            if cfg.bf16_products(engine) {
+                ", bf16 products"
+            } else {
+                ""
+            }
         ),
         tokens: timed.iter().map(|s| s.0).sum(),
         seconds: timed.iter().map(|s| s.1).sum(),

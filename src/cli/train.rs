@@ -212,7 +212,7 @@ fn prepare_only(phase: Phase, cfg: &TrainConfig, a: &TrainArgs) -> Result<()> {
 fn announce(trainer: &Trainer, phase: Phase, cfg: &TrainConfig, a: &TrainArgs, engine: Engine) {
     // What the frozen base's products actually run at on this CPU.
     let products = match (engine, cfg.frozen_precision.as_str()) {
-        (Engine::Cpu, "bf16") if csplade::model::gemm::bf16_available() => ", bf16 products",
+        _ if cfg.bf16_products(engine) => ", bf16 products",
         (Engine::Cpu, "bf16") => ", f32 products: bf16 needs AVX-512",
         _ => "",
     };

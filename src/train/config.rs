@@ -323,6 +323,15 @@ impl TrainConfig {
         parse_head(&self.head).unwrap_or_default()
     }
 
+    /// Whether `engine` multiplies by the frozen base in bf16 on this CPU:
+    /// `frozen_precision = "bf16"`, the fused CPU engine, and a CPU that runs
+    /// bf16 panels ([`crate::model::gemm::bf16_available`]).
+    pub fn bf16_products(&self, engine: super::Engine) -> bool {
+        engine == super::Engine::Cpu
+            && self.frozen_precision == "bf16"
+            && crate::model::gemm::bf16_available()
+    }
+
     /// β of `term_shift_init = "df:β"`, or `None` for `zero`.
     pub fn term_shift_beta(&self) -> Result<Option<f32>, String> {
         let s = self.term_shift_init.as_str();

@@ -530,7 +530,7 @@ fn attach_trainable(
     model.llama.prepare_for_training(
         fused && cfg.adapter != "full",
         fused,
-        cfg.frozen_precision == "bf16",
+        cfg.bf16_products(engine),
     )?;
     let params = if cfg.adapter == "full" {
         adapter::attach_full(&mut model.llama, &cfg.targets)?

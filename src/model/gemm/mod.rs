@@ -132,7 +132,7 @@ impl PackedWeight {
                 for j in 0..NR.min(n - p * NR) {
                     let src = &w[(p * NR + j) * k..(p * NR + j + 1) * k];
                     for (kk, &v) in src.iter().enumerate() {
-                        panel[((kk / 2) * NR + j) * 2 + kk % 2] = half::bf16::from_f32(v).to_bits();
+                        panel[((kk / 2) * NR + j) * 2 + kk % 2] = bf16_bits(v) as u16;
                     }
                 }
             });
@@ -315,19 +315,7 @@ impl APack {
         if bf16 {
             let pairs = k.div_ceil(2);
             let mut values = vec![0u32; tiles * MR * pairs];
-            for (t, dst) in values.chunks_exact_mut(MR * pairs).enumerate() {
-                for i in 0..MR.min(rows - t * MR) {
-                    let row = &x[(r0 + t * MR + i) * k..(r0 + t * MR + i + 1) * k];
-                    let whole = row.chunks_exact(2);
-                    let last = whole.remainder().first().map(|&v| bf16_bits(v));
-                    for (pi, pair) in whole.enumerate() {
-                        dst[pi * MR + i] = bf16_bits(pair[0]) | bf16_bits(pair[1]) << 16;
-                    }
-                    if let Some(lo) = last {
-                        dst[(pairs - 1) * MR + i] = lo;
-                    }
-                }
-            }
+            pack_rows_bf16(x, k, r0, rows, &mut values);
             return APack::Bf16 { pairs, values };
         }
         let mut values = vec![0f32; tiles * MR * k];
@@ -355,6 +343,25 @@ fn bf16_bits(v: f32) -> u32 {
         return (b >> 16) | 0x40;
     }
     (b + 0x7FFF + ((b >> 16) & 1)) >> 16
+}
+
+/// [`pack_rows`] for bf16 panels: each row's values rounded to bf16 and
+/// paired by depth (`k` rounded up to even, the missing value 0), one `u32`
+/// per row and pair; rows past `rows` stay 0.
+fn pack_rows_bf16(x: &[f32], k: usize, r0: usize, rows: usize, apack: &mut [u32]) {
+    let pairs = k.div_ceil(2);
+    for (t, dst) in apack.chunks_exact_mut(MR * pairs).enumerate() {
+        for i in 0..MR.min(rows - t * MR) {
+            let row = &x[(r0 + t * MR + i) * k..(r0 + t * MR + i + 1) * k];
+            let whole = row.chunks_exact(2);
+            if let Some(&v) = whole.remainder().first() {
+                dst[(pairs - 1) * MR + i] = bf16_bits(v);
+            }
+            for (pi, pair) in whole.enumerate() {
+                dst[pi * MR + i] = bf16_bits(pair[0]) | bf16_bits(pair[1]) << 16;
+            }
+        }
+    }
 }
 
 /// Pack `rows` rows of `x` (from `r0`) into MR-row micro-panels, k-major.
