@@ -267,6 +267,7 @@ fn the_explorer_searches_and_explains_a_build_in_progress() {
         qrels: Some(Arc::new(beir::read_qrels(&corpus, "test").unwrap())),
         backend: csplade::search::Backend::Exact,
         prior: Default::default(),
+        feedback: Default::default(),
         fusion: Default::default(),
         inference_free: false,
     };
@@ -279,9 +280,11 @@ fn the_explorer_searches_and_explains_a_build_in_progress() {
         r.hits.iter().all(|h| encoded.contains(&h.ordinal)),
         "only encoded documents are searched"
     );
-    let d = ex.detail(&r.vector, r.hits[0].ordinal).unwrap();
+    let d = ex
+        .detail(&r.vector, &r.feedback_terms.terms, r.hits[0].ordinal)
+        .unwrap();
     assert_eq!(d.doc_id, docs[r.hits[0].ordinal].id);
-    let sum: f32 = d.contributions.iter().map(|c| c.4).sum();
+    let sum: f32 = d.contributions.iter().map(|(_, c)| c.product).sum();
     assert!((sum - r.hits[0].score).abs() < 1e-3);
     // Short documents are read whole; with a window of the title's tokens
     // and two more, the detail says where in the text the model stopped.
@@ -295,7 +298,9 @@ fn the_explorer_searches_and_explains_a_build_in_progress() {
         },
         ..ex
     };
-    let d = short.detail(&r.vector, r.hits[0].ordinal).unwrap();
+    let d = short
+        .detail(&r.vector, &r.feedback_terms.terms, r.hits[0].ordinal)
+        .unwrap();
     let (at, tokens) = d.encoded_window.expect("the window cuts the text");
     assert_eq!(tokens, window);
     assert!(at > 0 && at < d.text.len(), "{at} of {:?}", d.text);

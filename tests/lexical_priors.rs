@@ -113,6 +113,7 @@ fn query_table_learns_against_cached_documents() {
             max_len: 128,
             trained: String::new(),
             query_prior: Default::default(),
+            query_feedback: Default::default(),
             documents_as: Some(m.identity.sha256.clone()),
         },
         tensors: Default::default(),

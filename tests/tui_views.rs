@@ -158,6 +158,24 @@ fn snapshot_search_view() {
     snapshot_sizes("search", &a);
 }
 
+/// With a prior and feedback: the expansion lists the lent terms (+) and
+/// names their documents; the explanation gains the idf and fb columns.
+#[test]
+fn snapshot_search_view_with_feedback() {
+    let mut a = app();
+    type_text(&mut a, "what causes hypertension in adults");
+    a.update(Action::ModelReady(Ok("model smollm2 ready".into())));
+    a.update(Action::IndexReady(Ok(5183)));
+    a.update(Action::QueryDone(Ok(sample_feedback_result())));
+    a.update(Action::DetailDone(Ok(sample_feedback_detail())));
+    let screen = render(&a);
+    assert!(
+        screen.contains("+2 fb") && screen.contains("from d7 d3"),
+        "{screen}"
+    );
+    insta::assert_snapshot!("search_feedback", screen);
+}
+
 #[test]
 fn snapshot_compare_view() {
     let mut a = app();

@@ -1,7 +1,8 @@
 //! `csplade adapter export --to peft`: a csplade adapter in Hugging Face
 //! `peft`'s layout, for transformers + peft (or any tool reading it);
-//! `csplade adapter set-prior`: record the query prior an adapter is
-//! searched with, keeping the identity its indexes were built under.
+//! `csplade adapter set-prior`: record the query prior (and pseudo-relevance
+//! feedback) an adapter is searched with, keeping the identity its indexes
+//! were built under.
 
 use std::path::{Path, PathBuf};
 
@@ -14,9 +15,10 @@ use csplade::model::adapter::Adapter;
 pub enum AdapterCommand {
     /// Write an adapter in another layout
     Export(ExportArgs),
-    /// Record the query-side prior an adapter is searched with (search,
-    /// eval and the explorer then use it unless told otherwise); documents
-    /// encode as before, so indexes built with the adapter still serve it
+    /// Record the query-side prior and feedback an adapter is searched with
+    /// (search, eval and the explorer then use them unless told otherwise);
+    /// documents encode as before, so indexes built with the adapter still
+    /// serve it
     SetPrior(SetPriorArgs),
 }
 
@@ -31,6 +33,10 @@ pub struct SetPriorArgs {
     /// none, idf or idf:POWER
     #[arg(long)]
     pub prior: csplade::search::QueryPrior,
+    /// Pseudo-relevance feedback: none, rocchio or rocchio:DOCS:WEIGHT:TERMS
+    /// [default: what the adapter records]
+    #[arg(long)]
+    pub feedback: Option<csplade::search::QueryFeedback>,
     /// Also carry the inference-free query table of this adapter (one
     /// trained against another checkpoint's documents: measure it with
     /// `eval --inference-free` before relying on it)
@@ -112,6 +118,9 @@ fn set_prior(a: SetPriorArgs) -> Result<()> {
         .with_context(|| format!("loading {spec:?}"))?;
     let mut adapter = Adapter::read(&a.adapter)?;
     adapter.meta.query_prior = a.prior;
+    if let Some(f) = a.feedback {
+        adapter.meta.query_feedback = f;
+    }
     adapter.meta.documents_as = Some(model.identity.sha256.clone());
     if let Some(from) = &a.query_table_from {
         let vocab = model.llama.config.vocab_size;
@@ -122,10 +131,11 @@ fn set_prior(a: SetPriorArgs) -> Result<()> {
         std::io::Write::write_all(w, &bytes)
     })?;
     eprintln!(
-        "csplade: {} → {} (query prior {}; documents encode as {}'s, identity {}{})",
+        "csplade: {} → {} (query prior {}, feedback {}; documents encode as {}'s, identity {}{})",
         a.adapter.display(),
         a.out.display(),
         a.prior,
+        adapter.meta.query_feedback,
         spec,
         &model.identity.sha256[..12],
         match &a.query_table_from {

@@ -82,6 +82,10 @@ pub struct SearchBench {
     /// default for an inference-free checkpoint)
     #[arg(long)]
     pub inference_free: bool,
+    /// Pseudo-relevance feedback (none, rocchio or
+    /// rocchio:DOCS:WEIGHT:TERMS[:IDF_POWER]) [default: the model's own]
+    #[arg(long)]
+    pub query_feedback: Option<csplade::search::QueryFeedback>,
     #[arg(long)]
     pub json: bool,
 }
@@ -173,10 +177,11 @@ fn search(a: SearchBench) -> Result<()> {
     let inference_free = a.inference_free || model.inference_free_by_default();
     let enc =
         Encoder::new(&model, idx.meta.encoder_config()).with_inference_free(inference_free)?;
-    let prior = match inference_free {
-        true => csplade::search::QueryPrior::None,
-        false => model.query_prior(),
+    let (prior, own_feedback) = match inference_free {
+        true => Default::default(),
+        false => (model.query_prior(), model.query_feedback()),
     };
+    let feedback = a.query_feedback.unwrap_or(own_feedback);
     let queries = beir::read_queries(std::path::Path::new(&idx.meta.corpus))
         .with_context(|| format!("reading the queries of {}", idx.meta.corpus))?;
     let queries: Vec<_> = queries.into_iter().take(a.queries).collect();
@@ -187,11 +192,14 @@ fn search(a: SearchBench) -> Result<()> {
         (vec![], vec![], vec![], vec![], vec![], vec![]);
     for q in &queries {
         let t0 = Instant::now();
-        let v = idx.weigh(&enc.encode_one(&q.text)?.vector, prior);
+        let e = enc.encode_one(&q.text)?.vector;
         let t1 = Instant::now();
+        // With feedback, each search ranks twice (see search::feedback).
+        let (v, _) = idx.scored_query(&e, prior, feedback, Backend::Exact)?;
         idx.search(&v, a.k, Backend::Exact)?;
         let t2 = Instant::now();
-        idx.search(&v, a.k, Backend::Tantivy)?;
+        let (vt, _) = idx.scored_query(&e, prior, feedback, Backend::Tantivy)?;
+        idx.search(&vt, a.k, Backend::Tantivy)?;
         let t3 = Instant::now();
         idx.search_bm25(&q.text, a.k)?;
         let t4 = Instant::now();
@@ -201,7 +209,7 @@ fn search(a: SearchBench) -> Result<()> {
         tantivy_ms.push(ms(t3 - t2));
         bm25_ms.push(ms(t4 - t3));
         e2e_ms.push(ms(t2 - t0));
-        active.push(v.active() as f64);
+        active.push(e.active() as f64);
     }
     let size = dir_size(&a.index);
     let throughput = idx.meta.encoded_tokens as f64 / idx.meta.build_seconds.max(1e-9);
@@ -217,14 +225,19 @@ fn search(a: SearchBench) -> Result<()> {
             "{}",
             json!({"queries": queries.len(), "documents": idx.len(), "median_query_terms": active_med,
                 "query_side": if inference_free { "inference-free" } else { "model" },
+                "query_prior": prior.to_string(), "query_feedback": feedback.to_string(),
                 "lsr_exact_ms": {"p50": e50, "p99": e99}, "lsr_tantivy_ms": {"p50": t50, "p99": t99},
                 "encode_ms": {"p50": n50, "p99": n99}, "encode_plus_search_ms": {"p50": x50, "p99": x99},
                 "bm25_ms": {"p50": b50, "p99": b99}, "index_bytes": size, "build_tokens_per_s": throughput,
                 "threads": candle_core::utils::get_num_threads()})
         );
     } else {
+        let ranked = match feedback.is_none() {
+            true => String::new(),
+            false => format!("; feedback {feedback}: each LSR search ranks twice"),
+        };
         println!(
-            "{} queries over {} documents (median {active_med:.0} query terms), top {}:",
+            "{} queries over {} documents (median {active_med:.0} query terms; query prior {prior}{ranked}), top {}:",
             queries.len(),
             idx.len(),
             a.k
@@ -425,13 +438,13 @@ fn tui(a: TuiBench) -> Result<()> {
         enter_ms.push(t0.elapsed().as_secs_f64() * 1e3);
     }
     if let Some(h) = app.result.as_ref().and_then(|r| r.hits.first()) {
-        let q = app
+        let (q, fb) = app
             .result
             .as_ref()
-            .map(|r| r.vector.clone())
+            .map(|r| (r.vector.clone(), r.feedback_terms.terms.clone()))
             .unwrap_or_default();
         app.update(Action::DetailDone(
-            ex.detail(&q, h.ordinal).map_err(|e| e.to_string()),
+            ex.detail(&q, &fb, h.ordinal).map_err(|e| e.to_string()),
         ));
     }
     let mut key_ms = time_keystrokes(&mut app, &mut term, a.repeat)?;
@@ -447,13 +460,15 @@ fn tui(a: TuiBench) -> Result<()> {
     Ok(())
 }
 
-/// The explorer over the bench's index, with the model the index records.
+/// The explorer over the bench's index, with the model the index records
+/// and the prior and feedback it is searched with.
 #[cfg(feature = "explorer")]
 fn tui_explorer(a: &TuiBench) -> Result<csplade::explore::Explorer> {
     use std::sync::Arc;
     let (idx, model) = super::search::open_with_model(&a.index, a.model.as_deref(), None)?;
     let config = idx.meta.encoder_config();
     let corpus = std::path::Path::new(&idx.meta.corpus).to_path_buf();
+    let (prior, feedback) = (model.query_prior(), model.query_feedback());
     Ok(csplade::explore::Explorer {
         model: Arc::new(model),
         config,
@@ -463,7 +478,8 @@ fn tui_explorer(a: &TuiBench) -> Result<csplade::explore::Explorer> {
         queries: Arc::new(beir::read_queries(&corpus).unwrap_or_default()),
         qrels: beir::read_qrels(&corpus, "test").ok().map(Arc::new),
         backend: csplade::search::Backend::Exact,
-        prior: Default::default(),
+        prior,
+        feedback,
         fusion: Default::default(),
         inference_free: false,
     })

@@ -13,7 +13,7 @@ use csplade::encode::Encoder;
 use csplade::eval::{evaluate_run, Metrics};
 use csplade::index::bm25::Bm25Index;
 use csplade::model::fetch::data_dir;
-use csplade::search::{Backend, Fusion, Hit, LsrIndex, QueryPrior};
+use csplade::search::{Backend, Fusion, Hit, LsrIndex, QueryFeedback, QueryPrior};
 
 use super::ModelArgs;
 
@@ -38,6 +38,10 @@ pub struct EvalArgs {
     /// shipped model records one; see MODEL_CARD.md), else none
     #[arg(long)]
     pub query_prior: Option<QueryPrior>,
+    /// Pseudo-relevance feedback: none, rocchio or rocchio:DOCS:WEIGHT:TERMS
+    /// (see `csplade search --help`); default: the model's own, else none
+    #[arg(long)]
+    pub query_feedback: Option<QueryFeedback>,
     /// How --system hybrid fuses LSR and BM25: convex:ALPHA (α × min-max
     /// normalised LSR score + (1 − α) × BM25's; α chosen on Cranfield) or
     /// rrf:K (reciprocal rank fusion)
@@ -235,9 +239,10 @@ pub(super) struct LsrSide {
     pub index: LsrIndex,
     pub model: csplade::model::SparseModel,
     pub expansions: Vec<csplade::encode::SparseVec>,
-    /// The expansions as scored (times the prior).
+    /// The expansions as scored (times the prior, plus the feedback).
     pub scored: Vec<csplade::encode::SparseVec>,
     pub prior: QueryPrior,
+    pub feedback: QueryFeedback,
 }
 
 fn phase(a: &EvalArgs, name: &str) {
@@ -339,19 +344,29 @@ fn lsr_run(a: &EvalArgs, c: &Collection) -> Result<(Run, LsrSide)> {
     idx.meta.check_corpus(&index_dir, &a.dataset)?;
     idx.meta.check_model(model.identity(), model.vocab_size())?;
     a.model.check_index_encoding(&idx.meta)?;
-    // The table already weighs its tokens: no prior unless asked for.
+    // The table already weighs its tokens: no prior (nor feedback) unless
+    // asked for.
     let prior = a
         .query_prior
         .unwrap_or_else(|| match a.model.inference_free {
             true => QueryPrior::None,
             false => model.query_prior(),
         });
+    let feedback = a
+        .query_feedback
+        .unwrap_or_else(|| match a.model.inference_free {
+            true => QueryFeedback::None,
+            false => model.query_feedback(),
+        });
     let enc = Encoder::new(&model, idx.meta.encoder_config())
         .with_inference_free(a.model.inference_free)?;
     phase(a, "LSR: encoding the queries");
     let texts: Vec<&str> = c.evaluated.iter().map(|q| q.text.as_str()).collect();
     let expansions: Vec<_> = enc.encode(&texts)?.into_iter().map(|e| e.vector).collect();
-    let scored: Vec<_> = expansions.iter().map(|e| idx.weigh(e, prior)).collect();
+    let scored = expansions
+        .iter()
+        .map(|e| Ok(idx.scored_query(e, prior, feedback, a.backend)?.0))
+        .collect::<Result<Vec<_>>>()?;
     let mut runs = Vec::new();
     for (q, s) in c.evaluated.iter().zip(&scored) {
         runs.push((q.id.clone(), idx.search(s, a.depth, a.backend)?));
@@ -362,6 +377,7 @@ fn lsr_run(a: &EvalArgs, c: &Collection) -> Result<(Run, LsrSide)> {
         expansions,
         scored,
         prior,
+        feedback,
     };
     Ok((runs, side))
 }

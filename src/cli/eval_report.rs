@@ -47,6 +47,7 @@ impl Report<'_> {
             "median_active": self.sparsity().map(|(q, d)| json!({"query": q, "document": d}))});
         if let Some(s) = self.side {
             out["query_prior"] = json!(s.prior.to_string());
+            out["query_feedback"] = json!(s.feedback.to_string());
         }
         if let Some(w) = self.document_weights() {
             out["document_weights"] = serde_json::to_value(w)?;
@@ -83,6 +84,9 @@ impl Report<'_> {
         }
         if let Some(s) = self.side.filter(|s| !s.prior.is_none()) {
             println!("LSR query prior: {}", s.prior);
+        }
+        if let Some(s) = self.side.filter(|s| !s.feedback.is_none()) {
+            println!("LSR query feedback: {}", s.feedback);
         }
         if self.a.system.hybrid() {
             println!("hybrid: {} of LSR and BM25", self.a.fusion);

@@ -118,6 +118,10 @@ pub struct TuiArgs {
     /// Query-side prior: none, idf or idf:POWER; default: the model's own
     #[arg(long)]
     pub query_prior: Option<csplade::search::QueryPrior>,
+    /// Pseudo-relevance feedback: none, rocchio or rocchio:DOCS:WEIGHT:TERMS
+    /// (see `csplade search --help`); default: the model's own
+    #[arg(long)]
+    pub query_feedback: Option<csplade::search::QueryFeedback>,
     /// How the hybrid ranking (`h` in Search) fuses LSR and BM25:
     /// convex:ALPHA or rrf:K
     #[arg(long, default_value_t = csplade::search::Fusion::default())]
@@ -363,6 +367,7 @@ fn tui(a: TuiArgs) -> Result<()> {
         theme: a.theme,
         backend: a.backend,
         prior: a.query_prior,
+        feedback: a.query_feedback,
         fusion: a.fusion,
         inference_free: a.inference_free,
         second_model: a.second,

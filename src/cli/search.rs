@@ -9,7 +9,7 @@ use serde_json::json;
 
 use csplade::encode::Encoder;
 use csplade::model::SparseModel;
-use csplade::search::{Backend, Fusion, Hit, LsrIndex, QueryPrior};
+use csplade::search::{Backend, Feedback, Fusion, Hit, LsrIndex, QueryFeedback, QueryPrior};
 
 #[derive(Args)]
 pub struct SearchArgs {
@@ -47,6 +47,12 @@ pub struct SearchArgs {
     /// times the index's idf to that power); default: the model's own
     #[arg(long)]
     pub query_prior: Option<QueryPrior>,
+    /// Pseudo-relevance feedback: none, rocchio (5 documents, weight 1, 30
+    /// terms) or rocchio:DOCS:WEIGHT:TERMS (the query ranked once, then
+    /// again with the mean of its top documents' heaviest terms added);
+    /// default: the model's own
+    #[arg(long)]
+    pub query_feedback: Option<QueryFeedback>,
     /// How --system hybrid fuses LSR and BM25: convex:ALPHA or rrf:K
     #[arg(long, default_value_t = Fusion::default())]
     pub fusion: Fusion,
@@ -118,7 +124,11 @@ pub fn run(a: SearchArgs) -> Result<()> {
         true => QueryPrior::None,
         false => model.query_prior(),
     });
-    let scored = idx.weigh(&q.vector, prior);
+    let feedback = a.query_feedback.unwrap_or_else(|| match inference_free {
+        true => QueryFeedback::None,
+        false => model.query_feedback(),
+    });
+    let (scored, feedback_terms) = idx.scored_query(&q.vector, prior, feedback, a.backend)?;
     if a.emit.is_some() {
         let body = csplade::export::opensearch_query(&scored, model.tokenizer(), a.k);
         println!("{body:#}");
@@ -146,6 +156,8 @@ pub fn run(a: SearchArgs) -> Result<()> {
         model: &model,
         query: &q.vector,
         prior,
+        feedback,
+        feedback_terms: &feedback_terms,
         system,
         explain,
     };
@@ -163,6 +175,9 @@ struct Hits<'a> {
     model: &'a SparseModel,
     query: &'a csplade::encode::SparseVec,
     prior: QueryPrior,
+    feedback: QueryFeedback,
+    /// What the feedback added, and from which documents.
+    feedback_terms: &'a Feedback,
     system: &'a str,
     explain: bool,
 }
@@ -181,9 +196,9 @@ impl Hits<'_> {
             if self.explain {
                 let terms: Vec<_> = self
                     .idx
-                    .explain_with(self.query, self.prior, h.ordinal)
+                    .explain_with(self.query, self.prior, &self.feedback_terms.terms, h.ordinal)
                     .iter()
-                    .map(|c| json!({"id": c.id, "token": self.token(c.id), "query_weight": c.query_weight, "prior": c.prior, "doc_weight": c.doc_weight, "product": c.product}))
+                    .map(|c| json!({"id": c.id, "token": self.token(c.id), "query_weight": c.query_weight, "prior": c.prior, "feedback": c.feedback, "doc_weight": c.doc_weight, "product": c.product}))
                     .collect();
                 o["explanation"] = json!(terms);
             }
@@ -192,6 +207,15 @@ impl Hits<'_> {
         let mut body = json!({"query": text, "active": self.query.active(), "system": self.system, "hits": out});
         if self.system != "bm25" {
             body["query_prior"] = json!(self.prior.to_string());
+            body["query_feedback"] = json!(self.feedback.to_string());
+            if !self.feedback.is_none() {
+                body["feedback"] = json!({
+                    "documents": self.feedback_docs(),
+                    "terms": self.feedback_terms.terms.top_k(0).iter()
+                        .map(|&(id, w)| json!({"id": id, "token": self.token(id), "weight": w}))
+                        .collect::<Vec<_>>(),
+                });
+            }
         }
         if self.system == "hybrid" {
             body["fusion"] = json!(self.a.fusion.to_string());
@@ -206,16 +230,42 @@ impl Hits<'_> {
             "hybrid" => format!("hybrid {} of LSR and BM25", self.a.fusion),
             _ => "LSR".to_string(),
         };
+        let lsr = self.system != "bm25";
         let prior = match self.prior {
             QueryPrior::None => String::new(),
-            p if self.system != "bm25" => format!(", query prior {p}"),
+            p if lsr => format!(", query prior {p}"),
+            _ => String::new(),
+        };
+        let feedback = match self.feedback {
+            QueryFeedback::None => String::new(),
+            f if lsr => format!(", feedback {f}"),
             _ => String::new(),
         };
         println!(
-            "query: {text}   ({} active terms; index {} documents; {how}{prior})",
+            "query: {text}   ({} active terms; index {} documents; {how}{prior}{feedback})",
             self.query.active(),
             self.idx.len()
         );
+        if lsr && !self.feedback.is_none() {
+            let terms: Vec<String> = self
+                .feedback_terms
+                .terms
+                .top_k(8)
+                .iter()
+                .map(|&(id, w)| format!("{:?} {w:.2}", self.token(id)))
+                .collect();
+            println!(
+                "feedback from {}: {} terms added ({}{})",
+                self.feedback_docs().join(" "),
+                self.feedback_terms.terms.active(),
+                terms.join(", "),
+                if self.feedback_terms.terms.active() > 8 {
+                    ", …"
+                } else {
+                    ""
+                }
+            );
+        }
         for (r, h) in hits.iter().enumerate() {
             let doc = self.idx.document(h.ordinal)?;
             println!(
@@ -232,39 +282,53 @@ impl Hits<'_> {
         Ok(())
     }
 
-    /// The term-contribution table of one hit.
+    /// The ids of the documents the feedback came from, best first.
+    fn feedback_docs(&self) -> Vec<String> {
+        self.feedback_terms
+            .docs
+            .iter()
+            .map(|&o| self.idx.doc_id(o).to_string())
+            .collect()
+    }
+
+    /// The term-contribution table of one hit: q_w, the prior's factor and
+    /// the feedback's weight where they apply, d_w and the product.
     fn print_terms(&self, ordinal: usize) {
         let n = self.a.explain_terms;
-        let c = self.idx.explain_with(self.query, self.prior, ordinal);
-        let with_prior = !self.prior.is_none();
-        if with_prior {
-            let factor = match self.prior {
-                QueryPrior::Idf { power } if power != 1.0 => format!("idf^{power}"),
-                _ => "idf".to_string(),
-            };
-            println!(
-                "       {:<18} {:>8} {:>7} {:>8} {:>9}",
-                "term", "q_w", factor, "d_w", "product"
-            );
-        } else {
-            println!(
-                "       {:<18} {:>8} {:>8} {:>9}",
-                "term", "q_w", "d_w", "q_w×d_w"
-            );
+        let c = self
+            .idx
+            .explain_with(self.query, self.prior, &self.feedback_terms.terms, ordinal);
+        let factor = match self.prior {
+            QueryPrior::None => None,
+            QueryPrior::Idf { power } if power != 1.0 => Some(format!("idf^{power}")),
+            QueryPrior::Idf { .. } => Some("idf".to_string()),
+        };
+        let with_feedback = !self.feedback.is_none();
+        let mut head = format!("       {:<18} {:>8}", "term", "q_w");
+        if let Some(f) = &factor {
+            head += &format!(" {f:>7}");
         }
+        if with_feedback {
+            head += &format!(" {:>8}", "feedback");
+        }
+        let product = match (&factor, with_feedback) {
+            (None, false) => "q_w×d_w",
+            _ => "product",
+        };
+        println!("{head} {:>8} {product:>9}", "d_w");
         for c in c.iter().take(n) {
-            let term = format!("{:?}", self.token(c.id));
-            if with_prior {
-                println!(
-                    "       {term:<18} {:>8.4} {:>7.3} {:>8.4} {:>9.4}",
-                    c.query_weight, c.prior, c.doc_weight, c.product
-                );
-            } else {
-                println!(
-                    "       {term:<18} {:>8.4} {:>8.4} {:>9.4}",
-                    c.query_weight, c.doc_weight, c.product
-                );
+            let mut row = format!(
+                "       {:<18} {:>8.4}",
+                format!("{:?}", self.token(c.id)),
+                c.query_weight
+            );
+            if factor.is_some() {
+                row += &format!(" {:>7.3}", c.prior);
             }
+            if with_feedback {
+                row += &format!(" {:>8.4}", c.feedback);
+            }
+            println!("{row} {:>8.4} {:>9.4}", c.doc_weight, c.product);
         }
         if c.len() > n {
             let rest: f32 = c[n..].iter().map(|c| c.product).sum();

@@ -292,6 +292,7 @@ fn empty_adapter(
             max_len,
             trained: String::new(),
             query_prior: Default::default(),
+            query_feedback: Default::default(),
             documents_as: None,
         },
         tensors: Default::default(),

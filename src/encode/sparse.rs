@@ -12,7 +12,7 @@ pub struct SparseVec {
 }
 
 /// One term's share of a query–document score:
-/// `product = query_weight × prior × doc_weight`.
+/// `product = (query_weight × prior + feedback) × doc_weight`.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct Contribution {
     pub id: u32,
@@ -20,6 +20,8 @@ pub struct Contribution {
     pub query_weight: f32,
     /// The factor a search-time prior multiplies it by (1 without one).
     pub prior: f32,
+    /// The weight pseudo-relevance feedback added (0 without it).
+    pub feedback: f32,
     pub doc_weight: f32,
     pub product: f32,
 }
@@ -150,6 +152,7 @@ impl SparseVec {
                         id: self.ids[i],
                         query_weight: q,
                         prior: 1.0,
+                        feedback: 0.0,
                         doc_weight: d,
                         product: q * d,
                     });

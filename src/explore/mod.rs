@@ -13,11 +13,11 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::data::beir::{Qrels, Query};
-use crate::encode::{Encoder, EncoderConfig, SparseVec};
+use crate::encode::{Contribution, Encoder, EncoderConfig, SparseVec};
 use crate::eval;
 use crate::model::SparseModel;
 pub use crate::search::Backend;
-pub use crate::search::{Fusion, QueryPrior};
+pub use crate::search::{Feedback, Fusion, QueryFeedback, QueryPrior};
 use crate::search::{Hit, LsrIndex};
 
 pub use crate::compare::EncoderSpec;
@@ -81,9 +81,18 @@ pub struct QueryResult {
     /// The expansion as the model wrote it.
     pub vector: SparseVec,
     pub terms: Vec<ExpansionTerm>,
-    /// The system that ranked `hits`, and the query prior LSR scored with.
+    /// The system that ranked `hits`, and the query prior and feedback
+    /// LSR scored with.
     pub ranking: Ranking,
     pub prior: QueryPrior,
+    pub feedback: QueryFeedback,
+    /// What the feedback added to the query, and from which documents
+    /// (empty without feedback, and while the index is being built).
+    pub feedback_terms: Feedback,
+    /// The same terms as tokens, heaviest first.
+    pub feedback_tokens: Vec<(String, f32)>,
+    /// The ids of the documents they came from, best first.
+    pub feedback_docs: Vec<String>,
     pub hits: Vec<HitRow>,
     pub encode_ms: f64,
     pub search_ms: f64,
@@ -99,8 +108,8 @@ pub struct DocDetail {
     pub doc_id: String,
     pub title: String,
     pub text: String,
-    /// (token, q_w, prior factor, d_w, q_w × factor × d_w), largest first.
-    pub contributions: Vec<(String, f32, f32, f32, f32)>,
+    /// Each shared term's token and share of the score, largest first.
+    pub contributions: Vec<(String, Contribution)>,
     /// The document's own heaviest terms.
     pub top_terms: Vec<(String, f32)>,
     /// Relevant-document terms the query's expansion lacks (heaviest first).
@@ -146,6 +155,8 @@ pub struct Explorer {
     pub backend: Backend,
     /// How query expansions are weighed before LSR scores them.
     pub prior: QueryPrior,
+    /// The pseudo-relevance feedback LSR adds to them.
+    pub feedback: QueryFeedback,
     /// How the hybrid ranking fuses LSR and BM25.
     pub fusion: Fusion,
     /// Queries through the model's inference-free query table.
@@ -180,21 +191,35 @@ impl Explorer {
             .as_ref()
             .and_then(|q| self.qrels.as_ref().and_then(|r| r.get(q)));
         let t1 = Instant::now();
-        let (hits, scorer) = match (&self.index, &self.partial) {
-            (Some(idx), _) => (
-                self.ranked(idx, text, &vector, k, ranking, judged)?,
-                match ranking {
+        let (hits, feedback_terms, scorer) = match (&self.index, &self.partial) {
+            (Some(idx), _) => {
+                let (hits, feedback) = self.ranked(idx, text, &vector, k, ranking, judged)?;
+                let scorer = match ranking {
                     Ranking::Lsr => self.backend.to_string(),
                     Ranking::Hybrid => format!("{} of {} and BM25", self.fusion, self.backend),
                     Ranking::Bm25 => "BM25".to_string(),
-                },
-            ),
+                };
+                (hits, feedback, scorer)
+            }
             (None, Some(p)) => (
                 self.partial_hits(p, &vector, k, judged),
+                Feedback::default(),
                 format!("exact over {} of {} documents", p.len(), p.total),
             ),
-            (None, None) => (Vec::new(), "no index".to_string()),
+            (None, None) => (Vec::new(), Feedback::default(), "no index".to_string()),
         };
+        let tok = self.model.tokenizer();
+        let feedback_tokens = feedback_terms
+            .terms
+            .top_k(0)
+            .into_iter()
+            .map(|(id, w)| (tok.token(id).to_string(), w))
+            .collect();
+        let feedback_docs = feedback_terms
+            .docs
+            .iter()
+            .filter_map(|&o| self.index.as_ref().map(|i| i.doc_id(o).to_string()))
+            .collect();
         Ok(QueryResult {
             text: text.to_string(),
             query_id,
@@ -206,6 +231,10 @@ impl Explorer {
                 Ranking::Lsr
             },
             prior: self.prior,
+            feedback: self.feedback,
+            feedback_terms,
+            feedback_tokens,
+            feedback_docs,
             hits,
             encode_ms,
             search_ms: t1.elapsed().as_secs_f64() * 1e3,
@@ -243,7 +272,7 @@ impl Explorer {
     }
 
     /// The top `k` of `ranking` over the complete index, each hit with its
-    /// LSR and BM25 ranks.
+    /// LSR and BM25 ranks, and what feedback added to the query.
     fn ranked(
         &self,
         idx: &LsrIndex,
@@ -252,9 +281,11 @@ impl Explorer {
         k: usize,
         ranking: Ranking,
         judged: Option<&HashMap<String, i32>>,
-    ) -> anyhow::Result<Vec<HitRow>> {
+    ) -> anyhow::Result<(Vec<HitRow>, Feedback)> {
         let depth = FUSION_DEPTH.max(k);
-        let lsr = idx.search(&idx.weigh(vector, self.prior), depth, self.backend)?;
+        let (scored, feedback) =
+            idx.scored_query(vector, self.prior, self.feedback, self.backend)?;
+        let lsr = idx.search(&scored, depth, self.backend)?;
         let bm25 = idx.search_bm25(text, depth)?;
         let ranks = |run: &[Hit]| -> HashMap<usize, usize> {
             run.iter()
@@ -269,7 +300,7 @@ impl Explorer {
             Ranking::Hybrid => self.fusion.fuse(&lsr, &bm25, k),
         };
         hits.truncate(k);
-        Ok(hits
+        let rows = hits
             .into_iter()
             .enumerate()
             .map(|(r, h)| HitRow {
@@ -282,11 +313,18 @@ impl Explorer {
                 doc_id: h.doc_id,
                 score: h.score,
             })
-            .collect())
+            .collect();
+        Ok((rows, feedback))
     }
 
-    /// Contributions, document text and terms for one hit.
-    pub fn detail(&self, query: &SparseVec, ordinal: usize) -> anyhow::Result<DocDetail> {
+    /// Contributions, document text and terms for one hit of `query` (the
+    /// expansion), whose feedback added `feedback` (empty without it).
+    pub fn detail(
+        &self,
+        query: &SparseVec,
+        feedback: &SparseVec,
+        ordinal: usize,
+    ) -> anyhow::Result<DocDetail> {
         let (doc, dv) = match (&self.index, &self.partial) {
             (Some(idx), _) => (idx.document(ordinal)?, idx.vectors[ordinal].clone()),
             (None, Some(p)) => {
@@ -315,9 +353,9 @@ impl Explorer {
             (None, Some(p)) => p.idf.as_slice(),
             _ => &[],
         };
-        let contributions = crate::search::prior::explain(query, &dv, self.prior, idf)
+        let contributions = crate::search::prior::explain(query, &dv, self.prior, idf, feedback)
             .into_iter()
-            .map(|c| (tok(c.id), c.query_weight, c.prior, c.doc_weight, c.product))
+            .map(|c| (tok(c.id), c))
             .collect();
         let dv = &dv;
         let top_terms = dv
@@ -328,7 +366,7 @@ impl Explorer {
         let missed_terms = dv
             .top_k(0)
             .into_iter()
-            .filter(|(id, _)| query.get(*id) == 0.0)
+            .filter(|(id, _)| query.get(*id) == 0.0 && feedback.get(*id) == 0.0)
             .take(20)
             .map(|(id, w)| (tok(id), w))
             .collect();
@@ -422,7 +460,9 @@ impl Explorer {
         let encoded = self.encoder()?.encode(&texts)?;
         let mut rows = Vec::with_capacity(judged.len());
         for (q, e) in judged.iter().zip(encoded) {
-            let lsr = idx.search(&idx.weigh(&e.vector, self.prior), 100, self.backend)?;
+            let (scored, _) =
+                idx.scored_query(&e.vector, self.prior, self.feedback, self.backend)?;
+            let lsr = idx.search(&scored, 100, self.backend)?;
             let bm = idx.search_bm25(&q.text, 100)?;
             let hybrid = self.fusion.fuse(&lsr, &bm, 10);
             let j = &qrels[&q.id];
@@ -468,7 +508,7 @@ impl Explorer {
             .get(query_id)
             .ok_or_else(|| anyhow::anyhow!("query {query_id:?} has no judgements"))?;
         let e = self.encoder()?.encode_one(&q.text)?;
-        let scored = idx.weigh(&e.vector, self.prior);
+        let (scored, _) = idx.scored_query(&e.vector, self.prior, self.feedback, self.backend)?;
         let lsr = idx.search(&scored, 100, self.backend)?;
         let bm25 = idx.search_bm25(&q.text, 100)?;
         let ndcg = |run: &[crate::search::Hit]| {

@@ -36,6 +36,9 @@ pub struct Session {
     pub backend: crate::search::Backend,
     /// The query prior (`--query-prior`; `None`: the model's own).
     pub prior: Option<crate::search::QueryPrior>,
+    /// The pseudo-relevance feedback (`--query-feedback`; `None`: the
+    /// model's own).
+    pub feedback: Option<crate::search::QueryFeedback>,
     /// How the hybrid ranking fuses LSR and BM25 (`--fusion`).
     pub fusion: crate::search::Fusion,
     /// Queries through the model's inference-free table (`--inference-free`).
@@ -114,6 +117,7 @@ impl Session {
             max_len,
             backend: crate::search::Backend::Exact,
             prior: None,
+            feedback: None,
             fusion: crate::search::Fusion::default(),
             inference_free: false,
             second_model: None,
@@ -312,6 +316,10 @@ impl Session {
             prior: self.prior.unwrap_or_else(|| match inference_free {
                 true => crate::search::QueryPrior::None,
                 false => model.query_prior(),
+            }),
+            feedback: self.feedback.unwrap_or_else(|| match inference_free {
+                true => crate::search::QueryFeedback::None,
+                false => model.query_feedback(),
             }),
             fusion: self.fusion,
             inference_free,

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::linear::LowRank;
 use super::{Llama, ModelError};
-use crate::model::encoding::{Head, QueryPrior, Variant};
+use crate::model::encoding::{Head, QueryFeedback, QueryPrior, Variant};
 
 /// What the adapter file holds besides tensors (its safetensors metadata).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -35,6 +35,10 @@ pub struct AdapterMeta {
     /// otherwise (chosen on a development collection; see MODEL_CARD.md).
     #[serde(default, skip_serializing_if = "QueryPrior::is_none")]
     pub query_prior: QueryPrior,
+    /// The pseudo-relevance feedback it is searched with unless told
+    /// otherwise (chosen with the prior; see MODEL_CARD.md).
+    #[serde(default, skip_serializing_if = "QueryFeedback::is_none")]
+    pub query_feedback: QueryFeedback,
     /// The identity (sha256) of the model whose documents this adapter
     /// encodes exactly: an adapter that only adds an inference-free query
     /// table to another keeps that model's identity, so its indexes serve it.

@@ -211,3 +211,106 @@ impl fmt::Display for QueryPrior {
         }
     }
 }
+
+/// Pseudo-relevance feedback at search time (`search::feedback`): the query
+/// as its prior weighs it, plus `weight` times the mean vector of the top
+/// `docs` documents of that query's own first ranking (each document
+/// weighed by its score over the first one's), every entry times the
+/// index's idf to `idf_power`, cut to the `terms` largest entries. Rocchio's
+/// method in the model's vocabulary: documents a query finds first lend it
+/// the terms it did not expand to. Recorded with the prior, because a
+/// trained model records how it was measured.
+#[derive(Clone, Copy, Debug, PartialEq, Default, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum QueryFeedback {
+    /// One ranking, of the query as weighed.
+    #[default]
+    None,
+    Rocchio {
+        docs: usize,
+        weight: f32,
+        terms: usize,
+        idf_power: f32,
+    },
+}
+
+impl QueryFeedback {
+    /// `rocchio` without parameters: 5 documents, weight 0.75, 30 terms,
+    /// idf to the power 1 (chosen on Cranfield; see MODEL_CARD.md).
+    pub const ROCCHIO: QueryFeedback = QueryFeedback::Rocchio {
+        docs: 5,
+        weight: 0.75,
+        terms: 30,
+        idf_power: 1.0,
+    };
+
+    pub fn is_none(&self) -> bool {
+        *self == QueryFeedback::None
+    }
+}
+
+impl FromStr for QueryFeedback {
+    type Err = String;
+    /// `none`, `rocchio`, or `rocchio:DOCS:WEIGHT:TERMS[:IDF_POWER]`
+    /// (1–1,000 documents, a weight in (0, 100], 1–10,000 terms, a power
+    /// from 0 to 4, 1 when left out).
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "none" => return Ok(QueryFeedback::None),
+            "rocchio" => return Ok(QueryFeedback::ROCCHIO),
+            _ => {}
+        }
+        let usage = || {
+            format!("query feedback {s:?}: expected none, rocchio or rocchio:DOCS:WEIGHT:TERMS[:IDF_POWER]")
+        };
+        let rest = s.strip_prefix("rocchio:").ok_or_else(usage)?;
+        let parts: Vec<&str> = rest.split(':').collect();
+        let (docs, weight, terms, power) = match parts[..] {
+            [d, w, t] => (d, w, t, "1"),
+            [d, w, t, p] => (d, w, t, p),
+            _ => return Err(usage()),
+        };
+        let idf_power = power
+            .parse::<f32>()
+            .ok()
+            .filter(|p| p.is_finite() && (0.0..=4.0).contains(p))
+            .ok_or_else(|| {
+                format!("query feedback {s:?}: the idf power must be a number from 0 to 4")
+            })?;
+        let count = |what: &str, v: &str, max: usize| {
+            v.parse::<usize>()
+                .ok()
+                .filter(|n| (1..=max).contains(n))
+                .ok_or_else(|| {
+                    format!("query feedback {s:?}: {what} must be a whole number from 1 to {max}")
+                })
+        };
+        let weight = weight
+            .parse::<f32>()
+            .ok()
+            .filter(|w| w.is_finite() && *w > 0.0 && *w <= 100.0)
+            .ok_or_else(|| {
+                format!("query feedback {s:?}: the weight must be a number in (0, 100]")
+            })?;
+        Ok(QueryFeedback::Rocchio {
+            docs: count("the documents", docs, 1_000)?,
+            weight,
+            terms: count("the terms", terms, 10_000)?,
+            idf_power,
+        })
+    }
+}
+
+impl fmt::Display for QueryFeedback {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            QueryFeedback::None => f.write_str("none"),
+            QueryFeedback::Rocchio {
+                docs,
+                weight,
+                terms,
+                idf_power,
+            } => write!(f, "rocchio:{docs}:{weight}:{terms}:{idf_power}"),
+        }
+    }
+}

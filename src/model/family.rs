@@ -17,7 +17,7 @@ use std::path::Path;
 use candle_core::Device;
 use sha2::{Digest, Sha256};
 
-use super::encoding::{Head, QueryPrior, Variant};
+use super::encoding::{Head, QueryFeedback, QueryPrior, Variant};
 use super::layouts;
 use super::mlm::{self, MaskedLm};
 use super::precision::Precision;
@@ -156,6 +156,13 @@ impl<'m> ModelRef<'m> {
         }
     }
 
+    pub fn query_feedback(self) -> QueryFeedback {
+        match self {
+            ModelRef::Causal(m) => m.query_feedback(),
+            ModelRef::MaskedLm(_) => QueryFeedback::None,
+        }
+    }
+
     /// The model is an inference-free encoder: its queries go through its
     /// table unless told otherwise (OpenSearch's and sentence-transformers'
     /// layouts; csplade's own adapters keep the full query encoder).
@@ -215,6 +222,10 @@ impl SparseModel {
 
     pub fn query_prior(&self) -> QueryPrior {
         self.as_ref().query_prior()
+    }
+
+    pub fn query_feedback(&self) -> QueryFeedback {
+        self.as_ref().query_feedback()
     }
 
     pub fn inference_free_by_default(&self) -> bool {

@@ -166,6 +166,15 @@ impl LoadedModel {
             .map(|a| a.query_prior)
             .unwrap_or_default()
     }
+
+    /// The pseudo-relevance feedback this model is searched with unless
+    /// told otherwise: what its adapter records, else none.
+    pub fn query_feedback(&self) -> crate::model::encoding::QueryFeedback {
+        self.adapter
+            .as_ref()
+            .map(|a| a.query_feedback)
+            .unwrap_or_default()
+    }
 }
 
 /// The model every command uses unless told otherwise: the base with

@@ -105,6 +105,7 @@ pub fn read(dir: &Path, cfg: &Config) -> Result<(Adapter, Vec<u8>), ModelError> 
         max_len: 256,
         trained: format!("PEFT LoRA adapter from {}", dir.display()),
         query_prior: Default::default(),
+        query_feedback: Default::default(),
         documents_as: None,
     };
     let mut a = Adapter { meta, tensors };
@@ -199,6 +200,8 @@ fn read_encoding(dir: &Path, a: &mut Adapter) -> Result<Vec<u8>, ModelError> {
         #[serde(default)]
         query_prior: Option<crate::model::encoding::QueryPrior>,
         #[serde(default)]
+        query_feedback: Option<crate::model::encoding::QueryFeedback>,
+        #[serde(default)]
         term_shift: Option<Vec<f32>>,
     }
     let path = dir.join(ENCODING_FILE);
@@ -215,6 +218,9 @@ fn read_encoding(dir: &Path, a: &mut Adapter) -> Result<Vec<u8>, ModelError> {
     a.meta.trained = e.trained;
     if let Some(p) = e.query_prior {
         a.meta.query_prior = p;
+    }
+    if let Some(f) = e.query_feedback {
+        a.meta.query_feedback = f;
     }
     if let Some(shift) = e.term_shift {
         if shift.iter().any(|x| !x.is_finite()) {
@@ -283,6 +289,9 @@ pub fn write(a: &Adapter, cfg: &Config, base_name: &str, out: &Path) -> Result<(
     output::write_new(&stage.join(CONFIG_FILE), json.as_bytes())?;
     let mut encoding = serde_json::json!({"variant": a.meta.variant, "head": a.meta.head,
         "max_len": a.meta.max_len, "trained": a.meta.trained, "query_prior": a.meta.query_prior});
+    if !a.meta.query_feedback.is_none() {
+        encoding["query_feedback"] = serde_json::json!(a.meta.query_feedback);
+    }
     if let Some(b) = a.tensors.get(super::adapter::TERM_SHIFT) {
         encoding["term_shift"] = serde_json::json!(b.to_dtype(DType::F32)?.to_vec1::<f32>()?);
     }

@@ -4,6 +4,7 @@
 //! vectors (in-memory, term-at-a-time), tantivy's impact postings, and
 //! Seismic's approximate blocked posting lists (`seismic`).
 
+pub mod feedback;
 pub mod fusion;
 mod postings;
 pub mod prior;
@@ -23,6 +24,7 @@ use crate::index::bm25::Bm25Index;
 use crate::index::build::{BM25_DIR, TANTIVY_DIR, VECTORS_FILE};
 use crate::index::impact::{ImpactQuery, ImpactTokenizer, TOKENIZER};
 use crate::index::{vectors, IndexError, IndexMeta};
+pub use feedback::{Feedback, QueryFeedback};
 pub use fusion::Fusion;
 pub use postings::PartialIndex;
 use postings::Postings;
@@ -410,22 +412,24 @@ impl LsrIndex {
 
     /// Why `ordinal` matched: per-term q_w × d_w from the exact vectors.
     pub fn explain(&self, query: &SparseVec, ordinal: usize) -> Vec<Contribution> {
-        self.explain_with(query, QueryPrior::None, ordinal)
+        self.explain_with(query, QueryPrior::None, &SparseVec::default(), ordinal)
     }
 
-    /// Why `ordinal` matched `query` scored under `prior`: per term, the
-    /// expansion's weight, the prior's factor, the document's weight and
-    /// their product, largest first.
+    /// Why `ordinal` matched `query` scored under `prior` and the terms
+    /// `feedback` added: per term, the expansion's weight, the prior's
+    /// factor, the feedback's weight, the document's weight and their
+    /// product, largest first.
     pub fn explain_with(
         &self,
         query: &SparseVec,
         prior: QueryPrior,
+        feedback: &SparseVec,
         ordinal: usize,
     ) -> Vec<Contribution> {
         let Some(d) = self.vectors.get(ordinal) else {
             return Vec::new();
         };
-        prior::explain(query, d, prior, &self.idf)
+        prior::explain(query, d, prior, &self.idf, feedback)
     }
 
     /// tantivy's own explanation of an impact score (quantized weights).

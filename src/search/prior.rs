@@ -41,22 +41,38 @@ impl QueryPrior {
     }
 }
 
-/// Per-term contributions of `query` scored under `prior` against `doc`,
-/// largest product first (the factor shown beside each weight).
+/// Per-term contributions of `query` scored under `prior` and the terms
+/// `feedback` added (`search::feedback`; empty without it) against `doc`,
+/// largest product first (the factor and the feedback shown beside each
+/// weight).
 pub fn explain(
     query: &SparseVec,
     doc: &SparseVec,
     prior: QueryPrior,
     idf: &[f32],
+    feedback: &SparseVec,
 ) -> Vec<Contribution> {
-    let mut out = query.contributions(doc);
-    if prior.is_none() {
-        return out;
+    if prior.is_none() && feedback.is_empty() {
+        return query.contributions(doc);
     }
-    for c in &mut out {
-        c.prior = prior.factor(idf, c.id);
-        c.product = c.query_weight * c.prior * c.doc_weight;
-    }
+    let mut out: Vec<Contribution> = doc
+        .iter()
+        .filter_map(|(id, doc_weight)| {
+            let (query_weight, feedback) = (query.get(id), feedback.get(id));
+            if query_weight == 0.0 && feedback == 0.0 {
+                return None;
+            }
+            let prior = prior.factor(idf, id);
+            Some(Contribution {
+                id,
+                query_weight,
+                prior,
+                feedback,
+                doc_weight,
+                product: (query_weight * prior + feedback) * doc_weight,
+            })
+        })
+        .collect();
     out.sort_by(|a, b| b.product.total_cmp(&a.product).then(a.id.cmp(&b.id)));
     out
 }
@@ -115,15 +131,17 @@ mod tests {
         let q = SparseVec::from_pairs(vec![(0, 1.5), (1, 0.5), (2, 1.0)]);
         let d = SparseVec::from_pairs(vec![(0, 2.0), (1, 1.0), (3, 4.0)]);
         let prior = QueryPrior::Idf { power: 1.0 };
-        let c = explain(&q, &d, prior, &idf);
+        let c = explain(&q, &d, prior, &idf, &SparseVec::default());
         assert_eq!(c.len(), 2);
         let total: f32 = c.iter().map(|c| c.product).sum();
         assert!((total - prior.apply(&q, &idf).dot(&d)).abs() < 1e-6);
         // The rare term (df 1) now leads although its expansion weight is lower.
         assert_eq!((c[0].id, c[0].query_weight), (1, 0.5));
         assert_eq!(c[0].prior, idf[1]);
-        assert!(explain(&q, &d, QueryPrior::None, &idf)
-            .iter()
-            .all(|c| c.prior == 1.0));
+        assert!(
+            explain(&q, &d, QueryPrior::None, &idf, &SparseVec::default())
+                .iter()
+                .all(|c| c.prior == 1.0)
+        );
     }
 }

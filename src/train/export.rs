@@ -41,6 +41,7 @@ pub fn write_adapter(t: &Trainer, steps: usize, seconds: f64, tokens: u64) -> Re
             t.phase.name()
         ),
         query_prior: t.cfg.query_prior(),
+        query_feedback: Default::default(),
         documents_as: None,
     };
     let stacked = match &t.init {

@@ -36,6 +36,8 @@ pub struct TuiOptions {
     pub backend: crate::explore::Backend,
     /// The query prior (`None`: the model's own).
     pub prior: Option<crate::explore::QueryPrior>,
+    /// The pseudo-relevance feedback (`None`: the model's own).
+    pub feedback: Option<crate::explore::QueryFeedback>,
     /// How the hybrid ranking fuses LSR and BM25.
     pub fusion: crate::explore::Fusion,
     /// Queries through the model's inference-free query table.
@@ -151,6 +153,7 @@ pub fn run(opts: TuiOptions) -> Result<()> {
     let mut session = Session::open(&opts.model, opts.dataset.clone(), opts.index.clone())?;
     session.backend = opts.backend;
     session.prior = opts.prior;
+    session.feedback = opts.feedback;
     session.fusion = opts.fusion;
     session.inference_free = opts.inference_free;
     session.second_model = opts
@@ -315,13 +318,13 @@ fn perform(
             })
         }
         Effect::LoadDetail(ordinal) => {
-            let q = app
+            let (q, fb) = app
                 .result
                 .as_ref()
-                .map(|r| r.vector.clone())
+                .map(|r| (r.vector.clone(), r.feedback_terms.terms.clone()))
                 .unwrap_or_default();
             spawn_engine(tx, session, move |ex| {
-                Action::DetailDone(ex.detail(&q, ordinal).map_err(|e| e.to_string()))
+                Action::DetailDone(ex.detail(&q, &fb, ordinal).map_err(|e| e.to_string()))
             });
         }
         Effect::ComputeFailures => spawn_engine(tx, session, |ex| {

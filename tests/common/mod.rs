@@ -138,6 +138,7 @@ pub fn lora_adapter(dir: &Path) -> std::path::PathBuf {
         max_len: 64,
         trained: "test".into(),
         query_prior: Default::default(),
+        query_feedback: Default::default(),
         documents_as: None,
     };
     let file = dir.join("lora.safetensors");
@@ -236,6 +237,7 @@ pub fn tiny_adapter_meta(trained: &str) -> csplade::model::adapter::AdapterMeta 
         max_len: 32,
         trained: trained.into(),
         query_prior: Default::default(),
+        query_feedback: Default::default(),
         documents_as: None,
     }
 }

@@ -103,11 +103,64 @@ pub fn sample_result() -> QueryResult {
         terms,
         ranking: csplade::explore::Ranking::Lsr,
         prior: csplade::explore::QueryPrior::None,
+        feedback: Default::default(),
+        feedback_terms: Default::default(),
+        feedback_tokens: Vec::new(),
+        feedback_docs: Vec::new(),
         hits,
         encode_ms: 21.0,
         search_ms: 0.3,
         scorer: "exact".into(),
     }
+}
+
+/// A term's share of a score without prior or feedback.
+fn share(id: u32, query_weight: f32, doc_weight: f32) -> csplade::encode::Contribution {
+    csplade::encode::Contribution {
+        id,
+        query_weight,
+        prior: 1.0,
+        feedback: 0.0,
+        doc_weight,
+        product: query_weight * doc_weight,
+    }
+}
+
+/// `sample_result` searched with the idf prior and Rocchio feedback from
+/// its two hits, which lent it " salt" and " sodium".
+pub fn sample_feedback_result() -> QueryResult {
+    let mut r = sample_result();
+    r.prior = csplade::explore::QueryPrior::Idf { power: 0.5 };
+    r.feedback = csplade::explore::QueryFeedback::ROCCHIO;
+    r.feedback_terms = csplade::explore::Feedback {
+        docs: vec![7, 3],
+        terms: SparseVec::from_pairs(vec![(5, 0.9), (6, 0.6)]),
+    };
+    r.feedback_tokens = vec![(" salt".into(), 0.9), (" sodium".into(), 0.6)];
+    r.feedback_docs = vec!["d7".into(), "d3".into()];
+    r
+}
+
+/// `sample_detail` of the feedback result: " salt" matched through the
+/// feedback alone.
+pub fn sample_feedback_detail() -> DocDetail {
+    let mut d = sample_detail();
+    let c = |id, q: f32, prior: f32, fb: f32, dw: f32| csplade::encode::Contribution {
+        id,
+        query_weight: q,
+        prior,
+        feedback: fb,
+        doc_weight: dw,
+        product: (q * prior + fb) * dw,
+    };
+    d.contributions = vec![
+        (" hypertension".into(), c(1, 1.9, 1.6, 0.3, 2.0)),
+        (" salt".into(), c(5, 0.0, 1.4, 0.9, 1.6)),
+        (" blood".into(), c(2, 1.4, 1.2, 0.0, 1.5)),
+    ];
+    // The feedback lent " salt": no longer missing from the query.
+    d.missed_terms.clear();
+    d
 }
 
 pub fn sample_detail() -> DocDetail {
@@ -117,8 +170,8 @@ pub fn sample_detail() -> DocDetail {
         title: "High blood pressure in adults".into(),
         text: "Hypertension in adults is driven by salt, age and blood pressure regulation.".into(),
         contributions: vec![
-            (" hypertension".into(), 1.9, 1.0, 2.0, 3.8),
-            (" blood".into(), 1.4, 1.0, 1.5, 2.1),
+            (" hypertension".into(), share(1, 1.9, 2.0)),
+            (" blood".into(), share(2, 1.4, 1.5)),
         ],
         top_terms: vec![(" hypertension".into(), 2.0), (" salt".into(), 1.6)],
         missed_terms: vec![(" salt".into(), 1.6)],

@@ -49,6 +49,16 @@ pub const LEGEND: &[(&str, &str, &str)] = &[
     ),
     (
         "symbol",
+        "+",
+        "Term pseudo-relevance feedback lent the query from its first ranking's top documents (search --query-feedback)",
+    ),
+    (
+        "symbol",
+        "fb",
+        "Weight feedback added to the term, after the prior: (q_w × idf + fb) × d_w",
+    ),
+    (
+        "symbol",
         "- (Compare)",
         "hits@10 and τ need the encoders' rankings: pass --index",
     ),

@@ -82,18 +82,42 @@ fn draw_expansion(f: &mut Frame, left: Rect, app: &App) {
     let mut rows = Vec::new();
     if let Some(r) = &app.result {
         let max = r.terms.first().map_or(1.0, |x| x.weight);
-        for term in r.terms.iter().take(left.height.saturating_sub(3) as usize) {
-            let mark = if term.in_text { "●" } else { "○" };
-            let color = if term.in_text { t.in_text } else { t.expansion };
-            rows.push(Row::new(vec![
+        let row = |mark: &'static str, color, token: &str, weight: f32| {
+            Row::new(vec![
                 Cell::from(mark).style(Style::default().fg(color)),
-                Cell::from(show_token(&term.token)),
-                Cell::from(format!("{:.2}", term.weight)),
-                Cell::from(bar(term.weight, max, 8)).style(Style::default().fg(t.bar)),
-            ]));
+                Cell::from(show_token(token)),
+                Cell::from(format!("{weight:.2}")),
+                Cell::from(bar(weight, max, 8)).style(Style::default().fg(t.bar)),
+            ])
+        };
+        for term in &r.terms {
+            let (mark, color) = match term.in_text {
+                true => ("●", t.in_text),
+                false => ("○", t.expansion),
+            };
+            rows.push(row(mark, color, &term.token, term.weight));
         }
+        // Then what feedback added (weights as scored), and from where.
+        if !r.feedback_docs.is_empty() {
+            rows.push(
+                Row::new(vec![
+                    Cell::from(""),
+                    Cell::from(format!("from {}", r.feedback_docs.join(" "))),
+                ])
+                .style(Style::default().fg(t.muted)),
+            );
+        }
+        for (token, weight) in &r.feedback_tokens {
+            rows.push(row("+", t.accent, token, *weight));
+        }
+        rows.truncate(left.height.saturating_sub(3) as usize);
     }
     let exp_title = match &app.result {
+        Some(r) if !r.feedback_docs.is_empty() => format!(
+            " Expansion ({} terms +{} fb) ",
+            r.terms.len(),
+            r.feedback_tokens.len()
+        ),
         Some(r) => format!(" Expansion ({} terms) ", r.terms.len()),
         None => " Expansion ".to_string(),
     };
@@ -207,21 +231,28 @@ fn hits_title(app: &App) -> String {
 }
 
 /// Why the selected hit matched: each shared term's q_w, idf factor (with a
-/// query prior), d_w and product.
+/// query prior), feedback weight (with feedback), d_w and product.
 fn draw_explanation(f: &mut Frame, why: Rect, app: &App) {
     let prior = app.result.as_ref().map_or(QueryPrior::None, |r| r.prior);
+    let feedback = app
+        .result
+        .as_ref()
+        .is_some_and(|r| !r.feedback_terms.terms.is_empty());
     let mut why_rows = Vec::new();
     if let Some(d) = &app.detail {
-        for (tok, q, factor, dw, p) in d
+        for (tok, c) in d
             .contributions
             .iter()
             .take(why.height.saturating_sub(3) as usize)
         {
-            let mut cells = vec![show_token(tok), format!("{q:.2}")];
+            let mut cells = vec![show_token(tok), format!("{:.2}", c.query_weight)];
             if !prior.is_none() {
-                cells.push(format!("{factor:.2}"));
+                cells.push(format!("{:.2}", c.prior));
             }
-            cells.extend([format!("{dw:.2}"), format!("{p:.2}")]);
+            if feedback {
+                cells.push(format!("{:.2}", c.feedback));
+            }
+            cells.extend([format!("{:.2}", c.doc_weight), format!("{:.2}", c.product)]);
             why_rows.push(Row::new(cells));
         }
     }
@@ -233,29 +264,29 @@ fn draw_explanation(f: &mut Frame, why: Rect, app: &App) {
         ),
         None => " Why it matched ".to_string(),
     };
-    let (widths, header) = if prior.is_none() {
-        (
-            vec![
-                Constraint::Min(8),
-                Constraint::Length(6),
-                Constraint::Length(6),
-                Constraint::Length(7),
-            ],
-            vec!["term", "q_w", "d_w", "q×d"],
-        )
-    } else {
-        (
-            vec![
-                Constraint::Min(8),
-                Constraint::Length(6),
-                Constraint::Length(5),
-                Constraint::Length(6),
-                Constraint::Length(7),
-            ],
-            vec!["term", "q_w", "idf", "d_w", "q×i×d"],
-        )
-    };
+    let mut widths = vec![Constraint::Min(8), Constraint::Length(6)];
+    let mut header = vec!["term", "q_w"];
+    if !prior.is_none() {
+        widths.push(Constraint::Length(5));
+        header.push("idf");
+    }
+    if feedback {
+        widths.push(Constraint::Length(5));
+        header.push("fb");
+    }
+    widths.extend([Constraint::Length(6), Constraint::Length(7)]);
+    header.extend(["d_w", product_header(!prior.is_none(), feedback)]);
     f.render_widget(table(why_rows, widths, header, why_title, &app.theme), why);
+}
+
+/// How the product column reads: q×d, times the idf factor with a prior,
+/// with the feedback's weight added to the (weighed) q with feedback.
+fn product_header(prior: bool, feedback: bool) -> &'static str {
+    match (prior, feedback) {
+        (false, false) => "q×d",
+        (true, false) => "q×i×d",
+        (_, true) => "(q+f)d",
+    }
 }
 
 /// The selected hit's title, its own and missed terms, and its text: what
@@ -308,7 +339,7 @@ fn document_lines(d: &DocDetail, t: &Theme) -> Vec<Line<'static>> {
     let matched: HashSet<String> = d
         .contributions
         .iter()
-        .map(|c| c.0.trim().to_lowercase())
+        .map(|(tok, _)| tok.trim().to_lowercase())
         .filter(|s| s.chars().any(char::is_alphanumeric))
         .collect();
     let (read, unread) = match d.encoded_window {
