@@ -33,7 +33,8 @@ pub struct SetPriorArgs {
     /// none, idf or idf:POWER
     #[arg(long)]
     pub prior: csplade::search::QueryPrior,
-    /// Pseudo-relevance feedback: none, rocchio or rocchio:DOCS:WEIGHT:TERMS
+    /// Pseudo-relevance feedback: none, rocchio or
+    /// rocchio:DOCS:WEIGHT:TERMS[:IDF_POWER]
     /// [default: what the adapter records]
     #[arg(long)]
     pub feedback: Option<csplade::search::QueryFeedback>,

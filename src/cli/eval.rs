@@ -38,7 +38,8 @@ pub struct EvalArgs {
     /// shipped model records one; see MODEL_CARD.md), else none
     #[arg(long)]
     pub query_prior: Option<QueryPrior>,
-    /// Pseudo-relevance feedback: none, rocchio or rocchio:DOCS:WEIGHT:TERMS
+    /// Pseudo-relevance feedback: none, rocchio or
+    /// rocchio:DOCS:WEIGHT:TERMS[:IDF_POWER]
     /// (see `csplade search --help`); default: the model's own, else none
     #[arg(long)]
     pub query_feedback: Option<QueryFeedback>,

@@ -118,7 +118,8 @@ pub struct TuiArgs {
     /// Query-side prior: none, idf or idf:POWER; default: the model's own
     #[arg(long)]
     pub query_prior: Option<csplade::search::QueryPrior>,
-    /// Pseudo-relevance feedback: none, rocchio or rocchio:DOCS:WEIGHT:TERMS
+    /// Pseudo-relevance feedback: none, rocchio or
+    /// rocchio:DOCS:WEIGHT:TERMS[:IDF_POWER]
     /// (see `csplade search --help`); default: the model's own
     #[arg(long)]
     pub query_feedback: Option<csplade::search::QueryFeedback>,

@@ -208,18 +208,7 @@ impl Explorer {
             ),
             (None, None) => (Vec::new(), Feedback::default(), "no index".to_string()),
         };
-        let tok = self.model.tokenizer();
-        let feedback_tokens = feedback_terms
-            .terms
-            .top_k(0)
-            .into_iter()
-            .map(|(id, w)| (tok.token(id).to_string(), w))
-            .collect();
-        let feedback_docs = feedback_terms
-            .docs
-            .iter()
-            .filter_map(|&o| self.index.as_ref().map(|i| i.doc_id(o).to_string()))
-            .collect();
+        let (feedback_tokens, feedback_docs) = self.feedback_shown(&feedback_terms);
         Ok(QueryResult {
             text: text.to_string(),
             query_id,
@@ -231,7 +220,11 @@ impl Explorer {
                 Ranking::Lsr
             },
             prior: self.prior,
-            feedback: self.feedback,
+            // A build in progress is searched without feedback.
+            feedback: match self.index {
+                Some(_) => self.feedback,
+                None => QueryFeedback::None,
+            },
             feedback_terms,
             feedback_tokens,
             feedback_docs,
@@ -240,6 +233,24 @@ impl Explorer {
             search_ms: t1.elapsed().as_secs_f64() * 1e3,
             scorer,
         })
+    }
+
+    /// What feedback added, as (token, weight) heaviest first, and the ids
+    /// of its documents.
+    fn feedback_shown(&self, feedback: &Feedback) -> (Vec<(String, f32)>, Vec<String>) {
+        let tok = self.model.tokenizer();
+        let terms = feedback
+            .terms
+            .top_k(0)
+            .into_iter()
+            .map(|(id, w)| (tok.token(id).to_string(), w))
+            .collect();
+        let docs = feedback
+            .docs
+            .iter()
+            .filter_map(|&o| self.index.as_ref().map(|i| i.doc_id(o).to_string()))
+            .collect();
+        (terms, docs)
     }
 
     /// LSR hits over what a build in progress has encoded.
