@@ -109,6 +109,20 @@ fn explorer_shows_the_feedback(
     let sum: f32 = d.contributions.iter().map(|(_, c)| c.product).sum();
     assert!((sum - r.hits[0].score).abs() < 1e-3 * r.hits[0].score.max(1.0));
     assert!(d.contributions.iter().any(|(_, c)| c.feedback > 0.0));
+    // Search's `f`: the same query without feedback ranks the expansion
+    // under its prior alone.
+    let plain = ex
+        .without_feedback()
+        .query("otter river stone", 10, csplade::explore::Ranking::Lsr)
+        .unwrap();
+    assert_eq!(plain.feedback, QueryFeedback::None);
+    assert!(plain.feedback_terms.terms.is_empty() && plain.feedback_docs.is_empty());
+    let idx = ex.index.as_deref().unwrap();
+    let want = idx
+        .search(&idx.weigh(&plain.vector, prior), 10, Backend::Exact)
+        .unwrap();
+    let got: Vec<usize> = plain.hits.iter().map(|h| h.ordinal).collect();
+    assert_eq!(got, want.iter().map(|h| h.ordinal).collect::<Vec<_>>());
     // The failure list ranks with the same feedback as Search does.
     let rows = ex.failures().unwrap();
     assert!(!rows.is_empty());

@@ -124,6 +124,33 @@ fn h_ranks_the_hits_by_lsr_hybrid_and_bm25_in_turn() {
     );
 }
 
+/// `f` turns the feedback off and on again for the shown query; the
+/// expansion lists the lent terms only while it is on.
+#[test]
+fn f_toggles_the_feedback_for_the_shown_query() {
+    let mut a = app();
+    a.update(Action::ModelReady(Ok("ready".into())));
+    a.update(Action::IndexReady(Ok(10)));
+    a.update(Action::QueryDone(Ok(sample_feedback_result())));
+    a.update(key(KeyCode::Esc));
+    assert_eq!(a.context(), "results");
+    assert!(render(&a).contains("from d7 d3"));
+    let rerun = vec![Effect::RunQuery(
+        "what causes hypertension in adults".into(),
+    )];
+    assert_eq!(a.update(key(KeyCode::Char('f'))), rerun);
+    assert!(a.feedback_off);
+    assert!(a.status.contains("feedback off"), "{}", a.status);
+    a.update(Action::QueryDone(Ok(sample_result())));
+    let screen = render(&a);
+    assert!(
+        !screen.contains("from d7 d3") && !screen.contains("+ ·salt"),
+        "{screen}"
+    );
+    assert_eq!(a.update(key(KeyCode::Char('f'))), rerun);
+    assert!(!a.feedback_off);
+}
+
 #[test]
 fn compare_runs_for_the_current_query() {
     let mut a = app();

@@ -142,6 +142,7 @@ impl FailureRow {
     }
 }
 
+#[derive(Clone)]
 pub struct Explorer {
     pub model: Arc<SparseModel>,
     pub config: EncoderConfig,
@@ -164,6 +165,14 @@ pub struct Explorer {
 }
 
 impl Explorer {
+    /// The same explorer, LSR ranking without pseudo-relevance feedback.
+    pub fn without_feedback(&self) -> Self {
+        Self {
+            feedback: QueryFeedback::None,
+            ..self.clone()
+        }
+    }
+
     /// The query encoder: the model, or its inference-free table.
     fn encoder(&self) -> anyhow::Result<Encoder<'_>> {
         Ok(Encoder::new(self.model.as_ref(), self.config.clone())

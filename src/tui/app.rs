@@ -85,6 +85,8 @@ pub struct App {
     pub result: Option<QueryResult>,
     /// Which system ranks the hits (`h` cycles LSR → hybrid → BM25).
     pub ranking: Ranking,
+    /// LSR ranks without its pseudo-relevance feedback (`f` toggles).
+    pub feedback_off: bool,
     pub selected: usize,
     pub detail: Option<DocDetail>,
     pub doc_scroll: u16,
@@ -208,6 +210,7 @@ impl App {
             input: Default::default(),
             result: None,
             ranking: Ranking::Lsr,
+            feedback_off: false,
             selected: 0,
             detail: None,
             doc_scroll: 0,

@@ -29,6 +29,7 @@ impl App {
             }
             KeyAction::Submit => self.submit(),
             KeyAction::CycleRanking => self.cycle_ranking(),
+            KeyAction::ToggleFeedback => self.toggle_feedback(),
             KeyAction::FocusResults => {
                 self.focus = Focus::Results;
                 vec![]
@@ -104,6 +105,21 @@ impl App {
     fn cycle_ranking(&mut self) -> Vec<Effect> {
         self.ranking = self.ranking.next();
         self.status = format!("hits ranked by {}", self.ranking.name());
+        self.rerun_query()
+    }
+
+    /// LSR with or without its feedback, for the same query.
+    fn toggle_feedback(&mut self) -> Vec<Effect> {
+        self.feedback_off = !self.feedback_off;
+        self.status = match self.feedback_off {
+            true => "feedback off: LSR ranks the expansion alone".into(),
+            false => "feedback on (where the model or --query-feedback has one)".into(),
+        };
+        self.rerun_query()
+    }
+
+    /// The shown query again, under the current settings.
+    fn rerun_query(&mut self) -> Vec<Effect> {
         match &self.result {
             Some(r) if self.model_ready => {
                 self.query_pending = true;

@@ -51,6 +51,7 @@ pub enum KeyAction {
     StartIndex,
     StartQuantize,
     Submit,
+    ToggleFeedback,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]

@@ -312,9 +312,13 @@ fn perform(
             if let Err(e) = crate::explore::session::remember_query(&text) {
                 log(&format!("query history: {e:#}"));
             }
-            let (ranking, hits) = (app.ranking, app.hits);
+            let (ranking, hits, feedback_off) = (app.ranking, app.hits, app.feedback_off);
             spawn_engine(tx, session, move |ex| {
-                Action::QueryDone(ex.query(&text, hits, ranking).map_err(|e| e.to_string()))
+                let result = match feedback_off {
+                    true => ex.without_feedback().query(&text, hits, ranking),
+                    false => ex.query(&text, hits, ranking),
+                };
+                Action::QueryDone(result.map_err(|e| e.to_string()))
             })
         }
         Effect::LoadDetail(ordinal) => {
