@@ -255,7 +255,7 @@ fn recorded_in_the_adapter(home: &Path, gguf: &Path, lora: &Path, corpus: &Path,
         )
     };
     let own = eval(&[]);
-    assert_eq!(own["query_feedback"], "rocchio:5:0.75:30:1", "{own}");
+    assert_eq!(own["query_feedback"], "rocchio:1:0.1:30:1", "{own}");
     assert_eq!(own["query_prior"], "idf");
     let off = eval(&["--query-feedback", "none"]);
     assert_eq!(off["query_feedback"], "none");

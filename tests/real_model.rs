@@ -152,6 +152,11 @@ fn the_default_model_is_the_base_with_the_shipped_adapter() {
     assert_eq!(meta.head, Head::LogProb { shift: 5.0 });
     // Chosen on Cranfield (MODEL_CARD.md); search and eval use it by default.
     assert_eq!(meta.query_prior, "idf:0.5".parse().unwrap());
+    assert_eq!(
+        meta.query_feedback,
+        csplade::search::QueryFeedback::ROCCHIO,
+        "Rocchio feedback, chosen on Cranfield with the prior"
+    );
     assert_eq!(meta.base_sha256, common::base_model().identity.sha256);
     assert_ne!(m.identity.sha256, common::base_model().identity.sha256);
     let cfg = EncoderConfig {

@@ -47,7 +47,7 @@ pub struct SearchArgs {
     /// times the index's idf to that power); default: the model's own
     #[arg(long)]
     pub query_prior: Option<QueryPrior>,
-    /// Pseudo-relevance feedback: none, rocchio (rocchio:5:0.75:30:1) or
+    /// Pseudo-relevance feedback: none, rocchio (rocchio:1:0.1:30:1) or
     /// rocchio:DOCS:WEIGHT:TERMS[:IDF_POWER] (the query ranked once, then
     /// again with WEIGHT × the TERMS heaviest entries of its top DOCS
     /// documents' score-weighted mean, each times idf^IDF_POWER, added);

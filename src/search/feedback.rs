@@ -147,7 +147,7 @@ mod tests {
             assert_eq!(f.to_string(), s);
         }
         assert_eq!("rocchio".parse(), Ok(QueryFeedback::ROCCHIO));
-        assert_eq!("rocchio:5:0.75:30".parse(), Ok(QueryFeedback::ROCCHIO));
+        assert_eq!("rocchio:1:0.1:30".parse(), Ok(QueryFeedback::ROCCHIO));
         for bad in [
             "rocchio:",
             "rocchio:0:1:30",
