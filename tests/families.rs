@@ -356,12 +356,7 @@ fn a_splade_checkpoint_indexes_searches_evaluates_and_exports() {
         let hits = v["hits"].as_array().unwrap();
         assert!(!hits.is_empty(), "{name}: {v}");
         for h in hits {
-            let sum: f64 = h["explanation"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|c| c["product"].as_f64().unwrap())
-                .sum();
+            let sum = common::explained_score(h);
             assert!(
                 (sum - h["score"].as_f64().unwrap()).abs() < 1e-3,
                 "{name}: {h}"

@@ -183,12 +183,7 @@ fn search_eval_and_adapters_carry_the_feedback() {
     let terms = with["feedback"]["terms"].as_array().unwrap();
     assert!(!terms.is_empty() && terms.len() <= 12);
     for h in with["hits"].as_array().unwrap() {
-        let sum: f64 = h["explanation"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| c["product"].as_f64().unwrap())
-            .sum();
+        let sum = common::explained_score(h);
         let score = h["score"].as_f64().unwrap();
         assert!((sum - score).abs() < 1e-3 * score.max(1.0), "{h}");
     }

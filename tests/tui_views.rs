@@ -7,7 +7,7 @@
 mod tui_fixture;
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
-use csplade::explore::FailureRow;
+use csplade::explore::{DocDetail, FailureRow, QueryResult};
 use csplade::tasks::{TaskEvent, TaskSpec};
 use csplade::tui::action::{Action, Effect};
 use csplade::tui::app::{App, IndexState, Tab};
@@ -146,28 +146,49 @@ fn task_events_drive_progress_and_a_finished_build_opens_the_index() {
     );
 }
 
-#[test]
-fn snapshot_search_view() {
+/// Search after the sample query was typed and run, with `result` and the
+/// first hit's `detail`.
+fn searched(result: QueryResult, detail: DocDetail) -> App {
     let mut a = app();
     type_text(&mut a, "what causes hypertension in adults");
     a.update(Action::ModelReady(Ok("model smollm2 ready".into())));
     a.update(Action::IndexReady(Ok(5183)));
-    a.update(Action::QueryDone(Ok(sample_result())));
-    a.update(Action::DetailDone(Ok(sample_detail())));
+    a.update(Action::QueryDone(Ok(result)));
+    a.update(Action::DetailDone(Ok(detail)));
+    a
+}
+
+#[test]
+fn snapshot_search_view() {
+    let a = searched(sample_result(), sample_detail());
     insta::assert_snapshot!("search", render(&a));
     snapshot_sizes("search", &a);
+}
+
+/// A long expansion leaves the lent terms rows of their own.
+#[test]
+fn lent_terms_stay_in_view_below_a_long_expansion() {
+    let mut r = sample_feedback_result();
+    let filler = r.terms[3].clone();
+    r.terms
+        .extend((0..60).map(|i| csplade::explore::ExpansionTerm {
+            id: 100 + i,
+            weight: 0.5,
+            ..filler.clone()
+        }));
+    let a = searched(r, sample_feedback_detail());
+    let screen = render(&a);
+    assert!(
+        screen.contains("from d7 d3") && screen.contains("+ ·salt"),
+        "{screen}"
+    );
 }
 
 /// With a prior and feedback: the expansion lists the lent terms (+) and
 /// names their documents; the explanation gains the idf and fb columns.
 #[test]
 fn snapshot_search_view_with_feedback() {
-    let mut a = app();
-    type_text(&mut a, "what causes hypertension in adults");
-    a.update(Action::ModelReady(Ok("model smollm2 ready".into())));
-    a.update(Action::IndexReady(Ok(5183)));
-    a.update(Action::QueryDone(Ok(sample_feedback_result())));
-    a.update(Action::DetailDone(Ok(sample_feedback_detail())));
+    let a = searched(sample_feedback_result(), sample_feedback_detail());
     let screen = render(&a);
     assert!(
         screen.contains("+2 fb") && screen.contains("from d7 d3"),

@@ -22,7 +22,7 @@ pub use crate::model::encoding::QueryFeedback;
 pub struct Feedback {
     /// The documents (ordinals) it came from, best first.
     pub docs: Vec<usize>,
-    /// The weights it added (times the feedback weight and the prior).
+    /// The weights it added (times the feedback weight and the idf factor).
     pub terms: SparseVec,
 }
 
@@ -70,17 +70,11 @@ impl QueryFeedback {
                 *mean.entry(id).or_default() += share * w;
             }
         }
-        let idf_factor = |id: u32| {
-            let x = idf.get(id as usize).copied().unwrap_or(0.0);
-            if idf_power == 1.0 {
-                x
-            } else {
-                x.powf(idf_power)
-            }
-        };
+        // The prior's idf factor, at the feedback's own power (0 allowed).
+        let idf_factor = QueryPrior::Idf { power: idf_power };
         let mut entries: Vec<(u32, f32)> = mean
             .into_iter()
-            .map(|(id, w)| (id, weight * w * idf_factor(id)))
+            .map(|(id, w)| (id, weight * w * idf_factor.factor(idf, id)))
             .filter(|&(_, w)| w > 0.0 && w.is_finite())
             .collect();
         entries.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));

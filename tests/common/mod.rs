@@ -217,6 +217,15 @@ pub fn succeeds(c: &mut std::process::Command) -> std::process::Output {
     out
 }
 
+/// The sum of the products in a `search --explain --json` hit's
+/// explanation (which should equal the hit's score).
+pub fn explained_score(hit: &serde_json::Value) -> f64 {
+    hit["explanation"]
+        .as_array()
+        .map(|terms| terms.iter().filter_map(|c| c["product"].as_f64()).sum())
+        .unwrap_or(f64::NAN)
+}
+
 /// Run `c`, require success (failing with its stderr), and parse its
 /// standard output as JSON.
 pub fn json_output(c: &mut std::process::Command) -> serde_json::Value {

@@ -90,15 +90,21 @@ fn draw_expansion(f: &mut Frame, left: Rect, app: &App) {
                 Cell::from(bar(weight, max, 8)).style(Style::default().fg(t.bar)),
             ])
         };
-        for term in &r.terms {
+        // What feedback added (weights as scored), and from where, keeps up
+        // to a third of the rows below the expansion.
+        let room = left.height.saturating_sub(3) as usize;
+        let lent = match r.feedback_docs.is_empty() {
+            true => 0,
+            false => (1 + r.feedback_tokens.len()).min(room / 3),
+        };
+        for term in r.terms.iter().take(room - lent) {
             let (mark, color) = match term.in_text {
                 true => ("●", t.in_text),
                 false => ("○", t.expansion),
             };
             rows.push(row(mark, color, &term.token, term.weight));
         }
-        // Then what feedback added (weights as scored), and from where.
-        if !r.feedback_docs.is_empty() {
+        if lent > 0 {
             rows.push(
                 Row::new(vec![
                     Cell::from(""),
@@ -107,10 +113,9 @@ fn draw_expansion(f: &mut Frame, left: Rect, app: &App) {
                 .style(Style::default().fg(t.muted)),
             );
         }
-        for (token, weight) in &r.feedback_tokens {
+        for (token, weight) in r.feedback_tokens.iter().take(lent.saturating_sub(1)) {
             rows.push(row("+", t.accent, token, *weight));
         }
-        rows.truncate(left.height.saturating_sub(3) as usize);
     }
     let exp_title = match &app.result {
         Some(r) if !r.feedback_docs.is_empty() => format!(
