@@ -254,6 +254,14 @@ fn recorded_in_the_adapter(home: &Path, gguf: &Path, lora: &Path, corpus: &Path,
     assert_eq!(own["query_prior"], "idf");
     let off = eval(&["--query-feedback", "none"]);
     assert_eq!(off["query_feedback"], "none");
+    // With feedback, eval also reports LSR without it: the same figures as
+    // the run that turns it off, and how many queries it raised or lowered.
+    let effect = &own["feedback_effect"];
+    assert_eq!(effect["lsr_without"], off["systems"]["lsr"], "{own}");
+    let moved =
+        effect["queries_raised"].as_u64().unwrap() + effect["queries_lowered"].as_u64().unwrap();
+    assert!(moved <= own["queries"].as_u64().unwrap(), "{own}");
+    assert!(off.get("feedback_effect").is_none());
     for bad in ["rocchio:0:1:5", "rocchio:5:1", "rm3"] {
         let o = csplade(home)
             .args([

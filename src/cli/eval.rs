@@ -244,6 +244,9 @@ pub(super) struct LsrSide {
     pub scored: Vec<csplade::encode::SparseVec>,
     pub prior: QueryPrior,
     pub feedback: QueryFeedback,
+    /// With feedback, LSR's ranking without it (the prior alone), so the
+    /// report can say what the feedback did.
+    pub unfed: Option<Run>,
 }
 
 fn phase(a: &EvalArgs, name: &str) {
@@ -372,6 +375,21 @@ fn lsr_run(a: &EvalArgs, c: &Collection) -> Result<(Run, LsrSide)> {
     for (q, s) in c.evaluated.iter().zip(&scored) {
         runs.push((q.id.clone(), idx.search(s, a.depth, a.backend)?));
     }
+    let unfed = match feedback.is_none() {
+        true => None,
+        false => Some(
+            c.evaluated
+                .iter()
+                .zip(&expansions)
+                .map(|(q, e)| {
+                    Ok((
+                        q.id.clone(),
+                        idx.search(&idx.weigh(e, prior), a.depth, a.backend)?,
+                    ))
+                })
+                .collect::<Result<Run>>()?,
+        ),
+    };
     let side = LsrSide {
         index: idx,
         model,
@@ -379,6 +397,7 @@ fn lsr_run(a: &EvalArgs, c: &Collection) -> Result<(Run, LsrSide)> {
         scored,
         prior,
         feedback,
+        unfed,
     };
     Ok((runs, side))
 }

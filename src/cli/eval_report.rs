@@ -31,6 +31,25 @@ impl Report<'_> {
         })
     }
 
+    /// With feedback: LSR's metrics without it, and on how many queries
+    /// the feedback raised and lowered nDCG@10.
+    fn feedback_effect(&self) -> Option<(csplade::eval::Metrics, usize, usize)> {
+        let unfed = self.side?.unfed.as_ref()?;
+        let (_, _, with) = self.results.iter().find(|r| r.0 == "lsr")?;
+        let ranked: HashMap<String, Vec<String>> = unfed
+            .iter()
+            .map(|(q, h)| (q.clone(), h.iter().map(|h| h.doc_id.clone()).collect()))
+            .collect();
+        let (mean, without) = csplade::eval::evaluate_run(&ranked, &self.c.qrels);
+        let (mut raised, mut lowered) = (0, 0);
+        for (q, m) in &without {
+            let fed = with.get(q).map_or(0.0, |x| x.ndcg10);
+            raised += usize::from(fed > m.ndcg10);
+            lowered += usize::from(fed < m.ndcg10);
+        }
+        Some((mean, raised, lowered))
+    }
+
     /// How the index's documents weigh their terms.
     fn document_weights(&self) -> Option<DocumentWeights> {
         let s = self.side?;
@@ -48,6 +67,9 @@ impl Report<'_> {
         if let Some(s) = self.side {
             out["query_prior"] = json!(s.prior.to_string());
             out["query_feedback"] = json!(s.feedback.to_string());
+        }
+        if let Some((without, raised, lowered)) = self.feedback_effect() {
+            out["feedback_effect"] = json!({"lsr_without": without, "queries_raised": raised, "queries_lowered": lowered});
         }
         if let Some(w) = self.document_weights() {
             out["document_weights"] = serde_json::to_value(w)?;
@@ -87,6 +109,12 @@ impl Report<'_> {
         }
         if let Some(s) = self.side.filter(|s| !s.feedback.is_none()) {
             println!("LSR query feedback: {}", s.feedback);
+        }
+        if let Some((without, raised, lowered)) = self.feedback_effect() {
+            println!(
+                "  without it LSR nDCG@10 {:.4}; it raises {raised} queries and lowers {lowered}",
+                without.ndcg10
+            );
         }
         if self.a.system.hybrid() {
             println!("hybrid: {} of LSR and BM25", self.a.fusion);
