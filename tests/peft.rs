@@ -38,7 +38,10 @@ fn peft_export_reads_back_onto_gguf_and_hf_bases_with_the_same_logits() {
     let file = common::lora_adapter(d);
     let gguf = d.join("tiny.gguf");
     let base = model::load_unpacked(gguf.to_str().unwrap(), &Device::Cpu).unwrap();
-    let a = adapter::Adapter::read(&file).unwrap();
+    let mut a = adapter::Adapter::read(&file).unwrap();
+    // The prior and feedback it is searched with travel too.
+    a.meta.query_prior = "idf:0.5".parse().unwrap();
+    a.meta.query_feedback = "rocchio:2:0.5:10".parse().unwrap();
     let peft_dir = d.join("peft");
     model::peft::write(&a, &base.llama.config, "tiny", &peft_dir).unwrap();
     assert!(model::peft::is_peft_dir(&peft_dir));
@@ -67,6 +70,8 @@ fn peft_export_reads_back_onto_gguf_and_hf_bases_with_the_same_logits() {
         (back.meta.max_len, back.meta.trained.as_str()),
         (64, "test")
     );
+    assert_eq!(back.meta.query_prior, a.meta.query_prior);
+    assert_eq!(back.meta.query_feedback, a.meta.query_feedback);
 
     let text = "rotary positions matter here";
     let own = model::load_unpacked(
