@@ -124,8 +124,19 @@ fn explorer_shows_the_feedback(
     let got: Vec<usize> = plain.hits.iter().map(|h| h.ordinal).collect();
     assert_eq!(got, want.iter().map(|h| h.ordinal).collect::<Vec<_>>());
     // The failure list ranks with the same feedback as Search does.
+    // Each row also says what LSR scores without the feedback.
     let rows = ex.failures().unwrap();
     assert!(!rows.is_empty());
+    assert!(rows.iter().all(|r| r.unfed_ndcg10.is_some()));
+    let plain_rows = ex.without_feedback().failures().unwrap();
+    assert!(plain_rows.iter().all(|r| r.unfed_ndcg10.is_none()));
+    for r in &rows {
+        let same = plain_rows
+            .iter()
+            .find(|x| x.query_id == r.query_id)
+            .unwrap();
+        assert_eq!(r.unfed_ndcg10, Some(same.lsr_ndcg10), "{}", r.query_id);
+    }
 }
 
 fn csplade(home: &Path) -> Command {

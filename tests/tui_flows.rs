@@ -31,6 +31,7 @@ fn a_failure_opens_in_search() {
             lsr_ndcg10: 0.1,
             bm25_ndcg10: 0.9,
             hybrid_ndcg10: 0.8,
+            unfed_ndcg10: None,
             relevant_in_lsr_top100: false,
         },
         FailureRow {
@@ -39,6 +40,7 @@ fn a_failure_opens_in_search() {
             lsr_ndcg10: 0.5,
             bm25_ndcg10: 0.5,
             hybrid_ndcg10: 0.5,
+            unfed_ndcg10: None,
             relevant_in_lsr_top100: true,
         },
     ])));
@@ -176,8 +178,9 @@ fn compare_runs_for_the_current_query() {
     assert_eq!(a.comparison.as_ref().map(|c| c.runs.len()), Some(2));
 }
 
-/// `s` cycles the Failures views (all by Δ, relevant missed entirely, by
-/// the query box's text) and `e` exports the rows shown.
+/// `s` cycles the Failures views (all by Δ, relevant missed entirely, the
+/// two fusion views, by the query box's text, the queries the feedback
+/// lowered) and `e` exports the rows shown.
 #[test]
 fn failure_views_filter_and_export_what_they_show() {
     let mut a = app();
@@ -189,13 +192,27 @@ fn failure_views_filter_and_export_what_they_show() {
         lsr_ndcg10: l,
         bm25_ndcg10: b,
         hybrid_ndcg10: h,
+        unfed_ndcg10: None,
         relevant_in_lsr_top100: top,
     };
+    // Searched with feedback: it raised q2 (0.05 → 0.1) and lowered q1.
+    let fed = |mut r: FailureRow, without: f64| {
+        r.unfed_ndcg10 = Some(without);
+        r
+    };
     a.update(Action::FailuresDone(Ok(vec![
-        row("q3", "zinc", 0.0, 1.0, 0.0, false),
-        row("q2", "salt and blood pressure", 0.1, 0.9, 0.6, true),
-        row("q1", "blood sugar", 0.7, 0.5, 0.6, true),
+        fed(row("q3", "zinc", 0.0, 1.0, 0.0, false), 0.0),
+        fed(
+            row("q2", "salt and blood pressure", 0.1, 0.9, 0.6, true),
+            0.05,
+        ),
+        fed(row("q1", "blood sugar", 0.7, 0.5, 0.6, true), 0.8),
     ])));
+    let screen = render(&a);
+    assert!(
+        screen.contains("fb Δ") && screen.contains("-0.100"),
+        "{screen}"
+    );
     let ids = |a: &App| -> Vec<String> {
         a.visible_failures()
             .iter()
@@ -228,6 +245,8 @@ fn failure_views_filter_and_export_what_they_show() {
         "/x/failures.tsv and /x/failures.json".into(),
     )));
     assert!(a.status.contains("/x/failures.tsv"), "{}", a.status);
+    a.update(key(KeyCode::Char('s')));
+    assert_eq!(ids(&a), ["q1"], "the feedback lowered LSR");
     a.update(key(KeyCode::Char('s')));
     assert_eq!(ids(&a).len(), 3, "back to all queries");
 }
@@ -328,6 +347,7 @@ fn a_clicked_failure_is_selected_and_a_second_click_opens_it() {
         lsr_ndcg10: lsr,
         bm25_ndcg10: 0.9,
         hybrid_ndcg10: 0.9,
+        unfed_ndcg10: None,
         relevant_in_lsr_top100: true,
     };
     a.update(Action::FailuresDone(Ok(vec![

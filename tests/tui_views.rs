@@ -220,6 +220,7 @@ fn snapshot_failures_view() {
             lsr_ndcg10: 0.1,
             bm25_ndcg10: 0.9,
             hybrid_ndcg10: 0.8,
+            unfed_ndcg10: None,
             relevant_in_lsr_top100: false,
         },
         FailureRow {
@@ -228,6 +229,7 @@ fn snapshot_failures_view() {
             lsr_ndcg10: 0.7,
             bm25_ndcg10: 0.5,
             hybrid_ndcg10: 0.75,
+            unfed_ndcg10: None,
             relevant_in_lsr_top100: true,
         },
     ])));

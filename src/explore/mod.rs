@@ -131,6 +131,8 @@ pub struct FailureRow {
     pub bm25_ndcg10: f64,
     /// nDCG@10 of the fusion of the two (the explorer's `--fusion`).
     pub hybrid_ndcg10: f64,
+    /// With feedback: LSR's nDCG@10 without it (the prior alone).
+    pub unfed_ndcg10: Option<f64>,
     /// A relevant document among LSR's top 100 (false: LSR misses them all).
     pub relevant_in_lsr_top100: bool,
 }
@@ -483,6 +485,10 @@ impl Explorer {
             let (scored, _) =
                 idx.scored_query(&e.vector, self.prior, self.feedback, self.backend)?;
             let lsr = idx.search(&scored, 100, self.backend)?;
+            let unfed = match self.feedback.is_none() {
+                true => None,
+                false => Some(idx.search(&idx.weigh(&e.vector, self.prior), 10, self.backend)?),
+            };
             let bm = idx.search_bm25(&q.text, 100)?;
             let hybrid = self.fusion.fuse(&lsr, &bm, 10);
             let j = &qrels[&q.id];
@@ -496,6 +502,7 @@ impl Explorer {
                 lsr_ndcg10: ndcg(&lsr),
                 bm25_ndcg10: ndcg(&bm),
                 hybrid_ndcg10: ndcg(&hybrid),
+                unfed_ndcg10: unfed.as_deref().map(ndcg),
                 relevant_in_lsr_top100: lsr
                     .iter()
                     .any(|h| j.get(&h.doc_id).is_some_and(|&g| g > 0)),

@@ -432,16 +432,17 @@ impl Session {
         let base = dir.join(format!("failures-{name}-{stamp}"));
         let (tsv, json) = (base.with_extension("tsv"), base.with_extension("json"));
         let mut text = String::from(
-            "query_id\tbm25_ndcg10\tlsr_ndcg10\tdelta\thybrid_ndcg10\trelevant_in_lsr_top100\ttext\n",
+            "query_id\tbm25_ndcg10\tlsr_ndcg10\tdelta\thybrid_ndcg10\tlsr_ndcg10_without_feedback\trelevant_in_lsr_top100\ttext\n",
         );
         for r in rows {
             text.push_str(&format!(
-                "{}\t{:.4}\t{:.4}\t{:+.4}\t{:.4}\t{}\t{}\n",
+                "{}\t{:.4}\t{:.4}\t{:+.4}\t{:.4}\t{}\t{}\t{}\n",
                 r.query_id,
                 r.bm25_ndcg10,
                 r.lsr_ndcg10,
                 r.delta(),
                 r.hybrid_ndcg10,
+                r.unfed_ndcg10.map_or(String::new(), |u| format!("{u:.4}")),
                 r.relevant_in_lsr_top100,
                 r.text.replace(['\t', '\n'], " ")
             ));

@@ -135,12 +135,13 @@ pub struct App {
 const LOG_LINES: usize = 200;
 
 /// How the Failures list is sorted and filtered (`s` cycles).
-pub const FAILURE_VIEWS: [&str; 5] = [
+pub const FAILURE_VIEWS: [&str; 6] = [
     "all judged queries, LSR's largest losses first",
     "queries whose relevant documents are all outside LSR's top 100",
     "fusion rescues LSR: LSR loses to BM25 and the hybrid beats LSR",
     "fusion hurts BM25: the hybrid scores below BM25",
     "queries containing the query box's text, A–Z",
+    "feedback lowers LSR: LSR scores below LSR without its feedback",
 ];
 
 impl App {
@@ -183,6 +184,10 @@ impl App {
                 v.sort_by(|a, b| a.text.cmp(&b.text));
                 v
             }
+            5 => rows
+                .iter()
+                .filter(|r| r.unfed_ndcg10.is_some_and(|u| r.lsr_ndcg10 < u))
+                .collect(),
             _ => rows.iter().collect(),
         }
     }

@@ -107,10 +107,36 @@ fn draw_chart(f: &mut Frame, chart: Rect, app: &App, all: &[FailureRow]) {
     );
 }
 
+/// The Failures table's column widths; `fb` (feedback's Δ) only with feedback.
+fn failure_columns(with_fb: bool) -> Vec<Constraint> {
+    let mut w = vec![
+        Constraint::Length(14),
+        Constraint::Length(7),
+        Constraint::Length(7),
+    ];
+    w.extend([Constraint::Length(7), Constraint::Length(7)]);
+    if with_fb {
+        w.push(Constraint::Length(7));
+    }
+    w.extend([Constraint::Length(4), Constraint::Min(20)]);
+    w
+}
+
+fn failure_headers(with_fb: bool) -> Vec<&'static str> {
+    let mut h = vec!["query", "bm25", "lsr", "Δ", "hybrid"];
+    if with_fb {
+        h.push("fb Δ");
+    }
+    h.extend(["100", "text"]);
+    h
+}
+
 /// The judged queries of the current view, scrolled to the selection.
 fn draw_table(f: &mut Frame, table: Rect, app: &App, judged: usize) {
     let t = &app.theme;
     let rows = app.visible_failures();
+    // With feedback, what it did to LSR's nDCG@10 (LSR − LSR without it).
+    let with_fb = rows.iter().any(|r| r.unfed_ndcg10.is_some());
     let visible = table.height.saturating_sub(3) as usize;
     let start = app.failure_sel.saturating_sub(visible.saturating_sub(1));
     for (line, i) in (start..rows.len().min(start + visible)).enumerate() {
@@ -139,31 +165,31 @@ fn draw_table(f: &mut Frame, table: Rect, app: &App, judged: usize) {
             } else {
                 Style::default()
             };
-            Row::new(vec![
+            let mut cells = vec![
                 r.query_id.clone(),
                 format!("{:.3}", r.bm25_ndcg10),
                 format!("{:.3}", r.lsr_ndcg10),
                 format!("{d:+.3}"),
                 format!("{:.3}", r.hybrid_ndcg10),
+            ];
+            if with_fb {
+                cells.push(
+                    r.unfed_ndcg10
+                        .map_or(String::new(), |u| format!("{:+.3}", r.lsr_ndcg10 - u)),
+                );
+            }
+            cells.extend([
                 if r.relevant_in_lsr_top100 { "" } else { "✗" }.to_string(),
                 r.text.clone(),
-            ])
-            .style(style.fg(color))
+            ]);
+            Row::new(cells).style(style.fg(color))
         })
         .collect();
     f.render_widget(
         super::table(
             body,
-            [
-                Constraint::Length(14),
-                Constraint::Length(7),
-                Constraint::Length(7),
-                Constraint::Length(7),
-                Constraint::Length(7),
-                Constraint::Length(4),
-                Constraint::Min(20),
-            ],
-            vec!["query", "bm25", "lsr", "Δ", "hybrid", "100", "text"],
+            failure_columns(with_fb),
+            failure_headers(with_fb),
             format!(
                 " {} of {}: {} (s: next view, x: explain, e: export; ✗: no relevant document in LSR's top 100) ",
                 rows.len(),
