@@ -9,7 +9,7 @@ use serde_json::json;
 
 use csplade::eval::{document_weights, median, DocumentWeights};
 
-use super::eval::{print_failures, Collection, EvalArgs, LsrSide, Scored};
+use super::eval::{Collection, EvalArgs, LsrSide, Scored};
 
 /// What `eval` prints.
 pub(super) struct Report<'a> {
@@ -178,6 +178,60 @@ impl Report<'_> {
                 .take(60)
                 .collect();
             println!("{:<12} {:>7.3} {:>7.3} {:>+7.3}  {t}", q, bv, lv, lv - bv);
+        }
+    }
+}
+
+/// Print explained failures for a reader.
+fn print_failures(explained: &[csplade::failures::FailureExplanation]) {
+    let rank = |r: Option<usize>| r.map_or("—".to_string(), |r| r.to_string());
+    for f in explained {
+        println!(
+            "\n{}  {}\n  nDCG@10 LSR {:.3}  BM25 {:.3}",
+            f.query_id, f.text, f.ndcg_lsr, f.ndcg_bm25
+        );
+        let exp: Vec<String> = f
+            .expansion
+            .iter()
+            .map(|(t, w)| format!("{t:?} {w:.2}"))
+            .collect();
+        println!("  expansion: {}", exp.join(", "));
+        for m in &f.missed {
+            println!(
+                "  missed {} (grade {}): LSR rank {}, BM25 rank {}",
+                m.doc_id,
+                m.grade,
+                rank(m.lsr_rank),
+                rank(m.bm25_rank)
+            );
+            for w in &m.bm25_words {
+                println!(
+                    "    BM25 {:>5.2}  {:<16} query weight {:.2} doc weight {:.2}{}",
+                    w.bm25,
+                    w.word,
+                    w.query_weight,
+                    w.doc_weight,
+                    if w.missing_from_expansion {
+                        "  ← missing from the expansion"
+                    } else {
+                        ""
+                    }
+                );
+            }
+        }
+        for h in &f.wrong_hits {
+            let terms: Vec<String> = h
+                .lifted_by
+                .iter()
+                .take(5)
+                .map(|t| format!("{:?} {:.2}", t.token, t.product))
+                .collect();
+            println!(
+                "  not relevant at rank {}: {} lifted by {}",
+                h.rank,
+                h.doc_id,
+                terms.join(", ")
+            );
         }
     }
 }
