@@ -163,6 +163,15 @@ impl FrozenMatmul {
     pub fn backward(&self, g: &Tensor) -> Result<Tensor> {
         matmul_packed(g, &self.w_t)
     }
+
+    /// The packed `W` (`[n, k]`) and `Wᵀ`.
+    pub(crate) fn packed(&self) -> &PackedWeight {
+        &self.w
+    }
+
+    pub(crate) fn packed_t(&self) -> &PackedWeight {
+        &self.w_t
+    }
 }
 
 impl candle_core::CustomOp1 for FrozenMatmul {
@@ -257,14 +266,26 @@ impl Module for Linear {
         let in_dim = dims[dims.len() - 1];
         let rows: usize = dims[..dims.len() - 1].iter().product();
         let flat = x.reshape((rows, in_dim))?;
-        let mut y = match &self.packed {
-            Some(w) => w.matmul(&flat)?,
-            None => match &self.frozen {
+        // Training on the fast GEMM: the frozen product and its low-rank
+        // update are one op (`frozen_lora`).
+        let fused = match (&self.packed, &self.frozen, &self.low_rank) {
+            (None, Some(f), Some(lr))
+                if lr.a.dtype() == DType::F32 && lr.b.dtype() == DType::F32 =>
+            {
+                Some(super::frozen_lora::FrozenLora::apply(f, lr, &flat)?)
+            }
+            _ => None,
+        };
+        let low_rank_pending = fused.is_none();
+        let mut y = match (fused, &self.packed) {
+            (Some(y), _) => y,
+            (None, Some(w)) => w.matmul(&flat)?,
+            (None, None) => match &self.frozen {
                 Some(f) => f.apply(&flat)?,
                 None => flat.matmul(&self.weight.t()?)?,
             },
         };
-        if let Some(lr) = &self.low_rank {
+        if let (Some(lr), true) = (&self.low_rank, low_rank_pending) {
             y = (y + (flat.matmul(&lr.a.t()?)?.matmul(&lr.b.t()?)? * lr.scale)?)?;
         }
         if let Some(b) = &self.bias {

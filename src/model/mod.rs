@@ -9,6 +9,7 @@ mod disjoint;
 pub mod encoding;
 pub mod family;
 pub mod fetch;
+mod frozen_lora;
 pub mod gemm;
 pub mod gemm_i8;
 pub mod gguf;
