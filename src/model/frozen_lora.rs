@@ -112,6 +112,13 @@ fn product(
     }
 }
 
+/// `scale · lhs [m, k] · rhs [k, n]` in a new buffer.
+fn new_product(lhs: View, rhs: View, dims: (usize, usize, usize), scale: f32) -> Vec<f32> {
+    let mut dst = vec![0f32; dims.0 * dims.2];
+    product(&mut dst, false, lhs, rhs, dims, scale);
+    dst
+}
+
 impl CustomOp3 for FrozenLora {
     fn name(&self) -> &'static str {
         "frozen-lora"
@@ -140,23 +147,9 @@ impl CustomOp3 for FrozenLora {
         let mut out = vec![0f32; m * n];
         gemm::matmul_t(x, m, w, &mut out);
         // out += s · (x Aᵀ) Bᵀ
-        let mut xa = vec![0f32; m * r];
-        product(
-            &mut xa,
-            false,
-            View::rows(x, k),
-            View::t(a, k),
-            (m, k, r),
-            1.0,
-        );
-        product(
-            &mut out,
-            true,
-            View::rows(&xa, r),
-            View::t(b, r),
-            (m, r, n),
-            self.scale,
-        );
+        let xa = new_product(View::rows(x, k), View::t(a, k), (m, k, r), 1.0);
+        let (lhs, rhs) = (View::rows(&xa, r), View::t(b, r));
+        product(&mut out, true, lhs, rhs, (m, r, n), self.scale);
         Ok((CpuStorage::F32(out), (m, n).into()))
     }
 
@@ -177,52 +170,14 @@ impl CustomOp3 for FrozenLora {
                 with_f32_slice(a, |a| {
                     with_f32_slice(b, |b| {
                         // dx = g W + s (g B) A; dA = s (g B)ᵀ x; dB = s gᵀ (x Aᵀ).
-                        let mut gb = vec![0f32; m * r];
-                        product(
-                            &mut gb,
-                            false,
-                            View::rows(g, n),
-                            View::rows(b, r),
-                            (m, n, r),
-                            1.0,
-                        );
+                        let gb = new_product(View::rows(g, n), View::rows(b, r), (m, n, r), 1.0);
                         let mut dx = vec![0f32; m * k];
                         gemm::matmul_t(g, m, self.frozen.packed_t(), &mut dx);
-                        product(
-                            &mut dx,
-                            true,
-                            View::rows(&gb, r),
-                            View::rows(a, k),
-                            (m, r, k),
-                            s,
-                        );
-                        let mut da = vec![0f32; r * k];
-                        product(
-                            &mut da,
-                            false,
-                            View::t(&gb, r),
-                            View::rows(x, k),
-                            (r, m, k),
-                            s,
-                        );
-                        let mut xa = vec![0f32; m * r];
-                        product(
-                            &mut xa,
-                            false,
-                            View::rows(x, k),
-                            View::t(a, k),
-                            (m, k, r),
-                            1.0,
-                        );
-                        let mut db = vec![0f32; n * r];
-                        product(
-                            &mut db,
-                            false,
-                            View::t(g, n),
-                            View::rows(&xa, r),
-                            (n, m, r),
-                            s,
-                        );
+                        let (lhs, rhs) = (View::rows(&gb, r), View::rows(a, k));
+                        product(&mut dx, true, lhs, rhs, (m, r, k), s);
+                        let da = new_product(View::t(&gb, r), View::rows(x, k), (r, m, k), s);
+                        let xa = new_product(View::rows(x, k), View::t(a, k), (m, k, r), 1.0);
+                        let db = new_product(View::t(g, n), View::rows(&xa, r), (n, m, r), s);
                         (dx, da, db)
                     })
                 })
