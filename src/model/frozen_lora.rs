@@ -63,7 +63,7 @@ impl<'a> View<'a> {
         View(d, 1, cols)
     }
 
-    /// The largest offset `[rows, cols]` reads.
+    /// Whether reading it as `[rows, cols]` stays within its data.
     fn reaches(&self, rows: usize, cols: usize) -> bool {
         rows == 0 || cols == 0 || (rows - 1) * self.1 + (cols - 1) * self.2 < self.0.len()
     }
