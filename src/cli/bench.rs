@@ -171,8 +171,54 @@ pub(super) fn dir_size(p: &std::path::Path) -> u64 {
         .unwrap_or(0)
 }
 
-fn search(a: SearchBench) -> Result<()> {
+/// Per query, in milliseconds: encoding, each LSR scorer (with the
+/// feedback's first ranking), encoding plus the exact search, BM25; and the
+/// expansion's active terms.
+#[derive(Default)]
+struct SearchTimings {
+    enc_ms: Vec<f64>,
+    exact_ms: Vec<f64>,
+    tantivy_ms: Vec<f64>,
+    e2e_ms: Vec<f64>,
+    bm25_ms: Vec<f64>,
+    active: Vec<f64>,
+}
+
+/// Encode and search each query once, timing every stage.
+fn time_queries(
+    idx: &csplade::search::LsrIndex,
+    enc: &Encoder,
+    queries: &[beir::Query],
+    (prior, feedback): (csplade::search::QueryPrior, csplade::search::QueryFeedback),
+    k: usize,
+) -> Result<SearchTimings> {
     use csplade::search::Backend;
+    let mut t = SearchTimings::default();
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+    for q in queries {
+        let t0 = Instant::now();
+        let e = enc.encode_one(&q.text)?.vector;
+        let t1 = Instant::now();
+        // With feedback, each search ranks twice (see search::feedback).
+        let (v, _) = idx.scored_query(&e, prior, feedback, Backend::Exact)?;
+        idx.search(&v, k, Backend::Exact)?;
+        let t2 = Instant::now();
+        let (vt, _) = idx.scored_query(&e, prior, feedback, Backend::Tantivy)?;
+        idx.search(&vt, k, Backend::Tantivy)?;
+        let t3 = Instant::now();
+        idx.search_bm25(&q.text, k)?;
+        let t4 = Instant::now();
+        t.enc_ms.push(ms(t1 - t0));
+        t.exact_ms.push(ms(t2 - t1));
+        t.tantivy_ms.push(ms(t3 - t2));
+        t.bm25_ms.push(ms(t4 - t3));
+        t.e2e_ms.push(ms(t2 - t0));
+        t.active.push(e.active() as f64);
+    }
+    Ok(t)
+}
+
+fn search(a: SearchBench) -> Result<()> {
     let (idx, model) = super::search::open_with_model(&a.index, a.model.as_deref(), a.precision)?;
     let inference_free = a.inference_free || model.inference_free_by_default();
     let enc =
@@ -188,29 +234,14 @@ fn search(a: SearchBench) -> Result<()> {
     if queries.is_empty() {
         bail!("no queries to time");
     }
-    let (mut enc_ms, mut exact_ms, mut tantivy_ms, mut e2e_ms, mut bm25_ms, mut active) =
-        (vec![], vec![], vec![], vec![], vec![], vec![]);
-    for q in &queries {
-        let t0 = Instant::now();
-        let e = enc.encode_one(&q.text)?.vector;
-        let t1 = Instant::now();
-        // With feedback, each search ranks twice (see search::feedback).
-        let (v, _) = idx.scored_query(&e, prior, feedback, Backend::Exact)?;
-        idx.search(&v, a.k, Backend::Exact)?;
-        let t2 = Instant::now();
-        let (vt, _) = idx.scored_query(&e, prior, feedback, Backend::Tantivy)?;
-        idx.search(&vt, a.k, Backend::Tantivy)?;
-        let t3 = Instant::now();
-        idx.search_bm25(&q.text, a.k)?;
-        let t4 = Instant::now();
-        let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
-        enc_ms.push(ms(t1 - t0));
-        exact_ms.push(ms(t2 - t1));
-        tantivy_ms.push(ms(t3 - t2));
-        bm25_ms.push(ms(t4 - t3));
-        e2e_ms.push(ms(t2 - t0));
-        active.push(e.active() as f64);
-    }
+    let SearchTimings {
+        mut enc_ms,
+        mut exact_ms,
+        mut tantivy_ms,
+        mut e2e_ms,
+        mut bm25_ms,
+        mut active,
+    } = time_queries(&idx, &enc, &queries, (prior, feedback), a.k)?;
     let size = dir_size(&a.index);
     let throughput = idx.meta.encoded_tokens as f64 / idx.meta.build_seconds.max(1e-9);
     let row = |v: &mut Vec<f64>| (percentile(v, 0.5), percentile(v, 0.99));

@@ -12,7 +12,7 @@ use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Sparkline, Wrap};
 use ratatui::Frame;
 
 use super::{bar, show_token, table};
-use crate::explore::{DocDetail, QueryPrior, Ranking};
+use crate::explore::{DocDetail, QueryPrior, QueryResult, Ranking};
 use crate::tui::app::{App, Focus};
 use crate::tui::mouse::Target;
 use crate::tui::theme::Theme;
@@ -61,62 +61,11 @@ fn draw_expansion(f: &mut Frame, left: Rect, app: &App) {
     let t = &app.theme;
     let [left, weights] = Layout::vertical([Constraint::Min(5), Constraint::Length(5)]).areas(left);
     if let Some(r) = &app.result {
-        const BINS: usize = 24;
-        let max = r.terms.first().map_or(1.0, |x| x.weight).max(1e-6);
-        let mut hist = [0u64; BINS];
-        for term in &r.terms {
-            let b = ((term.weight / max) * BINS as f32) as usize;
-            hist[b.min(BINS - 1)] += 1;
-        }
-        f.render_widget(
-            Sparkline::default()
-                .data(hist)
-                .style(Style::default().fg(t.bar))
-                .block(Block::default().borders(Borders::ALL).title(format!(
-                    " {} active terms: weights 0 → {max:.2} ",
-                    r.terms.len()
-                ))),
-            weights,
-        );
+        draw_weight_histogram(f, weights, r, t);
     }
-    let mut rows = Vec::new();
-    if let Some(r) = &app.result {
-        let max = r.terms.first().map_or(1.0, |x| x.weight);
-        let row = |mark: &'static str, color, token: &str, weight: f32| {
-            Row::new(vec![
-                Cell::from(mark).style(Style::default().fg(color)),
-                Cell::from(show_token(token)),
-                Cell::from(format!("{weight:.2}")),
-                Cell::from(bar(weight, max, 8)).style(Style::default().fg(t.bar)),
-            ])
-        };
-        // What feedback added (weights as scored), and from where, keeps up
-        // to a third of the rows below the expansion.
-        let room = left.height.saturating_sub(3) as usize;
-        let lent = match r.feedback_docs.is_empty() {
-            true => 0,
-            false => (1 + r.feedback_tokens.len()).min(room / 3),
-        };
-        for term in r.terms.iter().take(room - lent) {
-            let (mark, color) = match term.in_text {
-                true => ("●", t.in_text),
-                false => ("○", t.expansion),
-            };
-            rows.push(row(mark, color, &term.token, term.weight));
-        }
-        if lent > 0 {
-            rows.push(
-                Row::new(vec![
-                    Cell::from(""),
-                    Cell::from(format!("from {}", r.feedback_docs.join(" "))),
-                ])
-                .style(Style::default().fg(t.muted)),
-            );
-        }
-        for (token, weight) in r.feedback_tokens.iter().take(lent.saturating_sub(1)) {
-            rows.push(row("+", t.accent, token, *weight));
-        }
-    }
+    let rows = app.result.as_ref().map_or_else(Vec::new, |r| {
+        expansion_rows(r, left.height.saturating_sub(3) as usize, t)
+    });
     let exp_title = match &app.result {
         Some(r) if !r.feedback_docs.is_empty() => format!(
             " Expansion ({} terms +{} fb) ",
@@ -141,6 +90,68 @@ fn draw_expansion(f: &mut Frame, left: Rect, app: &App) {
         ),
         left,
     );
+}
+
+/// How the expansion's weights spread between 0 and the largest.
+fn draw_weight_histogram(f: &mut Frame, area: Rect, r: &QueryResult, t: &Theme) {
+    const BINS: usize = 24;
+    let max = r.terms.first().map_or(1.0, |x| x.weight).max(1e-6);
+    let mut hist = [0u64; BINS];
+    for term in &r.terms {
+        let b = ((term.weight / max) * BINS as f32) as usize;
+        hist[b.min(BINS - 1)] += 1;
+    }
+    f.render_widget(
+        Sparkline::default()
+            .data(hist)
+            .style(Style::default().fg(t.bar))
+            .block(Block::default().borders(Borders::ALL).title(format!(
+                " {} active terms: weights 0 → {max:.2} ",
+                r.terms.len()
+            ))),
+        area,
+    );
+}
+
+/// The expansion's terms (● in the text, ○ not), then what feedback added
+/// (+, weights as scored) and from where, which keeps up to a third of the
+/// `room` rows.
+fn expansion_rows(r: &QueryResult, room: usize, t: &Theme) -> Vec<Row<'static>> {
+    let max = r.terms.first().map_or(1.0, |x| x.weight);
+    let row = |mark: &'static str, color, token: &str, weight: f32| {
+        Row::new(vec![
+            Cell::from(mark).style(Style::default().fg(color)),
+            Cell::from(show_token(token)),
+            Cell::from(format!("{weight:.2}")),
+            Cell::from(bar(weight, max, 8)).style(Style::default().fg(t.bar)),
+        ])
+    };
+    let lent = match r.feedback_docs.is_empty() {
+        true => 0,
+        false => (1 + r.feedback_tokens.len()).min(room / 3),
+    };
+    let mut rows: Vec<Row<'static>> = r
+        .terms
+        .iter()
+        .take(room - lent)
+        .map(|term| match term.in_text {
+            true => row("●", t.in_text, &term.token, term.weight),
+            false => row("○", t.expansion, &term.token, term.weight),
+        })
+        .collect();
+    if lent > 0 {
+        rows.push(
+            Row::new(vec![
+                Cell::from(""),
+                Cell::from(format!("from {}", r.feedback_docs.join(" "))),
+            ])
+            .style(Style::default().fg(t.muted)),
+        );
+    }
+    for (token, weight) in r.feedback_tokens.iter().take(lent.saturating_sub(1)) {
+        rows.push(row("+", t.accent, token, *weight));
+    }
+    rows
 }
 
 /// The hits, scrolled so that the selected one is in view.
