@@ -367,29 +367,15 @@ fn lsr_run(a: &EvalArgs, c: &Collection) -> Result<(Run, LsrSide)> {
     phase(a, "LSR: encoding the queries");
     let texts: Vec<&str> = c.evaluated.iter().map(|q| q.text.as_str()).collect();
     let expansions: Vec<_> = enc.encode(&texts)?.into_iter().map(|e| e.vector).collect();
-    let scored = expansions
-        .iter()
-        .map(|e| Ok(idx.scored_query(e, prior, feedback, a.backend)?.0))
-        .collect::<Result<Vec<_>>>()?;
-    let mut runs = Vec::new();
-    for (q, s) in c.evaluated.iter().zip(&scored) {
-        runs.push((q.id.clone(), idx.search(s, a.depth, a.backend)?));
+    // With feedback, the first ranking is also the run without it.
+    let (mut scored, mut runs, mut first_runs) = (Vec::new(), Vec::new(), Vec::new());
+    for (q, e) in c.evaluated.iter().zip(&expansions) {
+        let (s, _, first) = idx.scored_query_and_first(e, prior, feedback, a.backend, a.depth)?;
+        runs.push((q.id.clone(), idx.search(&s, a.depth, a.backend)?));
+        first_runs.push((q.id.clone(), first));
+        scored.push(s);
     }
-    let unfed = match feedback.is_none() {
-        true => None,
-        false => Some(
-            c.evaluated
-                .iter()
-                .zip(&expansions)
-                .map(|(q, e)| {
-                    Ok((
-                        q.id.clone(),
-                        idx.search(&idx.weigh(e, prior), a.depth, a.backend)?,
-                    ))
-                })
-                .collect::<Result<Run>>()?,
-        ),
-    };
+    let unfed = (!feedback.is_none()).then_some(first_runs);
     let side = LsrSide {
         index: idx,
         model,
@@ -400,6 +386,18 @@ fn lsr_run(a: &EvalArgs, c: &Collection) -> Result<(Run, LsrSide)> {
         unfed,
     };
     Ok((runs, side))
+}
+
+/// The mean and per-query metrics of a run against `qrels`.
+pub(super) fn evaluate(
+    runs: &Run,
+    qrels: &csplade::data::beir::Qrels,
+) -> (Metrics, Vec<(String, Metrics)>) {
+    let ranked: HashMap<String, Vec<String>> = runs
+        .iter()
+        .map(|(q, h)| (q.clone(), h.iter().map(|h| h.doc_id.clone()).collect()))
+        .collect();
+    evaluate_run(&ranked, qrels)
 }
 
 /// A system's mean and per-query metrics.
@@ -474,11 +472,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
     let results: Vec<Scored> = systems
         .iter()
         .map(|(name, runs)| {
-            let ranked: HashMap<String, Vec<String>> = runs
-                .iter()
-                .map(|(q, h)| (q.clone(), h.iter().map(|h| h.doc_id.clone()).collect()))
-                .collect();
-            let (mean, per) = evaluate_run(&ranked, &c.qrels);
+            let (mean, per) = evaluate(runs, &c.qrels);
             (*name, mean, per.into_iter().collect())
         })
         .collect();

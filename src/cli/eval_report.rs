@@ -36,11 +36,7 @@ impl Report<'_> {
     fn feedback_effect(&self) -> Option<(csplade::eval::Metrics, usize, usize)> {
         let unfed = self.side?.unfed.as_ref()?;
         let (_, _, with) = self.results.iter().find(|r| r.0 == "lsr")?;
-        let ranked: HashMap<String, Vec<String>> = unfed
-            .iter()
-            .map(|(q, h)| (q.clone(), h.iter().map(|h| h.doc_id.clone()).collect()))
-            .collect();
-        let (mean, without) = csplade::eval::evaluate_run(&ranked, &self.c.qrels);
+        let (mean, without) = super::eval::evaluate(unfed, &self.c.qrels);
         let (mut raised, mut lowered) = (0, 0);
         for (q, m) in &without {
             let fed = with.get(q).map_or(0.0, |x| x.ndcg10);

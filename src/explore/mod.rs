@@ -482,13 +482,11 @@ impl Explorer {
         let encoded = self.encoder()?.encode(&texts)?;
         let mut rows = Vec::with_capacity(judged.len());
         for (q, e) in judged.iter().zip(encoded) {
-            let (scored, _) =
-                idx.scored_query(&e.vector, self.prior, self.feedback, self.backend)?;
+            // With feedback, its first ranking is LSR without it.
+            let (scored, _, first) =
+                idx.scored_query_and_first(&e.vector, self.prior, self.feedback, self.backend, 10)?;
             let lsr = idx.search(&scored, 100, self.backend)?;
-            let unfed = match self.feedback.is_none() {
-                true => None,
-                false => Some(idx.search(&idx.weigh(&e.vector, self.prior), 10, self.backend)?),
-            };
+            let unfed = (!self.feedback.is_none()).then_some(first);
             let bm = idx.search_bm25(&q.text, 100)?;
             let hybrid = self.fusion.fuse(&lsr, &bm, 10);
             let j = &qrels[&q.id];

@@ -98,13 +98,31 @@ impl LsrIndex {
         feedback: QueryFeedback,
         backend: Backend,
     ) -> Result<(SparseVec, Feedback), IndexError> {
+        let (scored, fb, _) =
+            self.scored_query_and_first(expansion, prior, feedback, backend, 0)?;
+        Ok((scored, fb))
+    }
+
+    /// As [`LsrIndex::scored_query`], also returning the first ranking the
+    /// feedback came from (the query under its prior alone), kept to
+    /// `depth` hits (at least the feedback's documents); empty without
+    /// feedback. A caller that also reports the ranking without feedback
+    /// ranks once instead of twice.
+    pub fn scored_query_and_first(
+        &self,
+        expansion: &SparseVec,
+        prior: QueryPrior,
+        feedback: QueryFeedback,
+        backend: Backend,
+        depth: usize,
+    ) -> Result<(SparseVec, Feedback, Vec<Hit>), IndexError> {
         let weighed = self.weigh(expansion, prior);
         let QueryFeedback::Rocchio { docs, .. } = feedback else {
-            return Ok((weighed, Feedback::default()));
+            return Ok((weighed, Feedback::default(), Vec::new()));
         };
-        let first = self.search(&weighed, docs, backend)?;
+        let first = self.search(&weighed, depth.max(docs), backend)?;
         let fb = feedback.from_ranking(&first, &self.vectors, &self.idf);
-        Ok((fb.apply(&weighed), fb))
+        Ok((fb.apply(&weighed), fb, first))
     }
 }
 
