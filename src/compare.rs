@@ -16,9 +16,10 @@ use serde::Serialize;
 
 use crate::encode::encoder::Reading;
 use crate::encode::{Encoder, EncoderConfig, ExpansionTerm, Head, SparseVec, Variant};
+use crate::index::IndexError;
 use crate::model::{ModelError, ModelRef, SparseModel};
 use crate::quant::{Precision, VectorDiff};
-use crate::search::{Backend, LsrIndex};
+use crate::search::{Backend, LsrIndex, QueryFeedback, QueryPrior};
 
 /// Stored (in config files, JSON) in its written form.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -149,6 +150,49 @@ impl fmt::Display for EncoderSpec {
         }
         Ok(())
     }
+}
+
+/// How an encoder's query is scored over an index: the lexical prior on its
+/// terms and the pseudo-relevance feedback. A field left `None` is the
+/// encoder's model's own, as in `search` and `eval` (none for an
+/// inference-free table, whose weights already are the query's), so an
+/// encoder's nDCG@10 here is the one `eval` reports for it.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct QueryScoring {
+    pub prior: Option<QueryPrior>,
+    pub feedback: Option<QueryFeedback>,
+}
+
+impl QueryScoring {
+    /// The prior and feedback `spec`'s queries are ranked with over `model`.
+    pub fn resolve(self, spec: &EncoderSpec, model: ModelRef<'_>) -> (QueryPrior, QueryFeedback) {
+        let own = !spec.inference_free;
+        let prior = self.prior.unwrap_or_else(|| match own {
+            true => model.query_prior(),
+            false => QueryPrior::None,
+        });
+        let feedback = self.feedback.unwrap_or_else(|| match own {
+            true => model.query_feedback(),
+            false => QueryFeedback::None,
+        });
+        (prior, feedback)
+    }
+}
+
+/// The ids of the `k` best documents of `idx` for the query `expansion`,
+/// weighed by `prior` and extended by `feedback` (exact scorer).
+pub fn top_documents(
+    idx: &LsrIndex,
+    expansion: &SparseVec,
+    (prior, feedback): (QueryPrior, QueryFeedback),
+    k: usize,
+) -> Result<Vec<String>, IndexError> {
+    let (scored, _) = idx.scored_query(expansion, prior, feedback, Backend::Exact)?;
+    Ok(idx
+        .search(&scored, k, Backend::Exact)?
+        .into_iter()
+        .map(|h| h.doc_id)
+        .collect())
 }
 
 /// Named comparisons: (name, what it compares).
@@ -361,6 +405,9 @@ pub struct EncoderRun {
     pub alignment: Option<Alignment>,
     /// Top-10 document ids, when an index of this encoder's documents is open.
     pub ranking: Option<Vec<String>>,
+    /// The query prior and feedback that ranking was scored with.
+    pub prior: Option<String>,
+    pub feedback: Option<String>,
     /// Ranking agreement with the first encoder: overlap@10 and Kendall's τ.
     pub rank_overlap10: Option<f64>,
     pub kendall_tau: Option<f64>,
@@ -384,11 +431,12 @@ pub fn agreement(a: &[String], b: &[String]) -> Option<(f64, f64)> {
 }
 
 /// Encode `text` with every encoder (each loaded model with its spec) and,
-/// where `index_of(i)` gives an index serving encoder i, rank it there.
+/// where `index_of(i)` gives an index serving encoder i, rank it there as
+/// `scoring` resolves for that encoder.
 pub fn compare_text<'a>(
     text: &str,
     encoders: &[(EncoderSpec, ModelRef<'_>)],
-    reading: Reading,
+    (reading, scoring): (Reading, QueryScoring),
     top_terms: usize,
     index_of: impl Fn(usize) -> Option<&'a LsrIndex>,
 ) -> anyhow::Result<Comparison> {
@@ -403,14 +451,17 @@ pub fn compare_text<'a>(
         let t0 = Instant::now();
         enc.encode_one(text)?;
         let latency_ms = t0.elapsed().as_secs_f64() * 1e3;
+        let ranked_with = scoring.resolve(spec, model);
         let ranking = match index_of(i).filter(|idx| index_serves(idx, model, &config)) {
-            Some(idx) => Some(
-                idx.search(&encoded.vector, 10, Backend::Exact)?
-                    .into_iter()
-                    .map(|h| h.doc_id)
-                    .collect::<Vec<_>>(),
-            ),
+            Some(idx) => Some(top_documents(idx, &encoded.vector, ranked_with, 10)?),
             None => None,
+        };
+        let (prior, feedback) = match ranking {
+            Some(_) => (
+                Some(ranked_with.0.to_string()),
+                Some(ranked_with.1.to_string()),
+            ),
+            None => (None, None),
         };
         let (vs_first, alignment, rank) = match &first {
             Some((v, r, tok)) => {
@@ -442,6 +493,8 @@ pub fn compare_text<'a>(
             vs_first,
             alignment,
             ranking,
+            prior,
+            feedback,
             rank_overlap10: rank.map(|r| r.0),
             kendall_tau: rank.map(|r| r.1),
         });

@@ -273,6 +273,7 @@ fn recorded_in_the_adapter(home: &Path, gguf: &Path, lora: &Path, corpus: &Path,
         effect["queries_raised"].as_u64().unwrap() + effect["queries_lowered"].as_u64().unwrap();
     assert!(moved <= own["queries"].as_u64().unwrap(), "{own}");
     assert!(off.get("feedback_effect").is_none());
+    compare_ranks_as_eval(home, gguf, &with_fb, corpus, index, (&own, &off));
     for bad in ["rocchio:0:1:5", "rocchio:5:1", "rm3"] {
         let o = csplade(home)
             .args([
@@ -294,4 +295,46 @@ fn recorded_in_the_adapter(home: &Path, gguf: &Path, lora: &Path, corpus: &Path,
             "{bad}: {err}"
         );
     }
+}
+
+/// `compare --dataset` ranks each encoder's queries with its model's own
+/// prior and feedback, so its nDCG@10 is eval's; `--query-feedback` and
+/// `--query-prior` override them for every encoder.
+fn compare_ranks_as_eval(
+    home: &Path,
+    gguf: &Path,
+    adapter: &Path,
+    corpus: &Path,
+    index: &Path,
+    (own, off): (&serde_json::Value, &serde_json::Value),
+) {
+    let compare = |extra: &[&str]| {
+        let out = common::json_output(
+            csplade(home)
+                .args(["compare", "--json", "--encoder"])
+                .arg(format!("{}+{}", gguf.display(), adapter.display()))
+                .arg("--dataset")
+                .arg(corpus)
+                .arg("--index")
+                .arg(index)
+                .args(extra),
+        );
+        out["encoders"][0].clone()
+    };
+    let ndcg = |v: &serde_json::Value| v["systems"]["lsr"]["ndcg@10"].as_f64().unwrap();
+    let same = compare(&[]);
+    assert_eq!(same["query_prior"], "idf", "{same}");
+    assert_eq!(same["query_feedback"], "rocchio:1:0.1:30:1", "{same}");
+    assert!(
+        (same["ndcg@10"].as_f64().unwrap() - ndcg(own)).abs() < 1e-9,
+        "{same} {own}"
+    );
+    let unfed = compare(&["--query-feedback", "none"]);
+    assert_eq!(unfed["query_feedback"], "none", "{unfed}");
+    assert!(
+        (unfed["ndcg@10"].as_f64().unwrap() - ndcg(off)).abs() < 1e-9,
+        "{unfed} {off}"
+    );
+    let bare = compare(&["--query-feedback", "none", "--query-prior", "none"]);
+    assert_eq!(bare["query_prior"], "none", "{bare}");
 }

@@ -8,10 +8,10 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde_json::json;
 
-use csplade::compare::{self, EncoderSpec, Models};
+use csplade::compare::{self, EncoderSpec, Models, QueryScoring};
 use csplade::model::SparseModel;
 use csplade::quant::Precision;
-use csplade::search::{Backend, LsrIndex};
+use csplade::search::{LsrIndex, QueryFeedback, QueryPrior};
 
 use super::ModelArgs;
 
@@ -53,6 +53,16 @@ pub struct CompareArgs {
     pub dataset: Option<PathBuf>,
     #[arg(long, default_value = "test")]
     pub split: String,
+    /// With --index: the query prior every encoder's rankings use (none, idf
+    /// or idf:POWER); default: each model's own, as `search` and `eval`
+    /// (none for an inference-free encoder)
+    #[arg(long)]
+    pub query_prior: Option<QueryPrior>,
+    /// With --index: the pseudo-relevance feedback every encoder's rankings
+    /// use (none, rocchio or rocchio:DOCS:WEIGHT:TERMS[:IDF_POWER]);
+    /// default: each model's own, as `search` and `eval`
+    #[arg(long)]
+    pub query_feedback: Option<QueryFeedback>,
     /// The second model of the `families` preset (any family: a SPLADE
     /// directory beside a CSPLADE model, say)
     #[arg(long, value_name = "MODEL")]
@@ -60,6 +70,15 @@ pub struct CompareArgs {
     /// The text (not needed with --dataset)
     #[arg(required_unless_present = "dataset")]
     pub text: Vec<String>,
+}
+
+impl CompareArgs {
+    fn scoring(&self) -> QueryScoring {
+        QueryScoring {
+            prior: self.query_prior,
+            feedback: self.query_feedback,
+        }
+    }
 }
 
 /// The encoders named by `--encoder` (presets expanded), or the precisions.
@@ -137,7 +156,7 @@ pub fn run(a: CompareArgs) -> Result<()> {
         .iter()
         .map(|s| (s.clone(), models.loaded(s).as_ref()))
         .collect();
-    let c = compare::compare_text(&text, &encoders, reading, a.top_k, index_of)?;
+    let c = compare::compare_text(&text, &encoders, (reading, a.scoring()), a.top_k, index_of)?;
     if a.json {
         println!("{}", serde_json::to_string(&c)?);
         return Ok(());
@@ -173,6 +192,14 @@ fn print_comparison(c: &compare::Comparison, top_k: usize) {
             f(r.vs_first.map(|d| d.max_abs_dw)),
             f(r.rank_overlap10),
             f(r.kendall_tau)
+        );
+    }
+    for r in c.runs.iter().filter(|r| r.ranking.is_some()) {
+        println!(
+            "{} ranked with query prior {}, feedback {}",
+            r.encoder,
+            r.prior.as_deref().unwrap_or("none"),
+            r.feedback.as_deref().unwrap_or("none")
         );
     }
     println!();
@@ -270,33 +297,37 @@ fn over_collection<'a>(
                 idx.meta.head
             );
         }
-        let per_query = top10(s, model, idx, &texts)?;
+        let ranked_with = a.scoring().resolve(s, model.as_ref());
+        let per_query = top10(s, model, idx, &texts, ranked_with)?;
         let ndcg = mean_ndcg10(&queries, &per_query, &qrels);
         let agreement = rankings
             .first()
             .map(|first| mean_agreement(first, &per_query));
         rankings.push(per_query);
-        rows.push((s.to_string(), ndcg, agreement));
+        rows.push(EncoderRow {
+            encoder: s.to_string(),
+            ndcg,
+            agreement,
+            prior: ranked_with.0,
+            feedback: ranked_with.1,
+        });
     }
     report(a.json, dataset, queries.len(), rows)
 }
 
-/// Each query's top 10 document ids under encoder `s` over `idx`.
+/// Each query's top 10 document ids under encoder `s` over `idx`, ranked
+/// with `ranked_with` (prior, feedback).
 fn top10(
     s: &EncoderSpec,
     model: &csplade::model::SparseModel,
     idx: &LsrIndex,
     texts: &[&str],
+    ranked_with: (QueryPrior, QueryFeedback),
 ) -> Result<Vec<Vec<String>>> {
     let encoded = s.encoder(model, idx.meta.reading())?.encode(texts)?;
     let mut per_query = Vec::with_capacity(encoded.len());
     for e in &encoded {
-        per_query.push(
-            idx.search(&e.vector, 10, Backend::Exact)?
-                .into_iter()
-                .map(|h| h.doc_id)
-                .collect::<Vec<String>>(),
-        );
+        per_query.push(compare::top_documents(idx, &e.vector, ranked_with, 10)?);
     }
     Ok(per_query)
 }
@@ -331,8 +362,15 @@ fn mean_agreement(first: &[Vec<String>], rankings: &[Vec<String>]) -> (f64, f64)
     (ov / f64::max(n, 1.0), tau / f64::max(n, 1.0))
 }
 
-/// An encoder's label, nDCG@10 and (overlap@10, τ) against the first.
-type EncoderRow = (String, f64, Option<(f64, f64)>);
+/// An encoder over a collection: nDCG@10, (overlap@10, τ) against the
+/// first, and the prior and feedback its queries were ranked with.
+struct EncoderRow {
+    encoder: String,
+    ndcg: f64,
+    agreement: Option<(f64, f64)>,
+    prior: QueryPrior,
+    feedback: QueryFeedback,
+}
 
 /// Per encoder: its nDCG@10 and its agreement with the first, as JSON or a table.
 fn report(
@@ -344,9 +382,14 @@ fn report(
     if json_out {
         let encoders: Vec<_> = rows
             .iter()
-            .map(|(s, n, ag)| {
-                let mut o = json!({"encoder": s, "ndcg@10": n});
-                if let Some((ov, tau)) = ag {
+            .map(|r| {
+                let mut o = json!({
+                    "encoder": r.encoder,
+                    "ndcg@10": r.ndcg,
+                    "query_prior": r.prior.to_string(),
+                    "query_feedback": r.feedback.to_string(),
+                });
+                if let Some((ov, tau)) = r.agreement {
                     o["vs_first"] = json!({"overlap@10": ov, "kendall_tau": tau});
                 }
                 o
@@ -364,17 +407,19 @@ fn report(
         dataset.display()
     );
     println!(
-        "{:<30} {:>8} {:>11} {:>10}",
-        "encoder", "nDCG@10", "overlap@10", "kendall τ"
+        "{:<30} {:>8} {:>11} {:>10}  {:<10} feedback",
+        "encoder", "nDCG@10", "overlap@10", "kendall τ", "prior"
     );
-    for (s, n, ag) in rows {
+    for r in rows {
         let f = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.4}"));
         println!(
-            "{:<30} {:>8.4} {:>11} {:>10}",
-            s,
-            n,
-            f(ag.map(|a| a.0)),
-            f(ag.map(|a| a.1))
+            "{:<30} {:>8.4} {:>11} {:>10}  {:<10} {}",
+            r.encoder,
+            r.ndcg,
+            f(r.agreement.map(|a| a.0)),
+            f(r.agreement.map(|a| a.1)),
+            r.prior.to_string(),
+            r.feedback
         );
     }
     Ok(())

@@ -574,6 +574,7 @@ impl Explorer {
             .map(|(s, m)| (s.clone(), m.as_ref().as_ref()))
             .collect();
         let index = self.index.as_deref();
-        crate::compare::compare_text(text, &refs, self.config.reading(), 30, |_| index)
+        let scoring = crate::compare::QueryScoring::default();
+        crate::compare::compare_text(text, &refs, (self.config.reading(), scoring), 30, |_| index)
     }
 }

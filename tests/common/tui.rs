@@ -208,6 +208,8 @@ pub fn sample_comparison() -> csplade::explore::Comparison {
         vs_first: (p != Precision::F32).then(|| quant::diff(&f32v, v)),
         alignment: None,
         ranking: Some(rank.iter().map(|s| s.to_string()).collect()),
+        prior: Some("idf:0.5".into()),
+        feedback: Some("rocchio:1:0.1:30:1".into()),
         rank_overlap10: (p != Precision::F32).then_some(0.5),
         kendall_tau: (p != Precision::F32).then_some(1.0),
     };
