@@ -19,7 +19,7 @@ use crate::encode::{Encoder, EncoderConfig, ExpansionTerm, Head, SparseVec, Vari
 use crate::index::IndexError;
 use crate::model::{ModelError, ModelRef, SparseModel};
 use crate::quant::{Precision, VectorDiff};
-use crate::search::{Backend, LsrIndex, QueryFeedback, QueryPrior};
+use crate::search::{Backend, LsrIndex, QueryFeedback, QueryPrior, QueryScoring};
 
 /// Stored (in config files, JSON) in its written form.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -149,33 +149,6 @@ impl fmt::Display for EncoderSpec {
             f.write_str(":inference-free")?;
         }
         Ok(())
-    }
-}
-
-/// How an encoder's query is scored over an index: the lexical prior on its
-/// terms and the pseudo-relevance feedback. A field left `None` is the
-/// encoder's model's own, as in `search` and `eval` (none for an
-/// inference-free table, whose weights already are the query's), so an
-/// encoder's nDCG@10 here is the one `eval` reports for it.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct QueryScoring {
-    pub prior: Option<QueryPrior>,
-    pub feedback: Option<QueryFeedback>,
-}
-
-impl QueryScoring {
-    /// The prior and feedback `spec`'s queries are ranked with over `model`.
-    pub fn resolve(self, spec: &EncoderSpec, model: ModelRef<'_>) -> (QueryPrior, QueryFeedback) {
-        let own = !spec.inference_free;
-        let prior = self.prior.unwrap_or_else(|| match own {
-            true => model.query_prior(),
-            false => QueryPrior::None,
-        });
-        let feedback = self.feedback.unwrap_or_else(|| match own {
-            true => model.query_feedback(),
-            false => QueryFeedback::None,
-        });
-        (prior, feedback)
     }
 }
 
@@ -451,7 +424,7 @@ pub fn compare_text<'a>(
         let t0 = Instant::now();
         enc.encode_one(text)?;
         let latency_ms = t0.elapsed().as_secs_f64() * 1e3;
-        let ranked_with = scoring.resolve(spec, model);
+        let ranked_with = scoring.resolve(model, spec.inference_free);
         let ranking = match index_of(i).filter(|idx| index_serves(idx, model, &config)) {
             Some(idx) => Some(top_documents(idx, &encoded.vector, ranked_with, 10)?),
             None => None,

@@ -223,11 +223,11 @@ fn search(a: SearchBench) -> Result<()> {
     let inference_free = a.inference_free || model.inference_free_by_default();
     let enc =
         Encoder::new(&model, idx.meta.encoder_config()).with_inference_free(inference_free)?;
-    let (prior, own_feedback) = match inference_free {
-        true => Default::default(),
-        false => (model.query_prior(), model.query_feedback()),
+    let scoring = csplade::search::QueryScoring {
+        prior: None,
+        feedback: a.query_feedback,
     };
-    let feedback = a.query_feedback.unwrap_or(own_feedback);
+    let (prior, feedback) = scoring.resolve(model.as_ref(), inference_free);
     let queries = beir::read_queries(std::path::Path::new(&idx.meta.corpus))
         .with_context(|| format!("reading the queries of {}", idx.meta.corpus))?;
     let queries: Vec<_> = queries.into_iter().take(a.queries).collect();

@@ -8,10 +8,10 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde_json::json;
 
-use csplade::compare::{self, EncoderSpec, Models, QueryScoring};
+use csplade::compare::{self, EncoderSpec, Models};
 use csplade::model::SparseModel;
 use csplade::quant::Precision;
-use csplade::search::{LsrIndex, QueryFeedback, QueryPrior};
+use csplade::search::{LsrIndex, QueryFeedback, QueryPrior, QueryScoring};
 
 use super::ModelArgs;
 
@@ -297,7 +297,7 @@ fn over_collection<'a>(
                 idx.meta.head
             );
         }
-        let ranked_with = a.scoring().resolve(s, model.as_ref());
+        let ranked_with = a.scoring().resolve(model.as_ref(), s.inference_free);
         let per_query = top10(s, model, idx, &texts, ranked_with)?;
         let ndcg = mean_ndcg10(&queries, &per_query, &qrels);
         let agreement = rankings

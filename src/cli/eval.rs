@@ -13,7 +13,7 @@ use csplade::encode::Encoder;
 use csplade::eval::{evaluate_run, Metrics};
 use csplade::index::bm25::Bm25Index;
 use csplade::model::fetch::data_dir;
-use csplade::search::{Backend, Fusion, Hit, LsrIndex, QueryFeedback, QueryPrior};
+use csplade::search::{Backend, Fusion, Hit, LsrIndex, QueryFeedback, QueryPrior, QueryScoring};
 
 use super::ModelArgs;
 
@@ -350,18 +350,11 @@ fn lsr_run(a: &EvalArgs, c: &Collection) -> Result<(Run, LsrSide)> {
     a.model.check_index_encoding(&idx.meta)?;
     // The table already weighs its tokens: no prior (nor feedback) unless
     // asked for.
-    let prior = a
-        .query_prior
-        .unwrap_or_else(|| match a.model.inference_free {
-            true => QueryPrior::None,
-            false => model.query_prior(),
-        });
-    let feedback = a
-        .query_feedback
-        .unwrap_or_else(|| match a.model.inference_free {
-            true => QueryFeedback::None,
-            false => model.query_feedback(),
-        });
+    let scoring = QueryScoring {
+        prior: a.query_prior,
+        feedback: a.query_feedback,
+    };
+    let (prior, feedback) = scoring.resolve(model.as_ref(), a.model.inference_free);
     let enc = Encoder::new(&model, idx.meta.encoder_config())
         .with_inference_free(a.model.inference_free)?;
     phase(a, "LSR: encoding the queries");

@@ -9,7 +9,9 @@ use serde_json::json;
 
 use csplade::encode::Encoder;
 use csplade::model::SparseModel;
-use csplade::search::{Backend, Feedback, Fusion, Hit, LsrIndex, QueryFeedback, QueryPrior};
+use csplade::search::{
+    Backend, Feedback, Fusion, Hit, LsrIndex, QueryFeedback, QueryPrior, QueryScoring,
+};
 
 #[derive(Args)]
 pub struct SearchArgs {
@@ -121,14 +123,11 @@ pub fn run(a: SearchArgs) -> Result<()> {
             q.truncated_tokens
         );
     }
-    let prior = a.query_prior.unwrap_or_else(|| match inference_free {
-        true => QueryPrior::None,
-        false => model.query_prior(),
-    });
-    let feedback = a.query_feedback.unwrap_or_else(|| match inference_free {
-        true => QueryFeedback::None,
-        false => model.query_feedback(),
-    });
+    let scoring = QueryScoring {
+        prior: a.query_prior,
+        feedback: a.query_feedback,
+    };
+    let (prior, feedback) = scoring.resolve(model.as_ref(), inference_free);
     let (scored, feedback_terms) = idx.scored_query(&q.vector, prior, feedback, a.backend)?;
     if a.emit.is_some() {
         let body = csplade::export::opensearch_query(&scored, model.tokenizer(), a.k);

@@ -574,7 +574,7 @@ impl Explorer {
             .map(|(s, m)| (s.clone(), m.as_ref().as_ref()))
             .collect();
         let index = self.index.as_deref();
-        let scoring = crate::compare::QueryScoring::default();
+        let scoring = crate::search::QueryScoring::default();
         crate::compare::compare_text(text, &refs, (self.config.reading(), scoring), 30, |_| index)
     }
 }

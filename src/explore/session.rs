@@ -293,6 +293,11 @@ impl Session {
         let model = s.model.clone()?;
         // An inference-free checkpoint's queries go through its table.
         let inference_free = self.inference_free || model.inference_free_by_default();
+        let scoring = crate::search::QueryScoring {
+            prior: self.prior,
+            feedback: self.feedback,
+        };
+        let (prior, feedback) = scoring.resolve(model.as_ref().as_ref(), inference_free);
         Some(Explorer {
             config: s
                 .index
@@ -313,14 +318,8 @@ impl Session {
             queries: self.queries.clone(),
             qrels: self.qrels.clone(),
             backend: self.backend,
-            prior: self.prior.unwrap_or_else(|| match inference_free {
-                true => crate::search::QueryPrior::None,
-                false => model.query_prior(),
-            }),
-            feedback: self.feedback.unwrap_or_else(|| match inference_free {
-                true => crate::search::QueryFeedback::None,
-                false => model.query_feedback(),
-            }),
+            prior,
+            feedback,
             fusion: self.fusion,
             inference_free,
             model,

@@ -16,6 +16,34 @@ use serde::Serialize;
 use super::{Backend, Hit, IndexError, LsrIndex, QueryPrior};
 use crate::encode::SparseVec;
 pub use crate::model::encoding::QueryFeedback;
+use crate::model::ModelRef;
+
+/// How a query is scored over an index: the prior on its terms and the
+/// pseudo-relevance feedback. A field left `None` is the model's own — the
+/// prior and feedback its adapter records — or none for an inference-free
+/// query, whose table weights already are the query's. `search`, `eval`,
+/// `bench search`, `compare` and the explorer all resolve them here, so a
+/// model scores the same everywhere.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct QueryScoring {
+    pub prior: Option<QueryPrior>,
+    pub feedback: Option<QueryFeedback>,
+}
+
+impl QueryScoring {
+    /// The prior and feedback a query of `model` is ranked with.
+    pub fn resolve(self, model: ModelRef<'_>, inference_free: bool) -> (QueryPrior, QueryFeedback) {
+        let prior = self.prior.unwrap_or_else(|| match inference_free {
+            true => QueryPrior::None,
+            false => model.query_prior(),
+        });
+        let feedback = self.feedback.unwrap_or_else(|| match inference_free {
+            true => QueryFeedback::None,
+            false => model.query_feedback(),
+        });
+        (prior, feedback)
+    }
+}
 
 /// What feedback added to one query.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]

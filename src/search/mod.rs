@@ -24,7 +24,7 @@ use crate::index::bm25::Bm25Index;
 use crate::index::build::{BM25_DIR, TANTIVY_DIR, VECTORS_FILE};
 use crate::index::impact::{ImpactQuery, ImpactTokenizer, TOKENIZER};
 use crate::index::{vectors, IndexError, IndexMeta};
-pub use feedback::{Feedback, QueryFeedback};
+pub use feedback::{Feedback, QueryFeedback, QueryScoring};
 pub use fusion::Fusion;
 pub use postings::PartialIndex;
 use postings::Postings;
