@@ -60,7 +60,8 @@ pub struct CompareArgs {
     pub query_prior: Option<QueryPrior>,
     /// With --index: the pseudo-relevance feedback every encoder's rankings
     /// use (none, rocchio or rocchio:DOCS:WEIGHT:TERMS[:IDF_POWER]);
-    /// default: each model's own, as `search` and `eval`
+    /// default: each model's own, as `search` and `eval` (none for an
+    /// inference-free encoder)
     #[arg(long)]
     pub query_feedback: Option<QueryFeedback>,
     /// The second model of the `families` preset (any family: a SPLADE
