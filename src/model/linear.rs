@@ -260,34 +260,41 @@ impl Linear {
     }
 }
 
+impl Linear {
+    /// Training on the fast GEMM: the frozen product and its low-rank update
+    /// as one op (`frozen_lora`), when both apply; `None` otherwise.
+    fn fused_low_rank(&self, flat: &Tensor) -> Result<Option<Tensor>> {
+        match (&self.packed, &self.frozen, &self.low_rank) {
+            (None, Some(f), Some(lr))
+                if lr.a.dtype() == DType::F32 && lr.b.dtype() == DType::F32 =>
+            {
+                Ok(Some(super::frozen_lora::FrozenLora::apply(f, lr, flat)?))
+            }
+            _ => Ok(None),
+        }
+    }
+}
+
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let dims = x.dims();
         let in_dim = dims[dims.len() - 1];
         let rows: usize = dims[..dims.len() - 1].iter().product();
         let flat = x.reshape((rows, in_dim))?;
-        // Training on the fast GEMM: the frozen product and its low-rank
-        // update are one op (`frozen_lora`).
-        let fused = match (&self.packed, &self.frozen, &self.low_rank) {
-            (None, Some(f), Some(lr))
-                if lr.a.dtype() == DType::F32 && lr.b.dtype() == DType::F32 =>
-            {
-                Some(super::frozen_lora::FrozenLora::apply(f, lr, &flat)?)
+        let mut y = match self.fused_low_rank(&flat)? {
+            Some(y) => y,
+            None => {
+                let y = match (&self.packed, &self.frozen) {
+                    (Some(w), _) => w.matmul(&flat)?,
+                    (None, Some(f)) => f.apply(&flat)?,
+                    (None, None) => flat.matmul(&self.weight.t()?)?,
+                };
+                match &self.low_rank {
+                    Some(lr) => (y + (flat.matmul(&lr.a.t()?)?.matmul(&lr.b.t()?)? * lr.scale)?)?,
+                    None => y,
+                }
             }
-            _ => None,
         };
-        let low_rank_pending = fused.is_none();
-        let mut y = match (fused, &self.packed) {
-            (Some(y), _) => y,
-            (None, Some(w)) => w.matmul(&flat)?,
-            (None, None) => match &self.frozen {
-                Some(f) => f.apply(&flat)?,
-                None => flat.matmul(&self.weight.t()?)?,
-            },
-        };
-        if let (Some(lr), true) = (&self.low_rank, low_rank_pending) {
-            y = (y + (flat.matmul(&lr.a.t()?)?.matmul(&lr.b.t()?)? * lr.scale)?)?;
-        }
         if let Some(b) = &self.bias {
             y = y.broadcast_add(b)?;
         }
