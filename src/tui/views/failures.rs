@@ -113,8 +113,9 @@ fn failure_columns(with_fb: bool) -> Vec<Constraint> {
         Constraint::Length(14),
         Constraint::Length(7),
         Constraint::Length(7),
+        Constraint::Length(7),
+        Constraint::Length(7),
     ];
-    w.extend([Constraint::Length(7), Constraint::Length(7)]);
     if with_fb {
         w.push(Constraint::Length(7));
     }
