@@ -124,6 +124,7 @@ impl Impacts {
             precision: "f32".into(),
             stop_after_commits: None,
             shard: None,
+            passages: None,
         };
         build(&enc, &opts, |_| {}).unwrap();
         let idx = LsrIndex::open(&d.join("idx")).unwrap();

@@ -165,6 +165,21 @@ fn snapshot_search_view() {
     snapshot_sizes("search", &a);
 }
 
+/// A document ranked by one of its passages names the passage, shows its
+/// words, and says the rest of the text was read as passages.
+#[test]
+fn a_hit_ranked_by_a_passage_names_it() {
+    let a = searched(sample_result(), sample_passage_detail());
+    let screen = render(&a);
+    assert!(
+        screen.contains("ranked by passage 2 of 2")
+            && screen.contains("read as 2 passages")
+            && !screen.contains("not read by the model"),
+        "{screen}"
+    );
+    insta::assert_snapshot!("search_passage", screen);
+}
+
 /// A long expansion leaves the lent terms rows of their own.
 #[test]
 fn lent_terms_stay_in_view_below_a_long_expansion() {

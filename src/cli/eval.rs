@@ -12,6 +12,7 @@ use csplade::data::beir;
 use csplade::encode::Encoder;
 use csplade::eval::{evaluate_run, Metrics};
 use csplade::index::bm25::Bm25Index;
+use csplade::index::passages::PassageSpec;
 use csplade::model::fetch::data_dir;
 use csplade::search::{Backend, Fusion, Hit, LsrIndex, QueryFeedback, QueryPrior, QueryScoring};
 
@@ -29,6 +30,11 @@ pub struct EvalArgs {
     /// LSR index of the dataset (default: build or reuse one cached in the data directory)
     #[arg(long)]
     pub index: Option<PathBuf>,
+    /// Build (or reuse) the cached index with each document's later words
+    /// also indexed as passages, a document ranked by its best (see `index
+    /// --passages`); an --index records its own
+    #[arg(long, value_name = "WORDS:STRIDE:FROM", conflicts_with = "index")]
+    pub passages: Option<PassageSpec>,
     /// Systems ranked and reported: lsr, bm25, hybrid (their fusion), both
     /// (lsr and bm25) or all three
     #[arg(long, value_enum, default_value = "both")]
@@ -289,7 +295,7 @@ fn bm25_run(a: &EvalArgs, c: &Collection) -> Result<Run> {
 fn lsr_index_dir(a: &EvalArgs, model: &csplade::model::SparseModel) -> Result<PathBuf> {
     match &a.index {
         Some(i) => Ok(i.clone()),
-        None => cached_index(&a.dataset, &a.model, model),
+        None => cached_index(&a.dataset, &a.model, model, a.passages),
     }
 }
 
@@ -299,6 +305,7 @@ pub(super) fn cached_index(
     dataset: &Path,
     margs: &super::ModelArgs,
     model: &csplade::model::SparseModel,
+    passages: Option<PassageSpec>,
 ) -> Result<PathBuf> {
     let (fp, name) = collection_identity(dataset)?;
     let config = margs.encoder_config(model);
@@ -309,8 +316,11 @@ pub(super) fn cached_index(
         1 => String::new(),
         n => format!("x{n}"),
     };
+    let passages_key = passages.map_or(String::new(), |p| {
+        format!("-p{}.{}.{}", p.words, p.stride, p.from)
+    });
     let dir = data_dir().join("indexes").join(format!(
-        "lsr-{name}-{}-{}-{}-{head}-{}-{}{windows}",
+        "lsr-{name}-{}-{}-{}-{head}-{}-{}{windows}{passages_key}",
         short(&fp),
         short(&model.identity().sha256),
         config.variant,
@@ -322,7 +332,10 @@ pub(super) fn cached_index(
             "csplade: no cached LSR index for this dataset and model; building {}",
             dir.display()
         );
-        let settings = super::index::IndexSettings::default();
+        let settings = super::index::IndexSettings {
+            passages,
+            ..Default::default()
+        };
         super::index::build_with_progress(model, margs, dataset, &dir, &settings, false)?;
     }
     Ok(dir)

@@ -63,6 +63,9 @@ impl Report<'_> {
         if let Some(s) = self.side {
             out["query_prior"] = json!(s.prior.to_string());
             out["query_feedback"] = json!(s.feedback.to_string());
+            if let Some(p) = &s.index.passages {
+                out["passages"] = json!({"spec": p.spec.to_string(), "count": p.len()});
+            }
         }
         if let Some((without, raised, lowered)) = self.feedback_effect() {
             out["feedback_effect"] = json!({"lsr_without": without, "queries_raised": raised, "queries_lowered": lowered});
@@ -98,6 +101,13 @@ impl Report<'_> {
                 w.largest,
                 w.near_largest,
                 if w.near_largest == 1.0 { "" } else { "s" }
+            );
+        }
+        if let Some(p) = self.side.and_then(|s| s.index.passages.as_ref()) {
+            println!(
+                "LSR documents ranked by their best passage: {} passages ({}) beside their first reads",
+                p.len(),
+                p.spec
             );
         }
         if let Some(s) = self.side.filter(|s| !s.prior.is_none()) {

@@ -37,6 +37,12 @@ pub fn run(a: ExportArgs) -> Result<()> {
         LsrIndex::open(&a.index).with_context(|| format!("opening index {}", a.index.display()))?;
     let kind = csplade::data::output::EXPORT;
     csplade::data::output::check_file(&a.out, &kind, &[&a.index])?;
+    if let Some(p) = &idx.passages {
+        eprintln!(
+            "csplade: notice: this index ranks documents by their best passage; the export holds each document's first read only ({} passages left out)",
+            p.len()
+        );
+    }
     let spec = a
         .model
         .as_deref()

@@ -8,6 +8,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use csplade::encode::Encoder;
+use csplade::index::passages::PassageSpec;
 use csplade::index::{build, BuildOptions, BuildProgress};
 use csplade::model::SparseModel;
 
@@ -48,6 +49,12 @@ pub struct IndexArgs {
     /// index at --out; `csplade index merge` joins the N shards
     #[arg(long, value_name = "I/N", value_parser = parse_shard)]
     pub shard: Option<(usize, usize)>,
+    /// Also index each document's later words as passages, scored apart:
+    /// the title plus WORDS words every STRIDE words from word FROM of the
+    /// text (e.g. 80:60:70); a document then ranks by the best of its first
+    /// --max-len tokens and its passages (MaxP)
+    #[arg(long, value_name = "WORDS:STRIDE:FROM")]
+    pub passages: Option<PassageSpec>,
 }
 
 #[derive(clap::Subcommand)]
@@ -156,6 +163,7 @@ pub fn run(a: IndexArgs) -> Result<()> {
         commit_every: a.commit_every,
         shard: a.shard,
         stop_after: a.stop_after,
+        passages: a.passages,
     };
     match build_with_progress(&model, &a.model, corpus, out, &settings, a.progress_json) {
         Err(e) if a.stop_after.is_some() => match e.downcast_ref::<csplade::index::IndexError>() {
@@ -181,6 +189,7 @@ pub struct IndexSettings {
     pub commit_every: usize,
     pub shard: Option<(usize, usize)>,
     pub stop_after: Option<usize>,
+    pub passages: Option<PassageSpec>,
 }
 
 impl Default for IndexSettings {
@@ -191,6 +200,7 @@ impl Default for IndexSettings {
             commit_every: 64,
             shard: None,
             stop_after: None,
+            passages: None,
         }
     }
 }
@@ -209,6 +219,7 @@ pub fn build_with_progress(
         commit_every,
         shard,
         stop_after,
+        passages,
     } = settings;
     if margs.inference_free {
         anyhow::bail!(
@@ -225,6 +236,7 @@ pub fn build_with_progress(
         precision: csplade::quant::label(margs.precision, margs.quantize_head),
         stop_after_commits: stop_after,
         shard,
+        passages,
     };
     let mut bar: Option<ProgressBar> = None;
     let out_dir = opts.out.clone();
@@ -252,6 +264,7 @@ fn show_progress(p: &BuildProgress, bar: &mut Option<ProgressBar>, out: &std::pa
     match p {
         BuildProgress::Start {
             documents,
+            passages,
             resumed_from,
             tokens,
             truncated,
@@ -262,21 +275,30 @@ fn show_progress(p: &BuildProgress, bar: &mut Option<ProgressBar>, out: &std::pa
                 let read = max_len * windows;
                 let flags = if *windows > 1 {
                     format!("--max-len {max_len} × --windows {windows}")
+                } else if *passages > 0 {
+                    "--max-len; their later words are also indexed as passages".to_string()
                 } else {
                     "--max-len; --windows N reads N windows of it".to_string()
                 };
                 eprintln!("csplade: notice: {truncated} of {documents} documents are longer than {read} tokens and are encoded from their first {read} ({flags})");
             }
+            let texts = documents + passages;
             if *resumed_from > 0 {
-                eprintln!("csplade: resuming an interrupted build at document {resumed_from} of {documents}");
+                eprintln!(
+                    "csplade: resuming an interrupted build at text {resumed_from} of {texts}"
+                );
             }
+            let with = match passages {
+                0 => String::new(),
+                n => format!(" and {n} passages of their later words"),
+            };
             eprintln!(
-                "csplade: encoding {documents} documents ({tokens} tokens) into {}",
+                "csplade: encoding {documents} documents{with} ({tokens} tokens) into {}",
                 out.display()
             );
-            let b = ProgressBar::new(*documents as u64);
+            let b = ProgressBar::new(texts as u64);
             b.set_style(
-                ProgressStyle::with_template("{bar:40} {pos}/{len} docs  {msg}  ETA {eta}")
+                ProgressStyle::with_template("{bar:40} {pos}/{len} texts  {msg}  ETA {eta}")
                     .unwrap_or_else(|_| ProgressStyle::default_bar()),
             );
             b.set_position(*resumed_from as u64);

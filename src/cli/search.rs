@@ -193,6 +193,9 @@ impl Hits<'_> {
             let doc = self.idx.document(h.ordinal)?;
             let mut o =
                 json!({"rank": r + 1, "doc_id": h.doc_id, "score": h.score, "title": doc.title});
+            if let Some((k, text)) = self.passage(h.ordinal)? {
+                o["passage"] = json!({"number": k, "text": text});
+            }
             if self.explain {
                 let terms: Vec<_> = self
                     .idx
@@ -275,11 +278,29 @@ impl Hits<'_> {
                 h.doc_id,
                 doc.title
             );
+            if let Some((k, text)) = self.passage(h.ordinal)? {
+                println!("{:>16}passage {k}: {}", "", clip(&text, 90));
+            }
             if self.explain {
                 self.print_terms(h.ordinal);
             }
         }
         Ok(())
+    }
+
+    /// The passage (number, words) a hit ranked by, when the index has
+    /// passages and one of the hit's beat its first read.
+    fn passage(&self, ordinal: usize) -> Result<Option<(usize, String)>> {
+        if self.system == "bm25" {
+            return Ok(None);
+        }
+        let best =
+            self.idx
+                .best_passage(self.query, self.prior, &self.feedback_terms.terms, ordinal);
+        let Some((k, _)) = best else {
+            return Ok(None);
+        };
+        Ok(self.idx.passage_text(ordinal, k)?.map(|t| (k, t)))
     }
 
     /// The ids of the documents the feedback came from, best first.
@@ -334,5 +355,13 @@ impl Hits<'_> {
             let rest: f32 = c[n..].iter().map(|c| c.product).sum();
             println!("       … {} more terms contribute {rest:.4}", c.len() - n);
         }
+    }
+}
+
+/// `text` cut to `n` characters, with an ellipsis when cut.
+fn clip(text: &str, n: usize) -> String {
+    match text.char_indices().nth(n) {
+        Some((i, _)) => format!("{}…", &text[..i]),
+        None => text.to_string(),
     }
 }

@@ -264,7 +264,7 @@ pub fn run(a: TradeoffArgs) -> Result<()> {
 fn open_indexes(a: &TradeoffArgs) -> Result<(PathBuf, LsrIndex, Vec<LsrIndex>)> {
     let index_dir = match &a.index {
         Some(i) => i.clone(),
-        None => super::eval::cached_index(&a.dataset, &a.model, &a.model.load()?)?,
+        None => super::eval::cached_index(&a.dataset, &a.model, &a.model.load()?, None)?,
     };
     let idx =
         LsrIndex::open(&index_dir).with_context(|| format!("opening {}", index_dir.display()))?;

@@ -2,7 +2,10 @@
 //! its ranked hits with BM25 ranks and judgements, why a document matched,
 //! and the queries where the sparse model loses to BM25.
 
+mod detail;
 pub mod session;
+
+pub use detail::DocDetail;
 
 pub use session::{Session, SessionTasks};
 
@@ -13,7 +16,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::data::beir::{Qrels, Query};
-use crate::encode::{Contribution, Encoder, EncoderConfig, SparseVec};
+use crate::encode::{Encoder, EncoderConfig, SparseVec};
 use crate::eval;
 use crate::model::SparseModel;
 pub use crate::search::Backend;
@@ -99,27 +102,6 @@ pub struct QueryResult {
     /// The scorer that ranked the hits (`exact over 120 of 300 documents`
     /// while the index is being built).
     pub scorer: String,
-}
-
-/// Why one document matched one query.
-#[derive(Clone, Debug, Serialize)]
-pub struct DocDetail {
-    pub ordinal: usize,
-    pub doc_id: String,
-    pub title: String,
-    pub text: String,
-    /// Each shared term's token and share of the score, largest first.
-    pub contributions: Vec<(String, Contribution)>,
-    /// The document's own heaviest terms.
-    pub top_terms: Vec<(String, f32)>,
-    /// Relevant-document terms the query's expansion lacks (heaviest first).
-    pub missed_terms: Vec<(String, f32)>,
-    /// Where the model stopped reading `text` (bytes into it) and after how
-    /// many tokens, when the document is longer than the encoder's length.
-    pub encoded_window: Option<(usize, usize)>,
-    /// Query terms the document has only after that point: matches the
-    /// model could not see, a common and otherwise invisible failure.
-    pub beyond_window: Vec<String>,
 }
 
 /// Per-query effectiveness of the sparse model against BM25.
@@ -339,124 +321,6 @@ impl Explorer {
         Ok((rows, feedback))
     }
 
-    /// Contributions, document text and terms for one hit of `query` (the
-    /// expansion), whose feedback added `feedback` (empty without it).
-    pub fn detail(
-        &self,
-        query: &SparseVec,
-        feedback: &SparseVec,
-        ordinal: usize,
-    ) -> anyhow::Result<DocDetail> {
-        let (doc, dv) = match (&self.index, &self.partial) {
-            (Some(idx), _) => (idx.document(ordinal)?, idx.vectors[ordinal].clone()),
-            (None, Some(p)) => {
-                let d = self
-                    .corpus
-                    .get(ordinal)
-                    .ok_or_else(|| anyhow::anyhow!("no document {ordinal}"))?;
-                let v = p
-                    .vector(ordinal)
-                    .cloned()
-                    .ok_or_else(|| anyhow::anyhow!("document {ordinal} is not encoded yet"))?;
-                (
-                    crate::search::StoredDoc {
-                        doc_id: d.id.clone(),
-                        title: d.title.clone(),
-                        text: d.text.clone(),
-                    },
-                    v,
-                )
-            }
-            _ => anyhow::bail!("no index loaded"),
-        };
-        let tok = |id: u32| self.model.tokenizer().token(id).to_string();
-        let idf = match (&self.index, &self.partial) {
-            (Some(idx), _) => idx.idf.as_slice(),
-            (None, Some(p)) => p.idf.as_slice(),
-            _ => &[],
-        };
-        let contributions = crate::search::prior::explain(query, &dv, self.prior, idf, feedback)
-            .into_iter()
-            .map(|c| (tok(c.id), c))
-            .collect();
-        let dv = &dv;
-        let top_terms = dv
-            .top_k(30)
-            .into_iter()
-            .map(|(id, w)| (tok(id), w))
-            .collect();
-        let missed_terms = dv
-            .top_k(0)
-            .into_iter()
-            .filter(|(id, _)| query.get(*id) == 0.0 && feedback.get(*id) == 0.0)
-            .take(20)
-            .map(|(id, w)| (tok(id), w))
-            .collect();
-        let encoded_window = self.encoded_window(&doc.title, &doc.text);
-        let beyond_window = match encoded_window {
-            Some((at, _)) => self.beyond_window(query, &doc.title, &doc.text, at),
-            None => Vec::new(),
-        };
-        Ok(DocDetail {
-            ordinal,
-            doc_id: doc.doc_id,
-            title: doc.title,
-            text: doc.text,
-            contributions,
-            top_terms,
-            missed_terms,
-            encoded_window,
-            beyond_window,
-        })
-    }
-
-    /// The query's terms (by surface text) that occur in `text` after byte
-    /// `at` but nowhere in the title or before it.
-    fn beyond_window(&self, query: &SparseVec, title: &str, text: &str, at: usize) -> Vec<String> {
-        use crate::encode::encoder::surface;
-        let tok = self.model.tokenizer();
-        let words = |s: &str| -> std::collections::HashSet<String> {
-            tok.encode(s)
-                .unwrap_or_default()
-                .into_iter()
-                .map(|id| surface(tok.token(id)))
-                .filter(|w| w.chars().any(char::is_alphanumeric))
-                .collect()
-        };
-        let read = words(&format!("{title} {}", &text[..at]));
-        let unread = words(&text[at..]);
-        let mut seen = std::collections::HashSet::new();
-        query
-            .top_k(0)
-            .into_iter()
-            .map(|(id, _)| tok.token(id).to_string())
-            .filter(|t| {
-                let s = surface(t);
-                unread.contains(&s) && !read.contains(&s) && seen.insert(s)
-            })
-            .collect()
-    }
-
-    /// Where the encoder stops reading a document's text (see
-    /// [`DocDetail::encoded_window`]): the title and text are read as one,
-    /// title first, as the index encoded them.
-    fn encoded_window(&self, title: &str, text: &str) -> Option<(usize, usize)> {
-        let doc = crate::data::beir::Document {
-            id: String::new(),
-            title: title.to_string(),
-            text: text.to_string(),
-        };
-        let full = doc.full_text();
-        let tokens = Encoder::new(self.model.as_ref(), self.config.clone()).max_tokens();
-        let end = self.model.tokenizer().prefix_bytes(&full, tokens)?;
-        let body_start = full.len() - text.len();
-        let mut at = end.saturating_sub(body_start).min(text.len());
-        while !text.is_char_boundary(at) {
-            at -= 1;
-        }
-        Some((at, tokens))
-    }
-
     /// The complete index and the judgements, which failure analysis needs.
     fn judged_index(&self) -> anyhow::Result<(&LsrIndex, &Qrels)> {
         let idx = self
@@ -551,7 +415,12 @@ impl Explorer {
             ndcg_bm25: ndcg(&bm25),
         };
         let mut explained = crate::failures::explain(idx, self.model.tokenizer(), &case)?;
-        for m in &mut explained.missed {
+        // With passages, the words past the first read are read too.
+        let missed = match idx.passages {
+            None => explained.missed.as_mut_slice(),
+            Some(_) => &mut [],
+        };
+        for m in missed {
             let doc = idx.document(m.ordinal)?;
             if let Some((at, _)) = self.encoded_window(&doc.title, &doc.text) {
                 m.beyond_window = self.beyond_window(&e.vector, &doc.title, &doc.text, at);

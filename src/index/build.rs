@@ -18,6 +18,7 @@ use tantivy::{Index, TantivyDocument};
 
 use super::journal::{Encoding, JOURNAL, PROGRESS};
 use super::meta::{IndexMeta, FORMAT_VERSION};
+use super::passages::{self, PassageSpec, PASSAGES_FILE};
 use super::{bm25, impact, vectors, IndexError};
 use crate::data::beir::{self, Document};
 use crate::encode::{Encoder, SparseVec};
@@ -44,6 +45,9 @@ pub struct BuildOptions {
     /// `(i, n)`: encode only shard i of n (every n-th commit batch, starting
     /// at batch i) into a partial index that `index merge` joins.
     pub shard: Option<(usize, usize)>,
+    /// Also index each document's later words as passages (MaxP; see
+    /// [`super::passages`]). `None`: each document is its first read.
+    pub passages: Option<PassageSpec>,
 }
 
 /// Events reported while building.
@@ -51,7 +55,10 @@ pub struct BuildOptions {
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum BuildProgress {
     Start {
+        /// Documents encoded by this run, and passages beside them
+        /// (`--passages`); `resumed_from` counts both.
         documents: usize,
+        passages: usize,
         resumed_from: usize,
         tokens: u64,
         /// Documents cut to the encoder's length, its length and windows.
@@ -113,6 +120,7 @@ pub fn build(
         crate::data::output::check(p, &crate::data::output::INDEX, &[&opts.corpus])?;
     }
     let docs = beir::read_corpus(&opts.corpus)?;
+    check_passages(encoder, opts)?;
     let corpus_fp = fingerprint(&beir::collection_file(&opts.corpus, "corpus.jsonl"))?;
     if let Some(done) = publish_if_staged(encoder, opts, &stage, docs.len(), &corpus_fp)? {
         progress(BuildProgress::Done {
@@ -124,8 +132,10 @@ pub fn build(
     }
     std::fs::create_dir_all(&stage).map_err(|e| IndexError::io(&stage, e))?;
     crate::data::output::mark_dir(&stage, &crate::data::output::INDEX)?;
-    // Tokenize everything up front; encode longest first in fixed batches.
-    let (seqs, truncated) = tokenize_all(encoder, &docs)?;
+    // Tokenize everything up front (documents, then passages); encode
+    // longest first in fixed batches.
+    let (mut seqs, truncated) = tokenize_all(encoder, &docs)?;
+    let owners = split_passages(encoder, opts, &docs, &mut seqs)?;
     let mut order = longest_first(&seqs);
     let commit = opts.commit_every.max(1);
     let base_settings = settings_record(encoder, opts, &corpus_fp);
@@ -149,7 +159,8 @@ pub fn build(
     };
     let (state, journal) = run.resume(&settings, &stage, &mut progress)?;
     progress(BuildProgress::Start {
-        documents: order.len(),
+        documents: order.len() - owners.len(),
+        passages: owners.len(),
         resumed_from: state.done,
         tokens: order.iter().map(|&i| seqs[i].len() as u64).sum(),
         truncated,
@@ -175,8 +186,54 @@ pub fn build(
     progress(BuildProgress::Phase {
         name: "writing vectors".into(),
     });
-    let vecs = run.vectors(docs.len())?;
+    let mut vecs = run.vectors(seqs.len())?;
+    let passage_vecs: Vec<(usize, SparseVec)> =
+        owners.into_iter().zip(vecs.split_off(docs.len())).collect();
+    if opts.passages.is_some() {
+        passages::write(&stage.join(PASSAGES_FILE), &passage_vecs)?;
+    }
     finish(&stage, &opts.out, &docs, &vecs, meta, t0, progress)
+}
+
+/// Passages replace windows and are not sharded: refuse the mix by name.
+fn check_passages(encoder: &Encoder, opts: &BuildOptions) -> Result<(), IndexError> {
+    let Some(spec) = opts.passages else {
+        return Ok(());
+    };
+    let clash = if encoder.config.windows > 1 {
+        "--windows (max-pooled windows) and --passages (scored apart) read the rest of a document in two ways; choose one"
+    } else if opts.shard.is_some() {
+        "--shard builds cannot index passages yet; build the index in one process"
+    } else {
+        return Ok(());
+    };
+    Err(IndexError::Corrupt {
+        path: opts.out.clone(),
+        msg: format!("--passages {spec}: {clash}"),
+    })
+}
+
+/// With passages, append every document's passages to `seqs` (after the
+/// documents, in document order) and return each one's document.
+fn split_passages(
+    encoder: &Encoder,
+    opts: &BuildOptions,
+    docs: &[Document],
+    seqs: &mut Vec<Vec<u32>>,
+) -> Result<Vec<usize>, IndexError> {
+    let Some(spec) = opts.passages else {
+        return Ok(Vec::new());
+    };
+    let mut owners = Vec::new();
+    let mut texts = Vec::new();
+    for (ordinal, d) in docs.iter().enumerate() {
+        for p in spec.split(d) {
+            owners.push(ordinal);
+            texts.push(p);
+        }
+    }
+    seqs.extend(tokenize_all(encoder, &texts)?.0);
+    Ok(owners)
 }
 
 /// Document positions, longest first (ties in corpus order).
@@ -199,6 +256,9 @@ fn settings_record(encoder: &Encoder, opts: &BuildOptions, corpus_fp: &str) -> S
     // from before windows existed still resume.
     if encoder.config.windows > 1 {
         record["windows"] = encoder.config.windows.into();
+    }
+    if let Some(p) = opts.passages {
+        record["passages"] = p.to_string().into();
     }
     record.to_string()
 }
@@ -223,6 +283,7 @@ fn publish_if_staged(
         && done.precision == opts.precision
         && done.doc_top_k == opts.doc_top_k
         && done.scale == opts.scale
+        && done.passages == opts.passages
         && done.documents == documents
         && done.corpus_fingerprint == corpus_fp
         && stage.join(VECTORS_FILE).is_file();
@@ -297,6 +358,7 @@ fn new_meta(
         precision: opts.precision.clone(),
         max_len: encoder.config.max_len,
         windows: encoder.config.windows,
+        passages: opts.passages,
         vocab_size: encoder.model.vocab_size(),
         scale: opts.scale,
         doc_top_k: opts.doc_top_k,

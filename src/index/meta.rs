@@ -25,6 +25,10 @@ pub struct IndexMeta {
     /// (1: truncated to the first `max_len`; indexes from before windows).
     #[serde(default = "crate::encode::encoder::one_window")]
     pub windows: usize,
+    /// Documents also indexed as passages of their later words (MaxP),
+    /// in `passages.bin`; `None`: each document is its first read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passages: Option<super::passages::PassageSpec>,
     pub vocab_size: usize,
     /// Impacts stored as term frequency `round(w × scale)`.
     pub scale: f32,

@@ -6,6 +6,7 @@ pub mod build;
 pub mod impact;
 pub mod journal;
 pub mod meta;
+pub mod passages;
 pub mod shard;
 pub mod synthetic;
 pub mod vectors;

@@ -138,6 +138,7 @@ pub fn write_index(
         corpus: description.to_string(),
         corpus_fingerprint: format!("synthetic-{}", vectors.len()),
         encoded_tokens: 0,
+        passages: None,
         ..source.clone()
     };
     super::build::finish(&stage, out, &docs, vectors, meta, t0, |_| {})

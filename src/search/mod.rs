@@ -6,6 +6,7 @@
 
 pub mod feedback;
 pub mod fusion;
+pub mod passages;
 mod postings;
 pub mod prior;
 pub mod seismic;
@@ -23,9 +24,11 @@ use crate::encode::{Contribution, SparseVec};
 use crate::index::bm25::Bm25Index;
 use crate::index::build::{BM25_DIR, TANTIVY_DIR, VECTORS_FILE};
 use crate::index::impact::{ImpactQuery, ImpactTokenizer, TOKENIZER};
+use crate::index::passages::PASSAGES_FILE;
 use crate::index::{vectors, IndexError, IndexMeta};
 pub use feedback::{Feedback, QueryFeedback, QueryScoring};
 pub use fusion::Fusion;
+pub use passages::PassageIndex;
 pub use postings::PartialIndex;
 use postings::Postings;
 pub use prior::QueryPrior;
@@ -130,6 +133,9 @@ pub struct LsrIndex {
     addresses: Vec<tantivy::DocAddress>,
     pub bm25: Bm25Index,
     seismic: OnceLock<seismic::SeismicIndex>,
+    /// The documents' later passages (an index built with `--passages`):
+    /// a document scores as the best of its first read and its passages.
+    pub passages: Option<PassageIndex>,
 }
 
 /// A stored document.
@@ -217,6 +223,18 @@ impl LsrIndex {
             );
         }
         let bm25 = Bm25Index::open(&dir.join(BM25_DIR))?;
+        let passages = match meta.passages {
+            Some(spec) => {
+                let read = crate::index::passages::read(&dir.join(PASSAGES_FILE), meta.documents)?;
+                Some(PassageIndex::new(
+                    spec,
+                    read,
+                    meta.documents,
+                    meta.vocab_size,
+                ))
+            }
+            None => None,
+        };
         Ok(Self {
             dir: dir.to_path_buf(),
             meta,
@@ -230,6 +248,7 @@ impl LsrIndex {
             addresses,
             bm25,
             seismic: OnceLock::new(),
+            passages,
         })
     }
 
@@ -325,6 +344,14 @@ impl LsrIndex {
         // No ranking is longer than the collection (and no allocation is
         // sized by a k beyond it).
         let k = k.min(self.len()).max(1);
+        if self.passages.is_some() && backend != Backend::Exact {
+            return Err(IndexError::Corrupt {
+                path: self.dir.clone(),
+                msg: format!(
+                    "this index scores documents by their best passage, which only the exact backend does; drop --backend {backend}"
+                ),
+            });
+        }
         match backend {
             Backend::Exact => Ok(self.search_exact(query, k)),
             Backend::Tantivy => self.search_tantivy(query, k),
@@ -346,9 +373,13 @@ impl LsrIndex {
         prior.apply(query, &self.idf)
     }
 
-    /// Exact dot products, term at a time into a dense accumulator.
+    /// Exact dot products, term at a time into a dense accumulator; with
+    /// passages, each document's best.
     pub fn search_exact(&self, query: &SparseVec, k: usize) -> Vec<Hit> {
-        let acc = self.postings.scores(query, self.meta.documents);
+        let mut acc = self.postings.scores(query, self.meta.documents);
+        if let Some(p) = &self.passages {
+            p.raise(query, &mut acc);
+        }
         self.top_k(&acc, k)
     }
 
@@ -428,6 +459,14 @@ impl LsrIndex {
     ) -> Vec<Contribution> {
         let Some(d) = self.vectors.get(ordinal) else {
             return Vec::new();
+        };
+        let d = match self.best_passage(query, prior, feedback, ordinal) {
+            Some((k, _)) => self
+                .passages
+                .as_ref()
+                .and_then(|p| p.vector(ordinal, k))
+                .unwrap_or(d),
+            None => d,
         };
         prior::explain(query, d, prior, &self.idf, feedback)
     }

@@ -3,7 +3,7 @@
 //! or rerun to resume). The metadata is read and validated; `vectors.bin`
 //! against its checksum, the document count and the vocabulary; tantivy's
 //! and BM25's document counts, the ordinal table (a permutation of the
-//! documents) and the ids; tantivy's impacts against the vectors' own, on a
+//! documents) and the ids; `passages.bin` when the index has passages; tantivy's impacts against the vectors' own, on a
 //! sample of documents; and a Seismic cache if there is one.
 
 use std::collections::HashSet;
@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use super::{LsrIndex, SEISMIC_FILE};
 use crate::index::build::VECTORS_FILE;
+use crate::index::passages::PASSAGES_FILE;
 use crate::index::IndexMeta;
 
 /// One check's outcome.
@@ -82,6 +83,26 @@ pub fn verify(dir: &Path) -> Vec<Check> {
         }
     };
     out.push(vectors_summary(dir, &vectors));
+    if let Some(spec) = meta.passages {
+        let path = dir.join(PASSAGES_FILE);
+        match crate::index::passages::read(&path, meta.documents) {
+            Ok(p) => {
+                let of: HashSet<usize> = p.iter().map(|(d, _)| *d).collect();
+                out.push(pass(
+                    PASSAGES_FILE,
+                    format!(
+                        "{} passages ({spec}) of {} documents, checksum verified",
+                        p.len(),
+                        of.len()
+                    ),
+                ));
+            }
+            Err(e) => {
+                out.push(fail(PASSAGES_FILE, e.to_string(), REBUILD));
+                return out;
+            }
+        }
+    }
     match LsrIndex::open_with(dir, meta, vectors) {
         Ok(idx) => {
             out.push(pass(

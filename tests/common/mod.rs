@@ -203,6 +203,7 @@ pub fn build_options(corpus: &Path, out: &Path) -> csplade::index::BuildOptions 
         precision: "f32".into(),
         stop_after_commits: None,
         shard: None,
+        passages: None,
     }
 }
 

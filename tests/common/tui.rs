@@ -178,6 +178,22 @@ pub fn sample_detail() -> DocDetail {
         // The model read "Hypertension in adults is driven by salt," only.
         encoded_window: Some((41, 16)),
         beyond_window: vec![" age".into()],
+        passages: 0,
+        passage: None,
+    }
+}
+
+/// `sample_detail` from an index with passages: the document ranked by
+/// its second passage, whose terms the explanation shows.
+pub fn sample_passage_detail() -> DocDetail {
+    DocDetail {
+        contributions: vec![(" age".into(), share(4, 1.2, 1.8))],
+        top_terms: vec![(" age".into(), 1.8), (" blood".into(), 1.1)],
+        missed_terms: Vec::new(),
+        beyond_window: Vec::new(),
+        passages: 2,
+        passage: Some((2, "age and blood pressure regulation.".into())),
+        ..sample_detail()
     }
 }
 

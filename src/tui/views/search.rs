@@ -358,16 +358,34 @@ fn document_lines(d: &DocDetail, t: &Theme) -> Vec<Line<'static>> {
         .map(|(tok, _)| tok.trim().to_lowercase())
         .filter(|s| s.chars().any(char::is_alphanumeric))
         .collect();
+    if let Some((k, words)) = &d.passage {
+        lines.push(Line::from(Span::styled(
+            format!(
+                "── ranked by passage {k} of {}, whose terms are above ──",
+                d.passages
+            ),
+            Style::default().fg(t.accent),
+        )));
+        lines.push(highlighted(words, &matched, t));
+        lines.push(Line::from(Span::styled(
+            "── the whole document ──".to_string(),
+            Style::default().fg(t.accent),
+        )));
+    }
     let (read, unread) = match d.encoded_window {
         Some((at, _)) => d.text.split_at(at.min(d.text.len())),
         None => (d.text.as_str(), ""),
     };
     lines.extend(read.lines().map(|para| highlighted(para, &matched, t)));
     if let (Some((_, tokens)), false) = (d.encoded_window, unread.trim().is_empty()) {
-        lines.push(Line::from(Span::styled(
-            format!(
+        let rule = match d.passages {
+            0 => format!(
                 "── not read by the model: it encodes the first {tokens} tokens (--max-len) ──"
             ),
+            n => format!("── past {tokens} tokens: read as {n} passages ──"),
+        };
+        lines.push(Line::from(Span::styled(
+            rule,
             Style::default().fg(t.accent),
         )));
         if !d.beyond_window.is_empty() {

@@ -1,0 +1,282 @@
+//! Long documents as passages (`--passages WORDS:STRIDE:FROM`, MaxP) on a
+//! tiny random model and a small collection written by the test: every
+//! passage is indexed as the encoder reads it on its own, a document scores
+//! as the best of its first read and its passages, explanations name that
+//! passage and add up to the score, through the library and `search`; the
+//! settings that cannot go with passages are refused by name.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+
+use csplade::data::beir;
+use csplade::encode::{Encoder, EncoderConfig, SparseVec};
+use csplade::explore::{Explorer, Ranking};
+use csplade::index::passages::PassageSpec;
+use csplade::index::{build, BuildOptions};
+use csplade::model::SparseModel;
+use csplade::search::{Backend, LsrIndex, QueryPrior};
+
+mod common;
+use common::index::*;
+
+/// Passages of 6 words every 4 from the 5th: most test documents (3–23
+/// words) have one to four.
+fn spec() -> PassageSpec {
+    "6:4:5".parse().unwrap()
+}
+
+fn with_passages(corpus: &Path, out: &Path) -> BuildOptions {
+    BuildOptions {
+        passages: Some(spec()),
+        ..opts(corpus, out)
+    }
+}
+
+/// Each document's score: the best of its first read and its passages,
+/// all encoded afresh, one text at a time.
+fn brute_force(enc: &Encoder, docs: &[beir::Document], q: &SparseVec) -> Vec<f32> {
+    docs.iter()
+        .map(|d| {
+            let first = q.dot(&enc.encode_one(&d.full_text()).unwrap().vector);
+            spec()
+                .split(d)
+                .iter()
+                .map(|p| q.dot(&enc.encode_one(&p.full_text()).unwrap().vector))
+                .fold(first, f32::max)
+        })
+        .collect()
+}
+
+#[test]
+fn documents_rank_by_their_best_passage_and_explanations_name_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = Arc::new(SparseModel::Causal(Box::new(tiny_model(
+        &tmp.path().join("m"),
+        5,
+    ))));
+    let corpus = tmp.path().join("c");
+    write_corpus(&corpus, 40);
+    let out = tmp.path().join("idx");
+    let enc = Encoder::new(m.as_ref(), config());
+    let meta = build(&enc, &with_passages(&corpus, &out), |_| {}).unwrap();
+    assert_eq!((meta.documents, meta.passages), (40, Some(spec())));
+    let idx = Arc::new(LsrIndex::open(&out).unwrap());
+    let docs = beir::read_corpus(&corpus).unwrap();
+    let passages = idx.passages.as_ref().unwrap();
+    let want: usize = docs.iter().map(|d| spec().split(d).len()).sum();
+    assert!(
+        want > 40,
+        "{want} passages: the test needs documents with several"
+    );
+    assert_eq!(passages.len(), want);
+    let mut ranked_by_a_passage = 0;
+    for text in ["otter river", "the heat of the stone", "fish night bank"] {
+        let q = enc.encode_one(text).unwrap().vector;
+        let brute = brute_force(&enc, &docs, &q);
+        let hits = idx.search(&q, 40, Backend::Exact).unwrap();
+        assert_eq!(hits.len(), brute.iter().filter(|&&s| s > 0.0).count());
+        for w in hits.windows(2) {
+            assert!(w[0].score >= w[1].score, "{text}: ranked by score");
+        }
+        for h in &hits {
+            let want = brute[h.ordinal];
+            assert!(
+                (h.score - want).abs() <= 1e-3 * want.max(1.0),
+                "{text}: {} scored {} against its best read {want}",
+                h.doc_id,
+                h.score
+            );
+            // The explanation is the scoring passage's, and adds up.
+            let sum: f32 = idx.explain(&q, h.ordinal).iter().map(|c| c.product).sum();
+            assert!((sum - h.score).abs() <= 1e-3 * h.score.max(1.0), "{text}");
+            let first = q.dot(&idx.vectors[h.ordinal]);
+            match idx.best_passage(&q, QueryPrior::None, &SparseVec::default(), h.ordinal) {
+                Some((k, s)) => {
+                    ranked_by_a_passage += 1;
+                    assert!(s > first && (s - h.score).abs() < 1e-4, "{text}");
+                    let words = idx.passage_text(h.ordinal, k).unwrap().unwrap();
+                    assert_eq!(words, spec().split(&docs[h.ordinal])[k - 1].text);
+                }
+                None => assert!((first - h.score).abs() < 1e-4, "{text}"),
+            }
+        }
+    }
+    assert!(
+        ranked_by_a_passage > 0,
+        "no hit was ranked by a passage: the test checks nothing"
+    );
+    explorer_names_the_passage(m.clone(), &corpus, idx.clone());
+    // Passages are scored by the exact backend alone.
+    let q = enc.encode_one("otter").unwrap().vector;
+    let e = idx.search(&q, 5, Backend::Tantivy).unwrap_err().to_string();
+    assert!(e.contains("only the exact backend"), "{e}");
+}
+
+#[test]
+fn passages_are_refused_beside_windows_and_shards_and_a_killed_build_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = tiny_model(&tmp.path().join("m"), 5);
+    let corpus = tmp.path().join("c");
+    write_corpus(&corpus, 30);
+    let windows = Encoder::new(
+        &m,
+        EncoderConfig {
+            windows: 2,
+            ..config()
+        },
+    );
+    let out = tmp.path().join("w");
+    let e = build(&windows, &with_passages(&corpus, &out), |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("--windows") && e.contains("choose one"), "{e}");
+    assert!(!out.exists() && !tmp.path().join("w.partial").exists());
+    let enc = Encoder::new(&m, config());
+    let sharded = BuildOptions {
+        shard: Some((0, 2)),
+        ..with_passages(&corpus, &out)
+    };
+    let e = build(&enc, &sharded, |_| {}).unwrap_err().to_string();
+    assert!(e.contains("--shard"), "{e}");
+    // Stopped after two commits, then resumed: the same index as one run.
+    let whole = tmp.path().join("whole");
+    build(&enc, &with_passages(&corpus, &whole), |_| {}).unwrap();
+    let resumed = tmp.path().join("resumed");
+    let stopped = BuildOptions {
+        stop_after_commits: Some(2),
+        ..with_passages(&corpus, &resumed)
+    };
+    assert!(build(&enc, &stopped, |_| {}).is_err());
+    build(&enc, &with_passages(&corpus, &resumed), |_| {}).unwrap();
+    for f in ["vectors.bin", "passages.bin"] {
+        assert_eq!(
+            std::fs::read(whole.join(f)).unwrap(),
+            std::fs::read(resumed.join(f)).unwrap(),
+            "{f}"
+        );
+    }
+}
+
+/// The explorer's detail of every hit: the passage it ranked by, its
+/// words, and contributions that add up to the hit's score.
+fn explorer_names_the_passage(model: Arc<SparseModel>, corpus: &Path, idx: Arc<LsrIndex>) {
+    let docs = beir::read_corpus(corpus).unwrap();
+    let ex = Explorer {
+        model,
+        config: config(),
+        index: Some(idx),
+        partial: None,
+        corpus: Arc::new(docs.clone()),
+        queries: Arc::new(beir::read_queries(corpus).unwrap()),
+        qrels: None,
+        backend: Backend::Exact,
+        prior: QueryPrior::Idf { power: 0.5 },
+        feedback: Default::default(),
+        fusion: Default::default(),
+        inference_free: false,
+    };
+    let mut named = 0;
+    for text in ["otter river", "the heat of the stone", "fish night bank"] {
+        let r = ex.query(text, 40, Ranking::Lsr).unwrap();
+        for h in &r.hits {
+            let d = ex
+                .detail(&r.vector, &r.feedback_terms.terms, h.ordinal)
+                .unwrap();
+            let sum: f32 = d.contributions.iter().map(|(_, c)| c.product).sum();
+            assert!((sum - h.score).abs() <= 1e-3 * h.score.max(1.0), "{text}");
+            assert_eq!(d.passages, spec().split(&docs[h.ordinal]).len());
+            if let Some((k, words)) = &d.passage {
+                named += 1;
+                assert_eq!(words, &spec().split(&docs[h.ordinal])[k - 1].text);
+            }
+        }
+    }
+    assert!(named > 0, "no detail named a passage");
+}
+
+fn csplade(home: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_csplade"));
+    c.env("CSPLADE_HOME", home);
+    c
+}
+
+/// `index --passages` and `search --explain --json` through the binary: a
+/// hit ranked by a passage names it, and its explanation adds up.
+#[test]
+fn search_names_the_passage_a_document_ranked_by() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path();
+    tiny_model(&home.join("m"), 5);
+    let gguf = home.join("m/tiny.gguf");
+    let corpus = home.join("c");
+    write_corpus(&corpus, 30);
+    let index = home.join("idx");
+    common::succeeds(
+        csplade(home)
+            .args(["index", "--passages", "6:4:5", "--model"])
+            .arg(&gguf)
+            .arg("--corpus")
+            .arg(&corpus)
+            .arg("--out")
+            .arg(&index),
+    );
+    let bad = csplade(home)
+        .args(["index", "--passages", "6:9:5", "--model"])
+        .arg(&gguf)
+        .arg("--corpus")
+        .arg(&corpus)
+        .arg("--out")
+        .arg(home.join("bad"))
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success() && e.contains("STRIDE \"9\""), "{e}");
+    let mut named = 0;
+    for text in ["otter river", "the heat of the stone", "fish night bank"] {
+        let out = common::json_output(
+            csplade(home)
+                .args(["search", "--explain", "--explain-terms", "1000", "--json"])
+                .args(["--query-feedback", "none", "--k", "30", "--index"])
+                .arg(&index)
+                .arg(text),
+        );
+        for h in out["hits"].as_array().unwrap() {
+            let score = h["score"].as_f64().unwrap();
+            assert!((common::explained_score(h) - score).abs() < 1e-3 * score.max(1.0));
+            if let Some(p) = h.get("passage") {
+                named += 1;
+                assert!(p["number"].as_u64().unwrap() >= 1, "{h}");
+                assert!(!p["text"].as_str().unwrap().is_empty(), "{h}");
+            }
+        }
+    }
+    assert!(named > 0, "no hit named a passage");
+    // `index verify` checks the passages; a changed byte fails it by name.
+    let verify = || {
+        csplade(home)
+            .args(["index", "verify"])
+            .arg(&index)
+            .output()
+            .unwrap()
+    };
+    let good = verify();
+    let said = String::from_utf8_lossy(&good.stdout);
+    assert!(
+        good.status.success() && said.contains("passages.bin"),
+        "{said}"
+    );
+    let file = index.join("passages.bin");
+    let mut bytes = std::fs::read(&file).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x10;
+    std::fs::write(&file, &bytes).unwrap();
+    let bad = verify();
+    let said = String::from_utf8_lossy(&bad.stdout);
+    assert!(
+        !bad.status.success() && said.contains("checksum mismatch"),
+        "{said}"
+    );
+    let e = LsrIndex::open(&index).err().unwrap().to_string();
+    assert!(e.contains("passages.bin") && e.contains("checksum"), "{e}");
+}
