@@ -6,7 +6,6 @@
 //! settings that cannot go with passages are refused by name.
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 
 use csplade::data::beir;
@@ -195,12 +194,6 @@ fn explorer_names_the_passage(model: Arc<SparseModel>, corpus: &Path, idx: Arc<L
     assert!(named > 0, "no detail named a passage");
 }
 
-fn csplade(home: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_csplade"));
-    c.env("CSPLADE_HOME", home);
-    c
-}
-
 /// `index --passages` and `search --explain --json` through the binary: a
 /// hit ranked by a passage names it, and its explanation adds up.
 #[test]
@@ -213,7 +206,7 @@ fn search_names_the_passage_a_document_ranked_by() {
     write_corpus(&corpus, 30);
     let index = home.join("idx");
     common::succeeds(
-        csplade(home)
+        common::csplade_in(home)
             .args(["index", "--passages", "6:4:5", "--model"])
             .arg(&gguf)
             .arg("--corpus")
@@ -221,7 +214,7 @@ fn search_names_the_passage_a_document_ranked_by() {
             .arg("--out")
             .arg(&index),
     );
-    let bad = csplade(home)
+    let bad = common::csplade_in(home)
         .args(["index", "--passages", "6:9:5", "--model"])
         .arg(&gguf)
         .arg("--corpus")
@@ -235,7 +228,7 @@ fn search_names_the_passage_a_document_ranked_by() {
     let mut named = 0;
     for text in ["otter river", "the heat of the stone", "fish night bank"] {
         let out = common::json_output(
-            csplade(home)
+            common::csplade_in(home)
                 .args(["search", "--explain", "--explain-terms", "1000", "--json"])
                 .args(["--query-feedback", "none", "--k", "30", "--index"])
                 .arg(&index)
@@ -254,7 +247,7 @@ fn search_names_the_passage_a_document_ranked_by() {
     assert!(named > 0, "no hit named a passage");
     // `index verify` checks the passages; a changed byte fails it by name.
     let verify = || {
-        csplade(home)
+        common::csplade_in(home)
             .args(["index", "verify"])
             .arg(&index)
             .output()

@@ -6,7 +6,6 @@
 //! search and eval use it unless told otherwise.
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 
 use csplade::data::beir;
@@ -139,12 +138,6 @@ fn explorer_shows_the_feedback(
     }
 }
 
-fn csplade(home: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_csplade"));
-    c.env("CSPLADE_HOME", home);
-    c
-}
-
 /// `search --explain --json`, `eval` and `adapter set-prior --feedback`
 /// through the binary.
 #[test]
@@ -160,7 +153,7 @@ fn search_eval_and_adapters_carry_the_feedback() {
     write_corpus(&corpus, 30);
     let index = home.join("idx");
     common::succeeds(
-        csplade(home)
+        common::csplade_in(home)
             .args(["index", "--model", &spec, "--commit-every", "8", "--corpus"])
             .arg(&corpus)
             .arg("--out")
@@ -168,7 +161,7 @@ fn search_eval_and_adapters_carry_the_feedback() {
     );
     let search = |feedback: &str| {
         common::json_output(
-            csplade(home)
+            common::csplade_in(home)
                 .args(["search", "--explain", "--explain-terms", "1000", "--json"])
                 .args(["--query-feedback", feedback, "--k", "8", "--index"])
                 .arg(&index)
@@ -202,7 +195,7 @@ fn search_eval_and_adapters_carry_the_feedback() {
     assert!(plain.get("feedback").is_none());
     // The text report names the feedback's documents.
     let text = common::succeeds(
-        csplade(home)
+        common::csplade_in(home)
             .args([
                 "search",
                 "--explain",
@@ -228,7 +221,7 @@ fn search_eval_and_adapters_carry_the_feedback() {
 fn recorded_in_the_adapter(home: &Path, gguf: &Path, lora: &Path, corpus: &Path, index: &Path) {
     let with_fb = home.join("with-feedback.safetensors");
     common::succeeds(
-        csplade(home)
+        common::csplade_in(home)
             .args([
                 "adapter",
                 "set-prior",
@@ -250,7 +243,7 @@ fn recorded_in_the_adapter(home: &Path, gguf: &Path, lora: &Path, corpus: &Path,
     assert_eq!(meta.query_feedback, QueryFeedback::ROCCHIO);
     let eval = |extra: &[&str]| {
         common::json_output(
-            csplade(home)
+            common::csplade_in(home)
                 .args(["eval", "--system", "lsr", "--json", "--model"])
                 .arg(format!("{}+{}", gguf.display(), with_fb.display()))
                 .arg("--dataset")
@@ -275,7 +268,7 @@ fn recorded_in_the_adapter(home: &Path, gguf: &Path, lora: &Path, corpus: &Path,
     assert!(off.get("feedback_effect").is_none());
     compare_ranks_as_eval(home, gguf, &with_fb, corpus, index, (&own, &off));
     for bad in ["rocchio:0:1:5", "rocchio:5:1", "rm3"] {
-        let o = csplade(home)
+        let o = common::csplade_in(home)
             .args([
                 "eval",
                 "--system",
@@ -310,7 +303,7 @@ fn compare_ranks_as_eval(
 ) {
     let compare = |extra: &[&str]| {
         let out = common::json_output(
-            csplade(home)
+            common::csplade_in(home)
                 .args(["compare", "--json", "--encoder"])
                 .arg(format!("{}+{}", gguf.display(), adapter.display()))
                 .arg("--dataset")

@@ -11,13 +11,11 @@
 //! sha256 of everything before it (32 bytes)
 //! ```
 
-use std::io::Write;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use zerocopy::little_endian::U32;
-use zerocopy::{FromBytes, IntoBytes};
+use zerocopy::FromBytes;
 
 use super::vectors::{self, VectorsHeader};
 use super::IndexError;
@@ -106,24 +104,9 @@ impl PassageSpec {
 /// Write every passage's document ordinal and vector (document order)
 /// atomically.
 pub fn write(path: &Path, passages: &[(usize, SparseVec)]) -> Result<(), IndexError> {
-    let head = VectorsHeader {
-        magic: MAGIC,
-        version: U32::new(VERSION),
-        documents: U32::new(passages.len() as u32),
-    };
-    Ok(crate::data::output::write_with(path, |w| {
-        let mut sum = Sha256::new();
-        sum.update(head.as_bytes());
-        w.write_all(head.as_bytes())?;
-        let mut buf = Vec::new();
-        for (doc, v) in passages {
-            buf.clear();
-            vectors::encode_journal_entry(*doc, v, &mut buf);
-            sum.update(&buf);
-            w.write_all(&buf)?;
-        }
-        w.write_all(&sum.finalize())
-    })?)
+    vectors::write_summed(path, MAGIC, VERSION, passages, |(doc, v), buf| {
+        vectors::encode_journal_entry(*doc, v, buf)
+    })
 }
 
 /// Read `passages.bin`: each passage's document and vector, checked to

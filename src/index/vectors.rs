@@ -87,19 +87,32 @@ pub fn decode_record(buf: &[u8], pos: usize) -> Option<(SparseVec, usize)> {
 /// Write all vectors (document order) atomically (see
 /// [`crate::data::output::write_with`]).
 pub fn write(path: &Path, vectors: &[SparseVec]) -> Result<(), IndexError> {
+    write_summed(path, MAGIC, VERSION, vectors, encode_record)
+}
+
+/// Write a header of `magic` and `version` counting `items`, each item as
+/// `encode` serializes it, and the sha256 of everything before it,
+/// atomically: the layout of `vectors.bin` and of the passages file.
+pub(super) fn write_summed<T>(
+    path: &Path,
+    magic: [u8; 4],
+    version: u32,
+    items: &[T],
+    encode: impl Fn(&T, &mut Vec<u8>),
+) -> Result<(), IndexError> {
     let head = VectorsHeader {
-        magic: MAGIC,
-        version: U32::new(VERSION),
-        documents: U32::new(vectors.len() as u32),
+        magic,
+        version: U32::new(version),
+        documents: U32::new(items.len() as u32),
     };
     Ok(crate::data::output::write_with(path, |w| {
         let mut sum = Sha256::new();
         sum.update(head.as_bytes());
         w.write_all(head.as_bytes())?;
         let mut buf = Vec::new();
-        for v in vectors {
+        for item in items {
             buf.clear();
-            encode_record(v, &mut buf);
+            encode(item, &mut buf);
             sum.update(&buf);
             w.write_all(&buf)?;
         }

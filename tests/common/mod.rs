@@ -207,6 +207,13 @@ pub fn build_options(corpus: &Path, out: &Path) -> csplade::index::BuildOptions 
     }
 }
 
+/// The csplade binary with `home` as its `CSPLADE_HOME`.
+pub fn csplade_in(home: &Path) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_csplade"));
+    c.env("CSPLADE_HOME", home);
+    c
+}
+
 /// Run `c` and require success (failing with its stderr).
 pub fn succeeds(c: &mut std::process::Command) -> std::process::Output {
     let out = c.output().unwrap();
