@@ -156,6 +156,13 @@ fn index_files(cases: usize) {
         std::fs::write(&file, bytes).unwrap();
         let _ = vectors::read(&file);
     });
+    let passages: Vec<(usize, SparseVec)> = vec![(0, vs[0].clone()), (2, vs[2].clone())];
+    csplade::index::passages::write(&d.join("p.bin"), &passages).unwrap();
+    let seed = std::fs::read(d.join("p.bin")).unwrap();
+    fuzz("passages-bin", &[seed], cases, |bytes| {
+        std::fs::write(&file, bytes).unwrap();
+        let _ = csplade::index::passages::read(&file, 3, 49_152);
+    });
     let mut journal = Vec::new();
     for (i, v) in vs.iter().enumerate().rev() {
         vectors::encode_journal_entry(i, v, &mut journal);
@@ -170,7 +177,10 @@ fn index_files(cases: usize) {
         d.to_path_buf()
     })
     .is_ok());
-    fuzz("meta-json", &[seed], cases, |bytes| {
+    let mut with_passages = meta.clone();
+    with_passages["passages"] = serde_json::json!({"words": 80, "stride": 60, "from": 70});
+    let seeds = [seed, serde_json::to_vec_pretty(&with_passages).unwrap()];
+    fuzz("meta-json", &seeds, cases, |bytes| {
         std::fs::write(d.join("meta.json"), bytes).unwrap();
         let _ = csplade::index::IndexMeta::read(d);
     });

@@ -30,10 +30,27 @@ const VERSION: u32 = 1;
 /// words, every `stride` words, starting at word `from` of the text (the
 /// words before it are left to the document's first read).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RawSpec")]
 pub struct PassageSpec {
     pub words: usize,
     pub stride: usize,
     pub from: usize,
+}
+
+/// A [`PassageSpec`] as stored, checked by [`PassageSpec::from_str`]'s
+/// rules before it is trusted.
+#[derive(Deserialize)]
+struct RawSpec {
+    words: usize,
+    stride: usize,
+    from: usize,
+}
+
+impl TryFrom<RawSpec> for PassageSpec {
+    type Error = String;
+    fn try_from(r: RawSpec) -> Result<Self, String> {
+        format!("{}:{}:{}", r.words, r.stride, r.from).parse()
+    }
 }
 
 impl std::str::FromStr for PassageSpec {
@@ -75,6 +92,10 @@ impl PassageSpec {
     pub fn ranges(&self, words: usize) -> Vec<std::ops::Range<usize>> {
         let mut out = Vec::new();
         let mut start = self.from;
+        // A spec is checked when parsed; a zero here would never advance.
+        if self.words == 0 || self.stride == 0 {
+            return out;
+        }
         while start < words {
             let end = (start + self.words).min(words);
             out.push(start..end);
@@ -110,8 +131,13 @@ pub fn write(path: &Path, passages: &[(usize, SparseVec)]) -> Result<(), IndexEr
 }
 
 /// Read `passages.bin`: each passage's document and vector, checked to
-/// run in document order with every document below `documents`.
-pub fn read(path: &Path, documents: usize) -> Result<Vec<(usize, SparseVec)>, IndexError> {
+/// run in document order with every document below `documents` and every
+/// term within a vocabulary of `vocab`.
+pub fn read(
+    path: &Path,
+    documents: usize,
+    vocab: usize,
+) -> Result<Vec<(usize, SparseVec)>, IndexError> {
     let buf = std::fs::read(path).map_err(|e| IndexError::io(path, e))?;
     let corrupt = |msg: String| IndexError::Corrupt {
         path: path.to_path_buf(),
@@ -140,6 +166,11 @@ pub fn read(path: &Path, documents: usize) -> Result<Vec<(usize, SparseVec)>, In
         if doc >= documents || !in_order {
             return Err(corrupt(format!(
                 "passage {i} belongs to document {doc}: out of order or beyond the {documents} documents"
+            )));
+        }
+        if let Some(&id) = v.ids.last().filter(|&&id| id as usize >= vocab) {
+            return Err(corrupt(format!(
+                "passage {i} has term {id}, beyond the vocabulary of {vocab}"
             )));
         }
         out.push((doc, v));
@@ -182,6 +213,17 @@ mod tests {
     }
 
     #[test]
+    fn a_stored_spec_is_checked_as_a_parsed_one() {
+        let ok: PassageSpec =
+            serde_json::from_str(r#"{"words": 80, "stride": 60, "from": 70}"#).unwrap();
+        assert_eq!(ok.to_string(), "80:60:70");
+        let e = serde_json::from_str::<PassageSpec>(r#"{"words": 8, "stride": 0, "from": 0}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("STRIDE \"0\""), "{e}");
+    }
+
+    #[test]
     fn passages_cover_the_words_after_from_and_end_at_the_text_end() {
         let s = PassageSpec {
             words: 4,
@@ -212,14 +254,16 @@ mod tests {
             (2, SparseVec::from_pairs(vec![(7, 0.5), (9, 2.0)])),
         ];
         write(&p, &ps).unwrap();
-        assert_eq!(read(&p, 3).unwrap(), ps);
-        let e = read(&p, 2).unwrap_err().to_string();
+        assert_eq!(read(&p, 3, 10).unwrap(), ps);
+        let e = read(&p, 2, 10).unwrap_err().to_string();
         assert!(e.contains("beyond the 2 documents"), "{e}");
+        let e = read(&p, 3, 9).unwrap_err().to_string();
+        assert!(e.contains("term 9, beyond the vocabulary of 9"), "{e}");
         let mut bytes = std::fs::read(&p).unwrap();
         let last = bytes.len() - 40;
         bytes[last] ^= 1;
         std::fs::write(&p, &bytes).unwrap();
-        let e = read(&p, 3).unwrap_err().to_string();
+        let e = read(&p, 3, 10).unwrap_err().to_string();
         assert!(e.contains("checksum mismatch"), "{e}");
     }
 }

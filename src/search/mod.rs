@@ -225,7 +225,11 @@ impl LsrIndex {
         let bm25 = Bm25Index::open(&dir.join(BM25_DIR))?;
         let passages = match meta.passages {
             Some(spec) => {
-                let read = crate::index::passages::read(&dir.join(PASSAGES_FILE), meta.documents)?;
+                let read = crate::index::passages::read(
+                    &dir.join(PASSAGES_FILE),
+                    meta.documents,
+                    meta.vocab_size,
+                )?;
                 Some(PassageIndex::new(
                     spec,
                     read,

@@ -85,7 +85,7 @@ pub fn verify(dir: &Path) -> Vec<Check> {
     out.push(vectors_summary(dir, &vectors));
     if let Some(spec) = meta.passages {
         let path = dir.join(PASSAGES_FILE);
-        match crate::index::passages::read(&path, meta.documents) {
+        match crate::index::passages::read(&path, meta.documents, meta.vocab_size) {
             Ok(p) => {
                 let of: HashSet<usize> = p.iter().map(|(d, _)| *d).collect();
                 out.push(pass(
