@@ -225,6 +225,22 @@ fn search_names_the_passage_a_document_ranked_by() {
         .unwrap();
     let e = String::from_utf8_lossy(&bad.stderr);
     assert!(!bad.status.success() && e.contains("STRIDE \"9\""), "{e}");
+    // Passages longer than --max-len are cut, and the build says so.
+    let short = common::succeeds(
+        common::csplade_in(home)
+            .args(["index", "--passages", "6:4:5", "--max-len", "4", "--model"])
+            .arg(&gguf)
+            .arg("--corpus")
+            .arg(&corpus)
+            .arg("--out")
+            .arg(home.join("short")),
+    );
+    let said = String::from_utf8_lossy(&short.stderr);
+    assert!(
+        said.contains("passages are longer than 4 tokens")
+            && said.contains("passages of their later words"),
+        "{said}"
+    );
     let mut named = 0;
     for text in ["otter river", "the heat of the stone", "fish night bank"] {
         let out = common::json_output(

@@ -265,6 +265,7 @@ fn show_progress(p: &BuildProgress, bar: &mut Option<ProgressBar>, out: &std::pa
         BuildProgress::Start {
             documents,
             passages,
+            passages_truncated,
             resumed_from,
             tokens,
             truncated,
@@ -281,6 +282,9 @@ fn show_progress(p: &BuildProgress, bar: &mut Option<ProgressBar>, out: &std::pa
                     "--max-len; --windows N reads N windows of it".to_string()
                 };
                 eprintln!("csplade: notice: {truncated} of {documents} documents are longer than {read} tokens and are encoded from their first {read} ({flags})");
+            }
+            if *passages_truncated > 0 {
+                eprintln!("csplade: notice: {passages_truncated} of {passages} passages are longer than {max_len} tokens and are encoded from their first {max_len} (fewer --passages WORDS keep them whole)");
             }
             let texts = documents + passages;
             if *resumed_from > 0 {

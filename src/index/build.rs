@@ -59,6 +59,8 @@ pub enum BuildProgress {
         /// (`--passages`); `resumed_from` counts both.
         documents: usize,
         passages: usize,
+        /// Passages cut to the encoder's length.
+        passages_truncated: usize,
         resumed_from: usize,
         tokens: u64,
         /// Documents cut to the encoder's length, its length and windows.
@@ -135,7 +137,7 @@ pub fn build(
     // Tokenize everything up front (documents, then passages); encode
     // longest first in fixed batches.
     let (mut seqs, truncated) = tokenize_all(encoder, &docs)?;
-    let owners = split_passages(encoder, opts, &docs, &mut seqs)?;
+    let (owners, passages_truncated) = split_passages(encoder, opts, &docs, &mut seqs)?;
     let mut order = longest_first(&seqs);
     let commit = opts.commit_every.max(1);
     let base_settings = settings_record(encoder, opts, &corpus_fp);
@@ -161,6 +163,7 @@ pub fn build(
     progress(BuildProgress::Start {
         documents: order.len() - owners.len(),
         passages: owners.len(),
+        passages_truncated,
         resumed_from: state.done,
         tokens: order.iter().map(|&i| seqs[i].len() as u64).sum(),
         truncated,
@@ -207,22 +210,23 @@ fn check_passages(encoder: &Encoder, opts: &BuildOptions) -> Result<(), IndexErr
     } else {
         return Ok(());
     };
-    Err(IndexError::Corrupt {
+    Err(IndexError::Unsupported {
         path: opts.out.clone(),
         msg: format!("--passages {spec}: {clash}"),
     })
 }
 
 /// With passages, append every document's passages to `seqs` (after the
-/// documents, in document order) and return each one's document.
+/// documents, in document order); return each one's document and how many
+/// were cut to the encoder's length.
 fn split_passages(
     encoder: &Encoder,
     opts: &BuildOptions,
     docs: &[Document],
     seqs: &mut Vec<Vec<u32>>,
-) -> Result<Vec<usize>, IndexError> {
+) -> Result<(Vec<usize>, usize), IndexError> {
     let Some(spec) = opts.passages else {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), 0));
     };
     let mut owners = Vec::new();
     let mut texts = Vec::new();
@@ -232,8 +236,9 @@ fn split_passages(
             texts.push(p);
         }
     }
-    seqs.extend(tokenize_all(encoder, &texts)?.0);
-    Ok(owners)
+    let (passage_seqs, truncated) = tokenize_all(encoder, &texts)?;
+    seqs.extend(passage_seqs);
+    Ok((owners, truncated))
 }
 
 /// Document positions, longest first (ties in corpus order).

@@ -42,6 +42,9 @@ pub enum IndexError {
         total: usize,
         stage: PathBuf,
     },
+    /// Settings that cannot go together, or a scorer the index cannot use.
+    #[error("{}: {msg}", path.display())]
+    Unsupported { path: PathBuf, msg: String },
     #[error("no index at {}: {hint}", path.display())]
     Missing { path: PathBuf, hint: String },
     #[error("{}: {hint}", path.display())]

@@ -349,7 +349,7 @@ impl LsrIndex {
         // sized by a k beyond it).
         let k = k.min(self.len()).max(1);
         if self.passages.is_some() && backend != Backend::Exact {
-            return Err(IndexError::Corrupt {
+            return Err(IndexError::Unsupported {
                 path: self.dir.clone(),
                 msg: format!(
                     "this index scores documents by their best passage, which only the exact backend does; drop --backend {backend}"
