@@ -261,6 +261,25 @@ fn search_names_the_passage_a_document_ranked_by() {
         }
     }
     assert!(named > 0, "no hit named a passage");
+    // `eval --passages` ranks over a cached index of its own, and says so.
+    let eval = common::json_output(
+        common::csplade_in(home)
+            .args(["eval", "--passages", "6:4:5", "--system", "lsr", "--json"])
+            .arg("--model")
+            .arg(&gguf)
+            .arg("--dataset")
+            .arg(&corpus),
+    );
+    assert_eq!(eval["passages"]["spec"], "6:4:5", "{eval}");
+    assert!(eval["passages"]["count"].as_u64().unwrap() > 0, "{eval}");
+    let both = common::csplade_in(home)
+        .args(["eval", "--passages", "6:4:5", "--index"])
+        .arg(&index)
+        .arg("--dataset")
+        .arg(&corpus)
+        .output()
+        .unwrap();
+    assert!(!both.status.success(), "--index records its own passages");
     // `index verify` checks the passages; a changed byte fails it by name.
     let verify = || {
         common::csplade_in(home)

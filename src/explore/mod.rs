@@ -415,12 +415,15 @@ impl Explorer {
             ndcg_bm25: ndcg(&bm25),
         };
         let mut explained = crate::failures::explain(idx, self.model.tokenizer(), &case)?;
-        // With passages, the words past the first read are read too.
-        let missed = match idx.passages {
-            None => explained.missed.as_mut_slice(),
-            Some(_) => &mut [],
-        };
-        for m in missed {
+        for m in &mut explained.missed {
+            // A document's passages read the words past its first read.
+            if idx
+                .passages
+                .as_ref()
+                .is_some_and(|p| p.count(m.ordinal) > 0)
+            {
+                continue;
+            }
             let doc = idx.document(m.ordinal)?;
             if let Some((at, _)) = self.encoded_window(&doc.title, &doc.text) {
                 m.beyond_window = self.beyond_window(&e.vector, &doc.title, &doc.text, at);
