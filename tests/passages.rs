@@ -280,6 +280,27 @@ fn search_names_the_passage_a_document_ranked_by() {
         .output()
         .unwrap();
     assert!(!both.status.success(), "--index records its own passages");
+    // `bench search` times the exact scorer alone; `bench seismic` refuses.
+    let bench = common::json_output(
+        common::csplade_in(home)
+            .args(["bench", "search", "--queries", "5", "--json", "--index"])
+            .arg(&index),
+    );
+    assert!(
+        bench["lsr_exact_ms"]["p50"].as_f64().unwrap() >= 0.0,
+        "{bench}"
+    );
+    assert!(bench["lsr_tantivy_ms"].is_null() && bench["passages"].as_u64().unwrap() > 0);
+    let seismic = common::csplade_in(home)
+        .args(["bench", "seismic", "--index"])
+        .arg(&index)
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&seismic.stderr);
+    assert!(
+        !seismic.status.success() && e.contains("Seismic does not index"),
+        "{e}"
+    );
     // `index verify` checks the passages; a changed byte fails it by name.
     let verify = || {
         common::csplade_in(home)

@@ -85,6 +85,13 @@ struct Report {
 
 pub fn run(a: SeismicBench) -> Result<()> {
     let (source, model) = super::search::open_with_model(&a.index, a.model.as_deref(), None)?;
+    if let Some(p) = &source.passages {
+        bail!(
+            "{} ranks documents by their best of {} passages, which Seismic does not index; bench an index built without --passages",
+            a.index.display(),
+            p.len()
+        );
+    }
     let queries = beir::read_queries(std::path::Path::new(&source.meta.corpus))
         .with_context(|| format!("reading the queries of {}", source.meta.corpus))?;
     let queries: Vec<_> = queries.into_iter().take(a.queries).collect();
