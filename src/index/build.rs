@@ -190,12 +190,23 @@ pub fn build(
         name: "writing vectors".into(),
     });
     let mut vecs = run.vectors(seqs.len())?;
-    let passage_vecs: Vec<(usize, SparseVec)> =
-        owners.into_iter().zip(vecs.split_off(docs.len())).collect();
-    if opts.passages.is_some() {
-        passages::write(&stage.join(PASSAGES_FILE), &passage_vecs)?;
-    }
+    write_passages(&stage, opts, owners, vecs.split_off(docs.len()))?;
     finish(&stage, &opts.out, &docs, &vecs, meta, t0, progress)
+}
+
+/// With passages, write each one's document and vector (`passages.bin`)
+/// into the staged index.
+fn write_passages(
+    stage: &Path,
+    opts: &BuildOptions,
+    owners: Vec<usize>,
+    vecs: Vec<SparseVec>,
+) -> Result<(), IndexError> {
+    if opts.passages.is_none() {
+        return Ok(());
+    }
+    let passages: Vec<(usize, SparseVec)> = owners.into_iter().zip(vecs).collect();
+    passages::write(&stage.join(PASSAGES_FILE), &passages)
 }
 
 /// Passages replace windows and are not sharded: refuse the mix by name.
