@@ -20,7 +20,7 @@ pub enum BenchCommand {
     Gemm(GemmBench),
     /// Search latency p50/p99 (without and with query encoding), index size,
     /// build throughput
-    Search(SearchBench),
+    Search(super::bench_search::SearchBench),
     /// Explorer responsiveness: keystroke → redraw, Enter → expansion on
     /// screen, resident memory with the model and index loaded
     Tui(TuiBench),
@@ -57,35 +57,6 @@ pub struct TuiBench {
     pub height: u16,
     #[arg(long, default_value_t = 200, value_parser = super::within(1, 100_000))]
     pub repeat: usize,
-    #[arg(long)]
-    pub json: bool,
-}
-
-#[derive(Args)]
-pub struct SearchBench {
-    /// Index built by `csplade index`
-    #[arg(long)]
-    pub index: PathBuf,
-    /// The model that built it [default: the model the index records, else default]
-    #[arg(long)]
-    pub model: Option<String>,
-    /// Encode queries at this precision (default: the index's)
-    #[arg(long)]
-    pub precision: Option<csplade::quant::Precision>,
-    /// Queries timed (from the indexed collection's queries.jsonl)
-    #[arg(long, default_value_t = 300, value_parser = super::within(1, 1_000_000))]
-    pub queries: usize,
-    /// Hits per query
-    #[arg(long, default_value_t = 10, value_parser = super::within(1, 100_000))]
-    pub k: usize,
-    /// Encode queries through the model's inference-free query table (the
-    /// default for an inference-free checkpoint)
-    #[arg(long)]
-    pub inference_free: bool,
-    /// Pseudo-relevance feedback (none, rocchio or
-    /// rocchio:DOCS:WEIGHT:TERMS[:IDF_POWER]) [default: the model's own]
-    #[arg(long)]
-    pub query_feedback: Option<csplade::search::QueryFeedback>,
     #[arg(long)]
     pub json: bool,
 }
@@ -137,7 +108,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Encode(a) => encode(a),
         BenchCommand::Gemm(a) => gemm(a),
-        BenchCommand::Search(a) => search(a),
+        BenchCommand::Search(a) => super::bench_search::run(a),
         BenchCommand::Tui(a) => tui(a),
         BenchCommand::Train(a) => super::bench_train::run(a),
         BenchCommand::Seismic(a) => super::bench_seismic::run(a),
@@ -169,140 +140,6 @@ pub(super) fn dir_size(p: &std::path::Path) -> u64 {
                 .sum()
         })
         .unwrap_or(0)
-}
-
-/// Per query, in milliseconds: encoding, each LSR scorer (with the
-/// feedback's first ranking), encoding plus the exact search, BM25; and the
-/// expansion's active terms.
-#[derive(Default)]
-struct SearchTimings {
-    enc_ms: Vec<f64>,
-    exact_ms: Vec<f64>,
-    tantivy_ms: Vec<f64>,
-    e2e_ms: Vec<f64>,
-    bm25_ms: Vec<f64>,
-    active: Vec<f64>,
-}
-
-/// Encode and search each query once, timing every stage.
-fn time_queries(
-    idx: &csplade::search::LsrIndex,
-    enc: &Encoder,
-    queries: &[beir::Query],
-    (prior, feedback): (csplade::search::QueryPrior, csplade::search::QueryFeedback),
-    k: usize,
-) -> Result<SearchTimings> {
-    use csplade::search::Backend;
-    let mut t = SearchTimings::default();
-    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
-    for q in queries {
-        let t0 = Instant::now();
-        let e = enc.encode_one(&q.text)?.vector;
-        let t1 = Instant::now();
-        // With feedback, each search ranks twice (see search::feedback).
-        let (v, _) = idx.scored_query(&e, prior, feedback, Backend::Exact)?;
-        idx.search(&v, k, Backend::Exact)?;
-        let t2 = Instant::now();
-        // tantivy cannot rank documents by their best passage.
-        if idx.passages.is_none() {
-            let (vt, _) = idx.scored_query(&e, prior, feedback, Backend::Tantivy)?;
-            idx.search(&vt, k, Backend::Tantivy)?;
-        }
-        let t3 = Instant::now();
-        idx.search_bm25(&q.text, k)?;
-        let t4 = Instant::now();
-        t.enc_ms.push(ms(t1 - t0));
-        t.exact_ms.push(ms(t2 - t1));
-        if idx.passages.is_none() {
-            t.tantivy_ms.push(ms(t3 - t2));
-        }
-        t.bm25_ms.push(ms(t4 - t3));
-        t.e2e_ms.push(ms(t2 - t0));
-        t.active.push(e.active() as f64);
-    }
-    Ok(t)
-}
-
-fn search(a: SearchBench) -> Result<()> {
-    let (idx, model) = super::search::open_with_model(&a.index, a.model.as_deref(), a.precision)?;
-    let inference_free = a.inference_free || model.inference_free_by_default();
-    let enc =
-        Encoder::new(&model, idx.meta.encoder_config()).with_inference_free(inference_free)?;
-    let scoring = csplade::search::QueryScoring {
-        prior: None,
-        feedback: a.query_feedback,
-    };
-    let (prior, feedback) = scoring.resolve(model.as_ref(), inference_free);
-    let queries = beir::read_queries(std::path::Path::new(&idx.meta.corpus))
-        .with_context(|| format!("reading the queries of {}", idx.meta.corpus))?;
-    let queries: Vec<_> = queries.into_iter().take(a.queries).collect();
-    if queries.is_empty() {
-        bail!("no queries to time");
-    }
-    let SearchTimings {
-        mut enc_ms,
-        mut exact_ms,
-        mut tantivy_ms,
-        mut e2e_ms,
-        mut bm25_ms,
-        mut active,
-    } = time_queries(&idx, &enc, &queries, (prior, feedback), a.k)?;
-    let size = dir_size(&a.index);
-    let throughput = idx.meta.encoded_tokens as f64 / idx.meta.build_seconds.max(1e-9);
-    let row = |v: &mut Vec<f64>| (percentile(v, 0.5), percentile(v, 0.99));
-    let (e50, e99) = row(&mut exact_ms);
-    let (t50, t99) = row(&mut tantivy_ms);
-    let (x50, x99) = row(&mut e2e_ms);
-    let (n50, n99) = row(&mut enc_ms);
-    let (b50, b99) = row(&mut bm25_ms);
-    let active_med = percentile(&mut active, 0.5);
-    if a.json {
-        println!(
-            "{}",
-            json!({"queries": queries.len(), "documents": idx.len(), "median_query_terms": active_med,
-                "query_side": if inference_free { "inference-free" } else { "model" },
-                "query_prior": prior.to_string(), "query_feedback": feedback.to_string(),
-                "lsr_exact_ms": {"p50": e50, "p99": e99},
-                "lsr_tantivy_ms": if t50.is_nan() { json!(null) } else { json!({"p50": t50, "p99": t99}) },
-                "passages": idx.passages.as_ref().map(|p| p.len()),
-                "encode_ms": {"p50": n50, "p99": n99}, "encode_plus_search_ms": {"p50": x50, "p99": x99},
-                "bm25_ms": {"p50": b50, "p99": b99}, "index_bytes": size, "build_tokens_per_s": throughput,
-                "threads": candle_core::utils::get_num_threads()})
-        );
-    } else {
-        let ranked = match feedback.is_none() {
-            true => String::new(),
-            false => format!("; feedback {feedback}: each LSR search ranks twice"),
-        };
-        println!(
-            "{} queries over {} documents (median {active_med:.0} query terms; query prior {prior}{ranked}), top {}:",
-            queries.len(),
-            idx.len(),
-            a.k
-        );
-        println!("  LSR search, exact scorer     p50 {e50:.3} ms   p99 {e99:.3} ms");
-        match &idx.passages {
-            None => println!("  LSR search, tantivy impacts  p50 {t50:.3} ms   p99 {t99:.3} ms"),
-            Some(p) => println!(
-                "  (documents rank by their best of {} passages: the exact scorer alone)",
-                p.len()
-            ),
-        }
-        let side = if inference_free {
-            "query encoding (table)"
-        } else {
-            "query encoding"
-        };
-        println!("  {side:<28} p50 {n50:.3} ms   p99 {n99:.3} ms");
-        println!("  encode + exact search        p50 {x50:.3} ms   p99 {x99:.3} ms");
-        println!("  BM25                         p50 {b50:.3} ms   p99 {b99:.3} ms");
-        println!(
-            "  index on disk {:.1} MB; build throughput {throughput:.0} tokens/s over {:.0} s",
-            size as f64 / 1e6,
-            idx.meta.build_seconds
-        );
-    }
-    Ok(())
 }
 
 fn best_of(repeat: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {

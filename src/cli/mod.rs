@@ -3,6 +3,7 @@
 mod adapter;
 mod bench;
 mod bench_pytorch;
+mod bench_search;
 mod bench_seismic;
 mod bench_splade;
 mod bench_train;

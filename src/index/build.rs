@@ -138,18 +138,9 @@ pub fn build(
     // longest first in fixed batches.
     let (mut seqs, truncated) = tokenize_all(encoder, &docs)?;
     let (owners, passages_truncated) = split_passages(encoder, opts, &docs, &mut seqs)?;
-    let mut order = longest_first(&seqs);
     let commit = opts.commit_every.max(1);
     let base_settings = settings_record(encoder, opts, &corpus_fp);
-    let settings = match opts.shard {
-        // A shard encodes whole commit batches, so its batches are exactly
-        // those of a one-process build: the same vectors, bit for bit.
-        Some((i, n)) => {
-            order = shard_order(&order, commit, i, n, &opts.out)?;
-            format!("{base_settings} shard {i}/{n} every {commit}")
-        }
-        None => base_settings.clone(),
-    };
+    let (order, settings) = order_and_settings(&seqs, opts, commit, &base_settings)?;
     let run = Encoding {
         encoder,
         opts,
@@ -250,6 +241,27 @@ fn split_passages(
     let (passage_seqs, truncated) = tokenize_all(encoder, &texts)?;
     seqs.extend(passage_seqs);
     Ok((owners, truncated))
+}
+
+/// What this run encodes, in order (every text longest first, or a
+/// shard's commit batches of them), and the settings record its journal
+/// must match to resume.
+fn order_and_settings(
+    seqs: &[Vec<u32>],
+    opts: &BuildOptions,
+    commit: usize,
+    base_settings: &str,
+) -> Result<(Vec<usize>, String), IndexError> {
+    let order = longest_first(seqs);
+    Ok(match opts.shard {
+        // A shard encodes whole commit batches, so its batches are exactly
+        // those of a one-process build: the same vectors, bit for bit.
+        Some((i, n)) => (
+            shard_order(&order, commit, i, n, &opts.out)?,
+            format!("{base_settings} shard {i}/{n} every {commit}"),
+        ),
+        None => (order, base_settings.to_string()),
+    })
 }
 
 /// Document positions, longest first (ties in corpus order).
