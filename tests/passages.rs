@@ -94,7 +94,8 @@ fn documents_rank_by_their_best_passage_and_explanations_name_it() {
                 Some((k, s)) => {
                     ranked_by_a_passage += 1;
                     assert!(s > first && (s - h.score).abs() < 1e-4, "{text}");
-                    let words = idx.passage_text(h.ordinal, k).unwrap().unwrap();
+                    let doc = idx.document(h.ordinal).unwrap();
+                    let words = idx.passage_text(&doc, k).unwrap();
                     assert_eq!(words, spec().split(&docs[h.ordinal])[k - 1].text);
                 }
                 None => assert!((first - h.score).abs() < 1e-4, "{text}"),

@@ -10,7 +10,7 @@ use serde_json::json;
 use csplade::encode::Encoder;
 use csplade::model::SparseModel;
 use csplade::search::{
-    Backend, Feedback, Fusion, Hit, LsrIndex, QueryFeedback, QueryPrior, QueryScoring,
+    Backend, Feedback, Fusion, Hit, LsrIndex, QueryFeedback, QueryPrior, QueryScoring, StoredDoc,
 };
 
 #[derive(Args)]
@@ -193,7 +193,7 @@ impl Hits<'_> {
             let doc = self.idx.document(h.ordinal)?;
             let mut o =
                 json!({"rank": r + 1, "doc_id": h.doc_id, "score": h.score, "title": doc.title});
-            if let Some((k, text)) = self.passage(h.ordinal)? {
+            if let Some((k, text)) = self.passage(h.ordinal, &doc) {
                 o["passage"] = json!({"number": k, "text": text});
             }
             if self.explain {
@@ -278,7 +278,7 @@ impl Hits<'_> {
                 h.doc_id,
                 doc.title
             );
-            if let Some((k, text)) = self.passage(h.ordinal)? {
+            if let Some((k, text)) = self.passage(h.ordinal, &doc) {
                 println!("{:>16}passage {k}: {}", "", clip(&text, 90));
             }
             if self.explain {
@@ -289,18 +289,15 @@ impl Hits<'_> {
     }
 
     /// The passage (number, words) a hit ranked by, when the index has
-    /// passages and one of the hit's beat its first read.
-    fn passage(&self, ordinal: usize) -> Result<Option<(usize, String)>> {
+    /// passages and one of the hit's (stored as `doc`) beat its first read.
+    fn passage(&self, ordinal: usize, doc: &StoredDoc) -> Option<(usize, String)> {
         if self.system == "bm25" {
-            return Ok(None);
+            return None;
         }
-        let best =
+        let (k, _) =
             self.idx
-                .best_passage(self.query, self.prior, &self.feedback_terms.terms, ordinal);
-        let Some((k, _)) = best else {
-            return Ok(None);
-        };
-        Ok(self.idx.passage_text(ordinal, k)?.map(|t| (k, t)))
+                .best_passage(self.query, self.prior, &self.feedback_terms.terms, ordinal)?;
+        Some((k, self.idx.passage_text(doc, k)?))
     }
 
     /// The ids of the documents the feedback came from, best first.

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use super::Explorer;
 use crate::encode::{Contribution, Encoder, SparseVec};
+use crate::search::StoredDoc;
 
 /// Why one document matched one query.
 #[derive(Clone, Debug, Serialize)]
@@ -65,7 +66,7 @@ impl Explorer {
                     .cloned()
                     .ok_or_else(|| anyhow::anyhow!("document {ordinal} is not encoded yet"))?;
                 (
-                    crate::search::StoredDoc {
+                    StoredDoc {
                         doc_id: d.id.clone(),
                         title: d.title.clone(),
                         text: d.text.clone(),
@@ -85,7 +86,7 @@ impl Explorer {
             passages,
             passage,
             vector: dv,
-        } = self.scoring_read(query, feedback, ordinal, dv)?;
+        } = self.scoring_read(query, feedback, (ordinal, &doc), dv);
         let contributions = crate::search::prior::explain(query, &dv, self.prior, idf, feedback)
             .into_iter()
             .map(|c| (tok(c.id), c))
@@ -123,16 +124,16 @@ impl Explorer {
         })
     }
 
-    /// What document `ordinal` was scored by for `query`: with passages in
-    /// the index, the passage that outscored its first read `first`, if
-    /// one did; else `first` itself.
+    /// What document `ordinal` (stored as `doc`) was scored by for
+    /// `query`: with passages in the index, the passage that outscored its
+    /// first read `first`, if one did; else `first` itself.
     fn scoring_read(
         &self,
         query: &SparseVec,
         feedback: &SparseVec,
-        ordinal: usize,
+        (ordinal, doc): (usize, &StoredDoc),
         first: SparseVec,
-    ) -> anyhow::Result<ScoringRead> {
+    ) -> ScoringRead {
         let mut read = ScoringRead {
             passages: 0,
             passage: None,
@@ -143,16 +144,17 @@ impl Explorer {
             .as_ref()
             .and_then(|i| Some((i, i.passages.as_ref()?)))
         else {
-            return Ok(read);
+            return read;
         };
         read.passages = p.count(ordinal);
-        if let Some((k, _)) = idx.best_passage(query, self.prior, feedback, ordinal) {
-            if let (Some(text), Some(v)) = (idx.passage_text(ordinal, k)?, p.vector(ordinal, k)) {
+        let best = idx.best_passage(query, self.prior, feedback, ordinal);
+        if let Some((k, _)) = best {
+            if let (Some(text), Some(v)) = (idx.passage_text(doc, k), p.vector(ordinal, k)) {
                 read.passage = Some((k, text));
                 read.vector = v.clone();
             }
         }
-        Ok(read)
+        read
     }
 
     /// The query's terms (by surface text) that occur in `text` after byte

@@ -107,6 +107,17 @@ impl PassageSpec {
         out
     }
 
+    /// The words of passage `k` (1-based) of a document whose text is
+    /// `text` (without its title), as [`PassageSpec::split`] cuts them.
+    pub fn passage_words(&self, text: &str, k: usize) -> Option<String> {
+        let words: Vec<&str> = text.split_whitespace().collect();
+        let range = self
+            .ranges(words.len())
+            .into_iter()
+            .nth(k.checked_sub(1)?)?;
+        Some(words[range].join(" "))
+    }
+
     /// `doc`'s passages as documents of their own: its title and a range
     /// of its words (read with [`Document::full_text`], as documents are).
     pub fn split(&self, doc: &Document) -> Vec<Document> {
@@ -242,6 +253,9 @@ mod tests {
         };
         let texts: Vec<String> = s.split(&doc).iter().map(|p| p.full_text()).collect();
         assert_eq!(texts, vec!["T c d e f", "T f g"]);
+        assert_eq!(s.passage_words(&doc.text, 2).as_deref(), Some("f g"));
+        assert_eq!(s.passage_words(&doc.text, 0), None);
+        assert_eq!(s.passage_words(&doc.text, 3), None);
     }
 
     #[test]

@@ -3,10 +3,9 @@
 //! document's score is the largest of its first read's and its passages'.
 
 use super::postings::Postings;
-use super::{LsrIndex, QueryPrior};
+use super::{LsrIndex, QueryPrior, StoredDoc};
 use crate::encode::SparseVec;
 use crate::index::passages::PassageSpec;
-use crate::index::IndexError;
 
 /// The passages of an index, grouped by document.
 pub struct PassageIndex {
@@ -124,21 +123,10 @@ impl LsrIndex {
         passages.best(ordinal, first, score)
     }
 
-    /// The words of passage `k` (1-based) of document `ordinal`, as it was
-    /// encoded (its title and a range of its words).
-    pub fn passage_text(&self, ordinal: usize, k: usize) -> Result<Option<String>, IndexError> {
-        let Some(p) = &self.passages else {
-            return Ok(None);
-        };
-        let doc = self.document(ordinal)?;
-        let doc = crate::data::beir::Document {
-            id: doc.doc_id,
-            title: doc.title,
-            text: doc.text,
-        };
-        Ok(k.checked_sub(1)
-            .and_then(|i| p.spec.split(&doc).into_iter().nth(i))
-            .map(|d| d.text))
+    /// The words of passage `k` (1-based) of `doc` (as [`LsrIndex::document`]
+    /// returns it), as they were encoded after its title.
+    pub fn passage_text(&self, doc: &StoredDoc, k: usize) -> Option<String> {
+        self.passages.as_ref()?.spec.passage_words(&doc.text, k)
     }
 }
 
