@@ -64,13 +64,17 @@ impl PassageIndex {
         }
     }
 
-    /// Document `ordinal`'s passages (1-based, as the explorer names them).
-    pub fn of(&self, ordinal: usize) -> impl Iterator<Item = (usize, &SparseVec)> + '_ {
-        let range = match (self.starts.get(ordinal), self.starts.get(ordinal + 1)) {
+    /// Where document `ordinal`'s passages lie in `vectors`.
+    fn range(&self, ordinal: usize) -> std::ops::Range<usize> {
+        match (self.starts.get(ordinal), self.starts.get(ordinal + 1)) {
             (Some(&a), Some(&b)) => a..b,
             _ => 0..0,
-        };
-        self.vectors[range]
+        }
+    }
+
+    /// Document `ordinal`'s passages (1-based, as the explorer names them).
+    pub fn of(&self, ordinal: usize) -> impl Iterator<Item = (usize, &SparseVec)> + '_ {
+        self.vectors[self.range(ordinal)]
             .iter()
             .enumerate()
             .map(|(k, v)| (k + 1, v))
@@ -78,7 +82,7 @@ impl PassageIndex {
 
     /// How many passages document `ordinal` has.
     pub fn count(&self, ordinal: usize) -> usize {
-        self.of(ordinal).count()
+        self.range(ordinal).len()
     }
 
     /// The passage of document `ordinal` that `score` rates highest, if
@@ -101,7 +105,7 @@ impl PassageIndex {
 
     /// Passage `k` (1-based) of document `ordinal`.
     pub fn vector(&self, ordinal: usize, k: usize) -> Option<&SparseVec> {
-        self.of(ordinal).find(|&(j, _)| j == k).map(|(_, v)| v)
+        self.vectors[self.range(ordinal)].get(k.checked_sub(1)?)
     }
 }
 
