@@ -114,6 +114,7 @@ fn query_table_learns_against_cached_documents() {
             trained: String::new(),
             query_prior: Default::default(),
             query_feedback: Default::default(),
+            passages: None,
             documents_as: Some(m.identity.sha256.clone()),
         },
         tensors: Default::default(),

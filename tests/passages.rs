@@ -3,7 +3,8 @@
 //! passage is indexed as the encoder reads it on its own, a document scores
 //! as the best of its first read and its passages, explanations name that
 //! passage and add up to the score, through the library and `search`; the
-//! settings that cannot go with passages are refused by name.
+//! settings that cannot go with passages are refused by name; a split an
+//! adapter records is what `index` and `eval` use unless told `none`.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -329,4 +330,113 @@ fn search_names_the_passage_a_document_ranked_by() {
     );
     let e = LsrIndex::open(&index).err().unwrap().to_string();
     assert!(e.contains("passages.bin") && e.contains("checksum"), "{e}");
+}
+
+/// `adapter set-prior --passages` records a split; `index` and `eval` then
+/// use it unless told another or `none`, and a recorded split that cannot
+/// go with --shard or --windows is refused with the way out.
+#[test]
+fn an_adapter_records_its_split_and_builds_follow_it_unless_told_none() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path();
+    tiny_model(&home.join("m"), 5);
+    let gguf = home.join("m/tiny.gguf");
+    let lora = common::lora_adapter(&home.join("m"));
+    let recorded = home.join("recorded.safetensors");
+    let set_prior = |adapter: &Path, out: &Path, extra: &[&str]| {
+        common::succeeds(
+            common::csplade_in(home)
+                .args(["adapter", "set-prior", "--prior", "none", "--model"])
+                .arg(&gguf)
+                .arg("--adapter")
+                .arg(adapter)
+                .arg("--out")
+                .arg(out)
+                .args(extra),
+        );
+        csplade::model::adapter::Adapter::read(out).unwrap().meta
+    };
+    assert_eq!(
+        set_prior(&lora, &recorded, &["--passages", "6:4:5"]).passages,
+        Some(spec())
+    );
+    let kept = home.join("kept.safetensors");
+    assert_eq!(set_prior(&recorded, &kept, &[]).passages, Some(spec()));
+    let cleared = home.join("cleared.safetensors");
+    assert_eq!(
+        set_prior(&recorded, &cleared, &["--passages", "none"]).passages,
+        None
+    );
+    let model = format!("{}+{}", gguf.display(), recorded.display());
+    let corpus = home.join("c");
+    write_corpus(&corpus, 30);
+    let index = |out: &str, extra: &[&str]| {
+        common::csplade_in(home)
+            .args(["index", "--model", &model, "--corpus"])
+            .arg(&corpus)
+            .arg("--out")
+            .arg(home.join(out))
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let split_of = |out: &str| LsrIndex::open(&home.join(out)).unwrap().meta.passages;
+    for (out, extra, want) in [
+        ("recorded", &[][..], Some(spec())),
+        ("none", &["--passages", "none"][..], None),
+        (
+            "told",
+            &["--passages", "8:4:5"][..],
+            Some("8:4:5".parse().unwrap()),
+        ),
+    ] {
+        let built = index(out, extra);
+        assert!(
+            built.status.success(),
+            "{}",
+            String::from_utf8_lossy(&built.stderr)
+        );
+        assert_eq!(split_of(out), want, "{out}");
+    }
+    let read = |out: &str| std::fs::read(home.join(out).join("vectors.bin")).unwrap();
+    assert_eq!(
+        read("recorded"),
+        read("none"),
+        "first reads are the same either way"
+    );
+    for (out, extra) in [
+        ("shard", &["--shard", "0/2"][..]),
+        ("windows", &["--windows", "2"][..]),
+    ] {
+        let refused = index(out, extra);
+        let e = String::from_utf8_lossy(&refused.stderr);
+        assert!(!refused.status.success(), "{out}: built");
+        assert!(
+            e.contains("records passages 6:4:5") && e.contains("--passages none"),
+            "{e}"
+        );
+        assert!(!home.join(out).exists(), "{out}: left an index behind");
+        let mut with_none = extra.to_vec();
+        with_none.extend(["--passages", "none"]);
+        let built = index(out, &with_none);
+        assert!(
+            built.status.success(),
+            "{}",
+            String::from_utf8_lossy(&built.stderr)
+        );
+    }
+    // `eval` builds its cached index with the recorded split, or without.
+    let eval = |extra: &[&str]| {
+        common::json_output(
+            common::csplade_in(home)
+                .args(["eval", "--system", "lsr", "--json", "--model", &model])
+                .arg("--dataset")
+                .arg(&corpus)
+                .args(extra),
+        )
+    };
+    let own = eval(&[]);
+    assert_eq!(own["passages"]["spec"], "6:4:5", "{own}");
+    let first_reads = eval(&["--passages", "none"]);
+    assert!(first_reads.get("passages").is_none(), "{first_reads}");
 }

@@ -39,9 +39,10 @@ fn peft_export_reads_back_onto_gguf_and_hf_bases_with_the_same_logits() {
     let gguf = d.join("tiny.gguf");
     let base = model::load_unpacked(gguf.to_str().unwrap(), &Device::Cpu).unwrap();
     let mut a = adapter::Adapter::read(&file).unwrap();
-    // The prior and feedback it is searched with travel too.
+    // The prior, feedback and passage split it is used with travel too.
     a.meta.query_prior = "idf:0.5".parse().unwrap();
     a.meta.query_feedback = "rocchio:2:0.5:10".parse().unwrap();
+    a.meta.passages = Some("80:60:70".parse().unwrap());
     let peft_dir = d.join("peft");
     model::peft::write(&a, &base.llama.config, "tiny", &peft_dir).unwrap();
     assert!(model::peft::is_peft_dir(&peft_dir));
@@ -72,6 +73,7 @@ fn peft_export_reads_back_onto_gguf_and_hf_bases_with_the_same_logits() {
     );
     assert_eq!(back.meta.query_prior, a.meta.query_prior);
     assert_eq!(back.meta.query_feedback, a.meta.query_feedback);
+    assert_eq!(back.meta.passages, a.meta.passages);
 
     let text = "rotary positions matter here";
     let own = model::load_unpacked(

@@ -269,3 +269,73 @@ fn pooled_points_match_the_full_index_and_come_back_from_the_cache() {
     assert!(!ok);
     assert!(err.contains("did not build"), "{err}");
 }
+
+/// An index that ranks by passages serves as the pool's reference, but the
+/// points score documents' first reads: with every document pooled, the
+/// same figures as over an index of first reads only, and no full-index
+/// check against an index that ranks otherwise.
+#[test]
+fn a_passage_index_pools_candidates_and_points_score_first_reads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let home = d.join("home");
+    common::tiny(d, false);
+    common::toy_collection(&d.join("toy"));
+    let s = |p: &str| d.join(p).to_str().unwrap().to_string();
+    let tiny = s("tiny.gguf");
+    for (out, passages) in [("idx", "none"), ("pidx", "3:2:2")] {
+        let (ok, _, err) = csplade(
+            &home,
+            &[
+                "index",
+                "--model",
+                &tiny,
+                "--corpus",
+                &s("toy"),
+                "--out",
+                &s(out),
+                "--passages",
+                passages,
+            ],
+        );
+        assert!(ok, "{err}");
+    }
+    let tradeoff = |index: &str| {
+        csplade(
+            &home,
+            &[
+                "tradeoff",
+                "--dataset",
+                &s("toy"),
+                "--split",
+                "train",
+                "--index",
+                &s(index),
+                "--encoder",
+                &tiny,
+                "--queries",
+                "0",
+                "--depth",
+                "100",
+                "--json",
+            ],
+        )
+    };
+    let (ok, out, err) = tradeoff("idx");
+    assert!(ok && !err.contains("passages"), "{err}");
+    let first: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    let (ok, out, err) = tradeoff("pidx");
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("best of 24 passages (3:2:2)") && err.contains("first reads"),
+        "{err}"
+    );
+    let pooled: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    let (a, b) = (&first["points"][0], &pooled["points"][0]);
+    assert!(
+        a["full_ndcg10"].is_number() && b["full_ndcg10"].is_null(),
+        "{b}"
+    );
+    assert_eq!(a["per_query_ndcg10"], b["per_query_ndcg10"]);
+    assert_ne!(first["pool_key"], pooled["pool_key"]);
+}

@@ -1,8 +1,8 @@
 //! `csplade adapter export --to peft`: a csplade adapter in Hugging Face
 //! `peft`'s layout, for transformers + peft (or any tool reading it);
 //! `csplade adapter set-prior`: record the query prior (and pseudo-relevance
-//! feedback) an adapter is searched with, keeping the identity its indexes
-//! were built under.
+//! feedback, and passage split) an adapter is searched with, keeping the
+//! identity its indexes were built under.
 
 use std::path::{Path, PathBuf};
 
@@ -15,10 +15,10 @@ use csplade::model::adapter::Adapter;
 pub enum AdapterCommand {
     /// Write an adapter in another layout
     Export(ExportArgs),
-    /// Record the query-side prior and feedback an adapter is searched with
-    /// (search, eval and the explorer then use them unless told otherwise);
-    /// documents encode as before, so indexes built with the adapter still
-    /// serve it
+    /// Record the query-side prior and feedback an adapter is searched with,
+    /// and the passage split its indexes are built with (search, index, eval
+    /// and the explorer then use them unless told otherwise); documents
+    /// encode as before, so indexes built with the adapter still serve it
     SetPrior(SetPriorArgs),
 }
 
@@ -38,6 +38,11 @@ pub struct SetPriorArgs {
     /// [default: what the adapter records]
     #[arg(long)]
     pub feedback: Option<csplade::search::QueryFeedback>,
+    /// The passage split its indexes are built with unless told otherwise
+    /// (`index --passages`): WORDS:STRIDE:FROM, or none
+    /// [default: what the adapter records]
+    #[arg(long, value_name = "none|WORDS:STRIDE:FROM")]
+    pub passages: Option<csplade::data::passages::PassagesSetting>,
     /// Also carry the inference-free query table of this adapter (one
     /// trained against another checkpoint's documents: measure it with
     /// `eval --inference-free` before relying on it)
@@ -122,6 +127,8 @@ fn set_prior(a: SetPriorArgs) -> Result<()> {
     if let Some(f) = a.feedback {
         adapter.meta.query_feedback = f;
     }
+    adapter.meta.passages =
+        csplade::data::passages::PassagesSetting::or_recorded(a.passages, adapter.meta.passages);
     adapter.meta.documents_as = Some(model.identity.sha256.clone());
     if let Some(from) = &a.query_table_from {
         let vocab = model.llama.config.vocab_size;
@@ -132,11 +139,15 @@ fn set_prior(a: SetPriorArgs) -> Result<()> {
         std::io::Write::write_all(w, &bytes)
     })?;
     eprintln!(
-        "csplade: {} → {} (query prior {}, feedback {}; documents encode as {}'s, identity {}{})",
+        "csplade: {} → {} (query prior {}, feedback {}, passages {}; documents encode as {}'s, identity {}{})",
         a.adapter.display(),
         a.out.display(),
         a.prior,
         adapter.meta.query_feedback,
+        adapter
+            .meta
+            .passages
+            .map_or("none".to_string(), |p| p.to_string()),
         spec,
         &model.identity.sha256[..12],
         match &a.query_table_from {

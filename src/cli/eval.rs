@@ -9,10 +9,10 @@ use clap::Args;
 use serde_json::json;
 
 use csplade::data::beir;
+use csplade::data::passages::PassagesSetting;
 use csplade::encode::Encoder;
 use csplade::eval::{evaluate_run, Metrics};
 use csplade::index::bm25::Bm25Index;
-use csplade::index::passages::PassageSpec;
 use csplade::model::fetch::data_dir;
 use csplade::search::{Backend, Fusion, Hit, LsrIndex, QueryFeedback, QueryPrior, QueryScoring};
 
@@ -32,9 +32,10 @@ pub struct EvalArgs {
     pub index: Option<PathBuf>,
     /// Build (or reuse) the cached index with each document's later words
     /// also indexed as passages, a document ranked by its best (see `index
-    /// --passages`); an --index records its own
-    #[arg(long, value_name = "WORDS:STRIDE:FROM", conflicts_with = "index")]
-    pub passages: Option<PassageSpec>,
+    /// --passages`), or with first reads only (`none`); an --index records
+    /// its own [default: what the model's adapter records, else none]
+    #[arg(long, value_name = "none|WORDS:STRIDE:FROM", conflicts_with = "index")]
+    pub passages: Option<PassagesSetting>,
     /// Systems ranked and reported: lsr, bm25, hybrid (their fusion), both
     /// (lsr and bm25) or all three
     #[arg(long, value_enum, default_value = "both")]
@@ -305,8 +306,9 @@ pub(super) fn cached_index(
     dataset: &Path,
     margs: &super::ModelArgs,
     model: &csplade::model::SparseModel,
-    passages: Option<PassageSpec>,
+    passages: Option<PassagesSetting>,
 ) -> Result<PathBuf> {
+    let passages = super::index::passages_for(passages, model, margs, false)?;
     let (fp, name) = collection_identity(dataset)?;
     let config = margs.encoder_config(model);
     let head = config.head.to_string().replace(':', "");

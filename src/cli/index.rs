@@ -7,8 +7,8 @@ use anyhow::Result;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
+use csplade::data::passages::{PassageSpec, PassagesSetting};
 use csplade::encode::Encoder;
-use csplade::index::passages::PassageSpec;
 use csplade::index::{build, BuildOptions, BuildProgress};
 use csplade::model::SparseModel;
 
@@ -52,9 +52,11 @@ pub struct IndexArgs {
     /// Also index each document's later words as passages, scored apart:
     /// the title plus WORDS words every STRIDE words from word FROM of the
     /// text (e.g. 80:60:70); a document then ranks by the best of its first
-    /// --max-len tokens and its passages (MaxP)
-    #[arg(long, value_name = "WORDS:STRIDE:FROM")]
-    pub passages: Option<PassageSpec>,
+    /// --max-len tokens and its passages (MaxP); `none`: first reads only
+    /// [default: what the model's adapter records (the shipped model's:
+    /// 80:60:70), else none]
+    #[arg(long, value_name = "none|WORDS:STRIDE:FROM")]
+    pub passages: Option<PassagesSetting>,
 }
 
 #[derive(clap::Subcommand)]
@@ -163,7 +165,7 @@ pub fn run(a: IndexArgs) -> Result<()> {
         commit_every: a.commit_every,
         shard: a.shard,
         stop_after: a.stop_after,
-        passages: a.passages,
+        passages: passages_for(a.passages, &model, &a.model, a.shard.is_some())?,
     };
     match build_with_progress(&model, &a.model, corpus, out, &settings, a.progress_json) {
         Err(e) if a.stop_after.is_some() => match e.downcast_ref::<csplade::index::IndexError>() {
@@ -178,6 +180,35 @@ pub fn run(a: IndexArgs) -> Result<()> {
         },
         r => r.map(|_| ()),
     }
+}
+
+/// The passage split a build uses: what it was told, else what the model
+/// records. A recorded split that cannot go with --windows or --shard is
+/// refused with the way out (`--passages none`), not dropped, so that the
+/// index is never silently other than the model's default one.
+pub fn passages_for(
+    told: Option<PassagesSetting>,
+    model: &SparseModel,
+    margs: &ModelArgs,
+    sharded: bool,
+) -> Result<Option<PassageSpec>> {
+    let recorded = model.passages();
+    if let (None, Some(spec)) = (told, recorded) {
+        let clash = if margs.encoder_config(model).windows > 1 {
+            Some("--windows reads the rest of a document a second way")
+        } else if sharded {
+            Some("--shard builds cannot index passages yet")
+        } else {
+            None
+        };
+        if let Some(clash) = clash {
+            anyhow::bail!(
+                "the model records passages {spec} (its documents rank by their best passage) and {clash}; \
+                 pass --passages none to index first reads only"
+            );
+        }
+    }
+    Ok(PassagesSetting::or_recorded(told, recorded))
 }
 
 /// How an index is built, beside the model: impacts, pruning, commits,

@@ -10,6 +10,7 @@ use clap::Args;
 use serde_json::json;
 
 use csplade::compare::{self, EncoderSpec, Models};
+use csplade::data::passages::PassagesSetting;
 use csplade::search::seismic::SeismicQuery;
 use csplade::search::{Backend, LsrIndex, QueryPrior};
 use csplade::tradeoff::{self, Event, Frontier, Point, PoolSpec, Setup};
@@ -264,7 +265,14 @@ pub fn run(a: TradeoffArgs) -> Result<()> {
 fn open_indexes(a: &TradeoffArgs) -> Result<(PathBuf, LsrIndex, Vec<LsrIndex>)> {
     let index_dir = match &a.index {
         Some(i) => i.clone(),
-        None => super::eval::cached_index(&a.dataset, &a.model, &a.model.load()?, None)?,
+        // Variants are compared on documents' first reads (pooled, each
+        // re-encoded), so the reference index holds first reads only.
+        None => super::eval::cached_index(
+            &a.dataset,
+            &a.model,
+            &a.model.load()?,
+            Some(PassagesSetting::None),
+        )?,
     };
     let idx =
         LsrIndex::open(&index_dir).with_context(|| format!("opening {}", index_dir.display()))?;
@@ -276,6 +284,16 @@ fn open_indexes(a: &TradeoffArgs) -> Result<(PathBuf, LsrIndex, Vec<LsrIndex>)> 
         .collect::<Result<_>>()?;
     for (f, p) in full.iter().zip(&a.full) {
         f.meta.check_corpus(p, &a.dataset)?;
+    }
+    for (i, dir) in std::iter::once((&idx, &index_dir)).chain(full.iter().zip(&a.full)) {
+        if let Some(p) = &i.passages {
+            eprintln!(
+                "csplade: notice: {} ranks documents by their best of {} passages ({}); the frontier compares encoders on documents' first reads (passages are not re-encoded), so this index serves as a pool of candidates, not as a full-index check",
+                dir.display(),
+                p.len(),
+                p.spec
+            );
+        }
     }
     Ok((index_dir, idx, full))
 }

@@ -293,6 +293,7 @@ fn empty_adapter(
             trained: String::new(),
             query_prior: Default::default(),
             query_feedback: Default::default(),
+            passages: None,
             documents_as: None,
         },
         tensors: Default::default(),

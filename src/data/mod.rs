@@ -5,6 +5,7 @@ pub mod beir;
 pub mod groff;
 pub mod manpages;
 pub mod output;
+pub mod passages;
 pub mod roff;
 
 use std::path::PathBuf;

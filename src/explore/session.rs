@@ -170,8 +170,10 @@ impl Session {
         let mut index_args = args(&[
             "index", "--corpus", &dataset, "--out", &index, "--model", &model,
         ]);
+        // The man-page demo (its own --max-len) indexes first reads only:
+        // as passages its long pages would take several times as long.
         if let Some(n) = self.max_len {
-            index_args.extend(["--max-len".to_string(), n.to_string()]);
+            index_args.extend(args(&["--max-len", &n.to_string(), "--passages", "none"]));
         }
         SessionTasks {
             frontier: self.frontier_task(&dataset, &index),

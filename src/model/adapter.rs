@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::linear::LowRank;
 use super::{Llama, ModelError};
+use crate::data::passages::PassageSpec;
 use crate::model::encoding::{Head, QueryFeedback, QueryPrior, Variant};
 
 /// What the adapter file holds besides tensors (its safetensors metadata).
@@ -39,6 +40,10 @@ pub struct AdapterMeta {
     /// otherwise (chosen with the prior; see MODEL_CARD.md).
     #[serde(default, skip_serializing_if = "QueryFeedback::is_none")]
     pub query_feedback: QueryFeedback,
+    /// The passage split its indexes are built with unless told otherwise
+    /// (`index --passages`; chosen with the prior; see MODEL_CARD.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passages: Option<PassageSpec>,
     /// The identity (sha256) of the model whose documents this adapter
     /// encodes exactly: an adapter that only adds an inference-free query
     /// table to another keeps that model's identity, so its indexes serve it.

@@ -22,6 +22,7 @@ use super::layouts;
 use super::mlm::{self, MaskedLm};
 use super::precision::Precision;
 use super::{fetch, LoadedModel, ModelError, ModelIdentity, TextTokenizer};
+use crate::data::passages::PassageSpec;
 
 /// Which kind of sparse encoder a model directory holds.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -163,6 +164,14 @@ impl<'m> ModelRef<'m> {
         }
     }
 
+    /// The passage split the model's indexes use unless told otherwise.
+    pub fn passages(self) -> Option<PassageSpec> {
+        match self {
+            ModelRef::Causal(m) => m.passages(),
+            ModelRef::MaskedLm(_) => None,
+        }
+    }
+
     /// The model is an inference-free encoder: its queries go through its
     /// table unless told otherwise (OpenSearch's and sentence-transformers'
     /// layouts; csplade's own adapters keep the full query encoder).
@@ -226,6 +235,10 @@ impl SparseModel {
 
     pub fn query_feedback(&self) -> QueryFeedback {
         self.as_ref().query_feedback()
+    }
+
+    pub fn passages(&self) -> Option<PassageSpec> {
+        self.as_ref().passages()
     }
 
     pub fn inference_free_by_default(&self) -> bool {

@@ -176,6 +176,12 @@ impl LoadedModel {
             .map(|a| a.query_feedback)
             .unwrap_or_default()
     }
+
+    /// The passage split this model's indexes are built with unless told
+    /// otherwise: what its adapter records, else none.
+    pub fn passages(&self) -> Option<crate::data::passages::PassageSpec> {
+        self.adapter.as_ref().and_then(|a| a.passages)
+    }
 }
 
 /// The model every command uses unless told otherwise: the base with

@@ -106,6 +106,7 @@ pub fn read(dir: &Path, cfg: &Config) -> Result<(Adapter, Vec<u8>), ModelError> 
         trained: format!("PEFT LoRA adapter from {}", dir.display()),
         query_prior: Default::default(),
         query_feedback: Default::default(),
+        passages: None,
         documents_as: None,
     };
     let mut a = Adapter { meta, tensors };
@@ -202,6 +203,8 @@ fn read_encoding(dir: &Path, a: &mut Adapter) -> Result<Vec<u8>, ModelError> {
         #[serde(default)]
         query_feedback: Option<crate::model::encoding::QueryFeedback>,
         #[serde(default)]
+        passages: Option<crate::data::passages::PassageSpec>,
+        #[serde(default)]
         term_shift: Option<Vec<f32>>,
     }
     let path = dir.join(ENCODING_FILE);
@@ -221,6 +224,9 @@ fn read_encoding(dir: &Path, a: &mut Adapter) -> Result<Vec<u8>, ModelError> {
     }
     if let Some(f) = e.query_feedback {
         a.meta.query_feedback = f;
+    }
+    if e.passages.is_some() {
+        a.meta.passages = e.passages;
     }
     if let Some(shift) = e.term_shift {
         if shift.iter().any(|x| !x.is_finite()) {
@@ -291,6 +297,9 @@ pub fn write(a: &Adapter, cfg: &Config, base_name: &str, out: &Path) -> Result<(
         "max_len": a.meta.max_len, "trained": a.meta.trained, "query_prior": a.meta.query_prior});
     if !a.meta.query_feedback.is_none() {
         encoding["query_feedback"] = serde_json::json!(a.meta.query_feedback);
+    }
+    if let Some(p) = a.meta.passages {
+        encoding["passages"] = serde_json::json!(p);
     }
     if let Some(b) = a.tensors.get(super::adapter::TERM_SHIFT) {
         encoding["term_shift"] = serde_json::json!(b.to_dtype(DType::F32)?.to_vec1::<f32>()?);

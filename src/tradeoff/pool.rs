@@ -58,9 +58,16 @@ impl PoolIdentity {
         let m = &index.meta;
         Self {
             corpus_fingerprint: m.corpus_fingerprint.clone(),
+            // An index with passages draws other candidates than one of
+            // first reads only (older keys stay as they were).
             reference: format!(
-                "{}:{}:{}:{}:{}",
-                m.model.sha256, m.variant, m.head, m.precision, m.max_len
+                "{}:{}:{}:{}:{}{}",
+                m.model.sha256,
+                m.variant,
+                m.head,
+                m.precision,
+                m.max_len,
+                m.passages.map_or(String::new(), |p| format!(":p{p}"))
             ),
             split: split.to_string(),
             spec,

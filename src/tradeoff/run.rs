@@ -367,6 +367,9 @@ fn full_ndcg(
                 && f.meta.precision == p.documents.precision.to_string()
                 && f.meta.reading() == setup.index.meta.reading()
                 && f.meta.corpus_fingerprint == setup.index.meta.corpus_fingerprint
+                // Points score first reads; an index that ranks by passages
+                // is not their full-index counterpart.
+                && f.passages.is_none()
         });
     let Some(full) = full else { return Ok(None) };
     let mut ndcg = Vec::new();

@@ -42,6 +42,7 @@ pub fn write_adapter(t: &Trainer, steps: usize, seconds: f64, tokens: u64) -> Re
         ),
         query_prior: t.cfg.query_prior(),
         query_feedback: Default::default(),
+        passages: None,
         documents_as: None,
     };
     let stacked = match &t.init {

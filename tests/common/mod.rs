@@ -139,6 +139,7 @@ pub fn lora_adapter(dir: &Path) -> std::path::PathBuf {
         trained: "test".into(),
         query_prior: Default::default(),
         query_feedback: Default::default(),
+        passages: None,
         documents_as: None,
     };
     let file = dir.join("lora.safetensors");
@@ -255,6 +256,7 @@ pub fn tiny_adapter_meta(trained: &str) -> csplade::model::adapter::AdapterMeta 
         trained: trained.into(),
         query_prior: Default::default(),
         query_feedback: Default::default(),
+        passages: None,
         documents_as: None,
     }
 }
