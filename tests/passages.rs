@@ -3,8 +3,9 @@
 //! passage is indexed as the encoder reads it on its own, a document scores
 //! as the best of its first read and its passages, explanations name that
 //! passage and add up to the score, through the library and `search`; the
-//! settings that cannot go with passages are refused by name; a split an
-//! adapter records is what `index` and `eval` use unless told `none`.
+//! settings that cannot go with passages are refused by name; resumed and
+//! sharded builds write what one run does; a split an adapter records is
+//! what `index` and `eval` use unless told `none`.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -115,7 +116,7 @@ fn documents_rank_by_their_best_passage_and_explanations_name_it() {
 }
 
 #[test]
-fn passages_are_refused_beside_windows_and_shards_and_a_killed_build_resumes() {
+fn passages_are_refused_beside_windows_and_resumed_or_sharded_builds_match_one_run() {
     let tmp = tempfile::tempdir().unwrap();
     let m = tiny_model(&tmp.path().join("m"), 5);
     let corpus = tmp.path().join("c");
@@ -134,13 +135,8 @@ fn passages_are_refused_beside_windows_and_shards_and_a_killed_build_resumes() {
     assert!(e.contains("--windows") && e.contains("choose one"), "{e}");
     assert!(!out.exists() && !tmp.path().join("w.partial").exists());
     let enc = Encoder::new(&m, config());
-    let sharded = BuildOptions {
-        shard: Some((0, 2)),
-        ..with_passages(&corpus, &out)
-    };
-    let e = build(&enc, &sharded, |_| {}).unwrap_err().to_string();
-    assert!(e.contains("--shard"), "{e}");
-    // Stopped after two commits, then resumed: the same index as one run.
+    // Stopped after two commits, then resumed; or built as three shards and
+    // merged: the same index as one run.
     let whole = tmp.path().join("whole");
     build(&enc, &with_passages(&corpus, &whole), |_| {}).unwrap();
     let resumed = tmp.path().join("resumed");
@@ -150,12 +146,29 @@ fn passages_are_refused_beside_windows_and_shards_and_a_killed_build_resumes() {
     };
     assert!(build(&enc, &stopped, |_| {}).is_err());
     build(&enc, &with_passages(&corpus, &resumed), |_| {}).unwrap();
-    for f in ["vectors.bin", "passages.bin"] {
-        assert_eq!(
-            std::fs::read(whole.join(f)).unwrap(),
-            std::fs::read(resumed.join(f)).unwrap(),
-            "{f}"
-        );
+    let shards: Vec<std::path::PathBuf> = (0..3)
+        .map(|i| {
+            let out = tmp.path().join(format!("shard-{i}"));
+            let shard = BuildOptions {
+                shard: Some((i, 3)),
+                ..with_passages(&corpus, &out)
+            };
+            build(&enc, &shard, |_| {}).unwrap();
+            out
+        })
+        .collect();
+    let merged = tmp.path().join("merged");
+    let meta = csplade::index::shard::merge(&shards, &merged, |_| {}).unwrap();
+    assert_eq!(meta.passages, Some(spec()));
+    for dir in [&resumed, &merged] {
+        for f in ["vectors.bin", "passages.bin"] {
+            assert_eq!(
+                std::fs::read(whole.join(f)).unwrap(),
+                std::fs::read(dir.join(f)).unwrap(),
+                "{}: {f}",
+                dir.display()
+            );
+        }
     }
 }
 
@@ -333,8 +346,8 @@ fn search_names_the_passage_a_document_ranked_by() {
 }
 
 /// `adapter set-prior --passages` records a split; `index` and `eval` then
-/// use it unless told another or `none`, and a recorded split that cannot
-/// go with --shard or --windows is refused with the way out.
+/// use it unless told another or `none` (a shard too), and a recorded split
+/// that cannot go with --windows is refused with the way out.
 #[test]
 fn an_adapter_records_its_split_and_builds_follow_it_unless_told_none() {
     let tmp = tempfile::tempdir().unwrap();
@@ -404,27 +417,28 @@ fn an_adapter_records_its_split_and_builds_follow_it_unless_told_none() {
         read("none"),
         "first reads are the same either way"
     );
-    for (out, extra) in [
-        ("shard", &["--shard", "0/2"][..]),
-        ("windows", &["--windows", "2"][..]),
-    ] {
-        let refused = index(out, extra);
-        let e = String::from_utf8_lossy(&refused.stderr);
-        assert!(!refused.status.success(), "{out}: built");
-        assert!(
-            e.contains("records passages 6:4:5") && e.contains("--passages none"),
-            "{e}"
-        );
-        assert!(!home.join(out).exists(), "{out}: left an index behind");
-        let mut with_none = extra.to_vec();
-        with_none.extend(["--passages", "none"]);
-        let built = index(out, &with_none);
-        assert!(
-            built.status.success(),
-            "{}",
-            String::from_utf8_lossy(&built.stderr)
-        );
-    }
+    let shard = index("shard", &["--shard", "0/2"]);
+    assert!(
+        shard.status.success(),
+        "{}",
+        String::from_utf8_lossy(&shard.stderr)
+    );
+    let recorded_shard = csplade::index::shard::read_shard(&home.join("shard")).unwrap();
+    assert_eq!(recorded_shard.index.passages, Some(spec()));
+    let refused = index("windows", &["--windows", "2"]);
+    let e = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "built with --windows");
+    assert!(
+        e.contains("records passages 6:4:5") && e.contains("--passages none"),
+        "{e}"
+    );
+    assert!(!home.join("windows").exists(), "left an index behind");
+    let built = index("windows", &["--windows", "2", "--passages", "none"]);
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
     // `eval` builds its cached index with the recorded split, or without.
     let eval = |extra: &[&str]| {
         common::json_output(

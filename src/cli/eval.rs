@@ -308,7 +308,7 @@ pub(super) fn cached_index(
     model: &csplade::model::SparseModel,
     passages: Option<PassagesSetting>,
 ) -> Result<PathBuf> {
-    let passages = super::index::passages_for(passages, model, margs, false)?;
+    let passages = super::index::passages_for(passages, model, margs)?;
     let (fp, name) = collection_identity(dataset)?;
     let config = margs.encoder_config(model);
     let head = config.head.to_string().replace(':', "");

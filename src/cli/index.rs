@@ -165,7 +165,7 @@ pub fn run(a: IndexArgs) -> Result<()> {
         commit_every: a.commit_every,
         shard: a.shard,
         stop_after: a.stop_after,
-        passages: passages_for(a.passages, &model, &a.model, a.shard.is_some())?,
+        passages: passages_for(a.passages, &model, &a.model)?,
     };
     match build_with_progress(&model, &a.model, corpus, out, &settings, a.progress_json) {
         Err(e) if a.stop_after.is_some() => match e.downcast_ref::<csplade::index::IndexError>() {
@@ -183,28 +183,21 @@ pub fn run(a: IndexArgs) -> Result<()> {
 }
 
 /// The passage split a build uses: what it was told, else what the model
-/// records. A recorded split that cannot go with --windows or --shard is
-/// refused with the way out (`--passages none`), not dropped, so that the
-/// index is never silently other than the model's default one.
+/// records. A recorded split that cannot go with --windows is refused with
+/// the way out (`--passages none`), not dropped, so that the index is never
+/// silently other than the model's default one.
 pub fn passages_for(
     told: Option<PassagesSetting>,
     model: &SparseModel,
     margs: &ModelArgs,
-    sharded: bool,
 ) -> Result<Option<PassageSpec>> {
     let recorded = model.passages();
     if let (None, Some(spec)) = (told, recorded) {
-        let clash = if margs.encoder_config(model).windows > 1 {
-            Some("--windows reads the rest of a document a second way")
-        } else if sharded {
-            Some("--shard builds cannot index passages yet")
-        } else {
-            None
-        };
-        if let Some(clash) = clash {
+        if margs.encoder_config(model).windows > 1 {
             anyhow::bail!(
-                "the model records passages {spec} (its documents rank by their best passage) and {clash}; \
-                 pass --passages none to index first reads only"
+                "the model records passages {spec} (its documents rank by their best passage) and \
+                 --windows reads the rest of a document a second way; pass --passages none to read \
+                 it as windows"
             );
         }
     }

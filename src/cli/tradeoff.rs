@@ -36,9 +36,10 @@ pub struct TradeoffArgs {
     pub dataset: PathBuf,
     #[arg(long, default_value = "test")]
     pub split: String,
-    /// The reference: a full index (default: the one cached for the
-    /// dataset and --model, built when missing). Its encoder is the first
-    /// point, and its rankings seed the pool
+    /// The reference: a full index (default: the one of first reads cached
+    /// for the dataset and --model, built when missing). Its encoder is the
+    /// first point, and its rankings seed the pool; points score documents'
+    /// first reads, even where the index also ranks by passages
     #[arg(long)]
     pub index: Option<PathBuf>,
     /// Encoders (SPEC or a Compare preset), repeatable [default: the

@@ -151,9 +151,11 @@ pub fn build(
         progress_path: stage.join(PROGRESS),
     };
     let (state, journal) = run.resume(&settings, &stage, &mut progress)?;
+    // What this run encodes: a shard's share, or everything.
+    let passages_here = order.iter().filter(|&&i| i >= docs.len()).count();
     progress(BuildProgress::Start {
-        documents: order.len() - owners.len(),
-        passages: owners.len(),
+        documents: order.len() - passages_here,
+        passages: passages_here,
         passages_truncated,
         resumed_from: state.done,
         tokens: order.iter().map(|&i| seqs[i].len() as u64).sum(),
@@ -181,41 +183,49 @@ pub fn build(
         name: "writing vectors".into(),
     });
     let mut vecs = run.vectors(seqs.len())?;
-    write_passages(&stage, opts, owners, vecs.split_off(docs.len()))?;
+    write_passages(&stage, opts.passages, owners, vecs.split_off(docs.len()))?;
     finish(&stage, &opts.out, &docs, &vecs, meta, t0, progress)
 }
 
 /// With passages, write each one's document and vector (`passages.bin`)
 /// into the staged index.
-fn write_passages(
+pub(super) fn write_passages(
     stage: &Path,
-    opts: &BuildOptions,
+    spec: Option<PassageSpec>,
     owners: Vec<usize>,
     vecs: Vec<SparseVec>,
 ) -> Result<(), IndexError> {
-    if opts.passages.is_none() {
+    if spec.is_none() {
         return Ok(());
     }
     let passages: Vec<(usize, SparseVec)> = owners.into_iter().zip(vecs).collect();
     passages::write(&stage.join(PASSAGES_FILE), &passages)
 }
 
-/// Passages replace windows and are not sharded: refuse the mix by name.
+/// Passages replace windows: refuse the mix by name.
 fn check_passages(encoder: &Encoder, opts: &BuildOptions) -> Result<(), IndexError> {
-    let Some(spec) = opts.passages else {
-        return Ok(());
+    match opts.passages {
+        Some(spec) if encoder.config.windows > 1 => Err(IndexError::Unsupported {
+            path: opts.out.clone(),
+            msg: format!("--passages {spec}: --windows (max-pooled windows) and --passages (scored apart) read the rest of a document in two ways; choose one"),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// The document of each passage `spec` cuts from `docs`, in the order
+/// [`split_passages`] appends them (none without a split).
+pub(super) fn passage_owners(spec: Option<PassageSpec>, docs: &[Document]) -> Vec<usize> {
+    let Some(spec) = spec else {
+        return Vec::new();
     };
-    let clash = if encoder.config.windows > 1 {
-        "--windows (max-pooled windows) and --passages (scored apart) read the rest of a document in two ways; choose one"
-    } else if opts.shard.is_some() {
-        "--shard builds cannot index passages yet; build the index in one process"
-    } else {
-        return Ok(());
-    };
-    Err(IndexError::Unsupported {
-        path: opts.out.clone(),
-        msg: format!("--passages {spec}: {clash}"),
-    })
+    docs.iter()
+        .enumerate()
+        .flat_map(|(ordinal, d)| {
+            let n = spec.ranges(d.text.split_whitespace().count()).len();
+            std::iter::repeat_n(ordinal, n)
+        })
+        .collect()
 }
 
 /// With passages, append every document's passages to `seqs` (after the

@@ -2,8 +2,9 @@
 //! batch (starting at batch I) of the length-sorted corpus into a partial
 //! index (`shard.json` + its journal); `csplade index merge` joins the N
 //! partials into the index a one-process build writes. Shards encode whole
-//! batches of the same composition, so the vectors match bit for bit — one
-//! job-array task per machine or GPU, then one merge.
+//! batches of the same composition (documents and passages alike), so the
+//! vectors match bit for bit — one job-array task per machine or GPU, then
+//! one merge.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -25,7 +26,8 @@ pub struct ShardMeta {
     pub commit_every: usize,
     /// Every setting that shapes the vectors (corpus, model, encoding).
     pub settings: String,
-    /// Documents encoded in this shard.
+    /// Texts encoded in this shard (documents, and passages with
+    /// `--passages`).
     pub documents: usize,
     /// The merged index's metadata (its build time filled in at merge).
     pub index: IndexMeta,
@@ -129,8 +131,14 @@ pub fn merge(
         name: format!("merging {} shards", first.of),
     });
     let bytes = shard_journals(parts, &metas)?;
-    let vecs = journal::read_journal(&bytes, docs.len(), &parts[0].join(JOURNAL))?;
+    // With passages, the journals hold them after the documents, as a
+    // one-process build's does.
+    let spec = first.index.passages;
+    let owners = build::passage_owners(spec, &docs);
+    let texts = docs.len() + owners.len();
+    let mut vecs = journal::read_journal(&bytes, texts, &parts[0].join(JOURNAL))?;
     crate::data::output::fresh_stage(&stage, &crate::data::output::INDEX, &inputs)?;
+    build::write_passages(&stage, spec, owners, vecs.split_off(docs.len()))?;
     build::finish(&stage, out, &docs, &vecs, first.index.clone(), t0, progress)
 }
 
