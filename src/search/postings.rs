@@ -41,7 +41,9 @@ impl Postings {
 }
 
 /// The part of a corpus an unfinished build has already encoded: exact
-/// search over it while the index is still being built.
+/// search over it while the index is still being built. It ranks documents'
+/// first reads; passages (journaled after the corpus's positions) join when
+/// the build completes.
 pub struct PartialIndex {
     /// Corpus position and vector of every encoded document.
     pub vectors: Vec<(usize, SparseVec)>,
@@ -53,7 +55,10 @@ pub struct PartialIndex {
 }
 
 impl PartialIndex {
-    pub fn new(vectors: Vec<(usize, SparseVec)>, vocab: usize, total: usize) -> Self {
+    /// Over the journal's entries `vectors` of a corpus of `total`
+    /// documents (entries past it, passages, are left out).
+    pub fn new(mut vectors: Vec<(usize, SparseVec)>, vocab: usize, total: usize) -> Self {
+        vectors.retain(|(ordinal, _)| *ordinal < total);
         let postings = Postings::new(vectors.iter().map(|(_, v)| v), vocab);
         let idf = postings.idf(vectors.len());
         Self {
@@ -88,5 +93,26 @@ impl PartialIndex {
 
     pub fn vector(&self, ordinal: usize) -> Option<&SparseVec> {
         self.vectors.iter().find(|v| v.0 == ordinal).map(|v| &v.1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partial_index_ranks_the_documents_encoded_so_far_not_their_passages() {
+        let v = |id: u32, w: f32| SparseVec::from_pairs(vec![(id, w)]);
+        // Documents 0 and 2 of 3, and passages (journaled as 3 and 4).
+        let journal = vec![
+            (4, v(1, 9.0)),
+            (2, v(1, 2.0)),
+            (3, v(1, 5.0)),
+            (0, v(1, 1.0)),
+        ];
+        let p = PartialIndex::new(journal, 4, 3);
+        assert_eq!(p.len(), 2);
+        assert_eq!(p.search(&v(1, 1.0), 10), vec![(2, 2.0), (0, 1.0)]);
+        assert!(p.vector(3).is_none());
     }
 }
