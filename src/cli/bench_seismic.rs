@@ -87,7 +87,7 @@ pub fn run(a: SeismicBench) -> Result<()> {
     let (source, model) = super::search::open_with_model(&a.index, a.model.as_deref(), None)?;
     if let Some(p) = &source.passages {
         bail!(
-            "{} ranks documents by their best of {} passages, which Seismic does not index; bench an index built without --passages",
+            "{} ranks documents by their best of {} passages, which Seismic does not index; bench an index built with --passages none",
             a.index.display(),
             p.len()
         );

@@ -352,7 +352,7 @@ impl LsrIndex {
             return Err(IndexError::Unsupported {
                 path: self.dir.clone(),
                 msg: format!(
-                    "this index scores documents by their best passage, which only the exact backend does; drop --backend {backend}"
+                    "this index scores documents by their best passage, which only the exact backend does; drop --backend {backend}, or search an index built with --passages none"
                 ),
             });
         }
