@@ -28,6 +28,19 @@ fn json(home: &Path, args: &[&str]) -> serde_json::Value {
     serde_json::from_str(out.lines().last().unwrap_or("")).unwrap_or_else(|e| panic!("{e}: {out}"))
 }
 
+/// Index `d/toy` with the tiny model in `d` into `d/out` (`extra` flags
+/// added), with `d/home` as csplade's home.
+fn index_toy(d: &Path, out: &str, extra: &[&str]) {
+    let s = |p: &str| d.join(p).to_str().unwrap().to_string();
+    let (model, corpus, out) = (s("tiny.gguf"), s("toy"), s(out));
+    let mut args = vec![
+        "index", "--model", &model, "--corpus", &corpus, "--out", &out,
+    ];
+    args.extend(extra);
+    let (ok, _, err) = csplade(&d.join("home"), &args);
+    assert!(ok, "{err}");
+}
+
 fn cache_dirs(home: &Path) -> usize {
     std::fs::read_dir(home.join("tradeoff")).map_or(0, |d| d.count())
 }
@@ -51,19 +64,7 @@ fn pooled_points_match_the_full_index_and_come_back_from_the_cache() {
     std::fs::write(&qrels, judged).unwrap();
     let s = |p: &str| d.join(p).to_str().unwrap().to_string();
     let tiny = s("tiny.gguf");
-    let (ok, _, err) = csplade(
-        &home,
-        &[
-            "index",
-            "--model",
-            &tiny,
-            "--corpus",
-            &s("toy"),
-            "--out",
-            &s("idx"),
-        ],
-    );
-    assert!(ok, "{err}");
+    index_toy(d, "idx", &[]);
     let q8 = format!("{tiny}:q8_0");
     let args = [
         "tradeoff",
@@ -283,23 +284,8 @@ fn a_passage_index_pools_candidates_and_points_score_first_reads() {
     common::toy_collection(&d.join("toy"));
     let s = |p: &str| d.join(p).to_str().unwrap().to_string();
     let tiny = s("tiny.gguf");
-    for (out, passages) in [("idx", "none"), ("pidx", "3:2:2")] {
-        let (ok, _, err) = csplade(
-            &home,
-            &[
-                "index",
-                "--model",
-                &tiny,
-                "--corpus",
-                &s("toy"),
-                "--out",
-                &s(out),
-                "--passages",
-                passages,
-            ],
-        );
-        assert!(ok, "{err}");
-    }
+    index_toy(d, "idx", &["--passages", "none"]);
+    index_toy(d, "pidx", &["--passages", "3:2:2"]);
     let tradeoff = |index: &str| {
         csplade(
             &home,
