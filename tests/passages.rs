@@ -347,9 +347,10 @@ fn search_names_the_passage_a_document_ranked_by() {
 
 /// `adapter set-prior --passages` records a split; `index` and `eval` then
 /// use it unless told another or `none` (a shard too), and a recorded split
-/// that cannot go with --windows is refused with the way out.
+/// that cannot go with --windows is refused with the way out. Documents are
+/// read as long as the adapter was trained on unless told `--max-len`.
 #[test]
-fn an_adapter_records_its_split_and_builds_follow_it_unless_told_none() {
+fn an_adapter_records_how_documents_are_read_and_builds_follow_it_unless_told() {
     let tmp = tempfile::tempdir().unwrap();
     let home = tmp.path();
     tiny_model(&home.join("m"), 5);
@@ -393,14 +394,15 @@ fn an_adapter_records_its_split_and_builds_follow_it_unless_told_none() {
             .output()
             .unwrap()
     };
-    let split_of = |out: &str| LsrIndex::open(&home.join(out)).unwrap().meta.passages;
-    for (out, extra, want) in [
-        ("recorded", &[][..], Some(spec())),
-        ("none", &["--passages", "none"][..], None),
+    let meta_of = |out: &str| LsrIndex::open(&home.join(out)).unwrap().meta;
+    for (out, extra, split, max_len) in [
+        ("recorded", &[][..], Some(spec()), 64),
+        ("none", &["--passages", "none"][..], None, 64),
         (
             "told",
-            &["--passages", "8:4:5"][..],
+            &["--passages", "8:4:5", "--max-len", "20"][..],
             Some("8:4:5".parse().unwrap()),
+            20,
         ),
     ] {
         let built = index(out, extra);
@@ -409,8 +411,20 @@ fn an_adapter_records_its_split_and_builds_follow_it_unless_told_none() {
             "{}",
             String::from_utf8_lossy(&built.stderr)
         );
-        assert_eq!(split_of(out), want, "{out}");
+        let meta = meta_of(out);
+        assert_eq!((meta.passages, meta.max_len), (split, max_len), "{out}");
     }
+    // A model without an adapter records no length: 256 tokens.
+    common::succeeds(
+        common::csplade_in(home)
+            .args(["index", "--model"])
+            .arg(&gguf)
+            .arg("--corpus")
+            .arg(&corpus)
+            .arg("--out")
+            .arg(home.join("bare")),
+    );
+    assert_eq!(meta_of("bare").max_len, 256);
     let read = |out: &str| std::fs::read(home.join(out).join("vectors.bin")).unwrap();
     assert_eq!(
         read("recorded"),

@@ -148,7 +148,8 @@ pub fn run(a: CompareArgs) -> Result<()> {
         1 => indexes.first(),
         _ => indexes.get(i),
     };
-    let reading = a.model.reading();
+    // Texts are read as --max-len says, else as the main model was trained.
+    let reading = a.model.reading(models.get(&main_spec)?.as_ref());
     if let Some(dataset) = &a.dataset {
         return over_collection(&a, dataset, &specs, &mut models, &index_of);
     }

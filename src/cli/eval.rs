@@ -327,7 +327,7 @@ pub(super) fn cached_index(
         short(&model.identity().sha256),
         config.variant,
         csplade::quant::label(margs.precision, margs.quantize_head),
-        margs.max_len
+        config.max_len
     ));
     if !dir.join("meta.json").is_file() {
         eprintln!(

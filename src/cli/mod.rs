@@ -27,6 +27,9 @@ use clap::{Args, Parser, Subcommand};
 use csplade::encode::{EncoderConfig, Head, Variant};
 use csplade::model::{self, ModelRef, SparseModel};
 
+/// Tokens read per text by a model that records no training length.
+const DEFAULT_MAX_LEN: usize = 256;
+
 #[derive(Parser)]
 #[command(
     name = "csplade",
@@ -157,9 +160,11 @@ pub struct ModelArgs {
     /// transformer's projections
     #[arg(long)]
     pub quantize_head: bool,
-    /// Maximum tokens kept per text (longer texts are truncated with a notice)
-    #[arg(long, default_value_t = 256, value_parser = within(1, 32_768))]
-    pub max_len: usize,
+    /// Maximum tokens kept per text (longer texts are truncated with a
+    /// notice) [default: the length the model's adapter was trained on (the
+    /// shipped model's: 128), else 256]
+    #[arg(long, value_parser = within(1, 32_768))]
+    pub max_len: Option<usize>,
     /// Read a text longer than --max-len as up to N consecutive windows of
     /// --max-len tokens, each encoded on its own and pooled by the term-wise
     /// maximum (the head's max over positions, across windows); 1 truncates
@@ -264,8 +269,9 @@ impl ModelArgs {
     /// How to encode with `model`: flags first, then what the model's
     /// adapter was trained with, then causal / logprob:6.
     pub fn encoder_config<'m>(&self, model: impl Into<ModelRef<'m>>) -> EncoderConfig {
-        let (variant, head) = model.into().trained_encoding();
-        let reading = self.reading();
+        let model = model.into();
+        let (variant, head) = model.trained_encoding();
+        let reading = self.reading(model);
         EncoderConfig {
             variant: self.variant.unwrap_or(variant),
             head: self.head.unwrap_or(head),
@@ -275,11 +281,13 @@ impl ModelArgs {
         }
     }
 
-    /// How much of each text the flags say to read (one window unless
-    /// `--windows`).
-    pub fn reading(&self) -> csplade::encode::encoder::Reading {
+    /// How much of each text `model` reads as the flags say: --max-len,
+    /// else the length it was trained on, else 256; one window unless
+    /// `--windows`.
+    pub fn reading<'m>(&self, model: impl Into<ModelRef<'m>>) -> csplade::encode::encoder::Reading {
+        let trained = model.into().trained_max_len();
         csplade::encode::encoder::Reading {
-            max_len: self.max_len,
+            max_len: self.max_len.or(trained).unwrap_or(DEFAULT_MAX_LEN),
             windows: self.windows.unwrap_or(1),
         }
     }

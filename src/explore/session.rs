@@ -308,10 +308,12 @@ impl Session {
                 .unwrap_or_else(|| {
                     // No index yet: encode the way the model was trained.
                     let (variant, head) = model.trained_encoding();
+                    let plain = crate::encode::EncoderConfig::default();
                     crate::encode::EncoderConfig {
                         variant,
                         head,
-                        ..Default::default()
+                        max_len: model.trained_max_len().unwrap_or(plain.max_len),
+                        ..plain
                     }
                 }),
             index: s.index.clone(),

@@ -164,6 +164,15 @@ impl<'m> ModelRef<'m> {
         }
     }
 
+    /// The document length a causal model's adapter was trained on (a
+    /// masked LM's checkpoint records none).
+    pub fn trained_max_len(self) -> Option<usize> {
+        match self {
+            ModelRef::Causal(m) => m.trained_max_len(),
+            ModelRef::MaskedLm(_) => None,
+        }
+    }
+
     /// The passage split the model's indexes use unless told otherwise.
     pub fn passages(self) -> Option<PassageSpec> {
         match self {
@@ -239,6 +248,10 @@ impl SparseModel {
 
     pub fn passages(&self) -> Option<PassageSpec> {
         self.as_ref().passages()
+    }
+
+    pub fn trained_max_len(&self) -> Option<usize> {
+        self.as_ref().trained_max_len()
     }
 
     pub fn inference_free_by_default(&self) -> bool {

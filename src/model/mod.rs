@@ -177,6 +177,12 @@ impl LoadedModel {
             .unwrap_or_default()
     }
 
+    /// The document length (tokens) this model was trained on, which
+    /// commands read unless told `--max-len`: its adapter's, else none.
+    pub fn trained_max_len(&self) -> Option<usize> {
+        self.adapter.as_ref().map(|a| a.max_len).filter(|&n| n > 0)
+    }
+
     /// The passage split this model's indexes are built with unless told
     /// otherwise: what its adapter records, else none.
     pub fn passages(&self) -> Option<crate::data::passages::PassageSpec> {
