@@ -214,7 +214,8 @@ fn check_passages(encoder: &Encoder, opts: &BuildOptions) -> Result<(), IndexErr
 }
 
 /// The document of each passage `spec` cuts from `docs`, in the order
-/// [`split_passages`] appends them (none without a split).
+/// [`split_passages`] appends them (none without a split): what a merge of
+/// shards needs to place the passages without tokenizing them again.
 pub(super) fn passage_owners(spec: Option<PassageSpec>, docs: &[Document]) -> Vec<usize> {
     let Some(spec) = spec else {
         return Vec::new();
@@ -240,14 +241,9 @@ fn split_passages(
     let Some(spec) = opts.passages else {
         return Ok((Vec::new(), 0));
     };
-    let mut owners = Vec::new();
-    let mut texts = Vec::new();
-    for (ordinal, d) in docs.iter().enumerate() {
-        for p in spec.split(d) {
-            owners.push(ordinal);
-            texts.push(p);
-        }
-    }
+    let owners = passage_owners(Some(spec), docs);
+    let texts: Vec<Document> = docs.iter().flat_map(|d| spec.split(d)).collect();
+    debug_assert_eq!(owners.len(), texts.len());
     let (passage_seqs, truncated) = tokenize_all(encoder, &texts)?;
     seqs.extend(passage_seqs);
     Ok((owners, truncated))
