@@ -78,6 +78,26 @@ pub fn demo_dataset() -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// The `csplade index` arguments of the explorer's index task: a dataset's
+/// index reads as the model says (its length and passages); the man-page
+/// demo (its own length, `demo_max_len`) indexes first reads only, as its
+/// long pages would take several times as long as passages.
+fn index_task_args(
+    dataset: &str,
+    index: &str,
+    model: &str,
+    demo_max_len: Option<usize>,
+) -> Vec<String> {
+    let mut args = vec![
+        "index", "--corpus", dataset, "--out", index, "--model", model,
+    ];
+    let max_len = demo_max_len.map(|n| n.to_string());
+    if let Some(n) = &max_len {
+        args.extend(["--max-len", n, "--passages", "none"]);
+    }
+    args.into_iter().map(String::from).collect()
+}
+
 /// Where the explorer keeps its log.
 pub fn log_path() -> PathBuf {
     data_dir().join("logs").join("explorer.log")
@@ -167,14 +187,7 @@ impl Session {
                 "--resume-or-start",
             ]),
         };
-        let mut index_args = args(&[
-            "index", "--corpus", &dataset, "--out", &index, "--model", &model,
-        ]);
-        // The man-page demo (its own --max-len) indexes first reads only:
-        // as passages its long pages would take several times as long.
-        if let Some(n) = self.max_len {
-            index_args.extend(args(&["--max-len", &n.to_string(), "--passages", "none"]));
-        }
+        let index_args = index_task_args(&dataset, &index, &model, self.max_len);
         SessionTasks {
             frontier: self.frontier_task(&dataset, &index),
             index: TaskSpec {
@@ -489,4 +502,23 @@ pub fn remember_query(query: &str) -> Result<()> {
     let keep = lines.len().saturating_sub(200);
     let text = lines[keep..].join("\n") + "\n";
     write_file(&history_path(), text.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_demo_indexes_first_reads_and_a_dataset_reads_as_the_model_says() {
+        let demo = index_task_args("D", "I", "default", Some(DEMO_MAX_LEN));
+        assert_eq!(
+            demo[6..],
+            ["default", "--max-len", "128", "--passages", "none"]
+        );
+        let dataset = index_task_args("D", "I", "default", None);
+        assert_eq!(
+            dataset,
+            ["index", "--corpus", "D", "--out", "I", "--model", "default"]
+        );
+    }
 }
