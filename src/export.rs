@@ -92,13 +92,91 @@ impl std::str::FromStr for ExportFormat {
     }
 }
 
-/// What an export wrote.
+/// What an export wrote: its documents are its units, first reads and
+/// (with [`Units::WithPassages`]) `passages` of them passages.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct ExportReport {
     pub files: Vec<PathBuf>,
     pub documents: usize,
+    pub passages: usize,
     pub terms: usize,
     pub postings: u64,
+}
+
+/// What an export holds as its documents (an outside engine's units).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Units {
+    /// Each document's first read, under its id.
+    FirstReads,
+    /// Each document's first read, then each of its passages as a unit
+    /// `ID#K` (K from 1), so that an engine keeping each document's best
+    /// unit ranks as csplade does (Anserini: `-selectMaxPassage
+    /// -selectMaxPassage.delimiter '#'`).
+    WithPassages,
+}
+
+/// What separates a document's id from its passage's number in a unit id.
+pub const PASSAGE_DELIMITER: char = '#';
+
+/// One exported unit: a document's first read or one of its passages.
+struct Unit<'a> {
+    id: String,
+    vector: &'a SparseVec,
+    ordinal: usize,
+    /// The passage (1-based), for a passage.
+    passage: Option<usize>,
+}
+
+/// The units of `idx`: every document's first read, each followed by its
+/// passages with [`Units::WithPassages`]. A document id that holds the
+/// delimiter is refused when its passages are exported.
+fn units(idx: &LsrIndex, which: Units) -> Result<Vec<Unit<'_>>, IndexError> {
+    let passages = idx
+        .passages
+        .as_ref()
+        .filter(|_| which == Units::WithPassages);
+    let mut out = Vec::with_capacity(idx.len() + passages.map_or(0, |p| p.len()));
+    for (d, vector) in idx.vectors.iter().enumerate() {
+        let id = idx.doc_id(d);
+        out.push(Unit {
+            id: id.to_string(),
+            vector,
+            ordinal: d,
+            passage: None,
+        });
+        let Some(p) = passages.filter(|p| p.count(d) > 0) else {
+            continue;
+        };
+        if id.contains(PASSAGE_DELIMITER) {
+            return Err(IndexError::Unsupported {
+                path: idx.dir.clone(),
+                msg: format!("document id {id:?} holds {PASSAGE_DELIMITER:?}, which separates a passage's number from its document's id in the export; export first reads only"),
+            });
+        }
+        out.extend(p.of(d).map(|(k, vector)| Unit {
+            id: format!("{id}{PASSAGE_DELIMITER}{k}"),
+            vector,
+            ordinal: d,
+            passage: Some(k),
+        }));
+    }
+    Ok(out)
+}
+
+/// The text a unit was encoded from: the document's, or its title and the
+/// passage's words.
+fn unit_text(idx: &LsrIndex, unit: &Unit) -> Result<String, IndexError> {
+    let Some(k) = unit.passage else {
+        return document_text(idx, unit.ordinal);
+    };
+    let doc = idx.document(unit.ordinal)?;
+    let words = idx.passage_text(&doc, k).unwrap_or_default();
+    Ok(crate::data::beir::Document {
+        id: String::new(),
+        title: doc.title,
+        text: words,
+    }
+    .full_text())
 }
 
 /// A token's text as a term every engine accepts: whitespace, control
@@ -170,10 +248,10 @@ fn atomically(
 }
 
 /// Distinct terms with at least one posting.
-fn terms_used(idx: &LsrIndex) -> usize {
+fn terms_used(idx: &LsrIndex, units: &[Unit]) -> usize {
     let mut used = vec![false; idx.meta.vocab_size];
-    for v in &idx.vectors {
-        for (id, _) in v.iter() {
+    for u in units {
+        for (id, _) in u.vector.iter() {
             if let Some(u) = used.get_mut(id as usize) {
                 *u = true;
             }
@@ -191,7 +269,8 @@ fn document_text(idx: &LsrIndex, ordinal: usize) -> Result<String, IndexError> {
     })
 }
 
-/// Export `idx` (whose model's tokenizer is `tok`) as `format` to `out`.
+/// Export `idx` (whose model's tokenizer is `tok`) as `format` to `out`:
+/// its documents' first reads.
 pub fn export(
     idx: &LsrIndex,
     tok: &TextTokenizer,
@@ -199,66 +278,98 @@ pub fn export(
     out: &Path,
     opensearch_index: &str,
 ) -> Result<ExportReport, IndexError> {
+    export_units(idx, tok, format, out, opensearch_index, Units::FirstReads)
+}
+
+/// [`export`] with the units `which` says: first reads, or passages too.
+pub fn export_units(
+    idx: &LsrIndex,
+    tok: &TextTokenizer,
+    format: ExportFormat,
+    out: &Path,
+    opensearch_index: &str,
+    which: Units,
+) -> Result<ExportReport, IndexError> {
     let terms = vocabulary(tok, idx.meta.vocab_size);
+    let units = units(idx, which)?;
+    let mut report = match format {
+        ExportFormat::Ciff => export_ciff(idx, &units, &terms, out)?,
+        ExportFormat::Anserini => export_anserini(idx, &units, &terms, out)?,
+        ExportFormat::OpenSearch => export_opensearch(idx, &units, &terms, out, opensearch_index)?,
+    };
+    report.passages = units.iter().filter(|u| u.passage.is_some()).count();
+    Ok(report)
+}
+
+/// Anserini's JsonVectorCollection: a JSON document per line.
+fn export_anserini(
+    idx: &LsrIndex,
+    units: &[Unit],
+    terms: &[String],
+    out: &Path,
+) -> Result<ExportReport, IndexError> {
     let scale = idx.meta.scale;
-    let n = idx.len();
-    match format {
-        ExportFormat::Ciff => export_ciff(idx, &terms, out),
-        ExportFormat::Anserini => {
-            let mut postings = 0u64;
-            atomically(idx, out, |w| {
-                for d in 0..n {
-                    let vector: serde_json::Map<String, serde_json::Value> = idx.vectors[d]
-                        .iter()
-                        .map(|(id, wt)| (id, quantize(wt, scale)))
-                        .filter(|(_, q)| *q > 0)
-                        .map(|(id, q)| (terms[id as usize].clone(), json!(q)))
-                        .collect();
-                    postings += vector.len() as u64;
-                    let text = document_text(idx, d).map_err(std::io::Error::other)?;
-                    let line = json!({"id": idx.doc_id(d), "contents": text, "vector": vector});
-                    writeln!(w, "{line}")?;
-                }
-                Ok(())
-            })?;
-            Ok(ExportReport {
-                files: vec![out.to_path_buf()],
-                documents: n,
-                terms: terms_used(idx),
-                postings,
-            })
+    let mut postings = 0u64;
+    atomically(idx, out, |w| {
+        for u in units {
+            let vector: serde_json::Map<String, serde_json::Value> = u
+                .vector
+                .iter()
+                .map(|(id, wt)| (id, quantize(wt, scale)))
+                .filter(|(_, q)| *q > 0)
+                .map(|(id, q)| (terms[id as usize].clone(), json!(q)))
+                .collect();
+            postings += vector.len() as u64;
+            let text = unit_text(idx, u).map_err(std::io::Error::other)?;
+            let line = json!({"id": u.id, "contents": text, "vector": vector});
+            writeln!(w, "{line}")?;
         }
-        ExportFormat::OpenSearch => {
-            // Both files are checked before either is written.
-            let mapping = mapping_path(out);
-            crate::data::output::check_file(&mapping, &crate::data::output::EXPORT, &[&idx.dir])?;
-            let mut postings = 0u64;
-            atomically(idx, out, |w| {
-                for d in 0..n {
-                    let features: serde_json::Map<String, serde_json::Value> = idx.vectors[d]
-                        .iter()
-                        .map(|(id, wt)| (terms[id as usize].clone(), json!(wt)))
-                        .collect();
-                    postings += features.len() as u64;
-                    let text = document_text(idx, d).map_err(std::io::Error::other)?;
-                    writeln!(
-                        w,
-                        "{}",
-                        json!({"index": {"_index": opensearch_index, "_id": idx.doc_id(d)}})
-                    )?;
-                    writeln!(w, "{}", json!({"text": text, "terms": features}))?;
-                }
-                Ok(())
-            })?;
-            atomically(idx, &mapping, |w| writeln!(w, "{:#}", opensearch_mapping()))?;
-            Ok(ExportReport {
-                files: vec![out.to_path_buf(), mapping],
-                documents: n,
-                terms: terms_used(idx),
-                postings,
-            })
+        Ok(())
+    })?;
+    Ok(ExportReport {
+        files: vec![out.to_path_buf()],
+        documents: units.len(),
+        passages: 0,
+        terms: terms_used(idx, units),
+        postings,
+    })
+}
+
+/// An OpenSearch / Elasticsearch bulk file and its mapping beside it.
+fn export_opensearch(
+    idx: &LsrIndex,
+    units: &[Unit],
+    terms: &[String],
+    out: &Path,
+    opensearch_index: &str,
+) -> Result<ExportReport, IndexError> {
+    // Both files are checked before either is written.
+    let mapping = mapping_path(out);
+    crate::data::output::check_file(&mapping, &crate::data::output::EXPORT, &[&idx.dir])?;
+    let mut postings = 0u64;
+    atomically(idx, out, |w| {
+        for u in units {
+            let features: serde_json::Map<String, serde_json::Value> = u
+                .vector
+                .iter()
+                .map(|(id, wt)| (terms[id as usize].clone(), json!(wt)))
+                .collect();
+            postings += features.len() as u64;
+            let text = unit_text(idx, u).map_err(std::io::Error::other)?;
+            let action = json!({"index": {"_index": opensearch_index, "_id": u.id}});
+            writeln!(w, "{action}")?;
+            writeln!(w, "{}", json!({"text": text, "terms": features}))?;
         }
-    }
+        Ok(())
+    })?;
+    atomically(idx, &mapping, |w| writeln!(w, "{:#}", opensearch_mapping()))?;
+    Ok(ExportReport {
+        files: vec![out.to_path_buf(), mapping],
+        documents: units.len(),
+        passages: 0,
+        terms: terms_used(idx, units),
+        postings,
+    })
 }
 
 /// `OUT.mapping.json` beside an OpenSearch bulk file.
@@ -291,14 +402,19 @@ pub fn opensearch_query(query: &SparseVec, tok: &TextTokenizer, k: usize) -> ser
     json!({"size": k, "query": {"bool": {"should": should}}})
 }
 
-fn export_ciff(idx: &LsrIndex, terms: &[String], out: &Path) -> Result<ExportReport, IndexError> {
+fn export_ciff(
+    idx: &LsrIndex,
+    units: &[Unit],
+    terms: &[String],
+    out: &Path,
+) -> Result<ExportReport, IndexError> {
     let scale = idx.meta.scale;
-    let n = idx.len();
+    let n = units.len();
     // Postings per term id, documents ascending.
     let mut lists: Vec<Vec<(i32, i32)>> = vec![Vec::new(); terms.len()];
     let mut lengths = vec![0i64; n];
-    for (d, v) in idx.vectors.iter().enumerate() {
-        for (id, w) in v.iter() {
+    for (d, u) in units.iter().enumerate() {
+        for (id, w) in u.vector.iter() {
             let q = quantize(w, scale);
             if q > 0 {
                 lists[id as usize].push((d as i32, q));
@@ -349,10 +465,10 @@ fn export_ciff(idx: &LsrIndex, terms: &[String], out: &Path) -> Result<ExportRep
             postings += list.postings.len() as u64;
             put(w, &list)?;
         }
-        for (d, &len) in lengths.iter().enumerate() {
+        for (d, (&len, u)) in lengths.iter().zip(units).enumerate() {
             let rec = ciff::DocRecord {
                 docid: d as i32,
-                collection_docid: idx.doc_id(d).to_string(),
+                collection_docid: u.id.clone(),
                 doclength: len as i32,
             };
             put(w, &rec)?;
@@ -362,6 +478,7 @@ fn export_ciff(idx: &LsrIndex, terms: &[String], out: &Path) -> Result<ExportRep
     Ok(ExportReport {
         files: vec![out.to_path_buf()],
         documents: n,
+        passages: 0,
         terms: order.len(),
         postings,
     })

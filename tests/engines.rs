@@ -26,6 +26,7 @@ use candle_core::Device;
 use csplade::data::beir;
 use csplade::encode::{Encoder, EncoderConfig, Head, SparseVec, Variant};
 use csplade::export::{self, ExportFormat};
+use csplade::index::passages::PassageSpec;
 use csplade::index::{build, BuildOptions};
 use csplade::search::LsrIndex;
 
@@ -87,18 +88,19 @@ fn is_top10(got: &[String], score: &HashMap<&str, i64>, all: &[i64], what: &str,
     }
 }
 
-/// The SciFact corpus indexed by a tiny model, and every test query's
-/// integer weights (round(q × SCALE)), by query id.
+/// The SciFact corpus indexed by a tiny model (with passages, or not), and
+/// every test query's integer weights (round(q × SCALE)), by query id.
 struct Impacts {
     dir: tempfile::TempDir,
     idx: LsrIndex,
+    units: export::Units,
     model: csplade::model::LoadedModel,
     terms: Vec<String>,
     queries: BTreeMap<String, HashMap<u32, i64>>,
 }
 
 impl Impacts {
-    fn build(data: &std::path::Path) -> Self {
+    fn build(data: &std::path::Path, passages: Option<PassageSpec>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         csplade::model::tiny::write_tiny_model(&d.join("m"), 11).unwrap();
@@ -124,7 +126,7 @@ impl Impacts {
             precision: "f32".into(),
             stop_after_commits: None,
             shard: None,
-            passages: None,
+            passages,
         };
         build(&enc, &opts, |_| {}).unwrap();
         let idx = LsrIndex::open(&d.join("idx")).unwrap();
@@ -144,9 +146,14 @@ impl Impacts {
         }
         assert_eq!(queries.len(), 300);
         let terms = export::vocabulary(&m.tokenizer, m.config().vocab_size);
+        let units = match passages {
+            Some(_) => export::Units::WithPassages,
+            None => export::Units::FirstReads,
+        };
         Self {
             dir,
             idx,
+            units,
             model: m,
             terms,
             queries,
@@ -155,12 +162,22 @@ impl Impacts {
 
     fn export(&self, format: ExportFormat, out: &std::path::Path) {
         let tok = &self.model.tokenizer;
-        export::export(&self.idx, tok, format, out, "scifact, tiny model").unwrap();
+        let name = "scifact, tiny model";
+        export::export_units(&self.idx, tok, format, out, name, self.units).unwrap();
     }
 
-    /// Every document's integer score for `qid`, and the non-zero ones by id.
+    /// Every document's integer score for `qid` (with passages, the best
+    /// of its first read's and its passages'), and the non-zero ones by id.
     fn scores(&self, qid: &str) -> (Vec<i64>, HashMap<&str, i64>) {
-        let all = integer_scores(&self.queries[qid], &self.idx.vectors);
+        let query = &self.queries[qid];
+        let mut all = integer_scores(query, &self.idx.vectors);
+        if let Some(p) = &self.idx.passages {
+            for (d, score) in all.iter_mut().enumerate() {
+                let vectors: Vec<SparseVec> = p.of(d).map(|(_, v)| v.clone()).collect();
+                let best = integer_scores(query, &vectors).into_iter().max();
+                *score = (*score).max(best.unwrap_or(0));
+            }
+        }
         let by_id = all
             .iter()
             .enumerate()
@@ -204,7 +221,7 @@ fn pisa_ranks_csplades_ciff_like_csplade_on_the_scifact_test_queries() {
     let Some(python) = pisa_python() else {
         return;
     };
-    let fx = Impacts::build(&data);
+    let fx = Impacts::build(&data, None);
     let d = fx.dir.path();
     let ciff = d.join("scifact.ciff");
     fx.export(ExportFormat::Ciff, &ciff);
@@ -293,7 +310,32 @@ fn anserini_ranks_csplades_json_vectors_like_csplade_on_the_scifact_test_queries
     let Some((java, jar)) = anserini() else {
         return;
     };
-    let fx = Impacts::build(&data);
+    let fx = Impacts::build(&data, None);
+    anserini_agrees(&fx, &java, &jar, &["-hits", "10"]);
+}
+
+/// Passages exported as documents `ID#K`: Anserini keeping each document's
+/// best unit (`-selectMaxPassage`) ranks as csplade's MaxP does.
+#[test]
+fn anserini_keeping_the_best_passage_ranks_like_csplade_on_the_scifact_test_queries() {
+    let Some(data) = common::data_dir() else {
+        return;
+    };
+    let Some((java, jar)) = anserini() else {
+        return;
+    };
+    let fx = Impacts::build(&data, Some("100:100:60".parse().unwrap()));
+    let passages = fx.idx.passages.as_ref().map_or(0, |p| p.len());
+    assert!(passages > 5_000, "{passages} passages");
+    let max_passage = ["-selectMaxPassage", "-selectMaxPassage.delimiter", "#"];
+    let mut search = vec!["-hits", "1000", "-selectMaxPassage.hits", "10"];
+    search.extend(max_passage);
+    anserini_agrees(&fx, &java, &jar, &search);
+}
+
+/// Anserini indexes `fx`'s JsonVectorCollection export and searches every
+/// test query (`search`: the hit flags); its top 10 must be csplade's.
+fn anserini_agrees(fx: &Impacts, java: &str, jar: &str, search: &[&str]) {
     let d = fx.dir.path();
     std::fs::create_dir_all(d.join("anserini")).unwrap();
     fx.export(ExportFormat::Anserini, &d.join("anserini/docs.jsonl"));
@@ -311,8 +353,8 @@ fn anserini_ranks_csplades_json_vectors_like_csplade_on_the_scifact_test_queries
     let index = path("anserini-index");
     let (input, topics, run) = (path("anserini"), path("topics.tsv"), path("anserini.run"));
     run_anserini(
-        &java,
-        &jar,
+        java,
+        jar,
         "io.anserini.index.IndexCollection",
         &[
             "-collection",
@@ -329,25 +371,20 @@ fn anserini_ranks_csplades_json_vectors_like_csplade_on_the_scifact_test_queries
             "1",
         ],
     );
-    run_anserini(
-        &java,
-        &jar,
-        "io.anserini.search.SearchCollection",
-        &[
-            "-index",
-            &index,
-            "-topics",
-            &topics,
-            "-topicreader",
-            "TsvString",
-            "-output",
-            &run,
-            "-impact",
-            "-pretokenized",
-            "-hits",
-            "10",
-        ],
-    );
+    let mut args = vec![
+        "-index",
+        &index,
+        "-topics",
+        &topics,
+        "-topicreader",
+        "TsvString",
+        "-output",
+        &run,
+        "-impact",
+        "-pretokenized",
+    ];
+    args.extend(search);
+    run_anserini(java, jar, "io.anserini.search.SearchCollection", &args);
     let mut hits: HashMap<String, Vec<(String, f64)>> = HashMap::new();
     for line in std::fs::read_to_string(&run).unwrap().lines() {
         let f: Vec<&str> = line.split_whitespace().collect();

@@ -1,7 +1,8 @@
 //! Exports for other engines, read back: CIFF (by csplade's reader and by
 //! ciff-toolkit's `ciff_dump` when installed), Anserini's
 //! JsonVectorCollection and OpenSearch rank_features, whose query body
-//! scores documents exactly as csplade does.
+//! scores documents exactly as csplade does; passages exported as
+//! documents `ID#K` of their own.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -9,12 +10,22 @@ use std::path::Path;
 use candle_core::Device;
 use csplade::encode::{Encoder, EncoderConfig, Head, SparseVec, Variant};
 use csplade::export::{self, ExportFormat};
-use csplade::index::build;
+use csplade::index::passages::PassageSpec;
+use csplade::index::{build, BuildOptions};
 use csplade::search::{Backend, LsrIndex};
 
 mod common;
 
 fn tiny_index(dir: &Path) -> (csplade::model::LoadedModel, LsrIndex) {
+    tiny_index_with(dir, None)
+}
+
+/// 40 documents of 6 words (titles `t0`…), indexed by a tiny model, with
+/// `passages` or without.
+fn tiny_index_with(
+    dir: &Path,
+    passages: Option<PassageSpec>,
+) -> (csplade::model::LoadedModel, LsrIndex) {
     let corpus = dir.join("ds");
     std::fs::create_dir_all(&corpus).unwrap();
     let words = [
@@ -40,7 +51,10 @@ fn tiny_index(dir: &Path) -> (csplade::model::LoadedModel, LsrIndex) {
         batch_size: 4,
         windows: 1,
     };
-    let opts = common::build_options(&corpus, &dir.join("idx"));
+    let opts = BuildOptions {
+        passages,
+        ..common::build_options(&corpus, &dir.join("idx"))
+    };
     build(&Encoder::new(&m, cfg), &opts, |_| {}).unwrap();
     let idx = LsrIndex::open(&dir.join("idx")).unwrap();
     (m, idx)
@@ -257,4 +271,140 @@ fn terms_are_safe_and_distinct() {
         assert_eq!(&t.to_lowercase(), t);
         assert_eq!(&t.to_ascii_lowercase(), t);
     }
+}
+
+/// With passages, every format holds each document's first read and then
+/// its passages as documents `ID#K`, each with its own impacts and text;
+/// the command refuses `--passages` for an index without them.
+#[test]
+fn passages_export_as_documents_of_their_own_after_their_document() {
+    let dir = tempfile::tempdir().unwrap();
+    let (m, idx) = tiny_index_with(dir.path(), Some("2:2:2".parse().unwrap()));
+    let p = idx.passages.as_ref().unwrap();
+    assert_eq!(p.len(), 80, "two passages of each 6-word document");
+    let mut want_ids = Vec::new();
+    for d in 0..idx.len() {
+        want_ids.push(idx.doc_id(d).to_string());
+        want_ids.extend(p.of(d).map(|(k, _)| format!("{}#{k}", idx.doc_id(d))));
+    }
+    let units = export::Units::WithPassages;
+    let anserini = dir.path().join("docs.jsonl");
+    let r = export::export_units(
+        &idx,
+        &m.tokenizer,
+        ExportFormat::Anserini,
+        &anserini,
+        "x",
+        units,
+    )
+    .unwrap();
+    assert_eq!((r.documents, r.passages), (120, 80));
+    let terms = export::vocabulary(&m.tokenizer, m.config().vocab_size);
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&anserini)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let ids: Vec<&str> = lines.iter().map(|l| l["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, want_ids);
+    // doc-3's second passage: its title and words 4–5, its own impacts.
+    let second = &lines[3 * 3 + 2];
+    let doc = idx.document(3).unwrap();
+    let words: Vec<&str> = doc.text.split_whitespace().collect();
+    assert_eq!(second["contents"], format!("t3 {} {}", words[4], words[5]));
+    let impacts: HashMap<String, i32> = p
+        .vector(3, 2)
+        .unwrap()
+        .iter()
+        .map(|(id, w)| {
+            (
+                terms[id as usize].clone(),
+                export::quantize(w, idx.meta.scale),
+            )
+        })
+        .filter(|(_, q)| *q > 0)
+        .collect();
+    let got: HashMap<String, i32> = second["vector"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_i64().unwrap() as i32))
+        .collect();
+    assert_eq!(got, impacts);
+    let ciff = dir.path().join("idx.ciff");
+    export::export_units(&idx, &m.tokenizer, ExportFormat::Ciff, &ciff, "x", units).unwrap();
+    let (header, _, docs) = export::read_ciff(&ciff).unwrap();
+    assert_eq!(header.num_docs, 120);
+    let ciff_ids: Vec<String> = docs.into_iter().map(|d| d.collection_docid).collect();
+    assert_eq!(ciff_ids, want_ids);
+    let os = dir.path().join("os.ndjson");
+    export::export_units(
+        &idx,
+        &m.tokenizer,
+        ExportFormat::OpenSearch,
+        &os,
+        "x",
+        units,
+    )
+    .unwrap();
+    let actions = std::fs::read_to_string(&os).unwrap();
+    let os_ids: Vec<String> = actions
+        .lines()
+        .step_by(2)
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["index"]["_id"].to_string())
+        .map(|id| id.trim_matches('"').to_string())
+        .collect();
+    assert_eq!(os_ids, want_ids);
+    // The command: --passages needs an index that has them.
+    let (_, plain) = tiny_index(&dir.path().join("plain"));
+    let refused = common::csplade_in(dir.path())
+        .args(["export", "--format", "anserini", "--passages", "--index"])
+        .arg(&plain.dir)
+        .arg("--model")
+        .arg(dir.path().join("plain/m/tiny.gguf"))
+        .arg("--out")
+        .arg(dir.path().join("plain.jsonl"))
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && e.contains("holds no passages"),
+        "{e}"
+    );
+}
+
+/// A document id holding the delimiter would read as a passage of another
+/// document: exporting its passages is refused by name, first reads are not.
+#[test]
+fn a_document_id_holding_the_passage_delimiter_is_refused_with_passages() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("ds");
+    std::fs::create_dir_all(&corpus).unwrap();
+    let doc = |id: &str| serde_json::json!({"_id": id, "title": "t", "text": "a b c d e f"});
+    std::fs::write(
+        corpus.join("corpus.jsonl"),
+        format!("{}\n{}\n", doc("plain"), doc("x#1")),
+    )
+    .unwrap();
+    csplade::model::tiny::write_tiny_model(&dir.path().join("m"), 6).unwrap();
+    let m = csplade::model::load(
+        dir.path().join("m/tiny.gguf").to_str().unwrap(),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let opts = BuildOptions {
+        passages: Some("2:2:2".parse().unwrap()),
+        ..common::build_options(&corpus, &dir.path().join("idx"))
+    };
+    build(&Encoder::new(&m, EncoderConfig::default()), &opts, |_| {}).unwrap();
+    let idx = LsrIndex::open(&dir.path().join("idx")).unwrap();
+    let out = dir.path().join("docs.jsonl");
+    let units = export::Units::WithPassages;
+    let e = export::export_units(&idx, &m.tokenizer, ExportFormat::Anserini, &out, "x", units)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("\"x#1\" holds '#'"), "{e}");
+    assert!(!out.exists(), "a refused export wrote {}", out.display());
+    export::export(&idx, &m.tokenizer, ExportFormat::Anserini, &out, "x").unwrap();
+    assert_eq!(std::fs::read_to_string(&out).unwrap().lines().count(), 2);
 }
