@@ -9,7 +9,9 @@
 //!   block-max WAND;
 //! - Anserini (the fat jar inside the pyserini 0.22.1 wheel, on Java 17)
 //!   indexes the JsonVectorCollection export with `-impact -pretokenized`
-//!   and searches it with each query's terms repeated by their weight.
+//!   and searches it with each query's terms repeated by their weight; and,
+//!   over an index with passages exported as documents `ID#K`, keeping each
+//!   document's best unit (`-selectMaxPassage`), as csplade's MaxP ranks.
 //!
 //! The encoder is a tiny random model (the engines are under test, not the
 //! model), so the corpus encodes in seconds. Without the shared data or
