@@ -274,8 +274,7 @@ fn terms_are_safe_and_distinct() {
 }
 
 /// With passages, every format holds each document's first read and then
-/// its passages as documents `ID#K`, each with its own impacts and text;
-/// the command refuses `--passages` for an index without them.
+/// its passages as documents `ID#K`, each with its own impacts and text.
 #[test]
 fn passages_export_as_documents_of_their_own_after_their_document() {
     let dir = tempfile::tempdir().unwrap();
@@ -355,22 +354,6 @@ fn passages_export_as_documents_of_their_own_after_their_document() {
         .map(|id| id.trim_matches('"').to_string())
         .collect();
     assert_eq!(os_ids, want_ids);
-    // The command: --passages needs an index that has them.
-    let (_, plain) = tiny_index(&dir.path().join("plain"));
-    let refused = common::csplade_in(dir.path())
-        .args(["export", "--format", "anserini", "--passages", "--index"])
-        .arg(&plain.dir)
-        .arg("--model")
-        .arg(dir.path().join("plain/m/tiny.gguf"))
-        .arg("--out")
-        .arg(dir.path().join("plain.jsonl"))
-        .output()
-        .unwrap();
-    let e = String::from_utf8_lossy(&refused.stderr);
-    assert!(
-        !refused.status.success() && e.contains("holds no passages"),
-        "{e}"
-    );
 }
 
 /// A document id holding the delimiter would read as a passage of another
@@ -407,4 +390,27 @@ fn a_document_id_holding_the_passage_delimiter_is_refused_with_passages() {
     assert!(!out.exists(), "a refused export wrote {}", out.display());
     export::export(&idx, &m.tokenizer, ExportFormat::Anserini, &out, "x").unwrap();
     assert_eq!(std::fs::read_to_string(&out).unwrap().lines().count(), 2);
+}
+
+/// `csplade export --passages` needs an index that has passages.
+#[test]
+fn export_passages_is_refused_for_an_index_without_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, plain) = tiny_index(dir.path());
+    let out = dir.path().join("plain.jsonl");
+    let refused = common::csplade_in(dir.path())
+        .args(["export", "--format", "anserini", "--passages", "--index"])
+        .arg(&plain.dir)
+        .arg("--model")
+        .arg(dir.path().join("m/tiny.gguf"))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && e.contains("holds no passages"),
+        "{e}"
+    );
+    assert!(!out.exists(), "a refused export wrote {}", out.display());
 }

@@ -7,7 +7,7 @@
 //! sharded builds write what one run does; a split an adapter records is
 //! what `index` and `eval` use unless told `none`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use csplade::data::beir;
@@ -209,12 +209,9 @@ fn explorer_names_the_passage(model: Arc<SparseModel>, corpus: &Path, idx: Arc<L
     assert!(named > 0, "no detail named a passage");
 }
 
-/// `index --passages` and `search --explain --json` through the binary: a
-/// hit ranked by a passage names it, and its explanation adds up.
-#[test]
-fn search_names_the_passage_a_document_ranked_by() {
-    let tmp = tempfile::tempdir().unwrap();
-    let home = tmp.path();
+/// A tiny model, a collection and its index with passages `6:4:5`, built
+/// through the binary: (the model's GGUF, the collection, the index).
+fn cli_passage_index(home: &Path) -> (PathBuf, PathBuf, PathBuf) {
     tiny_model(&home.join("m"), 5);
     let gguf = home.join("m/tiny.gguf");
     let corpus = home.join("c");
@@ -229,6 +226,16 @@ fn search_names_the_passage_a_document_ranked_by() {
             .arg("--out")
             .arg(&index),
     );
+    (gguf, corpus, index)
+}
+
+/// `index --passages` and `search --explain --json` through the binary: a
+/// hit ranked by a passage names it, and its explanation adds up.
+#[test]
+fn search_names_the_passage_a_document_ranked_by() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path();
+    let (gguf, corpus, index) = cli_passage_index(home);
     let bad = common::csplade_in(home)
         .args(["index", "--passages", "6:9:5", "--model"])
         .arg(&gguf)
@@ -276,7 +283,17 @@ fn search_names_the_passage_a_document_ranked_by() {
         }
     }
     assert!(named > 0, "no hit named a passage");
-    // `eval --passages` ranks over a cached index of its own, and says so.
+}
+
+/// `eval --passages` ranks over a cached index of its own, `bench search`
+/// times the exact scorer alone, `bench seismic` refuses, and `index
+/// verify` checks `passages.bin`.
+#[test]
+fn eval_bench_and_verify_take_a_passage_index() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path();
+    let (gguf, corpus, index) = cli_passage_index(home);
+
     let eval = common::json_output(
         common::csplade_in(home)
             .args(["eval", "--passages", "6:4:5", "--system", "lsr", "--json"])
@@ -345,14 +362,11 @@ fn search_names_the_passage_a_document_ranked_by() {
     assert!(e.contains("passages.bin") && e.contains("checksum"), "{e}");
 }
 
-/// `adapter set-prior --passages` records a split; `index` and `eval` then
-/// use it unless told another or `none` (a shard too), and a recorded split
-/// that cannot go with --windows is refused with the way out. Documents are
-/// read as long as the adapter was trained on unless told `--max-len`.
-#[test]
-fn an_adapter_records_how_documents_are_read_and_builds_follow_it_unless_told() {
-    let tmp = tempfile::tempdir().unwrap();
-    let home = tmp.path();
+/// A tiny model, a LoRA adapter of it that records the split `6:4:5` (as
+/// `adapter set-prior --passages` writes it: recorded, kept when not told,
+/// cleared by `none`), and a collection; returns the model spec of base +
+/// that adapter, the bare GGUF and the collection.
+fn recording_adapter(home: &Path) -> (String, std::path::PathBuf, std::path::PathBuf) {
     tiny_model(&home.join("m"), 5);
     let gguf = home.join("m/tiny.gguf");
     let lora = common::lora_adapter(&home.join("m"));
@@ -370,30 +384,57 @@ fn an_adapter_records_how_documents_are_read_and_builds_follow_it_unless_told() 
         );
         csplade::model::adapter::Adapter::read(out).unwrap().meta
     };
+    let split = |extra: &[&str], from: &Path, to: &str| set_prior(from, &home.join(to), extra);
     assert_eq!(
-        set_prior(&lora, &recorded, &["--passages", "6:4:5"]).passages,
+        split(&["--passages", "6:4:5"], &lora, "recorded.safetensors").passages,
         Some(spec())
     );
-    let kept = home.join("kept.safetensors");
-    assert_eq!(set_prior(&recorded, &kept, &[]).passages, Some(spec()));
-    let cleared = home.join("cleared.safetensors");
     assert_eq!(
-        set_prior(&recorded, &cleared, &["--passages", "none"]).passages,
+        split(&[], &recorded, "kept.safetensors").passages,
+        Some(spec())
+    );
+    assert_eq!(
+        split(&["--passages", "none"], &recorded, "cleared.safetensors").passages,
         None
     );
-    let model = format!("{}+{}", gguf.display(), recorded.display());
     let corpus = home.join("c");
     write_corpus(&corpus, 30);
-    let index = |out: &str, extra: &[&str]| {
-        common::csplade_in(home)
-            .args(["index", "--model", &model, "--corpus"])
-            .arg(&corpus)
-            .arg("--out")
-            .arg(home.join(out))
-            .args(extra)
-            .output()
-            .unwrap()
-    };
+    (
+        format!("{}+{}", gguf.display(), recorded.display()),
+        gguf,
+        corpus,
+    )
+}
+
+/// `csplade index --model MODEL` of `corpus` into `home/out`, with `extra`.
+fn index_with(
+    home: &Path,
+    model: &str,
+    corpus: &Path,
+    out: &str,
+    extra: &[&str],
+) -> std::process::Output {
+    common::csplade_in(home)
+        .args(["index", "--model", model, "--corpus"])
+        .arg(corpus)
+        .arg("--out")
+        .arg(home.join(out))
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+fn built(o: &std::process::Output) {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// `index` uses the split and length an adapter records unless told
+/// another or `none`; a model without an adapter reads 256 tokens.
+#[test]
+fn builds_follow_the_split_and_length_an_adapter_records_unless_told() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path();
+    let (model, gguf, corpus) = recording_adapter(home);
     let meta_of = |out: &str| LsrIndex::open(&home.join(out)).unwrap().meta;
     for (out, extra, split, max_len) in [
         ("recorded", &[][..], Some(spec()), 64),
@@ -405,25 +446,17 @@ fn an_adapter_records_how_documents_are_read_and_builds_follow_it_unless_told() 
             20,
         ),
     ] {
-        let built = index(out, extra);
-        assert!(
-            built.status.success(),
-            "{}",
-            String::from_utf8_lossy(&built.stderr)
-        );
+        built(&index_with(home, &model, &corpus, out, extra));
         let meta = meta_of(out);
         assert_eq!((meta.passages, meta.max_len), (split, max_len), "{out}");
     }
-    // A model without an adapter records no length: 256 tokens.
-    common::succeeds(
-        common::csplade_in(home)
-            .args(["index", "--model"])
-            .arg(&gguf)
-            .arg("--corpus")
-            .arg(&corpus)
-            .arg("--out")
-            .arg(home.join("bare")),
-    );
+    built(&index_with(
+        home,
+        gguf.to_str().unwrap(),
+        &corpus,
+        "bare",
+        &[],
+    ));
     assert_eq!(meta_of("bare").max_len, 256);
     let read = |out: &str| std::fs::read(home.join(out).join("vectors.bin")).unwrap();
     assert_eq!(
@@ -431,15 +464,25 @@ fn an_adapter_records_how_documents_are_read_and_builds_follow_it_unless_told() 
         read("none"),
         "first reads are the same either way"
     );
-    let shard = index("shard", &["--shard", "0/2"]);
-    assert!(
-        shard.status.success(),
-        "{}",
-        String::from_utf8_lossy(&shard.stderr)
-    );
+}
+
+/// A recorded split goes with shards and with `eval`'s cached index, and is
+/// refused beside --windows with the way out.
+#[test]
+fn a_recorded_split_shards_and_evaluates_and_is_refused_beside_windows() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path();
+    let (model, _, corpus) = recording_adapter(home);
+    built(&index_with(
+        home,
+        &model,
+        &corpus,
+        "shard",
+        &["--shard", "0/2"],
+    ));
     let recorded_shard = csplade::index::shard::read_shard(&home.join("shard")).unwrap();
     assert_eq!(recorded_shard.index.passages, Some(spec()));
-    let refused = index("windows", &["--windows", "2"]);
+    let refused = index_with(home, &model, &corpus, "windows", &["--windows", "2"]);
     let e = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success(), "built with --windows");
     assert!(
@@ -447,12 +490,8 @@ fn an_adapter_records_how_documents_are_read_and_builds_follow_it_unless_told() 
         "{e}"
     );
     assert!(!home.join("windows").exists(), "left an index behind");
-    let built = index("windows", &["--windows", "2", "--passages", "none"]);
-    assert!(
-        built.status.success(),
-        "{}",
-        String::from_utf8_lossy(&built.stderr)
-    );
+    let with_none = ["--windows", "2", "--passages", "none"];
+    built(&index_with(home, &model, &corpus, "windows", &with_none));
     // `eval` builds its cached index with the recorded split, or without.
     let eval = |extra: &[&str]| {
         common::json_output(

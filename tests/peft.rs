@@ -71,10 +71,8 @@ fn peft_export_reads_back_onto_gguf_and_hf_bases_with_the_same_logits() {
         (back.meta.max_len, back.meta.trained.as_str()),
         (64, "test")
     );
-    assert_eq!(back.meta.query_prior, a.meta.query_prior);
-    assert_eq!(back.meta.query_feedback, a.meta.query_feedback);
-    assert_eq!(back.meta.passages, a.meta.passages);
-
+    let searched = |m: &adapter::AdapterMeta| (m.query_prior, m.query_feedback, m.passages);
+    assert_eq!(searched(&back.meta), searched(&a.meta));
     let text = "rotary positions matter here";
     let own = model::load_unpacked(
         &format!("{}+{}", gguf.display(), file.display()),
