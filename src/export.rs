@@ -410,18 +410,7 @@ fn export_ciff(
 ) -> Result<ExportReport, IndexError> {
     let scale = idx.meta.scale;
     let n = units.len();
-    // Postings per term id, documents ascending.
-    let mut lists: Vec<Vec<(i32, i32)>> = vec![Vec::new(); terms.len()];
-    let mut lengths = vec![0i64; n];
-    for (d, u) in units.iter().enumerate() {
-        for (id, w) in u.vector.iter() {
-            let q = quantize(w, scale);
-            if q > 0 {
-                lists[id as usize].push((d as i32, q));
-                lengths[d] += q as i64;
-            }
-        }
-    }
+    let (lists, lengths) = ciff_postings(units, terms.len(), scale);
     let mut order: Vec<usize> = (0..terms.len()).filter(|&t| !lists[t].is_empty()).collect();
     order.sort_by(|&a, &b| terms[a].cmp(&terms[b]));
     let total: i64 = lengths.iter().sum();
@@ -448,20 +437,7 @@ fn export_ciff(
         };
         put(w, &header)?;
         for &t in &order {
-            let mut prev = 0;
-            let list = ciff::PostingsList {
-                term: terms[t].clone(),
-                df: lists[t].len() as i64,
-                cf: lists[t].iter().map(|p| p.1 as i64).sum(),
-                postings: lists[t]
-                    .iter()
-                    .map(|&(d, tf)| {
-                        let gap = d - prev;
-                        prev = d;
-                        ciff::Posting { docid: gap, tf }
-                    })
-                    .collect(),
-            };
+            let list = postings_list(&terms[t], &lists[t]);
             postings += list.postings.len() as u64;
             put(w, &list)?;
         }
@@ -482,6 +458,41 @@ fn export_ciff(
         terms: order.len(),
         postings,
     })
+}
+
+/// Each term's postings (unit, impact), units ascending, and each unit's
+/// length (the sum of its impacts), with impacts `round(w × scale)` > 0.
+fn ciff_postings(units: &[Unit], vocab: usize, scale: f32) -> (Vec<Vec<(i32, i32)>>, Vec<i64>) {
+    let mut lists: Vec<Vec<(i32, i32)>> = vec![Vec::new(); vocab];
+    let mut lengths = vec![0i64; units.len()];
+    for (d, u) in units.iter().enumerate() {
+        for (id, w) in u.vector.iter() {
+            let q = quantize(w, scale);
+            if q > 0 {
+                lists[id as usize].push((d as i32, q));
+                lengths[d] += q as i64;
+            }
+        }
+    }
+    (lists, lengths)
+}
+
+/// One term's CIFF postings list: document gaps and impacts.
+fn postings_list(term: &str, list: &[(i32, i32)]) -> ciff::PostingsList {
+    let mut prev = 0;
+    ciff::PostingsList {
+        term: term.to_string(),
+        df: list.len() as i64,
+        cf: list.iter().map(|p| p.1 as i64).sum(),
+        postings: list
+            .iter()
+            .map(|&(d, tf)| {
+                let gap = d - prev;
+                prev = d;
+                ciff::Posting { docid: gap, tf }
+            })
+            .collect(),
+    }
 }
 
 /// Length-delimited encoding of any of CIFF's messages.
