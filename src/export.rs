@@ -15,7 +15,7 @@ use serde_json::json;
 use crate::encode::SparseVec;
 use crate::index::IndexError;
 use crate::model::TextTokenizer;
-use crate::search::LsrIndex;
+use crate::search::{LsrIndex, StoredDoc};
 
 /// CIFF's messages (common-index-file-format.proto, version 1).
 pub mod ciff {
@@ -163,20 +163,39 @@ fn units(idx: &LsrIndex, which: Units) -> Result<Vec<Unit<'_>>, IndexError> {
     Ok(out)
 }
 
-/// The text a unit was encoded from: the document's, or its title and the
-/// passage's words.
-fn unit_text(idx: &LsrIndex, unit: &Unit) -> Result<String, IndexError> {
-    let Some(k) = unit.passage else {
-        return document_text(idx, unit.ordinal);
-    };
-    let doc = idx.document(unit.ordinal)?;
-    let words = idx.passage_text(&doc, k).unwrap_or_default();
-    Ok(crate::data::beir::Document {
-        id: String::new(),
-        title: doc.title,
-        text: words,
+/// The texts units were encoded from, in export order: a document is read
+/// from the index once for its first read and its passages.
+struct UnitTexts<'a> {
+    idx: &'a LsrIndex,
+    /// The document read last, by ordinal.
+    doc: Option<(usize, StoredDoc)>,
+}
+
+impl<'a> UnitTexts<'a> {
+    fn new(idx: &'a LsrIndex) -> Self {
+        Self { idx, doc: None }
     }
-    .full_text())
+
+    /// The document's text (title and text), or its title and the
+    /// passage's words.
+    fn of(&mut self, unit: &Unit) -> Result<String, IndexError> {
+        let doc = match self.doc.take() {
+            Some((ordinal, doc)) if ordinal == unit.ordinal => doc,
+            _ => self.idx.document(unit.ordinal)?,
+        };
+        let text = match unit.passage {
+            None if doc.title.is_empty() => doc.text.clone(),
+            None => format!("{} {}", doc.title, doc.text),
+            Some(k) => crate::data::beir::Document {
+                id: String::new(),
+                title: doc.title.clone(),
+                text: self.idx.passage_text(&doc, k).unwrap_or_default(),
+            }
+            .full_text(),
+        };
+        self.doc = Some((unit.ordinal, doc));
+        Ok(text)
+    }
 }
 
 /// A token's text as a term every engine accepts: whitespace, control
@@ -260,15 +279,6 @@ fn terms_used(idx: &LsrIndex, units: &[Unit]) -> usize {
     used.into_iter().filter(|&u| u).count()
 }
 
-fn document_text(idx: &LsrIndex, ordinal: usize) -> Result<String, IndexError> {
-    let d = idx.document(ordinal)?;
-    Ok(if d.title.is_empty() {
-        d.text
-    } else {
-        format!("{} {}", d.title, d.text)
-    })
-}
-
 /// Export `idx` (whose model's tokenizer is `tok`) as `format` to `out`:
 /// its documents' first reads.
 pub fn export(
@@ -310,6 +320,7 @@ fn export_anserini(
 ) -> Result<ExportReport, IndexError> {
     let scale = idx.meta.scale;
     let mut postings = 0u64;
+    let mut texts = UnitTexts::new(idx);
     atomically(idx, out, |w| {
         for u in units {
             let vector: serde_json::Map<String, serde_json::Value> = u
@@ -320,7 +331,7 @@ fn export_anserini(
                 .map(|(id, q)| (terms[id as usize].clone(), json!(q)))
                 .collect();
             postings += vector.len() as u64;
-            let text = unit_text(idx, u).map_err(std::io::Error::other)?;
+            let text = texts.of(u).map_err(std::io::Error::other)?;
             let line = json!({"id": u.id, "contents": text, "vector": vector});
             writeln!(w, "{line}")?;
         }
@@ -347,6 +358,7 @@ fn export_opensearch(
     let mapping = mapping_path(out);
     crate::data::output::check_file(&mapping, &crate::data::output::EXPORT, &[&idx.dir])?;
     let mut postings = 0u64;
+    let mut texts = UnitTexts::new(idx);
     atomically(idx, out, |w| {
         for u in units {
             let features: serde_json::Map<String, serde_json::Value> = u
@@ -355,7 +367,7 @@ fn export_opensearch(
                 .map(|(id, wt)| (terms[id as usize].clone(), json!(wt)))
                 .collect();
             postings += features.len() as u64;
-            let text = unit_text(idx, u).map_err(std::io::Error::other)?;
+            let text = texts.of(u).map_err(std::io::Error::other)?;
             let action = json!({"index": {"_index": opensearch_index, "_id": u.id}});
             writeln!(w, "{action}")?;
             writeln!(w, "{}", json!({"text": text, "terms": features}))?;
