@@ -6,6 +6,7 @@
 use candle_core::{DType, Device, Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
 
+use super::frozen_lora::FrozenGroup;
 use super::kernels;
 use super::linear::{Linear, Weights};
 use super::llama::{Config, RopeStyle};
@@ -62,6 +63,8 @@ pub struct Attention {
     head_dim: usize,
     /// Q|K|V packed as one weight for the inference GEMM, with their biases.
     pub(super) qkv_packed: Option<(Weights, Option<Tensor>)>,
+    /// Training: Q|K|V frozen as one group with their LoRA updates.
+    qkv_frozen: Option<FrozenGroup>,
 }
 
 /// The attention pattern of one forward pass.
@@ -91,7 +94,47 @@ impl Attention {
             kv_heads: cfg.num_key_value_heads,
             head_dim: d,
             qkv_packed: None,
+            qkv_frozen: None,
         })
+    }
+
+    /// Keep the projections frozen for training on the fast GEMM, Q, K
+    /// and V as one group (see [`FrozenGroup`]).
+    pub(super) fn freeze_for_training(&mut self, bf16: bool) -> Result<()> {
+        let weights = [
+            &self.q_proj.weight,
+            &self.k_proj.weight,
+            &self.v_proj.weight,
+        ];
+        self.qkv_frozen = FrozenGroup::new(&weights, bf16)?;
+        if self.qkv_frozen.is_none() {
+            for lin in [&mut self.q_proj, &mut self.k_proj, &mut self.v_proj] {
+                lin.freeze_for_training(bf16)?;
+            }
+        }
+        self.o_proj.freeze_for_training(bf16)
+    }
+
+    /// `[rows, (heads + 2·kv_heads)·head_dim]` projections of `flat` for
+    /// the fused training op.
+    fn training_qkv(&self, flat: &Tensor) -> Result<Tensor> {
+        let projections = [&self.q_proj, &self.k_proj, &self.v_proj];
+        let Some(group) = &self.qkv_frozen else {
+            let parts = projections.iter().map(|p| p.forward(flat));
+            return Tensor::cat(&parts.collect::<Result<Vec<_>>>()?, 1);
+        };
+        let qkv = group.apply(&projections.map(|p| p.low_rank.as_ref()), flat)?;
+        if projections.iter().all(|p| p.bias.is_none()) {
+            return Ok(qkv);
+        }
+        let biases = projections
+            .iter()
+            .map(|p| match &p.bias {
+                Some(b) => Ok(b.clone()),
+                None => Tensor::zeros(p.out_dim(), DType::F32, flat.device()),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        qkv.broadcast_add(&Tensor::cat(&biases, 0)?)
     }
 
     pub(super) fn pack_for_inference(&mut self, precision: Precision) -> Result<()> {
@@ -191,15 +234,7 @@ impl Attention {
     fn fused_autograd(&self, x: &Tensor, rope: &Rope, mask: &MaskSpec) -> Result<Tensor> {
         let (b, t, hidden) = x.dims3()?;
         let (h, d) = (self.heads, self.head_dim);
-        let flat = x.reshape((b * t, hidden))?;
-        let qkv = Tensor::cat(
-            &[
-                self.q_proj.forward(&flat)?,
-                self.k_proj.forward(&flat)?,
-                self.v_proj.forward(&flat)?,
-            ],
-            1,
-        )?;
+        let qkv = self.training_qkv(&x.reshape((b * t, hidden))?)?;
         let op = super::autograd::AttentionOp {
             batch: b,
             t,

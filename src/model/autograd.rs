@@ -9,8 +9,9 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tenso
 use rayon::prelude::*;
 
 use super::disjoint::SendPtr;
-use super::gemm::{matmul_t, PackedWeight};
+use super::gemm::{matmul_t, matmul_t_causal, Causal, PackedWeight};
 use super::kernels::{self, fast_exp, AttentionShape, RopeTables};
+use super::linear::with_f32_slice;
 
 fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
     if !l.is_contiguous() {
@@ -20,8 +21,22 @@ fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
     Ok(&s.as_slice::<f32>()?[l.start_offset()..l.start_offset() + n])
 }
 
-fn data(t: &Tensor) -> Result<Vec<f32>> {
-    t.contiguous()?.flatten_all()?.to_vec1::<f32>()
+/// Run `f` over the f32 data of `a` and `b`, borrowed (copied only when
+/// not contiguous).
+fn with2<R>(a: &Tensor, b: &Tensor, f: impl FnOnce(&[f32], &[f32]) -> R) -> Result<R> {
+    let (a, b) = (a.contiguous()?, b.contiguous()?);
+    with_f32_slice(&a, |a| with_f32_slice(&b, |b| f(a, b)))?
+}
+
+/// [`with2`] over three tensors.
+fn with3<R>(
+    a: &Tensor,
+    b: &Tensor,
+    c: &Tensor,
+    f: impl FnOnce(&[f32], &[f32], &[f32]) -> R,
+) -> Result<R> {
+    let c = c.contiguous()?;
+    with2(a, b, |a, b| with_f32_slice(&c, |c| f(a, b, c)))?
 }
 
 /// Grouped-query attention over a fused `[batch·t, (heads + 2·kv)·d]` Q|K|V,
@@ -59,6 +74,14 @@ impl AttentionOp {
             cos: &self.cos,
             sin: &self.sin,
             interleaved: self.interleaved,
+        }
+    }
+
+    /// `limit` under a causal mask, nothing left out under a bidirectional one.
+    fn causal(&self, limit: Causal) -> Causal {
+        match self.bidirectional {
+            true => Causal::Off,
+            false => limit,
         }
     }
 
@@ -150,7 +173,8 @@ impl AttentionOp {
         let (t, d) = (self.t, self.head_dim);
         let rep = self.heads / self.kv_heads;
         let mut probs = vec![0f32; rep * t * t];
-        matmul_t(q, rep * t, &PackedWeight::pack(k, t, d), &mut probs);
+        let causal = self.causal(Causal::Columns(t));
+        matmul_t_causal(q, rep * t, &PackedWeight::pack(k, t, d), &mut probs, causal);
         kernels::masked_softmax(&mut probs, t, self.lengths[bi], self.bidirectional);
         probs
     }
@@ -168,7 +192,11 @@ impl AttentionOp {
         let rep = self.heads / self.kv_heads;
         // dP = dC vᵀ; dS = P ⊙ (dP − Σ_j dP·P).
         let mut ds = vec![0f32; rep * t * t];
-        matmul_t(dc, rep * t, &PackedWeight::pack(v, t, d), &mut ds);
+        let (columns, depth) = (
+            self.causal(Causal::Columns(t)),
+            self.causal(Causal::Depth(t)),
+        );
+        matmul_t_causal(dc, rep * t, &PackedWeight::pack(v, t, d), &mut ds, columns);
         for (dr, pr) in ds.chunks_mut(t).zip(probs.chunks(t)) {
             let dot: f32 = dr.iter().zip(pr).map(|(a, b)| a * b).sum();
             dr.iter_mut()
@@ -176,26 +204,41 @@ impl AttentionOp {
                 .for_each(|(a, &b)| *a = b * (*a - dot));
         }
         // dq = dS k (scaled by the caller); dk = dSᵀ q; dv = Pᵀ dC.
-        let k_t = transpose(k, t, d);
         let mut dq = vec![0f32; rep * t * d];
-        matmul_t(&ds, rep * t, &PackedWeight::pack(&k_t, d, t), &mut dq);
+        let k_packed = PackedWeight::pack_transposed(k, d, t);
+        matmul_t_causal(&ds, rep * t, &k_packed, &mut dq, depth);
         let ds_t = transpose(&ds, rep * t, t);
-        let q_t = transpose(q, rep * t, d);
         let mut dk = vec![0f32; t * d];
-        matmul_t(&ds_t, t, &PackedWeight::pack(&q_t, d, rep * t), &mut dk);
+        matmul_t(
+            &ds_t,
+            t,
+            &PackedWeight::pack_transposed(q, d, rep * t),
+            &mut dk,
+        );
         let p_t = transpose(probs, rep * t, t);
-        let dc_t = transpose(dc, rep * t, d);
         let mut dv = vec![0f32; t * d];
-        matmul_t(&p_t, t, &PackedWeight::pack(&dc_t, d, rep * t), &mut dv);
+        matmul_t(
+            &p_t,
+            t,
+            &PackedWeight::pack_transposed(dc, d, rep * t),
+            &mut dv,
+        );
         (dq, dk, dv)
     }
 }
 
+/// `x [rows, cols]` transposed, in 16 × 16 blocks (each block's reads and
+/// writes stay within a few cache lines).
 fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    const BLOCK: usize = 16;
     let mut out = vec![0f32; rows * cols];
-    for r in 0..rows {
-        for c in 0..cols {
-            out[c * rows + r] = x[r * cols + c];
+    for r0 in (0..rows).step_by(BLOCK) {
+        for c0 in (0..cols).step_by(BLOCK) {
+            for r in r0..(r0 + BLOCK).min(rows) {
+                for c in c0..(c0 + BLOCK).min(cols) {
+                    out[c * rows + r] = x[r * cols + c];
+                }
+            }
         }
     }
     out
@@ -218,7 +261,7 @@ impl CustomOp1 for AttentionOp {
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        let d = self.backward(&data(arg)?, &data(grad)?);
+        let d = with2(arg, grad, |qkv, dctx| self.backward(qkv, dctx))?;
         Ok(Some(Tensor::from_vec(d, arg.dims(), arg.device())?))
     }
 }
@@ -269,28 +312,25 @@ impl CustomOp2 for RmsNormOp {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let (xs, gs, dy) = (data(x)?, data(g)?, data(grad)?);
-        let dim = gs.len();
-        let inv = rms_rows(&xs, dim, self.eps);
-        let mut dx = vec![0f32; xs.len()];
-        dx.par_chunks_mut(dim).enumerate().for_each(|(i, out)| {
-            let (xr, dr, r) = (
-                &xs[i * dim..(i + 1) * dim],
-                &dy[i * dim..(i + 1) * dim],
-                inv[i],
-            );
-            // dx = r·g⊙dy − r³/D · x · Σ x⊙g⊙dy
-            let dot: f32 = xr
-                .iter()
-                .zip(dr)
-                .zip(&gs)
-                .map(|((a, b), c)| a * b * c)
-                .sum();
-            let c = r * r * r * dot / dim as f32;
-            for j in 0..dim {
-                out[j] = r * gs[j] * dr[j] - c * xr[j];
-            }
-        });
+        let dx = with3(x, g, grad, |xs, gs, dy| {
+            let dim = gs.len();
+            let inv = rms_rows(xs, dim, self.eps);
+            let mut dx = vec![0f32; xs.len()];
+            dx.par_chunks_mut(dim).enumerate().for_each(|(i, out)| {
+                let (xr, dr, r) = (
+                    &xs[i * dim..(i + 1) * dim],
+                    &dy[i * dim..(i + 1) * dim],
+                    inv[i],
+                );
+                // dx = r·g⊙dy − r³/D · x · Σ x⊙g⊙dy
+                let dot: f32 = xr.iter().zip(dr).zip(gs).map(|((a, b), c)| a * b * c).sum();
+                let c = r * r * r * dot / dim as f32;
+                for j in 0..dim {
+                    out[j] = r * gs[j] * dr[j] - c * xr[j];
+                }
+            });
+            dx
+        })?;
         Ok((Some(Tensor::from_vec(dx, x.dims(), x.device())?), None))
     }
 }
@@ -331,19 +371,69 @@ impl CustomOp2 for SwiGluOp {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let (gs, us, dy) = (data(g)?, data(u)?, data(grad)?);
-        let (dg, du): (Vec<f32>, Vec<f32>) = gs
-            .par_iter()
-            .zip(&us)
-            .zip(&dy)
-            .map(|((&g, &u), &d)| {
-                let (silu, dsilu) = silu_parts(g);
-                (d * u * dsilu, d * silu)
-            })
-            .unzip();
+        let (dg, du): (Vec<f32>, Vec<f32>) = with3(g, u, grad, |gs, us, dy| {
+            gs.par_iter()
+                .zip(us)
+                .zip(dy)
+                .map(|((&g, &u), &d)| {
+                    let (silu, dsilu) = silu_parts(g);
+                    (d * u * dsilu, d * silu)
+                })
+                .unzip()
+        })?;
         Ok((
             Some(Tensor::from_vec(dg, g.dims(), g.device())?),
             Some(Tensor::from_vec(du, u.dims(), u.device())?),
         ))
+    }
+}
+
+/// SwiGLU over one `[rows, 2·i]` tensor holding each row's gate in its
+/// first half and its up projection in the second (a [`FrozenGroup`]'s
+/// output), `[rows, i]`, so that neither half is copied out.
+///
+/// [`FrozenGroup`]: super::frozen_lora::FrozenGroup
+pub struct SwiGluPairOp;
+
+impl CustomOp1 for SwiGluPairOp {
+    fn name(&self) -> &'static str {
+        "csplade-swiglu-pair"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (rows, width) = l.shape().dims2()?;
+        let i = width / 2;
+        let gu = slice(s, l)?;
+        let mut y = vec![0f32; rows * i];
+        y.par_chunks_mut(i.max(1))
+            .zip(gu.par_chunks(width.max(1)))
+            .for_each(|(y, row)| {
+                let (g, u) = row.split_at(i);
+                for ((o, &g), &u) in y.iter_mut().zip(g).zip(u) {
+                    *o = silu_parts(g).0 * u;
+                }
+            });
+        Ok((CpuStorage::F32(y), (rows, i).into()))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let (rows, width) = arg.dims2()?;
+        let i = width / 2;
+        let mut d = vec![0f32; rows * width];
+        with2(arg, grad, |gu, dy| {
+            d.par_chunks_mut(width.max(1))
+                .zip(gu.par_chunks(width.max(1)))
+                .zip(dy.par_chunks(i.max(1)))
+                .for_each(|((d, row), dy)| {
+                    let (g, u) = row.split_at(i);
+                    let (dg, du) = d.split_at_mut(i);
+                    for j in 0..i {
+                        let (silu, dsilu) = silu_parts(g[j]);
+                        dg[j] = dy[j] * u[j] * dsilu;
+                        du[j] = dy[j] * silu;
+                    }
+                });
+        })?;
+        Ok(Some(Tensor::from_vec(d, (rows, width), arg.device())?))
     }
 }

@@ -1,4 +1,4 @@
-//! Training's frozen projection and its LoRA update as one candle op,
+//! Training's frozen projections and their LoRA updates as one candle op,
 //! `y = x Wᵀ + s · (x Aᵀ) Bᵀ`: the frozen product on the packed GEMM and the
 //! rank-r update added into the same buffer, with a backward that returns
 //! the gradients of x, A and B directly (the rank-r products on the `gemm`
@@ -6,30 +6,113 @@
 //! same layer costs two matmuls, a scale and an add forward (each a fresh
 //! tensor kept for the backward graph, most of them serial): fusing them
 //! made a training step about 1.2× faster and halved its peak memory.
+//!
+//! Projections that read the same input (an attention layer's Q, K and V;
+//! an MLP's gate and up) run as one [`FrozenGroup`]: their frozen weights
+//! stacked into one packed GEMM, their LoRA factors stacked so that the
+//! rank-r products of all of them are one product each way, and the input
+//! packed and its gradient formed once instead of once per projection.
 
-use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+use std::sync::OnceLock;
+
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 
 use super::gemm;
 use super::linear::{with_f32_slice, FrozenMatmul, LowRank};
 
-/// `x Wᵀ + scale · (x Aᵀ) Bᵀ` for a frozen `W` and trainable `A [r, k]`,
-/// `B [n, r]`.
+/// `x Wᵀ + scale · (x Aᵀ) Bᵀ` for a frozen `W [n, k]` stacked from parts
+/// of `widths` rows, trainable `A [P·r, k]` (part p's factor in rows
+/// `p·r ..`) and `B [n, r]` (part p's factor in part p's rows).
 #[derive(Clone)]
 pub struct FrozenLora {
     frozen: FrozenMatmul,
+    widths: Vec<usize>,
     scale: f32,
+    /// `x Aᵀ` from the forward pass, reused by the backward pass.
+    xa: std::sync::Arc<OnceLock<Vec<f32>>>,
 }
 
 impl FrozenLora {
-    /// `x [rows, k]` through the frozen weight and its update, with
+    /// `x [rows, k]` through one frozen weight and its update, with
     /// autograd to `x`, A and B.
     pub fn apply(frozen: &FrozenMatmul, low_rank: &LowRank, x: &Tensor) -> Result<Tensor> {
+        let widths = vec![frozen.packed().n];
+        Self::stacked(frozen, widths, low_rank.scale, &low_rank.a, &low_rank.b, x)
+    }
+
+    fn stacked(
+        frozen: &FrozenMatmul,
+        widths: Vec<usize>,
+        scale: f64,
+        a: &Tensor,
+        b: &Tensor,
+        x: &Tensor,
+    ) -> Result<Tensor> {
         let op = FrozenLora {
             frozen: frozen.clone(),
-            scale: low_rank.scale as f32,
+            widths,
+            scale: scale as f32,
+            xa: Default::default(),
         };
         x.contiguous()?
-            .apply_op3(&low_rank.a.contiguous()?, &low_rank.b.contiguous()?, op)
+            .apply_op3(&a.contiguous()?, &b.contiguous()?, op)
+    }
+}
+
+/// Projections of one input multiplied as one (see the module header).
+pub struct FrozenGroup {
+    frozen: FrozenMatmul,
+    widths: Vec<usize>,
+}
+
+impl FrozenGroup {
+    /// The stacked weights `[W_1; …; W_P]` (`None` where the fast GEMM is
+    /// unavailable; `bf16` as for [`FrozenMatmul::new`]).
+    pub fn new(weights: &[&Tensor], bf16: bool) -> Result<Option<Self>> {
+        let widths = weights
+            .iter()
+            .map(|w| w.dim(0))
+            .collect::<Result<Vec<_>>>()?;
+        let stacked = Tensor::cat(weights, 0)?;
+        Ok(FrozenMatmul::new(&stacked, bf16)?.map(|frozen| Self { frozen, widths }))
+    }
+
+    /// `x [rows, k]` through every part, `[rows, Σ widths]`, each part's
+    /// LoRA update (`low_ranks[p]`, if any) added; autograd to `x` and the
+    /// factors. Parts without one add nothing; the others must share their
+    /// rank and scale, as [`super::adapter::attach_low_rank`] gives them.
+    pub fn apply(&self, low_ranks: &[Option<&LowRank>], x: &Tensor) -> Result<Tensor> {
+        if low_ranks.len() != self.widths.len() {
+            candle_core::bail!(
+                "frozen group: {} updates for {} parts",
+                low_ranks.len(),
+                self.widths.len()
+            );
+        }
+        let Some(first) = low_ranks.iter().flatten().next() else {
+            return self.frozen.apply(x);
+        };
+        let (r, k) = first.a.dims2()?;
+        let dev = x.device();
+        let mut a_parts = Vec::new();
+        let mut b_parts = Vec::new();
+        for (lr, &n) in low_ranks.iter().zip(&self.widths) {
+            match lr {
+                Some(lr) if lr.a.dims2()? == (r, k) && lr.scale == first.scale => {
+                    a_parts.push(lr.a.to_dtype(DType::F32)?);
+                    b_parts.push(lr.b.to_dtype(DType::F32)?);
+                }
+                Some(_) => {
+                    candle_core::bail!("frozen group: LoRA updates of different ranks or scales")
+                }
+                None => {
+                    a_parts.push(Tensor::zeros((r, k), DType::F32, dev)?);
+                    b_parts.push(Tensor::zeros((n, r), DType::F32, dev)?);
+                }
+            }
+        }
+        let (a, b) = (Tensor::cat(&a_parts, 0)?, Tensor::cat(&b_parts, 0)?);
+        FrozenLora::stacked(&self.frozen, self.widths.clone(), first.scale, &a, &b, x)
     }
 }
 
@@ -69,19 +152,20 @@ impl<'a> View<'a> {
     }
 }
 
-/// `dst [m, n] = (dst if accumulate, else 0) + scale · lhs [m, k] · rhs [k, n]`
-/// on the `gemm` crate's kernels (chosen for the CPU at run time), on the
-/// rayon threads.
+/// `dst [m, n] (row stride ld) = (dst if accumulate, else 0) + scale · lhs
+/// [m, k] · rhs [k, n]` on the `gemm` crate's kernels (chosen for the CPU at
+/// run time), on the rayon threads.
 fn product(
-    dst: &mut [f32],
+    (dst, ld): (&mut [f32], usize),
     accumulate: bool,
     lhs: View,
     rhs: View,
     (m, k, n): (usize, usize, usize),
     scale: f32,
 ) {
+    let dst_reaches = m == 0 || n == 0 || (ld >= n && dst.len() >= (m - 1) * ld + n);
     assert!(
-        dst.len() >= m * n && lhs.reaches(m, k) && rhs.reaches(k, n),
+        dst_reaches && lhs.reaches(m, k) && rhs.reaches(k, n),
         "frozen-lora: shapes"
     );
     let threads = rayon::current_num_threads().max(1);
@@ -94,7 +178,7 @@ fn product(
             k,
             dst.as_mut_ptr(),
             1,
-            n as isize,
+            ld as isize,
             accumulate,
             lhs.0.as_ptr(),
             lhs.2 as isize,
@@ -115,8 +199,24 @@ fn product(
 /// `scale · lhs [m, k] · rhs [k, n]` in a new buffer.
 fn new_product(lhs: View, rhs: View, dims: (usize, usize, usize), scale: f32) -> Vec<f32> {
     let mut dst = vec![0f32; dims.0 * dims.2];
-    product(&mut dst, false, lhs, rhs, dims, scale);
+    product((&mut dst, dims.2), false, lhs, rhs, dims, scale);
     dst
+}
+
+impl FrozenLora {
+    /// Each part's first output column and width.
+    fn parts(&self) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
+        self.widths.iter().enumerate().scan(0, |off, (p, &w)| {
+            let at = *off;
+            *off += w;
+            Some((p, at, w))
+        })
+    }
+
+    /// `x Aᵀ`, `[m, P·r]`.
+    fn x_a(&self, x: &[f32], a: &[f32], (m, k, pr): (usize, usize, usize)) -> Vec<f32> {
+        new_product(View::rows(x, k), View::t(a, k), (m, k, pr), 1.0)
+    }
 }
 
 impl CustomOp3 for FrozenLora {
@@ -134,22 +234,39 @@ impl CustomOp3 for FrozenLora {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (x, m, k) = matrix(s1, l1)?;
-        let (a, r, ka) = matrix(s2, l2)?;
-        let (b, n, rb) = matrix(s3, l3)?;
+        let (a, pr, ka) = matrix(s2, l2)?;
+        let (b, n, r) = matrix(s3, l3)?;
         let w = self.frozen.packed();
-        if ka != k || rb != r || w.k != k || w.n != n {
+        let parts = self.widths.len();
+        if ka != k
+            || w.k != k
+            || w.n != n
+            || pr != parts * r
+            || self.widths.iter().sum::<usize>() != n
+        {
             candle_core::bail!(
-                "frozen-lora: x {m}×{k}, A {r}×{ka}, B {n}×{rb}, W {}×{}",
+                "frozen-lora: x {m}×{k}, A {pr}×{ka}, B {n}×{r}, W {}×{} in {parts} parts",
                 w.n,
                 w.k
             );
         }
         let mut out = vec![0f32; m * n];
         gemm::matmul_t(x, m, w, &mut out);
-        // out += s · (x Aᵀ) Bᵀ
-        let xa = new_product(View::rows(x, k), View::t(a, k), (m, k, r), 1.0);
-        let (lhs, rhs) = (View::rows(&xa, r), View::t(b, r));
-        product(&mut out, true, lhs, rhs, (m, r, n), self.scale);
+        // out[:, part p] += s · (x A_pᵀ) B_pᵀ
+        let xa = self.x_a(x, a, (m, k, pr));
+        for (p, at, width) in self.parts() {
+            let (lhs, rhs) = (View(&xa[p * r..], pr, 1), View::t(&b[at * r..], r));
+            product(
+                (&mut out[at..], n),
+                true,
+                lhs,
+                rhs,
+                (m, r, width),
+                self.scale,
+            );
+        }
+        // Kept for the backward pass (no-op if a forward ran before).
+        let _ = self.xa.set(xa);
         Ok((CpuStorage::F32(out), (m, n).into()))
     }
 
@@ -163,32 +280,60 @@ impl CustomOp3 for FrozenLora {
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (m, k) = x.dims2()?;
         let (n, r) = b.dims2()?;
+        let pr = a.dim(0)?;
         let g = g.contiguous()?;
-        let s = self.scale;
         let (dx, da, db) = with_f32_slice(&g, |g| {
             with_f32_slice(x, |x| {
                 with_f32_slice(a, |a| {
-                    with_f32_slice(b, |b| {
-                        // dx = g W + s (g B) A; dA = s (g B)ᵀ x; dB = s gᵀ (x Aᵀ).
-                        let gb = new_product(View::rows(g, n), View::rows(b, r), (m, n, r), 1.0);
-                        let mut dx = vec![0f32; m * k];
-                        gemm::matmul_t(g, m, self.frozen.packed_t(), &mut dx);
-                        let (lhs, rhs) = (View::rows(&gb, r), View::rows(a, k));
-                        product(&mut dx, true, lhs, rhs, (m, r, k), s);
-                        let da = new_product(View::t(&gb, r), View::rows(x, k), (r, m, k), s);
-                        let xa = new_product(View::rows(x, k), View::t(a, k), (m, k, r), 1.0);
-                        let db = new_product(View::t(g, n), View::rows(&xa, r), (n, m, r), s);
-                        (dx, da, db)
-                    })
+                    with_f32_slice(b, |b| self.gradients(g, x, a, b, (m, k, n, r, pr)))
                 })
             })
         })????;
         let dev = x.device();
         Ok((
             Some(Tensor::from_vec(dx, (m, k), dev)?),
-            Some(Tensor::from_vec(da, (r, k), dev)?),
+            Some(Tensor::from_vec(da, (pr, k), dev)?),
             Some(Tensor::from_vec(db, (n, r), dev)?),
         ))
+    }
+}
+
+impl FrozenLora {
+    /// `(dx, dA, dB)` from `g = ∂L/∂y`: with `G = [g_1 B_1, …, g_P B_P]`
+    /// (`[m, P·r]`), dx = g W + s G A, dA = s Gᵀ x and dB_p = s g_pᵀ (x A_pᵀ).
+    fn gradients(
+        &self,
+        g: &[f32],
+        x: &[f32],
+        a: &[f32],
+        b: &[f32],
+        (m, k, n, r, pr): (usize, usize, usize, usize, usize),
+    ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let s = self.scale;
+        let mut gb = vec![0f32; m * pr];
+        for (p, at, width) in self.parts() {
+            let (lhs, rhs) = (View(&g[at..], n, 1), View::rows(&b[at * r..], r));
+            product((&mut gb[p * r..], pr), false, lhs, rhs, (m, width, r), 1.0);
+        }
+        let mut dx = vec![0f32; m * k];
+        gemm::matmul_t(g, m, self.frozen.packed_t(), &mut dx);
+        let (lhs, rhs) = (View::rows(&gb, pr), View::rows(a, k));
+        product((&mut dx, k), true, lhs, rhs, (m, pr, k), s);
+        let da = new_product(View::t(&gb, pr), View::rows(x, k), (pr, m, k), s);
+        let recomputed;
+        let xa = match self.xa.get() {
+            Some(xa) if xa.len() == m * pr => xa,
+            _ => {
+                recomputed = self.x_a(x, a, (m, k, pr));
+                &recomputed
+            }
+        };
+        let mut db = vec![0f32; n * r];
+        for (p, at, width) in self.parts() {
+            let (lhs, rhs) = (View(&g[at..], 1, n), View(&xa[p * r..], pr, 1));
+            product((&mut db[at * r..], r), false, lhs, rhs, (width, m, r), s);
+        }
+        (dx, da, db)
     }
 }
 
@@ -201,6 +346,32 @@ mod tests {
     fn random(seed: u64, dims: (usize, usize)) -> Tensor {
         let v = crate::model::adapter::uniform(seed, dims.0 * dims.1, 1.0);
         Tensor::from_vec(v, dims, &Device::Cpu).unwrap()
+    }
+
+    fn close(p: &Tensor, q: &Tensor, what: &str) {
+        let (p, q): (Vec<f32>, Vec<f32>) = (
+            p.flatten_all().unwrap().to_vec1().unwrap(),
+            q.flatten_all().unwrap().to_vec1().unwrap(),
+        );
+        assert_eq!(p.len(), q.len(), "{what}");
+        for (u, v) in p.iter().zip(&q) {
+            assert!(
+                (u - v).abs() <= 1e-4 * (1.0 + v.abs()),
+                "{what}: {u} vs {v}"
+            );
+        }
+    }
+
+    /// `x Wᵀ + s (x Aᵀ) Bᵀ` through candle's own ops.
+    fn composite(x: &Tensor, w: &Tensor, lr: Option<&LowRank>) -> Tensor {
+        let y = x.matmul(&w.t().unwrap()).unwrap();
+        let Some(lr) = lr else { return y };
+        let update = x
+            .matmul(&lr.a.t().unwrap())
+            .unwrap()
+            .matmul(&lr.b.t().unwrap())
+            .unwrap();
+        (y + (update * lr.scale).unwrap()).unwrap()
     }
 
     /// Forward and the gradients of x, A and B against candle's own ops on
@@ -223,31 +394,64 @@ mod tests {
         };
         let g = random(5, (m, n));
         let fused = FrozenLora::apply(&frozen, &lr, x.as_tensor()).unwrap();
-        let plain = (x.matmul(&w.t().unwrap()).unwrap()
-            + (x.matmul(&a.t().unwrap())
-                .unwrap()
-                .matmul(&b.t().unwrap())
-                .unwrap()
-                * 2.5)
-                .unwrap())
-        .unwrap();
-        let close = |p: &Tensor, q: &Tensor, what: &str| {
-            let (p, q): (Vec<f32>, Vec<f32>) = (
-                p.flatten_all().unwrap().to_vec1().unwrap(),
-                q.flatten_all().unwrap().to_vec1().unwrap(),
-            );
-            assert_eq!(p.len(), q.len(), "{what}");
-            for (u, v) in p.iter().zip(&q) {
-                assert!(
-                    (u - v).abs() <= 1e-4 * (1.0 + v.abs()),
-                    "{what}: {u} vs {v}"
-                );
-            }
-        };
+        let plain = composite(x.as_tensor(), &w, Some(&lr));
         close(&fused, &plain, "forward");
         let gf = (fused * &g).unwrap().sum_all().unwrap().backward().unwrap();
         let gp = (plain * &g).unwrap().sum_all().unwrap().backward().unwrap();
         for (v, what) in [(&x, "dx"), (&a, "dA"), (&b, "dB")] {
+            close(
+                gf.get(v.as_tensor()).unwrap(),
+                gp.get(v.as_tensor()).unwrap(),
+                what,
+            );
+        }
+    }
+
+    /// Three projections of one input as a group — the middle one without
+    /// an update, the widths ragged — against each one through candle's
+    /// ops, forward and the gradients of x and every factor.
+    #[test]
+    fn grouped_projections_match_each_one_through_candle_ops() {
+        let (m, k, r) = (9, 37, 3);
+        let widths = [53, 19, 21];
+        let ws: Vec<Tensor> = (0..3)
+            .map(|p| random(10 + p, (widths[p as usize], k)))
+            .collect();
+        let Some(group) = FrozenGroup::new(&ws.iter().collect::<Vec<_>>(), false).unwrap() else {
+            assert!(!gemm::available(), "the packed GEMM runs here");
+            return;
+        };
+        let x = Var::from_tensor(&random(2, (m, k))).unwrap();
+        let vars: Vec<(Var, Var)> = [0usize, 2]
+            .iter()
+            .map(|&p| {
+                let a = Var::from_tensor(&random(20 + p as u64, (r, k))).unwrap();
+                let b = Var::from_tensor(&random(30 + p as u64, (widths[p], r))).unwrap();
+                (a, b)
+            })
+            .collect();
+        let lr = |(a, b): &(Var, Var)| LowRank {
+            a: a.as_tensor().clone(),
+            b: b.as_tensor().clone(),
+            scale: 1.5,
+        };
+        let lrs = [Some(lr(&vars[0])), None, Some(lr(&vars[1]))];
+        let fused = group
+            .apply(&[lrs[0].as_ref(), None, lrs[2].as_ref()], x.as_tensor())
+            .unwrap();
+        let parts: Vec<Tensor> = (0..3)
+            .map(|p| composite(x.as_tensor(), &ws[p], lrs[p].as_ref()))
+            .collect();
+        let plain = Tensor::cat(&parts, 1).unwrap();
+        close(&fused, &plain, "forward");
+        let g = random(5, (m, widths.iter().sum()));
+        let gf = (fused * &g).unwrap().sum_all().unwrap().backward().unwrap();
+        let gp = (plain * &g).unwrap().sum_all().unwrap().backward().unwrap();
+        let mut checked = vec![(&x, "dx")];
+        for (a, b) in &vars {
+            checked.extend([(a, "dA"), (b, "dB")]);
+        }
+        for (v, what) in checked {
             close(
                 gf.get(v.as_tensor()).unwrap(),
                 gp.get(v.as_tensor()).unwrap(),

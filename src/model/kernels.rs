@@ -122,8 +122,12 @@ pub struct AttentionShape<'a> {
 /// GEMM against the packed keys, softmaxed under the mask, then multiplied
 /// by the packed values.
 pub fn attention(qkv: &[f32], s: &AttentionShape, rope: &RopeTables) -> Vec<f32> {
-    use super::gemm::{matmul_t, PackedWeight};
+    use super::gemm::{matmul_t_causal, Causal, PackedWeight};
     let (t, h, kvh, d) = (s.t, s.heads, s.kv_heads, s.head_dim);
+    let (scores_of, weights_of) = match s.bidirectional {
+        true => (Causal::Off, Causal::Off),
+        false => (Causal::Columns(t), Causal::Depth(t)),
+    };
     let width = (h + 2 * kvh) * d;
     let rep = h / kvh;
     let scale = 1.0 / (d as f32).sqrt();
@@ -134,21 +138,17 @@ pub fn attention(qkv: &[f32], s: &AttentionShape, rope: &RopeTables) -> Vec<f32>
         let (bi, g) = (task / kvh, task % kvh);
         let row = |p: usize| &qkv[(bi * t + p) * width..(bi * t + p + 1) * width];
         let mut keys = vec![0f32; t * d];
-        let mut values_t = vec![0f32; d * t];
+        let mut values = vec![0f32; t * d];
         for p in 0..t {
             let r = row(p);
             let k = &mut keys[p * d..(p + 1) * d];
             k.copy_from_slice(&r[(h + g) * d..(h + g + 1) * d]);
             rope.apply_forward(k, p);
-            for (j, &v) in r[(h + kvh + g) * d..(h + kvh + g + 1) * d]
-                .iter()
-                .enumerate()
-            {
-                values_t[j * t + p] = v;
-            }
+            values[p * d..(p + 1) * d]
+                .copy_from_slice(&r[(h + kvh + g) * d..(h + kvh + g + 1) * d]);
         }
         let keys = PackedWeight::pack(&keys, t, d);
-        let values = PackedWeight::pack(&values_t, d, t);
+        let values = PackedWeight::pack_transposed(&values, d, t);
         let mut q = vec![0f32; rep * t * d];
         for r in 0..rep {
             let head = g * rep + r;
@@ -162,10 +162,10 @@ pub fn attention(qkv: &[f32], s: &AttentionShape, rope: &RopeTables) -> Vec<f32>
             }
         }
         let mut scores = vec![0f32; rep * t * t];
-        matmul_t(&q, rep * t, &keys, &mut scores);
+        matmul_t_causal(&q, rep * t, &keys, &mut scores, scores_of);
         masked_softmax(&mut scores, t, s.lengths[bi], s.bidirectional);
         let mut ctx = vec![0f32; rep * t * d];
-        matmul_t(&scores, rep * t, &values, &mut ctx);
+        matmul_t_causal(&scores, rep * t, &values, &mut ctx, weights_of);
         for r in 0..rep {
             let head = g * rep + r;
             for p in 0..t {

@@ -11,6 +11,7 @@ use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 use super::attention::{Attention, MaskSpec, Rope};
+use super::frozen_lora::FrozenGroup;
 use super::kernels;
 use super::linear::{Linear, Weights};
 use crate::model::precision::Precision;
@@ -151,6 +152,8 @@ pub struct Mlp {
     intermediate: usize,
     /// Training: SwiGLU as one fused op with its own backward.
     fused_training: bool,
+    /// Training: gate|up frozen as one group with their LoRA updates.
+    gate_up_frozen: Option<FrozenGroup>,
 }
 
 impl Mlp {
@@ -163,7 +166,20 @@ impl Mlp {
             gate_up_packed: None,
             intermediate: i,
             fused_training: false,
+            gate_up_frozen: None,
         })
+    }
+
+    /// Keep the projections frozen for training on the fast GEMM, gate and
+    /// up as one group (see [`FrozenGroup`]).
+    fn freeze_for_training(&mut self, bf16: bool) -> Result<()> {
+        let weights = [&self.gate_proj.weight, &self.up_proj.weight];
+        self.gate_up_frozen = FrozenGroup::new(&weights, bf16)?;
+        if self.gate_up_frozen.is_none() {
+            self.gate_proj.freeze_for_training(bf16)?;
+            self.up_proj.freeze_for_training(bf16)?;
+        }
+        self.down_proj.freeze_for_training(bf16)
     }
 
     fn pack_for_inference(&mut self, precision: Precision) -> Result<()> {
@@ -199,6 +215,16 @@ impl Module for Mlp {
             let last = out_dims.len() - 1;
             out_dims[last] = self.down_proj.out_dim();
             return self.down_proj.forward(&act)?.reshape(out_dims);
+        }
+        if let (true, Some(group)) = (self.fused_training, &self.gate_up_frozen) {
+            let dims = x.dims().to_vec();
+            let hidden = dims[dims.len() - 1];
+            let flat = x.reshape((x.elem_count() / hidden, hidden))?;
+            let lows = [&self.gate_proj, &self.up_proj].map(|p| p.low_rank.as_ref());
+            let act = group
+                .apply(&lows, &flat)?
+                .apply_op1(super::autograd::SwiGluPairOp)?;
+            return self.down_proj.forward(&act)?.reshape(dims);
         }
         if self.fused_training {
             let g = self.gate_proj.forward(x)?.contiguous()?;
@@ -380,7 +406,12 @@ impl Llama {
             Some(f) => f.weights(),
             None => Weights::new(&self.lm_head, Precision::F32)?,
         });
-        if freeze_projections {
+        if freeze_projections && fused {
+            for l in &mut self.layers {
+                l.self_attn.freeze_for_training(bf16)?;
+                l.mlp.freeze_for_training(bf16)?;
+            }
+        } else if freeze_projections {
             for (_, lin) in self.linears_mut() {
                 lin.freeze_for_training(bf16)?;
             }

@@ -57,6 +57,44 @@ impl Pooled {
     }
 }
 
+/// Fold logit rows `first_row ..` (their log-sum-exps `lse`, 0 for the
+/// raw head; `owner` their texts) into each text's running maximum and
+/// its row, in parallel over vocabulary spans: each task owns one span of
+/// every text's row.
+fn fold_max(
+    logits: &[f32],
+    (lse, first_row): (&[f32], usize),
+    owner: &[usize],
+    vocab: usize,
+    (max, argmax): (&mut [f32], &mut [u32]),
+) {
+    const SPAN: usize = 4096;
+    let mut by_span: Vec<Vec<(&mut [f32], &mut [u32])>> =
+        (0..vocab.div_ceil(SPAN)).map(|_| Vec::new()).collect();
+    for (m, a) in max.chunks_mut(vocab).zip(argmax.chunks_mut(vocab)) {
+        for (span, part) in m.chunks_mut(SPAN).zip(a.chunks_mut(SPAN)).enumerate() {
+            by_span[span].push(part);
+        }
+    }
+    by_span
+        .into_par_iter()
+        .enumerate()
+        .for_each(|(span, mut texts)| {
+            let v0 = span * SPAN;
+            for (i, (&l, &o)) in lse.iter().zip(owner).enumerate() {
+                let (m, a) = &mut texts[o];
+                let row = &logits[i * vocab + v0..i * vocab + v0 + m.len()];
+                for ((m, a), &x) in m.iter_mut().zip(a.iter_mut()).zip(row) {
+                    let x = x - l;
+                    if x > *m {
+                        *m = x;
+                        *a = (first_row + i) as u32;
+                    }
+                }
+            }
+        });
+}
+
 /// What the way back returns besides `∂L/∂rows`.
 pub struct ShiftGrads {
     /// `∂L/∂shift` (the scalar C).
@@ -103,21 +141,14 @@ pub fn pool(
             } else {
                 vec![0.0; n]
             };
-            for i in 0..n {
-                let r = start + i;
-                let o = owner[r];
-                let row = &data[i * vocab..(i + 1) * vocab];
-                let m = &mut max[o * vocab..(o + 1) * vocab];
-                let a = &mut argmax[o * vocab..(o + 1) * vocab];
-                let l = lse[i];
-                for v in 0..vocab {
-                    let x = row[v] - l;
-                    if x > m[v] {
-                        m[v] = x;
-                        a[v] = r as u32;
-                    }
-                }
-            }
+            let running = (&mut max[..], &mut argmax[..]);
+            fold_max(
+                data,
+                (&lse, start),
+                &owner[start..start + n],
+                vocab,
+                running,
+            );
             if logprob {
                 lse_all.extend_from_slice(&lse);
             }

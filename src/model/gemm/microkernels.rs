@@ -23,6 +23,17 @@ pub(super) enum ATile<'a> {
     Bf16(&'a [u32]),
 }
 
+impl<'a> ATile<'a> {
+    /// The tile's first `depth` depths (whole bf16 pairs: `depth` rounded
+    /// up to even), for a product whose left side is zero past them.
+    pub(super) fn prefix(self, depth: usize) -> Self {
+        match self {
+            ATile::F32(a) => ATile::F32(&a[..(depth * MR).min(a.len())]),
+            ATile::Bf16(a) => ATile::Bf16(&a[..(depth.div_ceil(2) * MR).min(a.len())]),
+        }
+    }
+}
+
 /// # Safety
 /// The CPU runs the kernel for the panel's type ([`super::available`], and
 /// [`super::bf16_available`] for bf16); `b` holds the same depth as `a`,

@@ -119,6 +119,28 @@ impl PackedWeight {
         }
     }
 
+    /// Pack the weight `[n, k]` whose transpose `wt [k, n]` is given row
+    /// by row: each depth of a panel is `NR` consecutive values of `wt`, so
+    /// no transposed copy is made.
+    pub fn pack_transposed(wt: &[f32], n: usize, k: usize) -> Self {
+        assert_eq!(wt.len(), n * k, "weight size");
+        let mut panels = vec![0f32; n.div_ceil(NR) * k * NR];
+        panels
+            .par_chunks_mut(k * NR)
+            .enumerate()
+            .for_each(|(p, panel)| {
+                let (c0, cols) = (p * NR, NR.min(n - p * NR));
+                for (kk, dst) in panel.chunks_exact_mut(NR).enumerate() {
+                    dst[..cols].copy_from_slice(&wt[kk * n + c0..kk * n + c0 + cols]);
+                }
+            });
+        Self {
+            n,
+            k,
+            panels: Panels::F32(panels),
+        }
+    }
+
     /// Pack a row-major `[n, k]` weight as bf16 pairs (rounded to nearest
     /// even). Multiplying with it needs [`bf16_available`].
     pub fn pack_bf16(w: &[f32], n: usize, k: usize) -> Self {
@@ -203,9 +225,55 @@ fn assert_runs_here(w: &PackedWeight) {
     );
 }
 
+/// What each row of a product may leave out when row `i` is the query at
+/// position `i % period` under a causal mask (the query heads of one
+/// sequence stacked, `period` positions each): the columns past its
+/// position (attention scores, keys as columns), or the depths past it
+/// (products whose left side is zero there: attention weights times
+/// values). Left-out entries of `out` keep what they held.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Causal {
+    Off,
+    Columns(usize),
+    Depth(usize),
+}
+
+impl Causal {
+    /// The last position among rows `r .. r + rows` (`rows` ≥ 1).
+    fn last_position(period: usize, r: usize, rows: usize) -> usize {
+        let first = r % period;
+        (first + rows - 1).min(period - 1)
+    }
+
+    /// Columns (from 0) the tile of rows `r .. r + rows` needs, of `n`.
+    fn columns(self, r: usize, rows: usize, n: usize) -> usize {
+        match self {
+            Causal::Columns(period) if period > 0 => {
+                (Self::last_position(period, r, rows) + 1).min(n)
+            }
+            _ => n,
+        }
+    }
+
+    /// Depths (from 0) the tile of rows `r .. r + rows` needs, of `k`.
+    fn depth(self, r: usize, rows: usize, k: usize) -> usize {
+        match self {
+            Causal::Depth(period) if period > 0 => {
+                (Self::last_position(period, r, rows) + 1).min(k)
+            }
+            _ => k,
+        }
+    }
+}
+
 /// `out[m, n] = x[m, k] · Wᵀ`. Panics if [`available`] is false (or, for
 /// bf16 panels, [`bf16_available`]).
 pub fn matmul_t(x: &[f32], m: usize, w: &PackedWeight, out: &mut [f32]) {
+    matmul_t_causal(x, m, w, out, Causal::Off)
+}
+
+/// [`matmul_t`] computing only what `causal` says each row needs.
+pub fn matmul_t_causal(x: &[f32], m: usize, w: &PackedWeight, out: &mut [f32], causal: Causal) {
     assert_runs_here(w);
     let (n, k) = (w.n, w.k);
     assert_eq!(x.len(), m * k, "input size");
@@ -248,7 +316,7 @@ pub fn matmul_t(x: &[f32], m: usize, w: &PackedWeight, out: &mut [f32]) {
                 &own
             }
         };
-        block(apack, rows_of(mb), w, p0..p1, out_ptr.0);
+        block(apack, rows_of(mb), w, p0..p1, (out_ptr.0, causal));
     });
 }
 
@@ -350,18 +418,63 @@ fn bf16_bits(v: f32) -> u32 {
 /// per row and pair; rows past `rows` stay 0.
 fn pack_rows_bf16(x: &[f32], k: usize, r0: usize, rows: usize, apack: &mut [u32]) {
     let pairs = k.div_ceil(2);
+    let mut row_pairs = vec![0u32; pairs];
     for (t, dst) in apack.chunks_exact_mut(MR * pairs).enumerate() {
         for i in 0..MR.min(rows - t * MR) {
             let row = &x[(r0 + t * MR + i) * k..(r0 + t * MR + i + 1) * k];
-            let whole = row.chunks_exact(2);
-            if let Some(&v) = whole.remainder().first() {
-                dst[(pairs - 1) * MR + i] = bf16_bits(v);
-            }
-            for (pi, pair) in whole.enumerate() {
-                dst[pi * MR + i] = bf16_bits(pair[0]) | bf16_bits(pair[1]) << 16;
+            bf16_pairs(row, &mut row_pairs);
+            for (pi, &pair) in row_pairs.iter().enumerate() {
+                dst[pi * MR + i] = pair;
             }
         }
     }
+}
+
+/// `row`'s values as bf16 pairs ([`bf16_bits`] of depths `2i` and `2i + 1`
+/// in the low and high half of `pairs[i]`; an odd last value alone).
+fn bf16_pairs(row: &[f32], pairs: &mut [u32]) {
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if has_avx512() {
+        // SAFETY: the CPU has AVX-512F (checked just above).
+        done = unsafe { bf16_pairs_avx512(row, pairs) };
+    }
+    let whole = row[2 * done..].chunks_exact(2);
+    if let Some(&v) = whole.remainder().first() {
+        pairs[row.len() / 2] = bf16_bits(v);
+    }
+    for (pair, v) in pairs[done..].iter_mut().zip(whole) {
+        *pair = bf16_bits(v[0]) | bf16_bits(v[1]) << 16;
+    }
+}
+
+/// [`bf16_pairs`] for the first `8·⌊len / 16⌋` pairs, 16 values at a time;
+/// returns how many pairs it wrote.
+///
+/// # Safety
+/// The CPU must have AVX-512F; `pairs` holds at least `row.len() / 2`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn bf16_pairs_avx512(row: &[f32], pairs: &mut [u32]) -> usize {
+    use std::arch::x86_64::*;
+    let chunks = row.len() / 16;
+    assert!(pairs.len() >= chunks * 8, "bf16 pairs: output too short");
+    let one = _mm512_set1_epi32(1);
+    for c in 0..chunks {
+        let b = _mm512_loadu_si512(row.as_ptr().add(c * 16) as *const _);
+        // (b + 0x7FFF + ((b >> 16) & 1)) >> 16, NaN kept quiet: as bf16_bits.
+        let lsb = _mm512_and_si512(_mm512_srli_epi32::<16>(b), one);
+        let biased = _mm512_add_epi32(_mm512_add_epi32(b, _mm512_set1_epi32(0x7FFF)), lsb);
+        let rounded = _mm512_srli_epi32::<16>(biased);
+        let magnitude = _mm512_and_si512(b, _mm512_set1_epi32(0x7FFF_FFFF));
+        let nan = _mm512_cmpgt_epu32_mask(magnitude, _mm512_set1_epi32(0x7F80_0000));
+        let quiet = _mm512_or_si512(_mm512_srli_epi32::<16>(b), _mm512_set1_epi32(0x40));
+        let bits = _mm512_mask_blend_epi32(nan, rounded, quiet);
+        // 16 values → 16 halves in order: 8 pairs, low half the even depth.
+        let halves = _mm512_cvtepi32_epi16(bits);
+        _mm256_storeu_si256(pairs.as_mut_ptr().add(c * 8) as *mut __m256i, halves);
+    }
+    chunks * 8
 }
 
 /// Pack `rows` rows of `x` (from `r0`) into MR-row micro-panels, k-major.
@@ -397,7 +510,7 @@ fn block(
     row_range: Range<usize>,
     w: &PackedWeight,
     panels: Range<usize>,
-    out: *mut f32,
+    (out, causal): (*mut f32, Causal),
 ) {
     let ldc = w.n;
     let (r0, rows) = (row_range.start, row_range.len());
@@ -408,11 +521,15 @@ fn block(
         for t in 0..tiles {
             let r = r0 + t * MR;
             let valid_rows = MR.min(r0 + rows - r);
+            if p * NR >= causal.columns(r, valid_rows, w.n) {
+                continue;
+            }
+            let a = apack.tile(t).prefix(causal.depth(r, valid_rows, w.depth()));
             // SAFETY: the tile lies inside this task's rectangle of `out`
             // (rows r .. r + valid_rows, columns p*NR .. p*NR + cols).
             unsafe {
                 let c = out.add(r * ldc + p * NR);
-                tile(apack.tile(t), bp, c, ldc, valid_rows, cols);
+                tile(a, bp, c, ldc, valid_rows, cols);
             }
         }
     }

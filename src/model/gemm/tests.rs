@@ -300,3 +300,69 @@ fn bf16_rounding_matches_half() {
         );
     }
 }
+
+/// Causal products: with rows as query positions `i % period` (three
+/// heads stacked, a period no multiple of the tile), the scores keep every
+/// column up to each row's position, and a product whose left side is zero
+/// past the position loses nothing by stopping there.
+#[test]
+fn causal_products_keep_what_each_position_sees() {
+    if !available() {
+        return;
+    }
+    let mut rng = SplitMix::new(11);
+    let (period, k, n) = (70, 70, 70);
+    let m = 3 * period;
+    let w: Vec<f32> = (0..n * k).map(|_| rng.uniform()).collect();
+    let packed = PackedWeight::pack(&w, n, k);
+    let x: Vec<f32> = (0..m * k).map(|_| rng.uniform()).collect();
+    let mut scores = vec![f32::NAN; m * n];
+    matmul_t_causal(&x, m, &packed, &mut scores, Causal::Columns(period));
+    let want = naive(&x, m, &w, n, k);
+    for i in 0..m {
+        for j in 0..=(i % period) {
+            let (got, exp) = (scores[i * n + j], want[i * n + j]);
+            assert!(
+                (got - exp).abs() < 1e-4,
+                "scores ({i}, {j}): {got} vs {exp}"
+            );
+        }
+    }
+    let skipped = scores.iter().filter(|v| v.is_nan()).count();
+    assert!(skipped > m * n / 5, "only {skipped} entries left out");
+    // Zero past each row's position, as attention weights are.
+    let mut weights = x.clone();
+    for i in 0..m {
+        weights[i * k + i % period + 1..(i + 1) * k].fill(0.0);
+    }
+    let mut out = vec![0f32; m * n];
+    matmul_t_causal(&weights, m, &packed, &mut out, Causal::Depth(period));
+    let want = naive(&weights, m, &w, n, k);
+    for (i, (got, exp)) in out.iter().zip(&want).enumerate() {
+        assert!(
+            (got - exp).abs() < 1e-4,
+            "depth-limited {i}: {got} vs {exp}"
+        );
+    }
+}
+
+/// The vectorized bf16 packing rounds as the scalar one, value for value,
+/// ties, infinities, NaN and an odd last value included.
+#[test]
+fn bf16_pairs_match_the_scalar_rounding() {
+    let mut rng = SplitMix::new(21);
+    let mut row: Vec<f32> = (0..71).map(|_| rng.uniform() * 100.0 - 50.0).collect();
+    row[3] = f32::from_bits(0x3F80_8000); // a tie, rounds to even
+    row[4] = f32::from_bits(0x3F81_8000); // a tie, rounds up
+    row[5] = f32::INFINITY;
+    row[6] = f32::NEG_INFINITY;
+    row[7] = f32::NAN;
+    row[8] = f32::from_bits(0xFF80_0001); // a signalling NaN, kept a NaN
+    row[20] = -0.0;
+    let mut pairs = vec![0u32; row.len().div_ceil(2)];
+    bf16_pairs(&row, &mut pairs);
+    for (i, &v) in row.iter().enumerate() {
+        let half = (pairs[i / 2] >> (16 * (i % 2))) & 0xFFFF;
+        assert_eq!(half, bf16_bits(v), "value {i} ({v})");
+    }
+}
