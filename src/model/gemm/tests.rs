@@ -366,3 +366,31 @@ fn bf16_pairs_match_the_scalar_rounding() {
         assert_eq!(half, bf16_bits(v), "value {i} ({v})");
     }
 }
+
+/// A weight packed from its transpose multiplies as the weight packed
+/// from its own rows (ragged: the last panel partial).
+#[test]
+fn packing_from_the_transpose_matches_packing_the_rows() {
+    if !available() {
+        return;
+    }
+    let mut rng = SplitMix::new(8);
+    let (m, n, k) = (13, 45, 19);
+    let w: Vec<f32> = (0..n * k).map(|_| rng.uniform()).collect();
+    let mut wt = vec![0f32; k * n];
+    for r in 0..n {
+        for c in 0..k {
+            wt[c * n + r] = w[r * k + c];
+        }
+    }
+    let x: Vec<f32> = (0..m * k).map(|_| rng.uniform()).collect();
+    let (mut rows, mut transposed) = (vec![0f32; m * n], vec![0f32; m * n]);
+    matmul_t(&x, m, &PackedWeight::pack(&w, n, k), &mut rows);
+    matmul_t(
+        &x,
+        m,
+        &PackedWeight::pack_transposed(&wt, n, k),
+        &mut transposed,
+    );
+    assert_eq!(rows, transposed);
+}
