@@ -19,6 +19,7 @@ pub mod layouts;
 pub mod linear;
 pub mod llama;
 pub mod mlm;
+pub mod mlp;
 pub mod peft;
 pub mod precision;
 pub mod tiny;
