@@ -335,62 +335,14 @@ impl CustomOp2 for RmsNormOp {
     }
 }
 
-/// SwiGLU `silu(gate) ⊙ up` with gradients to both.
-pub struct SwiGluOp;
-
 fn silu_parts(g: f32) -> (f32, f32) {
     let s = 1.0 / (1.0 + fast_exp(-g));
     (g * s, s * (1.0 + g * (1.0 - s)))
 }
 
-impl CustomOp2 for SwiGluOp {
-    fn name(&self) -> &'static str {
-        "csplade-swiglu"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let (g, u) = (slice(s1, l1)?, slice(s2, l2)?);
-        let y: Vec<f32> = g
-            .par_iter()
-            .zip(u)
-            .map(|(&g, &u)| silu_parts(g).0 * u)
-            .collect();
-        Ok((CpuStorage::F32(y), l1.shape().clone()))
-    }
-
-    fn bwd(
-        &self,
-        g: &Tensor,
-        u: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let (dg, du): (Vec<f32>, Vec<f32>) = with3(g, u, grad, |gs, us, dy| {
-            gs.par_iter()
-                .zip(us)
-                .zip(dy)
-                .map(|((&g, &u), &d)| {
-                    let (silu, dsilu) = silu_parts(g);
-                    (d * u * dsilu, d * silu)
-                })
-                .unzip()
-        })?;
-        Ok((
-            Some(Tensor::from_vec(dg, g.dims(), g.device())?),
-            Some(Tensor::from_vec(du, u.dims(), u.device())?),
-        ))
-    }
-}
-
-/// SwiGLU over one `[rows, 2·i]` tensor holding each row's gate in its
-/// first half and its up projection in the second (a [`FrozenGroup`]'s
-/// output), `[rows, i]`, so that neither half is copied out.
+/// SwiGLU `silu(gate) ⊙ up` over one `[rows, 2·i]` tensor holding each
+/// row's gate in its first half and its up projection in the second (a
+/// [`FrozenGroup`]'s output), `[rows, i]`, with the gradient to both halves.
 ///
 /// [`FrozenGroup`]: super::frozen_lora::FrozenGroup
 pub struct SwiGluPairOp;
@@ -402,18 +354,8 @@ impl CustomOp1 for SwiGluPairOp {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let (rows, width) = l.shape().dims2()?;
-        let i = width / 2;
-        let gu = slice(s, l)?;
-        let mut y = vec![0f32; rows * i];
-        y.par_chunks_mut(i.max(1))
-            .zip(gu.par_chunks(width.max(1)))
-            .for_each(|(y, row)| {
-                let (g, u) = row.split_at(i);
-                for ((o, &g), &u) in y.iter_mut().zip(g).zip(u) {
-                    *o = silu_parts(g).0 * u;
-                }
-            });
-        Ok((CpuStorage::F32(y), (rows, i).into()))
+        let y = kernels::swiglu(slice(s, l)?, width / 2);
+        Ok((CpuStorage::F32(y), (rows, width / 2).into()))
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {

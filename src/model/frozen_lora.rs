@@ -23,13 +23,12 @@ use super::linear::{with_f32_slice, FrozenMatmul, LowRank};
 /// `x Wᵀ + scale · (x Aᵀ) Bᵀ` for a frozen `W [n, k]` stacked from parts
 /// of `widths` rows, trainable `A [P·r, k]` (part p's factor in rows
 /// `p·r ..`) and `B [n, r]` (part p's factor in part p's rows).
-#[derive(Clone)]
 pub struct FrozenLora {
     frozen: FrozenMatmul,
     widths: Vec<usize>,
     scale: f32,
     /// `x Aᵀ` from the forward pass, reused by the backward pass.
-    xa: std::sync::Arc<OnceLock<Vec<f32>>>,
+    xa: OnceLock<Vec<f32>>,
 }
 
 impl FrozenLora {

@@ -86,22 +86,22 @@ impl Module for Mlp {
             out_dims[last] = self.down_proj.out_dim();
             return self.down_proj.forward(&act)?.reshape(out_dims);
         }
-        if let (true, Some(group)) = (self.fused_training, &self.gate_up_frozen) {
+        if self.fused_training {
             let dims = x.dims().to_vec();
             let hidden = dims[dims.len() - 1];
             let flat = x.reshape((x.elem_count() / hidden, hidden))?;
-            let lows = [&self.gate_proj, &self.up_proj].map(|p| p.low_rank.as_ref());
-            let act = group
-                .apply(&lows, &flat)?
-                .apply_op1(super::autograd::SwiGluPairOp)?;
+            let gate_up = match &self.gate_up_frozen {
+                Some(group) => {
+                    let lows = [&self.gate_proj, &self.up_proj].map(|p| p.low_rank.as_ref());
+                    group.apply(&lows, &flat)?
+                }
+                None => Tensor::cat(
+                    &[self.gate_proj.forward(&flat)?, self.up_proj.forward(&flat)?],
+                    1,
+                )?,
+            };
+            let act = gate_up.apply_op1(super::autograd::SwiGluPairOp)?;
             return self.down_proj.forward(&act)?.reshape(dims);
-        }
-        if self.fused_training {
-            let g = self.gate_proj.forward(x)?.contiguous()?;
-            let u = self.up_proj.forward(x)?.contiguous()?;
-            return self
-                .down_proj
-                .forward(&g.apply_op2(&u, super::autograd::SwiGluOp)?);
         }
         let g = candle_nn::ops::silu(&self.gate_proj.forward(x)?)?;
         let u = self.up_proj.forward(x)?;
