@@ -193,7 +193,7 @@ pub fn passages_for(
 ) -> Result<Option<PassageSpec>> {
     let recorded = model.passages();
     if let (None, Some(spec)) = (told, recorded) {
-        if margs.encoder_config(model).windows > 1 {
+        if margs.windows.unwrap_or(1) > 1 {
             anyhow::bail!(
                 "the model records passages {spec} (its documents rank by their best passage) and \
                  --windows reads the rest of a document a second way; pass --passages none to read \

@@ -27,9 +27,6 @@ use clap::{Args, Parser, Subcommand};
 use csplade::encode::{EncoderConfig, Head, Variant};
 use csplade::model::{self, ModelRef, SparseModel};
 
-/// Tokens read per text by a model that records no training length.
-const DEFAULT_MAX_LEN: usize = 256;
-
 #[derive(Parser)]
 #[command(
     name = "csplade",
@@ -285,9 +282,8 @@ impl ModelArgs {
     /// else the length it was trained on, else 256; one window unless
     /// `--windows`.
     pub fn reading<'m>(&self, model: impl Into<ModelRef<'m>>) -> csplade::encode::encoder::Reading {
-        let trained = model.into().trained_max_len();
         csplade::encode::encoder::Reading {
-            max_len: self.max_len.or(trained).unwrap_or(DEFAULT_MAX_LEN),
+            max_len: self.max_len.unwrap_or_else(|| model.into().max_len()),
             windows: self.windows.unwrap_or(1),
         }
     }

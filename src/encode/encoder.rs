@@ -63,7 +63,7 @@ impl Default for EncoderConfig {
         Self {
             variant: Variant::Causal,
             head: Head::RawLogits,
-            max_len: 256,
+            max_len: crate::model::DEFAULT_MAX_LEN,
             batch_size: 8,
             windows: 1,
         }

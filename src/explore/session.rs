@@ -321,12 +321,11 @@ impl Session {
                 .unwrap_or_else(|| {
                     // No index yet: encode the way the model was trained.
                     let (variant, head) = model.trained_encoding();
-                    let plain = crate::encode::EncoderConfig::default();
                     crate::encode::EncoderConfig {
                         variant,
                         head,
-                        max_len: model.trained_max_len().unwrap_or(plain.max_len),
-                        ..plain
+                        max_len: model.max_len(),
+                        ..Default::default()
                     }
                 }),
             index: s.index.clone(),

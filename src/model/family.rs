@@ -164,13 +164,15 @@ impl<'m> ModelRef<'m> {
         }
     }
 
-    /// The document length a causal model's adapter was trained on (a
-    /// masked LM's checkpoint records none).
-    pub fn trained_max_len(self) -> Option<usize> {
+    /// Tokens read per text unless told otherwise: the document length a
+    /// causal model's adapter was trained on, else [`super::DEFAULT_MAX_LEN`]
+    /// (a masked LM's checkpoint records none).
+    pub fn max_len(self) -> usize {
         match self {
             ModelRef::Causal(m) => m.trained_max_len(),
             ModelRef::MaskedLm(_) => None,
         }
+        .unwrap_or(super::DEFAULT_MAX_LEN)
     }
 
     /// The passage split the model's indexes use unless told otherwise.
@@ -250,8 +252,8 @@ impl SparseModel {
         self.as_ref().passages()
     }
 
-    pub fn trained_max_len(&self) -> Option<usize> {
-        self.as_ref().trained_max_len()
+    pub fn max_len(&self) -> usize {
+        self.as_ref().max_len()
     }
 
     pub fn inference_free_by_default(&self) -> bool {

@@ -191,6 +191,9 @@ impl LoadedModel {
     }
 }
 
+/// Tokens read per text by a model whose adapter records no training length.
+pub const DEFAULT_MAX_LEN: usize = 256;
+
 /// The model every command uses unless told otherwise: the base with
 /// csplade's trained adapter (assets/, see MODEL_CARD.md) merged in.
 pub const DEFAULT_SPEC: &str = "default";
