@@ -51,6 +51,8 @@ pub struct TrainBench {
 /// One timed system: name, tokens, seconds, peak resident memory (bytes).
 struct Timed {
     name: String,
+    /// The csplade engine timed, `None` for the PyTorch reference.
+    engine: Option<Engine>,
     tokens: u64,
     seconds: f64,
     peak: Option<u64>,
@@ -106,6 +108,7 @@ fn time_engine(
     trainer.run(false, None, |r| steps.push((r.step_tokens, r.step_seconds)))?;
     let timed = &steps[1.min(steps.len())..];
     Ok(Timed {
+        engine: Some(engine),
         name: format!(
             "csplade {} engine{}",
             engine_name(engine),
@@ -237,6 +240,7 @@ fn pytorch(
     Ok((
         Timed {
             name: "PyTorch + peft".into(),
+            engine: None,
             tokens,
             seconds,
             peak,
@@ -317,12 +321,19 @@ fn report(a: &TrainBench, cfg: &TrainConfig, rows: Vec<Timed>, versions: Value) 
     let threads = rayon::current_num_threads();
     let rate = |t: &Timed| t.tokens as f64 / t.seconds.max(1e-9);
     let base = rows.first().map(rate).unwrap_or(1.0);
+    // The generic engine's rate in this run, which the fused engine's
+    // speed-up is stated against.
+    let generic = rows
+        .iter()
+        .find(|t| t.engine == Some(Engine::Generic))
+        .map(rate);
     if a.json {
         let systems: Vec<Value> = rows
             .iter()
             .map(|t| {
                 json!({"system": t.name, "tokens": t.tokens, "seconds": t.seconds,
-                "tokens_per_s": rate(t), "vs_first": rate(t) / base, "peak_bytes": t.peak})
+                "tokens_per_s": rate(t), "vs_first": rate(t) / base,
+                "vs_generic": generic.map(|g| rate(t) / g), "peak_bytes": t.peak})
             })
             .collect();
         println!(
@@ -339,20 +350,22 @@ fn report(a: &TrainBench, cfg: &TrainConfig, rows: Vec<Timed>, versions: Value) 
     );
     let width = rows.iter().map(|t| t.name.len()).max().unwrap_or(0).max(26);
     println!(
-        "{:<width$} {:>9} {:>9} {:>10} {:>9} {:>11}",
-        "system", "tokens", "seconds", "tokens/s", "× first", "peak memory"
+        "{:<width$} {:>9} {:>9} {:>10} {:>9} {:>9} {:>11}",
+        "system", "tokens", "seconds", "tokens/s", "× first", "× generic", "peak memory"
     );
     for t in &rows {
         let peak = t
             .peak
             .map_or("-".to_string(), |b| format!("{:.1} GB", b as f64 / 1e9));
+        let vs_generic = generic.map_or("-".to_string(), |g| format!("{:.2}", rate(t) / g));
         println!(
-            "{:<width$} {:>9} {:>9.1} {:>10.1} {:>9.2} {:>11}",
+            "{:<width$} {:>9} {:>9.1} {:>10.1} {:>9.2} {:>9} {:>11}",
             t.name,
             t.tokens,
             t.seconds,
             rate(t),
             rate(t) / base,
+            vs_generic,
             peak
         );
     }
