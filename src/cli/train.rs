@@ -214,6 +214,7 @@ fn announce(trainer: &Trainer, phase: Phase, cfg: &TrainConfig, a: &TrainArgs, e
     let products = match (engine, cfg.frozen_precision.as_str()) {
         _ if cfg.bf16_products(engine) => ", bf16 products",
         (Engine::Cpu, "bf16") => ", f32 products: bf16 needs AVX-512",
+        (Engine::Cpu, "auto") => ", f32 products: no AVX-512 BF16",
         _ => "",
     };
     let trainable: usize = trainer

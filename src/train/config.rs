@@ -55,10 +55,12 @@ pub struct TrainConfig {
     pub activation_memory_gb: f64,
     /// Precision of the frozen base's products on the fused CPU engine
     /// (LoRA's projections and the LM head, forward and input gradient):
-    /// `f32`, or `bf16` — activations and weights rounded to bf16, sums in
+    /// `f32`; `bf16` — activations and weights rounded to bf16, sums in
     /// f32, as in GPU mixed-precision training; up to twice the f32 rate on CPUs
-    /// with AVX-512 BF16. The trainable weights, their gradients and the
-    /// optimizer stay f32. CPUs without AVX-512 compute f32 either way.
+    /// with AVX-512 BF16; or `auto` (the default): bf16 where the CPU has
+    /// AVX-512 BF16's dot product, else f32. The trainable weights, their
+    /// gradients and the optimizer stay f32. CPUs without AVX-512 compute
+    /// f32 either way.
     pub frozen_precision: String,
     pub lr: f64,
     pub warmup_steps: usize,
@@ -147,7 +149,7 @@ impl Default for TrainConfig {
             grad_accum: 1,
             forward_group: 4,
             activation_memory_gb: 0.0,
-            frozen_precision: "f32".into(),
+            frozen_precision: "auto".into(),
             lr: 1e-4,
             warmup_steps: 10,
             weight_decay: 0.0,
@@ -224,9 +226,9 @@ impl TrainConfig {
         self.query_prior
             .parse::<crate::model::encoding::QueryPrior>()
             .map_err(|e| format!("query_prior: {e}"))?;
-        if !matches!(self.frozen_precision.as_str(), "f32" | "bf16") {
+        if !matches!(self.frozen_precision.as_str(), "auto" | "f32" | "bf16") {
             return Err(format!(
-                "frozen_precision = {:?}: f32 or bf16",
+                "frozen_precision = {:?}: auto, f32 or bf16",
                 self.frozen_precision
             ));
         }
@@ -324,12 +326,18 @@ impl TrainConfig {
     }
 
     /// Whether `engine` multiplies by the frozen base in bf16 on this CPU:
-    /// `frozen_precision = "bf16"`, the fused CPU engine, and a CPU that runs
-    /// bf16 panels ([`crate::model::gemm::bf16_available`]).
+    /// the fused CPU engine, and `frozen_precision = "bf16"` on a CPU that
+    /// runs bf16 panels ([`crate::model::gemm::bf16_available`]) or `auto`
+    /// on one that runs them at bf16's own rate
+    /// ([`crate::model::gemm::bf16_native`]).
     pub fn bf16_products(&self, engine: super::Engine) -> bool {
+        use crate::model::gemm::{bf16_available, bf16_native};
         engine == super::Engine::Cpu
-            && self.frozen_precision == "bf16"
-            && crate::model::gemm::bf16_available()
+            && match self.frozen_precision.as_str() {
+                "bf16" => bf16_available(),
+                "auto" => bf16_native(),
+                _ => false,
+            }
     }
 
     /// β of `term_shift_init = "df:β"`, or `None` for `zero`.
@@ -425,6 +433,29 @@ mod tests {
         let e = TrainConfig::load(None, &["stepz=7".into()]).expect_err("unknown field");
         assert!(e.contains("stepz"), "{e}");
         assert!(TrainConfig::load(None, &["head=weird".into()]).is_err());
+    }
+
+    #[test]
+    fn frozen_precision_follows_the_cpu_and_the_engine() {
+        use crate::model::gemm::{bf16_available, bf16_native};
+        use crate::train::Engine;
+        let load = |p: &str| TrainConfig::load(None, &[format!("frozen_precision=\"{p}\"")]);
+        let default = TrainConfig::load(None, &[]).expect("defaults");
+        assert_eq!(default.frozen_precision, "auto");
+        for (p, on_cpu) in [
+            ("auto", bf16_native()),
+            ("bf16", bf16_available()),
+            ("f32", false),
+        ] {
+            let c = load(p).expect(p);
+            assert_eq!(c.bf16_products(Engine::Cpu), on_cpu, "{p}");
+            assert!(
+                !c.bf16_products(Engine::Generic),
+                "{p} on the generic engine"
+            );
+        }
+        let e = load("fp16").expect_err("unknown precision");
+        assert!(e.contains("auto, f32 or bf16"), "{e}");
     }
 
     #[test]
