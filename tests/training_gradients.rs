@@ -203,6 +203,9 @@ fn generic_step_matches_the_cpu_step() {
         cfg.learn_term_shift = true;
         cfg.forward_group = 3;
         cfg.hard_negatives = 2;
+        // The engines must agree to f32 rounding: the fused engine's
+        // default (`auto`) would multiply in bf16 on CPUs with AVX-512 BF16.
+        cfg.frozen_precision = "f32".into();
         let make = |engine: Engine, name: &str| {
             let run = dir.path().join(format!("{variant}-{name}"));
             let mut cfg = cfg.clone();
