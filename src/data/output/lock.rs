@@ -22,7 +22,16 @@ pub struct Locked {
 /// Held while an output is written; dropping it releases the lock.
 #[derive(Debug)]
 pub struct OutputLock {
-    _file: std::fs::File,
+    file: std::fs::File,
+}
+
+impl Drop for OutputLock {
+    /// Unlock before the file closes: a child process forked meanwhile by
+    /// another thread shares the lock's open file until it execs, and
+    /// closing only this descriptor would leave the output locked until then.
+    fn drop(&mut self) {
+        let _ = self.file.unlock();
+    }
 }
 
 /// `locks/` in csplade's own directory.
@@ -74,5 +83,5 @@ pub fn acquire(out: &Path, command: &str) -> Result<OutputLock, OutputError> {
     f.set_len(0).map_err(io)?;
     f.rewind().map_err(io)?;
     f.write_all(who.as_bytes()).map_err(io)?;
-    Ok(OutputLock { _file: f })
+    Ok(OutputLock { file: f })
 }

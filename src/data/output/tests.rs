@@ -146,3 +146,27 @@ fn stages_are_fresh_and_published_over_own_outputs() {
     assert!(fresh_stage(&d.join("y.partial"), &MANPAGES, &[]).is_err());
     assert!(d.join("y.partial/keep").exists());
 }
+
+#[test]
+fn a_dropped_lock_is_free_while_a_forked_child_still_shares_its_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("idx");
+    let held = lock::acquire(&out, "index").unwrap();
+    // As when another thread spawns a process: the child shares the lock's
+    // open file until it execs (here, until it exits).
+    // SAFETY: the child only sleeps and exits, both async-signal-safe.
+    let child = unsafe { libc::fork() };
+    if child == 0 {
+        unsafe {
+            libc::usleep(500_000);
+            libc::_exit(0);
+        }
+    }
+    assert!(child > 0, "fork failed");
+    drop(held);
+    let again = lock::acquire(&out, "index");
+    let mut status = 0;
+    // SAFETY: waiting for the child forked above.
+    unsafe { libc::waitpid(child, &mut status, 0) };
+    again.expect("the lock was released when its holder dropped it");
+}
