@@ -101,40 +101,16 @@ impl Attention {
     /// Keep the projections frozen for training on the fast GEMM, Q, K
     /// and V as one group (see [`FrozenGroup`]).
     pub(super) fn freeze_for_training(&mut self, bf16: bool) -> Result<()> {
-        let weights = [
-            &self.q_proj.weight,
-            &self.k_proj.weight,
-            &self.v_proj.weight,
-        ];
-        self.qkv_frozen = FrozenGroup::new(&weights, bf16)?;
-        if self.qkv_frozen.is_none() {
-            for lin in [&mut self.q_proj, &mut self.k_proj, &mut self.v_proj] {
-                lin.freeze_for_training(bf16)?;
-            }
-        }
+        let mut qkv = [&mut self.q_proj, &mut self.k_proj, &mut self.v_proj];
+        self.qkv_frozen = FrozenGroup::freeze(&mut qkv, bf16)?;
         self.o_proj.freeze_for_training(bf16)
     }
 
     /// `[rows, (heads + 2·kv_heads)·head_dim]` projections of `flat` for
     /// the fused training op.
     fn training_qkv(&self, flat: &Tensor) -> Result<Tensor> {
-        let projections = [&self.q_proj, &self.k_proj, &self.v_proj];
-        let Some(group) = &self.qkv_frozen else {
-            let parts = projections.iter().map(|p| p.forward(flat));
-            return Tensor::cat(&parts.collect::<Result<Vec<_>>>()?, 1);
-        };
-        let qkv = group.apply(&projections.map(|p| p.low_rank.as_ref()), flat)?;
-        if projections.iter().all(|p| p.bias.is_none()) {
-            return Ok(qkv);
-        }
-        let biases = projections
-            .iter()
-            .map(|p| match &p.bias {
-                Some(b) => Ok(b.clone()),
-                None => Tensor::zeros(p.out_dim(), DType::F32, flat.device()),
-            })
-            .collect::<Result<Vec<_>>>()?;
-        qkv.broadcast_add(&Tensor::cat(&biases, 0)?)
+        let qkv = [&self.q_proj, &self.k_proj, &self.v_proj];
+        FrozenGroup::project(self.qkv_frozen.as_ref(), &qkv, flat)
     }
 
     pub(super) fn pack_for_inference(&mut self, precision: Precision) -> Result<()> {

@@ -77,14 +77,6 @@ impl AttentionOp {
         }
     }
 
-    /// `limit` under a causal mask, nothing left out under a bidirectional one.
-    fn causal(&self, limit: Causal) -> Causal {
-        match self.bidirectional {
-            true => Causal::Off,
-            false => limit,
-        }
-    }
-
     /// `∂L/∂qkv` from `∂L/∂context`, recomputing the attention pattern.
     /// One task per (sequence, KV group): its query heads, key and value.
     pub fn backward(&self, qkv: &[f32], dctx: &[f32]) -> Vec<f32> {
@@ -173,8 +165,14 @@ impl AttentionOp {
         let (t, d) = (self.t, self.head_dim);
         let rep = self.heads / self.kv_heads;
         let mut probs = vec![0f32; rep * t * t];
-        let causal = self.causal(Causal::Columns(t));
-        matmul_t_causal(q, rep * t, &PackedWeight::pack(k, t, d), &mut probs, causal);
+        let (scores_of, _) = Causal::for_attention(t, self.bidirectional);
+        matmul_t_causal(
+            q,
+            rep * t,
+            &PackedWeight::pack(k, t, d),
+            &mut probs,
+            scores_of,
+        );
         kernels::masked_softmax(&mut probs, t, self.lengths[bi], self.bidirectional);
         probs
     }
@@ -192,10 +190,7 @@ impl AttentionOp {
         let rep = self.heads / self.kv_heads;
         // dP = dC vᵀ; dS = P ⊙ (dP − Σ_j dP·P).
         let mut ds = vec![0f32; rep * t * t];
-        let (columns, depth) = (
-            self.causal(Causal::Columns(t)),
-            self.causal(Causal::Depth(t)),
-        );
+        let (columns, depth) = Causal::for_attention(t, self.bidirectional);
         matmul_t_causal(dc, rep * t, &PackedWeight::pack(v, t, d), &mut ds, columns);
         for (dr, pr) in ds.chunks_mut(t).zip(probs.chunks(t)) {
             let dot: f32 = dr.iter().zip(pr).map(|(a, b)| a * b).sum();

@@ -15,10 +15,10 @@
 
 use std::sync::OnceLock;
 
-use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Module, Result, Shape, Tensor};
 
 use super::gemm;
-use super::linear::{with_f32_slice, FrozenMatmul, LowRank};
+use super::linear::{with_f32_slice, FrozenMatmul, Linear, LowRank};
 
 /// `x Wᵀ + scale · (x Aᵀ) Bᵀ` for a frozen `W [n, k]` stacked from parts
 /// of `widths` rows, trainable `A [P·r, k]` (part p's factor in rows
@@ -74,6 +74,42 @@ impl FrozenGroup {
             .collect::<Result<Vec<_>>>()?;
         let stacked = Tensor::cat(weights, 0)?;
         Ok(FrozenMatmul::new(&stacked, bf16)?.map(|frozen| Self { frozen, widths }))
+    }
+
+    /// Freeze `projections` of one input for training: as one group on the
+    /// fast GEMM, else (`None`) each on its own.
+    pub fn freeze(projections: &mut [&mut Linear], bf16: bool) -> Result<Option<Self>> {
+        let weights: Vec<&Tensor> = projections.iter().map(|p| &p.weight).collect();
+        let group = Self::new(&weights, bf16)?;
+        if group.is_none() {
+            for p in projections.iter_mut() {
+                p.freeze_for_training(bf16)?;
+            }
+        }
+        Ok(group)
+    }
+
+    /// `x [rows, k]` through every one of `projections`, `[rows, Σ out]`:
+    /// as `group` (their biases added after) where they were frozen as one
+    /// ([`FrozenGroup::freeze`]), else each projection's output side by side.
+    pub fn project(group: Option<&Self>, projections: &[&Linear], x: &Tensor) -> Result<Tensor> {
+        let Some(group) = group else {
+            let parts = projections.iter().map(|p| p.forward(x));
+            return Tensor::cat(&parts.collect::<Result<Vec<_>>>()?, 1);
+        };
+        let low_ranks: Vec<_> = projections.iter().map(|p| p.low_rank.as_ref()).collect();
+        let y = group.apply(&low_ranks, x)?;
+        if projections.iter().all(|p| p.bias.is_none()) {
+            return Ok(y);
+        }
+        let biases = projections
+            .iter()
+            .map(|p| match &p.bias {
+                Some(b) => Ok(b.clone()),
+                None => Tensor::zeros(p.out_dim(), DType::F32, x.device()),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        y.broadcast_add(&Tensor::cat(&biases, 0)?)
     }
 
     /// `x [rows, k]` through every part, `[rows, Σ widths]`, each part's

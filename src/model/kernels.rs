@@ -166,10 +166,7 @@ pub struct AttentionShape<'a> {
 pub fn attention(qkv: &[f32], s: &AttentionShape, rope: &RopeTables) -> Vec<f32> {
     use super::gemm::{matmul_t_causal, Causal, PackedWeight};
     let (t, h, kvh, d) = (s.t, s.heads, s.kv_heads, s.head_dim);
-    let (scores_of, weights_of) = match s.bidirectional {
-        true => (Causal::Off, Causal::Off),
-        false => (Causal::Columns(t), Causal::Depth(t)),
-    };
+    let (scores_of, weights_of) = Causal::for_attention(t, s.bidirectional);
     let width = (h + 2 * kvh) * d;
     let rep = h / kvh;
     let scale = 1.0 / (d as f32).sqrt();
@@ -239,21 +236,7 @@ pub fn logprob_max_pool(logits: &[f32], vocab: usize, owner: &[usize], acc: &mut
         .collect();
     let texts = owner.iter().max().map_or(0, |&o| o + 1);
     const CHUNK: usize = 2048;
-    // Split every text's accumulator into vocabulary chunks; each task owns
-    // one chunk index across all texts.
-    let mut per_text: Vec<Vec<&mut [f32]>> = acc[..texts * vocab]
-        .chunks_mut(vocab)
-        .map(|a| a.chunks_mut(CHUNK).collect())
-        .collect();
-    let n_chunks = vocab.div_ceil(CHUNK);
-    let mut by_chunk: Vec<Vec<&mut [f32]>> =
-        (0..n_chunks).map(|_| Vec::with_capacity(texts)).collect();
-    for text in per_text.iter_mut() {
-        for (c, slice) in text.drain(..).enumerate() {
-            by_chunk[c].push(slice);
-        }
-    }
-    by_chunk
+    column_spans(&mut acc[..texts * vocab], vocab, CHUNK)
         .into_par_iter()
         .enumerate()
         .for_each(|(c, mut slices)| {
@@ -269,6 +252,19 @@ pub fn logprob_max_pool(logits: &[f32], vocab: usize, owner: &[usize], acc: &mut
                 }
             }
         });
+}
+
+/// Rows of `width` (`rows`: `[R, width]`) cut into spans of `span`
+/// columns and gathered by span: element c holds span c of every row, in
+/// row order, so that one parallel task can own a span across all rows.
+pub fn column_spans<T>(rows: &mut [T], width: usize, span: usize) -> Vec<Vec<&mut [T]>> {
+    let mut by_span: Vec<Vec<&mut [T]>> = (0..width.div_ceil(span)).map(|_| Vec::new()).collect();
+    for row in rows.chunks_mut(width) {
+        for (c, part) in row.chunks_mut(span).enumerate() {
+            by_span[c].push(part);
+        }
+    }
+    by_span
 }
 
 /// SwiGLU on a fused `[rows, 2·inter]` gate|up projection: `silu(g) · u`.

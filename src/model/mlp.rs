@@ -43,12 +43,8 @@ impl Mlp {
     /// Keep the projections frozen for training on the fast GEMM, gate and
     /// up as one group (see [`FrozenGroup`]).
     pub(super) fn freeze_for_training(&mut self, bf16: bool) -> Result<()> {
-        let weights = [&self.gate_proj.weight, &self.up_proj.weight];
-        self.gate_up_frozen = FrozenGroup::new(&weights, bf16)?;
-        if self.gate_up_frozen.is_none() {
-            self.gate_proj.freeze_for_training(bf16)?;
-            self.up_proj.freeze_for_training(bf16)?;
-        }
+        let mut gate_up = [&mut self.gate_proj, &mut self.up_proj];
+        self.gate_up_frozen = FrozenGroup::freeze(&mut gate_up, bf16)?;
         self.down_proj.freeze_for_training(bf16)
     }
 
@@ -90,16 +86,8 @@ impl Module for Mlp {
             let dims = x.dims().to_vec();
             let hidden = dims[dims.len() - 1];
             let flat = x.reshape((x.elem_count() / hidden, hidden))?;
-            let gate_up = match &self.gate_up_frozen {
-                Some(group) => {
-                    let lows = [&self.gate_proj, &self.up_proj].map(|p| p.low_rank.as_ref());
-                    group.apply(&lows, &flat)?
-                }
-                None => Tensor::cat(
-                    &[self.gate_proj.forward(&flat)?, self.up_proj.forward(&flat)?],
-                    1,
-                )?,
-            };
+            let projections = [&self.gate_proj, &self.up_proj];
+            let gate_up = FrozenGroup::project(self.gate_up_frozen.as_ref(), &projections, &flat)?;
             let act = gate_up.apply_op1(super::autograd::SwiGluPairOp)?;
             return self.down_proj.forward(&act)?.reshape(dims);
         }

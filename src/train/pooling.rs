@@ -12,7 +12,7 @@ use candle_core::{Result, Tensor};
 use rayon::prelude::*;
 
 use crate::encode::Head;
-use crate::model::kernels::fast_exp;
+use crate::model::kernels::{column_spans, fast_exp};
 use crate::model::linear::with_f32_slice;
 use crate::model::Llama;
 
@@ -69,20 +69,14 @@ fn fold_max(
     (max, argmax): (&mut [f32], &mut [u32]),
 ) {
     const SPAN: usize = 4096;
-    let mut by_span: Vec<Vec<(&mut [f32], &mut [u32])>> =
-        (0..vocab.div_ceil(SPAN)).map(|_| Vec::new()).collect();
-    for (m, a) in max.chunks_mut(vocab).zip(argmax.chunks_mut(vocab)) {
-        for (span, part) in m.chunks_mut(SPAN).zip(a.chunks_mut(SPAN)).enumerate() {
-            by_span[span].push(part);
-        }
-    }
-    by_span
+    column_spans(max, vocab, SPAN)
         .into_par_iter()
+        .zip(column_spans(argmax, vocab, SPAN))
         .enumerate()
-        .for_each(|(span, mut texts)| {
+        .for_each(|(span, (mut maxima, mut rows))| {
             let v0 = span * SPAN;
             for (i, (&l, &o)) in lse.iter().zip(owner).enumerate() {
-                let (m, a) = &mut texts[o];
+                let (m, a) = (&mut maxima[o], &mut rows[o]);
                 let row = &logits[i * vocab + v0..i * vocab + v0 + m.len()];
                 for ((m, a), &x) in m.iter_mut().zip(a.iter_mut()).zip(row) {
                     let x = x - l;

@@ -239,29 +239,25 @@ pub enum Causal {
 }
 
 impl Causal {
-    /// The last position among rows `r .. r + rows` (`rows` ≥ 1).
-    fn last_position(period: usize, r: usize, rows: usize) -> usize {
-        let first = r % period;
-        (first + rows - 1).min(period - 1)
-    }
-
-    /// Columns (from 0) the tile of rows `r .. r + rows` needs, of `n`.
-    fn columns(self, r: usize, rows: usize, n: usize) -> usize {
-        match self {
-            Causal::Columns(period) if period > 0 => {
-                (Self::last_position(period, r, rows) + 1).min(n)
-            }
-            _ => n,
+    /// What attention over `t` positions may leave out: of its scores
+    /// (keys as columns), and of its weights times the values (depths);
+    /// nothing when `bidirectional`.
+    pub fn for_attention(t: usize, bidirectional: bool) -> (Causal, Causal) {
+        match bidirectional {
+            true => (Causal::Off, Causal::Off),
+            false => (Causal::Columns(t), Causal::Depth(t)),
         }
     }
 
-    /// Depths (from 0) the tile of rows `r .. r + rows` needs, of `k`.
-    fn depth(self, r: usize, rows: usize, k: usize) -> usize {
+    /// The columns (of `n`) and depths (of `k`) that the tile of rows
+    /// `r .. r + rows` (`rows` ≥ 1) needs, each counted from 0.
+    fn extent(self, r: usize, rows: usize, (n, k): (usize, usize)) -> (usize, usize) {
+        // Positions up to the tile's last one.
+        let seen = |period: usize| ((r % period) + rows).min(period);
         match self {
-            Causal::Depth(period) if period > 0 => {
-                (Self::last_position(period, r, rows) + 1).min(k)
-            }
-            _ => k,
+            Causal::Columns(period) if period > 0 => (seen(period).min(n), k),
+            Causal::Depth(period) if period > 0 => (n, seen(period).min(k)),
+            _ => (n, k),
         }
     }
 }
@@ -521,10 +517,11 @@ fn block(
         for t in 0..tiles {
             let r = r0 + t * MR;
             let valid_rows = MR.min(r0 + rows - r);
-            if p * NR >= causal.columns(r, valid_rows, w.n) {
+            let (columns, depth) = causal.extent(r, valid_rows, (w.n, w.depth()));
+            if p * NR >= columns {
                 continue;
             }
-            let a = apack.tile(t).prefix(causal.depth(r, valid_rows, w.depth()));
+            let a = apack.tile(t).prefix(depth);
             // SAFETY: the tile lies inside this task's rectangle of `out`
             // (rows r .. r + valid_rows, columns p*NR .. p*NR + cols).
             unsafe {
